@@ -1,0 +1,12 @@
+"""Gaussian-mixture image segmentation for scikit-learn, napari and the command line."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .estimator import GMMSegmenter, segment
+
+try:
+    __version__ = version("gmm-segmenter")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = ["GMMSegmenter", "segment", "__version__"]

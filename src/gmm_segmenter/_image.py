@@ -1,0 +1,369 @@
+"""Images in, pixel tables out, and back.
+
+Everything here works on views of the caller's arrays and on bounded-size
+chunks of pixels, so that memory never grows with the number of pixels beyond
+the outputs themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Pixels handled at once when an image is walked chunk by chunk.
+CHUNK_PIXELS = 1 << 17
+
+# Integer dtypes whose every possible value fits in a lookup table of at most
+# 2**16 entries, indexed directly through an unsigned view of the data.
+_SMALL_INTEGER_KINDS = {
+    np.dtype(np.bool_): np.dtype(np.uint8),
+    np.dtype(np.uint8): np.dtype(np.uint8),
+    np.dtype(np.int8): np.dtype(np.uint8),
+    np.dtype(np.uint16): np.dtype(np.uint16),
+    np.dtype(np.int16): np.dtype(np.uint16),
+}
+
+# Wider integer images are predicted through a table over their value range
+# when that range is at most this long.
+MAX_TABLE_RANGE = 1 << 22
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """One image seen as pixels of ``n_channels`` values.
+
+    ``pixels`` is a channel-last view of the caller's array (never a copy,
+    never written to); ``mask`` is a boolean array of the spatial shape where
+    ``True`` marks pixels to use, or ``None`` when every pixel is used.
+    """
+
+    pixels: np.ndarray
+    mask: np.ndarray | None
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return self.pixels.shape[:-1]
+
+    @property
+    def n_pixels(self) -> int:
+        return math.prod(self.spatial_shape)
+
+    @property
+    def n_channels(self) -> int:
+        return self.pixels.shape[-1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.pixels.dtype
+
+    @property
+    def is_integer(self) -> bool:
+        return self.dtype.kind in "biu"
+
+    @property
+    def may_be_invalid(self) -> bool:
+        """Whether some pixels may be masked out or not finite."""
+        return self.mask is not None or not self.is_integer
+
+
+def is_batch(X) -> bool:
+    """A list or tuple of images is a batch; anything else is one image."""
+    return isinstance(X, (list, tuple))
+
+
+def as_images(X, *, channel_axis, mask=None, param_name="X") -> list[ImageView]:
+    """Validate one image or a batch of images and return channel-last views.
+
+    Raises ``TypeError`` or ``ValueError`` naming the parameter, what was
+    given and what would work.
+    """
+    if is_batch(X):
+        if len(X) == 0:
+            raise ValueError(
+                f"{param_name} is an empty list; pass one image as an array or a "
+                "non-empty list of images."
+            )
+        images = list(X)
+        masks = _as_mask_list(mask, len(images))
+        names = [f"{param_name}[{i}]" for i in range(len(images))]
+    else:
+        images, masks, names = [X], [mask], [param_name]
+    views = [
+        _as_image(image, channel_axis, image_mask, name)
+        for image, image_mask, name in zip(images, masks, names)
+    ]
+    channels = {view.n_channels for view in views}
+    if len(channels) > 1:
+        raise ValueError(
+            f"The images in {param_name} have different numbers of channels "
+            f"({sorted(channels)}); a batch must share one channel layout."
+        )
+    return views
+
+
+def _as_mask_list(mask, n_images) -> list:
+    if mask is None:
+        return [None] * n_images
+    if not is_batch(mask) or len(mask) != n_images:
+        raise ValueError(
+            f"mask must be None or a list of {n_images} masks (one per image, "
+            "each None or a boolean array of the image's spatial shape) when X is "
+            f"a list of {n_images} images; got {type(mask).__name__}"
+            + (f" of length {len(mask)}" if is_batch(mask) else "")
+            + "."
+        )
+    return list(mask)
+
+
+def _as_image(image, channel_axis, mask, name) -> ImageView:
+    if hasattr(image, "__array_namespace__") or hasattr(image, "__array__"):
+        array = np.asarray(image)
+    elif isinstance(image, (list, tuple)):
+        array = np.asarray(image)
+    else:
+        raise TypeError(
+            f"{name} must be an image given as an array (or a list of arrays for "
+            f"a batch); got {type(image).__name__}."
+        )
+    if array.dtype.kind not in "biuf":
+        advice = {
+            "c": "take np.abs() or .real of the image first",
+            "O": "convert it to a numeric array first, e.g. np.asarray(image, dtype=float)",
+        }.get(array.dtype.kind, "convert it to a numeric array first")
+        raise TypeError(
+            f"{name} has dtype {array.dtype}; images must be real-valued "
+            f"(bool, integer or float), so {advice}."
+        )
+    if array.ndim == 0:
+        raise ValueError(
+            f"{name} is a scalar (0-d array); pass an image with at least one "
+            "spatial axis."
+        )
+    if channel_axis is None:
+        pixels = array[..., np.newaxis]
+    else:
+        if array.ndim < 2:
+            raise ValueError(
+                f"channel_axis={channel_axis} indicates a channel axis, which is not "
+                f"possible for a {array.ndim}-dimensional {name} of shape "
+                f"{array.shape}; use channel_axis=None if the image is grayscale."
+            )
+        if not -array.ndim <= channel_axis < array.ndim:
+            raise ValueError(
+                f"channel_axis={channel_axis} is out of range for {name} with "
+                f"{array.ndim} dimensions (shape {array.shape}); use an axis in "
+                f"[{-array.ndim}, {array.ndim - 1}], or channel_axis=None if the "
+                "image is grayscale."
+            )
+        pixels = np.moveaxis(array, channel_axis, -1)
+    if pixels.size == 0:
+        raise ValueError(
+            f"{name} is empty (shape {array.shape}); pass an image with at least "
+            "one pixel."
+        )
+    if pixels.dtype == np.float16:
+        # float16 has too little precision and range for the arithmetic below;
+        # chunks are converted on the fly, the caller's array is untouched.
+        pixels = pixels.astype(np.float32)
+    return ImageView(pixels=pixels, mask=_as_mask(mask, pixels.shape[:-1], name))
+
+
+def _as_mask(mask, spatial_shape, name) -> np.ndarray | None:
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != spatial_shape:
+        raise ValueError(
+            f"mask for {name} has shape {mask.shape} but the image's spatial shape "
+            f"is {spatial_shape}; pass a boolean array of shape {spatial_shape} "
+            "(True where pixels are used)."
+        )
+    if mask.dtype != np.bool_:
+        if mask.dtype.kind not in "biuf":
+            raise TypeError(
+                f"mask for {name} has dtype {mask.dtype}; pass a boolean array "
+                "(True where pixels are used)."
+            )
+        mask = mask != 0
+    return mask
+
+
+def blocks(spatial_shape: Sequence[int], chunk_pixels: int = CHUNK_PIXELS):
+    """Split a spatial grid into C-ordered blocks of about ``chunk_pixels``.
+
+    Yields ``(key, start, stop)``: ``image[key]`` is the block and
+    ``start:stop`` its range in the C-order flattened grid.
+    """
+    shape = tuple(int(n) for n in spatial_shape)
+    inner, axis = 1, len(shape)
+    while axis > 0 and inner * shape[axis - 1] <= chunk_pixels:
+        axis -= 1
+        inner *= shape[axis]
+    if axis == 0:
+        yield (Ellipsis,), 0, inner
+        return
+    step = max(1, chunk_pixels // inner)
+    length = shape[axis - 1]
+    for position, outer in enumerate(np.ndindex(*shape[: axis - 1])):
+        for first in range(0, length, step):
+            last = min(first + step, length)
+            start = (position * length + first) * inner
+            yield outer + (slice(first, last),), start, start + (last - first) * inner
+
+
+def chunk_values(view: ImageView, key) -> np.ndarray:
+    """The pixels of one block as an ``(n, n_channels)`` array."""
+    return view.pixels[key].reshape(-1, view.n_channels)
+
+
+def chunk_valid(view: ImageView, key, values: np.ndarray) -> np.ndarray | None:
+    """Which pixels of a block are used, or ``None`` when all are."""
+    valid = None
+    if view.mask is not None:
+        valid = view.mask[key].reshape(-1)
+    if not view.is_integer:
+        finite = np.isfinite(values).all(axis=1)
+        valid = finite if valid is None else valid & finite
+    return valid
+
+
+def iter_chunks(view: ImageView) -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None]]:
+    """Yield ``(start, stop, values, valid)`` for each block of an image."""
+    for key, start, stop in blocks(view.spatial_shape):
+        values = chunk_values(view, key)
+        yield start, stop, values, chunk_valid(view, key, values)
+
+
+def count_valid(view: ImageView) -> int:
+    if not view.may_be_invalid:
+        return view.n_pixels
+    return sum(
+        (stop - start) if valid is None else int(np.count_nonzero(valid))
+        for start, stop, _, valid in iter_chunks(view)
+    )
+
+
+# --------------------------------------------------------------------------
+# training data: a weighted table of pixel values
+
+
+def integer_histogram(views: list[ImageView]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values and their counts over the valid pixels of integer images.
+
+    Exact: EM on these weighted values is EM on every pixel.
+    """
+    tables = []
+    for view in views:
+        small = _SMALL_INTEGER_KINDS.get(view.dtype)
+        if small is not None:
+            counts = np.zeros(1 << (8 * small.itemsize), dtype=np.int64)
+            for start, stop, values, valid in iter_chunks(view):
+                index = values.reshape(-1).view(small)
+                if valid is not None:
+                    index = index[valid]
+                counts += np.bincount(index, minlength=counts.size)
+            present = np.flatnonzero(counts)
+            table_values = present.astype(small).view(view.dtype)
+            tables.append((table_values.astype(np.int64), counts[present]))
+        else:
+            parts = []
+            for start, stop, values, valid in iter_chunks(view):
+                values = values.reshape(-1)
+                if valid is not None:
+                    values = values[valid]
+                parts.append(np.unique(values, return_counts=True))
+            tables.extend(parts)
+    values = np.concatenate([np.asarray(v) for v, _ in tables])
+    counts = np.concatenate([c for _, c in tables])
+    if values.size == 0:
+        return values.astype(np.float64), counts
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return distinct, np.bincount(inverse.reshape(-1), weights=counts).astype(np.int64)
+
+
+def sample_pixels(views: list[ImageView], n_samples: int, random_state: np.random.Generator):
+    """A uniform random sample (without replacement) of the valid pixels.
+
+    Returns an ``(m, n_channels)`` float64 array with ``m = min(n_samples,
+    n_valid)``, and the number of valid pixels. Memory is bounded by the
+    sample, not the images: valid pixels are counted and drawn chunk by chunk.
+    """
+    counts = []  # valid pixels per (image, block)
+    for view in views:
+        if not view.may_be_invalid:
+            counts.append([view.n_pixels])
+        else:
+            counts.append(
+                [
+                    (stop - start) if valid is None else int(np.count_nonzero(valid))
+                    for start, stop, _, valid in iter_chunks(view)
+                ]
+            )
+    flat_counts = np.array([c for image_counts in counts for c in image_counts], dtype=np.int64)
+    n_valid = int(flat_counts.sum())
+    if n_valid == 0:
+        return np.empty((0, views[0].n_channels)), 0
+    m = min(n_samples, n_valid)
+    ranks = np.sort(random_state.choice(n_valid, size=m, replace=False))
+    offsets = np.concatenate([[0], np.cumsum(flat_counts)])
+    out = np.empty((m, views[0].n_channels), dtype=np.float64)
+    filled = 0
+    block_number = 0
+    for view, image_counts in zip(views, counts):
+        if not view.may_be_invalid:
+            lo, hi = np.searchsorted(ranks, offsets[block_number : block_number + 2])
+            positions = ranks[lo:hi] - offsets[block_number]
+            index = np.unravel_index(positions, view.spatial_shape)
+            out[filled : filled + hi - lo] = view.pixels[index]
+            filled += hi - lo
+            block_number += 1
+            continue
+        for start, stop, values, valid in iter_chunks(view):
+            lo, hi = np.searchsorted(ranks, offsets[block_number : block_number + 2])
+            if hi > lo:
+                positions = ranks[lo:hi] - offsets[block_number]
+                if valid is not None:
+                    positions = np.flatnonzero(valid)[positions]
+                out[filled : filled + hi - lo] = values[positions]
+                filled += hi - lo
+            block_number += 1
+    return out, n_valid
+
+
+def lookup_plan(view: ImageView):
+    """How to predict a single-channel integer image through a lookup table.
+
+    Returns ``(table_values, index_of)`` where ``table_values`` are the
+    intensities the table is computed for and ``index_of(values)`` maps a
+    chunk's values to table rows; or ``None`` when a table would not pay off.
+    """
+    if view.n_channels != 1 or not view.is_integer:
+        return None
+    small = _SMALL_INTEGER_KINDS.get(view.dtype)
+    if small is not None:
+        table_values = np.arange(1 << (8 * small.itemsize), dtype=np.int64)
+        table_values = table_values.astype(small).view(view.dtype).astype(np.float64)
+        return table_values, lambda values: values.reshape(-1).view(small)
+    lowest = highest = None
+    for _, _, values, valid in iter_chunks(view):
+        if valid is not None:
+            values = values[valid]
+        if values.size:
+            lo, hi = int(values.min()), int(values.max())
+            lowest = lo if lowest is None else min(lowest, lo)
+            highest = hi if highest is None else max(highest, hi)
+    if lowest is None:
+        lowest = highest = 0
+    if highest - lowest >= MAX_TABLE_RANGE:
+        return None
+    table_values = lowest + np.arange(highest - lowest + 1, dtype=np.float64)
+
+    def index_of(values):
+        index = values.reshape(-1).astype(np.int64) - lowest
+        # masked-out pixels may hold any value; keep them inside the table
+        return np.clip(index, 0, highest - lowest)
+
+    return table_values, index_of

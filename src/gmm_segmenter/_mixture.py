@@ -1,0 +1,379 @@
+"""Expectation-maximisation for Gaussian mixtures with sample weights.
+
+Written here rather than taken from ``sklearn.mixture.GaussianMixture``
+because that class takes no sample weights (scikit-learn issue #15647), and
+weights are what make the histogram fit exact and what the spatial model
+needs. With unit weights and the same initial parameters the updates are
+scikit-learn's, step for step (``tests/test_mixture.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import linalg
+from scipy.special import logsumexp
+from sklearn.exceptions import ConvergenceWarning
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """Parameters of a Gaussian mixture, in the layout scikit-learn uses."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    precisions_cholesky: np.ndarray
+    covariance_type: str
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+    def precisions(self) -> np.ndarray:
+        chol = self.precisions_cholesky
+        if self.covariance_type == "full":
+            return np.einsum("kij,klj->kil", chol, chol)
+        if self.covariance_type == "tied":
+            return chol @ chol.T
+        return chol**2
+
+    def reorder(self, order: np.ndarray) -> "Mixture":
+        if self.covariance_type == "tied":
+            return replace(self, weights=self.weights[order], means=self.means[order])
+        return replace(
+            self,
+            weights=self.weights[order],
+            means=self.means[order],
+            covariances=self.covariances[order],
+            precisions_cholesky=self.precisions_cholesky[order],
+        )
+
+    def rescaled(self, offset: np.ndarray, scale: np.ndarray) -> "Mixture":
+        """The same mixture for data ``x * scale + offset``."""
+        means = self.means * scale + offset
+        if self.covariance_type == "full":
+            covariances = self.covariances * np.outer(scale, scale)
+        elif self.covariance_type == "tied":
+            covariances = self.covariances * np.outer(scale, scale)
+        elif self.covariance_type == "diag":
+            covariances = self.covariances * scale**2
+        else:
+            # a spherical covariance stays spherical only for a common scale
+            covariances = self.covariances * scale[0] ** 2
+        return Mixture(
+            weights=self.weights,
+            means=means,
+            covariances=covariances,
+            precisions_cholesky=precision_cholesky(covariances, self.covariance_type),
+            covariance_type=self.covariance_type,
+        )
+
+
+class CollapsedCovariance(ValueError):
+    """A covariance is not positive definite even after regularisation."""
+
+
+def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
+    """Free parameters of a mixture, as ``GaussianMixture._n_parameters``."""
+    if covariance_type == "full":
+        cov_params = n_components * n_features * (n_features + 1) / 2.0
+    elif covariance_type == "diag":
+        cov_params = n_components * n_features
+    elif covariance_type == "tied":
+        cov_params = n_features * (n_features + 1) / 2.0
+    else:
+        cov_params = n_components
+    return int(cov_params + n_components * n_features + n_components - 1)
+
+
+def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Cholesky factors of the precision matrices (scikit-learn's layout)."""
+    if covariance_type in ("full", "tied"):
+        stacked = covariances[np.newaxis] if covariance_type == "tied" else covariances
+        n_features = stacked.shape[-1]
+        out = np.empty_like(stacked)
+        for k, covariance in enumerate(stacked):
+            try:
+                cov_chol = linalg.cholesky(covariance, lower=True)
+            except linalg.LinAlgError:
+                raise CollapsedCovariance(k) from None
+            out[k] = linalg.solve_triangular(
+                cov_chol, np.eye(n_features), lower=True
+            ).T
+        return out[0] if covariance_type == "tied" else out
+    bad = ~(np.isfinite(covariances) & (covariances > 0.0))
+    if bad.any():
+        raise CollapsedCovariance(int(np.argwhere(bad)[0][0]))
+    return 1.0 / np.sqrt(covariances)
+
+
+def estimate_parameters(X, weighted_resp, reg_covar, covariance_type):
+    """M-step: weights, means and covariances from weighted responsibilities.
+
+    ``weighted_resp`` is ``resp * sample_weight[:, None]``.
+    """
+    nk = weighted_resp.sum(axis=0) + 10 * np.finfo(weighted_resp.dtype).eps
+    means = weighted_resp.T @ X / nk[:, np.newaxis]
+    n_features = X.shape[1]
+    if covariance_type == "full":
+        covariances = np.empty((len(nk), n_features, n_features))
+        for k in range(len(nk)):
+            diff = X - means[k]
+            covariances[k] = (weighted_resp[:, k] * diff.T) @ diff / nk[k]
+            covariances[k].flat[:: n_features + 1] += reg_covar
+    elif covariance_type == "tied":
+        total_weight = weighted_resp.sum(axis=1)
+        avg_X2 = (X.T * total_weight) @ X
+        avg_means2 = (nk * means.T) @ means
+        covariances = (avg_X2 - avg_means2) / nk.sum()
+        covariances.flat[:: n_features + 1] += reg_covar
+    else:
+        avg_X2 = weighted_resp.T @ (X * X) / nk[:, np.newaxis]
+        covariances = avg_X2 - means**2 + reg_covar
+        if covariance_type == "spherical":
+            covariances = covariances.mean(axis=1)
+    return nk, means, covariances
+
+
+def log_gaussian_prob(X, means, precisions_cholesky, covariance_type):
+    """Log density of each sample under each component, shape ``(n, K)``.
+
+    Computed in the dtype of ``X`` (float32 for prediction, float64 for fits).
+    """
+    dtype = X.dtype
+    n_components, n_features = means.shape
+    chol = precisions_cholesky.astype(dtype, copy=False)
+    means = means.astype(dtype, copy=False)
+    if covariance_type == "full":
+        log_det = np.sum(np.log(chol.reshape(n_components, -1)[:, :: n_features + 1]), axis=1)
+        log_prob = np.empty((X.shape[0], n_components), dtype=dtype)
+        for k in range(n_components):
+            y = X @ chol[k] - means[k] @ chol[k]
+            log_prob[:, k] = np.einsum("ij,ij->i", y, y)
+    elif covariance_type == "tied":
+        log_det = np.sum(np.log(np.diag(chol)))
+        log_prob = np.empty((X.shape[0], n_components), dtype=dtype)
+        projected = X @ chol
+        for k in range(n_components):
+            y = projected - means[k] @ chol
+            log_prob[:, k] = np.einsum("ij,ij->i", y, y)
+    elif covariance_type == "diag":
+        log_det = np.sum(np.log(chol), axis=1)
+        precisions = chol**2
+        log_prob = (
+            np.sum(means**2 * precisions, axis=1)
+            - 2.0 * (X @ (means * precisions).T)
+            + (X**2) @ precisions.T
+        )
+    else:
+        log_det = n_features * np.log(chol)
+        precisions = chol**2
+        log_prob = (
+            np.sum(means**2, axis=1) * precisions
+            - 2 * (X @ means.T * precisions)
+            + np.outer(np.einsum("ij,ij->i", X, X), precisions)
+        )
+    log_prob = -0.5 * (n_features * np.log(2 * np.pi) + log_prob) + log_det
+    return log_prob.astype(dtype, copy=False)
+
+
+def weighted_log_prob(X, mixture: Mixture):
+    """``log p(x | k) + log w_k`` for each sample and component."""
+    log_prob = log_gaussian_prob(
+        X, mixture.means, mixture.precisions_cholesky, mixture.covariance_type
+    )
+    log_prob += np.log(mixture.weights).astype(log_prob.dtype)
+    return log_prob
+
+
+def _regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight):
+    """M-step that survives a collapsing covariance.
+
+    A component that sits on one value (common in images: saturated or
+    zero-padded regions) has a singular covariance; instead of failing, the
+    ridge is raised tenfold until the covariance is positive definite, and
+    the user is told which component and what to change.
+    """
+    regularisation = reg_covar
+    while True:
+        nk, means, covariances = estimate_parameters(
+            X, weighted_resp, regularisation, covariance_type
+        )
+        try:
+            chol = precision_cholesky(covariances, covariance_type)
+        except CollapsedCovariance as collapsed:
+            if regularisation >= 1.0:
+                raise ValueError(
+                    "Fitting the mixture failed: the covariance of component "
+                    f"{collapsed.args[0]} stays singular even with reg_covar=1. "
+                    "Use fewer components or a simpler covariance_type."
+                ) from None
+            new = max(regularisation * 10.0, 1e-12)
+            warnings.warn(
+                f"The covariance of a component collapsed (reg_covar={regularisation:g} "
+                f"was not enough); it was regularised with {new:g} instead. This "
+                "happens when a component covers only one or a few distinct "
+                "values; consider fewer components or a larger reg_covar.",
+                UserWarning,
+                stacklevel=4,
+            )
+            regularisation = new
+            continue
+        return Mixture(nk / total_weight, means, covariances, chol, covariance_type)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    mixture: Mixture
+    lower_bound: float
+    n_iter: int
+    converged: bool
+    lower_bounds: tuple
+
+
+def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> FitResult:
+    """EM from given initial parameters, with scikit-learn's stopping rule.
+
+    The lower bound is the weighted mean log-likelihood per sample; EM stops
+    when it changes by less than ``tol`` between iterations.
+    """
+    total_weight = float(sample_weight.sum())
+    mixture = initial
+    lower_bound = -np.inf
+    lower_bounds = []
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        previous = lower_bound
+        log_prob = weighted_log_prob(X, mixture)
+        log_prob_norm = logsumexp(log_prob, axis=1)
+        log_resp = log_prob - log_prob_norm[:, np.newaxis]
+        weighted_resp = np.exp(log_resp) * sample_weight[:, np.newaxis]
+        mixture = _regularised_fit(
+            X, weighted_resp, reg_covar, initial.covariance_type, total_weight
+        )
+        lower_bound = float(sample_weight @ log_prob_norm / total_weight)
+        lower_bounds.append(lower_bound)
+        if abs(lower_bound - previous) < tol:
+            converged = True
+            break
+    return FitResult(mixture, lower_bound, n_iter, converged, tuple(lower_bounds))
+
+
+def initial_responsibilities(X, sample_weight, n_components, init_params, random_state):
+    """Responsibilities to start EM from, one method per ``init_params``.
+
+    ``random_state`` is a ``numpy.random.RandomState``, as scikit-learn uses.
+    """
+    from sklearn.cluster import KMeans, kmeans_plusplus
+
+    n_samples = X.shape[0]
+    resp = np.zeros((n_samples, n_components))
+    if init_params == "kmeans":
+        labels = (
+            KMeans(n_clusters=n_components, n_init=1, random_state=random_state)
+            .fit(X, sample_weight=sample_weight)
+            .labels_
+        )
+        resp[np.arange(n_samples), labels] = 1
+    elif init_params == "random":
+        resp = random_state.uniform(size=(n_samples, n_components))
+        resp /= resp.sum(axis=1)[:, np.newaxis]
+    elif init_params == "random_from_data":
+        probability = sample_weight / sample_weight.sum()
+        indices = random_state.choice(n_samples, size=n_components, replace=False, p=probability)
+        resp[indices, np.arange(n_components)] = 1
+    elif init_params == "k-means++":
+        _, indices = kmeans_plusplus(
+            X, n_components, sample_weight=sample_weight, random_state=random_state
+        )
+        resp[indices, np.arange(n_components)] = 1
+    elif init_params == "quantile":
+        resp[np.arange(n_samples), quantile_labels(X, sample_weight, n_components)] = 1
+    else:  # pragma: no cover - guarded by parameter validation
+        raise ValueError(f"Unknown init_params={init_params!r}")
+    return resp
+
+
+def quantile_labels(X, sample_weight, n_components):
+    """Split the samples into ``n_components`` groups of equal weight.
+
+    Along the first principal axis (the intensity itself for one channel):
+    cheap, deterministic, and a good start for intensity mixtures. Groups are
+    cut between distinct values, so ties never straddle two groups and every
+    group gets at least one distinct value.
+    """
+    if X.shape[1] == 1:
+        projection = X[:, 0]
+    else:
+        mean = sample_weight @ X / sample_weight.sum()
+        centred = X - mean
+        covariance = (centred.T * sample_weight) @ centred
+        _, vectors = np.linalg.eigh(covariance)
+        axis = vectors[:, -1]
+        axis = axis if axis.sum() >= 0 else -axis  # brighter is further along
+        projection = centred @ axis
+    distinct, inverse = np.unique(projection, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    mass = np.bincount(inverse, weights=sample_weight, minlength=distinct.size)
+    cumulative = np.cumsum(mass) / mass.sum()
+    # group g takes the distinct values whose cumulative mass centre lies in
+    # [g/K, (g+1)/K); then every group is forced to be non-empty
+    centres = cumulative - mass / (2 * mass.sum())
+    group_of_value = np.minimum((centres * n_components).astype(int), n_components - 1)
+    n_distinct = distinct.size
+    lowest = np.arange(n_distinct)
+    group_of_value = np.maximum(group_of_value, lowest - (n_distinct - n_components))
+    group_of_value = np.minimum(group_of_value, lowest)
+    group_of_value = np.maximum.accumulate(group_of_value)
+    return group_of_value[inverse]
+
+
+def initial_mixture(X, sample_weight, resp, reg_covar, covariance_type) -> Mixture:
+    weighted_resp = resp * sample_weight[:, np.newaxis]
+    return _regularised_fit(
+        X, weighted_resp, reg_covar, covariance_type, float(sample_weight.sum())
+    )
+
+
+def fit_mixture(
+    X,
+    sample_weight,
+    n_components,
+    *,
+    covariance_type,
+    init_params,
+    n_init,
+    max_iter,
+    tol,
+    reg_covar,
+    random_state,
+) -> FitResult:
+    """Fit ``n_init`` times and keep the fit with the largest lower bound."""
+    best = None
+    for _ in range(n_init):
+        resp = initial_responsibilities(X, sample_weight, n_components, init_params, random_state)
+        initial = initial_mixture(X, sample_weight, resp, reg_covar, covariance_type)
+        result = run_em(X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+        if best is None or result.lower_bound > best.lower_bound:
+            best = result
+        if init_params == "quantile":
+            break  # deterministic: further initialisations would repeat it
+    if not best.converged and max_iter > 0:
+        warnings.warn(
+            f"EM did not converge in max_iter={max_iter} iterations (last change of "
+            "the mean log-likelihood above tol). Increase max_iter, raise tol, or "
+            "try another init_params.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return best

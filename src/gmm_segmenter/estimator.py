@@ -1,0 +1,586 @@
+"""The GMMSegmenter estimator and the ``segment`` one-liner."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from scipy.special import logsumexp, softmax
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from . import _image, _mixture
+
+__all__ = ["GMMSegmenter", "segment"]
+
+# Integer single-channel training data is fitted on its exact histogram when
+# it has at most this many distinct values (or max_samples, if larger).
+_HISTOGRAM_MIN_BINS = 1 << 16
+
+
+class GMMSegmenter(TransformerMixin, BaseEstimator):
+    """Segment images with a Gaussian mixture model of their pixel values.
+
+    Each pixel is assigned to the mixture component that most probably
+    generated its intensity (or colour). Labels run ``1..K``, ordered by
+    component mean intensity, darkest first; ``0`` marks pixels that are
+    masked out or not finite.
+
+    Integer single-channel images are fitted on their exact histogram and
+    predicted through a lookup table; all other images are fitted on a seeded
+    random subsample of ``max_samples`` pixels and predicted chunk by chunk in
+    float32, so memory stays a small multiple of the output.
+
+    Parameters
+    ----------
+    n_components : int or 'auto', default=3
+        Number of mixture components (segments). ``'auto'`` picks the number
+        with the lowest BIC in ``n_components_range``.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        Covariance structure, as in :class:`sklearn.mixture.GaussianMixture`.
+    channel_axis : int or None, default=None
+        Axis of the image that holds channels (colour); ``None`` means the
+        image is grayscale. Same convention as scikit-image.
+    init_params : {'auto', 'quantile', 'kmeans', 'k-means++', 'random', \
+'random_from_data'}, default='auto'
+        How to start EM. ``'quantile'`` splits the pixels into groups of equal
+        size along the intensity (the first principal axis for several
+        channels): cheap and deterministic. ``'auto'`` uses ``'quantile'``
+        for single-channel images and ``'kmeans'`` otherwise. The other
+        methods are scikit-learn's.
+    n_init : int, default=1
+        Number of initialisations; the best fit is kept. ``'quantile'`` is
+        deterministic and is run once.
+    max_iter : int, default=100
+        Maximum number of EM iterations.
+    tol : float, default=1e-3
+        EM stops when the mean log-likelihood per pixel changes by less.
+    reg_covar : float, default=1e-6
+        Added to the diagonal of every covariance. Pixel values are
+        standardised (zero mean, unit variance per channel) for the fit, so
+        this is relative to the image's intensity spread, whatever its units.
+    max_samples : int or None, default=100_000
+        Pixels drawn (seeded, without replacement) to fit non-histogram data.
+        Larger values cost fit time linearly and change the fitted parameters
+        by ever smaller amounts; ``None`` fits on every pixel.
+    n_components_range : tuple of two int, default=(1, 8)
+        Smallest and largest number of components tried when
+        ``n_components='auto'``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the pixel subsample and the random initialisations. An int makes
+        every result reproducible.
+
+    Attributes
+    ----------
+    n_components_ : int
+        Number of components fitted (chosen by BIC when ``'auto'``).
+    weights_ : ndarray of shape (n_components_,)
+        Mixing weights, ordered like the labels.
+    means_ : ndarray of shape (n_components_, n_features_in_)
+        Component means in the units of the input intensities.
+    covariances_ : ndarray
+        Component covariances in input units, shaped as in
+        :class:`~sklearn.mixture.GaussianMixture` for ``covariance_type``.
+    precisions_ : ndarray
+        Inverses of ``covariances_``.
+    precisions_cholesky_ : ndarray
+        Cholesky factors of ``precisions_``.
+    converged_ : bool
+        Whether EM met ``tol`` before ``max_iter``.
+    n_iter_ : int
+        EM iterations of the best fit.
+    lower_bound_ : float
+        Mean log-likelihood per pixel of the training data at the last E-step
+        (input units, as ``GaussianMixture.lower_bound_``).
+    lower_bounds_ : list of float
+        ``lower_bound_`` after every iteration of the best fit.
+    n_features_in_ : int
+        Number of channels (1 for grayscale).
+    fit_method_ : {'histogram', 'subsample'}
+        How the training data were summarised.
+    n_pixels_fit_ : int
+        Number of valid pixels in the training images.
+    intensity_offset_, intensity_scale_ : ndarray of shape (n_features_in_,)
+        The standardisation used internally: values are fitted as
+        ``(x - intensity_offset_) / intensity_scale_``.
+    n_components_candidates_, bic_curve_ : ndarray
+        With ``n_components='auto'``: the numbers of components tried and
+        the BIC of each on the training data.
+
+    See Also
+    --------
+    sklearn.mixture.GaussianMixture : the pixel-wise model on tabular data.
+    skimage.filters.threshold_multiotsu : histogram thresholds for grayscale images.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gmm_segmenter import GMMSegmenter
+    >>> rng = np.random.default_rng(0)
+    >>> image = np.repeat([20.0, 120.0, 220.0], 100)[np.newaxis].repeat(50, axis=0)
+    >>> image += rng.normal(scale=10, size=image.shape)
+    >>> segmenter = GMMSegmenter(n_components=3, random_state=0).fit(image)
+    >>> labels = segmenter.predict(image)
+    >>> labels.shape, labels.dtype
+    ((50, 300), dtype('uint8'))
+    >>> np.unique(labels[:, :100]), np.unique(labels[:, 200:])
+    (array([1], dtype=uint8), array([3], dtype=uint8))
+    >>> np.round(segmenter.means_.ravel(), -1)
+    array([ 20., 120., 220.])
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "covariance_type": [StrOptions(set(_mixture.COVARIANCE_TYPES))],
+        "channel_axis": [Integral, None],
+        "init_params": [
+            StrOptions({"auto", "quantile", "kmeans", "k-means++", "random", "random_from_data"})
+        ],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_samples": [Interval(Integral, 1, None, closed="left"), None],
+        "n_components_range": [tuple, list],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        n_components=3,
+        *,
+        covariance_type="full",
+        channel_axis=None,
+        init_params="auto",
+        n_init=1,
+        max_iter=100,
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_samples=100_000,
+        n_components_range=(1, 8),
+        random_state=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.channel_axis = channel_axis
+        self.init_params = init_params
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_samples = max_samples
+        self.n_components_range = n_components_range
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fit
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, mask=None):
+        """Fit the mixture to the pixels of one image or a batch of images.
+
+        Parameters
+        ----------
+        X : (M[, N[, ...]][, C]) array or list of such arrays
+            The image, with channels on ``channel_axis``, or a list of images
+            (shapes may differ; channels must agree). Any real dtype.
+        y : None
+            Ignored; present for scikit-learn's API.
+        mask : (M[, N[, ...]]) bool array, list of such arrays, or None
+            Pixels to use (``True``); others are ignored. Non-finite pixels
+            are always ignored.
+
+        Returns
+        -------
+        self : GMMSegmenter
+            The fitted estimator.
+        """
+        views = _image.as_images(X, channel_axis=self.channel_axis, mask=mask)
+        random_state = check_random_state(self.random_state)
+        values, weights, method, n_valid = self._training_data(views, random_state)
+        if n_valid == 0:
+            raise ValueError(
+                "Every pixel of X is masked out or not finite, so there is nothing "
+                "to fit; pass a mask with some True pixels inside the image's "
+                "finite values."
+            )
+        offset, scale = _standardisation(values, weights, self.covariance_type)
+        standardized = (values - offset) / scale
+        init_params = self.init_params
+        if init_params == "auto":
+            init_params = "quantile" if values.shape[1] == 1 else "kmeans"
+
+        candidates = self._candidate_n_components(standardized, n_valid)
+        fits, bics = [], []
+        for n_components in candidates:
+            result = _mixture.fit_mixture(
+                standardized,
+                weights,
+                n_components,
+                covariance_type=self.covariance_type,
+                init_params=init_params,
+                n_init=self.n_init,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                reg_covar=self.reg_covar,
+                random_state=random_state,
+            )
+            fits.append(result)
+            if len(candidates) > 1:
+                log_likelihood = weights @ logsumexp(
+                    _mixture.weighted_log_prob(standardized, result.mixture), axis=1
+                ) - weights.sum() * np.log(scale).sum()
+                n_params = _mixture.n_parameters(
+                    n_components, values.shape[1], self.covariance_type
+                )
+                bics.append(-2 * log_likelihood + n_params * np.log(weights.sum()))
+        best = int(np.argmin(bics)) if bics else 0
+        result = fits[best]
+        if self.n_components == "auto":
+            self.n_components_candidates_ = np.asarray(candidates)
+            self.bic_curve_ = np.asarray(bics)
+
+        mixture = result.mixture.rescaled(offset, scale)
+        mixture = mixture.reorder(np.argsort(mixture.means.mean(axis=1), kind="stable"))
+        self.n_components_ = mixture.n_components
+        self.weights_ = mixture.weights
+        self.means_ = mixture.means
+        self.covariances_ = mixture.covariances
+        self.precisions_cholesky_ = mixture.precisions_cholesky
+        self.precisions_ = mixture.precisions()
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        log_jacobian = np.log(scale).sum()
+        self.lower_bound_ = result.lower_bound - log_jacobian
+        self.lower_bounds_ = [bound - log_jacobian for bound in result.lower_bounds]
+        self.intensity_offset_ = offset
+        self.intensity_scale_ = scale
+        self.n_features_in_ = values.shape[1]
+        self.fit_method_ = method
+        self.n_pixels_fit_ = n_valid
+        return self
+
+    def _training_data(self, views, random_state):
+        """Weighted pixel values to fit: the exact histogram, or a subsample."""
+        if views[0].n_channels == 1 and all(view.is_integer for view in views):
+            distinct, counts = _image.integer_histogram(views)
+            limit = max(self.max_samples or 0, _HISTOGRAM_MIN_BINS)
+            if distinct.size <= limit or self.max_samples is None:
+                values = distinct.astype(np.float64)[:, np.newaxis]
+                return values, counts.astype(np.float64), "histogram", int(counts.sum())
+        n_samples = np.iinfo(np.int64).max if self.max_samples is None else self.max_samples
+        generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+        values, n_valid = _image.sample_pixels(views, n_samples, generator)
+        return values, np.ones(len(values)), "subsample", n_valid
+
+    def _candidate_n_components(self, values, n_valid):
+        """Numbers of components to fit, after checking the data can hold them."""
+        if self.n_components == "auto":
+            lowest, highest = _check_range(self.n_components_range)
+        else:
+            lowest = highest = self.n_components
+        n_distinct = _count_distinct_rows(values, highest)
+        if n_distinct < lowest:
+            what = (
+                f"n_components={self.n_components}"
+                if self.n_components != "auto"
+                else f"n_components_range={tuple(self.n_components_range)}"
+            )
+            where = "pixel values" if n_distinct == len(values) else "distinct pixel values"
+            raise ValueError(
+                f"{what} asks for at least {lowest} components, but the valid pixels "
+                f"of X hold only {n_distinct} {where}"
+                f"{' (a constant image)' if n_distinct == 1 else ''}; each component "
+                "needs its own value to model. Use "
+                f"n_components<={n_distinct} or n_components='auto'."
+            )
+        return list(range(lowest, min(highest, n_distinct) + 1))
+
+    # -------------------------------------------------------------- predict
+
+    def predict(self, X, *, mask=None):
+        """Label every pixel with its most probable component.
+
+        Parameters
+        ----------
+        X : (M[, N[, ...]][, C]) array or list of such arrays
+            Image(s) laid out as in :meth:`fit`.
+        mask : bool array, list of such arrays, or None
+            Pixels to label; the others get label 0.
+
+        Returns
+        -------
+        labels : (M[, N[, ...]]) uint8 array (uint16 above 255 components), or a list
+            Labels ``1..n_components_``, darkest component first; ``0`` where
+            masked out or not finite.
+        """
+        mixture = self._standardized_mixture()
+        dtype = np.uint8 if mixture.n_components < 256 else np.uint16
+
+        def labels(values):
+            return (np.argmax(_mixture.weighted_log_prob(values, mixture), axis=1) + 1).astype(dtype)
+
+        return self._map_pixels(X, mask, labels, (), dtype, 0, np.float32)
+
+    def predict_proba(self, X, *, mask=None):
+        """Posterior probability of each component at each pixel.
+
+        Returns
+        -------
+        posteriors : (M[, N[, ...]], n_components_) float32 array, or a list
+            Component axis last, in label order; all zeros where masked out
+            or not finite.
+        """
+        mixture = self._standardized_mixture()
+
+        def posteriors(values):
+            return softmax(_mixture.weighted_log_prob(values, mixture), axis=1)
+
+        return self._map_pixels(
+            X, mask, posteriors, (mixture.n_components,), np.float32, 0.0, np.float32
+        )
+
+    def transform(self, X, *, mask=None):
+        """Posterior maps, component axis last (same as :meth:`predict_proba`).
+
+        Lets the segmenter feed later steps of a pipeline.
+        """
+        return self.predict_proba(X, mask=mask)
+
+    def fit_predict(self, X, y=None, *, mask=None):
+        """Fit to ``X`` and return its labels (see :meth:`predict`)."""
+        return self.fit(X, mask=mask).predict(X, mask=mask)
+
+    def fit_transform(self, X, y=None, *, mask=None):
+        """Fit to ``X`` and return its posterior maps (see :meth:`transform`)."""
+        return self.fit(X, mask=mask).transform(X, mask=mask)
+
+    def score_samples(self, X, *, mask=None):
+        """Log-likelihood of each pixel under the mixture (NaN where not used).
+
+        Returns
+        -------
+        log_likelihood : (M[, N[, ...]]) float64 array, or a list
+        """
+        mixture = self._standardized_mixture()
+        log_jacobian = np.log(self.intensity_scale_).sum()
+
+        def log_likelihood(values):
+            return logsumexp(_mixture.weighted_log_prob(values, mixture), axis=1) - log_jacobian
+
+        return self._map_pixels(X, mask, log_likelihood, (), np.float64, np.nan, np.float64)
+
+    def score(self, X, y=None, *, mask=None):
+        """Mean log-likelihood per valid pixel (higher is better).
+
+        Over all pixels of all images when ``X`` is a batch.
+        """
+        total, count = self._log_likelihood_sum(X, mask)
+        if count == 0:
+            raise ValueError(
+                "Every pixel of X is masked out or not finite; there is nothing to score."
+            )
+        return total / count
+
+    def _log_likelihood_sum(self, X, mask):
+        maps = self.score_samples(X, mask=mask)
+        maps = maps if isinstance(maps, list) else [maps]
+        total = sum(float(np.nansum(m)) for m in maps)
+        count = sum(int(np.count_nonzero(~np.isnan(m))) for m in maps)
+        return total, count
+
+    def _n_parameters(self):
+        return _mixture.n_parameters(
+            self.n_components_, self.n_features_in_, self.covariance_type
+        )
+
+    def bic(self, X, *, mask=None):
+        """Bayesian information criterion of the fitted model on ``X`` (lower is better)."""
+        total, count = self._log_likelihood_sum(X, mask)
+        return -2 * total + self._n_parameters() * np.log(count)
+
+    def aic(self, X, *, mask=None):
+        """Akaike information criterion of the fitted model on ``X`` (lower is better)."""
+        total, _ = self._log_likelihood_sum(X, mask)
+        return -2 * total + 2 * self._n_parameters()
+
+    def sample(self, n_samples=1):
+        """Draw pixel values from the fitted mixture.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+            Pixel values in input units.
+        y : ndarray of shape (n_samples,)
+            The label (``1..n_components_``) each value was drawn from.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(
+                f"n_samples must be a positive integer; got n_samples={n_samples!r}."
+            )
+        random_state = check_random_state(self.random_state)
+        counts = random_state.multinomial(n_samples, self.weights_)
+        n_features = self.n_features_in_
+        chunks = []
+        for k, (count, mean) in enumerate(zip(counts, self.means_)):
+            if self.covariance_type == "full":
+                factor = np.linalg.cholesky(self.covariances_[k])
+            elif self.covariance_type == "tied":
+                factor = np.linalg.cholesky(self.covariances_)
+            elif self.covariance_type == "diag":
+                factor = np.diag(np.sqrt(self.covariances_[k]))
+            else:
+                factor = np.sqrt(self.covariances_[k]) * np.eye(n_features)
+            noise = random_state.standard_normal((count, n_features))
+            chunks.append(mean + noise @ factor.T)
+        labels = np.repeat(np.arange(1, self.n_components_ + 1), counts)
+        return np.vstack(chunks), labels
+
+    # ------------------------------------------------------------ internals
+
+    def _standardized_mixture(self) -> _mixture.Mixture:
+        """The fitted mixture in the standardised units predictions use."""
+        check_is_fitted(self)
+        offset, scale = self.intensity_offset_, self.intensity_scale_
+        if self.covariance_type in ("full", "tied"):
+            covariances = self.covariances_ / np.outer(scale, scale)
+        elif self.covariance_type == "diag":
+            covariances = self.covariances_ / scale**2
+        else:
+            covariances = self.covariances_ / scale[0] ** 2
+        return _mixture.Mixture(
+            weights=self.weights_,
+            means=(self.means_ - offset) / scale,
+            covariances=covariances,
+            precisions_cholesky=_mixture.precision_cholesky(covariances, self.covariance_type),
+            covariance_type=self.covariance_type,
+        )
+
+    def _map_pixels(self, X, mask, function, tail, dtype, fill, compute_dtype):
+        """Apply ``function`` to standardised pixel values, image by image."""
+        views = _image.as_images(X, channel_axis=self.channel_axis, mask=mask)
+        if views[0].n_channels != self.n_features_in_:
+            raise ValueError(
+                f"X has {views[0].n_channels} channel(s) along channel_axis="
+                f"{self.channel_axis}, but this GMMSegmenter was fitted on images with "
+                f"{self.n_features_in_}; pass images with the same channels as in fit."
+            )
+        outputs = [
+            self._map_image(view, function, tail, dtype, fill, compute_dtype) for view in views
+        ]
+        return outputs if _image.is_batch(X) else outputs[0]
+
+    def _map_image(self, view, function, tail, dtype, fill, compute_dtype):
+        out = np.full(view.spatial_shape + tail, fill, dtype=dtype)
+        flat = out.reshape((view.n_pixels,) + tail)
+        offset, scale = self.intensity_offset_, self.intensity_scale_
+        plan = _image.lookup_plan(view)
+        if plan is not None:
+            table_values, index_of = plan
+            table = function(((table_values[:, np.newaxis] - offset) / scale))
+            table = table.astype(dtype, copy=False)
+            for start, stop, values, valid in _image.iter_chunks(view):
+                block = flat[start:stop]
+                if valid is None:
+                    np.take(table, index_of(values), axis=0, out=block)
+                else:
+                    block[valid] = table[index_of(values)[valid]]
+            return out
+        for start, stop, values, valid in _image.iter_chunks(view):
+            if valid is not None:
+                values = values[valid]
+            standardized = ((values - offset) / scale).astype(compute_dtype, copy=False)
+            result = function(standardized) if len(standardized) else np.empty((0,) + tail)
+            if valid is None:
+                flat[start:stop] = result
+            else:
+                flat[start:stop][valid] = result
+        return out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
+
+def _standardisation(values, weights, covariance_type):
+    """Offset and scale that bring each channel to zero mean, unit variance.
+
+    Fitting in these units keeps EM well conditioned for any intensity range
+    (uint8, uint32, 1e-30..1e30 floats) and makes ``reg_covar`` relative.
+    A spherical covariance needs one scale for all channels to stay spherical.
+    """
+    total = weights.sum()
+    offset = weights @ values / total
+    centred = values - offset
+    magnitude = np.abs(centred).max(axis=0)
+    magnitude[magnitude == 0] = 1.0
+    scale = np.sqrt(weights @ (centred / magnitude) ** 2 / total) * magnitude
+    if covariance_type == "spherical":
+        scale = np.full_like(scale, np.sqrt(np.mean(scale**2)))
+    scale[~(scale > 0) | ~np.isfinite(scale)] = 1.0
+    return offset, scale
+
+
+def _count_distinct_rows(values, enough):
+    """Number of distinct rows of ``values``, counting no further than ``enough``."""
+    found = 0
+    remaining = values
+    while len(remaining) and found < enough:
+        found += 1
+        remaining = remaining[np.any(remaining != remaining[0], axis=1)]
+    return found
+
+
+def _check_range(n_components_range):
+    if (
+        len(n_components_range) != 2
+        or not all(isinstance(n, Integral) for n in n_components_range)
+        or not 1 <= n_components_range[0] <= n_components_range[1]
+    ):
+        raise ValueError(
+            "n_components_range must be two integers (smallest, largest) with "
+            f"1 <= smallest <= largest; got n_components_range={n_components_range!r}. "
+            "For example n_components_range=(2, 6)."
+        )
+    return int(n_components_range[0]), int(n_components_range[1])
+
+
+def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state=None, **params):
+    """Segment an image in one call: fit a :class:`GMMSegmenter` and label it.
+
+    Parameters
+    ----------
+    image : (M[, N[, ...]][, C]) array
+        The image; channels on ``channel_axis`` if any.
+    n_components : int or 'auto', default=3
+        Number of segments.
+    channel_axis : int or None, default=None
+        Axis holding colour channels; ``None`` for grayscale.
+    mask : bool array or None
+        Pixels to segment; the others get label 0.
+    random_state : int or None
+        Seed for reproducible results.
+    **params
+        Any other :class:`GMMSegmenter` parameter.
+
+    Returns
+    -------
+    labels : (M[, N[, ...]]) uint8 array
+        ``1..n_components``, darkest first; 0 outside the mask.
+
+    Examples
+    --------
+    >>> from skimage import data
+    >>> from gmm_segmenter import segment
+    >>> labels = segment(data.coins(), 2, random_state=0)
+    >>> labels.shape, sorted(set(labels.ravel().tolist()))
+    ((303, 384), [1, 2])
+    """
+    segmenter = GMMSegmenter(
+        n_components, channel_axis=channel_axis, random_state=random_state, **params
+    )
+    return segmenter.fit_predict(image, mask=mask)
