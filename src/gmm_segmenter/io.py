@@ -1,0 +1,468 @@
+"""Image files in and out, and safe model files.
+
+Images are read with :mod:`tifffile` (TIFF, including 16-bit and
+multi-page/3-D stacks) or :mod:`imageio` (everything else). Every writer goes
+through a temporary file in the destination folder that is renamed into place
+only once complete, so an interrupted run never leaves a half-written output
+under the final name.
+
+Models are saved as ``.npz`` files holding only float64 arrays and one JSON
+string, written and read with ``allow_pickle=False``: loading a model file
+from an untrusted source can fail, but cannot run code. :func:`load_model`
+checks every array before it rebuilds a fitted :class:`GMMSegmenter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import zipfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from . import _mixture
+from .estimator import GMMSegmenter
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MODEL_FORMAT",
+    "MODEL_FORMAT_VERSION",
+    "read_image",
+    "write_tiff",
+    "write_png",
+    "write_json",
+    "save_model",
+    "load_model",
+]
+
+#: File name endings treated as images when a folder is given.
+IMAGE_EXTENSIONS = (
+    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".pgm",
+    ".ppm", ".pbm", ".pnm",
+)
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+
+#: Tag and version stored in every model file.
+MODEL_FORMAT = "gmm-segmenter-model"
+MODEL_FORMAT_VERSION = 1
+
+_MODEL_ARRAYS = ("weights", "means", "covariances", "intensity_offset", "intensity_scale")
+_METADATA_KEY = "metadata"
+_FITTED_NAME = re.compile(r"^[a-z][a-z0-9_]*_$")
+_RESERVED_FITTED = {name + "_" for name in _MODEL_ARRAYS} | {
+    "n_components_", "n_features_in_", "precisions_", "precisions_cholesky_",
+    "n_components_candidates_", "bic_curve_", "lower_bounds_",
+}
+# A model is a handful of small arrays; anything much bigger is not one of ours
+# and is refused before it is decompressed into memory.
+_MAX_MODEL_BYTES = 256 * 1024 * 1024
+
+
+def package_version() -> str:
+    """The installed gmm-segmenter version (``'0+unknown'`` from a bare source tree)."""
+    try:
+        return version("gmm-segmenter")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+# ------------------------------------------------------------------ images
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file into an array, as stored (no conversion).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A TIFF (read with tifffile: multi-page files give a stack, 16- and
+        32-bit data keep their dtype) or any format imageio reads (PNG, JPEG,
+        BMP, GIF, ...).
+
+    Returns
+    -------
+    image : (M, N[, P][, C]) ndarray
+        Real-valued pixels.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file cannot be decoded as an image, naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not an image file")
+    try:
+        if path.suffix.lower() in _TIFF_EXTENSIONS:
+            import tifffile
+
+            image = tifffile.imread(path)
+        else:
+            import imageio.v3 as iio
+
+            image = iio.imread(path)
+    except Exception as error:  # decoders raise anything from OSError to SyntaxError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: cannot be read as an image ({reason})") from error
+    image = np.asarray(image)
+    if image.dtype.kind not in "biuf" or image.ndim < 2 or image.size == 0:
+        raise ValueError(
+            f"{path}: not a usable image (got an array of shape {image.shape} and "
+            f"dtype {image.dtype}; expected at least two spatial axes of real values)"
+        )
+    return image
+
+
+@contextlib.contextmanager
+def _replace_when_done(path):
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success."""
+    path = Path(path)
+    # os.open with mode 0o666 honours the umask, as a plain open() would
+    # (tempfile.mkstemp would leave the output readable by its owner only).
+    while True:
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def write_tiff(path, array, *, axes=None) -> Path:
+    """Write ``array`` losslessly (zlib) to a TIFF file, atomically.
+
+    ``axes`` (e.g. ``'CYX'``) is recorded in the file's metadata so tifffile
+    reads the same shape back.
+    """
+    import tifffile
+
+    metadata = {"axes": axes} if axes else {}
+    with _replace_when_done(path) as temporary:
+        tifffile.imwrite(temporary, np.ascontiguousarray(array), compression="zlib",
+                         metadata=metadata)
+    return Path(path)
+
+
+def write_png(path, array) -> Path:
+    """Write a uint8 or uint16 2-D (gray) or (M, N, 3|4) array to a PNG file, atomically."""
+    import imageio.v3 as iio
+
+    array = np.asarray(array)
+    if array.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"PNG images are uint8 or uint16; got dtype {array.dtype}")
+    with _replace_when_done(path) as temporary:
+        iio.imwrite(temporary, array, extension=".png")
+    return Path(path)
+
+
+def write_json(path, document) -> Path:
+    """Write a JSON document (indented, UTF-8) atomically."""
+    text = json.dumps(document, indent=2, allow_nan=True) + "\n"
+    with _replace_when_done(path) as temporary:
+        Path(temporary).write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+# ------------------------------------------------------------------ models
+
+
+def _json_params(segmenter) -> dict:
+    """The estimator's parameters that survive a JSON round trip unchanged."""
+    params = {}
+    for name, value in segmenter.get_params(deep=False).items():
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, np.generic):
+            value = value.item()
+        try:
+            if json.loads(json.dumps(value)) == value:
+                params[name] = value
+        except (TypeError, ValueError):
+            pass  # e.g. a RandomState instance: not needed to predict
+    return params
+
+
+def save_model(segmenter, path) -> Path:
+    """Save a fitted :class:`GMMSegmenter` to a ``.npz`` model file.
+
+    The file holds the fitted float64 arrays and a JSON metadata string
+    (format tag and version, gmm_segmenter version, parameters, shapes); it
+    contains no pickled objects. Load it with :func:`load_model`.
+
+    Parameters
+    ----------
+    segmenter : GMMSegmenter
+        A fitted segmenter.
+    path : str or path-like
+        Destination; written atomically. numpy does not add ``.npz`` to a
+        name that lacks it here: the file is written exactly at ``path``.
+
+    Returns
+    -------
+    path : Path
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(segmenter)
+    # Scalar fitted attributes (converged_, n_iter_, beta_, ...) travel in the
+    # metadata, so models of estimators with extra fitted scalars round-trip.
+    fitted = {}
+    for name, value in vars(segmenter).items():
+        if not _FITTED_NAME.match(name) or name in _RESERVED_FITTED:
+            continue
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, (bool, int, float, str)):
+            fitted[name] = value
+    if hasattr(segmenter, "bic_curve_"):
+        fitted["n_components_candidates_"] = [int(n) for n in segmenter.n_components_candidates_]
+        fitted["bic_curve_"] = [float(b) for b in segmenter.bic_curve_]
+    metadata = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "gmm_segmenter_version": package_version(),
+        "covariance_type": segmenter.covariance_type,
+        "n_components": int(segmenter.n_components_),
+        "n_features": int(segmenter.n_features_in_),
+        "params": _json_params(segmenter),
+        "fitted": fitted,
+    }
+    arrays = {
+        name: np.asarray(getattr(segmenter, name + "_"), dtype=np.float64)
+        for name in _MODEL_ARRAYS
+    }
+    with _replace_when_done(path) as temporary:
+        with open(temporary, "wb") as stream:
+            np.savez(stream, **arrays, **{_METADATA_KEY: np.array(json.dumps(metadata))})
+    return Path(path)
+
+
+def _expected_covariance_shape(covariance_type, n_components, n_features):
+    return {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components,),
+    }[covariance_type]
+
+
+def load_model(path) -> GMMSegmenter:
+    """Load a model file written by :func:`save_model` as a fitted GMMSegmenter.
+
+    Nothing in the file is unpickled. The file is checked before use: the
+    format tag and version, that every array is float64, finite and shaped as
+    the covariance type, number of components and channels say, that the
+    weights are positive and sum to 1, the scales positive, and that every
+    covariance is positive definite.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a valid model file; the message names the file and
+        the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file")
+
+    def invalid(problem):
+        return ValueError(f"{path}: not a valid gmm-segmenter model file: {problem}")
+
+    if not zipfile.is_zipfile(path):
+        raise invalid("it is not an .npz archive (save one with --save-model or save_model)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise invalid(f"the archive cannot be opened ({error})") from None
+    if size > _MAX_MODEL_BYTES:
+        raise invalid(f"it unpacks to {size} bytes, far more than any model needs")
+
+    arrays = {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = set(archive.files)
+            expected = set(_MODEL_ARRAYS) | {_METADATA_KEY}
+            if names != expected:
+                missing, extra = sorted(expected - names), sorted(names - expected)
+                raise invalid(
+                    "expected the arrays " + ", ".join(sorted(expected))
+                    + (f"; missing {', '.join(missing)}" if missing else "")
+                    + (f"; unexpected {', '.join(extra)}" if extra else "")
+                )
+            for name in sorted(names):
+                try:
+                    arrays[name] = archive[name]
+                except ValueError as error:
+                    if "pickle" in str(error).lower():
+                        raise invalid(
+                            f"array {name!r} holds Python objects, which are never "
+                            "loaded (they could run code)"
+                        ) from None
+                    raise invalid(f"array {name!r} cannot be read ({error})") from None
+    except ValueError as error:
+        if str(error).startswith(f"{path}:"):
+            raise
+        raise invalid(str(error)) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise invalid(f"the archive cannot be read ({error})") from None
+
+    metadata = _check_metadata(arrays.pop(_METADATA_KEY), invalid)
+    covariance_type = metadata["covariance_type"]
+    n_components, n_features = metadata["n_components"], metadata["n_features"]
+    shapes = {
+        "weights": (n_components,),
+        "means": (n_components, n_features),
+        "covariances": _expected_covariance_shape(covariance_type, n_components, n_features),
+        "intensity_offset": (n_features,),
+        "intensity_scale": (n_features,),
+    }
+    for name, shape in shapes.items():
+        array = arrays[name]
+        if array.dtype != np.float64:
+            raise invalid(f"array {name!r} has dtype {array.dtype}; expected float64")
+        if array.shape != shape:
+            raise invalid(
+                f"array {name!r} has shape {array.shape}; expected {shape} for "
+                f"covariance_type={covariance_type!r} with {n_components} components "
+                f"and {n_features} channel(s)"
+            )
+        if not np.all(np.isfinite(array)):
+            raise invalid(f"array {name!r} holds NaN or infinite values")
+    weights = arrays["weights"]
+    if np.any(weights <= 0) or not np.isclose(weights.sum(), 1.0, rtol=0, atol=1e-6):
+        raise invalid(
+            f"the weights must be positive and sum to 1; got {weights.tolist()} "
+            f"(sum {weights.sum():.9g})"
+        )
+    if np.any(arrays["intensity_scale"] <= 0):
+        raise invalid("array 'intensity_scale' must be positive")
+    covariances = arrays["covariances"]
+    try:
+        precisions_cholesky = _mixture.precision_cholesky(covariances, covariance_type)
+    except _mixture.CollapsedCovariance as error:
+        which = "the tied covariance" if covariance_type == "tied" else f"covariance {error.args[0]}"
+        raise invalid(f"{which} is not positive definite") from None
+    except ValueError as error:  # scipy's own checks
+        raise invalid(f"the covariances are not usable ({error})") from None
+    if not np.all(np.isfinite(precisions_cholesky)):
+        raise invalid("the covariances are too close to singular to invert")
+
+    segmenter = GMMSegmenter()
+    known = segmenter.get_params(deep=False)
+    unknown = sorted(set(metadata["params"]) - set(known))
+    if unknown:
+        raise invalid(
+            f"it sets parameter(s) {', '.join(unknown)} that this gmm_segmenter "
+            f"({package_version()}) does not have; it was saved by version "
+            f"{metadata.get('gmm_segmenter_version')}. Upgrade gmm-segmenter to use it."
+        )
+    params = {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in metadata["params"].items()
+    }
+    params["covariance_type"] = covariance_type
+    segmenter.set_params(**params)
+    try:
+        segmenter._validate_params()
+    except (TypeError, ValueError) as error:
+        raise invalid(f"its parameters are not valid ({error})") from None
+
+    segmenter.n_components_ = n_components
+    segmenter.n_features_in_ = n_features
+    segmenter.weights_ = weights
+    segmenter.means_ = arrays["means"]
+    segmenter.covariances_ = covariances
+    segmenter.precisions_cholesky_ = precisions_cholesky
+    segmenter.precisions_ = _mixture.Mixture(
+        weights, arrays["means"], covariances, precisions_cholesky, covariance_type
+    ).precisions()
+    segmenter.intensity_offset_ = arrays["intensity_offset"]
+    segmenter.intensity_scale_ = arrays["intensity_scale"]
+    fitted = metadata["fitted"]
+    segmenter.converged_ = True
+    segmenter.n_iter_ = 0
+    segmenter.lower_bound_ = np.nan
+    segmenter.lower_bounds_ = []
+    segmenter.fit_method_ = "loaded"
+    segmenter.n_pixels_fit_ = 0
+    for name, value in fitted.items():
+        if _FITTED_NAME.match(name) and name not in _RESERVED_FITTED and (
+            isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) < 100)
+        ):
+            setattr(segmenter, name, value)
+    if "beta" in known:
+        # A file from before the spatial prior holds a pixel-wise model: beta=0.
+        if "beta" not in metadata["params"]:
+            segmenter.set_params(beta=0.0)
+        beta = getattr(segmenter, "beta_", segmenter.beta)
+        if (
+            isinstance(beta, bool) or not isinstance(beta, (int, float))
+            or not np.isfinite(beta) or beta < 0
+        ):
+            raise invalid(f"the fitted beta_ {beta!r} is not a finite number >= 0")
+        segmenter.beta_ = float(beta)
+    candidates, curve = fitted.get("n_components_candidates_"), fitted.get("bic_curve_")
+    if (
+        isinstance(candidates, list) and isinstance(curve, list)
+        and len(candidates) == len(curve)
+        and all(isinstance(n, int) for n in candidates)
+        and all(isinstance(b, (int, float)) for b in curve)
+    ):
+        segmenter.n_components_candidates_ = np.asarray(candidates, dtype=np.int64)
+        segmenter.bic_curve_ = np.asarray(curve, dtype=np.float64)
+    return segmenter
+
+
+def _check_metadata(array, invalid) -> dict:
+    if array.dtype.kind != "U" or array.ndim != 0:
+        raise invalid(f"'metadata' must be a single string; got dtype {array.dtype}, shape {array.shape}")
+    try:
+        metadata = json.loads(str(array))
+    except json.JSONDecodeError as error:
+        raise invalid(f"'metadata' is not JSON ({error})") from None
+    if not isinstance(metadata, dict):
+        raise invalid("'metadata' must be a JSON object")
+    if metadata.get("format") != MODEL_FORMAT:
+        raise invalid(f"format tag is {metadata.get('format')!r}; expected {MODEL_FORMAT!r}")
+    file_version = metadata.get("format_version")
+    if not isinstance(file_version, int) or isinstance(file_version, bool) or file_version < 1:
+        raise invalid(f"format_version {file_version!r} is not a positive integer")
+    if file_version > MODEL_FORMAT_VERSION:
+        raise invalid(
+            f"format_version {file_version} is newer than this gmm_segmenter "
+            f"({package_version()}) reads (up to {MODEL_FORMAT_VERSION}); upgrade gmm-segmenter"
+        )
+    if metadata.get("covariance_type") not in _mixture.COVARIANCE_TYPES:
+        raise invalid(
+            f"covariance_type {metadata.get('covariance_type')!r} is not one of "
+            f"{', '.join(_mixture.COVARIANCE_TYPES)}"
+        )
+    for key in ("n_components", "n_features"):
+        value = metadata.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+            raise invalid(f"{key} {value!r} is not an integer in [1, 65535]")
+    if not isinstance(metadata.get("params", {}), dict):
+        raise invalid("'params' must be a JSON object")
+    metadata.setdefault("params", {})
+    if not isinstance(metadata.get("fitted", {}), dict):
+        raise invalid("'fitted' must be a JSON object")
+    metadata.setdefault("fitted", {})
+    return metadata
