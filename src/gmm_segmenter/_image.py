@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 #: Pixels handled at once when an image is walked chunk by chunk.
 CHUNK_PIXELS = 1 << 17
@@ -119,23 +120,35 @@ def _as_mask_list(mask, n_images) -> list:
 
 
 def _as_image(image, channel_axis, mask, name) -> ImageView:
-    if hasattr(image, "__array_namespace__") or hasattr(image, "__array__"):
-        array = np.asarray(image)
-    elif isinstance(image, (list, tuple)):
-        array = np.asarray(image)
-    else:
+    if sparse.issparse(image):
+        raise TypeError(
+            f"{name} is a sparse {type(image).__name__}; sparse input is not "
+            "supported, images must be dense arrays: pass X.toarray()."
+        )
+    if not (hasattr(image, "__array__") or isinstance(image, (list, tuple))):
         raise TypeError(
             f"{name} must be an image given as an array (or a list of arrays for "
             f"a batch); got {type(image).__name__}."
         )
+    array = np.asarray(image)
+    if array.dtype.kind == "c":
+        # scikit-learn's convention for complex input is a ValueError
+        raise ValueError(
+            f"Complex data not supported: {name} has dtype {array.dtype}; segment "
+            f"np.abs({name}) or {name}.real instead."
+        )
+    if array.dtype.kind == "O":
+        try:
+            array = array.astype(np.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{name} has dtype object and its values are not numbers ({error}); "
+                "pass a numeric array."
+            ) from None
     if array.dtype.kind not in "biuf":
-        advice = {
-            "c": "take np.abs() or .real of the image first",
-            "O": "convert it to a numeric array first, e.g. np.asarray(image, dtype=float)",
-        }.get(array.dtype.kind, "convert it to a numeric array first")
         raise TypeError(
             f"{name} has dtype {array.dtype}; images must be real-valued "
-            f"(bool, integer or float), so {advice}."
+            "(bool, integer or float): convert it to a numeric array first."
         )
     if array.ndim == 0:
         raise ValueError(

@@ -1,0 +1,103 @@
+"""The weighted EM core against scikit-learn's GaussianMixture."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+from gmm_segmenter import _mixture
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _blobs(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0, 0.0], [3.0, 1.0, -2.0], [-2.0, 4.0, 1.0]])
+    X = np.concatenate([c + rng.normal(scale=[1.0, 0.6, 0.8], size=(n // 3, 3)) for c in centres])
+    return X
+
+
+def _mean_log_likelihood(X, mixture):
+    return logsumexp(_mixture.weighted_log_prob(X, mixture), axis=1).mean()
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_unit_weights_match_sklearn_step_for_step(covariance_type):
+    X = _blobs()
+    weights = np.ones(len(X))
+    rng = np.random.RandomState(3)
+    resp = _mixture.initial_responsibilities(X, weights, 3, "random", rng)
+    initial = _mixture.initial_mixture(X, weights, resp, 1e-6, covariance_type)
+
+    ours = _mixture.run_em(X, weights, initial, max_iter=30, tol=1e-12, reg_covar=1e-6)
+    reference = GaussianMixture(
+        3,
+        covariance_type=covariance_type,
+        weights_init=initial.weights,
+        means_init=initial.means,
+        precisions_init=initial.precisions(),
+        max_iter=30,
+        tol=1e-12,
+        reg_covar=1e-6,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference.fit(X)
+
+    assert ours.n_iter == reference.n_iter_
+    np.testing.assert_allclose(ours.mixture.weights, reference.weights_, rtol=1e-6)
+    np.testing.assert_allclose(ours.mixture.means, reference.means_, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(ours.mixture.covariances, reference.covariances_, rtol=1e-6)
+    np.testing.assert_allclose(ours.lower_bound, reference.lower_bound_, rtol=1e-6)
+    np.testing.assert_allclose(_mean_log_likelihood(X, ours.mixture), reference.score(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_integer_weights_equal_repeated_samples(covariance_type):
+    rng = np.random.default_rng(1)
+    distinct = _blobs(90, seed=2)
+    counts = rng.integers(1, 6, size=len(distinct))
+    repeated = np.repeat(distinct, counts, axis=0)
+
+    resp = _mixture.initial_responsibilities(repeated, np.ones(len(repeated)), 3, "quantile", None)
+    initial = _mixture.initial_mixture(repeated, np.ones(len(repeated)), resp, 1e-6, covariance_type)
+    weighted = _mixture.run_em(
+        distinct, counts.astype(float), initial, max_iter=20, tol=0, reg_covar=1e-6
+    )
+    unweighted = _mixture.run_em(
+        repeated, np.ones(len(repeated)), initial, max_iter=20, tol=0, reg_covar=1e-6
+    )
+    np.testing.assert_allclose(weighted.mixture.means, unweighted.mixture.means, rtol=1e-9)
+    np.testing.assert_allclose(
+        weighted.mixture.covariances, unweighted.mixture.covariances, rtol=1e-9
+    )
+    np.testing.assert_allclose(weighted.lower_bound, unweighted.lower_bound, rtol=1e-9)
+
+
+def test_quantile_labels_give_every_group_a_distinct_value():
+    # 70 % of the mass on one value must not leave groups empty
+    values = np.array([[0.0], [1.0], [2.0], [3.0]])
+    weights = np.array([70.0, 10.0, 10.0, 10.0])
+    labels = _mixture.quantile_labels(values, weights, 3)
+    assert sorted(set(labels.tolist())) == [0, 1, 2]
+    assert list(labels) == sorted(labels)
+
+
+def test_collapsed_covariance_is_regularised_with_a_warning():
+    # one component can only sit on a single repeated value
+    X = np.concatenate([np.zeros(50), np.linspace(5, 6, 50)])[:, np.newaxis]
+    weights = np.ones(len(X))
+    resp = _mixture.initial_responsibilities(X, weights, 2, "quantile", None)
+    with pytest.warns(UserWarning, match="collapsed"):
+        initial = _mixture.initial_mixture(X, weights, resp, 0.0, "full")
+    assert np.all(np.isfinite(initial.precisions_cholesky))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_n_parameters_matches_sklearn(covariance_type):
+    X = _blobs(60)
+    reference = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    assert _mixture.n_parameters(3, 3, covariance_type) == reference._n_parameters()
