@@ -11,7 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _image, _mixture
+from . import _image, _mixture, _mrf
 
 __all__ = ["GMMSegmenter", "segment"]
 
@@ -144,6 +144,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         "reg_covar": [Interval(Real, 0.0, None, closed="left")],
         "max_samples": [Interval(Integral, 1, None, closed="left"), None],
         "n_components_range": [tuple, list],
+        "beta": [Interval(Real, 0.0, None, closed="left"), StrOptions({"auto"})],
+        "connectivity": [Interval(Integral, 1, None, closed="left")],
+        "spacing": ["array-like", None],
+        "max_iter_spatial": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
 
@@ -160,6 +164,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         reg_covar=1e-6,
         max_samples=100_000,
         n_components_range=(1, 8),
+        beta=1.0,
+        connectivity=1,
+        spacing=None,
+        max_iter_spatial=20,
         random_state=None,
     ):
         self.n_components = n_components
@@ -172,6 +180,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.reg_covar = reg_covar
         self.max_samples = max_samples
         self.n_components_range = n_components_range
+        self.beta = beta
+        self.connectivity = connectivity
+        self.spacing = spacing
+        self.max_iter_spatial = max_iter_spatial
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
@@ -197,6 +209,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             The fitted estimator.
         """
         views = _image.as_images(X, channel_axis=self.channel_axis, mask=mask)
+        hoods = self._neighbourhoods(views)
         random_state = check_random_state(self.random_state)
         values, weights, method, n_valid = self._training_data(views, random_state)
         if n_valid == 0:
@@ -241,7 +254,24 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             self.n_components_candidates_ = np.asarray(candidates)
             self.bic_curve_ = np.asarray(bics)
 
-        mixture = result.mixture.rescaled(offset, scale)
+        mixture = result.mixture
+        log_jacobian = np.log(scale).sum()
+        self.intensity_offset_ = offset
+        self.intensity_scale_ = scale
+        if self.beta != 0:
+            spatial = self._fit_spatial(views, hoods, mixture, values, method, random_state)
+            mixture = spatial.mixture
+            self.beta_ = spatial.beta
+            self.spatial_n_iter_ = spatial.n_iter
+            self.spatial_converged_ = spatial.converged
+            self.spatial_lower_bounds_ = [b - log_jacobian for b in spatial.objectives]
+        else:
+            self.beta_ = 0.0
+            self.spatial_n_iter_ = 0
+            self.spatial_converged_ = True
+            self.spatial_lower_bounds_ = []
+        mixture = mixture.rescaled(offset, scale)
+        # HMRF-EM may move the means past each other: sort again, darkest first
         mixture = mixture.reorder(np.argsort(mixture.means.mean(axis=1), kind="stable"))
         self.n_components_ = mixture.n_components
         self.weights_ = mixture.weights
@@ -251,15 +281,72 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.precisions_ = mixture.precisions()
         self.converged_ = result.converged
         self.n_iter_ = result.n_iter
-        log_jacobian = np.log(scale).sum()
         self.lower_bound_ = result.lower_bound - log_jacobian
         self.lower_bounds_ = [bound - log_jacobian for bound in result.lower_bounds]
-        self.intensity_offset_ = offset
-        self.intensity_scale_ = scale
         self.n_features_in_ = values.shape[1]
         self.fit_method_ = method
         self.n_pixels_fit_ = n_valid
         return self
+
+    def _neighbourhoods(self, views):
+        """Each image's spatial neighbourhood, checked against its dimensions."""
+        hoods = []
+        for i, view in enumerate(views):
+            name = "X" if len(views) == 1 else f"X[{i}]"
+            ndim = len(view.spatial_shape)
+            _mrf.check_neighbourhood(ndim, self.connectivity, self.spacing, name)
+            hoods.append(_mrf.neighbourhood(ndim, self.connectivity, self.spacing))
+        return hoods
+
+    def _fit_spatial(self, views, hoods, mixture, values, method, random_state):
+        """HMRF-EM from the pixel-wise fit, over the full grid of every image."""
+        generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+        offset, scale = self.intensity_offset_, self.intensity_scale_
+        valid_maps = [_mrf.valid_map(view) for view in views]
+        shapes = [view.spatial_shape for view in views]
+        probes = _mrf.sample_positions(
+            valid_maps, shapes, _mrf.PSEUDO_LIKELIHOOD_PIXELS, generator
+        )
+        if method == "histogram":
+            rows = [
+                _mrf.histogram_rows(view, valid, values[:, 0])
+                for view, valid in zip(views, valid_maps)
+            ]
+            table = _mrf.ResponsibilityTable((values - offset) / scale, rows=rows)
+        else:
+            n_samples = np.iinfo(np.int64).max if self.max_samples is None else self.max_samples
+            positions = _mrf.sample_positions(valid_maps, shapes, n_samples, generator)
+            table = _mrf.ResponsibilityTable(
+                (_mrf.values_at(views, positions) - offset) / scale, positions=positions
+            )
+        grids = [
+            _mrf.Grid(shape, valid, hood, probe)
+            for shape, valid, hood, probe in zip(shapes, valid_maps, hoods, probes)
+        ]
+
+        def log_potential(i, mixture):
+            return self._log_potential(views[i], mixture)
+
+        return _mrf.hmrf_em(
+            mixture,
+            grids,
+            log_potential,
+            table,
+            beta=self.beta,
+            max_iter=self.max_iter_spatial,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+        )
+
+    def _log_potential(self, view, mixture):
+        """``log w_k + log p(x | k)`` at every pixel, ``(*spatial_shape, K)`` float32."""
+
+        def log_prob(values):
+            return _mixture.weighted_log_prob(values, mixture)
+
+        return self._map_image(
+            view, log_prob, (mixture.n_components,), np.float32, 0.0, np.float32
+        )
 
     def _training_data(self, views, random_state):
         """Weighted pixel values to fit: the exact histogram, or a subsample."""
@@ -317,6 +404,16 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         mixture = self._standardized_mixture()
         dtype = np.uint8 if mixture.n_components < 256 else np.uint16
+        if self.beta_ > 0:
+
+            def spatial_labels(padded, valid, potential):
+                labels = np.argmax(_mrf.interior(padded), axis=-1).astype(dtype)
+                labels += 1
+                if valid is not None:
+                    labels[~valid] = 0
+                return labels
+
+            return self._map_spatial(X, mask, mixture, spatial_labels)
 
         def labels(values):
             return (np.argmax(_mixture.weighted_log_prob(values, mixture), axis=1) + 1).astype(dtype)
@@ -326,6 +423,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     def predict_proba(self, X, *, mask=None):
         """Posterior probability of each component at each pixel.
 
+        With ``beta_ > 0`` these are the mean-field posteriors of the
+        hidden Markov random field: they include the spatial prior.
+
         Returns
         -------
         posteriors : (M[, N[, ...]], n_components_) float32 array, or a list
@@ -333,6 +433,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             or not finite.
         """
         mixture = self._standardized_mixture()
+        if self.beta_ > 0:
+
+            def spatial_posteriors(padded, valid, potential):
+                potential[...] = _mrf.interior(padded)  # reuse the buffer
+                return potential
+
+            return self._map_spatial(X, mask, mixture, spatial_posteriors)
 
         def posteriors(values):
             return softmax(_mixture.weighted_log_prob(values, mixture), axis=1)
@@ -460,6 +567,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     def _map_pixels(self, X, mask, function, tail, dtype, fill, compute_dtype):
         """Apply ``function`` to standardised pixel values, image by image."""
+        views = self._prediction_views(X, mask)
+        outputs = [
+            self._map_image(view, function, tail, dtype, fill, compute_dtype) for view in views
+        ]
+        return outputs if _image.is_batch(X) else outputs[0]
+
+    def _prediction_views(self, X, mask):
         views = _image.as_images(X, channel_axis=self.channel_axis, mask=mask)
         if views[0].n_channels != self.n_features_in_:
             raise ValueError(
@@ -467,9 +581,24 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 f"{self.channel_axis}, but this GMMSegmenter was fitted on images with "
                 f"{self.n_features_in_}; pass images with the same channels as in fit."
             )
-        outputs = [
-            self._map_image(view, function, tail, dtype, fill, compute_dtype) for view in views
-        ]
+        return views
+
+    def _map_spatial(self, X, mask, mixture, finish):
+        """Spatial posteriors of each image, passed to ``finish``.
+
+        ``finish(padded, valid, potential)`` gets the posteriors inside a
+        zero border, the valid pixels (``None``: all) and the pixel
+        log-potentials, whose buffer it may reuse.
+        """
+        views = self._prediction_views(X, mask)
+        hoods = self._neighbourhoods(views)
+        outputs = []
+        for view, hood in zip(views, hoods):
+            valid = _mrf.valid_map(view)
+            potential = self._log_potential(view, mixture)
+            padded = _mrf.spatial_posteriors(potential, valid, self.beta_, hood)
+            outputs.append(finish(padded, valid, potential))
+            del padded, potential
         return outputs if _image.is_batch(X) else outputs[0]
 
     def _map_image(self, view, function, tail, dtype, fill, compute_dtype):
