@@ -495,7 +495,10 @@ def write_outputs(name, labels, posteriors, picture, report, options: Options) -
 
     record(write_tiff(outdir / f"{name}_labels.tif", labels))
     picture_path = outdir / f"{name}_segmented{picture_ext}"
-    record(write_png(picture_path, picture) if is_plane else write_tiff(picture_path, picture))
+    record(
+        write_png(picture_path, picture) if is_plane
+        else write_tiff(picture_path, picture, rgb=picture.ndim == labels.ndim + 1)
+    )
     if options.masks:
         for k in range(report["n_components"]):
             mask = np.where(labels == k + 1, np.uint8(255), np.uint8(0))

@@ -144,18 +144,21 @@ def _replace_when_done(path):
         raise
 
 
-def write_tiff(path, array, *, axes=None) -> Path:
+def write_tiff(path, array, *, axes=None, rgb=False) -> Path:
     """Write ``array`` losslessly (zlib) to a TIFF file, atomically.
 
     ``axes`` (e.g. ``'CYX'``) is recorded in the file's metadata so tifffile
-    reads the same shape back.
+    reads the same shape back. Without ``rgb=True`` the data are stored as
+    grayscale planes, even when an axis happens to have 3 entries.
     """
     import tifffile
 
     metadata = {"axes": axes} if axes else {}
     with _replace_when_done(path) as temporary:
-        tifffile.imwrite(temporary, np.ascontiguousarray(array), compression="zlib",
-                         metadata=metadata)
+        tifffile.imwrite(
+            temporary, np.ascontiguousarray(array), compression="zlib", metadata=metadata,
+            photometric="rgb" if rgb else "minisblack",
+        )
     return Path(path)
 
 

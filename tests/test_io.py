@@ -1,0 +1,291 @@
+"""Image files and model files: round trips, and refusal of anything unsafe or broken."""
+
+import json
+import os
+import pickle
+import zlib
+
+import numpy as np
+import pytest
+import tifffile
+
+from gmm_segmenter import GMMSegmenter
+from gmm_segmenter import io as gio
+
+
+def _segmenter(**params):
+    # The pixel-wise model (beta=0) where the estimator has a spatial prior:
+    # model files must round-trip either way; this keeps the tests fast.
+    if "beta" in GMMSegmenter().get_params() and "beta" not in params:
+        params["beta"] = 0
+    return GMMSegmenter(random_state=0, **params)
+
+
+def _gray(shape=(24, 30), seed=0):
+    rng = np.random.default_rng(seed)
+    levels = np.array([30.0, 120.0, 210.0])[np.arange(shape[1]) * 3 // shape[1]]
+    return np.clip(levels + rng.normal(scale=8, size=shape), 0, 255).astype(np.uint8)
+
+
+def _rgb(shape=(20, 30), seed=0):
+    rng = np.random.default_rng(seed)
+    colours = np.array([[30.0, 40.0, 90.0], [200.0, 60.0, 50.0], [220.0, 230.0, 120.0]])
+    image = colours[np.arange(shape[1]) * 3 // shape[1]][np.newaxis].repeat(shape[0], 0)
+    return np.clip(image + rng.normal(scale=10, size=image.shape), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------ images
+
+
+def test_read_png_and_tiff_keep_dtype_and_shape(tmp_path):
+    gray, rgb = _gray(), _rgb()
+    gio.write_png(tmp_path / "gray.png", gray)
+    gio.write_png(tmp_path / "rgb.png", rgb)
+    deep = (gray.astype(np.uint16) * 250)
+    gio.write_tiff(tmp_path / "deep.tif", deep)
+    stack = np.stack([gray, gray // 2, 255 - gray])
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")  # three pages
+
+    np.testing.assert_array_equal(gio.read_image(tmp_path / "gray.png"), gray)
+    np.testing.assert_array_equal(gio.read_image(tmp_path / "rgb.png"), rgb)
+    read_deep = gio.read_image(tmp_path / "deep.tif")
+    assert read_deep.dtype == np.uint16
+    np.testing.assert_array_equal(read_deep, deep)
+    np.testing.assert_array_equal(gio.read_image(tmp_path / "stack.tif"), stack)
+
+
+def test_read_image_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        gio.read_image(tmp_path / "missing.png")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture\n")
+    with pytest.raises(ValueError, match="notes.png: cannot be read as an image"):
+        gio.read_image(text)
+    gio.write_png(tmp_path / "whole.png", _gray())
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.png"):
+        gio.read_image(tmp_path / "cut.png")
+    with pytest.raises(ValueError, match="is a folder"):
+        gio.read_image(tmp_path)
+
+
+def test_writers_leave_no_partial_file_and_keep_the_old_one_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "out.png"
+    gio.write_png(target, _gray())
+    before = target.read_bytes()
+
+    import imageio.v3 as iio
+
+    def broken(path, *args, **kwargs):
+        with open(path, "wb") as stream:
+            stream.write(b"half an image")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(iio, "imwrite", broken)
+    with pytest.raises(OSError, match="disk full"):
+        gio.write_png(target, _gray(seed=1))
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = gio.write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert json.loads(path.read_text()) == {"a": 1}
+
+
+def test_png_refuses_float(tmp_path):
+    with pytest.raises(TypeError, match="uint8 or uint16"):
+        gio.write_png(tmp_path / "x.png", np.zeros((3, 3)))
+
+
+# ------------------------------------------------------------------ models
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_model_round_trip_predicts_identically(tmp_path, covariance_type):
+    image = _rgb()
+    segmenter = _segmenter(
+        n_components=3, channel_axis=-1, covariance_type=covariance_type
+    ).fit(image)
+    path = gio.save_model(segmenter, tmp_path / "model.npz")
+    loaded = gio.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(image), segmenter.predict(image))
+    np.testing.assert_allclose(loaded.predict_proba(image), segmenter.predict_proba(image))
+    np.testing.assert_allclose(loaded.precisions_cholesky_, segmenter.precisions_cholesky_)
+    np.testing.assert_allclose(loaded.precisions_, segmenter.precisions_)
+    assert loaded.get_params() == segmenter.get_params()
+    assert loaded.n_features_in_ == 3 and loaded.n_components_ == 3
+
+
+def test_model_round_trip_keeps_the_bic_curve(tmp_path):
+    image = _gray()
+    segmenter = _segmenter(n_components="auto", n_components_range=(1, 4)).fit(image)
+    loaded = gio.load_model(gio.save_model(segmenter, tmp_path / "auto.npz"))
+    np.testing.assert_allclose(loaded.bic_curve_, segmenter.bic_curve_)
+    np.testing.assert_array_equal(
+        loaded.n_components_candidates_, segmenter.n_components_candidates_
+    )
+    np.testing.assert_array_equal(loaded.predict(image), segmenter.predict(image))
+
+
+def test_model_file_holds_no_object_arrays(tmp_path):
+    path = gio.save_model(_segmenter(n_components=2).fit(_gray()), tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        assert all(archive[name].dtype != object for name in archive.files)
+
+
+def _arrays_and_metadata(tmp_path, **params):
+    params.setdefault("n_components", 2)
+    image = _rgb() if params.get("channel_axis") is not None else _gray()
+    path = gio.save_model(_segmenter(**params).fit(image), tmp_path / "valid.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    metadata = json.loads(str(arrays.pop("metadata")))
+    return arrays, metadata
+
+
+def _write(tmp_path, arrays, metadata, name="crafted.npz", allow_pickle=False):
+    path = tmp_path / name
+    content = dict(arrays)
+    if metadata is not None:
+        content["metadata"] = np.array(json.dumps(metadata))
+    with open(path, "wb") as stream:
+        np.savez(stream, allow_pickle=allow_pickle, **content)
+    return path
+
+
+def _crafted(tmp_path, change, **params):
+    arrays, metadata = _arrays_and_metadata(tmp_path, **params)
+    change(arrays, metadata)
+    return _write(tmp_path, arrays, metadata)
+
+
+def _set(key, value):
+    def change(arrays, metadata):
+        arrays[key] = value
+    return change
+
+
+def _meta(key, value):
+    def change(arrays, metadata):
+        metadata[key] = value
+    return change
+
+
+CRAFTED = {
+    "means of the wrong shape": (_set("means", np.zeros((3, 1))), r"'means' has shape \(3, 1\)"),
+    "covariances of the wrong shape": (
+        _set("covariances", np.ones((2, 2, 2))), "'covariances' has shape"
+    ),
+    "NaN mean": (_set("means", np.array([[np.nan], [1.0]])), "NaN or infinite"),
+    "infinite scale": (_set("intensity_scale", np.array([np.inf])), "NaN or infinite"),
+    "float32 weights": (
+        _set("weights", np.array([0.5, 0.5], dtype=np.float32)), "dtype float32; expected float64"
+    ),
+    "weights not summing to 1": (_set("weights", np.array([0.5, 0.6])), "sum to 1"),
+    "negative weight": (_set("weights", np.array([-0.5, 1.5])), "positive"),
+    "non positive-definite covariance": (
+        _set("covariances", np.array([[[1.0]], [[-2.0]]])), "covariance 1 is not positive definite"
+    ),
+    "zero scale": (_set("intensity_scale", np.array([0.0])), "intensity_scale"),
+    "missing array": (lambda a, m: a.pop("weights"), "missing weights"),
+    "extra array": (_set("payload", np.zeros(3)), "unexpected payload"),
+    "wrong format tag": (_meta("format", "something-else"), "format tag"),
+    "future format version": (_meta("format_version", 99), "format_version 99 is newer"),
+    "unknown covariance type": (_meta("covariance_type", "banana"), "covariance_type 'banana'"),
+    "K disagreeing with arrays": (_meta("n_components", 3), r"expected \(3,\)"),
+    "unknown parameter": (
+        lambda a, m: m["params"].update(smoothing_kernel=3), "smoothing_kernel"
+    ),
+    "invalid parameter value": (
+        lambda a, m: m["params"].update(max_iter=-4), "parameters are not valid"
+    ),
+    "metadata not an object": (
+        lambda a, m: (m.clear(), m.update(x=1)), "format tag"
+    ),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(CRAFTED))
+def test_load_model_rejects_crafted_files(tmp_path, problem):
+    change, message = CRAFTED[problem]
+    path = _crafted(tmp_path, change)
+    with pytest.raises(ValueError, match=message) as caught:
+        gio.load_model(path)
+    assert str(caught.value).startswith(f"{path}: not a valid gmm-segmenter model file")
+
+
+def test_load_model_rejects_a_non_positive_definite_full_covariance(tmp_path):
+    def change(arrays, metadata):
+        covariances = arrays["covariances"].copy()
+        covariances[0] = [[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]  # eigenvalue -1
+        arrays["covariances"] = covariances
+
+    path = _crafted(tmp_path, change, channel_axis=-1)
+    with pytest.raises(ValueError, match="covariance 0 is not positive definite"):
+        gio.load_model(path)
+
+
+class _Exploit:
+    """Unpickling this would create a file; loading a model must never do it."""
+
+    marker = None
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_load_model_never_unpickles(tmp_path):
+    arrays, metadata = _arrays_and_metadata(tmp_path)
+    marker = tmp_path / "pwned"
+    _Exploit.marker = marker
+    arrays["weights"] = np.array([_Exploit(), 1.0], dtype=object)
+    path = _write(tmp_path, arrays, metadata, allow_pickle=True)
+    with pytest.raises(ValueError, match="holds Python objects, which are never loaded"):
+        gio.load_model(path)
+    assert not marker.exists()
+
+    # A bare pickle (not an .npz archive) is refused before anything is read.
+    pickled = tmp_path / "model.pkl"
+    pickled.write_bytes(pickle.dumps(_Exploit()))
+    with pytest.raises(ValueError, match="not an .npz archive"):
+        gio.load_model(pickled)
+    assert not marker.exists()
+
+
+def test_load_model_rejects_other_files(tmp_path):
+    noise = tmp_path / "noise.npz"
+    noise.write_bytes(np.random.default_rng(0).bytes(2048))
+    with pytest.raises(ValueError, match="noise.npz: not a valid .*not an .npz archive"):
+        gio.load_model(noise)
+    npy = tmp_path / "array.npy"
+    np.save(npy, np.zeros(3))
+    with pytest.raises(ValueError, match="not an .npz archive"):
+        gio.load_model(npy)
+    arrays, _ = _arrays_and_metadata(tmp_path)
+    no_metadata = _write(tmp_path, arrays, None, name="bare.npz")
+    with pytest.raises(ValueError, match="missing metadata"):
+        gio.load_model(no_metadata)
+    arrays, metadata = _arrays_and_metadata(tmp_path)
+    arrays["metadata"] = np.array("{not json")
+    not_json = _write(tmp_path, arrays, None, name="badjson.npz")
+    with pytest.raises(ValueError, match="'metadata' is not JSON"):
+        gio.load_model(not_json)
+    with pytest.raises(FileNotFoundError, match="nowhere.npz"):
+        gio.load_model(tmp_path / "nowhere.npz")
+
+
+def test_load_model_refuses_a_zip_bomb(tmp_path, monkeypatch):
+    monkeypatch.setattr(gio, "_MAX_MODEL_BYTES", 1000)
+    arrays, metadata = _arrays_and_metadata(tmp_path)
+    arrays["means"] = np.zeros((2, 1))
+    path = _write(tmp_path, {**arrays, "weights": np.zeros(10_000)}, metadata)
+    with pytest.raises(ValueError, match="far more than any model needs"):
+        gio.load_model(path)
+    assert zlib  # compression is what makes small files unpack large
