@@ -606,7 +606,8 @@ def _failure(source, error) -> Outcome:
 class Runner:
     """Everything one invocation needs to turn a source into its outputs."""
 
-    def __init__(self, args, params, shared_model, model_source, mask):
+    def __init__(self, args, params, shared_model, model_source, mask, status=None):
+        self.status = status or (lambda text: None)
         self.args = args
         self.params = params
         self.shared_model = shared_model
@@ -630,10 +631,12 @@ class Runner:
         try:
             started = time.perf_counter()
             if prepared is None:
+                self.status(f"{source.name}: reading")
                 prepared = self.read(source)
             seconds = {"read": read_seconds + time.perf_counter() - started}
             tick = time.perf_counter()
             if self.shared_model is None:
+                self.status(f"{source.name}: fitting")
                 segmenter = self.fit([prepared])
                 seconds["fit"] = time.perf_counter() - tick
                 model_source = "fitted on this image"
@@ -642,6 +645,7 @@ class Runner:
                 segmenter.set_params(channel_axis=prepared.channel_axis)
                 model_source = self.model_source
             tick = time.perf_counter()
+            self.status(f"{source.name}: labelling")
             labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
             posteriors = (
                 segmenter.predict_proba(prepared.pixels, mask=prepared.mask)
@@ -649,6 +653,7 @@ class Runner:
             )
             seconds["predict"] = time.perf_counter() - tick
             tick = time.perf_counter()
+            self.status(f"{source.name}: writing")
             picture, colours = segmented_image(labels, prepared, segmenter, self.options.colors)
             report = build_report(
                 source, prepared, segmenter, labels, model_source, self.requested_k, seconds
@@ -692,6 +697,10 @@ class Console:
         self._write(f"{PROG}: error: {text}", sys.stderr)
         if self.debug and details:
             self._write(details.rstrip(), sys.stderr)
+
+    def status(self, text):
+        if not self.bar.disable:
+            self.bar.set_postfix_str(text)
 
     def step(self, label=None):
         if label:
@@ -857,7 +866,7 @@ def _run(args, parser) -> int:
         if not sources:
             return 1
         args.outdir.mkdir(parents=True, exist_ok=True)
-        runner = Runner(args, params, shared_model, model_source, mask)
+        runner = Runner(args, params, shared_model, model_source, mask, console.status)
 
         if args.fit_on:
             outcomes, failed_reading = _fit_on_all(runner, sources, console, args)
