@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import linalg
-from scipy.special import logsumexp
 from sklearn.exceptions import ConvergenceWarning
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -148,42 +147,55 @@ def log_gaussian_prob(X, means, precisions_cholesky, covariance_type):
     """Log density of each sample under each component, shape ``(n, K)``.
 
     Computed in the dtype of ``X`` (float32 for prediction, float64 for fits).
+    The result is the transpose of a component-major ``(K, n)`` array: NumPy
+    reduces and compares across a few long rows far faster than along many
+    short ones, which is what every caller does next (max, sum, argmax over K).
     """
     dtype = X.dtype
     n_components, n_features = means.shape
     chol = precisions_cholesky.astype(dtype, copy=False)
     means = means.astype(dtype, copy=False)
-    if covariance_type == "full":
-        log_det = np.sum(np.log(chol.reshape(n_components, -1)[:, :: n_features + 1]), axis=1)
-        log_prob = np.empty((X.shape[0], n_components), dtype=dtype)
+    columns = X.T  # (d, n) view: products below come out component-major
+    if covariance_type in ("full", "tied"):
+        stacked = chol if covariance_type == "full" else chol[np.newaxis]
+        log_det = np.sum(np.log(np.diagonal(stacked, axis1=1, axis2=2)), axis=1)
+        log_prob = np.empty((n_components, X.shape[0]), dtype=dtype)
+        if covariance_type == "tied":
+            projected = chol.T @ columns
         for k in range(n_components):
-            y = X @ chol[k] - means[k] @ chol[k]
-            log_prob[:, k] = np.einsum("ij,ij->i", y, y)
-    elif covariance_type == "tied":
-        log_det = np.sum(np.log(np.diag(chol)))
-        log_prob = np.empty((X.shape[0], n_components), dtype=dtype)
-        projected = X @ chol
-        for k in range(n_components):
-            y = projected - means[k] @ chol
-            log_prob[:, k] = np.einsum("ij,ij->i", y, y)
+            factor = stacked[0 if covariance_type == "tied" else k]
+            y = (projected if covariance_type == "tied" else factor.T @ columns)
+            y = y - (means[k] @ factor)[:, np.newaxis]
+            np.sum(y * y, axis=0, out=log_prob[k])
+        if covariance_type == "tied":
+            log_det = log_det[0]
     elif covariance_type == "diag":
         log_det = np.sum(np.log(chol), axis=1)
         precisions = chol**2
         log_prob = (
-            np.sum(means**2 * precisions, axis=1)
-            - 2.0 * (X @ (means * precisions).T)
-            + (X**2) @ precisions.T
+            np.sum(means**2 * precisions, axis=1)[:, np.newaxis]
+            - 2.0 * ((means * precisions) @ columns)
+            + precisions @ (columns**2)
         )
     else:
         log_det = n_features * np.log(chol)
         precisions = chol**2
+        squared_norms = np.sum(columns**2, axis=0)
         log_prob = (
-            np.sum(means**2, axis=1) * precisions
-            - 2 * (X @ means.T * precisions)
-            + np.outer(np.einsum("ij,ij->i", X, X), precisions)
+            (np.sum(means**2, axis=1) * precisions)[:, np.newaxis]
+            - 2 * ((means * precisions[:, np.newaxis]) @ columns)
+            + precisions[:, np.newaxis] * squared_norms
         )
-    log_prob = -0.5 * (n_features * np.log(2 * np.pi) + log_prob) + log_det
-    return log_prob.astype(dtype, copy=False)
+    log_prob = -0.5 * (n_features * np.log(2 * np.pi) + log_prob) + np.reshape(log_det, (-1, 1))
+    return log_prob.astype(dtype, copy=False).T
+
+
+def log_normalize(log_prob):
+    """Per-sample ``log Σ_k exp(log_prob)`` and the log-responsibilities."""
+    peak = np.max(log_prob, axis=1)
+    peak[~np.isfinite(peak)] = 0.0
+    log_prob_norm = np.log(np.sum(np.exp(log_prob - peak[:, np.newaxis]), axis=1)) + peak
+    return log_prob_norm, log_prob - log_prob_norm[:, np.newaxis]
 
 
 def weighted_log_prob(X, mixture: Mixture):
@@ -254,9 +266,7 @@ def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> F
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         previous = lower_bound
-        log_prob = weighted_log_prob(X, mixture)
-        log_prob_norm = logsumexp(log_prob, axis=1)
-        log_resp = log_prob - log_prob_norm[:, np.newaxis]
+        log_prob_norm, log_resp = log_normalize(weighted_log_prob(X, mixture))
         weighted_resp = np.exp(log_resp) * sample_weight[:, np.newaxis]
         mixture = _regularised_fit(
             X, weighted_resp, reg_covar, initial.covariance_type, total_weight
