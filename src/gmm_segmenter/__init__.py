@@ -3,10 +3,11 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from .estimator import GMMSegmenter, segment
+from .io import load_model, save_model
 
 try:
     __version__ = version("gmm-segmenter")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["GMMSegmenter", "segment", "__version__"]
+__all__ = ["GMMSegmenter", "segment", "save_model", "load_model", "__version__"]
