@@ -207,14 +207,67 @@ def weighted_log_prob(X, mixture: Mixture):
     return log_prob
 
 
+#: A component whose share of the total weight falls to this or below is
+#: empty: its mean would be a ratio of rounding errors.
+EMPTY_WEIGHT = 1e-10
+
+
+def reseed_empty_components(X, weighted_resp):
+    """Re-seed every emptied component where the others explain the data worst.
+
+    An E-step can leave a component with (numerically) no weight, for
+    example when the data hold fewer clusters than components or a start
+    placed it far from every sample; its mean and covariance would then be
+    ``0 / eps`` noise. Like k-means relocating an empty cluster, each empty
+    component is seeded at the sample farthest (in the fit's standardised
+    units) from every remaining mean and takes over the samples closer to
+    that seed than to any other mean, so it starts with a real spread rather
+    than collapsing onto one value; the user is warned which one.
+    Returns ``weighted_resp`` itself when no component is empty.
+    """
+    mass = weighted_resp.sum(axis=0)
+    empty = np.flatnonzero(mass <= EMPTY_WEIGHT * mass.sum())
+    row_mass = weighted_resp.sum(axis=1)
+    candidates = np.flatnonzero(row_mass > 0)
+    if empty.size == 0 or empty.size == mass.size or candidates.size <= empty.size:
+        return weighted_resp
+    kept = np.setdiff1d(np.arange(mass.size), empty)
+    means = weighted_resp[:, kept].T @ X / mass[kept, np.newaxis]
+    values = X[candidates]
+    distance = np.full(candidates.size, np.inf)
+    for mean in means:  # one component at a time: memory stays O(samples)
+        np.minimum(distance, np.sum((values - mean) ** 2, axis=1), out=distance)
+    weighted_resp = weighted_resp.copy()
+    for component in empty:
+        seed = values[np.argmax(distance)]
+        to_seed = np.sum((values - seed) ** 2, axis=1)
+        taken = to_seed < distance
+        taken[np.argmax(distance)] = True
+        rows = candidates[taken]
+        weighted_resp[rows] = 0.0
+        weighted_resp[rows, component] = row_mass[rows]
+        np.minimum(distance, to_seed, out=distance)
+    warnings.warn(
+        f"Component(s) {', '.join(str(int(k)) for k in empty)} of {mass.size} lost all "
+        "their pixels during EM and were re-seeded at the pixel value(s) farthest from "
+        "the other components. If this keeps happening the data hold fewer clusters "
+        "than components: use fewer components or n_components='auto'.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return weighted_resp
+
+
 def _regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight):
     """M-step that survives a collapsing covariance.
 
     A component that sits on one value (common in images: saturated or
     zero-padded regions) has a singular covariance; instead of failing, the
     ridge is raised tenfold until the covariance is positive definite, and
-    the user is told which component and what to change.
+    the user is told which component and what to change. A component that
+    lost all its weight is re-seeded first (see :func:`reseed_empty_components`).
     """
+    weighted_resp = reseed_empty_components(X, weighted_resp)
     regularisation = reg_covar
     while True:
         nk, means, covariances = estimate_parameters(
