@@ -50,3 +50,50 @@ def test_an_emptied_component_is_reseeded_with_a_warning(covariance_type):
     assert np.all(np.isfinite(mixture.means)) and np.all(np.isfinite(mixture.covariances))
     # the re-seeded component found the small bright cluster
     assert mixture.means.max() == pytest.approx(6.0, abs=0.5)
+
+
+# ------------------------------------------------------ integer extremes
+
+
+def _two_clusters_at_the_top(dtype, span, seed=0):
+    """Two clusters just below the dtype's maximum, ``span`` apart; labels 1, 2."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    truth = np.ones((24, 24), dtype=np.uint8)
+    truth[:, 12:] = 2
+    noise = rng.integers(0, span // 40, size=truth.shape)
+    below_max = np.where(truth == 1, span, 0) + noise
+    image = np.array([info.max - int(d) for d in below_max.ravel()], dtype=dtype)
+    return image.reshape(truth.shape), truth
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint32", "int64", "uint64"])
+@pytest.mark.parametrize("span", ["table", "wide"])
+def test_integers_near_the_dtype_maximum_never_wrap(dtype, span):
+    info = np.iinfo(dtype)
+    # 'table': a value range short enough to predict through a lookup table
+    # (the path where uint64 above 2**63 used to overflow); 'wide': the range
+    # spans a quarter of the dtype, fitted and predicted in float64
+    width = 4_000_000 if span == "table" else (int(info.max) - int(info.min)) // 4
+    image, truth = _two_clusters_at_the_top(dtype, width)
+    image[0, 0] = info.min  # masked out below: must not disturb the table
+    mask = np.ones(image.shape, bool)
+    mask[0, 0] = False
+    original = image.copy()
+    segmenter = make(2).fit(image, mask=mask)
+    labels = segmenter.predict(image, mask=mask)
+    np.testing.assert_array_equal(image, original)
+    assert labels[0, 0] == 0
+    np.testing.assert_array_equal(labels[mask], truth[mask])
+    np.testing.assert_array_equal(labels, segmenter.predict(image.astype(np.float64), mask=mask))
+    assert np.all(np.isfinite(segmenter.means_)) and segmenter.means_.min() > 0
+
+
+def test_integers_closer_than_float64_resolution_are_refused_clearly():
+    # 2**63 - 1 and 2**63 - 2 are the same float64: the image is constant to
+    # any floating-point fit, and says so rather than wrapping or crashing
+    top = np.iinfo(np.int64).max
+    image = np.array([[top, top - 1], [top - 2, top - 3]], dtype=np.int64)
+    with pytest.raises(ValueError, match="only 1 distinct pixel values"):
+        make(2).fit(image)
+    np.testing.assert_array_equal(make(1).fit_predict(image), 1)

@@ -372,11 +372,14 @@ def lookup_plan(view: ImageView):
         lowest = highest = 0
     if highest - lowest >= MAX_TABLE_RANGE:
         return None
-    table_values = lowest + np.arange(highest - lowest + 1, dtype=np.float64)
+    # Integer arithmetic in the image's own dtype: int64 would wrap uint64
+    # values above 2**63, and float64 rounds differently from a direct cast.
+    first, last = view.dtype.type(lowest), view.dtype.type(highest)
+    table_values = (first + np.arange(highest - lowest + 1, dtype=view.dtype)).astype(np.float64)
 
     def index_of(values):
-        index = values.reshape(-1).astype(np.int64) - lowest
-        # masked-out pixels may hold any value; keep them inside the table
-        return np.clip(index, 0, highest - lowest)
+        # masked-out pixels may hold any value; clip them into the table first,
+        # so the subtraction can neither wrap nor leave the table
+        return (np.clip(values.reshape(-1), first, last) - first).astype(np.intp)
 
     return table_values, index_of
