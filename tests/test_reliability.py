@@ -97,3 +97,41 @@ def test_integers_closer_than_float64_resolution_are_refused_clearly():
     with pytest.raises(ValueError, match="only 1 distinct pixel values"):
         make(2).fit(image)
     np.testing.assert_array_equal(make(1).fit_predict(image), 1)
+
+
+# ------------------------------------------------------ extreme ranges
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (np.array([[1e308, -1e308], [1.0, 2.0]]), "spread too much"),
+        (np.array([[1e-300, 2e-300], [3e-300, 4e-300]]), "spread too little"),
+        (np.array([[5e-324, 1e-323], [0.0, 1.5e-323]]), "spread too little"),  # subnormal
+    ],
+)
+def test_spreads_whose_variance_leaves_float64_are_refused_with_advice(image, match):
+    # before: an overflow RuntimeWarning and "array must not contain infs or
+    # NaNs", or a bare CollapsedCovariance(0)
+    with pytest.raises(ValueError, match=match + r".*Multiply the image by a constant"):
+        make(2).fit(image)
+    np.testing.assert_array_equal(make(2).fit_predict(image * (1e-300 if match == "spread too much" else 1e300)) > 0, True)
+
+
+def test_channel_with_extreme_spread_is_named():
+    image = np.stack([np.arange(16.0).reshape(4, 4), np.arange(16.0).reshape(4, 4) * 1e-200], -1)
+    with pytest.raises(ValueError, match="spread too little in channel 1"):
+        make(2, channel_axis=-1).fit(image)
+
+
+def test_outliers_thirty_decades_away_are_segmented_or_explained():
+    image, truth = quadrants()
+    image = image / 255.0
+    image[0, 0], image[-1, -1] = 1e30, 1e-30
+    labels = make(2).fit_predict(image)
+    assert labels[0, 0] == 2 and np.all(labels.ravel()[1:] == 1)  # the outlier alone
+    # next to 1e30, float64 cannot tell 0.1 from 0.9: say so instead of
+    # calling the image (nearly) constant
+    with pytest.raises(ValueError, match=r"only 2 distinct pixel values at float64 precision"
+                       r".*too wide a dynamic range; clip the outliers or segment np.log"):
+        make(5).fit(image)

@@ -21,6 +21,11 @@ __all__ = ["GMMSegmenter", "segment"]
 # it has at most this many distinct values (or max_samples, if larger).
 _HISTOGRAM_MIN_BINS = 1 << 16
 
+# Standard deviations the fit accepts per channel: covariances in input units
+# are standardised ones (down to ~1e-12 after regularisation) times scale**2,
+# and must stay normal, finite float64 numbers.
+_SCALE_LIMITS = (1e-140, 1e140)
+
 
 def _single_threaded_blas(method):
     """Run ``method`` with one BLAS thread.
@@ -249,7 +254,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         if init_params == "auto":
             init_params = "otsu" if values.shape[1] == 1 else "kmeans"
 
-        candidates = self._candidate_n_components(standardized, n_valid)
+        candidates = self._candidate_n_components(standardized, n_valid, raw=values)
         fits, bics = [], []
         for n_components in candidates:
             result = _mixture.fit_mixture(
@@ -386,8 +391,12 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         values, n_valid = _image.sample_pixels(views, n_samples, generator)
         return values, np.ones(len(values)), "subsample", n_valid
 
-    def _candidate_n_components(self, values, n_valid):
-        """Numbers of components to fit, after checking the data can hold them."""
+    def _candidate_n_components(self, values, n_valid, raw=None):
+        """Numbers of components to fit, after checking the data can hold them.
+
+        ``values`` are standardised; ``raw`` (input units) only sharpens the
+        message when standardising merged values that differ in the input.
+        """
         if self.n_components == "auto":
             lowest, highest = _check_range(self.n_components_range)
         else:
@@ -400,10 +409,18 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 else f"n_components_range={tuple(self.n_components_range)}"
             )
             where = "pixel values" if n_distinct == len(values) else "distinct pixel values"
+            merged = raw is not None and _count_distinct_rows(raw, lowest) > n_distinct
+            if merged:
+                where += (
+                    " at float64 precision once scaled to the image's spread (values "
+                    f"from {raw.min():.3g} to {raw.max():.3g}: too wide a dynamic range; "
+                    "clip the outliers or segment np.log(X))"
+                )
+            elif n_distinct == 1:
+                where += " (a constant image)"
             raise ValueError(
                 f"{what} asks for at least {lowest} components, but the valid pixels "
-                f"of X hold only {n_distinct} {where}"
-                f"{' (a constant image)' if n_distinct == 1 else ''}; each component "
+                f"of X hold only {n_distinct} {where}; each component "
                 "needs its own value to model. Use "
                 f"n_components<={n_distinct} or n_components='auto'."
             )
@@ -667,16 +684,33 @@ def _standardisation(values, weights, covariance_type):
     Fitting in these units keeps EM well conditioned for any intensity range
     (uint8, uint32, 1e-30..1e30 floats) and makes ``reg_covar`` relative.
     A spherical covariance needs one scale for all channels to stay spherical.
+
+    Raises ``ValueError`` when a channel's spread is so large or small that
+    its variance (the covariances in input units) would not fit in float64.
     """
-    total = weights.sum()
-    offset = weights @ values / total
-    centred = values - offset
-    magnitude = np.abs(centred).max(axis=0)
-    magnitude[magnitude == 0] = 1.0
-    scale = np.sqrt(weights @ (centred / magnitude) ** 2 / total) * magnitude
-    if covariance_type == "spherical":
-        scale = np.full_like(scale, np.sqrt(np.mean(scale**2)))
-    scale[~(scale > 0) | ~np.isfinite(scale)] = 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        # normalised weights: a convex combination of finite values cannot overflow
+        offset = (weights / weights.sum()) @ values
+        centred = values - offset
+        magnitude = np.abs(centred).max(axis=0)
+        constant = magnitude == 0
+        magnitude[constant] = 1.0
+        scale = np.sqrt((weights / weights.sum()) @ (centred / magnitude) ** 2) * magnitude
+        if covariance_type == "spherical":
+            largest = scale.max() if scale.max() > 0 else 1.0
+            scale = np.full_like(scale, np.sqrt(np.mean((scale / largest) ** 2)) * largest)
+    scale[constant & (scale == 0)] = 1.0  # a constant channel: any unit will do
+    usable = (scale >= _SCALE_LIMITS[0]) & (scale <= _SCALE_LIMITS[1])
+    if not usable.all():
+        channel = int(np.flatnonzero(~usable)[0])
+        where = f" in channel {channel}" if len(scale) > 1 else ""
+        raise ValueError(
+            f"The pixel values of X spread too {'little' if scale[channel] < 1 else 'much'}"
+            f"{where} (standard deviation {scale[channel]:.3g}): GMMSegmenter needs a "
+            f"standard deviation between {_SCALE_LIMITS[0]:g} and {_SCALE_LIMITS[1]:g} "
+            "so that variances fit in float64. Multiply the image by a constant first "
+            "(labels do not change with the units)."
+        )
     return offset, scale
 
 
