@@ -1,0 +1,233 @@
+"""Pure helpers between napari layers and the estimator: axes, masks, transforms.
+
+Nothing here needs a viewer or Qt, so all of it is tested on plain arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: How a leading axis is treated.
+SPACE, SHARED_MODEL, PER_FRAME = "space", "shared", "per-frame"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which axes of a layer's data hold channels, time and space.
+
+    ``channel_axis`` and ``time_axis`` index the layer's data array.
+    ``spatial_axes`` are the remaining data axes. ``layer_axes`` maps each
+    data axis that is also a napari dimension of the layer (all but an RGB
+    channel axis) to its position in the layer's ``scale``.
+    """
+
+    shape: tuple
+    channel_axis: int | None
+    time_axis: int | None
+    rgb: bool
+
+    @property
+    def spatial_axes(self) -> tuple:
+        skip = {self.channel_axis, self.time_axis}
+        return tuple(axis for axis in range(len(self.shape)) if axis not in skip)
+
+    @property
+    def output_axes(self) -> tuple:
+        """Data axes kept in the labels: every axis but the channel axis."""
+        return tuple(axis for axis in range(len(self.shape)) if axis != self.channel_axis)
+
+    @property
+    def output_shape(self) -> tuple:
+        return tuple(self.shape[axis] for axis in self.output_axes)
+
+    @property
+    def spatial_shape(self) -> tuple:
+        return tuple(self.shape[axis] for axis in self.spatial_axes)
+
+    @property
+    def frame_channel_axis(self) -> int | None:
+        """The channel axis of one frame (the data without its time axis)."""
+        if self.channel_axis is None or self.time_axis is None:
+            return self.channel_axis
+        return self.channel_axis - (self.channel_axis > self.time_axis)
+
+    def layer_axis(self, data_axis: int) -> int:
+        """Position of ``data_axis`` among the layer's dimensions (its ``scale``)."""
+        if self.rgb and data_axis == self.channel_axis:
+            raise ValueError("the RGB channel axis is not a layer dimension")
+        return data_axis
+
+    def frames(self, data) -> list:
+        """The data split along the time axis (one frame when there is none)."""
+        if self.time_axis is None:
+            return [data]
+        return [np.take(data, t, axis=self.time_axis) for t in range(self.shape[self.time_axis])]
+
+
+def make_layout(shape, *, rgb: bool, channel_axis: int | None, leading_axis: str) -> Layout:
+    """Check the user's axis choices against the layer's data shape.
+
+    Raises ``ValueError`` with a message for the user when they do not fit.
+    """
+    ndim = len(shape)
+    if rgb:
+        channel_axis = ndim - 1
+    elif channel_axis is not None and not 0 <= channel_axis < ndim:
+        raise ValueError(
+            f"The channel axis {channel_axis} does not exist in a layer with "
+            f"{ndim} dimensions; choose an axis between 0 and {ndim - 1}, or none."
+        )
+    time_axis = None if leading_axis == SPACE else 0
+    if time_axis is not None and channel_axis == time_axis:
+        raise ValueError(
+            "The leading axis cannot be both the channel axis and time; choose "
+            "another channel axis or treat the leading axis as space."
+        )
+    layout = Layout(tuple(shape), channel_axis, time_axis, rgb)
+    n_spatial = len(layout.spatial_axes)
+    if n_spatial < 1 or (time_axis is not None and n_spatial < 2):
+        where = "per frame " if time_axis is not None else ""
+        raise ValueError(
+            f"The layer has shape {tuple(shape)}: that leaves {n_spatial} spatial "
+            f"axis {where}after taking out the channel and time axes; segmenting "
+            "needs at least 2 per frame (1 without time). Treat the leading axis "
+            "as space or choose no channel axis."
+        )
+    return layout
+
+
+def spacing_from_scale(scale, layout: Layout) -> tuple:
+    """Voxel sizes of the spatial axes, read from the layer's ``scale``."""
+    scale = np.asarray(scale, dtype=float)
+    values = tuple(abs(float(scale[layout.layer_axis(axis)])) for axis in layout.spatial_axes)
+    return values
+
+
+def mask_array(mask, layout: Layout) -> list | None:
+    """One boolean mask per frame from a mask of the spatial or output shape.
+
+    ``mask`` is an array (labels, or shapes rasterised by the caller) whose
+    non-zero pixels are kept. It either covers the whole output (time
+    included) or one frame; a frame mask is used for every frame.
+    """
+    if mask is None:
+        return None
+    mask = np.asarray(mask) != 0
+    frame_shape = layout.spatial_shape
+    n_frames = 1 if layout.time_axis is None else layout.shape[layout.time_axis]
+    if mask.shape == layout.output_shape and layout.time_axis is not None:
+        frames = [mask[t] for t in range(n_frames)]
+    elif mask.shape == frame_shape:
+        frames = [mask] * n_frames
+    else:
+        expected = (
+            f"{frame_shape}" if layout.time_axis is None
+            else f"{frame_shape} (one frame) or {layout.output_shape} (every frame)"
+        )
+        raise ValueError(
+            f"The mask has shape {mask.shape}, but the image's pixels have shape "
+            f"{expected}; draw the mask on a layer of the same shape as the image."
+        )
+    if not any(frame.any() for frame in frames):
+        raise ValueError(
+            "The mask is empty: no pixel is inside it. Paint or draw the region "
+            "to segment, or choose no mask."
+        )
+    return frames
+
+
+def output_transform(layer, layout: Layout) -> dict:
+    """``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` for the output.
+
+    The labels keep every layer dimension but a (non-RGB) channel axis, so
+    they overlay the image exactly.
+    """
+    n_dims = len(layer.scale)
+    keep = [
+        layout.layer_axis(axis)
+        for axis in layout.output_axes
+        if not (layout.rgb and axis == layout.channel_axis)
+    ]
+    if len(keep) == n_dims:
+        return {
+            "scale": np.asarray(layer.scale),
+            "translate": np.asarray(layer.translate),
+            "rotate": np.asarray(layer.rotate),
+            "shear": np.asarray(layer.shear),
+            "affine": np.asarray(layer.affine.affine_matrix),
+        }
+    from napari.utils.transforms import Affine
+
+    square = np.ix_(keep, keep)
+    shear = Affine(shear=layer.shear, ndim=n_dims).linear_matrix
+    affine = layer.affine.affine_matrix
+    homogeneous = keep + [n_dims]
+    return {
+        "scale": np.asarray(layer.scale)[keep],
+        "translate": np.asarray(layer.translate)[keep],
+        "rotate": np.asarray(layer.rotate)[square],
+        "shear": shear[square],
+        "affine": affine[np.ix_(homogeneous, homogeneous)],
+    }
+
+
+def entropy(posteriors: np.ndarray) -> np.ndarray:
+    """Normalised entropy of the posteriors (last axis): 0 sure, 1 undecided.
+
+    Pixels with all-zero posteriors (masked out) get 0.
+    """
+    n_components = posteriors.shape[-1]
+    p = np.clip(posteriors, 1e-12, 1.0, dtype=np.float32)
+    h = -np.sum(posteriors * np.log(p), axis=-1, dtype=np.float32)
+    if n_components > 1:
+        h /= np.log(n_components)
+    return np.clip(h, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def component_densities(model, x: np.ndarray) -> np.ndarray:
+    """Weighted density of each component of a single-channel model at ``x``.
+
+    Returns an array of shape ``(n_components_, len(x))``, in label order.
+    """
+    if model.n_features_in_ != 1:
+        raise ValueError("component densities are drawn for single-channel models only")
+    covariances = np.asarray(model.covariances_, dtype=float)
+    n_components = model.n_components_
+    variances = {
+        "full": lambda: covariances.reshape(n_components),
+        "tied": lambda: np.full(n_components, covariances.ravel()[0]),
+        "diag": lambda: covariances.reshape(n_components),
+        "spherical": lambda: covariances.reshape(n_components),
+    }[model.covariance_type]()
+    means = np.asarray(model.means_, dtype=float).reshape(n_components)
+    x = np.asarray(x, dtype=float)[np.newaxis]
+    sd = np.sqrt(variances)[:, np.newaxis]
+    pdf = np.exp(-0.5 * ((x - means[:, np.newaxis]) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+    return np.asarray(model.weights_)[:, np.newaxis] * pdf
+
+
+def plane_index(layout: Layout, position, plane_axes) -> tuple:
+    """Index into the data selecting the 2-D plane through ``position``.
+
+    ``position`` holds a data coordinate per axis (non-plane axes are
+    rounded and clipped); ``plane_axes`` are the two data axes kept. The
+    channel axis is always kept whole.
+    """
+    index = []
+    for axis, size in enumerate(layout.shape):
+        if axis in plane_axes or axis == layout.channel_axis:
+            index.append(slice(None))
+        else:
+            index.append(int(np.clip(np.round(position[axis]), 0, size - 1)))
+    return tuple(index)
+
+
+def preview_plane_axes(layout: Layout, displayed_axes) -> tuple:
+    """The two spatial data axes a preview segments, preferring the displayed ones."""
+    spatial = layout.spatial_axes
+    shown = [axis for axis in displayed_axes if axis in spatial]
+    if len(shown) >= 2:
+        return tuple(shown[-2:])
+    return tuple(spatial[-2:])

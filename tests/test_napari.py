@@ -1,0 +1,290 @@
+"""The napari plugin: pure helpers on arrays, then the widget in a real viewer.
+
+Widget tests need a display with OpenGL: run them under Xvfb
+(``bash tools/test.sh tests/test_napari.py`` sets it up).
+"""
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari", reason="napari comes with the napari extra")
+pytest.importorskip("pytestqt", reason="pytest-qt comes with the test extra")
+
+from napari.layers import Image  # noqa: E402
+from napari.utils.notifications import notification_manager  # noqa: E402
+
+from conftest import quadrants, rgb_patches  # noqa: E402
+from gmm_segmenter import GMMSegmenter  # noqa: E402
+from gmm_segmenter.napari import _jobs, _layers  # noqa: E402
+
+TIMEOUT_MS = 30_000
+
+
+# ------------------------------------------------------------- pure helpers
+
+
+def test_layout_rgb_time_and_channels():
+    rgb = _layers.make_layout((10, 12, 3), rgb=True, channel_axis=None, leading_axis="space")
+    assert rgb.channel_axis == 2 and rgb.spatial_axes == (0, 1) and rgb.output_shape == (10, 12)
+    series = _layers.make_layout((5, 2, 10, 12), rgb=False, channel_axis=1, leading_axis="shared")
+    assert series.time_axis == 0 and series.spatial_shape == (10, 12)
+    assert series.frame_channel_axis == 0 and series.output_shape == (5, 10, 12)
+    assert len(series.frames(np.zeros(series.shape))) == 5
+    with pytest.raises(ValueError, match="at least 2 per frame"):
+        _layers.make_layout((5, 12), rgb=False, channel_axis=None, leading_axis="per-frame")
+    with pytest.raises(ValueError, match="both the channel axis and time"):
+        _layers.make_layout((5, 10, 12), rgb=False, channel_axis=0, leading_axis="shared")
+
+
+def test_mask_array_checks_shape_and_emptiness():
+    layout = _layers.make_layout((3, 8, 8), rgb=False, channel_axis=None, leading_axis="shared")
+    frame_mask = np.zeros((8, 8), dtype=np.uint8)
+    frame_mask[2:5, 2:5] = 1
+    masks = _layers.mask_array(frame_mask, layout)
+    assert len(masks) == 3 and masks[0].dtype == bool and masks[2].sum() == 9
+    with pytest.raises(ValueError, match="shape"):
+        _layers.mask_array(np.ones((4, 4)), layout)
+    with pytest.raises(ValueError, match="empty"):
+        _layers.mask_array(np.zeros((8, 8)), layout)
+
+
+def test_output_transform_drops_the_channel_axis():
+    layer = Image(np.zeros((2, 6, 8)), scale=(1.0, 0.5, 0.25), translate=(0.0, 10.0, 20.0))
+    layout = _layers.make_layout((2, 6, 8), rgb=False, channel_axis=0, leading_axis="space")
+    transform = _layers.output_transform(layer, layout)
+    np.testing.assert_allclose(transform["scale"], [0.5, 0.25])
+    np.testing.assert_allclose(transform["translate"], [10.0, 20.0])
+    assert transform["rotate"].shape == (2, 2) and transform["affine"].shape == (3, 3)
+    assert _layers.spacing_from_scale(layer.scale, layout) == (0.5, 0.25)
+
+
+def test_entropy_and_component_densities():
+    posteriors = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]], dtype=np.float32)
+    np.testing.assert_allclose(_layers.entropy(posteriors), [0.0, 1.0, 0.0], atol=1e-6)
+    image, _ = quadrants()
+    model = GMMSegmenter(4, beta=0, random_state=0).fit(image)
+    x = np.linspace(-100, 400, 5001)
+    densities = _layers.component_densities(model, x)
+    # each weighted Gaussian integrates to its weight
+    np.testing.assert_allclose(densities.sum(axis=1) * (x[1] - x[0]), model.weights_, atol=1e-3)
+
+
+def test_jobs_yield_progress_and_per_frame_models():
+    image, truth = quadrants((32, 32))
+    request = _jobs.Request(frames=[image, image[::-1]], params={"n_components": 4,
+                            "random_state": 0}, per_frame=True, posteriors=True)
+    job = _jobs.segment(request)
+    steps = []
+    try:
+        while True:
+            steps.append(next(job))
+    except StopIteration as stop:
+        result = stop.value
+    assert steps[-1].step == steps[-1].total == 6
+    assert len(result.models) == 2 and len(result.labels) == 2
+    assert result.posteriors[0].shape == (32, 32, 4)
+    np.testing.assert_array_equal(result.labels[1], truth[::-1])
+
+
+# ------------------------------------------------------------------- widget
+
+
+def open_widget(viewer):
+    # the path `napari -w gmm-segmenter` takes, through the installed manifest
+    _, widget = viewer.window.add_plugin_dock_widget("gmm-segmenter", "GMM Segmenter")
+    return viewer, widget
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer):
+    return open_widget(make_napari_viewer())
+
+
+def run(qtbot, widget, action=None):
+    (action or widget.run)()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+
+
+def new_errors(since):
+    return [n.message for n in notification_manager.records[since:] if n.severity == "error"]
+
+
+def test_manifest_validates_with_its_menu_and_samples():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("gmm-segmenter")
+    manifest.validate_imports()
+    contributions = manifest.contributions
+    assert [w.display_name for w in contributions.widgets] == ["GMM Segmenter"]
+    assert contributions.menus["napari/layers/segment"][0].command == "gmm-segmenter.make_widget"
+    assert {s.key for s in contributions.sample_data} == {"coins", "astronaut", "noisy_blobs"}
+
+
+def test_2d_image_layer_updated_in_place_with_scale(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, truth = quadrants()
+    viewer.add_image(image, name="quads", scale=(2.0, 0.5), translate=(5.0, -3.0))
+    widget.image.value = viewer.layers["quads"]
+    widget.n_components.value = 4
+    widget.beta.value = 0.0
+    run(qtbot, widget)
+    labels = viewer.layers["quads GMM labels"]
+    np.testing.assert_array_equal(labels.data, truth)
+    np.testing.assert_allclose(labels.scale, (2.0, 0.5))
+    np.testing.assert_allclose(labels.translate, (5.0, -3.0))
+    assert widget.model.spacing == (2.0, 0.5)
+    n_layers = len(viewer.layers)
+    widget.n_components.value = 3
+    widget.beta.value = 1.0
+    run(qtbot, widget)
+    assert viewer.layers["quads GMM labels"] is labels and len(viewer.layers) == n_layers
+    assert labels.data.max() == 3
+
+
+def test_rgb_with_component_and_posterior_layers(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, truth = rgb_patches()
+    viewer.add_image(image.astype(np.uint8), name="rgb", rgb=True)
+    widget.image.value = viewer.layers["rgb"]
+    widget.per_component.value = True
+    widget.posteriors.value = True
+    run(qtbot, widget)
+    labels = viewer.layers["rgb GMM labels"].data
+    assert labels.shape == truth.shape and np.mean(labels == truth) > 0.99
+    assert widget.model.n_features_in_ == 3
+    np.testing.assert_array_equal(viewer.layers["rgb GMM component 2"].data == 2, truth == 2)
+    assert viewer.layers["rgb GMM posteriors"].data.shape == (3,) + truth.shape
+    uncertainty = viewer.layers["rgb GMM uncertainty"].data
+    assert uncertainty.shape == truth.shape and 0 <= uncertainty.min() <= uncertainty.max() <= 1
+    widget.per_component.value = False
+    run(qtbot, widget)
+    assert "rgb GMM component 1" not in viewer.layers
+
+
+def test_3d_stack_spacing_from_scale_and_preview(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, truth = quadrants((48, 48))
+    stack = np.stack([image + np.random.default_rng(i).normal(size=image.shape) for i in range(6)])
+    viewer.add_image(stack, name="stack", scale=(3.0, 1.0, 1.0))
+    widget.image.value = viewer.layers["stack"]
+    widget.n_components.value = 4
+    run(qtbot, widget)
+    labels = viewer.layers["stack GMM labels"]
+    assert labels.data.shape == stack.shape and widget.model.spacing == (3.0, 1.0, 1.0)
+    assert np.mean(labels.data == truth) > 0.99
+    np.testing.assert_allclose(labels.scale, (3.0, 1.0, 1.0))
+
+    labels.data = np.zeros_like(labels.data)
+    viewer.dims.set_current_step(0, 2)
+    widget.preview.value = True  # segments the displayed slice only
+    qtbot.waitUntil(lambda: not widget.running and labels.data.any(), timeout=TIMEOUT_MS)
+    assert labels.data[2].all() and not labels.data[[0, 1, 3, 4, 5]].any()
+    widget.preview.value = False
+
+
+def test_time_series_shared_and_per_frame(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, truth = quadrants((32, 32))
+    frames = np.stack([image, image[:, ::-1], image[::-1]])
+    viewer.add_image(frames, name="movie")
+    widget.image.value = viewer.layers["movie"]
+    widget.n_components.value = 4
+    widget.leading_axis.value = "shared"
+    run(qtbot, widget)
+    labels = viewer.layers["movie GMM labels"].data
+    assert widget.model.spacing == (1.0, 1.0)  # time is not a spatial axis
+    np.testing.assert_array_equal(labels, np.stack([truth, truth[:, ::-1], truth[::-1]]))
+    widget.leading_axis.value = "per-frame"
+    run(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers["movie GMM labels"].data, labels)
+
+
+def test_multichannel_layer_with_a_channel_axis(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, truth = rgb_patches((40, 60))
+    channels_first = np.moveaxis(image, -1, 0)
+    viewer.add_image(channels_first, name="multi", scale=(1.0, 0.5, 0.5))
+    widget.image.value = viewer.layers["multi"]
+    widget.channel_axis.value = 0
+    run(qtbot, widget)
+    labels = viewer.layers["multi GMM labels"]
+    assert labels.data.shape == truth.shape and np.mean(labels.data == truth) > 0.99
+    np.testing.assert_allclose(labels.scale, (0.5, 0.5))
+
+
+def test_cancel_and_no_second_job(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    stack = np.random.default_rng(0).normal(size=(8, 128, 128))
+    viewer.add_image(stack, name="noise")
+    widget.image.value = viewer.layers["noise"]
+    widget.leading_axis.value = "per-frame"
+    widget.run()
+    worker = widget.worker
+    widget.run()  # ignored while the first job runs
+    assert widget.worker is worker
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.status.value == "Cancelled"
+    assert "noise GMM labels" not in viewer.layers and widget.model is None
+
+
+def test_apply_to_other_layer_and_save_load_round_trip(qtbot, viewer_widget, tmp_path):
+    viewer, widget = viewer_widget
+    image, truth = quadrants(seed=0)
+    other, _ = quadrants(seed=1)
+    viewer.add_image(image, name="train")
+    viewer.add_image(other, name="other")
+    widget.image.value = viewer.layers["train"]
+    widget.n_components.value = 4
+    run(qtbot, widget)
+    model = widget.model
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["other"]))
+    assert widget.model is model  # applying does not refit
+    applied = viewer.layers["other GMM labels"].data.copy()
+    np.testing.assert_array_equal(applied, model.predict(other))
+
+    path = widget.save_model(tmp_path / "quads.npz")
+    assert path.exists()
+    widget.model = None
+    loaded = widget.load_model(path)
+    np.testing.assert_allclose(loaded.means_, model.means_)
+    viewer.layers["other GMM labels"].data = np.zeros_like(applied)
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["other"]))
+    np.testing.assert_array_equal(viewer.layers["other GMM labels"].data, applied)
+
+
+def test_bad_input_shows_notifications(qtbot, viewer_widget, tmp_path):
+    viewer, widget = viewer_widget
+    viewer.add_image(np.full((20, 20), 7.0), name="flat")
+    widget.image.value = viewer.layers["flat"]
+    since = len(notification_manager.records)
+    run(qtbot, widget)  # the fit fails in the worker thread
+    errors = new_errors(since)
+    assert any("asks for at least 3 components" in message for message in errors), errors
+
+    viewer.add_labels(np.zeros((20, 20), dtype=np.uint8), name="empty mask")
+    widget.mask.value = viewer.layers["empty mask"]
+    since = len(notification_manager.records)
+    widget.run()
+    assert not widget.running
+    assert any("empty" in message for message in new_errors(since))
+
+    (tmp_path / "bad.npz").write_bytes(b"not a model")
+    since = len(notification_manager.records)
+    assert widget.load_model(tmp_path / "bad.npz") is None
+    assert any("not a valid gmm-segmenter model file" in m for m in new_errors(since))
+
+
+def test_sample_data_and_screenshot_not_blank(qtbot, make_napari_viewer):
+    # a hidden viewer's canvas is never drawn: show it (on the virtual display)
+    viewer, widget = open_widget(make_napari_viewer(show=True))
+    viewer.open_sample("gmm-segmenter", "coins")
+    widget.image.value = viewer.layers["coins"]
+    widget.n_components.value = 2
+    run(qtbot, widget)
+    viewer.layers["coins"].visible = False
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert shot.ndim == 3 and shot.shape[-1] == 4
+    colours = np.unique(shot[..., :3].reshape(-1, 3), axis=0)
+    assert len(colours) >= 2, "the labels layer did not draw"
+    assert shot[..., :3].std() > 10
