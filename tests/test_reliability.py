@@ -135,3 +135,26 @@ def test_outliers_thirty_decades_away_are_segmented_or_explained():
     with pytest.raises(ValueError, match=r"only 2 distinct pixel values at float64 precision"
                        r".*too wide a dynamic range; clip the outliers or segment np.log"):
         make(5).fit(image)
+
+
+# ------------------------------------------------------ collinear channels
+
+
+@pytest.mark.parametrize("covariance_type", _mixture.COVARIANCE_TYPES)
+def test_gray_stored_as_rgb_fits_and_warns_with_advice(covariance_type):
+    gray, truth = quadrants()
+    gray = np.clip(gray, 0, 255).astype(np.uint8)
+    rgb = np.stack([gray, gray, gray], axis=-1)
+    with pytest.warns(UserWarning, match=r"3 channels of X are linearly dependent.*"
+                      r"grayscale image stored as RGB.*X\[\.\.\., 0\] with channel_axis=None") as caught:
+        segmenter = make(4, channel_axis=-1, covariance_type=covariance_type).fit(rgb)
+    assert any(w.filename == __file__ for w in caught)  # points at the caller
+    np.testing.assert_array_equal(segmenter.predict(rgb), truth)
+    np.testing.assert_array_equal(segmenter.predict(rgb), make(4).fit_predict(gray))
+
+
+def test_independent_channels_do_not_warn(rgb_image):
+    image, _ = rgb_image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make(3, channel_axis=-1).fit(image)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -250,6 +251,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             )
         offset, scale = _standardisation(values, weights, self.covariance_type)
         standardized = (values - offset) / scale
+        _warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
         init_params = self.init_params
         if init_params == "auto":
             init_params = "otsu" if values.shape[1] == 1 else "kmeans"
@@ -712,6 +714,35 @@ def _standardisation(values, weights, covariance_type):
             "(labels do not change with the units)."
         )
     return offset, scale
+
+
+def _warn_if_collinear(standardized, weights, reg_covar, covariance_type):
+    """Warn when the channels are linearly dependent (a gray image stored as RGB).
+
+    Their covariances are then singular: the fit still works, held positive
+    definite by ``reg_covar``, but the redundant channels add nothing but cost
+    (and with 'diag' or 'spherical' they count the same evidence twice).
+    """
+    n_features = standardized.shape[1]
+    if n_features < 2:
+        return
+    correlation = (standardized.T * (weights / weights.sum())) @ standardized
+    smallest = float(np.linalg.eigvalsh(correlation)[0])
+    if smallest > 10 * max(reg_covar, 1e-12):
+        return
+    ridge = (
+        f"only reg_covar={reg_covar:g} keeps the covariances invertible"
+        if covariance_type in ("full", "tied")
+        else f"covariance_type={covariance_type!r} counts the same evidence several times"
+    )
+    warnings.warn(
+        f"The {n_features} channels of X are linearly dependent (smallest eigenvalue of "
+        f"their correlation matrix {max(smallest, 0.0):.2g}), as in a grayscale image "
+        f"stored as RGB; {ridge}. Segment one channel instead (for example X[..., 0] "
+        "with channel_axis=None), or drop the redundant channels.",
+        UserWarning,
+        stacklevel=5,
+    )
 
 
 def _count_distinct_rows(values, enough):
