@@ -158,3 +158,43 @@ def test_independent_channels_do_not_warn(rgb_image):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make(3, channel_axis=-1).fit(image)
+
+
+# ------------------------------------------------------ huge dimensions
+
+
+def _huge_image(dtype=np.uint8):
+    """A 10**12-pixel image that costs no memory (every pixel is one value)."""
+    return np.broadcast_to(np.array(7, dtype=dtype), (10**6, 10**6))
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "score_samples"])
+def test_outputs_that_cannot_fit_in_memory_are_refused_before_allocating(beta, method):
+    image, _ = quadrants()
+    segmenter = make(4, beta=beta).fit(image.astype(np.uint8))
+    with pytest.raises(MemoryError, match=r"needs about [\d.]+ [GTP]iB of memory, but only "
+                       r".* is available\. Process the image in tiles"):
+        getattr(segmenter, method)(_huge_image())
+
+
+def test_spatial_fit_that_cannot_fit_in_memory_is_refused(monkeypatch):
+    from gmm_segmenter import _image
+
+    image, _ = quadrants()
+    monkeypatch.setattr(_image, "available_memory", lambda: 1000)
+    with pytest.raises(MemoryError, match=r"Fitting with the spatial prior \(4 components, "
+                       r"image shape\(s\) \(64, 64\)\) needs about 128\.0 KiB"):
+        make(4, beta=1.0).fit(image)
+    make(4, beta=0.0).fit(image)  # the pixel-wise fit streams: no per-pixel state
+
+
+def test_available_memory_without_psutil(monkeypatch):
+    import sys
+
+    from gmm_segmenter import _image
+
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil raises ImportError
+    available = _image.available_memory()
+    assert available is None or available > 0
+    assert _image.format_bytes(3 * 2**40) == "3.0 TiB"

@@ -8,6 +8,7 @@ the outputs themselves.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -248,6 +249,47 @@ def iter_chunks(view: ImageView) -> Iterator[tuple[int, int, np.ndarray, np.ndar
     for key, start, stop in blocks(view.spatial_shape):
         values = chunk_values(view, key)
         yield start, stop, values, chunk_valid(view, key, values)
+
+
+# --------------------------------------------------------------------------
+# memory
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (psutil if installed, else sysconf), or None."""
+    try:
+        import psutil
+    except ImportError:
+        pass
+    else:
+        return int(psutil.virtual_memory().available)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
+def format_bytes(n_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n_bytes < 1024 or unit == "PiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def check_memory(n_bytes: int, what: str) -> None:
+    """Refuse, before allocating, work that needs more memory than is available.
+
+    Raises ``MemoryError`` stating the estimate, what is available, and what
+    to do; does nothing when the available memory cannot be known.
+    """
+    available = available_memory()
+    if available is not None and n_bytes > available:
+        raise MemoryError(
+            f"{what} needs about {format_bytes(n_bytes)} of memory, but only "
+            f"{format_bytes(available)} is available. Process the image in tiles "
+            "(crops along its spatial axes), use fewer components, or free memory."
+        )
 
 
 def count_valid(view: ImageView) -> int:

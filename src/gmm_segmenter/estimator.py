@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -332,6 +333,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     def _fit_spatial(self, views, hoods, mixture, values, method, random_state):
         """HMRF-EM from the pixel-wise fit, over the full grid of every image."""
+        _check_spatial_memory(views, mixture.n_components, "Fitting with the spatial prior")
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
         offset, scale = self.intensity_offset_, self.intensity_scale_
         valid_maps = [_mrf.valid_map(view) for view in views]
@@ -637,6 +639,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         views = self._prediction_views(X, mask)
         hoods = self._neighbourhoods(views)
+        _check_spatial_memory(views, mixture.n_components, "Labelling with the spatial prior")
         outputs = []
         for view, hood in zip(views, hoods):
             valid = _mrf.valid_map(view)
@@ -647,6 +650,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         return outputs if _image.is_batch(X) else outputs[0]
 
     def _map_image(self, view, function, tail, dtype, fill, compute_dtype):
+        _image.check_memory(
+            view.n_pixels * math.prod(tail) * np.dtype(dtype).itemsize,
+            f"An output of shape {view.spatial_shape + tail} ({np.dtype(dtype).name})",
+        )
         out = np.full(view.spatial_shape + tail, fill, dtype=dtype)
         flat = out.reshape((view.n_pixels,) + tail)
         offset, scale = self.intensity_offset_, self.intensity_scale_
@@ -714,6 +721,20 @@ def _standardisation(values, weights, covariance_type):
             "(labels do not change with the units)."
         )
     return offset, scale
+
+
+def _check_spatial_memory(views, n_components, what):
+    """Refuse a spatial-prior pass whose float32 posterior maps would not fit.
+
+    Every image keeps a map of K posteriors per pixel (the outputs, or the
+    fit's state) and the largest also needs its pixel log-potentials.
+    """
+    pixels = [view.n_pixels for view in views]
+    shapes = ", ".join(str(view.spatial_shape) for view in views)
+    _image.check_memory(
+        (sum(pixels) + max(pixels)) * n_components * np.dtype(np.float32).itemsize,
+        f"{what} ({n_components} components, image shape(s) {shapes})",
+    )
 
 
 def _warn_if_collinear(standardized, weights, reg_covar, covariance_type):
