@@ -6,8 +6,9 @@ log mixing weights,
     p(z) ∝ exp( Σ_i log w[z_i] + beta Σ_{i~j} c_ij [z_i = z_j] ),
 
 and each pixel value is drawn from its component's Gaussian. ``c_ij`` weighs
-a neighbour by its physical distance (1 for the nearest). With ``beta = 0``
-this is the pixel-wise mixture.
+a neighbour by the inverse of its physical distance; the weights of a
+neighbourhood sum to ``2 * ndim`` (see :func:`neighbourhood`). With
+``beta = 0`` this is the pixel-wise mixture.
 
 The posterior is approximated by mean field (Zhang, Brady & Smith, IEEE TMI
 2001, the model behind FSL FAST):
@@ -23,7 +24,9 @@ operations on views; its cost is linear in pixels x components x
 neighbours, and its extra memory is below one posterior map.
 
 HMRF-EM alternates sweeps with the weighted M-step of :mod:`._mixture`,
-using the spatial posteriors as responsibilities. ``beta`` can be estimated
+using the spatial posteriors as responsibilities for the means and
+covariances; the weights, the prior's external field, stay those of the
+pixel-wise fit. ``beta`` can be estimated
 by maximum pseudo-likelihood (Besag 1975) on a sample of pixels.
 
 Posterior maps are kept channel-last, ``(*spatial_shape, K)`` float32, inside
@@ -36,7 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -122,16 +125,22 @@ def _is_numeric_sequence(spacing) -> bool:
 def neighbourhood(ndim: int, connectivity: int = 1, spacing=None) -> Neighbourhood:
     """Neighbours within ``connectivity`` (as ``generate_binary_structure``).
 
-    A neighbour at physical distance ``d`` weighs ``d_min / d``, where
-    ``d_min`` is the distance to the nearest neighbour: with isotropic
-    spacing and ``connectivity=1`` every weight is 1, and a neighbour twice
-    as far away votes half as much.
+    A neighbour's weight is proportional to ``1 / d``, its physical
+    distance, and the weights sum to ``2 * ndim``, the number of face
+    neighbours. With isotropic spacing and ``connectivity=1`` every weight
+    is 1; a neighbour twice as far away votes half as much as a near one;
+    and whatever the connectivity or spacing, the whole neighbourhood casts
+    the same vote, so one ``beta`` means the same smoothing strength for
+    all of them (a 26-neighbourhood at unit weights would vote four times
+    as hard as the 6 faces, and collapse images a 6-neighbourhood keeps).
 
     >>> hood = neighbourhood(2, 1)
     >>> hood.offsets.tolist(), hood.weights.tolist()
     ([[-1, 0], [0, -1], [0, 1], [1, 0]], [1.0, 1.0, 1.0, 1.0])
-    >>> neighbourhood(2, 2, spacing=(2.0, 1.0)).weights.round(3).tolist()
-    [0.447, 0.5, 0.447, 1.0, 1.0, 0.447, 0.5, 0.447]
+    >>> neighbourhood(2, 1, spacing=(3.0, 1.0)).weights.tolist()
+    [0.5, 1.5, 1.5, 0.5]
+    >>> neighbourhood(3, 3).weights.sum().round(6)
+    np.float64(6.0)
     """
     check_neighbourhood(ndim, connectivity, spacing)
     spacing = np.ones(ndim) if spacing is None else np.asarray(spacing, dtype=float)
@@ -143,8 +152,8 @@ def neighbourhood(ndim: int, connectivity: int = 1, spacing=None) -> Neighbourho
         ],
         dtype=np.intp,
     ).reshape(-1, ndim)
-    distances = np.sqrt(((offsets * spacing) ** 2).sum(axis=1))
-    return Neighbourhood(offsets=offsets, weights=distances.min() / distances)
+    closeness = 1.0 / np.sqrt(((offsets * spacing) ** 2).sum(axis=1))
+    return Neighbourhood(offsets=offsets, weights=closeness * (2 * ndim / closeness.sum()))
 
 
 # --------------------------------------------------------------------------
@@ -442,9 +451,14 @@ def hmrf_em(
         current = total / n_valid
         objectives.append(current)
         resp = table.weighted_resp(posteriors)
-        mixture = _mixture._regularised_fit(
+        updated = _mixture._regularised_fit(
             table.values, resp, reg_covar, mixture.covariance_type, float(resp.sum())
         )
+        # The weights are the prior's external field and stay those of the
+        # pixel-wise fit: re-estimating them as the mean posterior feeds back
+        # through the coupling (the majority grows, then grows the field that
+        # made it grow) and drove whole components extinct in our phantoms.
+        mixture = replace(updated, weights=mixture.weights)
         if estimate:
             beta = _pseudo_likelihood_beta(posteriors, grids, mixture)
         if abs(current - previous) < tol:

@@ -1,0 +1,346 @@
+"""The spatial prior: hidden Markov random field EM in GMMSegmenter and _mrf."""
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from scipy.special import softmax
+from skimage.draw import line
+from sklearn.metrics import adjusted_rand_score
+from sklearn.utils._param_validation import InvalidParameterError
+
+from gmm_segmenter import GMMSegmenter, _mixture, _mrf
+
+
+def blobs(shape, n_classes=3, noise=0.45, seed=0, smoothness=4.0):
+    """Quantile bands of smoothed noise (known truth 0..K-1) plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    field = ndi.gaussian_filter(rng.normal(size=shape), smoothness)
+    truth = np.digitize(field, np.quantile(field, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    image = truth + rng.normal(scale=noise, size=shape)
+    return image, truth
+
+
+def ari(truth, labels):
+    return adjusted_rand_score(truth.ravel(), labels.ravel())
+
+
+@pytest.fixture(scope="module")
+def noisy_blobs():
+    return blobs((96, 96), seed=1)
+
+
+# ------------------------------------------------------------------ quality
+
+
+def test_default_beats_pixelwise_on_noisy_blobs(noisy_blobs):
+    image, truth = noisy_blobs
+    spatial = GMMSegmenter(3, random_state=0).fit(image)
+    pixelwise = GMMSegmenter(3, beta=0, random_state=0).fit(image)
+    spatial_ari = ari(truth, spatial.predict(image))
+    pixel_ari = ari(truth, pixelwise.predict(image))
+    assert spatial.beta_ > 0
+    assert spatial_ari > 0.85
+    assert spatial_ari > pixel_ari + 0.2
+    # the means are re-estimated under the prior, still near the truth
+    np.testing.assert_allclose(spatial.means_.ravel(), [0, 1, 2], atol=0.1)
+
+
+def test_default_keeps_thin_lines_on_a_clean_image():
+    truth = np.zeros((96, 96), dtype=int)
+    truth[60:90, 10:90] = 2
+    for r0, c0, r1, c1 in [(5, 5, 5, 90), (10, 5, 50, 45), (10, 40, 50, 80), (55, 5, 56, 90)]:
+        rr, cc = line(r0, c0, r1, c1)  # straight and diagonal, one pixel wide
+        truth[rr, cc] = 1
+    truth[30:32, 5:90] = 1  # two pixels wide
+    rng = np.random.default_rng(2)
+    image = truth + rng.normal(scale=0.12, size=truth.shape)
+    labels = GMMSegmenter(3, random_state=0).fit_predict(image)
+    thin = truth == 1
+    assert np.mean(labels[thin] == 2) > 0.98
+    assert np.count_nonzero((labels == 2) & ~thin) < 5
+    assert ari(truth, labels) > 0.98
+
+
+def test_3d_volume():
+    image, truth = blobs((24, 24, 24), noise=0.5, seed=3, smoothness=2.5)
+    spatial = ari(truth, GMMSegmenter(3, random_state=0).fit_predict(image))
+    pixelwise = ari(truth, GMMSegmenter(3, beta=0, random_state=0).fit_predict(image))
+    assert spatial > pixelwise + 0.2
+
+
+def test_rgb_image():
+    _, truth = blobs((64, 64), seed=4, noise=0.0)
+    colours = np.array([[0.2, 0.2, 0.8], [0.9, 0.5, 0.3], [0.5, 1.1, 0.6]])
+    rng = np.random.default_rng(5)
+    image = colours[truth] + rng.normal(scale=0.35, size=truth.shape + (3,))
+    image = np.moveaxis(image, -1, 0)  # channels first, to exercise channel_axis
+    spatial = GMMSegmenter(3, channel_axis=0, random_state=0).fit(image)
+    pixelwise = GMMSegmenter(3, channel_axis=0, beta=0, random_state=0).fit(image)
+    assert spatial.predict(image).shape == truth.shape
+    assert ari(truth, spatial.predict(image)) > ari(truth, pixelwise.predict(image)) + 0.15
+    assert spatial.means_.shape == (3, 3)
+
+
+def test_anisotropic_spacing_weighs_distant_neighbours_less():
+    # alternating classes from one z-slice to the next: across slices the
+    # neighbours disagree, so with isotropic weights the 26-neighbourhood
+    # (mostly across slices) votes every pixel away; thick slices fix that
+    truth = np.broadcast_to((np.arange(8) % 2)[:, None, None], (8, 32, 32))
+    rng = np.random.default_rng(6)
+    image = truth + rng.normal(scale=0.4, size=truth.shape)
+    params = dict(connectivity=3, beta=1.0, random_state=0)
+    isotropic = GMMSegmenter(2, **params).fit_predict(image)
+    thick = GMMSegmenter(2, spacing=(5.0, 1.0, 1.0), **params).fit_predict(image)
+    assert ari(truth, thick) > 0.75
+    assert ari(truth, thick) > ari(truth, isotropic) + 0.3
+
+
+# ---------------------------------------------------------- the contract
+
+
+def test_beta_zero_is_the_pixelwise_model_exactly(noisy_blobs):
+    image, _ = noisy_blobs
+    segmenter = GMMSegmenter(3, beta=0, random_state=0).fit(image)
+    assert (segmenter.beta_, segmenter.spatial_n_iter_) == (0.0, 0)
+    # the spatial settings are not used at all
+    pixel = GMMSegmenter(3, beta=0, random_state=0, max_iter_spatial=5).fit(image)
+    for name in ("weights_", "means_", "covariances_", "lower_bound_"):
+        np.testing.assert_array_equal(getattr(segmenter, name), getattr(pixel, name))
+    offset, scale = segmenter.intensity_offset_, segmenter.intensity_scale_
+    # predictions: the pixel-wise posterior, argmax + 1
+    mixture = segmenter._standardized_mixture()
+    standard = ((image.reshape(-1, 1) - offset) / scale).astype(np.float32)
+    expected = softmax(_mixture.weighted_log_prob(standard, mixture), axis=1)
+    proba = segmenter.predict_proba(image)
+    np.testing.assert_allclose(proba.reshape(-1, 3), expected, atol=1e-5)
+    np.testing.assert_array_equal(
+        segmenter.predict(image).ravel(), np.argmax(expected, axis=1) + 1
+    )
+
+
+def test_beta_zero_parameters_are_unchanged_by_spatial_settings(noisy_blobs):
+    image, _ = noisy_blobs
+    plain = GMMSegmenter(3, beta=0, random_state=0).fit(image)
+    other = GMMSegmenter(
+        3, beta=0, connectivity=2, spacing=(2.0, 1.0), max_iter_spatial=3, random_state=0
+    ).fit(image)
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_array_equal(getattr(plain, name), getattr(other, name))
+    np.testing.assert_array_equal(plain.predict(image), other.predict(image))
+
+
+def test_posteriors_sum_to_one_and_include_the_prior(noisy_blobs):
+    image, _ = noisy_blobs
+    segmenter = GMMSegmenter(3, random_state=0).fit(image)
+    proba = segmenter.predict_proba(image)
+    assert proba.shape == image.shape + (3,) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(axis=-1), 1, atol=1e-5)
+    np.testing.assert_array_equal(np.argmax(proba, axis=-1) + 1, segmenter.predict(image))
+    np.testing.assert_array_equal(segmenter.transform(image), proba)
+    # the same parameters without the prior give different (noisier) posteriors
+    mixture = segmenter._standardized_mixture()
+    standard = (image.reshape(-1, 1) - segmenter.intensity_offset_) / segmenter.intensity_scale_
+    pixelwise = softmax(_mixture.weighted_log_prob(standard, mixture), axis=1)
+    assert np.abs(proba.reshape(-1, 3) - pixelwise).max() > 0.5
+    # the prior makes most pixels more certain
+    assert np.mean(proba.max(axis=-1).ravel() >= pixelwise.max(axis=1) - 1e-6) > 0.8
+
+
+def test_labels_are_darkest_first(noisy_blobs):
+    image, truth = noisy_blobs
+    segmenter = GMMSegmenter(3, random_state=0).fit(-image)  # brightest class is now darkest
+    assert np.all(np.diff(segmenter.means_.ravel()) > 0)
+    labels = segmenter.predict(-image)
+    assert np.mean(labels == 3 - truth) > 0.9
+
+
+def test_masked_pixels_get_no_label_and_cast_no_vote(noisy_blobs):
+    image, truth = noisy_blobs
+    mask = np.ones(image.shape, dtype=bool)
+    mask[30:60, 30:60] = False
+    other = image.copy()
+    other[~mask] = 2.0  # what is under the mask must not matter
+    other[35:40, 35:40] = np.nan
+    first = GMMSegmenter(3, random_state=0).fit(image, mask=mask)
+    second = GMMSegmenter(3, random_state=0).fit(other, mask=mask)
+    np.testing.assert_allclose(first.means_, second.means_, rtol=1e-6)
+    labels = first.predict(image, mask=mask)
+    np.testing.assert_array_equal(labels, first.predict(other, mask=mask))
+    assert np.all(labels[~mask] == 0) and np.all(labels[mask] > 0)
+    proba = first.predict_proba(other, mask=mask)
+    assert np.all(proba[~mask] == 0)
+    np.testing.assert_allclose(proba[mask].sum(axis=-1), 1, atol=1e-5)
+    assert np.mean(labels[mask] == truth[mask] + 1) > 0.9
+
+
+def test_non_finite_pixels_get_label_zero(noisy_blobs):
+    image, _ = noisy_blobs
+    image = image.copy()
+    image[0, :10] = np.nan
+    image[5, 5] = np.inf
+    labels = GMMSegmenter(3, random_state=0).fit_predict(image)
+    assert np.all(labels[0, :10] == 0) and labels[5, 5] == 0
+    assert np.count_nonzero(labels == 0) == 11
+
+
+def test_each_image_of_a_batch_on_its_own_grid():
+    first, truth_first = blobs((64, 80), seed=7)
+    second, truth_second = blobs((50, 40), seed=8)
+    segmenter = GMMSegmenter(3, random_state=0).fit([first, second])
+    together = segmenter.predict([first, second])
+    assert isinstance(together, list) and [t.shape for t in together] == [(64, 80), (50, 40)]
+    np.testing.assert_array_equal(together[0], segmenter.predict(first))
+    np.testing.assert_array_equal(together[1], segmenter.predict(second))
+    assert ari(truth_first, together[0]) > 0.8 and ari(truth_second, together[1]) > 0.8
+    # stacking the two (padded) would let one image vote on the other; a batch does not
+    proba = segmenter.predict_proba([first, second], mask=[None, np.ones((50, 40), bool)])
+    np.testing.assert_allclose(proba[1].sum(axis=-1), 1, atol=1e-5)
+
+
+def test_integer_images_use_the_exact_histogram():
+    image, truth = blobs((80, 80), seed=9)
+    image = np.clip(np.round(100 + 40 * image), 0, 255).astype(np.uint8)
+    segmenter = GMMSegmenter(3, random_state=0).fit(image)
+    assert segmenter.fit_method_ == "histogram"
+    assert ari(truth, segmenter.predict(image)) > 0.85
+    floats = GMMSegmenter(3, random_state=0).fit(image.astype(np.float64))
+    np.testing.assert_allclose(segmenter.means_, floats.means_, rtol=1e-3)
+
+
+def test_deterministic_with_a_seed():
+    image, _ = blobs((64, 64), seed=10)
+    image = np.stack([image, -image + 0.1 * np.random.default_rng(0).normal(size=image.shape)], -1)
+    params = dict(channel_axis=-1, beta="auto", max_samples=500, random_state=3)
+    first = GMMSegmenter(3, **params).fit(image)
+    second = GMMSegmenter(3, **params).fit(image)
+    np.testing.assert_array_equal(first.means_, second.means_)
+    assert first.beta_ == second.beta_
+    np.testing.assert_array_equal(first.predict(image), second.predict(image))
+
+
+def test_beta_auto_is_estimated_and_reported(noisy_blobs):
+    image, truth = noisy_blobs
+    segmenter = GMMSegmenter(3, beta="auto", random_state=0).fit(image)
+    assert 0 < segmenter.beta_ <= _mrf.BETA_MAX
+    assert segmenter.spatial_n_iter_ >= 1
+    assert ari(truth, segmenter.predict(image)) > 0.85
+
+
+def test_one_dimensional_signal_and_four_dimensional_image():
+    signal = np.repeat([0.0, 1.0, 0.0, 1.0], 50) + np.random.default_rng(11).normal(
+        scale=0.45, size=200
+    )
+    labels = GMMSegmenter(2, random_state=0).fit_predict(signal)
+    truth = np.repeat([0, 1, 0, 1], 50)
+    pixel = GMMSegmenter(2, beta=0, random_state=0).fit_predict(signal)
+    assert np.mean(labels == truth + 1) > np.mean(pixel == truth + 1)
+    image, truth = blobs((6, 8, 10, 12), seed=12, smoothness=1.5)
+    labels = GMMSegmenter(3, random_state=0).fit_predict(image)
+    pixel = GMMSegmenter(3, beta=0, random_state=0).fit_predict(image)
+    assert labels.shape == image.shape
+    assert ari(truth, labels) > ari(truth, pixel) + 0.1
+    corners = GMMSegmenter(3, connectivity=4, beta=0.5, random_state=0).fit_predict(image)
+    assert ari(truth, corners) > ari(truth, pixel) + 0.1
+
+
+def test_spatial_attributes(noisy_blobs):
+    image, _ = noisy_blobs
+    segmenter = GMMSegmenter(3, beta=1.5, max_iter_spatial=4, random_state=0).fit(image)
+    assert segmenter.beta_ == 1.5
+    assert 1 <= segmenter.spatial_n_iter_ <= 4
+    assert len(segmenter.spatial_lower_bounds_) == segmenter.spatial_n_iter_
+    assert isinstance(segmenter.spatial_converged_, bool)
+
+
+# --------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "params, image_shape, match",
+    [
+        ({"connectivity": 3}, (10, 10), r"connectivity=3 is out of range for X with 2 spatial"),
+        ({"connectivity": 2}, (10,), r"connectivity=2 is out of range"),
+        ({"spacing": (1.0, 2.0, 3.0)}, (10, 10), r"spacing must be None or a sequence of 2"),
+        ({"spacing": (1.0, -2.0)}, (10, 10), r"spacing must hold positive, finite"),
+        ({"spacing": (1.0, np.inf)}, (10, 10), r"spacing must hold positive, finite"),
+    ],
+)
+def test_invalid_neighbourhoods_are_reported(params, image_shape, match):
+    image = np.random.default_rng(0).normal(size=image_shape)
+    with pytest.raises(ValueError, match=match):
+        GMMSegmenter(2, **params).fit(image)
+
+
+def test_connectivity_is_checked_per_image_of_a_batch():
+    images = [np.random.default_rng(0).normal(size=(8, 8, 8)), np.arange(64.0).reshape(8, 8)]
+    with pytest.raises(ValueError, match=r"connectivity=3 is out of range for X\[1\]"):
+        GMMSegmenter(2, connectivity=3).fit(images)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"beta": -1.0}, "'beta' parameter"),
+        ({"beta": "strong"}, "'beta' parameter"),
+        ({"connectivity": 0}, "'connectivity' parameter"),
+        ({"max_iter_spatial": 0}, "'max_iter_spatial' parameter"),
+        ({"spacing": "thick"}, "'spacing' parameter"),
+        ({"spacing": 2.0}, "'spacing' parameter"),
+    ],
+)
+def test_invalid_spatial_parameters(params, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        GMMSegmenter(2, **params).fit(np.arange(20.0).reshape(4, 5))
+
+
+# --------------------------------------------------------------- internals
+
+
+def test_neighbourhood_counts_and_weights():
+    for ndim, connectivity, count in [(1, 1, 2), (2, 1, 4), (2, 2, 8), (3, 1, 6), (3, 2, 18),
+                                      (3, 3, 26)]:
+        hood = _mrf.neighbourhood(ndim, connectivity)
+        structure = ndi.generate_binary_structure(ndim, connectivity)
+        assert len(hood.offsets) == count == structure.sum() - 1
+        assert hood.weights.sum() == pytest.approx(2 * ndim)
+    hood = _mrf.neighbourhood(3, 1, spacing=(4.0, 0.5, 0.5))
+    weights = dict(zip(map(tuple, hood.offsets), hood.weights))
+    assert weights[(1, 0, 0)] / weights[(0, 1, 0)] == pytest.approx(0.125)
+    assert weights[(0, 0, -1)] == weights[(0, 1, 0)]
+    assert len(list(hood.half())) == 3
+
+
+def test_mean_field_never_decreases_the_objective():
+    rng = np.random.default_rng(13)
+    potential = rng.normal(size=(30, 40, 3)).astype(np.float32)
+    valid = rng.uniform(size=(30, 40)) > 0.1
+    hood = _mrf.neighbourhood(2, 2)
+    padded = _mrf.padded_posteriors(potential, valid)
+    previous = _mrf.objective(potential, padded, 1.2, hood)
+    for _ in range(6):
+        _mrf.mean_field(potential, padded, valid, 1.2, hood, max_sweeps=1)
+        current = _mrf.objective(potential, padded, 1.2, hood)
+        assert current >= previous - 1e-3
+        previous = current
+    inside = _mrf.interior(padded)
+    assert np.all(inside[~valid] == 0)
+    np.testing.assert_allclose(inside[valid].sum(axis=-1), 1, atol=1e-5)
+    # the border stays zero: nothing outside the image votes
+    assert padded[0].max() == padded[-1].max() == padded[:, 0].max() == 0
+
+
+def test_local_fields_match_a_convolution():
+    rng = np.random.default_rng(14)
+    q = softmax(rng.normal(size=(7, 9, 2)), axis=-1).astype(np.float32)
+    padded = np.pad(q, ((1, 1), (1, 1), (0, 0)))
+    hood = _mrf.neighbourhood(2, 2, spacing=(2.0, 1.0))
+    kernel = np.zeros((3, 3))
+    for offset, weight in zip(hood.offsets, hood.weights):
+        kernel[1 - offset[0], 1 - offset[1]] = weight  # convolution flips
+    expected = np.stack(
+        [ndi.convolve(q[..., k].astype(float), kernel, mode="constant") for k in range(2)], -1
+    )
+    positions = np.arange(63)
+    np.testing.assert_allclose(
+        _mrf.local_fields(padded, positions, hood), expected.reshape(-1, 2), rtol=1e-5
+    )
