@@ -198,3 +198,22 @@ def test_available_memory_without_psutil(monkeypatch):
     available = _image.available_memory()
     assert available is None or available > 0
     assert _image.format_bytes(3 * 2**40) == "3.0 TiB"
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("covariance_type", _mixture.COVARIANCE_TYPES)
+def test_pixels_far_outside_the_fitted_range_never_give_nan(beta, covariance_type):
+    image, truth = quadrants()
+    segmenter = make(4, beta=beta, covariance_type=covariance_type).fit(image)
+    far = image.copy()
+    far[0, 0], far[0, 1], far[0, 2] = 1e300, -1e300, 1e45  # beyond float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or invalid-value warnings either
+        labels = segmenter.predict(far)
+        proba = segmenter.predict_proba(far)
+        log_likelihood = segmenter.score_samples(far)
+    assert np.all(np.isfinite(proba)) and np.allclose(proba.sum(axis=-1), 1, atol=1e-5)
+    assert np.all(labels[0, :3] >= 1)
+    assert np.all(log_likelihood[0, :3] < -1e80) and not np.isnan(log_likelihood).any()
+    # before: NaN posteriors, spread by the spatial prior to the neighbours
+    np.testing.assert_array_equal(labels.ravel()[3:], segmenter.predict(image).ravel()[3:])

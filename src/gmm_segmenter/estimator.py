@@ -97,6 +97,28 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     n_components_range : tuple of two int, default=(1, 8)
         Smallest and largest number of components tried when
         ``n_components='auto'``.
+    beta : float >= 0 or 'auto', default=1.0
+        Strength of the spatial prior: a Potts model (hidden Markov random
+        field) under which neighbouring pixels tend to share a label. The
+        mixture is first fitted pixel-wise, then its means and covariances
+        are re-estimated with the spatial posteriors (HMRF-EM, as in FSL
+        FAST), and :meth:`predict` / :meth:`predict_proba` return mean-field
+        posteriors that include the prior. ``0`` gives the pixel-wise
+        mixture exactly; ``'auto'`` estimates ``beta`` by maximum
+        pseudo-likelihood (reported as ``beta_``). See ``docs/spatial.md``.
+    connectivity : int, default=1
+        Which pixels are neighbours, as
+        :func:`scipy.ndimage.generate_binary_structure` counts them: ``1``
+        shares a face, ``2`` also an edge, up to the number of spatial
+        dimensions (corners). The neighbourhood's total vote is the same
+        for every connectivity.
+    spacing : sequence of float or None, default=None
+        Voxel size along each spatial axis (as napari layers carry it);
+        ``None`` is isotropic. A neighbour's vote is proportional to one over
+        its physical distance, so thick slices of a stack count less.
+    max_iter_spatial : int, default=20
+        Maximum number of HMRF-EM iterations; they stop earlier when the
+        mean-field bound per pixel changes by less than ``tol``.
     random_state : int, RandomState instance or None, default=None
         Seeds the pixel subsample and the random initialisations. An int makes
         every result reproducible.
@@ -137,11 +159,31 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     n_components_candidates_, bic_curve_ : ndarray
         With ``n_components='auto'``: the numbers of components tried and
         the BIC of each on the training data.
+    beta_ : float
+        Strength of the spatial prior used: ``beta``, or its estimate when
+        ``beta='auto'``. ``0`` means pixel-wise predictions.
+    spatial_n_iter_ : int
+        HMRF-EM iterations run (0 with ``beta=0``).
+    spatial_converged_ : bool
+        Whether HMRF-EM met ``tol`` before ``max_iter_spatial``.
+    spatial_lower_bounds_ : list of float
+        Mean-field bound per pixel after every HMRF-EM iteration (input
+        units; the prior's normalising constant left out).
 
     See Also
     --------
     sklearn.mixture.GaussianMixture : the pixel-wise model on tabular data.
     skimage.filters.threshold_multiotsu : histogram thresholds for grayscale images.
+
+    Notes
+    -----
+    With the spatial prior (``beta_ > 0``) the mixing weights ``weights_``
+    come from the pixel-wise fit and act as the prior's external field;
+    ``means_`` and ``covariances_`` are re-estimated under the prior.
+    ``converged_``, ``n_iter_`` and ``lower_bound_`` describe the pixel-wise
+    EM; :meth:`score`, :meth:`score_samples` and :meth:`bic` use the
+    mixture likelihood without the prior. Each image of a batch is
+    regularised on its own grid.
 
     Examples
     --------
@@ -660,7 +702,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         plan = _image.lookup_plan(view)
         if plan is not None:
             table_values, index_of = plan
-            table = function(((table_values[:, np.newaxis] - offset) / scale))
+            standardized = _standardize(table_values[:, np.newaxis], offset, scale, compute_dtype)
+            table = function(standardized.astype(np.float64, copy=False))
             table = table.astype(dtype, copy=False)
             for start, stop, values, valid in _image.iter_chunks(view):
                 block = flat[start:stop]
@@ -672,7 +715,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         for start, stop, values, valid in _image.iter_chunks(view):
             if valid is not None:
                 values = values[valid]
-            standardized = ((values - offset) / scale).astype(compute_dtype, copy=False)
+            standardized = _standardize(values, offset, scale, compute_dtype)
             result = function(standardized) if len(standardized) else np.empty((0,) + tail)
             if valid is None:
                 flat[start:stop] = result
@@ -721,6 +764,21 @@ def _standardisation(values, weights, covariance_type):
             "(labels do not change with the units)."
         )
     return offset, scale
+
+
+def _standardize(values, offset, scale, dtype):
+    """Pixel values in the fit's units, as ``dtype``, clipped to stay computable.
+
+    A pixel far outside the fitted range (1e45 under a model of 0..255 data)
+    would overflow to inf in float32 and turn every posterior NaN, in the
+    spatial prior its neighbours' too. Clipped to 1e12 standard deviations
+    (1e150 in float64), it lands in the widest component, as in the limit.
+    """
+    limit = 1e12 if np.dtype(dtype) == np.float32 else 1e150
+    with np.errstate(over="ignore"):
+        standardized = (values - offset) / scale
+    np.clip(standardized, -limit, limit, out=standardized)
+    return standardized.astype(dtype, copy=False)
 
 
 def _check_spatial_memory(views, n_components, what):
