@@ -83,15 +83,29 @@ def segment(request: Request):
             models.append(model)
             step += 1
         where = f" frame {index + 1} of {n_frames}" if n_frames > 1 else ""
-        yield Progress(step, total, f"Labelling{where}…")
-        labels.append(models[-1].predict(frame, mask=_mask(request, index)))
-        step += 1
-        if request.posteriors:
-            yield Progress(step, total, f"Computing posteriors{where}…")
-            posteriors.append(models[-1].predict_proba(frame, mask=_mask(request, index)))
-            step += 1
+        yield from _label(models[-1], frame, _mask(request, index), request.posteriors,
+                          labels, posteriors, where, step, total)
+        step += steps_per_frame
     yield Progress(total, total, "Done")
     return Result(labels, posteriors, models)
+
+
+def _label(model, frame, mask, want_posteriors, labels, posteriors, where, step, total):
+    """Append the frame's labels (and posteriors) to the lists, yielding progress."""
+    if not want_posteriors:
+        yield Progress(step, total, f"Labelling{where}…")
+        labels.append(model.predict(frame, mask=mask))
+        return
+    # one pass gives both: labels are the posteriors' argmax (0 where all are 0)
+    yield Progress(step, total, f"Computing posteriors{where}…")
+    maps = model.predict_proba(frame, mask=mask)
+    yield Progress(step + 1, total, f"Labelling{where}…")
+    dtype = np.uint8 if maps.shape[-1] < 256 else np.uint16
+    frame_labels = np.argmax(maps, axis=-1).astype(dtype)
+    frame_labels += 1
+    frame_labels[~maps.any(axis=-1)] = 0
+    labels.append(frame_labels)
+    posteriors.append(maps)
 
 
 def apply(model, request: Request):
@@ -106,13 +120,9 @@ def apply(model, request: Request):
     labels, posteriors = [], [] if request.posteriors else None
     for index, frame in enumerate(request.frames):
         where = f" frame {index + 1} of {n_frames}" if n_frames > 1 else ""
-        yield Progress(step, total, f"Labelling{where} with the current model…")
-        labels.append(model.predict(frame, mask=_mask(request, index)))
-        step += 1
-        if request.posteriors:
-            yield Progress(step, total, f"Computing posteriors{where}…")
-            posteriors.append(model.predict_proba(frame, mask=_mask(request, index)))
-            step += 1
+        yield from _label(model, frame, _mask(request, index), request.posteriors,
+                          labels, posteriors, where, step, total)
+        step += steps_per_frame
     yield Progress(total, total, "Done")
     return Result(labels, posteriors, [model])
 

@@ -50,7 +50,10 @@ class MixturePlot(FigureCanvasQTAgg):
             spread = np.sqrt(np.max(np.abs(np.asarray(model.covariances_, dtype=float))))
             if values.size:
                 low, high = np.percentile(values, [0.1, 99.9])
-                main.hist(values, bins=_HISTOGRAM_BINS, range=(low, high) if high > low else None,
+                bins = _HISTOGRAM_BINS
+                if high - low < 2 * _HISTOGRAM_BINS and np.all(values == np.round(values)):
+                    bins = np.arange(np.floor(low) - 0.5, np.ceil(high) + 1.5)  # one per level
+                main.hist(values, bins=bins, range=(low, high) if high > low else None,
                           density=True, color="0.75", label="pixels")
             else:
                 low, high = means.min() - 3 * spread, means.max() + 3 * spread
