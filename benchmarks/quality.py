@@ -21,6 +21,7 @@ Run from the repository root::
     python benchmarks/quality.py              # the table in docs/spatial.md
     python benchmarks/quality.py --quick      # one noise level, smaller phantoms
     python benchmarks/quality.py --beta 0.5 --beta auto   # extra GMMSegmenter rows
+    python benchmarks/quality.py --thin-lines  # what beta does to 1-2 px lines
 
 Every phantom and noise draw is seeded; results are deterministic up to
 the run times.
@@ -205,6 +206,39 @@ def methods(extra_betas):
     return found
 
 
+def thin_lines(noise, size=200, seed=1):
+    """Background, one large bright block, and 1-2 pixel wide lines
+    (straight and diagonal) at the middle intensity."""
+    from skimage.draw import line
+
+    truth = np.zeros((size, size), dtype=int)
+    truth[size // 2 : size * 9 // 10, size // 10 : size * 9 // 10] = 2
+    ends = [(10, 10, 10, 190), (20, 10, 90, 80), (20, 60, 90, 130), (30, 150, 90, 190),
+            (50, 10, 50, 120), (110, 30, 170, 90), (110, 100, 170, 160)]
+    for r0, c0, r1, c1 in ends:
+        rr, cc = line(r0 * size // 200, c0 * size // 200, r1 * size // 200, c1 * size // 200)
+        truth[rr, cc] = 1
+    truth[size * 3 // 8 : size * 3 // 8 + 2, size // 20 : size * 19 // 20] = 1
+    rng = np.random.default_rng(seed)
+    return truth + rng.normal(scale=noise, size=truth.shape), truth
+
+
+def thin_lines_study(betas=(0, 0.5, 1.0, 1.5, 2.0), noises=(0.1, 0.15, 0.2)):
+    """Recall of the line pixels and false line pixels elsewhere, per beta."""
+    print("| noise | " + " | ".join(f"beta={b}" for b in betas) + " |")
+    print("|---" * (len(betas) + 1) + "|")
+    for noise in noises:
+        image, truth = thin_lines(noise)
+        thin = truth == 1
+        cells = []
+        for beta in betas:
+            labels = GMMSegmenter(3, beta=beta, random_state=0).fit_predict(image)
+            recall = np.mean(labels[thin] == 2)
+            false = int(np.count_nonzero((labels == 2) & ~thin))
+            cells.append(f"recall {recall:.3f}, {false} false")
+        print(f"| {noise} | " + " | ".join(cells) + " |")
+
+
 # --------------------------------------------------------------------------
 
 
@@ -279,7 +313,14 @@ def main(argv=None):
         "--beta", action="append", default=[], metavar="BETA",
         help="also run GMMSegmenter with this beta (a number or 'auto'); repeatable",
     )
+    parser.add_argument(
+        "--thin-lines", action="store_true",
+        help="only the thin-line study: what beta does to 1-2 pixel wide structures",
+    )
     args = parser.parse_args(argv)
+    if args.thin_lines:
+        thin_lines_study()
+        return
     betas = [b if b == "auto" else float(b) for b in args.beta]
     report(run(args.quick, betas))
 
