@@ -217,3 +217,12 @@ def test_pixels_far_outside_the_fitted_range_never_give_nan(beta, covariance_typ
     assert np.all(log_likelihood[0, :3] < -1e80) and not np.isnan(log_likelihood).any()
     # before: NaN posteriors, spread by the spatial prior to the neighbours
     np.testing.assert_array_equal(labels.ravel()[3:], segmenter.predict(image).ravel()[3:])
+
+
+@pytest.mark.parametrize("value", [4.0733655765983104e-308, 0.1, 1e300, -7.0])
+def test_constant_float_images_with_any_value_fit_one_component(value):
+    # a mean rounded in the last bit must not look like a tiny spread
+    image = np.full((3, 5), value)
+    np.testing.assert_array_equal(make(1).fit_predict(image), 1)
+    with pytest.raises(ValueError, match=r"only 1 distinct pixel values \(a constant image\)"):
+        make(2).fit(image)

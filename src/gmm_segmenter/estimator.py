@@ -745,13 +745,15 @@ def _standardisation(values, weights, covariance_type):
         offset = (weights / weights.sum()) @ values
         centred = values - offset
         magnitude = np.abs(centred).max(axis=0)
-        constant = magnitude == 0
-        magnitude[constant] = 1.0
+        # by value, not by spread: a rounded mean leaves a constant channel a
+        # spread of a few ulps, which must not count as a (tiny) spread
+        constant = values.max(axis=0) == values.min(axis=0)
+        magnitude[magnitude == 0] = 1.0
         scale = np.sqrt((weights / weights.sum()) @ (centred / magnitude) ** 2) * magnitude
         if covariance_type == "spherical":
             largest = scale.max() if scale.max() > 0 else 1.0
             scale = np.full_like(scale, np.sqrt(np.mean((scale / largest) ** 2)) * largest)
-    scale[constant & (scale == 0)] = 1.0  # a constant channel: any unit will do
+    scale[constant] = 1.0  # a constant channel: any unit will do
     usable = (scale >= _SCALE_LIMITS[0]) & (scale <= _SCALE_LIMITS[1])
     if not usable.all():
         channel = int(np.flatnonzero(~usable)[0])
