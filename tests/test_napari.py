@@ -212,6 +212,20 @@ def test_multichannel_layer_with_a_channel_axis(qtbot, viewer_widget):
     np.testing.assert_allclose(labels.scale, (0.5, 0.5))
 
 
+def test_shapes_mask_limits_the_labels(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, truth = quadrants((40, 40))
+    viewer.add_image(image, name="quads")
+    viewer.add_shapes([np.array([[0, 0], [0, 39], [29, 39], [29, 0]])], name="region")
+    widget.image.value = viewer.layers["quads"]
+    widget.mask.value = viewer.layers["region"]
+    widget.n_components.value = 4
+    run(qtbot, widget)
+    labels = viewer.layers["quads GMM labels"].data
+    assert not labels[31:].any()
+    np.testing.assert_array_equal(labels[:20], truth[:20])
+
+
 def test_cancel_and_no_second_job(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     stack = np.random.default_rng(0).normal(size=(8, 128, 128))
