@@ -49,7 +49,7 @@ def main():
         row += [resized(panel), gap]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(OUT, np.concatenate(row, axis=1))
-    print(f"wrote {OUT}")
+    print(f"wrote {OUT.relative_to(OUT.parents[2])}")
 
 
 if __name__ == "__main__":
