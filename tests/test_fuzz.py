@@ -1,0 +1,153 @@
+"""Fuzzing the image readers and the model loader with mutated files.
+
+Every input is a valid PNG, TIFF or model file with random bytes changed,
+cut off or inserted (or pure noise). Reading it must either succeed or fail
+with the documented clean error, ``ValueError`` naming the file; anything
+else (a crash, another exception, a hang) fails the test. Runs a few dozen
+examples in the normal test run; set ``GMM_FUZZ_EXAMPLES=5000`` for a long
+run: ``GMM_FUZZ_EXAMPLES=5000 pytest -m fuzz``.
+"""
+
+import io
+import os
+import threading
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gmm_segmenter import GMMSegmenter
+from gmm_segmenter import io as gio
+
+pytestmark = pytest.mark.fuzz
+
+EXAMPLES = int(os.environ.get("GMM_FUZZ_EXAMPLES", "25"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    derandomize=EXAMPLES <= 25,  # the default run is the same every time
+)
+# a mutated header may claim a huge image; no single read may take longer
+SECONDS_PER_READ = 20.0
+
+
+def _png_bytes():
+    import imageio.v3 as iio
+
+    image = (np.arange(12 * 10 * 3) % 251).astype(np.uint8).reshape(12, 10, 3)
+    return iio.imwrite("<bytes>", image, extension=".png")
+
+
+def _tiff_bytes():
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, (np.arange(8 * 9) * 300).astype(np.uint16).reshape(8, 9),
+                     compression="zlib")
+    return buffer.getvalue()
+
+
+def _model_bytes(tmp_dir):
+    image = np.repeat([10.0, 100.0, 200.0], 20)[np.newaxis].repeat(5, axis=0)
+    path = gio.save_model(GMMSegmenter(3, beta=0.0, random_state=0).fit(image),
+                          tmp_dir / "seed.npz")
+    return path.read_bytes()
+
+
+SEEDS = {}
+
+
+def _seed(kind, tmp_path_factory):
+    if kind not in SEEDS:
+        SEEDS[kind] = {
+            "png": _png_bytes,
+            "tiff": _tiff_bytes,
+            "npz": lambda: _model_bytes(tmp_path_factory.mktemp("seed")),
+        }[kind]()
+    return SEEDS[kind]
+
+
+@st.composite
+def mutations(draw, data):
+    """``data`` with a few random bytes overwritten, deleted, inserted, or cut off."""
+    data = bytearray(data)
+    for _ in range(draw(st.integers(1, 8))):
+        action = draw(st.sampled_from(["flip", "delete", "insert", "truncate", "noise"]))
+        if not data:
+            break
+        where = draw(st.integers(0, len(data) - 1))
+        if action == "flip":
+            data[where] = draw(st.integers(0, 255))
+        elif action == "delete":
+            del data[where : where + draw(st.integers(1, 16))]
+        elif action == "insert":
+            data[where:where] = draw(st.binary(min_size=1, max_size=16))
+        elif action == "truncate":
+            del data[where:]
+        else:
+            return draw(st.binary(max_size=512))
+    return bytes(data)
+
+
+def _bounded(function, *args):
+    """Run ``function(*args)``; fail if it takes too long (a hang)."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as error:  # reported to the test below
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(SECONDS_PER_READ)
+    assert not worker.is_alive(), f"{function.__name__} hung on a fuzzed file"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+@pytest.mark.parametrize("kind, suffix", [("png", ".png"), ("tiff", ".tif")])
+def test_read_image_on_mutated_files_fails_only_cleanly(kind, suffix, tmp_path_factory):
+    seed = _seed(kind, tmp_path_factory)
+    folder = tmp_path_factory.mktemp(f"fuzz-{kind}")
+
+    @FUZZ
+    @given(data=mutations(seed))
+    def read(data):
+        path = folder / f"fuzzed{suffix}"
+        path.write_bytes(data)
+        try:
+            image = _bounded(gio.read_image, path)
+        except ValueError as error:
+            assert str(error).startswith(str(path))
+            return
+        assert isinstance(image, np.ndarray) and image.ndim >= 2 and image.size > 0
+        assert image.dtype.kind in "biuf"
+
+    read()
+
+
+def test_load_model_on_mutated_files_fails_only_cleanly(tmp_path_factory):
+    seed = _seed("npz", tmp_path_factory)
+    folder = tmp_path_factory.mktemp("fuzz-npz")
+    image = np.repeat([10.0, 100.0, 200.0], 20)[np.newaxis].repeat(5, axis=0)
+
+    @FUZZ
+    @given(data=mutations(seed))
+    def load(data):
+        path = folder / "fuzzed.npz"
+        path.write_bytes(data)
+        try:
+            segmenter = _bounded(gio.load_model, path)
+        except ValueError as error:
+            assert str(error).startswith(f"{path}: not a valid gmm-segmenter model file")
+            return
+        # a file that passes every check is a usable model
+        labels = segmenter.predict(image)
+        assert labels.shape == image.shape
+        assert labels.min() >= 1 and labels.max() <= segmenter.n_components_
+
+    load()
