@@ -226,3 +226,36 @@ def test_constant_float_images_with_any_value_fit_one_component(value):
     np.testing.assert_array_equal(make(1).fit_predict(image), 1)
     with pytest.raises(ValueError, match=r"only 1 distinct pixel values \(a constant image\)"):
         make(2).fit(image)
+
+
+# ------------------------------------------------------ the command line
+
+
+def _cli(argv, capsys):
+    from gmm_segmenter import cli
+
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_turns_estimator_errors_into_one_line_and_exit_1(tmp_path, capsys):
+    from gmm_segmenter import io as gio
+
+    gio.write_png(tmp_path / "black.png", np.zeros((8, 8), np.uint8))
+    whole = tmp_path / "whole.png"
+    gio.write_png(whole, (np.arange(64).reshape(8, 8) * 4).astype(np.uint8))
+    (tmp_path / "cut.png").write_bytes(whole.read_bytes()[:40])
+    (tmp_path / "empty.tif").write_bytes(b"")
+    inputs = [tmp_path / name for name in ("black.png", "cut.png", "empty.tif")]
+    status, _, err = _cli([*inputs, "-k", "3", "--beta", "0", "-o", tmp_path / "out"], capsys)
+    assert status == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and "Traceback" not in err
+    assert any("black.png" in line and "constant image" in line for line in lines)
+    assert any("cut.png" in line and "cannot be read as an image" in line for line in lines)
+    assert any("empty.tif" in line for line in lines)
+
+    status, _, err = _cli([*inputs, "-k", "3", "--beta", "0", "--debug",
+                           "-o", tmp_path / "out"], capsys)
+    assert status == 1 and err.count("Traceback (most recent call last)") >= 3
