@@ -259,3 +259,65 @@ def test_cli_turns_estimator_errors_into_one_line_and_exit_1(tmp_path, capsys):
     status, _, err = _cli([*inputs, "-k", "3", "--beta", "0", "--debug",
                            "-o", tmp_path / "out"], capsys)
     assert status == 1 and err.count("Traceback (most recent call last)") >= 3
+
+
+# ------------------------------------------------------ shapes and storage
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_one_pixel_and_one_row_images(beta):
+    one_pixel = np.array([[42.0]])
+    np.testing.assert_array_equal(make(1, beta=beta).fit_predict(one_pixel), [[1]])
+    with pytest.raises(ValueError, match=r"only 1 pixel values.*n_components<=1"):
+        make(2, beta=beta).fit(one_pixel)
+    row = np.array([[0, 0, 1, 9, 10, 10]], dtype=np.uint8)
+    np.testing.assert_array_equal(make(2, beta=0.0).fit_predict(row), [[1, 1, 1, 2, 2, 2]])
+    labels = make(2, beta=beta).fit_predict(row)
+    assert labels.shape == (1, 6) and set(labels.ravel()) <= {1, 2}
+    column = row.T
+    assert make(2, beta=beta).fit_predict(column).shape == (6, 1)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_memory_mapped_images_are_read_not_written(tmp_path, beta):
+    image, truth = quadrants()
+    path = tmp_path / "image.dat"
+    stored = np.memmap(path, dtype=np.float32, mode="w+", shape=image.shape)
+    stored[:] = image
+    stored.flush()
+    del stored
+    mapped = np.memmap(path, dtype=np.float32, mode="r", shape=image.shape)
+    before = path.read_bytes()
+    labels = make(4, beta=beta).fit_predict(mapped)
+    assert type(labels) is np.ndarray and labels.shape == image.shape
+    if beta == 0.0:
+        np.testing.assert_array_equal(labels, truth)
+    assert path.read_bytes() == before
+
+
+def test_max_iter_one_warns_with_advice_and_still_labels(quadrant_image):
+    from sklearn.exceptions import ConvergenceWarning
+
+    image, truth = quadrant_image
+    with pytest.warns(ConvergenceWarning, match="did not converge in max_iter=1.*Increase max_iter"):
+        segmenter = make(4, max_iter=1, init_params="random").fit(image)
+    assert not segmenter.converged_ and segmenter.n_iter_ == 1
+    labels = segmenter.predict(image)
+    assert labels.min() >= 1 and labels.max() <= 4
+
+
+def test_rgba_is_four_features_for_the_estimator(rgb_image):
+    # explicit: the estimator never guesses that a 4th channel is alpha (the
+    # gmm-segment command does, in --channel-axis auto, and uses it as a mask)
+    image, truth = rgb_image
+    alpha = np.full(truth.shape + (1,), 255.0)
+    alpha[:5] = 0.0
+    rgba = np.concatenate([image, alpha], axis=-1)
+    segmenter = make(3, channel_axis=-1).fit(rgba)
+    assert segmenter.n_features_in_ == 4
+    with pytest.raises(ValueError, match=r"X has 3 channel\(s\).*fitted on images with 4"):
+        segmenter.predict(image)
+    # dropping alpha and using it as the mask is one line for the caller
+    labels = make(3, channel_axis=-1).fit_predict(rgba[..., :3], mask=rgba[..., 3] > 0)
+    assert np.all(labels[:5] == 0)
+    np.testing.assert_array_equal(labels[5:], truth[5:])
