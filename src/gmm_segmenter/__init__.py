@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._progress import Cancelled, progress
 from .estimator import GMMSegmenter, segment
 from .io import load_model, save_model
 
@@ -10,4 +11,12 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["GMMSegmenter", "segment", "save_model", "load_model", "__version__"]
+__all__ = [
+    "GMMSegmenter",
+    "segment",
+    "save_model",
+    "load_model",
+    "progress",
+    "Cancelled",
+    "__version__",
+]

@@ -16,6 +16,8 @@ import numpy as np
 from scipy import linalg
 from sklearn.exceptions import ConvergenceWarning
 
+from ._progress import report
+
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
@@ -326,6 +328,7 @@ def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> F
         )
         lower_bound = float(sample_weight @ log_prob_norm / total_weight)
         lower_bounds.append(lower_bound)
+        report("EM", n_iter, max_iter)
         if abs(lower_bound - previous) < tol:
             converged = True
             break

@@ -45,6 +45,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from . import _image, _mixture
+from ._progress import report
 
 #: ``beta`` estimated by pseudo-likelihood is searched in ``[0, BETA_MAX]``
 #: (per nearest neighbour; beyond it every configuration is frozen anyway).
@@ -269,6 +270,7 @@ def mean_field(
             np.abs(scratch, out=scratch)
             change += float(scratch.sum(dtype=np.float64)) / n_values
             current[...] = field
+        report("smoothing", sweep, max_sweeps)
         if change < tol:
             break
     return sweep, change
@@ -464,6 +466,7 @@ def hmrf_em(
         mixture = replace(updated, weights=mixture.weights)
         if estimate:
             beta = _pseudo_likelihood_beta(posteriors, grids, mixture)
+        report("spatial EM", n_iter, max_iter)
         if abs(current - previous) < tol:
             converged = True
             break

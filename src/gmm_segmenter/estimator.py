@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from . import _image, _mixture, _mrf
+from ._progress import report
 
 __all__ = ["GMMSegmenter", "segment"]
 
@@ -42,6 +43,25 @@ def _single_threaded_blas(method):
     def wrapper(*args, **kwargs):
         with threadpool_limits(limits=1, user_api="blas"):
             return method(*args, **kwargs)
+
+    return wrapper
+
+
+def _all_or_nothing(fit):
+    """Leave the estimator as it was when ``fit`` fails or is cancelled.
+
+    A half-finished fit would otherwise mix new and old fitted attributes.
+    """
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        before = dict(vars(self))
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
 
     return wrapper
 
@@ -262,6 +282,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ fit
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @_all_or_nothing
     @_single_threaded_blas
     def fit(self, X, y=None, *, mask=None):
         """Fit the mixture to the pixels of one image or a batch of images.
@@ -711,6 +732,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                     np.take(table, index_of(values), axis=0, out=block)
                 else:
                     block[valid] = table[index_of(values)[valid]]
+                report("labelling", stop, view.n_pixels)
             return out
         for start, stop, values, valid in _image.iter_chunks(view):
             if valid is not None:
@@ -721,6 +743,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 flat[start:stop] = result
             else:
                 flat[start:stop][valid] = result
+            report("labelling", stop, view.n_pixels)
         return out
 
     def __sklearn_tags__(self):
