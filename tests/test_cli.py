@@ -419,3 +419,11 @@ def test_interactive_prompts_on_a_real_terminal(tmp_path, images):
             child.wait()
         os.close(master)
     check_outputs(tmp_path / "Result", "rgb", rgb_image())
+
+
+def test_progress_bars_follow_em_and_labelling_on_a_terminal(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_is_terminal", lambda stream: True)
+    assert cli.main(["--sample", "coins", "-k", "2", "-o", str(tmp_path)]) == 0
+    shown = capsys.readouterr().err
+    for stage in ("EM:", "spatial EM:", "labelling:", "image"):
+        assert stage in shown

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._progress import progress
 from .estimator import GMMSegmenter
 from .io import (
     IMAGE_EXTENSIONS,
@@ -615,6 +616,8 @@ class Runner:
         self.mask = mask
         self.options = Options(args.outdir, args.colors, not args.no_masks, args.proba)
         self.requested_k = params.get("n_components", _estimator_parameters()["n_components"])
+        # progress(stage, done, total) of EM and labelling inside one image
+        self.on_stage = lambda stage, done, total: None
 
     def read(self, source) -> Prepared:
         return prepare(load_source(source), self.args.channel_axis, self.mask)
@@ -625,7 +628,8 @@ class Runner:
         segmenter = GMMSegmenter(**self.params, channel_axis=first.channel_axis)
         pixels = [p.pixels for p in prepared_list] if batch else first.pixels
         masks = [p.mask for p in prepared_list] if batch else first.mask
-        return segmenter.fit(pixels, mask=masks)
+        with progress(self.on_stage):
+            return segmenter.fit(pixels, mask=masks)
 
     def process(self, source, prepared=None, read_seconds=0.0) -> Outcome:
         try:
@@ -646,11 +650,12 @@ class Runner:
                 model_source = self.model_source
             tick = time.perf_counter()
             self.status(f"{source.name}: labelling")
-            labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
-            posteriors = (
-                segmenter.predict_proba(prepared.pixels, mask=prepared.mask)
-                if self.options.proba else None
-            )
+            with progress(self.on_stage):
+                labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
+                posteriors = (
+                    segmenter.predict_proba(prepared.pixels, mask=prepared.mask)
+                    if self.options.proba else None
+                )
             seconds["predict"] = time.perf_counter() - tick
             tick = time.perf_counter()
             self.status(f"{source.name}: writing")
@@ -678,6 +683,7 @@ class Console:
         from tqdm.auto import tqdm
 
         self.quiet, self.debug = quiet, debug
+        self.stage_bar = None
         self.bar = tqdm(
             total=total, unit="image", desc=PROG, file=sys.stderr, leave=False,
             disable=quiet or total < 1 or not _is_terminal(sys.stderr),
@@ -707,7 +713,22 @@ class Console:
             self.bar.set_postfix_str(label, refresh=False)
         self.bar.update(1)
 
+    def stage(self, stage, done, total):
+        """A second bar under the batch bar: the current step of the current image."""
+        if self.bar.disable:
+            return
+        from tqdm.auto import tqdm
+
+        if self.stage_bar is None:
+            self.stage_bar = tqdm(file=sys.stderr, leave=False, position=1, desc=stage)
+        if self.stage_bar.desc != stage or done < self.stage_bar.n:
+            self.stage_bar.set_description_str(stage, refresh=False)
+            self.stage_bar.reset(total=total)
+        self.stage_bar.update(done - self.stage_bar.n)
+
     def close(self):
+        if self.stage_bar is not None:
+            self.stage_bar.close()
         self.bar.close()
 
 
@@ -867,6 +888,8 @@ def _run(args, parser) -> int:
             return 1
         args.outdir.mkdir(parents=True, exist_ok=True)
         runner = Runner(args, params, shared_model, model_source, mask, console.status)
+        if args.jobs == 1:  # one stage bar cannot follow several images at once
+            runner.on_stage = console.stage
 
         if args.fit_on:
             outcomes, failed_reading = _fit_on_all(runner, sources, console, args)
