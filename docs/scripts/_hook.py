@@ -31,9 +31,6 @@ OUTPUT = SCRIPTS / "output"
 ROOT = SCRIPTS.parents[1]
 # Need Qt, OpenGL and a display: run by hand (see each script's docstring).
 NEEDS_DISPLAY = {"napari_screenshot.py"}
-# Pages written alongside this site; the nav lists them, and a build made
-# before one of them exists leaves it out instead of failing.
-PLANNED_PAGES = {"spatial.md", "napari.md", "reliability.md"}
 
 
 def on_startup(command, dirty):
@@ -56,24 +53,3 @@ def on_startup(command, dirty):
             )
         (OUTPUT / f"{script.stem}.txt").write_text(result.stdout)
         log.info("ran docs/scripts/%s in %.1f s", script.name, time.perf_counter() - start)
-
-
-def _without_missing(nav, docs_dir):
-    kept = []
-    for item in nav:
-        if isinstance(item, dict):
-            ((title, value),) = item.items()
-            if isinstance(value, list):
-                value = _without_missing(value, docs_dir)
-            elif value in PLANNED_PAGES and not (docs_dir / value).exists():
-                log.info("docs/%s does not exist yet: left out of the nav", value)
-                continue
-            kept.append({title: value})
-        else:
-            kept.append(item)
-    return kept
-
-
-def on_config(config):
-    config.nav = _without_missing(config.nav, Path(config.docs_dir))
-    return config
