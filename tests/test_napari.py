@@ -302,3 +302,40 @@ def test_sample_data_and_screenshot_not_blank(qtbot, make_napari_viewer):
     colours = np.unique(shot[..., :3].reshape(-1, 3), axis=0)
     assert len(colours) >= 2, "the labels layer did not draw"
     assert shot[..., :3].std() > 10
+
+
+
+def test_cancel_stops_a_fit_inside_em():
+    import threading
+
+    from gmm_segmenter import Cancelled
+    from gmm_segmenter.napari._widget import _drive
+
+    image, _ = quadrants()
+    segmenter = GMMSegmenter(4)
+    cancel_requested = threading.Event()
+
+    def job():
+        yield "started"
+        cancel_requested.set()  # Cancel pressed while the fit runs
+        segmenter.fit(image)
+        yield "fitted"
+
+    driven = _drive(job(), cancel_requested)
+    assert next(driven) == "started"
+    with pytest.raises(Cancelled):
+        next(driven)
+    assert not hasattr(segmenter, "means_")
+
+
+def test_cancel_during_a_fit_is_shown_as_cancelled(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    volume = np.random.default_rng(1).normal(size=(48, 160, 160)).astype(np.float32)
+    viewer.add_image(volume, name="volume")
+    widget.image.value = viewer.layers["volume"]
+    widget.run()
+    qtbot.waitUntil(lambda: widget.status.value.startswith("Fitting"), timeout=TIMEOUT_MS)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.status.value == "Cancelled"
+    assert "volume GMM labels" not in viewer.layers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import io
+from .._progress import Cancelled, progress
 from . import _jobs, _layers
 from ._plot import MixturePlot
 
@@ -68,6 +70,7 @@ class GMMSegmenterWidget(Container):
         super().__init__(labels=True)
         self._viewer = napari_viewer
         self.model = None
+        self._cancel_requested = threading.Event()
         self.worker = None
         self._job_kind = None
         self._preview_pending = False
@@ -176,6 +179,7 @@ class GMMSegmenterWidget(Container):
         """Stop the running job at its next step; the layers stay as they were."""
         if self.worker is not None:
             self.status.value = "Cancelling…"
+            self._cancel_requested.set()  # stops EM and smoothing mid-way
             self.worker.quit()
 
     def apply_model(self, layer=None):
@@ -250,7 +254,10 @@ class GMMSegmenterWidget(Container):
         except ValueError as error:
             show_error(f"GMM Segmenter: {error}")
             return
-        worker = create_worker(_drive, job, _start_thread=False, _ignore_errors=True)
+        self._cancel_requested = threading.Event()
+        worker = create_worker(
+            _drive, job, self._cancel_requested, _start_thread=False, _ignore_errors=True
+        )
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(finish)
         worker.errored.connect(self._on_error)
@@ -270,6 +277,9 @@ class GMMSegmenterWidget(Container):
         self.status.value = progress.message
 
     def _on_error(self, error):
+        if isinstance(error, Cancelled):
+            self._on_aborted()
+            return
         show_error(f"GMM Segmenter: {error}")
         self.status.value = "Failed; see the notification."
 
@@ -515,9 +525,19 @@ class GMMSegmenterWidget(Container):
             show_info(f"GMM Segmenter: the plot could not be drawn ({error})")
 
 
-def _drive(job):
-    """Run a job generator in the worker thread, passing on its progress and result."""
-    return (yield from job)
+def _drive(job, cancel_requested):
+    """Run a job generator in the worker thread, passing on its progress and result.
+
+    Cancel takes effect at the job's next yield, and also inside a long fit
+    or prediction: the estimator's progress reports check ``cancel_requested``.
+    """
+
+    def check(stage, done, total):
+        if cancel_requested.is_set():
+            raise Cancelled
+
+    with progress(check):
+        return (yield from job)
 
 
 def _data_of(layer):
