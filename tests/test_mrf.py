@@ -312,7 +312,7 @@ def test_neighbourhood_counts_and_weights():
 
 def test_mean_field_never_decreases_the_objective():
     rng = np.random.default_rng(13)
-    potential = rng.normal(size=(30, 40, 3)).astype(np.float32)
+    potential = rng.normal(size=(3, 30, 40)).astype(np.float32)  # component first
     valid = rng.uniform(size=(30, 40)) > 0.1
     hood = _mrf.neighbourhood(2, 2)
     padded = _mrf.padded_posteriors(potential, valid)
@@ -323,16 +323,17 @@ def test_mean_field_never_decreases_the_objective():
         assert current >= previous - 1e-3
         previous = current
     inside = _mrf.interior(padded)
-    assert np.all(inside[~valid] == 0)
-    np.testing.assert_allclose(inside[valid].sum(axis=-1), 1, atol=1e-5)
+    assert np.all(inside[:, ~valid] == 0)
+    np.testing.assert_allclose(inside[:, valid].sum(axis=0), 1, atol=1e-5)
     # the border stays zero: nothing outside the image votes
-    assert padded[0].max() == padded[-1].max() == padded[:, 0].max() == 0
+    border = [padded[:, 0], padded[:, -1], padded[:, :, 0], padded[:, :, -1]]
+    assert max(side.max() for side in border) == 0
 
 
 def test_local_fields_match_a_convolution():
     rng = np.random.default_rng(14)
     q = softmax(rng.normal(size=(7, 9, 2)), axis=-1).astype(np.float32)
-    padded = np.pad(q, ((1, 1), (1, 1), (0, 0)))
+    padded = np.pad(np.moveaxis(q, -1, 0), ((0, 0), (1, 1), (1, 1)))
     hood = _mrf.neighbourhood(2, 2, spacing=(2.0, 1.0))
     kernel = np.zeros((3, 3))
     for offset, weight in zip(hood.offsets, hood.weights):

@@ -436,13 +436,17 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         )
 
     def _log_potential(self, view, mixture):
-        """``log w_k + log p(x | k)`` at every pixel, ``(*spatial_shape, K)`` float32."""
+        """``log w_k + log p(x | k)`` at every pixel, ``(K, *spatial_shape)`` float32.
+
+        Component first: the layout of :mod:`._mrf`'s maps.
+        """
 
         def log_prob(values):
             return _mixture.weighted_log_prob(values, mixture)
 
         return self._map_image(
-            view, log_prob, (mixture.n_components,), np.float32, 0.0, np.float32
+            view, log_prob, (mixture.n_components,), np.float32, 0.0, np.float32,
+            tail_first=True,
         )
 
     def _training_data(self, views, random_state):
@@ -516,7 +520,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         if self.beta_ > 0:
 
             def spatial_labels(padded, valid, potential):
-                labels = np.argmax(_mrf.interior(padded), axis=-1).astype(dtype)
+                labels = _mrf.most_probable(padded, dtype)
                 labels += 1
                 if valid is not None:
                     labels[~valid] = 0
@@ -545,8 +549,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         if self.beta_ > 0:
 
             def spatial_posteriors(padded, valid, potential):
-                potential[...] = _mrf.interior(padded)  # reuse the buffer
-                return potential
+                # reuse the (K, *spatial_shape) buffer, component axis last
+                out = potential.reshape(potential.shape[1:] + potential.shape[:1])
+                return _mrf.channel_last(padded, out)
 
             return self._map_spatial(X, mask, mixture, spatial_posteriors)
 
@@ -712,13 +717,17 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             del padded, potential
         return outputs if _image.is_batch(X) else outputs[0]
 
-    def _map_image(self, view, function, tail, dtype, fill, compute_dtype):
+    def _map_image(self, view, function, tail, dtype, fill, compute_dtype, *, tail_first=False):
+        shape = tail + view.spatial_shape if tail_first else view.spatial_shape + tail
         _image.check_memory(
             view.n_pixels * math.prod(tail) * np.dtype(dtype).itemsize,
-            f"An output of shape {view.spatial_shape + tail} ({np.dtype(dtype).name})",
+            f"An output of shape {shape} ({np.dtype(dtype).name})",
         )
-        out = np.full(view.spatial_shape + tail, fill, dtype=dtype)
-        flat = out.reshape((view.n_pixels,) + tail)
+        out = np.full(shape, fill, dtype=dtype)
+        if tail_first:  # write pixel-major results through a transposed view
+            flat = np.moveaxis(out.reshape(tail + (view.n_pixels,)), -1, 0)
+        else:
+            flat = out.reshape((view.n_pixels,) + tail)
         offset, scale = self.intensity_offset_, self.intensity_scale_
         plan = _image.lookup_plan(view)
         if plan is not None:
