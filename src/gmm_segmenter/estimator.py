@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import warnings
 from numbers import Integral, Real
 
@@ -854,7 +855,7 @@ def _warn_if_collinear(standardized, weights, reg_covar, covariance_type):
         f"stored as RGB; {ridge}. Segment one channel instead (for example X[..., 0] "
         "with channel_axis=None), or drop the redundant channels.",
         UserWarning,
-        stacklevel=5,
+        stacklevel=_caller_stacklevel(),
     )
 
 
@@ -866,6 +867,17 @@ def _count_distinct_rows(values, enough):
         found += 1
         remaining = remaining[np.any(remaining != remaining[0], axis=1)]
     return found
+
+
+def _caller_stacklevel():
+    """``stacklevel`` that points a warning at the first frame outside this
+    package and scikit-learn, whatever decorators ``fit`` carries."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
+        "gmm_segmenter", "sklearn"
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _check_range(n_components_range):
