@@ -1,5 +1,7 @@
 """The spatial prior: hidden Markov random field EM in GMMSegmenter and _mrf."""
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -322,18 +324,91 @@ def test_mean_field_never_decreases_the_objective():
         current = _mrf.objective(potential, padded, 1.2, hood)
         assert current >= previous - 1e-3
         previous = current
-    inside = _mrf.interior(padded)
-    assert np.all(inside[:, ~valid] == 0)
-    np.testing.assert_allclose(inside[:, valid].sum(axis=0), 1, atol=1e-5)
+    inside = _mrf.channel_last(padded, np.empty((30, 40, 3), np.float32))
+    assert np.all(inside[~valid] == 0)
+    np.testing.assert_allclose(inside[valid].sum(axis=-1), 1, atol=1e-5)
     # the border stays zero: nothing outside the image votes
-    border = [padded[:, 0], padded[:, -1], padded[:, :, 0], padded[:, :, -1]]
-    assert max(side.max() for side in border) == 0
+    assert padded.sum(dtype=np.float64) == inside.sum(dtype=np.float64)
+
+
+def shifted(offset, shape):
+    """The neighbours at ``offset`` of every pixel, in a map padded by one pixel."""
+    return (slice(None),) + tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, shape))
+
+
+def reference_mean_field(potential, valid, beta, hood, sweeps):
+    """Colour-by-colour mean field written plainly: float64, whole-grid fields."""
+    shape = potential.shape[1:]
+    keep = 1 if valid is None else valid
+    q = softmax(potential.astype(float), axis=0) * keep
+    parity = np.indices(shape) % 2
+    for _ in range(sweeps):
+        for colour in itertools.product((0, 1), repeat=len(shape)):
+            padded = np.pad(q, [(0, 0)] + [(1, 1)] * len(shape))
+            field = sum(
+                weight * padded[shifted(offset, shape)]
+                for offset, weight in zip(hood.offsets, hood.weights)
+            )
+            update = softmax(potential + beta * field, axis=0) * keep
+            here = np.all(parity == np.reshape(colour, (-1,) + (1,) * len(shape)), axis=0)
+            q = np.where(here, update, q)
+    return q
+
+
+@pytest.mark.parametrize(
+    "shape, connectivity, spacing, masked",
+    [
+        ((31,), 1, None, False),
+        ((9, 12), 1, None, True),
+        ((7, 10), 2, (2.0, 1.0), False),
+        ((5, 6, 7), 3, (3.0, 1.0, 1.0), True),
+        ((3, 4, 3, 5), 2, None, False),
+    ],
+)
+def test_mean_field_matches_a_plain_reference(shape, connectivity, spacing, masked):
+    # odd and even widths: the maps store the last axis split by parity
+    rng = np.random.default_rng(15)
+    potential = (2 * rng.normal(size=(3,) + shape)).astype(np.float32)
+    potential[:, (0,) * len(shape)] = 0.5  # a tie: argmax takes the first component
+    valid = rng.uniform(size=shape) > 0.2 if masked else None
+    hood = _mrf.neighbourhood(len(shape), connectivity, spacing)
+    padded = _mrf.padded_posteriors(potential, valid)
+    _mrf.mean_field(potential, padded, valid, 1.3, hood, max_sweeps=4, tol=0)
+    result = np.moveaxis(_mrf.channel_last(padded, np.empty(shape + (3,), np.float32)), -1, 0)
+    expected = reference_mean_field(potential, valid, 1.3, hood, 4)
+    np.testing.assert_allclose(result, expected, atol=1e-5)
+    labels = _mrf.most_probable(padded, shape, np.uint8)
+    np.testing.assert_array_equal(labels, np.argmax(result, axis=0))
+    # blocks of one row at a time give the same posteriors as whole colours
+    rows = _mrf.padded_posteriors(potential, valid)
+    _mrf.mean_field(potential, rows, valid, 1.3, hood, max_sweeps=4, tol=0, block_pixels=1)
+    np.testing.assert_array_equal(rows, padded)
+    # the objective, per pair of neighbours, against the plain sum
+    q = expected
+    plain = np.sum(q * potential) - np.sum(q * np.log(np.where(q > 0, q, 1)))
+    padded_q = np.pad(q, [(0, 0)] + [(1, 1)] * len(shape))
+    for offset, weight in hood.half():
+        plain += 1.3 * weight * np.sum(q * padded_q[shifted(offset, shape)])
+    assert _mrf.objective(potential, padded, 1.3, hood) == pytest.approx(plain, rel=1e-5)
+
+
+def test_histogram_responsibilities_sum_posteriors_per_value():
+    rng = np.random.default_rng(16)
+    shape = (6, 9)
+    potential = rng.normal(size=(2,) + shape).astype(np.float32)
+    padded = _mrf.padded_posteriors(potential, None)
+    rows = rng.integers(-1, 4, size=shape).astype(np.int32)  # -1: not used
+    table = _mrf.ResponsibilityTable(np.zeros((4, 1)), rows=[rows])
+    q = softmax(potential, axis=0)
+    expected = np.zeros((4, 2))
+    np.add.at(expected, rows[rows >= 0], q[:, rows >= 0].T)
+    np.testing.assert_allclose(table.weighted_resp([padded], [shape]), expected, rtol=1e-5)
 
 
 def test_local_fields_match_a_convolution():
     rng = np.random.default_rng(14)
     q = softmax(rng.normal(size=(7, 9, 2)), axis=-1).astype(np.float32)
-    padded = np.pad(np.moveaxis(q, -1, 0), ((0, 0), (1, 1), (1, 1)))
+    padded = _mrf.padded_posteriors(np.log(np.moveaxis(q, -1, 0)), None)
     hood = _mrf.neighbourhood(2, 2, spacing=(2.0, 1.0))
     kernel = np.zeros((3, 3))
     for offset, weight in zip(hood.offsets, hood.weights):
@@ -343,5 +418,8 @@ def test_local_fields_match_a_convolution():
     )
     positions = np.arange(63)
     np.testing.assert_allclose(
-        _mrf.local_fields(padded, positions, hood), expected.reshape(-1, 2), rtol=1e-5
+        _mrf.local_fields(padded, (7, 9), positions, hood), expected.reshape(-1, 2), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        _mrf.posteriors_at(padded, (7, 9), positions), q.reshape(-1, 2), rtol=1e-5
     )

@@ -19,10 +19,9 @@ updated one colour of the grid at a time. Pixels of one colour (the parity
 of each coordinate) have no neighbour of the same colour, so updating a
 colour at once is exact coordinate ascent on the mean-field free energy: it
 never increases it and cannot oscillate, unlike a synchronous ICM sweep.
-Each colour is a strided view of the grid, updated in blocks of rows small
-enough to stay in cache, so a sweep is a handful of numpy operations per
-block; its cost is linear in pixels x components x neighbours, and its
-extra memory is a few blocks.
+A colour is updated in blocks of rows small enough to stay in cache, so a
+sweep is a handful of numpy operations per block; its cost is linear in
+pixels x components x neighbours, and its extra memory is a few blocks.
 
 HMRF-EM alternates sweeps with the weighted M-step of :mod:`._mixture`,
 using the spatial posteriors as responsibilities for the means and
@@ -30,16 +29,23 @@ covariances; the weights, the prior's external field, stay those of the
 pixel-wise fit. ``beta`` can be estimated
 by maximum pseudo-likelihood (Besag 1975) on a sample of pixels.
 
-Posterior and log-potential maps are kept component-first,
-``(K, *spatial_shape)`` float32, so that each component is one contiguous
-plane and the softmax across components is a few elementwise operations on
-``K`` planes (numpy reduces along a short last axis several times slower).
-Posterior maps have a zero border one pixel wide: the border and masked-out
-pixels hold zeros, so they never vote.
+Maps are kept component-first: log-potentials are ``(K, *spatial_shape)``
+float32, so that each component is one contiguous plane and the softmax
+across components is a few elementwise operations on ``K`` planes (numpy
+reduces along a short last axis several times slower). Posterior maps have
+a zero border one pixel wide, whose pixels (like masked-out ones) hold
+zeros and never vote, and store the last axis split by parity: padded
+column ``x`` of a row is at ``[x % 2, x // 2]``, so a map of an
+``(n_0, ..., n_d)`` grid is ``(K, n_0 + 2, ..., 2, (n_d + 3) // 2)``. The
+pixels of one colour, and each of their neighbours, are then contiguous
+along the rows: numpy works on them about ten times faster than on
+every-other-element views. A 1-D signal is laid out as a grid of one row.
+:func:`channel_last` and :func:`most_probable` read maps back.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -171,53 +177,91 @@ def neighbourhood(ndim: int, connectivity: int = 1, spacing=None) -> Neighbourho
 
 
 def padded_posteriors(log_potential: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    """Pixel-wise posteriors ``softmax(log_potential)`` inside a zero border.
+    """Pixel-wise posteriors ``softmax(log_potential)`` as a map with a zero border.
 
     ``log_potential`` is ``(K, *spatial_shape)``: ``log w_k + log p(x | k)``.
     """
-    n_components, *spatial_shape = log_potential.shape
-    padded = np.zeros(
-        (n_components,) + tuple(n + 2 for n in spatial_shape), dtype=np.float32
-    )
-    inside = interior(padded)
-    for rows in _slabs(spatial_shape):
-        key = (slice(None),) + rows
-        block = inside[key]
-        np.copyto(block, log_potential[key])
+    n_components = log_potential.shape[0]
+    grid = _grid(log_potential.shape[1:])
+    log_potential = log_potential.reshape((n_components,) + grid)
+    valid = None if valid is None else valid.reshape(grid)
+    padded = np.zeros(map_shape(n_components, grid), dtype=np.float32)
+    for rows in _slabs(grid):
+        block = log_potential[:, rows].astype(np.float32)
         _softmax_inplace(block, np.empty(block.shape[1:], dtype=np.float32))
         if valid is not None:
             block *= valid[rows]
+        even, odd = _row_keys(rows, grid)
+        padded[even] = block[..., 0::2]
+        padded[odd] = block[..., 1::2]
     return padded
 
 
-def interior(padded: np.ndarray) -> np.ndarray:
-    """The view of a padded map without its border."""
-    return padded[(slice(None),) + (slice(1, -1),) * (padded.ndim - 1)]
+def map_shape(n_components: int, spatial_shape) -> tuple:
+    """Shape of the posterior map of an image (see the module docstring)."""
+    grid = _grid(spatial_shape)
+    return (n_components,) + tuple(n + 2 for n in grid[:-1]) + (2, (grid[-1] + 3) // 2)
 
 
-def most_probable(padded: np.ndarray, dtype) -> np.ndarray:
-    """``argmax`` over the components of a padded map, ``spatial_shape`` of ``dtype``.
+def _grid(spatial_shape) -> tuple:
+    """The grid maps are laid out on: at least two axes (a signal is one row)."""
+    spatial_shape = tuple(spatial_shape)
+    return spatial_shape if len(spatial_shape) > 1 else (1,) + spatial_shape
 
-    Plane by plane: ``np.argmax(axis=0)`` would copy the map to put the
-    component axis last. Ties go to the first component, as with argmax.
+
+def _grid_offsets(offsets: np.ndarray, ndim: int) -> np.ndarray:
+    """Neighbour offsets on the grid (a signal's gain a zero for its one row)."""
+    lead = np.zeros((len(offsets), ndim - offsets.shape[1]), dtype=offsets.dtype)
+    return np.hstack([lead, offsets])
+
+
+# the even and the odd columns of a row, in the order of _row_keys
+_PARITIES = (slice(0, None, 2), slice(1, None, 2))
+
+
+def _row_keys(rows: slice, grid: tuple):
+    """Where the even and the odd pixels of the grid rows ``rows`` are in a map."""
+    n_last = grid[-1]
+    lead = (slice(None), slice(rows.start + 1, rows.stop + 1)) + (slice(1, -1),) * (len(grid) - 2)
+    return lead + (1, slice(0, (n_last + 1) // 2)), lead + (0, slice(1, 1 + n_last // 2))
+
+
+def _map_index(map_spatial_shape, coordinates, offset) -> np.ndarray:
+    """Flat positions in a map (without its component axis) of grid pixels plus ``offset``."""
+    lead = tuple(c + 1 + o for c, o in zip(coordinates[:-1], offset[:-1]))
+    column = coordinates[-1] + 1 + offset[-1]
+    return np.ravel_multi_index(lead + (column % 2, column // 2), map_spatial_shape)
+
+
+def most_probable(padded: np.ndarray, spatial_shape, dtype) -> np.ndarray:
+    """``argmax`` over the components of a map, ``spatial_shape`` of ``dtype``.
+
+    Plane by plane; ties go to the first component, as with ``np.argmax``.
     """
-    inside = interior(padded)
-    labels = np.zeros(inside.shape[1:], dtype=dtype)
-    for rows in _slabs(labels.shape):
-        block = inside[(slice(None),) + rows]
-        out = labels[rows]
-        best = block[0].copy()
-        for k in range(1, len(block)):
-            np.copyto(out, labels.dtype.type(k), where=block[k] > best)
-            np.maximum(best, block[k], out=best)
-    return labels
+    grid = _grid(spatial_shape)
+    labels = np.zeros(grid, dtype=dtype)
+    n_components = padded.shape[0]
+    for rows in _slabs(grid):
+        for key, columns in zip(_row_keys(rows, grid), _PARITIES):
+            block = padded[key]
+            out = labels[rows][..., columns]
+            best = block[0].copy()
+            for k in range(1, n_components):
+                np.copyto(out, labels.dtype.type(k), where=block[k] > best)
+                np.maximum(best, block[k], out=best)
+    return labels.reshape(spatial_shape)
 
 
 def channel_last(padded: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Copy a padded map's posteriors into ``out``, ``(*spatial_shape, K)``."""
-    inside = interior(padded)
-    for k, plane in enumerate(inside):
-        out[..., k] = plane
+    """Copy the posteriors of a map into ``out``, ``(*spatial_shape, K)``."""
+    grid = _grid(out.shape[:-1])
+    out_grid = out.reshape(grid + out.shape[-1:])
+    for rows in _slabs(grid):
+        even, odd = _row_keys(rows, grid)
+        target = out_grid[rows]
+        for k in range(out.shape[-1]):
+            target[..., 0::2, k] = padded[even][k]
+            target[..., 1::2, k] = padded[odd][k]
     return out
 
 
@@ -240,16 +284,16 @@ def _slabs(spatial_shape):
     per_row = max(1, math.prod(spatial_shape[1:]))
     step = max(1, _SLAB_PIXELS // per_row)
     for start in range(0, first, step):
-        yield (slice(start, min(start + step, first)),)
+        yield slice(start, min(start + step, first))
 
 
 @dataclass(frozen=True)
 class _Block:
-    """Rows of one colour (a sublattice of pixels with given coordinate parities).
+    """Rows of one colour (the pixels whose coordinates have given parities).
 
-    ``target`` selects them in the padded map, ``sub`` in the unpadded maps,
-    ``neighbours[j]`` their neighbours at the ``j``-th offset in the padded
-    map; all lead with the component axis.
+    ``target`` selects them in the map, ``sub`` in the unpadded grid,
+    ``neighbours[j]`` their neighbours at the ``j``-th offset in the map;
+    all lead with the component axis.
     """
 
     shape: tuple
@@ -258,31 +302,72 @@ class _Block:
     neighbours: tuple
 
 
-def _colour_blocks(spatial_shape, offsets, block_pixels=_SWEEP_BLOCK_PIXELS):
+@functools.lru_cache(maxsize=16)
+def _colour_blocks(grid: tuple, offsets: tuple, block_pixels: int) -> tuple:
     """The colours of the grid, in order, each cut into blocks of rows."""
     every = slice(None)
-    for parities in itertools.product((0, 1), repeat=len(spatial_shape)):
-        counts = [(n - p + 1) // 2 for n, p in zip(spatial_shape, parities)]
+    blocks = []
+    for parities in itertools.product((0, 1), repeat=len(grid)):
+        counts = [(n - p + 1) // 2 for n, p in zip(grid, parities)]
         if min(counts) == 0:
             continue
-        # (start, stop) of the colour along each unpadded axis, first axis per block
+        # the colour's (start, stop) along each axis of the grid, per block on the first
         spans = [(p, p + 2 * c - 1) for p, c in zip(parities, counts)]
         step = max(1, block_pixels // math.prod(counts[1:]))
         for row in range(0, counts[0], step):
             stop_row = min(row + step, counts[0])
             spans[0] = (parities[0] + 2 * row, parities[0] + 2 * stop_row - 1)
 
-            def shifted(offset, spans=tuple(spans)):
-                return (every,) + tuple(
-                    slice(1 + lo + o, hi + 1 + o, 2) for (lo, hi), o in zip(spans, offset)
+            def key(offset, lead=tuple(spans[:-1]), parity=parities[-1], count=counts[-1]):
+                column = 1 + parity + offset[-1]  # padded column of the first pixel
+                return (
+                    (every,)
+                    + tuple(slice(1 + lo + o, hi + 1 + o, 2) for (lo, hi), o in zip(lead, offset))
+                    + (column % 2, slice(column // 2, column // 2 + count))
                 )
 
-            yield _Block(
-                shape=(stop_row - row,) + tuple(counts[1:]),
-                target=shifted((0,) * len(spans)),
-                sub=(every,) + tuple(slice(lo, hi, 2) for lo, hi in spans),
-                neighbours=tuple(shifted(offset) for offset in offsets),
+            blocks.append(
+                _Block(
+                    shape=(stop_row - row,) + tuple(counts[1:]),
+                    target=key((0,) * len(grid)),
+                    sub=(every,) + tuple(slice(lo, hi, 2) for lo, hi in spans),
+                    neighbours=tuple(key(offset) for offset in offsets),
+                )
             )
+    return tuple(blocks)
+
+
+def _blocks(grid: tuple, hood: Neighbourhood, block_pixels: int) -> tuple:
+    offsets = _grid_offsets(hood.offsets, len(grid))
+    return _colour_blocks(grid, tuple(map(tuple, offsets.tolist())), block_pixels)
+
+
+def _neighbour_field(padded, block, weights, field, scratch) -> None:
+    """``field = Σ_j c_ij q_j`` for the pixels of ``block``."""
+    for j, (neighbours, weight) in enumerate(zip(block.neighbours, weights)):
+        if j == 0:
+            np.multiply(padded[neighbours], weight, out=field)
+        elif weight == 1:
+            field += padded[neighbours]
+        else:
+            np.multiply(padded[neighbours], weight, out=scratch)
+            field += scratch
+
+
+class _Buffers:
+    """Scratch arrays shaped for one block at a time, allocated once per pass."""
+
+    def __init__(self, n_components: int, blocks, count: int):
+        largest = max((math.prod(block.shape) for block in blocks), default=0)
+        self.n_components = n_components
+        self.planes = np.empty(largest, dtype=np.float32)
+        self.maps = [np.empty(n_components * largest, dtype=np.float32) for _ in range(count)]
+
+    def for_block(self, block):
+        size = math.prod(block.shape)
+        shape = (self.n_components,) + block.shape
+        maps = [buffer[: self.n_components * size].reshape(shape) for buffer in self.maps]
+        return self.planes[:size].reshape(block.shape), *maps
 
 
 def mean_field(
@@ -294,6 +379,7 @@ def mean_field(
     *,
     max_sweeps: int,
     tol: float = SWEEP_TOL,
+    block_pixels: int = _SWEEP_BLOCK_PIXELS,
 ) -> tuple[int, float]:
     """Update the posteriors in ``padded`` in place, one colour at a time.
 
@@ -302,32 +388,21 @@ def mean_field(
     and the last mean change.
     """
     n_components = log_potential.shape[0]
+    grid = _grid(log_potential.shape[1:])
+    log_potential = log_potential.reshape((n_components,) + grid)
+    valid = None if valid is None else valid.reshape(grid)
     beta = np.float32(beta)
     weights = [np.float32(weight) for weight in hood.weights]
-    blocks = list(_colour_blocks(log_potential.shape[1:], hood.offsets))
-    largest = max((math.prod(block.shape) for block in blocks), default=0)
-    # every block works in the same few buffers: no allocation in the sweeps
-    field_buffer = np.empty(n_components * largest, dtype=np.float32)
-    scratch_buffer = np.empty_like(field_buffer)
-    plane_buffer = np.empty(largest, dtype=np.float32)
+    blocks = _blocks(grid, hood, block_pixels)
+    buffers = _Buffers(n_components, blocks, 2)  # no allocation in the sweeps
     n_values = log_potential.size
     change = np.inf
     sweep = 0
     for sweep in range(1, max_sweeps + 1):
         change = 0.0
         for block in blocks:
-            size = math.prod(block.shape)
-            field = field_buffer[: n_components * size].reshape((n_components,) + block.shape)
-            scratch = scratch_buffer[: n_components * size].reshape(field.shape)
-            plane = plane_buffer[:size].reshape(block.shape)
-            for j, (neighbours, weight) in enumerate(zip(block.neighbours, weights)):
-                if j == 0:
-                    np.multiply(padded[neighbours], weight, out=field)
-                elif weight == 1:
-                    field += padded[neighbours]
-                else:
-                    np.multiply(padded[neighbours], weight, out=scratch)
-                    field += scratch
+            plane, field, scratch = buffers.for_block(block)
+            _neighbour_field(padded, block, weights, field, scratch)
             field *= beta
             field += log_potential[block.sub]
             _softmax_inplace(field, plane)
@@ -354,22 +429,28 @@ def objective(
     constant. With ``beta=0`` and pixel-wise posteriors it is the mixture's
     log-likelihood. Masked-out pixels hold ``q = 0`` and add nothing.
     """
-    inside = interior(padded)
+    n_components = log_potential.shape[0]
+    grid = _grid(log_potential.shape[1:])
+    log_potential = log_potential.reshape((n_components,) + grid)
+    weights = [np.float32(weight) for weight in hood.weights]
+    blocks = _blocks(grid, hood, _SWEEP_BLOCK_PIXELS)
+    buffers = _Buffers(n_components, blocks, 2)
+    tiny = np.finfo(np.float32).tiny  # q log q -> 0 as q -> 0
     total = 0.0
-    for rows in _slabs(log_potential.shape[1:]):
-        key = (slice(None),) + rows
-        q = inside[key]
-        total += float(np.sum(q * log_potential[key], dtype=np.float64))
-        safe = np.where(q > 0, q, 1)
-        total -= float(np.sum(q * np.log(safe), dtype=np.float64))
+    for block in blocks:
+        _, field, scratch = buffers.for_block(block)
+        q = padded[block.target]
+        np.multiply(q, log_potential[block.sub], out=scratch)
+        total += float(scratch.sum(dtype=np.float64))
+        np.maximum(q, tiny, out=scratch)
+        np.log(scratch, out=scratch)
+        scratch *= q
+        total -= float(scratch.sum(dtype=np.float64))
         if beta:
-            start = rows[0].start
-            stop = rows[0].stop
-            for offset, weight in hood.half():
-                key = (slice(None), slice(1 + start + offset[0], 1 + stop + offset[0])) + tuple(
-                    slice(1 + o, 1 + o + n) for o, n in zip(offset[1:], q.shape[2:])
-                )
-                total += beta * weight * float(np.sum(q * padded[key], dtype=np.float64))
+            # each pair of neighbours once: half of every pixel's field
+            _neighbour_field(padded, block, weights, field, scratch)
+            field *= q
+            total += 0.5 * beta * float(field.sum(dtype=np.float64))
     return total
 
 
@@ -377,25 +458,25 @@ def objective(
 # estimating beta
 
 
-def local_fields(padded: np.ndarray, positions: np.ndarray, hood: Neighbourhood) -> np.ndarray:
-    """``Σ_j c_ij q_j`` at the given flat positions of the unpadded grid."""
-    n_components, *padded_shape = padded.shape
-    spatial_shape = tuple(n - 2 for n in padded_shape)
-    flat = padded.reshape(n_components, -1)
-    coordinates = np.unravel_index(positions, spatial_shape)
-    centre = np.ravel_multi_index(tuple(c + 1 for c in coordinates), padded_shape)
-    strides = np.array([math.prod(padded_shape[d + 1 :]) for d in range(len(padded_shape))])
-    field = np.zeros((len(positions), n_components), dtype=np.float64)
-    for offset, weight in zip(hood.offsets, hood.weights):
-        field += weight * flat[:, centre + int(offset @ strides)].T
+def local_fields(
+    padded: np.ndarray, spatial_shape, positions: np.ndarray, hood: Neighbourhood
+) -> np.ndarray:
+    """``Σ_j c_ij q_j`` at the given flat positions of the grid, ``(n, K)`` float64."""
+    grid = _grid(spatial_shape)
+    flat = padded.reshape(padded.shape[0], -1)
+    coordinates = np.unravel_index(positions, grid)
+    field = np.zeros((len(positions), padded.shape[0]), dtype=np.float64)
+    for offset, weight in zip(_grid_offsets(hood.offsets, len(grid)), hood.weights):
+        field += weight * flat[:, _map_index(padded.shape[1:], coordinates, offset)].T
     return field
 
 
-def posteriors_at(padded: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Posteriors at the given flat positions of the unpadded grid, ``(n, K)`` float64."""
-    spatial_shape = tuple(n - 2 for n in padded.shape[1:])
-    coordinates = np.unravel_index(positions, spatial_shape)
-    picked = interior(padded)[(slice(None),) + coordinates]
+def posteriors_at(padded: np.ndarray, spatial_shape, positions: np.ndarray) -> np.ndarray:
+    """Posteriors at the given flat positions of the grid, ``(n, K)`` float64."""
+    grid = _grid(spatial_shape)
+    coordinates = np.unravel_index(positions, grid)
+    index = _map_index(padded.shape[1:], coordinates, (0,) * len(grid))
+    picked = padded.reshape(padded.shape[0], -1)[:, index]
     return np.ascontiguousarray(picked.T, dtype=np.float64)
 
 
@@ -449,24 +530,28 @@ class ResponsibilityTable:
         self.rows = rows
         self.positions = positions
 
-    def weighted_resp(self, posteriors: Sequence[np.ndarray]) -> np.ndarray:
+    def weighted_resp(self, posteriors: Sequence[np.ndarray], shapes) -> np.ndarray:
+        """Responsibilities of the rows from the maps of images of ``shapes``."""
         n_components = posteriors[0].shape[0]
         if self.positions is not None:
             parts = [
-                posteriors_at(padded, positions)
-                for padded, positions in zip(posteriors, self.positions)
+                posteriors_at(padded, shape, positions)
+                for padded, shape, positions in zip(posteriors, shapes, self.positions)
             ]
             return np.concatenate(parts)
         resp = np.zeros((len(self.values), n_components))
         for padded, rows_map in zip(posteriors, self.rows):
-            inside = interior(padded)
-            for rows in _slabs(rows_map.shape):
-                index = rows_map[rows].reshape(-1)
-                used = index >= 0
-                q = inside[(slice(None),) + rows].reshape(n_components, -1)[:, used]
-                index = index[used]
-                for k in range(n_components):
-                    resp[:, k] += np.bincount(index, weights=q[k], minlength=len(resp))
+            grid = _grid(rows_map.shape)
+            rows_map = rows_map.reshape(grid)
+            for rows in _slabs(grid):
+                index = rows_map[rows]
+                for key, columns in zip(_row_keys(rows, grid), _PARITIES):
+                    part = index[..., columns].reshape(-1)
+                    used = part >= 0
+                    q = padded[key].reshape(n_components, -1)[:, used]
+                    part = part[used]
+                    for k in range(n_components):
+                        resp[:, k] += np.bincount(part, weights=q[k], minlength=len(resp))
         return resp
 
 
@@ -525,7 +610,7 @@ def hmrf_em(
             del potential
         current = total / n_valid
         objectives.append(current)
-        resp = table.weighted_resp(posteriors)
+        resp = table.weighted_resp(posteriors, [grid.spatial_shape for grid in grids])
         updated = _mixture._regularised_fit(
             table.values, resp, reg_covar, mixture.covariance_type, float(resp.sum())
         )
@@ -547,8 +632,8 @@ def hmrf_em(
 def _pseudo_likelihood_beta(posteriors, grids, mixture) -> float:
     q_parts, field_parts = [], []
     for padded, grid in zip(posteriors, grids):
-        q_parts.append(posteriors_at(padded, grid.positions))
-        field_parts.append(local_fields(padded, grid.positions, grid.hood))
+        q_parts.append(posteriors_at(padded, grid.spatial_shape, grid.positions))
+        field_parts.append(local_fields(padded, grid.spatial_shape, grid.positions, grid.hood))
     return estimate_beta(
         np.concatenate(q_parts), np.concatenate(field_parts), np.log(mixture.weights)
     )
@@ -557,7 +642,7 @@ def _pseudo_likelihood_beta(posteriors, grids, mixture) -> float:
 def spatial_posteriors(
     log_potential: np.ndarray, valid: np.ndarray | None, beta: float, hood: Neighbourhood
 ) -> np.ndarray:
-    """Mean-field posteriors of one image from its pixel log-potentials (padded)."""
+    """Mean-field posteriors of one image from its pixel log-potentials, as a map."""
     padded = padded_posteriors(log_potential, valid)
     if beta:
         mean_field(log_potential, padded, valid, beta, hood, max_sweeps=PREDICT_MAX_SWEEPS)

@@ -521,7 +521,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         if self.beta_ > 0:
 
             def spatial_labels(padded, valid, potential):
-                labels = _mrf.most_probable(padded, dtype)
+                labels = _mrf.most_probable(padded, potential.shape[1:], dtype)
                 labels += 1
                 if valid is not None:
                     labels[~valid] = 0
