@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from . import _dask
+
 #: Pixels handled at once when an image is walked chunk by chunk.
 CHUNK_PIXELS = 1 << 17
 
@@ -131,7 +133,9 @@ def _as_image(image, channel_axis, mask, name) -> ImageView:
             f"{name} must be an image given as an array (or a list of arrays for "
             f"a batch); got {type(image).__name__}."
         )
-    array = np.asarray(image)
+    image, mask = _dask.lazy_inputs(image, mask)
+    # a dask array stays lazy: everything below only reads its shape and dtype
+    array = image if _dask.is_dask_array(image) else np.asarray(image)
     if array.dtype.kind == "c":
         # scikit-learn's convention for complex input is a ValueError
         raise ValueError(
@@ -188,7 +192,8 @@ def _as_image(image, channel_axis, mask, name) -> ImageView:
 def _as_mask(mask, spatial_shape, name) -> np.ndarray | None:
     if mask is None:
         return None
-    mask = np.asarray(mask)
+    if not _dask.is_dask_array(mask):
+        mask = np.asarray(mask)
     if mask.shape != spatial_shape:
         raise ValueError(
             f"mask for {name} has shape {mask.shape} but the image's spatial shape "
@@ -310,6 +315,8 @@ def integer_histogram(views: list[ImageView]) -> tuple[np.ndarray, np.ndarray]:
 
     Exact: EM on these weighted values is EM on every pixel.
     """
+    if _dask.has_dask(views):
+        return _dask.integer_histogram(views)
     tables = []
     for view in views:
         small = _SMALL_INTEGER_KINDS.get(view.dtype)
@@ -346,6 +353,8 @@ def sample_pixels(views: list[ImageView], n_samples: int, random_state: np.rando
     n_valid)``, and the number of valid pixels. Memory is bounded by the
     sample, not the images: valid pixels are counted and drawn chunk by chunk.
     """
+    if _dask.has_dask(views):
+        return _dask.sample_pixels(views, n_samples, random_state)
     counts = []  # valid pixels per (image, block)
     for view in views:
         if not view.may_be_invalid:

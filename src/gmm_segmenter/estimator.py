@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import _image, _mixture, _mrf
+from . import _dask, _image, _mixture, _mrf
 from ._progress import report
 
 __all__ = ["GMMSegmenter", "segment"]
@@ -356,7 +356,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.intensity_offset_ = offset
         self.intensity_scale_ = scale
         if self.beta != 0:
-            spatial = self._fit_spatial(views, hoods, mixture, values, method, random_state)
+            # dask images: HMRF-EM on an in-memory crop of each
+            spatial_views = _dask.spatial_fit_views(views)
+            spatial = self._fit_spatial(
+                spatial_views, hoods, mixture, values, method, random_state
+            )
             mixture = spatial.mixture
             self.beta_ = spatial.beta
             self.spatial_n_iter_ = spatial.n_iter
@@ -684,6 +688,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     def _map_pixels(self, X, mask, function, tail, dtype, fill, compute_dtype):
         """Apply ``function`` to standardised pixel values, image by image."""
         views = self._prediction_views(X, mask)
+        if _dask.has_dask(views):
+            outputs = _dask.map_pixels(self, views, function, tail, dtype, fill, compute_dtype)
+            return outputs if _image.is_batch(X) else outputs[0]
         outputs = [
             self._map_image(view, function, tail, dtype, fill, compute_dtype) for view in views
         ]
@@ -707,6 +714,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         log-potentials, whose buffer it may reuse.
         """
         views = self._prediction_views(X, mask)
+        if _dask.has_dask(views):
+            outputs = _dask.map_spatial(self, views, mixture, finish)
+            return outputs if _image.is_batch(X) else outputs[0]
         hoods = self._neighbourhoods(views)
         _check_spatial_memory(views, mixture.n_components, "Labelling with the spatial prior")
         outputs = []
