@@ -189,3 +189,23 @@ def test_runs_on_a_distributed_cluster(volume):
     np.testing.assert_array_equal(exact, pixelwise.predict(volume))
     expected = GMMSegmenter(3, random_state=0).fit(volume).predict(volume)
     assert np.mean(labels != expected) < SEAM_TOLERANCE
+
+
+def test_cli_segments_a_zarr_volume_into_a_zarr_store(tmp_path, volume):
+    zarr = pytest.importorskip("zarr")
+    from gmm_segmenter.cli import main
+
+    store = zarr.open(str(tmp_path / "vol.zarr"), mode="w", shape=volume.shape,
+                      chunks=(12, 20, 18), dtype=volume.dtype)
+    store[...] = volume
+    assert main([str(tmp_path / "vol.zarr"), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["vol_labels.zarr", "vol_report.json"]
+    labels = zarr.open(str(tmp_path / "out" / "vol_labels.zarr"), mode="r")
+    assert labels.shape == volume.shape and labels.chunks == (12, 20, 18)
+    expected = GMMSegmenter(3, random_state=0).fit(volume).predict(volume)
+    assert np.mean(labels[...] != expected) < SEAM_TOLERANCE
+    import json
+
+    report = json.loads((tmp_path / "out" / "vol_report.json").read_text())
+    assert sum(report["pixels_per_label"].values()) == volume.size

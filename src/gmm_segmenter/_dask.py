@@ -432,3 +432,25 @@ def map_spatial(estimator, views, mixture, finish):
             )
         )
     return outputs
+
+
+def bincount(labels, minlength):
+    """Counts of each label of a dask label array, per block, summed in a tree.
+
+    (``da.bincount(labels.ravel())`` would rechunk the volume to one axis.)
+    """
+    import dask
+
+    parts = [
+        dask.delayed(_block_bincount, pure=True)(block, minlength)
+        for block in labels.to_delayed().reshape(-1)
+    ]
+    return _tree_reduce(parts, _add).compute()
+
+
+def _block_bincount(block, minlength):
+    return np.bincount(block.reshape(-1), minlength=minlength)
+
+
+def _add(*arrays):
+    return sum(arrays[1:], arrays[0])

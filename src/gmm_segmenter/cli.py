@@ -22,13 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _dask
 from ._progress import progress
 from .estimator import GMMSegmenter
 from .io import (
     IMAGE_EXTENSIONS,
+    is_zarr_store,
     load_model,
     package_version,
     read_image,
+    read_zarr,
     save_model,
     write_json,
     write_png,
@@ -338,7 +341,7 @@ def collect_sources(patterns, samples) -> tuple[list[Source], list[str]]:
     sources, errors = [], []
     for pattern in patterns:
         path = Path(pattern)
-        if path.is_dir():
+        if path.is_dir() and not is_zarr_store(path):  # a zarr store is one volume
             found = sorted(
                 child for child in path.iterdir()
                 if child.is_file() and not child.name.startswith(".")
@@ -381,6 +384,8 @@ def load_source(source: Source) -> np.ndarray:
         import skimage.data
 
         return np.asarray(getattr(skimage.data, SAMPLE_IMAGES[source.sample][0])())
+    if is_zarr_store(source.path):
+        return read_zarr(source.path)  # lazy: read chunk by chunk when labelled
     return read_image(source.path)
 
 
@@ -540,13 +545,17 @@ def _json_params(segmenter):
     return params
 
 
-def build_report(source, prepared, segmenter, labels, model_source, requested_k, seconds):
-    try:
-        mean_log_likelihood = segmenter.score(prepared.pixels, mask=prepared.mask)
-        bic = segmenter.bic(prepared.pixels, mask=prepared.mask)
-    except ValueError:  # every pixel masked out
+def build_report(source, prepared, segmenter, labels, model_source, requested_k, seconds,
+                 counts=None):
+    if counts is not None:  # a lazy volume: no extra passes over it
         mean_log_likelihood = bic = float("nan")
-    counts = np.bincount(labels.ravel(), minlength=segmenter.n_components_ + 1)
+    else:
+        try:
+            mean_log_likelihood = segmenter.score(prepared.pixels, mask=prepared.mask)
+            bic = segmenter.bic(prepared.pixels, mask=prepared.mask)
+        except ValueError:  # every pixel masked out
+            mean_log_likelihood = bic = float("nan")
+        counts = np.bincount(labels.ravel(), minlength=segmenter.n_components_ + 1)
     report = {
         "input": str(source.path) if source.path is not None else f"skimage.data.{source.sample}",
         "name": source.name,
@@ -638,6 +647,8 @@ class Runner:
                 self.status(f"{source.name}: reading")
                 prepared = self.read(source)
             seconds = {"read": read_seconds + time.perf_counter() - started}
+            if _dask.is_dask_array(prepared.pixels):
+                return self.process_volume(source, prepared, seconds, started)
             tick = time.perf_counter()
             if self.shared_model is None:
                 self.status(f"{source.name}: fitting")
@@ -674,6 +685,56 @@ class Runner:
             raise
         except Exception as error:
             return _failure(source, error)
+
+
+    def process_volume(self, source, prepared, seconds, started) -> Outcome:
+        """A lazy (zarr) volume: labels to ``NAME_labels.zarr``, chunk by chunk.
+
+        The pictures, masks and posteriors, each as large as the volume, are
+        not written, and the report leaves out the likelihood and BIC (each
+        another pass over the volume).
+        """
+        from dask.diagnostics import ProgressBar
+
+        bar = ProgressBar(out=sys.stderr) if not self.args.quiet else _no_progress()
+        with bar:
+            tick = time.perf_counter()
+            if self.shared_model is None:
+                self.status(f"{source.name}: fitting")
+                segmenter = self.fit([prepared])
+                seconds["fit"] = time.perf_counter() - tick
+                model_source = "fitted on this image"
+            else:
+                segmenter = copy.copy(self.shared_model)
+                segmenter.set_params(channel_axis=prepared.channel_axis)
+                model_source = self.model_source
+            tick = time.perf_counter()
+            self.status(f"{source.name}: labelling")
+            labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
+            path = self.options.outdir / f"{source.name}_labels.zarr"
+            labels.to_zarr(str(path), overwrite=True)
+            seconds["predict_and_write"] = time.perf_counter() - tick
+            written = read_zarr(path)
+            counts = _dask.bincount(written, segmenter.n_components_ + 1)
+        report = build_report(
+            source, prepared, segmenter, None, model_source, self.requested_k, seconds,
+            counts=counts,
+        )
+        seconds["total"] = time.perf_counter() - started
+        report["seconds"] = {key: round(value, 4) for key, value in seconds.items()}
+        report["outputs"] = [path.name, f"{source.name}_report.json"]
+        report["skipped"] = "segmented picture, masks and posteriors: the input is a lazy volume"
+        write_json(self.options.outdir / f"{source.name}_report.json", report)
+        return Outcome(source, outputs=report["outputs"], n_components=segmenter.n_components_,
+                       segmenter=segmenter)
+
+
+class _no_progress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 class Console:

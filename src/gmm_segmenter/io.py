@@ -33,6 +33,8 @@ __all__ = [
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
     "read_image",
+    "is_zarr_store",
+    "read_zarr",
     "write_tiff",
     "write_png",
     "write_json",
@@ -72,6 +74,35 @@ def package_version() -> str:
 
 
 # ------------------------------------------------------------------ images
+
+
+def is_zarr_store(path) -> bool:
+    """Whether ``path`` is a zarr array store (a folder with zarr metadata)."""
+    path = Path(path)
+    return path.is_dir() and any(
+        (path / name).is_file() for name in ("zarr.json", ".zarray")
+    )
+
+
+def read_zarr(path):
+    """A zarr array store as a lazy dask array (nothing is read yet).
+
+    Raises ``ValueError`` naming the store when dask or zarr is missing or
+    the store holds no array.
+    """
+    try:
+        import dask.array as da
+        import zarr
+    except ImportError as error:
+        raise ValueError(
+            f"{path}: reading a zarr volume needs dask and zarr ({error}); "
+            "pip install 'gmm-segmenter[dask]'"
+        ) from None
+    try:
+        array = zarr.open_array(str(path), mode="r")
+    except Exception as error:
+        raise ValueError(f"{path}: cannot be read as a zarr array ({error})") from error
+    return da.from_zarr(array)
 
 
 def read_image(path) -> np.ndarray:
