@@ -709,9 +709,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     def _map_spatial(self, X, mask, mixture, finish):
         """Spatial posteriors of each image, passed to ``finish``.
 
-        ``finish(padded, valid, potential)`` gets the posteriors inside a
-        zero border, the valid pixels (``None``: all) and the pixel
-        log-potentials, whose buffer it may reuse.
+        ``finish(padded, valid, potential)`` gets the posterior map (in the
+        layout of :mod:`._mrf`: read it with ``_mrf.most_probable`` or
+        ``_mrf.channel_last``), the valid pixels (``None``: all) and the
+        ``(K, *spatial_shape)`` pixel log-potentials, whose buffer it may reuse.
         """
         views = self._prediction_views(X, mask)
         if _dask.has_dask(views):
