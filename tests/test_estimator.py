@@ -347,3 +347,31 @@ def test_sample_refuses_non_positive_counts(quadrant_image):
     segmenter = make(4).fit(quadrant_image[0])
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):
         segmenter.sample(0)
+
+
+def test_colour_lookup_table_equals_direct_prediction(monkeypatch):
+    from skimage import data
+
+    from gmm_segmenter import _image
+
+    image = data.astronaut() // 16 * 16  # a poster: a few thousand colours
+    mask = np.ones(image.shape[:2], dtype=bool)
+    mask[:100] = False
+    monkeypatch.setattr(_image, "_MIN_COLOUR_TABLE_PIXELS", 1 << 10)
+    view = _image.as_images(image, channel_axis=-1)[0]
+    table_values, index_of = _image.lookup_plan(view)
+    assert table_values.shape[1] == 3 and len(table_values) < image.shape[0] * image.shape[1] / 10
+    segmenter = make(3, channel_axis=-1).fit(image)
+    through_table = segmenter.predict(image, mask=mask)
+    proba_table = segmenter.predict_proba(image)
+    monkeypatch.setattr(_image, "lookup_plan", lambda view: None)
+    np.testing.assert_array_equal(through_table, segmenter.predict(image, mask=mask))
+    np.testing.assert_allclose(proba_table, segmenter.predict_proba(image), atol=1e-5)
+
+
+def test_noisy_colour_images_skip_the_colour_table(monkeypatch):
+    from gmm_segmenter import _image
+
+    noisy = np.random.default_rng(0).integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
+    monkeypatch.setattr(_image, "_MIN_COLOUR_TABLE_PIXELS", 1 << 10)
+    assert _image.lookup_plan(_image.as_images(noisy, channel_axis=-1)[0]) is None

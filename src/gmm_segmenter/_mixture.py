@@ -20,6 +20,9 @@ from ._progress import report
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
+# Values in one temporary of the log-density computation (16 MB of float64)
+_GROUP_VALUES = 1 << 21
+
 
 @dataclass(frozen=True)
 class Mixture:
@@ -159,16 +162,21 @@ def log_gaussian_prob(X, means, precisions_cholesky, covariance_type):
     means = means.astype(dtype, copy=False)
     columns = X.T  # (d, n) view: products below come out component-major
     if covariance_type in ("full", "tied"):
-        stacked = chol if covariance_type == "full" else chol[np.newaxis]
-        log_det = np.sum(np.log(np.diagonal(stacked, axis1=1, axis2=2)), axis=1)
+        factors = chol if covariance_type == "full" else chol[np.newaxis]
+        log_det = np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
+        factors = np.broadcast_to(factors, (n_components, n_features, n_features))
+        # y_k = L_k^T (x - mu_k) for a group of components in one product:
+        # one (group * d, n) array, squared in place, summed over d
+        shifts = np.einsum("kd,kde->ke", means, factors)
+        group = max(1, _GROUP_VALUES // max(1, n_features * X.shape[0]))
         log_prob = np.empty((n_components, X.shape[0]), dtype=dtype)
-        if covariance_type == "tied":
-            projected = chol.T @ columns
-        for k in range(n_components):
-            factor = stacked[0 if covariance_type == "tied" else k]
-            y = (projected if covariance_type == "tied" else factor.T @ columns)
-            y = y - (means[k] @ factor)[:, np.newaxis]
-            np.sum(y * y, axis=0, out=log_prob[k])
+        for first in range(0, n_components, group):
+            ks = slice(first, min(first + group, n_components))
+            size = ks.stop - ks.start
+            y = factors[ks].transpose(0, 2, 1).reshape(size * n_features, n_features) @ columns
+            y -= shifts[ks].reshape(-1, 1)
+            y *= y
+            np.sum(y.reshape(size, n_features, -1), axis=1, out=log_prob[ks])
         if covariance_type == "tied":
             log_det = log_det[0]
     elif covariance_type == "diag":
@@ -190,6 +198,23 @@ def log_gaussian_prob(X, means, precisions_cholesky, covariance_type):
         )
     log_prob = -0.5 * (n_features * np.log(2 * np.pi) + log_prob) + np.reshape(log_det, (-1, 1))
     return log_prob.astype(dtype, copy=False).T
+
+
+def most_probable(X, mixture: Mixture, dtype=np.intp):
+    """Index of the most probable component of each sample.
+
+    Compares the component rows one by one: elementwise passes over a few
+    long rows beat ``argmax`` along the short component axis several times.
+    Ties go to the lower index, as with ``argmax``.
+    """
+    rows = weighted_log_prob(X, mixture).T  # (K, n), contiguous
+    best = rows[0].copy()
+    labels = np.zeros(rows.shape[1], dtype=dtype)
+    for k in range(1, rows.shape[0]):
+        better = rows[k] > best
+        labels[better] = k
+        np.maximum(best, rows[k], out=best)
+    return labels
 
 
 def log_normalize(log_prob):

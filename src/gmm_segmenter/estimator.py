@@ -534,7 +534,12 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             return self._map_spatial(X, mask, mixture, spatial_labels)
 
         def labels(values):
-            return (np.argmax(_mixture.weighted_log_prob(values, mixture), axis=1) + 1).astype(dtype)
+            return _mixture.most_probable(values, mixture, dtype) + 1
+
+        # 8- and 16-bit pixels are labelled in their own units, in float32:
+        # standardising them costs as much as the labelling itself
+        fitted = self._fitted_mixture()
+        labels.in_input_units = lambda values: _mixture.most_probable(values, fitted, dtype) + 1
 
         return self._map_pixels(X, mask, labels, (), dtype, 0, np.float32)
 
@@ -666,6 +671,16 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------ internals
 
+    def _fitted_mixture(self) -> _mixture.Mixture:
+        """The fitted mixture in input units, as the public attributes hold it."""
+        return _mixture.Mixture(
+            weights=self.weights_,
+            means=self.means_,
+            covariances=self.covariances_,
+            precisions_cholesky=self.precisions_cholesky_,
+            covariance_type=self.covariance_type,
+        )
+
     def _standardized_mixture(self) -> _mixture.Mixture:
         """The fitted mixture in the standardised units predictions use."""
         check_is_fitted(self)
@@ -744,9 +759,12 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         plan = _image.lookup_plan(view)
         if plan is not None:
             table_values, index_of = plan
-            standardized = _standardize(table_values[:, np.newaxis], offset, scale, compute_dtype)
-            table = function(standardized.astype(np.float64, copy=False))
-            table = table.astype(dtype, copy=False)
+            # evaluated in row blocks: a colour table may have millions of rows
+            table = np.empty((len(table_values),) + tail, dtype=dtype)
+            for first in range(0, len(table_values), _image.CHUNK_PIXELS):
+                rows = slice(first, first + _image.CHUNK_PIXELS)
+                standardized = _standardize(table_values[rows], offset, scale, compute_dtype)
+                table[rows] = function(standardized.astype(np.float64, copy=False))
             for start, stop, values, valid in _image.iter_chunks(view):
                 block = flat[start:stop]
                 if valid is None:
@@ -755,11 +773,18 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                     block[valid] = table[index_of(values)[valid]]
                 report("labelling", stop, view.n_pixels)
             return out
+        in_input_units = getattr(function, "in_input_units", None)
+        if view.dtype.kind not in "biu" or view.dtype.itemsize > 2:
+            in_input_units = None  # wider values need the standardised units
         for start, stop, values, valid in _image.iter_chunks(view):
             if valid is not None:
                 values = values[valid]
-            standardized = _standardize(values, offset, scale, compute_dtype)
-            result = function(standardized) if len(standardized) else np.empty((0,) + tail)
+            if not len(values):
+                result = np.empty((0,) + tail)
+            elif in_input_units is not None:
+                result = in_input_units(values.astype(np.float32))
+            else:
+                result = function(_standardize(values, offset, scale, compute_dtype))
             if valid is None:
                 flat[start:stop] = result
             else:
@@ -821,8 +846,24 @@ def _standardize(values, offset, scale, dtype):
     (1e150 in float64), it lands in the widest component, as in the limit.
     """
     limit = 1e12 if np.dtype(dtype) == np.float32 else 1e150
-    with np.errstate(over="ignore"):
-        standardized = (values - offset) / scale
+    if np.dtype(dtype) == np.float32 and values.dtype.itemsize <= 2:
+        # 8- and 16-bit values are exact in float32: no float64 pass, and the
+        # subtraction converts as it goes
+        # channel-major: broadcasting along a 3-long last axis is slow, and
+        # the log-densities read the channels as rows anyway
+        standardized = np.subtract(
+            values.T, offset.astype(np.float32)[:, np.newaxis], dtype=np.float32
+        )
+        standardized *= (1.0 / scale).astype(np.float32)[:, np.newaxis]
+        standardized = standardized.T
+        if values.dtype.kind in "biu":
+            info = np.iinfo(values.dtype) if values.dtype.kind != "b" else np.iinfo(np.uint8)
+            reach = np.maximum(abs(info.min - offset), abs(info.max - offset)) / scale
+            if np.all(reach < limit):
+                return standardized  # no value of this dtype can need clipping
+    else:
+        with np.errstate(over="ignore"):
+            standardized = ((values.T - offset[:, np.newaxis]) / scale[:, np.newaxis]).T
     np.clip(standardized, -limit, limit, out=standardized)
     return standardized.astype(dtype, copy=False)
 
