@@ -339,3 +339,23 @@ def test_cancel_during_a_fit_is_shown_as_cancelled(qtbot, viewer_widget):
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.status.value == "Cancelled"
     assert "volume GMM labels" not in viewer.layers
+
+
+@pytest.mark.parametrize("posteriors", [False, True])
+def test_a_dask_layer_gets_a_dask_labels_layer(qtbot, viewer_widget, posteriors):
+    da = pytest.importorskip("dask.array")
+    viewer, widget = viewer_widget
+    image, truth = quadrants((64, 96), seed=3)
+    viewer.add_image(da.from_array(image, chunks=(32, 48)), name="lazy")
+    widget.image.value = viewer.layers["lazy"]
+    widget.n_components.value = 4
+    widget.posteriors.value = posteriors
+    run(qtbot, widget)
+    labels = viewer.layers["lazy GMM labels"].data
+    assert isinstance(labels, da.Array)
+    assert labels.chunks == ((32, 32), (48, 48))
+    expected = GMMSegmenter(**widget.model.get_params()).fit(image).predict(image)
+    # block seams may differ within the documented tolerance (docs/scale.md)
+    assert np.mean(labels.compute() == expected) > 0.999
+    if posteriors:
+        assert isinstance(viewer.layers["lazy GMM uncertainty"].data, da.Array)

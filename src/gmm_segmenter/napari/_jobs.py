@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._dask import is_dask_array
 from ..estimator import GMMSegmenter
 
 
@@ -100,12 +101,21 @@ def _label(model, frame, mask, want_posteriors, labels, posteriors, where, step,
     yield Progress(step, total, f"Computing posteriors{where}…")
     maps = model.predict_proba(frame, mask=mask)
     yield Progress(step + 1, total, f"Labelling{where}…")
+    if is_dask_array(maps):  # stays lazy: napari computes what it displays
+        dtype = np.uint8 if maps.shape[-1] < 256 else np.uint16
+        labels.append(maps.map_blocks(labels_of, drop_axis=maps.ndim - 1, dtype=dtype))
+    else:
+        labels.append(labels_of(maps))
+    posteriors.append(maps)
+
+
+def labels_of(maps):
+    """Labels 1..K from posterior maps (components last); 0 where all are 0."""
     dtype = np.uint8 if maps.shape[-1] < 256 else np.uint16
     frame_labels = np.argmax(maps, axis=-1).astype(dtype)
     frame_labels += 1
     frame_labels[~maps.any(axis=-1)] = 0
-    labels.append(frame_labels)
-    posteriors.append(maps)
+    return frame_labels
 
 
 def apply(model, request: Request):
@@ -131,4 +141,8 @@ def stack(arrays: list, time_axis: int | None) -> np.ndarray:
     """Frames back into one array (the time axis first, as in the layer)."""
     if time_axis is None:
         return arrays[0]
+    if any(is_dask_array(array) for array in arrays):
+        import dask.array as da
+
+        return da.stack(arrays, axis=0)
     return np.stack(arrays, axis=0)

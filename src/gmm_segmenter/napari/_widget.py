@@ -23,6 +23,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import io
+from .._dask import is_dask_array
 from .._progress import Cancelled, progress
 from . import _jobs, _layers
 from ._plot import MixturePlot
@@ -363,7 +364,9 @@ class GMMSegmenterWidget(Container):
         if layer is None:
             raise ValueError("There is no Image layer to segment; open or add an image first.")
         layout = self._image_layout(layer)
-        data = np.asarray(_data_of(layer))
+        data = _data_of(layer)
+        if not is_dask_array(data):
+            data = np.asarray(data)  # dask and zarr layers stay lazy
         masks = self._masks(layout)
         want_posteriors = self.posteriors.value and kind != "preview"
         if kind == "preview":
@@ -399,7 +402,7 @@ class GMMSegmenterWidget(Container):
             position.append(0)
         plane = _layers.preview_plane_axes(layout, displayed)
         index = _layers.plane_index(layout, position, plane)
-        frame = data[index]
+        frame = np.asarray(data[index])  # one plane: small even for a lazy layer
         kept = [axis for axis in range(data.ndim) if isinstance(index[axis], slice)]
         channel_axis = None if layout.channel_axis is None else kept.index(layout.channel_axis)
         mask = None
@@ -420,6 +423,9 @@ class GMMSegmenterWidget(Container):
 
         def finish(result):
             labels_layer = self._labels_layer(layer, layout, create_shape=layout.output_shape)
+            if is_dask_array(labels_layer.data):
+                # a lazy result cannot take a plane: preview into memory
+                labels_layer.data = np.zeros(layout.output_shape, dtype=np.uint8)
             labels_layer.data[output_index] = result.labels[0]
             labels_layer.refresh()
             self.model = result.models[-1]
@@ -494,7 +500,12 @@ class GMMSegmenterWidget(Container):
                     self._viewer.add_labels(component, name=name, visible=False, **transform)
         if result.posteriors is not None:
             posteriors = _jobs.stack(result.posteriors, layout.time_axis)
-            uncertainty = _layers.entropy(posteriors)
+            if is_dask_array(posteriors):
+                uncertainty = posteriors.map_blocks(
+                    _layers.entropy, drop_axis=posteriors.ndim - 1, dtype=np.float32
+                )
+            else:
+                uncertainty = _layers.entropy(posteriors)
             maps = np.moveaxis(posteriors, -1, 0)
             # the component axis comes first in the layer, a slider of its own
             component_transform = _prepend_axis(transform)
@@ -516,6 +527,11 @@ class GMMSegmenterWidget(Container):
         colours = {k: labels_layer.get_color(k) for k in range(1, model.n_components_ + 1)}
         values = None
         if model.n_features_in_ == 1 and layout.channel_axis is None:
+            if is_dask_array(frame):  # a lazy volume: plot an evenly strided sample
+                stride = max(1, round((frame.size / _HISTOGRAM_PIXELS) ** (1 / frame.ndim)))
+                sample = (slice(None, None, stride),) * frame.ndim
+                frame = np.asarray(frame[sample])
+                mask = None if mask is None else np.asarray(mask)[sample]
             values = np.asarray(frame if mask is None else frame[mask]).ravel()
             if values.size > _HISTOGRAM_PIXELS:
                 values = values[:: values.size // _HISTOGRAM_PIXELS + 1]
