@@ -1,0 +1,51 @@
+"""Time from pressing Run to the Labels layer in the napari widget.
+
+Default settings, on a 1024 x 1024 RGB image (astronaut, resized) and a
+256 x 256 x 64 stack of noisy blobs. Needs the napari extra and a display
+(``xvfb-run -a python benchmarks/napari_timing.py`` on a headless machine).
+"""
+
+import time
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import QApplication
+from skimage import data, transform
+
+
+def noisy_blobs(shape=(64, 256, 256), seed=0):
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    classes = ((y // 32 + x // 32 + z // 16) % 3).astype(np.float32)
+    return np.clip(60 + 60 * classes + rng.normal(0, 30, shape), 0, 255).astype(np.uint8)
+
+
+def run_to_layer(viewer, widget, layer):
+    widget.image.value = layer
+    started = time.perf_counter()
+    widget.run()
+    name = f"{layer.name} GMM labels"
+    while widget.running or name not in viewer.layers:
+        QApplication.processEvents()
+        time.sleep(0.005)
+    return time.perf_counter() - started
+
+
+def main():
+    viewer = napari.Viewer(show=False)
+    _, widget = viewer.window.add_plugin_dock_widget("gmm-segmenter", "GMM Segmenter")
+    rgb = transform.resize(data.astronaut(), (1024, 1024), preserve_range=True).astype(np.uint8)
+    cases = {
+        "1024x1024 RGB": viewer.add_image(rgb, name="rgb", rgb=True),
+        "256x256x64 stack": viewer.add_image(noisy_blobs(), name="stack"),
+    }
+    for name, layer in cases.items():
+        for smoothing in (1.0, 0.0):
+            widget.beta.value = smoothing
+            seconds = run_to_layer(viewer, widget, layer)
+            print(f"{name}, smoothing {smoothing}: {seconds:.2f} s from Run to layer")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
