@@ -29,6 +29,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Debian's own python3 marks its site-packages as externally managed (PEP 668);
+# this machine-wide test install is what the script is for.
+export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test,napari]"
 
 status=0
