@@ -640,6 +640,18 @@ class Runner:
         with progress(self.on_stage):
             return segmenter.fit(pixels, mask=masks)
 
+    def segmenter_for(self, source, prepared, seconds):
+        """The shared model, or one fitted on this input (timed into ``seconds``)."""
+        if self.shared_model is not None:
+            segmenter = copy.copy(self.shared_model)
+            segmenter.set_params(channel_axis=prepared.channel_axis)
+            return segmenter, self.model_source
+        tick = time.perf_counter()
+        self.status(f"{source.name}: fitting")
+        segmenter = self.fit([prepared])
+        seconds["fit"] = time.perf_counter() - tick
+        return segmenter, "fitted on this image"
+
     def process(self, source, prepared=None, read_seconds=0.0) -> Outcome:
         try:
             started = time.perf_counter()
@@ -649,16 +661,7 @@ class Runner:
             seconds = {"read": read_seconds + time.perf_counter() - started}
             if _dask.is_dask_array(prepared.pixels):
                 return self.process_volume(source, prepared, seconds, started)
-            tick = time.perf_counter()
-            if self.shared_model is None:
-                self.status(f"{source.name}: fitting")
-                segmenter = self.fit([prepared])
-                seconds["fit"] = time.perf_counter() - tick
-                model_source = "fitted on this image"
-            else:
-                segmenter = copy.copy(self.shared_model)
-                segmenter.set_params(channel_axis=prepared.channel_axis)
-                model_source = self.model_source
+            segmenter, model_source = self.segmenter_for(source, prepared, seconds)
             tick = time.perf_counter()
             self.status(f"{source.name}: labelling")
             with progress(self.on_stage):
@@ -686,7 +689,6 @@ class Runner:
         except Exception as error:
             return _failure(source, error)
 
-
     def process_volume(self, source, prepared, seconds, started) -> Outcome:
         """A lazy (zarr) volume: labels to ``NAME_labels.zarr``, chunk by chunk.
 
@@ -698,16 +700,7 @@ class Runner:
 
         bar = ProgressBar(out=sys.stderr) if not self.args.quiet else _no_progress()
         with bar:
-            tick = time.perf_counter()
-            if self.shared_model is None:
-                self.status(f"{source.name}: fitting")
-                segmenter = self.fit([prepared])
-                seconds["fit"] = time.perf_counter() - tick
-                model_source = "fitted on this image"
-            else:
-                segmenter = copy.copy(self.shared_model)
-                segmenter.set_params(channel_axis=prepared.channel_axis)
-                model_source = self.model_source
+            segmenter, model_source = self.segmenter_for(source, prepared, seconds)
             tick = time.perf_counter()
             self.status(f"{source.name}: labelling")
             labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
