@@ -189,13 +189,7 @@ def integer_histogram(views):
         ]
         merged = _tree_reduce(parts, _merge_tables)
         tables.append(dask.delayed(_table_values, pure=True)(merged, small, view.dtype))
-    tables = dask.compute(*tables)
-    values = np.concatenate([np.asarray(v) for v, _ in tables])
-    counts = np.concatenate([c for _, c in tables])
-    if values.size == 0:
-        return values.astype(np.float64), counts
-    distinct, inverse = np.unique(values, return_inverse=True)
-    return distinct, np.bincount(inverse.reshape(-1), weights=counts).astype(np.int64)
+    return _image.merge_histograms(dask.compute(*tables))
 
 
 def _table_values(table, small, dtype):

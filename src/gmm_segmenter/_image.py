@@ -342,6 +342,11 @@ def integer_histogram(views: list[ImageView]) -> tuple[np.ndarray, np.ndarray]:
                     values = values[valid]
                 parts.append(np.unique(values, return_counts=True))
             tables.extend(parts)
+    return merge_histograms(tables)
+
+
+def merge_histograms(tables) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(distinct values, counts)`` table from several."""
     values = np.concatenate([np.asarray(v) for v, _ in tables])
     counts = np.concatenate([c for _, c in tables])
     if values.size == 0:
