@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import _dask, _image, _mixture, _mrf
 from ._progress import report
@@ -42,10 +42,18 @@ def _single_threaded_blas(method):
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             return method(*args, **kwargs)
 
     return wrapper
+
+
+@functools.cache
+def _blas_controller():
+    # threadpool_limits() looks the loaded libraries up again on every call
+    # (~3 ms, several times per fit); a controller made once does not. By the
+    # first fit, NumPy's and SciPy's BLAS are loaded.
+    return ThreadpoolController()
 
 
 def _all_or_nothing(fit):
