@@ -209,3 +209,12 @@ def test_cli_segments_a_zarr_volume_into_a_zarr_store(tmp_path, volume):
 
     report = json.loads((tmp_path / "out" / "vol_report.json").read_text())
     assert sum(report["pixels_per_label"].values()) == volume.size
+
+
+def test_uint64_above_2_63_fits_the_same_from_chunks():
+    rng = np.random.default_rng(0)
+    image = (np.uint64(2**63) + rng.choice([0, 10**6, 2 * 10**6, 5 * 10**8, 5 * 10**8 + 10**6], size=(40, 40)).astype(np.uint64))
+    in_memory = GMMSegmenter(2, beta=0).fit(image)
+    from_chunks = GMMSegmenter(2, beta=0).fit(da.from_array(image, chunks=(20, 20)))
+    np.testing.assert_allclose(from_chunks.means_, in_memory.means_, rtol=1e-12)
+    assert from_chunks.fit_method_ == in_memory.fit_method_ == "histogram"

@@ -375,3 +375,14 @@ def test_noisy_colour_images_skip_the_colour_table(monkeypatch):
     noisy = np.random.default_rng(0).integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
     monkeypatch.setattr(_image, "_MIN_COLOUR_TABLE_PIXELS", 1 << 10)
     assert _image.lookup_plan(_image.as_images(noisy, channel_axis=-1)[0]) is None
+
+
+def test_a_fixed_k_refit_drops_the_bic_curve_of_an_earlier_auto_fit(quadrant_image):
+    image, _ = quadrant_image
+    segmenter = GMMSegmenter("auto", n_components_range=(2, 4), **PIXELWISE).fit(image)
+    assert len(segmenter.bic_curve_) == 3
+    segmenter.set_params(n_components=2).fit(image)
+    assert not hasattr(segmenter, "bic_curve_")
+    assert not hasattr(segmenter, "n_components_candidates_")
+    single = GMMSegmenter("auto", n_components_range=(3, 3), **PIXELWISE).fit(image)
+    assert single.bic_curve_.shape == (1,) and np.isfinite(single.bic_curve_[0])

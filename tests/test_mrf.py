@@ -423,3 +423,23 @@ def test_local_fields_match_a_convolution():
     np.testing.assert_allclose(
         _mrf.posteriors_at(padded, (7, 9), positions), q.reshape(-1, 2), rtol=1e-5
     )
+
+
+
+
+def test_masked_out_pixels_do_not_dilute_the_mean_change():
+    # a small valid region inside a large masked grid converges exactly like
+    # the region on its own: the stopping rule averages over valid pixels
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(2, 20, 20)).astype(np.float32)
+    big = np.zeros((2, 200, 200), np.float32)
+    big[:, :20, :20] = small
+    valid = np.zeros((200, 200), dtype=bool)
+    valid[:20, :20] = True
+    hood = _mrf.neighbourhood(2, 1, None)
+    alone = _mrf.mean_field(small, _mrf.padded_posteriors(small, None), None, 1.0, hood,
+                            max_sweeps=30)
+    embedded = _mrf.mean_field(big, _mrf.padded_posteriors(big, valid), valid, 1.0, hood,
+                               max_sweeps=30)
+    assert embedded[0] == alone[0] > 3
+    assert embedded[1] == pytest.approx(alone[1], rel=1e-5)

@@ -321,3 +321,41 @@ def test_rgba_is_four_features_for_the_estimator(rgb_image):
     labels = make(3, channel_axis=-1).fit_predict(rgba[..., :3], mask=rgba[..., 3] > 0)
     assert np.all(labels[:5] == 0)
     np.testing.assert_array_equal(labels[5:], truth[5:])
+
+
+def test_spherical_covariances_are_in_input_units_when_a_channel_is_constant():
+    rng = np.random.default_rng(0)
+    varying = np.repeat([0.0, 200.0], 500) + rng.normal(scale=10, size=1000)
+    image = np.stack([np.full(1000, 5.0), varying], axis=-1).reshape(20, 50, 2)
+    segmenter = GMMSegmenter(2, channel_axis=-1, covariance_type="spherical", beta=0,
+                             random_state=0).fit(image)
+    # the variance of each class is about 10**2 per channel averaged with the
+    # constant channel's 0: about 50, never the standardised ~0.01
+    assert np.all(segmenter.covariances_ > 20) and np.all(segmenter.covariances_ < 100)
+    values, _ = segmenter.sample(4000)
+    assert 5 < values[:, 1].std() / 2 < 200
+
+
+def test_overlapping_fits_in_threads_restore_the_blas_threads():
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    before = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    image = np.random.default_rng(1).normal(size=(200, 200, 3))
+    errors = []
+
+    def fit():
+        try:
+            GMMSegmenter(3, channel_axis=-1, random_state=0).fit(image)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=fit) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    after = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    assert after == before

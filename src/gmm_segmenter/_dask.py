@@ -143,7 +143,8 @@ def _block_table(block, mask_block, small):
         counts = np.bincount(values.view(small), minlength=1 << (8 * small.itemsize))
         return None, counts.astype(np.int64)
     distinct, counts = np.unique(values, return_counts=True)
-    return distinct.astype(np.int64), counts.astype(np.int64)
+    # the image's own dtype: int64 would wrap uint64 values above 2**63
+    return distinct, counts.astype(np.int64)
 
 
 def _merge_tables(*tables):

@@ -397,7 +397,9 @@ def mean_field(
     weights = [np.float32(weight) for weight in hood.weights]
     blocks = _blocks(grid, hood, block_pixels)
     buffers = _Buffers(n_components, blocks, 2)  # no allocation in the sweeps
-    n_values = log_potential.size
+    # the mean over the pixels that can change: masked ones stay at zero
+    n_valid = log_potential[0].size if valid is None else int(np.count_nonzero(valid))
+    n_values = n_components * max(n_valid, 1)
     change = np.inf
     sweep = 0
     for sweep in range(1, max_sweeps + 1):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import math
 import sys
 import warnings
@@ -42,10 +44,39 @@ def _single_threaded_blas(method):
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with _one_blas_thread():
             return method(*args, **kwargs)
 
     return wrapper
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """One BLAS thread while any fit or prediction runs, in any thread.
+
+    The BLAS setting is global to the process: the first caller to enter
+    sets it and the last to leave restores it, so overlapping calls (a napari
+    worker and the main thread, ``gmm-segment --jobs``) cannot restore each
+    other's limit and leave BLAS single-threaded for good.
+    """
+    global _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 @functools.cache
@@ -345,7 +376,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 random_state=random_state,
             )
             fits.append(result)
-            if len(candidates) > 1:
+            if self.n_components == "auto":
                 log_likelihood = weights @ logsumexp(
                     _mixture.weighted_log_prob(standardized, result.mixture), axis=1
                 ) - weights.sum() * np.log(scale).sum()
@@ -358,6 +389,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         if self.n_components == "auto":
             self.n_components_candidates_ = np.asarray(candidates)
             self.bic_curve_ = np.asarray(bics)
+        else:  # a refit with a fixed K must not keep an earlier curve
+            for name in ("n_components_candidates_", "bic_curve_"):
+                vars(self).pop(name, None)
 
         mixture = result.mixture
         log_jacobian = np.log(scale).sum()
@@ -830,7 +864,10 @@ def _standardisation(values, weights, covariance_type):
         if covariance_type == "spherical":
             largest = scale.max() if scale.max() > 0 else 1.0
             scale = np.full_like(scale, np.sqrt(np.mean((scale / largest) ** 2)) * largest)
-    scale[constant] = 1.0  # a constant channel: any unit will do
+    if covariance_type != "spherical":
+        scale[constant] = 1.0  # a constant channel: any unit will do
+    elif constant.all():
+        scale[:] = 1.0  # spherical needs one common scale; keep it if any channel varies
     usable = (scale >= _SCALE_LIMITS[0]) & (scale <= _SCALE_LIMITS[1])
     if not usable.all():
         channel = int(np.flatnonzero(~usable)[0])
