@@ -427,3 +427,33 @@ def test_progress_bars_follow_em_and_labelling_on_a_terminal(tmp_path, monkeypat
     shown = capsys.readouterr().err
     for stage in ("EM:", "spatial EM:", "labelling:", "image"):
         assert stage in shown
+
+
+def test_sixteen_bit_colour_images_get_an_eight_bit_picture(tmp_path):
+    import tifffile
+
+    rgb = (np.random.default_rng(0).integers(0, 3, size=(40, 40, 1)) * 20000
+           + np.arange(3) * 100).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "rgb16.tif", rgb, photometric="rgb")
+    assert cli.main([str(tmp_path / "rgb16.tif"), "-k", "3", "-o", str(tmp_path / "out"),
+                     "--quiet"]) == 0
+    picture = gio.read_image(tmp_path / "out" / "rgb16_segmented.png")
+    assert picture.dtype == np.uint8 and picture.shape == (40, 40, 3)
+
+
+def test_a_rerun_with_fewer_components_leaves_no_stale_masks(tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["--sample", "coins", "-k", "4", "-o", str(out), "--quiet", "--proba"]) == 0
+    assert cli.main(["--sample", "coins", "-k", "2", "-o", str(out), "--quiet"]) == 0
+    left = sorted(path.name for path in out.iterdir())
+    assert left == ["coins_Mask0.png", "coins_Mask1.png", "coins_labels.tif",
+                    "coins_report.json", "coins_segmented.png"]
+
+
+def test_otsu_init_and_automatic_beta_are_flags(tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["--sample", "coins", "-k", "2", "--init", "otsu", "--beta", "auto",
+                     "-o", str(out), "--quiet"]) == 0
+    report = json.loads((out / "coins_report.json").read_text())
+    assert report["model"]["params"]["init_params"] == "otsu"
+    assert report["model"]["params"]["beta"] == "auto"

@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -75,8 +76,9 @@ SAMPLE_IMAGES = {
 # exists only when the installed estimator takes the parameter.
 _OPTIONAL_PARAMETER_FLAGS = {
     "beta": dict(
-        flag="--beta", type=float, metavar="B",
-        help="strength of the spatial smoothing prior (0 = independent pixels)",
+        flag="--beta", type=lambda text: text if text == "auto" else float(text), metavar="B",
+        help="strength of the spatial smoothing prior (0 = independent pixels, "
+        "'auto' = estimated from the image)",
     ),
     "connectivity": dict(
         flag="--connectivity", type=int, metavar="C",
@@ -238,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--init", dest="init_params", default=None,
-        choices=["auto", "quantile", "kmeans", "k-means++", "random", "random_from_data"],
+        choices=["auto", "otsu", "quantile", "kmeans", "k-means++", "random", "random_from_data"],
         help=f"how EM starts (default: {defaults['init_params']})",
     )
     model.add_argument("--n-init", type=_positive_int, default=None, metavar="N",
@@ -452,8 +454,10 @@ def _display_mapping(prepared: Prepared):
     dtype = prepared.pixels.dtype
     if dtype == np.uint8:
         return (lambda v: v), np.uint8
+    if dtype == np.uint16 and prepared.n_channels == 1:
+        return (lambda v: v), np.uint16  # 16-bit grayscale PNG
     if dtype == np.uint16:
-        return (lambda v: v), np.uint16
+        return (lambda v: v / 257.0), np.uint8  # PNG has no 16-bit colour here
     if dtype == np.bool_:
         return (lambda v: v * 255.0), np.uint8
     values = prepared.pixels if prepared.mask is None else prepared.pixels[prepared.mask]
@@ -515,6 +519,12 @@ def write_outputs(name, labels, posteriors, picture, report, options: Options) -
         record(write_tiff(outdir / f"{name}_proba.tif", np.moveaxis(posteriors, -1, 0), axes=axes))
     report["outputs"] = written + [f"{name}_report.json"]
     write_json(outdir / f"{name}_report.json", report)
+    # masks or posteriors of an earlier run into this folder (a larger K, or
+    # --proba then) would otherwise sit beside this run's results
+    for stale in [*outdir.glob(f"{glob.escape(name)}_Mask*"), outdir / f"{name}_proba.tif"]:
+        suffix = stale.name[len(name) + len("_Mask"):].split(".")[0]
+        if stale.name not in written and (stale.name.endswith("proba.tif") or suffix.isdigit()):
+            stale.unlink(missing_ok=True)
     return report["outputs"]
 
 
@@ -624,7 +634,10 @@ class Runner:
         self.model_source = model_source
         self.mask = mask
         self.options = Options(args.outdir, args.colors, not args.no_masks, args.proba)
-        self.requested_k = params.get("n_components", _estimator_parameters()["n_components"])
+        self.requested_k = (
+            None if args.model is not None
+            else params.get("n_components", _estimator_parameters()["n_components"])
+        )
         # progress(stage, done, total) of EM and labelling inside one image
         self.on_stage = lambda stage, done, total: None
 
@@ -705,7 +718,13 @@ class Runner:
             self.status(f"{source.name}: labelling")
             labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
             path = self.options.outdir / f"{source.name}_labels.zarr"
-            labels.to_zarr(str(path), overwrite=True)
+            # written beside the result, then swapped in: an interrupted run
+            # never leaves a half-written store in place of a complete one
+            partial = path.with_name(f".{path.name}.part")
+            shutil.rmtree(partial, ignore_errors=True)
+            labels.to_zarr(str(partial), overwrite=True)
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(partial, path)
             seconds["predict_and_write"] = time.perf_counter() - tick
             written = read_zarr(path)
             counts = _dask.bincount(written, segmenter.n_components_ + 1)
