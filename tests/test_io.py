@@ -208,6 +208,12 @@ CRAFTED = {
     "metadata not an object": (
         lambda a, m: (m.clear(), m.update(x=1)), "format tag"
     ),
+    "means beyond float32 prediction": (
+        _set("means", np.array([[1e300], [2e300]])), "beyond what float32 prediction"
+    ),
+    "beta beyond any strength": (
+        lambda a, m: m["fitted"].update(beta_=1e308), "far beyond any useful strength"
+    ),
 }
 
 

@@ -462,7 +462,31 @@ def load_model(path) -> GMMSegmenter:
     ):
         segmenter.n_components_candidates_ = np.asarray(candidates, dtype=np.int64)
         segmenter.bic_curve_ = np.asarray(curve, dtype=np.float64)
+    _check_predictable(segmenter, invalid)
     return segmenter
+
+
+def _check_predictable(segmenter, invalid):
+    """Refuse a model that is valid in float64 but cannot label in float32.
+
+    Prediction works in standardised units and float32: means 1e300 away
+    from the offset, or a beta_ beyond float32, would give NaN posteriors or
+    one label everywhere instead of an error.
+    """
+    limit = float(np.finfo(np.float32).max) / 1e6
+    if segmenter.beta_ > 1e6:
+        raise invalid(f"the fitted beta_ {segmenter.beta_!r} is far beyond any useful strength")
+    try:
+        standardized = segmenter._standardized_mixture()
+    except (ValueError, FloatingPointError) as error:
+        raise invalid(f"its covariances are not positive definite in standardised units ({error})")
+    for name in ("means", "precisions_cholesky"):
+        values = getattr(standardized, name)
+        if not np.all(np.isfinite(values)) or np.abs(values).max() > limit:
+            raise invalid(
+                f"its {name} in standardised units reach {np.abs(values).max():.3g}, beyond "
+                "what float32 prediction can represent"
+            )
 
 
 def _check_metadata(array, invalid) -> dict:
