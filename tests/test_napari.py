@@ -359,3 +359,31 @@ def test_a_dask_layer_gets_a_dask_labels_layer(qtbot, viewer_widget, posteriors)
     assert np.mean(labels.compute() == expected) > 0.999
     if posteriors:
         assert isinstance(viewer.layers["lazy GMM uncertainty"].data, da.Array)
+
+
+def test_preview_on_a_lazy_layer_is_refused_with_a_notification(qtbot, viewer_widget):
+    da = pytest.importorskip("dask.array")
+    viewer, widget = viewer_widget
+    image, _ = quadrants((64, 96), seed=4)
+    viewer.add_image(da.from_array(image, chunks=(32, 48)), name="lazy")
+    widget.image.value = viewer.layers["lazy"]
+    since = len(notification_manager.records)
+    widget.preview_now()
+    assert any("Preview is not available for a lazy" in m for m in new_errors(since))
+    assert not widget.running
+
+
+def test_a_volume_model_applies_to_a_plane(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    rng = np.random.default_rng(5)
+    volume = np.repeat([0.0, 100.0], 8)[:, None, None] + rng.normal(size=(16, 24, 24))
+    viewer.add_image(volume, name="volume")
+    viewer.add_image(volume[3], name="plane")
+    widget.image.value = viewer.layers["volume"]
+    widget.n_components.value = 2
+    widget.connectivity.value = 3
+    run(qtbot, widget)
+    since = len(notification_manager.records)
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["plane"]))
+    assert not new_errors(since)
+    assert set(np.unique(viewer.layers["plane GMM labels"].data)) <= {1, 2}

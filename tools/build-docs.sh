@@ -7,5 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# as in tools/test.sh: Debian's python3 marks its packages externally managed
+export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install --quiet --disable-pip-version-check -e ".[docs]"
 MPLBACKEND=Agg python3 -m mkdocs build --strict "$@"

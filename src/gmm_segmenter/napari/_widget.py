@@ -383,6 +383,8 @@ class GMMSegmenterWidget(Container):
             if self.model is None:
                 raise ValueError("There is no model yet; press Run or Load model… first.")
             params = {k: request.params[k] for k in ("channel_axis", "spacing")}
+            # a model fitted on a volume may carry a neighbourhood a plane lacks
+            params["connectivity"] = min(self.model.connectivity, len(layout.spatial_axes))
             request.params = params
             job = _jobs.apply(self.model, request)
         else:
@@ -402,7 +404,14 @@ class GMMSegmenterWidget(Container):
             position.append(0)
         plane = _layers.preview_plane_axes(layout, displayed)
         index = _layers.plane_index(layout, position, plane)
-        frame = np.asarray(data[index])  # one plane: small even for a lazy layer
+        if is_dask_array(data):
+            # its labels would be a lazy array, which cannot take a plane, and
+            # an in-memory one as large as the volume is what laziness avoids
+            raise ValueError(
+                "Preview is not available for a lazy (dask or zarr) layer; press Run, "
+                "or make an in-memory layer of the slices you want to try settings on."
+            )
+        frame = np.asarray(data[index])
         kept = [axis for axis in range(data.ndim) if isinstance(index[axis], slice)]
         channel_axis = None if layout.channel_axis is None else kept.index(layout.channel_axis)
         mask = None
@@ -423,9 +432,6 @@ class GMMSegmenterWidget(Container):
 
         def finish(result):
             labels_layer = self._labels_layer(layer, layout, create_shape=layout.output_shape)
-            if is_dask_array(labels_layer.data):
-                # a lazy result cannot take a plane: preview into memory
-                labels_layer.data = np.zeros(layout.output_shape, dtype=np.uint8)
             labels_layer.data[output_index] = result.labels[0]
             labels_layer.refresh()
             self.model = result.models[-1]
