@@ -39,8 +39,8 @@ MAX_TABLE_RANGE = 1 << 22
 class ImageView:
     """One image seen as pixels of ``n_channels`` values.
 
-    ``pixels`` is a channel-last view of the caller's array (never a copy,
-    never written to); ``mask`` is a boolean array of the spatial shape where
+    ``pixels`` is a channel-last view of the caller's array, never written to
+    (a float16 image is the one exception: a float32 copy); ``mask`` is a boolean array of the spatial shape where
     ``True`` marks pixels to use, or ``None`` when every pixel is used.
     """
 
@@ -183,8 +183,8 @@ def _as_image(image, channel_axis, mask, name) -> ImageView:
             "one pixel."
         )
     if pixels.dtype == np.float16:
-        # float16 has too little precision and range for the arithmetic below;
-        # chunks are converted on the fly, the caller's array is untouched.
+        # float16 has too little precision and range for the arithmetic below:
+        # one float32 copy (twice the input), the caller's array is untouched.
         pixels = pixels.astype(np.float32)
     return ImageView(pixels=pixels, mask=_as_mask(mask, pixels.shape[:-1], name))
 

@@ -1011,8 +1011,9 @@ def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state
 
     Returns
     -------
-    labels : (M[, N[, ...]]) uint8 array
-        ``1..n_components``, darkest first; 0 outside the mask.
+    labels : (M[, N[, ...]]) uint8 array (uint16 above 255 components)
+        ``1..n_components``, darkest first; 0 outside the mask and where the
+        image is not finite.
 
     Examples
     --------
