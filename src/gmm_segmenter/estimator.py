@@ -763,6 +763,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             )
         return views
 
+    @_single_threaded_blas
     def _map_spatial(self, X, mask, mixture, finish):
         """Spatial posteriors of each image, passed to ``finish``.
 
