@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import copy
 import glob
 import json
@@ -125,18 +126,6 @@ def _estimator_parameters() -> dict:
 # ------------------------------------------------------------------ parser
 
 
-def _n_components(text):
-    if text == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
-    return value
-
-
 def _positive_int(text):
     try:
         value = int(text)
@@ -145,6 +134,17 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _n_components(text):
+    if text == "auto":
+        return "auto"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'auto', got {text!r}"
+        ) from None
 
 
 def _max_samples(text):
@@ -711,7 +711,7 @@ class Runner:
         """
         from dask.diagnostics import ProgressBar
 
-        bar = ProgressBar(out=sys.stderr) if not self.args.quiet else _no_progress()
+        bar = ProgressBar(out=sys.stderr) if not self.args.quiet else contextlib.nullcontext()
         with bar:
             segmenter, model_source = self.segmenter_for(source, prepared, seconds)
             tick = time.perf_counter()
@@ -739,14 +739,6 @@ class Runner:
         write_json(self.options.outdir / f"{source.name}_report.json", report)
         return Outcome(source, outputs=report["outputs"], n_components=segmenter.n_components_,
                        segmenter=segmenter)
-
-
-class _no_progress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class Console:
