@@ -13,15 +13,18 @@ import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import linalg
 from sklearn.exceptions import ConvergenceWarning
 
+from ._covariance import COVARIANCE_TYPES, CollapsedCovariance, CovarianceType
 from ._progress import report
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-
-# Values in one temporary of the log-density computation (16 MB of float64)
-_GROUP_VALUES = 1 << 21
+__all__ = [
+    "COVARIANCE_TYPES",
+    "CollapsedCovariance",
+    "Mixture",
+    "FitResult",
+    "fit_mixture",
+]
 
 
 @dataclass(frozen=True)
@@ -42,82 +45,58 @@ class Mixture:
     def n_features(self) -> int:
         return self.means.shape[1]
 
+    @property
+    def kind(self) -> CovarianceType:
+        return COVARIANCE_TYPES[self.covariance_type]
+
     def precisions(self) -> np.ndarray:
-        chol = self.precisions_cholesky
-        if self.covariance_type == "full":
-            return np.einsum("kij,klj->kil", chol, chol)
-        if self.covariance_type == "tied":
-            return chol @ chol.T
-        return chol**2
+        return self.kind.precisions(self.precisions_cholesky)
 
     def reorder(self, order: np.ndarray) -> "Mixture":
-        if self.covariance_type == "tied":
-            return replace(self, weights=self.weights[order], means=self.means[order])
         return replace(
             self,
             weights=self.weights[order],
             means=self.means[order],
-            covariances=self.covariances[order],
-            precisions_cholesky=self.precisions_cholesky[order],
+            covariances=self.kind.reorder(self.covariances, order),
+            precisions_cholesky=self.kind.reorder(self.precisions_cholesky, order),
         )
 
     def rescaled(self, offset: np.ndarray, scale: np.ndarray) -> "Mixture":
         """The same mixture for data ``x * scale + offset``."""
-        means = self.means * scale + offset
-        if self.covariance_type == "full":
-            covariances = self.covariances * np.outer(scale, scale)
-        elif self.covariance_type == "tied":
-            covariances = self.covariances * np.outer(scale, scale)
-        elif self.covariance_type == "diag":
-            covariances = self.covariances * scale**2
-        else:
-            # a spherical covariance stays spherical only for a common scale
-            covariances = self.covariances * scale[0] ** 2
+        covariances = self.covariances * self.kind.unit_factor(scale)
         return Mixture(
             weights=self.weights,
-            means=means,
+            means=self.means * scale + offset,
             covariances=covariances,
-            precisions_cholesky=precision_cholesky(covariances, self.covariance_type),
+            precisions_cholesky=self.kind.precision_cholesky(covariances),
+            covariance_type=self.covariance_type,
+        )
+
+    def standardized(self, offset: np.ndarray, scale: np.ndarray) -> "Mixture":
+        """The same mixture for data ``(x - offset) / scale``.
+
+        Not ``rescaled`` with the inverse map: subtracting before dividing
+        stays accurate when the offset is many standard deviations from zero.
+        """
+        covariances = self.covariances / self.kind.unit_factor(scale)
+        return Mixture(
+            weights=self.weights,
+            means=(self.means - offset) / scale,
+            covariances=covariances,
+            precisions_cholesky=self.kind.precision_cholesky(covariances),
             covariance_type=self.covariance_type,
         )
 
 
-class CollapsedCovariance(ValueError):
-    """A covariance is not positive definite even after regularisation."""
-
-
 def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
     """Free parameters of a mixture, as ``GaussianMixture._n_parameters``."""
-    if covariance_type == "full":
-        cov_params = n_components * n_features * (n_features + 1) / 2.0
-    elif covariance_type == "diag":
-        cov_params = n_components * n_features
-    elif covariance_type == "tied":
-        cov_params = n_features * (n_features + 1) / 2.0
-    else:
-        cov_params = n_components
+    cov_params = COVARIANCE_TYPES[covariance_type].n_parameters(n_components, n_features)
     return int(cov_params + n_components * n_features + n_components - 1)
 
 
 def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
     """Cholesky factors of the precision matrices (scikit-learn's layout)."""
-    if covariance_type in ("full", "tied"):
-        stacked = covariances[np.newaxis] if covariance_type == "tied" else covariances
-        n_features = stacked.shape[-1]
-        out = np.empty_like(stacked)
-        for k, covariance in enumerate(stacked):
-            try:
-                cov_chol = linalg.cholesky(covariance, lower=True)
-            except linalg.LinAlgError:
-                raise CollapsedCovariance(k) from None
-            out[k] = linalg.solve_triangular(
-                cov_chol, np.eye(n_features), lower=True
-            ).T
-        return out[0] if covariance_type == "tied" else out
-    bad = ~(np.isfinite(covariances) & (covariances > 0.0))
-    if bad.any():
-        raise CollapsedCovariance(int(np.argwhere(bad)[0][0]))
-    return 1.0 / np.sqrt(covariances)
+    return COVARIANCE_TYPES[covariance_type].precision_cholesky(covariances)
 
 
 def estimate_parameters(X, weighted_resp, reg_covar, covariance_type):
@@ -127,24 +106,9 @@ def estimate_parameters(X, weighted_resp, reg_covar, covariance_type):
     """
     nk = weighted_resp.sum(axis=0) + 10 * np.finfo(weighted_resp.dtype).eps
     means = weighted_resp.T @ X / nk[:, np.newaxis]
-    n_features = X.shape[1]
-    if covariance_type == "full":
-        covariances = np.empty((len(nk), n_features, n_features))
-        for k in range(len(nk)):
-            diff = X - means[k]
-            covariances[k] = (weighted_resp[:, k] * diff.T) @ diff / nk[k]
-            covariances[k].flat[:: n_features + 1] += reg_covar
-    elif covariance_type == "tied":
-        total_weight = weighted_resp.sum(axis=1)
-        avg_X2 = (X.T * total_weight) @ X
-        avg_means2 = (nk * means.T) @ means
-        covariances = (avg_X2 - avg_means2) / nk.sum()
-        covariances.flat[:: n_features + 1] += reg_covar
-    else:
-        avg_X2 = weighted_resp.T @ (X * X) / nk[:, np.newaxis]
-        covariances = avg_X2 - means**2 + reg_covar
-        if covariance_type == "spherical":
-            covariances = covariances.mean(axis=1)
+    covariances = COVARIANCE_TYPES[covariance_type].estimate(
+        X, weighted_resp, nk, means, reg_covar
+    )
     return nk, means, covariances
 
 
@@ -161,41 +125,9 @@ def log_gaussian_prob(X, means, precisions_cholesky, covariance_type):
     chol = precisions_cholesky.astype(dtype, copy=False)
     means = means.astype(dtype, copy=False)
     columns = X.T  # (d, n) view: products below come out component-major
-    if covariance_type in ("full", "tied"):
-        factors = chol if covariance_type == "full" else chol[np.newaxis]
-        log_det = np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
-        factors = np.broadcast_to(factors, (n_components, n_features, n_features))
-        # y_k = L_k^T (x - mu_k) for a group of components in one product:
-        # one (group * d, n) array, squared in place, summed over d
-        shifts = np.einsum("kd,kde->ke", means, factors)
-        group = max(1, _GROUP_VALUES // max(1, n_features * X.shape[0]))
-        log_prob = np.empty((n_components, X.shape[0]), dtype=dtype)
-        for first in range(0, n_components, group):
-            ks = slice(first, min(first + group, n_components))
-            size = ks.stop - ks.start
-            y = factors[ks].transpose(0, 2, 1).reshape(size * n_features, n_features) @ columns
-            y -= shifts[ks].reshape(-1, 1)
-            y *= y
-            np.sum(y.reshape(size, n_features, -1), axis=1, out=log_prob[ks])
-        if covariance_type == "tied":
-            log_det = log_det[0]
-    elif covariance_type == "diag":
-        log_det = np.sum(np.log(chol), axis=1)
-        precisions = chol**2
-        log_prob = (
-            np.sum(means**2 * precisions, axis=1)[:, np.newaxis]
-            - 2.0 * ((means * precisions) @ columns)
-            + precisions @ (columns**2)
-        )
-    else:
-        log_det = n_features * np.log(chol)
-        precisions = chol**2
-        squared_norms = np.sum(columns**2, axis=0)
-        log_prob = (
-            (np.sum(means**2, axis=1) * precisions)[:, np.newaxis]
-            - 2 * ((means * precisions[:, np.newaxis]) @ columns)
-            + precisions[:, np.newaxis] * squared_norms
-        )
+    log_prob, log_det = COVARIANCE_TYPES[covariance_type].log_prob(
+        columns, means, chol, n_components
+    )
     log_prob = -0.5 * (n_features * np.log(2 * np.pi) + log_prob) + np.reshape(log_det, (-1, 1))
     return log_prob.astype(dtype, copy=False).T
 
@@ -217,11 +149,21 @@ def most_probable(X, mixture: Mixture, dtype=np.intp):
     return labels
 
 
-def log_normalize(log_prob):
-    """Per-sample ``log Σ_k exp(log_prob)`` and the log-responsibilities."""
+def log_sum_exp(log_prob):
+    """Per-row ``log Σ_k exp(log_prob)``; rows whose entries are all -inf give -inf.
+
+    Not ``scipy.special.logsumexp``: since SciPy 1.15 it rounds the last bits
+    differently (it separates out the largest term), so every fitted model
+    would depend on the SciPy version; this one gives the same bits on all.
+    """
     peak = np.max(log_prob, axis=1)
     peak[~np.isfinite(peak)] = 0.0
-    log_prob_norm = np.log(np.sum(np.exp(log_prob - peak[:, np.newaxis]), axis=1)) + peak
+    return np.log(np.sum(np.exp(log_prob - peak[:, np.newaxis]), axis=1)) + peak
+
+
+def log_normalize(log_prob):
+    """Per-sample ``log Σ_k exp(log_prob)`` and the log-responsibilities."""
+    log_prob_norm = log_sum_exp(log_prob)
     return log_prob_norm, log_prob - log_prob_norm[:, np.newaxis]
 
 
@@ -523,7 +465,7 @@ def fit_mixture(
             best = result
         if init_params in ("quantile", "otsu"):
             break  # deterministic: further initialisations would repeat it
-    if not best.converged and max_iter > 0:
+    if not best.converged:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (last change of "
             "the mean log-likelihood above tol). Increase max_iter, raise tol, or "

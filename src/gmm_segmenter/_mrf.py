@@ -497,9 +497,7 @@ def estimate_beta(posteriors: np.ndarray, fields: np.ndarray, log_weights: np.nd
 
     def negative_pseudo_likelihood(beta):
         logits = log_weights + beta * fields
-        peak = logits.max(axis=1, keepdims=True)
-        log_norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
-        return -float(np.sum(posteriors * logits) - np.sum(log_norm))
+        return -float(np.sum(posteriors * logits) - np.sum(_mixture.log_sum_exp(logits)))
 
     result = minimize_scalar(
         negative_pseudo_likelihood, bounds=(0.0, BETA_MAX), method="bounded",
