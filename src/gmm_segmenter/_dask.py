@@ -29,6 +29,7 @@ import sys
 import numpy as np
 
 from . import _image
+from ._image import is_dask_array
 
 #: Pixels of the crop on which HMRF-EM (the spatial prior's fit) runs.
 SPATIAL_FIT_PIXELS = 1 << 22
@@ -55,12 +56,6 @@ _PREDICTION_ATTRIBUTES = (
     "beta_",
     "n_features_in_",
 )
-
-
-def is_dask_array(x) -> bool:
-    """Whether ``x`` is a dask array (without importing dask)."""
-    module = sys.modules.get("dask.array")
-    return module is not None and isinstance(x, module.Array)
 
 
 def _is_zarr_array(x) -> bool:

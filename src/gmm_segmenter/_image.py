@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -73,6 +74,12 @@ class ImageView:
         return self.mask is not None or not self.is_integer
 
 
+def is_dask_array(x) -> bool:
+    """Whether ``x`` is a dask array (without importing dask)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(x, module.Array)
+
+
 def is_batch(X) -> bool:
     """A list or tuple of images is a batch; anything else is one image."""
     return isinstance(X, (list, tuple))
@@ -135,7 +142,7 @@ def _as_image(image, channel_axis, mask, name) -> ImageView:
         )
     image, mask = _dask.lazy_inputs(image, mask)
     # a dask array stays lazy: everything below only reads its shape and dtype
-    array = image if _dask.is_dask_array(image) else np.asarray(image)
+    array = image if is_dask_array(image) else np.asarray(image)
     if array.dtype.kind == "c":
         # scikit-learn's convention for complex input is a ValueError
         raise ValueError(
@@ -192,7 +199,7 @@ def _as_image(image, channel_axis, mask, name) -> ImageView:
 def _as_mask(mask, spatial_shape, name) -> np.ndarray | None:
     if mask is None:
         return None
-    if not _dask.is_dask_array(mask):
+    if not is_dask_array(mask):
         mask = np.asarray(mask)
     if mask.shape != spatial_shape:
         raise ValueError(
