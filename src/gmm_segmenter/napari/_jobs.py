@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._dask import is_dask_array
+from .._image import is_dask_array
+from .._model import label_dtype
 from ..estimator import GMMSegmenter
 
 
@@ -83,17 +84,18 @@ def segment(request: Request):
             model = GMMSegmenter(**request.params).fit(frame, mask=_mask(request, index))
             models.append(model)
             step += 1
-        where = f" frame {index + 1} of {n_frames}" if n_frames > 1 else ""
-        yield from _label(models[-1], frame, _mask(request, index), request.posteriors,
-                          labels, posteriors, where, step, total)
+        yield from _label(models[-1], request, index, labels, posteriors, step, total)
         step += steps_per_frame
     yield Progress(total, total, "Done")
     return Result(labels, posteriors, models)
 
 
-def _label(model, frame, mask, want_posteriors, labels, posteriors, where, step, total):
-    """Append the frame's labels (and posteriors) to the lists, yielding progress."""
-    if not want_posteriors:
+def _label(model, request, index, labels, posteriors, step, total):
+    """Append frame ``index``'s labels (and posteriors) to the lists, yielding progress."""
+    frame, mask = request.frames[index], _mask(request, index)
+    n_frames = len(request.frames)
+    where = f" frame {index + 1} of {n_frames}" if n_frames > 1 else ""
+    if not request.posteriors:
         yield Progress(step, total, f"Labelling{where}…")
         labels.append(model.predict(frame, mask=mask))
         return
@@ -102,7 +104,7 @@ def _label(model, frame, mask, want_posteriors, labels, posteriors, where, step,
     maps = model.predict_proba(frame, mask=mask)
     yield Progress(step + 1, total, f"Labelling{where}…")
     if is_dask_array(maps):  # stays lazy: napari computes what it displays
-        dtype = np.uint8 if maps.shape[-1] < 256 else np.uint16
+        dtype = label_dtype(maps.shape[-1])
         labels.append(maps.map_blocks(labels_of, drop_axis=maps.ndim - 1, dtype=dtype))
     else:
         labels.append(labels_of(maps))
@@ -111,8 +113,7 @@ def _label(model, frame, mask, want_posteriors, labels, posteriors, where, step,
 
 def labels_of(maps):
     """Labels 1..K from posterior maps (components last); 0 where all are 0."""
-    dtype = np.uint8 if maps.shape[-1] < 256 else np.uint16
-    frame_labels = np.argmax(maps, axis=-1).astype(dtype)
+    frame_labels = np.argmax(maps, axis=-1).astype(label_dtype(maps.shape[-1]))
     frame_labels += 1
     frame_labels[~maps.any(axis=-1)] = 0
     return frame_labels
@@ -128,10 +129,8 @@ def apply(model, request: Request):
     total = n_frames * steps_per_frame
     step = 0
     labels, posteriors = [], [] if request.posteriors else None
-    for index, frame in enumerate(request.frames):
-        where = f" frame {index + 1} of {n_frames}" if n_frames > 1 else ""
-        yield from _label(model, frame, _mask(request, index), request.posteriors,
-                          labels, posteriors, where, step, total)
+    for index in range(n_frames):
+        yield from _label(model, request, index, labels, posteriors, step, total)
         step += steps_per_frame
     yield Progress(total, total, "Done")
     return Result(labels, posteriors, [model])

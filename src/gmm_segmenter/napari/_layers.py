@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._covariance import COVARIANCE_TYPES
+
 #: How a leading axis is treated.
 SPACE, SHARED_MODEL, PER_FRAME = "space", "shared", "per-frame"
 
@@ -98,11 +100,11 @@ def make_layout(shape, *, rgb: bool, channel_axis: int | None, leading_axis: str
     return layout
 
 
-def spacing_from_scale(scale, layout: Layout) -> tuple:
-    """Voxel sizes of the spatial axes, read from the layer's ``scale``."""
+def spacing_from_scale(scale, layout: Layout, axes=None) -> tuple:
+    """Voxel sizes of data ``axes`` (default: the spatial ones) from the layer's ``scale``."""
     scale = np.asarray(scale, dtype=float)
-    values = tuple(abs(float(scale[layout.layer_axis(axis)])) for axis in layout.spatial_axes)
-    return values
+    axes = layout.spatial_axes if axes is None else axes
+    return tuple(abs(float(scale[layout.layer_axis(axis)])) for axis in axes)
 
 
 def mask_array(mask, layout: Layout) -> list | None:
@@ -173,6 +175,23 @@ def output_transform(layer, layout: Layout) -> dict:
     }
 
 
+def prepend_axis(transform: dict) -> dict:
+    """``transform`` with a unit axis in front, for a components axis."""
+    from napari.utils.transforms import Affine
+
+    scale = np.concatenate([[1.0], transform["scale"]])
+    translate = np.concatenate([[0.0], transform["translate"]])
+    n = len(scale)
+    rotate = np.eye(n)
+    rotate[1:, 1:] = transform["rotate"]
+    affine = np.eye(n + 1)
+    affine[1:, 1:] = transform["affine"]
+    shear = np.eye(n)
+    shear[1:, 1:] = Affine(shear=transform["shear"], ndim=n - 1).linear_matrix
+    return {"scale": scale, "translate": translate, "rotate": rotate, "shear": shear,
+            "affine": affine}
+
+
 def entropy(posteriors: np.ndarray) -> np.ndarray:
     """Normalised entropy of the posteriors (last axis): 0 sure, 1 undecided.
 
@@ -195,12 +214,8 @@ def component_densities(model, x: np.ndarray) -> np.ndarray:
         raise ValueError("component densities are drawn for single-channel models only")
     covariances = np.asarray(model.covariances_, dtype=float)
     n_components = model.n_components_
-    variances = {
-        "full": lambda: covariances.reshape(n_components),
-        "tied": lambda: np.full(n_components, covariances.ravel()[0]),
-        "diag": lambda: covariances.reshape(n_components),
-        "spherical": lambda: covariances.reshape(n_components),
-    }[model.covariance_type]()
+    kind = COVARIANCE_TYPES[model.covariance_type]
+    variances = kind.variances(covariances, n_components).reshape(n_components)
     means = np.asarray(model.means_, dtype=float).reshape(n_components)
     x = np.asarray(x, dtype=float)[np.newaxis]
     sd = np.sqrt(variances)[:, np.newaxis]

@@ -23,19 +23,17 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import io
-from .._dask import is_dask_array
+from .._covariance import COVARIANCE_TYPES
+from .._image import is_dask_array
 from .._progress import Cancelled, progress
-from . import _jobs, _layers
+from . import _jobs, _layers, _output
 from ._plot import MixturePlot
 
 if TYPE_CHECKING:
     import napari
 
 _COVARIANCE_TYPES = [
-    ("full: any ellipsoid per component", "full"),
-    ("diag: axis-aligned per component", "diag"),
-    ("spherical: one variance per component", "spherical"),
-    ("tied: one covariance shared", "tied"),
+    (f"{name}: {kind.description}", name) for name, kind in COVARIANCE_TYPES.items()
 ]
 _NEIGHBOURHOODS = [
     ("faces (4 in 2-D, 6 in 3-D)", 1),
@@ -122,7 +120,10 @@ class GMMSegmenterWidget(Container):
         self.max_components.visible = False
         self.plot = MixturePlot()
         self.native.layout().addWidget(self.plot)
+        self._connect_signals()
+        self.reset_choices()
 
+    def _connect_signals(self):
         self.image.changed.connect(self.channel_axis.reset_choices)
         self.auto_components.changed.connect(self._toggle_auto)
         self.run_button.changed.connect(self.run)
@@ -135,9 +136,8 @@ class GMMSegmenterWidget(Container):
             self.n_components, self.max_components, self.covariance_type, self.beta,
             self.connectivity, self.seed, self.mask, self.preview,
         ):
-            setting.changed.connect(self._setting_changed)
-        self._viewer.dims.events.current_step.connect(self._step_changed)
-        self.reset_choices()
+            setting.changed.connect(self._preview_if_on)
+        self._viewer.dims.events.current_step.connect(self._preview_if_on)
 
     # ----------------------------------------------------------- choices
 
@@ -148,7 +148,8 @@ class GMMSegmenterWidget(Container):
         return [
             (layer.name, layer)
             for layer in self._viewer.layers
-            if isinstance(layer, (Labels, Shapes)) and not layer.name.endswith(" GMM labels")
+            if isinstance(layer, (Labels, Shapes))
+            and not layer.name.endswith(_output.LABELS_SUFFIX)
         ]
 
     def _channel_choices(self, widget=None):
@@ -199,10 +200,7 @@ class GMMSegmenterWidget(Container):
             show_error("GMM Segmenter: there is no model to save yet; press Run first.")
             return None
         if path is None:
-            path = show_file_dialog(
-                mode="w", caption="Save GMM model", filter="GMM model (*.npz)",
-                parent=self.native,
-            )
+            path = self._ask_model_path("w", "Save GMM model")
             if not path:
                 return None
         try:
@@ -216,10 +214,7 @@ class GMMSegmenterWidget(Container):
     def load_model(self, path=None):
         """Read a model file written by Save model… (or ``gmm-segment --save-model``)."""
         if path is None:
-            path = show_file_dialog(
-                mode="r", caption="Load GMM model", filter="GMM model (*.npz)",
-                parent=self.native,
-            )
+            path = self._ask_model_path("r", "Load GMM model")
             if not path:
                 return None
         try:
@@ -235,11 +230,12 @@ class GMMSegmenterWidget(Container):
         self.plot.show_model(model)
         return model
 
-    def _setting_changed(self, *args):
-        if self.preview.value:
-            self.preview_now()
+    def _ask_model_path(self, mode, caption):
+        return show_file_dialog(
+            mode=mode, caption=caption, filter="GMM model (*.npz)", parent=self.native
+        )
 
-    def _step_changed(self, *args):
+    def _preview_if_on(self, *args):
         if self.preview.value:
             self.preview_now()
 
@@ -324,16 +320,12 @@ class GMMSegmenterWidget(Container):
             "n_components": "auto" if auto else self.n_components.value,
             "n_components_range": (1, self.max_components.value),
             "covariance_type": self.covariance_type.value,
-            "channel_axis": self._estimator_channel_axis(layout),
+            "channel_axis": layout.frame_channel_axis,
             "beta": self.beta.value,
             "connectivity": min(self.connectivity.value, n_spatial),
             "spacing": _layers.spacing_from_scale(layer.scale, layout),
             "random_state": self.seed.value,
         }
-
-    @staticmethod
-    def _estimator_channel_axis(layout):
-        return layout.frame_channel_axis
 
     def _masks(self, layout):
         layer = self.mask.value
@@ -423,15 +415,13 @@ class GMMSegmenterWidget(Container):
                 raise ValueError("The mask is empty on the displayed slice; move to a slice inside it.")
         params = self._params(layout, layer, n_spatial=2)
         params["channel_axis"] = channel_axis
-        params["spacing"] = tuple(
-            abs(float(layer.scale[layout.layer_axis(axis)])) for axis in plane
-        )
+        params["spacing"] = _layers.spacing_from_scale(layer.scale, layout, plane)
         request = _jobs.Request(frames=[frame], params=params,
                                 masks=None if mask is None else [mask])
         output_index = tuple(index[axis] for axis in layout.output_axes)
 
         def finish(result):
-            labels_layer = self._labels_layer(layer, layout, create_shape=layout.output_shape)
+            labels_layer = _output.labels_layer(self._viewer, layer, layout)
             labels_layer.data[output_index] = result.labels[0]
             labels_layer.refresh()
             self.model = result.models[-1]
@@ -442,37 +432,9 @@ class GMMSegmenterWidget(Container):
 
     # ------------------------------------------------------------- output
 
-    def _labels_layer(self, layer, layout, create_shape=None, data=None):
-        """The ``<image> GMM labels`` layer, created or (re)placed with the input's transform."""
-        name = f"{layer.name} GMM labels"
-        transform = _layers.output_transform(layer, layout)
-        existing = self._viewer.layers[name] if name in self._viewer.layers else None
-        if isinstance(existing, Labels):
-            if data is not None:
-                existing.data = data
-            elif existing.data.shape != tuple(create_shape):
-                existing.data = np.zeros(create_shape, dtype=np.uint8)
-            for key, value in transform.items():
-                setattr(existing, key, value)
-            return existing
-        if data is None:
-            data = np.zeros(create_shape, dtype=np.uint8)
-        return self._viewer.add_labels(data, name=name, **transform)
-
-    def _replace_image(self, name, data, transform, **kwargs):
-        if name in self._viewer.layers and isinstance(self._viewer.layers[name], Image):
-            existing = self._viewer.layers[name]
-            existing.data = data
-            for key, value in transform.items():
-                setattr(existing, key, value)
-            for key, value in kwargs.items():
-                setattr(existing, key, value)
-            return existing
-        return self._viewer.add_image(data, name=name, **transform, **kwargs)
-
     def _show_result(self, layer, layout, result, data, masks):
         labels = _jobs.stack(result.labels, layout.time_axis)
-        labels_layer = self._labels_layer(layer, layout, data=labels)
+        labels_layer = _output.labels_layer(self._viewer, layer, layout, data=labels)
         model = result.models[-1]
         applied = self._job_kind == "apply"
         if len(result.models) > 1:
@@ -484,45 +446,13 @@ class GMMSegmenterWidget(Container):
             self.model = model
         n_components = int(max(m.n_components_ for m in result.models))
         transform = _layers.output_transform(layer, layout)
-        prefix = f"{layer.name} GMM component "
-        stale = [
-            existing.name for existing in self._viewer.layers
-            if existing.name.startswith(prefix)
-            and existing.name[len(prefix):].isdigit()
-            and (not self.per_component.value
-                 or int(existing.name[len(prefix):]) > n_components)
-        ]
-        for name in stale:
-            self._viewer.layers.remove(name)
-        if self.per_component.value:
-            for k in range(1, n_components + 1):
-                component = np.where(labels == k, labels, 0).astype(labels.dtype)
-                name = f"{prefix}{k}"
-                if name in self._viewer.layers:
-                    self._viewer.layers[name].data = component
-                    for key, value in transform.items():
-                        setattr(self._viewer.layers[name], key, value)
-                else:
-                    self._viewer.add_labels(component, name=name, visible=False, **transform)
+        _output.show_components(
+            self._viewer, layer.name, labels, transform, n_components,
+            one_per_component=self.per_component.value,
+        )
         if result.posteriors is not None:
             posteriors = _jobs.stack(result.posteriors, layout.time_axis)
-            if is_dask_array(posteriors):
-                uncertainty = posteriors.map_blocks(
-                    _layers.entropy, drop_axis=posteriors.ndim - 1, dtype=np.float32
-                )
-            else:
-                uncertainty = _layers.entropy(posteriors)
-            maps = np.moveaxis(posteriors, -1, 0)
-            # the component axis comes first in the layer, a slider of its own
-            component_transform = _prepend_axis(transform)
-            self._replace_image(
-                f"{layer.name} GMM posteriors", maps, component_transform,
-                contrast_limits=(0.0, 1.0), colormap="magma", visible=False,
-            )
-            self._replace_image(
-                f"{layer.name} GMM uncertainty", uncertainty, transform,
-                contrast_limits=(0.0, 1.0), colormap="inferno", visible=False,
-            )
+            _output.show_posteriors(self._viewer, layer.name, posteriors, transform)
         frame_data = layout.frames(data)[0]
         frame_mask = None if masks is None else masks[0]
         self._plot(layer, frame_data, model, labels_layer, layout, frame_mask)
@@ -570,19 +500,3 @@ def _data_of(layer):
 def _name(layer):
     return f"Layer {layer.name!r} ({type(layer).__name__})"
 
-
-def _prepend_axis(transform):
-    """The transform with a unit axis in front, for the components axis."""
-    scale = np.concatenate([[1.0], transform["scale"]])
-    translate = np.concatenate([[0.0], transform["translate"]])
-    n = len(scale)
-    rotate = np.eye(n)
-    rotate[1:, 1:] = transform["rotate"]
-    affine = np.eye(n + 1)
-    affine[1:, 1:] = transform["affine"]
-    from napari.utils.transforms import Affine
-
-    shear = np.eye(n)
-    shear[1:, 1:] = Affine(shear=transform["shear"], ndim=n - 1).linear_matrix
-    return {"scale": scale, "translate": translate, "rotate": rotate, "shear": shear,
-            "affine": affine}
