@@ -110,7 +110,7 @@ def test_beta_zero_is_the_pixelwise_model_exactly(noisy_blobs):
         np.testing.assert_array_equal(getattr(segmenter, name), getattr(pixel, name))
     offset, scale = segmenter.intensity_offset_, segmenter.intensity_scale_
     # predictions: the pixel-wise posterior, argmax + 1
-    mixture = segmenter._standardized_mixture()
+    mixture = segmenter.model_.standardized
     standard = ((image.reshape(-1, 1) - offset) / scale).astype(np.float32)
     expected = softmax(_mixture.weighted_log_prob(standard, mixture), axis=1)
     proba = segmenter.predict_proba(image)
@@ -140,7 +140,7 @@ def test_posteriors_sum_to_one_and_include_the_prior(noisy_blobs):
     np.testing.assert_array_equal(np.argmax(proba, axis=-1) + 1, segmenter.predict(image))
     np.testing.assert_array_equal(segmenter.transform(image), proba)
     # the same parameters without the prior give different (noisier) posteriors
-    mixture = segmenter._standardized_mixture()
+    mixture = segmenter.model_.standardized
     standard = (image.reshape(-1, 1) - segmenter.intensity_offset_) / segmenter.intensity_scale_
     pixelwise = softmax(_mixture.weighted_log_prob(standard, mixture), axis=1)
     assert np.abs(proba.reshape(-1, 3) - pixelwise).max() > 0.5

@@ -63,7 +63,7 @@ class CovarianceType:
         raise NotImplementedError
 
     def variances(self, covariances, n_components) -> np.ndarray:
-        """The per-channel variances of each component, ``(K, d)``."""
+        """The per-channel variances of each component, broadcastable to ``(K, d)``."""
         raise NotImplementedError
 
     def log_prob(self, columns, means, chol, n_components) -> tuple:

@@ -17,19 +17,19 @@ so dask stays an optional dependency.
   trimmed; labels differ from the in-memory result only at a few pixels near
   block seams (see ``docs/scale.md`` for the measured tolerance).
 
-The function sent to the workers holds a copy of the estimator stripped to
-its fitted parameters (a few kilobytes), never the training data.
+The function sent to the workers holds the :class:`~._model.FittedModel`
+(a few kilobytes) and calls the same kernel as in-memory prediction
+(:func:`._kernel.predict_image`), never the estimator or its training data.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
-from . import _image
-from ._image import is_dask_array
+from . import _image, _kernel
+from ._image import ImageView, is_dask_array
 
 #: Pixels of the crop on which HMRF-EM (the spatial prior's fit) runs.
 SPATIAL_FIT_PIXELS = 1 << 22
@@ -43,23 +43,32 @@ SPATIAL_FIT_PIXELS = 1 << 22
 #: = 1.4x the work on 128**3 chunks.
 HALO = 8
 
-# Fitted attributes a prediction needs; nothing else is shipped to workers.
-_PREDICTION_ATTRIBUTES = (
-    "n_components_",
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_cholesky_",
-    "precisions_",
-    "intensity_offset_",
-    "intensity_scale_",
-    "beta_",
-    "n_features_in_",
-)
-
-
 def _is_zarr_array(x) -> bool:
     return type(x).__module__.startswith("zarr") and hasattr(x, "chunks") and hasattr(x, "shape")
+
+
+class ChunkedImages(_image.Images):
+    """Images of which at least one is a dask array: summarised from their
+    chunks and predicted lazily (NumPy images of the same batch at once)."""
+
+    def histogram(self):
+        return integer_histogram(self.views)
+
+    def sample(self, n_samples, random_state):
+        return sample_pixels(self.views, n_samples, random_state)
+
+    def spatial_fit_views(self):
+        return spatial_fit_views(self.views)
+
+    def predict(self, model, output):
+        return self.unbatch(
+            [
+                _lazy_prediction(view, model, output)
+                if is_dask_array(view.pixels)
+                else _kernel.predict_image(view, model, output)
+                for view in self.views
+            ]
+        )
 
 
 def lazy_inputs(image, mask):
@@ -76,10 +85,6 @@ def lazy_inputs(image, mask):
     if is_dask_array(mask) and not is_dask_array(image):
         mask = mask.compute()
     return image, mask
-
-
-def has_dask(views) -> bool:
-    return any(is_dask_array(view.pixels) for view in views)
 
 
 def _dask_array():
@@ -145,10 +150,7 @@ def _block_table(block, mask_block, small):
 def _merge_tables(*tables):
     if tables[0][0] is None:  # dense bincounts
         return None, sum(counts for _, counts in tables)
-    values = np.concatenate([v for v, _ in tables])
-    counts = np.concatenate([c for _, c in tables])
-    distinct, inverse = np.unique(values, return_inverse=True)
-    return distinct, np.bincount(inverse.reshape(-1), weights=counts).astype(np.int64)
+    return _image.merge_histograms(tables)
 
 
 def _view_blocks(view):
@@ -177,7 +179,7 @@ def integer_histogram(views):
         if not is_dask_array(view.pixels):
             tables.append(dask.delayed(_image.integer_histogram)([view]))
             continue
-        small = _image._SMALL_INTEGER_KINDS.get(view.dtype)
+        small = _image.SMALL_INTEGER_KINDS.get(view.dtype)
         pixel_blocks, mask_blocks, _ = _view_blocks(view)
         parts = [
             dask.delayed(_block_table, pure=True)(block, mask_block, small)
@@ -190,32 +192,29 @@ def integer_histogram(views):
 
 def _table_values(table, small, dtype):
     values, counts = table
-    if values is None:
-        present = np.flatnonzero(counts)
-        return present.astype(small).view(dtype).astype(np.int64), counts[present]
-    return values, counts
+    return _image.dense_table(counts, small, dtype) if values is None else (values, counts)
+
+
+def _block_view(block, mask_block) -> ImageView:
+    """One block (channels last) and its mask block (a trailing axis of one) as a view."""
+    return ImageView(pixels=block, mask=None if mask_block is None else mask_block[..., 0])
+
+
+def _block_valid(block, mask_block):
+    view = _block_view(block, mask_block)
+    return view, _image.chunk_valid(view, Ellipsis, block.reshape(-1, block.shape[-1]))
 
 
 def _valid_count(block, mask_block):
-    values = block.reshape(-1, block.shape[-1])
-    valid = _block_valid(values, mask_block)
-    return len(values) if valid is None else int(np.count_nonzero(valid))
-
-
-def _block_valid(values, mask_block):
-    valid = None if mask_block is None else mask_block.reshape(-1)
-    if values.dtype.kind not in "biu":
-        finite = np.isfinite(values).all(axis=1)
-        valid = finite if valid is None else valid & finite
-    return valid
+    view, valid = _block_valid(block, mask_block)
+    return view.n_pixels if valid is None else int(np.count_nonzero(valid))
 
 
 def _block_draw(block, mask_block, positions):
-    values = block.reshape(-1, block.shape[-1])
-    valid = _block_valid(values, mask_block)
+    _, valid = _block_valid(block, mask_block)
     if valid is not None:
         positions = np.flatnonzero(valid)[positions]
-    return values[positions].astype(np.float64)
+    return block.reshape(-1, block.shape[-1])[positions].astype(np.float64)
 
 
 def sample_pixels(views, n_samples, random_state):
@@ -239,15 +238,13 @@ def sample_pixels(views, n_samples, random_state):
     n_valid = int(counts.sum())
     if n_valid == 0:
         return np.empty((0, n_channels)), 0
-    m = min(n_samples, n_valid)
-    ranks = np.sort(random_state.choice(n_valid, size=m, replace=False))
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    draws = []
-    for i, (block, mask_block, _, _) in enumerate(blocks):
-        lo, hi = np.searchsorted(ranks, offsets[i : i + 2])
-        if hi > lo:
-            positions = ranks[lo:hi] - offsets[i]
-            draws.append(dask.delayed(_block_draw, pure=True)(block, mask_block, positions))
+    draws = [
+        dask.delayed(_block_draw, pure=True)(block, mask_block, positions)
+        for (block, mask_block, _, _), positions in zip(
+            blocks, _image.draw_ranks(counts, n_samples, random_state)
+        )
+        if len(positions)
+    ]
     values = np.concatenate(dask.compute(*draws)) if draws else np.empty((0, n_channels))
     return values, n_valid
 
@@ -265,7 +262,7 @@ def spatial_fit_views(views):
         if mask is not None:
             mask = mask[key]
             mask = np.asarray(mask.compute() if is_dask_array(mask) else mask)
-        out.append(_image.ImageView(pixels=pixels, mask=mask))
+        out.append(ImageView(pixels=pixels, mask=mask))
     return out
 
 
@@ -282,89 +279,22 @@ def centre_crop(shape, max_pixels):
 # prediction
 
 
-def prediction_copy(estimator):
-    """A copy of ``estimator`` holding only what prediction needs, channels last."""
-    params = estimator.get_params(deep=False)
-    params["channel_axis"] = -1
-    params["random_state"] = None
-    copy = type(estimator)(**params)
-    for name in _PREDICTION_ATTRIBUTES:
-        setattr(copy, name, getattr(estimator, name))
-    return copy
+class BlockKernel:
+    """:func:`._kernel.predict_image` on one channel-last block (picklable).
 
+    With a halo (``depth`` pixels per spatial axis, from ``map_overlap``)
+    the block's result is trimmed back to the block.
+    """
 
-class PixelMap:
-    """Apply a pixel-wise function to one channel-last block (picklable)."""
-
-    def __init__(self, estimator, function, tail, dtype, fill, compute_dtype):
-        self.estimator = prediction_copy(estimator)
-        self.function = function
-        self.tail = tail
-        self.dtype = dtype
-        self.fill = fill
-        self.compute_dtype = compute_dtype
-
-    def __call__(self, block, mask_block=None):
-        if mask_block is not None and mask_block.ndim == block.ndim:
-            mask_block = mask_block[..., 0]
-        view = _image.ImageView(pixels=block, mask=mask_block)
-        return self.estimator._map_image(
-            view, self.function, self.tail, self.dtype, self.fill, self.compute_dtype
-        )
-
-
-def map_pixels(estimator, views, function, tail, dtype, fill, compute_dtype):
-    """Lazy pixel-wise maps of dask images (NumPy images are mapped at once)."""
-    mapper = PixelMap(estimator, function, tail, dtype, fill, compute_dtype)
-    outputs = []
-    for view in views:
-        if not is_dask_array(view.pixels):
-            outputs.append(mapper(view.pixels, view.mask))
-            continue
-        da = _dask_array()
-        pixels = _pixels(view)
-        mask = _mask(view, pixels)
-        spatial = pixels.ndim - 1
-        chunks = pixels.chunks[:-1] + tuple((n,) for n in tail)
-        arrays = [pixels] if mask is None else [pixels, mask]
-        outputs.append(_map_blocks(mapper, arrays, chunks, spatial, tail, dtype))
-    return outputs
-
-
-def _map_blocks(mapper, arrays, chunks, spatial, tail, dtype):
-    da = _dask_array()
-    pixels = arrays[0]
-    kwargs = {}
-    if not tail:
-        kwargs["drop_axis"] = spatial
-    elif len(tail) > 1:
-        kwargs["new_axis"] = list(range(spatial + 1, spatial + len(tail)))
-    return da.map_blocks(
-        mapper,
-        pixels,
-        *arrays[1:],
-        chunks=chunks,
-        dtype=dtype,
-        meta=np.empty((0,) * (spatial + len(tail)), dtype=dtype),
-        name=f"gmm-{'labels' if not tail else 'map'}",
-        **kwargs,
-    )
-
-
-class SpatialMap:
-    """Spatial posteriors of one block extended by a halo, trimmed (picklable)."""
-
-    def __init__(self, estimator, mixture, finish, depth):
-        self.estimator = prediction_copy(estimator)
-        self.mixture = mixture
-        self.finish = finish
+    def __init__(self, model, output, depth=()):
+        self.model = model
+        self.output = output
         self.depth = depth
 
-    def run(self, block, mask_block=None):
-        return self.estimator._map_spatial(block, mask_block, self.mixture, self.finish)
-
     def __call__(self, block, mask_block=None, block_info=None):
-        out = self.run(block, None if mask_block is None else mask_block[..., 0])
+        out = _kernel.predict_image(_block_view(block, mask_block), self.model, self.output)
+        if not self.depth:
+            return out
         info = block_info[None]
         key = []
         for axis, (location, n_chunks) in enumerate(
@@ -379,49 +309,30 @@ class SpatialMap:
         return out[tuple(key)]
 
 
-def map_spatial(estimator, views, mixture, finish):
-    """Lazy spatial maps of dask images via ``map_overlap`` with a halo."""
+def _lazy_prediction(view, model, output):
+    """The lazy output of one dask image: per block, or per block with a halo."""
     da = _dask_array()
-    outputs = []
-    for view in views:
-        if not is_dask_array(view.pixels):
-            mapper = SpatialMap(estimator, mixture, finish, ())
-            outputs.append(mapper.run(view.pixels, view.mask))
-            continue
-        pixels = _pixels(view)
-        mask = _mask(view, pixels)
-        spatial = pixels.ndim - 1
-        # the halo cannot exceed a neighbouring chunk
-        depth = tuple(min(HALO, min(chunks)) for chunks in pixels.chunks[:-1])
-        mapper = SpatialMap(estimator, mixture, finish, depth)
-        probe = mapper.run(
-            np.broadcast_to(estimator.means_[0], (1,) * spatial + (view.n_channels,)).astype(
-                view.dtype
-            )
-        )
-        tail = probe.shape[spatial:]
-        chunks = pixels.chunks[:-1] + tuple((n,) for n in tail)
-        kwargs = {"drop_axis": spatial} if not tail else {}
-        arrays = [pixels] if mask is None else [pixels, mask]
-        depths = [dict(enumerate(depth)) | {spatial: 0}]
-        if mask is not None:
-            depths.append(depths[0])
-        outputs.append(
-            da.map_overlap(
-                mapper,
-                *arrays,
-                depth=depths,
-                boundary="none",
-                trim=False,
-                align_arrays=False,
-                chunks=chunks,
-                dtype=probe.dtype,
-                meta=np.empty((0,) * probe.ndim, dtype=probe.dtype),
-                name="gmm-spatial",
-                **kwargs,
-            )
-        )
-    return outputs
+    pixels = _pixels(view)
+    mask = _mask(view, pixels)
+    spatial = pixels.ndim - 1
+    tail, dtype = _kernel.output_layout(model, output)
+    chunks = pixels.chunks[:-1] + tuple((n,) for n in tail)
+    arrays = [pixels] if mask is None else [pixels, mask]
+    kwargs = {"chunks": chunks, "dtype": dtype, "meta": np.empty((0,) * (spatial + len(tail)), dtype=dtype)}
+    if not tail:
+        kwargs["drop_axis"] = spatial
+    if output == "log_likelihood" or model.beta == 0:
+        if len(tail) > 1:  # pragma: no cover - every output has at most one extra axis
+            kwargs["new_axis"] = list(range(spatial + 1, spatial + len(tail)))
+        name = "gmm-labels" if not tail else "gmm-map"
+        return da.map_blocks(BlockKernel(model, output), *arrays, name=name, **kwargs)
+    # the halo cannot exceed a neighbouring chunk
+    depth = tuple(min(HALO, min(chunks)) for chunks in pixels.chunks[:-1])
+    depths = [dict(enumerate(depth)) | {spatial: 0}] * len(arrays)
+    return da.map_overlap(
+        BlockKernel(model, output, depth), *arrays, depth=depths, boundary="none",
+        trim=False, align_arrays=False, name="gmm-spatial", **kwargs,
+    )
 
 
 def bincount(labels, minlength):

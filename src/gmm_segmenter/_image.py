@@ -16,14 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from . import _dask
-
 #: Pixels handled at once when an image is walked chunk by chunk.
 CHUNK_PIXELS = 1 << 17
 
 # Integer dtypes whose every possible value fits in a lookup table of at most
 # 2**16 entries, indexed directly through an unsigned view of the data.
-_SMALL_INTEGER_KINDS = {
+SMALL_INTEGER_KINDS = {
     np.dtype(np.bool_): np.dtype(np.uint8),
     np.dtype(np.uint8): np.dtype(np.uint8),
     np.dtype(np.int8): np.dtype(np.uint8),
@@ -85,11 +83,13 @@ def is_batch(X) -> bool:
     return isinstance(X, (list, tuple))
 
 
-def as_images(X, *, channel_axis, mask=None, param_name="X") -> list[ImageView]:
+def as_images(X, *, channel_axis, mask=None, param_name="X", convert=None) -> list[ImageView]:
     """Validate one image or a batch of images and return channel-last views.
 
-    Raises ``TypeError`` or ``ValueError`` naming the parameter, what was
-    given and what would work.
+    ``convert(image, mask)``, when given, sees each image and its mask first
+    and returns them in a form this module reads (the chunked backend turns
+    zarr arrays into dask arrays there). Raises ``TypeError`` or
+    ``ValueError`` naming the parameter, what was given and what would work.
     """
     if is_batch(X):
         if len(X) == 0:
@@ -103,7 +103,7 @@ def as_images(X, *, channel_axis, mask=None, param_name="X") -> list[ImageView]:
     else:
         images, masks, names = [X], [mask], [param_name]
     views = [
-        _as_image(image, channel_axis, image_mask, name)
+        _as_image(image, channel_axis, image_mask, name, convert)
         for image, image_mask, name in zip(images, masks, names)
     ]
     channels = {view.n_channels for view in views}
@@ -129,7 +129,7 @@ def _as_mask_list(mask, n_images) -> list:
     return list(mask)
 
 
-def _as_image(image, channel_axis, mask, name) -> ImageView:
+def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
     if sparse.issparse(image):
         raise TypeError(
             f"{name} is a sparse {type(image).__name__}; sparse input is not "
@@ -140,7 +140,8 @@ def _as_image(image, channel_axis, mask, name) -> ImageView:
             f"{name} must be an image given as an array (or a list of arrays for "
             f"a batch); got {type(image).__name__}."
         )
-    image, mask = _dask.lazy_inputs(image, mask)
+    if convert is not None:
+        image, mask = convert(image, mask)
     # a dask array stays lazy: everything below only reads its shape and dtype
     array = image if is_dask_array(image) else np.asarray(image)
     if array.dtype.kind == "c":
@@ -308,15 +309,6 @@ def check_memory(n_bytes: int, what: str) -> None:
         )
 
 
-def count_valid(view: ImageView) -> int:
-    if not view.may_be_invalid:
-        return view.n_pixels
-    return sum(
-        (stop - start) if valid is None else int(np.count_nonzero(valid))
-        for start, stop, _, valid in iter_chunks(view)
-    )
-
-
 # --------------------------------------------------------------------------
 # training data: a weighted table of pixel values
 
@@ -326,11 +318,9 @@ def integer_histogram(views: list[ImageView]) -> tuple[np.ndarray, np.ndarray]:
 
     Exact: EM on these weighted values is EM on every pixel.
     """
-    if _dask.has_dask(views):
-        return _dask.integer_histogram(views)
     tables = []
     for view in views:
-        small = _SMALL_INTEGER_KINDS.get(view.dtype)
+        small = SMALL_INTEGER_KINDS.get(view.dtype)
         if small is not None:
             counts = np.zeros(1 << (8 * small.itemsize), dtype=np.int64)
             for start, stop, values, valid in iter_chunks(view):
@@ -338,9 +328,7 @@ def integer_histogram(views: list[ImageView]) -> tuple[np.ndarray, np.ndarray]:
                 if valid is not None:
                     index = index[valid]
                 counts += np.bincount(index, minlength=counts.size)
-            present = np.flatnonzero(counts)
-            table_values = present.astype(small).view(view.dtype)
-            tables.append((table_values.astype(np.int64), counts[present]))
+            tables.append(dense_table(counts, small, view.dtype))
         else:
             parts = []
             for start, stop, values, valid in iter_chunks(view):
@@ -350,6 +338,12 @@ def integer_histogram(views: list[ImageView]) -> tuple[np.ndarray, np.ndarray]:
                 parts.append(np.unique(values, return_counts=True))
             tables.extend(parts)
     return merge_histograms(tables)
+
+
+def dense_table(counts: np.ndarray, small: np.dtype, dtype: np.dtype):
+    """``(distinct values, counts)`` from counts indexed by ``small``-typed bit patterns."""
+    present = np.flatnonzero(counts)
+    return present.astype(small).view(dtype).astype(np.int64), counts[present]
 
 
 def merge_histograms(tables) -> tuple[np.ndarray, np.ndarray]:
@@ -362,6 +356,26 @@ def merge_histograms(tables) -> tuple[np.ndarray, np.ndarray]:
     return distinct, np.bincount(inverse.reshape(-1), weights=counts).astype(np.int64)
 
 
+def draw_ranks(counts, n_samples: int, random_state: np.random.Generator) -> list[np.ndarray]:
+    """A seeded uniform sample without replacement from groups of items.
+
+    ``counts[i]`` items are in group ``i``; returns, for each group, the
+    sorted positions (within the group) of the items drawn: ``min(n_samples,
+    sum(counts))`` in all. Every seeded subsample of pixels (the fit's
+    training sample, in memory and per dask block, and the spatial prior's
+    probe pixels) is drawn here.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if n_samples >= total:
+        ranks = np.arange(total)
+    else:
+        ranks = np.sort(random_state.choice(total, size=n_samples, replace=False))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    bounds = np.searchsorted(ranks, offsets)
+    return [ranks[lo:hi] - offsets[i] for i, (lo, hi) in enumerate(zip(bounds, bounds[1:]))]
+
+
 def sample_pixels(views: list[ImageView], n_samples: int, random_state: np.random.Generator):
     """A uniform random sample (without replacement) of the valid pixels.
 
@@ -369,9 +383,7 @@ def sample_pixels(views: list[ImageView], n_samples: int, random_state: np.rando
     n_valid)``, and the number of valid pixels. Memory is bounded by the
     sample, not the images: valid pixels are counted and drawn chunk by chunk.
     """
-    if _dask.has_dask(views):
-        return _dask.sample_pixels(views, n_samples, random_state)
-    counts = []  # valid pixels per (image, block)
+    counts = []  # valid pixels per (image, block); a whole image when all are valid
     for view in views:
         if not view.may_be_invalid:
             counts.append([view.n_pixels])
@@ -382,35 +394,46 @@ def sample_pixels(views: list[ImageView], n_samples: int, random_state: np.rando
                     for start, stop, _, valid in iter_chunks(view)
                 ]
             )
-    flat_counts = np.array([c for image_counts in counts for c in image_counts], dtype=np.int64)
-    n_valid = int(flat_counts.sum())
+    flat_counts = [c for image_counts in counts for c in image_counts]
+    n_valid = int(sum(flat_counts))
     if n_valid == 0:
         return np.empty((0, views[0].n_channels)), 0
-    m = min(n_samples, n_valid)
-    ranks = np.sort(random_state.choice(n_valid, size=m, replace=False))
-    offsets = np.concatenate([[0], np.cumsum(flat_counts)])
-    out = np.empty((m, views[0].n_channels), dtype=np.float64)
-    filled = 0
-    block_number = 0
-    for view, image_counts in zip(views, counts):
+    drawn = iter(draw_ranks(flat_counts, n_samples, random_state))
+    parts = []
+    for view in views:
         if not view.may_be_invalid:
-            lo, hi = np.searchsorted(ranks, offsets[block_number : block_number + 2])
-            positions = ranks[lo:hi] - offsets[block_number]
-            index = np.unravel_index(positions, view.spatial_shape)
-            out[filled : filled + hi - lo] = view.pixels[index]
-            filled += hi - lo
-            block_number += 1
+            positions = next(drawn)
+            parts.append(view.pixels[np.unravel_index(positions, view.spatial_shape)])
             continue
         for start, stop, values, valid in iter_chunks(view):
-            lo, hi = np.searchsorted(ranks, offsets[block_number : block_number + 2])
-            if hi > lo:
-                positions = ranks[lo:hi] - offsets[block_number]
+            positions = next(drawn)
+            if len(positions):
                 if valid is not None:
                     positions = np.flatnonzero(valid)[positions]
-                out[filled : filled + hi - lo] = values[positions]
-                filled += hi - lo
-            block_number += 1
-    return out, n_valid
+                parts.append(values[positions])
+    return np.concatenate(parts).astype(np.float64, copy=False), n_valid
+
+
+@dataclass(frozen=True)
+class Images:
+    """Validated images, and whether they came as a batch (a list).
+
+    Backends (:mod:`._source` for NumPy arrays, :mod:`._dask` for chunked
+    ones) subclass this and add the few operations everything above them
+    uses: ``histogram()``, ``sample(n_samples, random_state)``,
+    ``spatial_fit_views()`` and ``predict(model, output)``.
+    """
+
+    views: list
+    batch: bool
+
+    @property
+    def n_channels(self) -> int:
+        return self.views[0].n_channels
+
+    def unbatch(self, outputs: list):
+        """One output per image as the caller gave them: a list for a batch."""
+        return outputs if self.batch else outputs[0]
 
 
 def lookup_plan(view: ImageView):
@@ -478,7 +501,7 @@ def _colour_plan(view: ImageView):
 
 def _intensity_plan(view: ImageView):
     """Table values and indexing for a single-channel integer image."""
-    small = _SMALL_INTEGER_KINDS.get(view.dtype)
+    small = SMALL_INTEGER_KINDS.get(view.dtype)
     if small is not None:
         table_values = np.arange(1 << (8 * small.itemsize), dtype=np.int64)
         table_values = table_values.astype(small).view(view.dtype).astype(np.float64)

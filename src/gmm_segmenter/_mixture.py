@@ -227,7 +227,7 @@ def reseed_empty_components(X, weighted_resp):
     return weighted_resp
 
 
-def _regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight):
+def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight):
     """M-step that survives a collapsing covariance.
 
     A component that sits on one value (common in images: saturated or
@@ -290,7 +290,7 @@ def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> F
         previous = lower_bound
         log_prob_norm, log_resp = log_normalize(weighted_log_prob(X, mixture))
         weighted_resp = np.exp(log_resp) * sample_weight[:, np.newaxis]
-        mixture = _regularised_fit(
+        mixture = regularised_fit(
             X, weighted_resp, reg_covar, initial.covariance_type, total_weight
         )
         lower_bound = float(sample_weight @ log_prob_norm / total_weight)
@@ -437,7 +437,7 @@ def quantile_labels(X, sample_weight, n_components):
 
 def initial_mixture(X, sample_weight, resp, reg_covar, covariance_type) -> Mixture:
     weighted_resp = resp * sample_weight[:, np.newaxis]
-    return _regularised_fit(
+    return regularised_fit(
         X, weighted_resp, reg_covar, covariance_type, float(sample_weight.sum())
     )
 

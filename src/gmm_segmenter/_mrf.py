@@ -614,7 +614,7 @@ def hmrf_em(
         current = total / n_valid
         objectives.append(current)
         resp = table.weighted_resp(posteriors, [grid.spatial_shape for grid in grids])
-        updated = _mixture._regularised_fit(
+        updated = _mixture.regularised_fit(
             table.values, resp, reg_covar, mixture.covariance_type, float(resp.sum())
         )
         # The weights are the prior's external field and stay those of the
@@ -663,18 +663,11 @@ def sample_positions(
         math.prod(shape) if valid is None else int(np.count_nonzero(valid))
         for valid, shape in zip(grids_valid, shapes)
     ]
-    total = sum(counts)
-    if n_samples >= total:
-        ranks = np.arange(total)
-    else:
-        ranks = np.sort(random_state.choice(total, size=n_samples, replace=False))
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    out = []
-    for i, (valid, shape) in enumerate(zip(grids_valid, shapes)):
-        lo, hi = np.searchsorted(ranks, offsets[i : i + 2])
-        local = ranks[lo:hi] - offsets[i]
-        out.append(local if valid is None else _nth_true(valid.reshape(-1), local))
-    return out
+    drawn = _image.draw_ranks(counts, n_samples, random_state)
+    return [
+        local if valid is None else _nth_true(valid.reshape(-1), local)
+        for valid, local in zip(grids_valid, drawn)
+    ]
 
 
 def _nth_true(flags: np.ndarray, ranks: np.ndarray) -> np.ndarray:

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
-import math
 import sys
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.special import logsumexp, softmax
+from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import ThreadpoolController
 
-from . import _dask, _image, _mixture, _mrf
-from ._progress import report
+from . import _kernel, _mixture, _mrf, _source
+from ._covariance import COVARIANCE_TYPES
+from ._model import FittedModel
 
 __all__ = ["GMMSegmenter", "segment"]
 
@@ -34,57 +31,14 @@ _SCALE_LIMITS = (1e-140, 1e140)
 
 
 def _single_threaded_blas(method):
-    """Run ``method`` with one BLAS thread.
-
-    EM and prediction multiply tall, skinny arrays by tiny (channels x
-    channels) matrices: memory-bound work that BLAS threads only slow down,
-    badly so when the cores are busy (a fit took 4x longer with two OpenBLAS
-    threads on a loaded 2-core machine).
-    """
+    """Run ``method`` with one BLAS thread (see :func:`._kernel.one_blas_thread`)."""
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        with _one_blas_thread():
+        with _kernel.one_blas_thread():
             return method(*args, **kwargs)
 
     return wrapper
-
-
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limiter = None
-
-
-@contextlib.contextmanager
-def _one_blas_thread():
-    """One BLAS thread while any fit or prediction runs, in any thread.
-
-    The BLAS setting is global to the process: the first caller to enter
-    sets it and the last to leave restores it, so overlapping calls (a napari
-    worker and the main thread, ``gmm-segment --jobs``) cannot restore each
-    other's limit and leave BLAS single-threaded for good.
-    """
-    global _blas_users, _blas_limiter
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
-
-
-@functools.cache
-def _blas_controller():
-    # threadpool_limits() looks the loaded libraries up again on every call
-    # (~3 ms, several times per fit); a controller made once does not. By the
-    # first fit, NumPy's and SciPy's BLAS are loaded.
-    return ThreadpoolController()
 
 
 def _all_or_nothing(fit):
@@ -264,7 +218,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "covariance_type": [StrOptions(set(_mixture.COVARIANCE_TYPES))],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
         "channel_axis": [Integral, None],
         "init_params": [
             StrOptions(
@@ -343,10 +297,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self : GMMSegmenter
             The fitted estimator.
         """
-        views = _image.as_images(X, channel_axis=self.channel_axis, mask=mask)
-        hoods = self._neighbourhoods(views)
+        images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+        hoods = self._neighbourhoods(images.views)
         random_state = check_random_state(self.random_state)
-        values, weights, method, n_valid = self._training_data(views, random_state)
+        values, weights, method, n_valid = self._training_data(images, random_state)
         if n_valid == 0:
             raise ValueError(
                 "Every pixel of X is masked out or not finite, so there is nothing "
@@ -354,12 +308,45 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 "finite values."
             )
         offset, scale = _standardisation(values, weights, self.covariance_type)
+        result = self._fit_pixelwise(values, weights, offset, scale, n_valid, random_state)
+        mixture, beta = result.mixture, 0.0
+        log_jacobian = np.log(scale).sum()
+        if self.beta != 0:
+            # dask images: HMRF-EM on an in-memory crop of each
+            spatial = self._fit_spatial(
+                images.spatial_fit_views(), hoods, mixture, values, offset, scale, method,
+                random_state,
+            )
+            mixture, beta = spatial.mixture, spatial.beta
+            self.spatial_n_iter_ = spatial.n_iter
+            self.spatial_converged_ = spatial.converged
+            self.spatial_lower_bounds_ = [b - log_jacobian for b in spatial.objectives]
+        else:
+            self.spatial_n_iter_ = 0
+            self.spatial_converged_ = True
+            self.spatial_lower_bounds_ = []
+        mixture = mixture.rescaled(offset, scale)
+        # HMRF-EM may move the means past each other: sort again, darkest first
+        mixture = mixture.reorder(np.argsort(mixture.means.mean(axis=1), kind="stable"))
+        self.model_ = FittedModel(
+            mixture, offset, scale, beta=beta, connectivity=self.connectivity,
+            spacing=None if self.spacing is None else tuple(float(s) for s in self.spacing),
+        )
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.lower_bound - log_jacobian
+        self.lower_bounds_ = [bound - log_jacobian for bound in result.lower_bounds]
+        self.fit_method_ = method
+        self.n_pixels_fit_ = n_valid
+        return self
+
+    def _fit_pixelwise(self, values, weights, offset, scale, n_valid, random_state):
+        """EM for each candidate number of components; the best by BIC when 'auto'."""
         standardized = (values - offset) / scale
         _warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
         init_params = self.init_params
         if init_params == "auto":
             init_params = "otsu" if values.shape[1] == 1 else "kmeans"
-
         candidates = self._candidate_n_components(standardized, n_valid, raw=values)
         fits, bics = [], []
         for n_components in candidates:
@@ -384,52 +371,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                     n_components, values.shape[1], self.covariance_type
                 )
                 bics.append(-2 * log_likelihood + n_params * np.log(weights.sum()))
-        best = int(np.argmin(bics)) if bics else 0
-        result = fits[best]
         if self.n_components == "auto":
             self.n_components_candidates_ = np.asarray(candidates)
             self.bic_curve_ = np.asarray(bics)
-        else:  # a refit with a fixed K must not keep an earlier curve
-            for name in ("n_components_candidates_", "bic_curve_"):
-                vars(self).pop(name, None)
-
-        mixture = result.mixture
-        log_jacobian = np.log(scale).sum()
-        self.intensity_offset_ = offset
-        self.intensity_scale_ = scale
-        if self.beta != 0:
-            # dask images: HMRF-EM on an in-memory crop of each
-            spatial_views = _dask.spatial_fit_views(views)
-            spatial = self._fit_spatial(
-                spatial_views, hoods, mixture, values, method, random_state
-            )
-            mixture = spatial.mixture
-            self.beta_ = spatial.beta
-            self.spatial_n_iter_ = spatial.n_iter
-            self.spatial_converged_ = spatial.converged
-            self.spatial_lower_bounds_ = [b - log_jacobian for b in spatial.objectives]
-        else:
-            self.beta_ = 0.0
-            self.spatial_n_iter_ = 0
-            self.spatial_converged_ = True
-            self.spatial_lower_bounds_ = []
-        mixture = mixture.rescaled(offset, scale)
-        # HMRF-EM may move the means past each other: sort again, darkest first
-        mixture = mixture.reorder(np.argsort(mixture.means.mean(axis=1), kind="stable"))
-        self.n_components_ = mixture.n_components
-        self.weights_ = mixture.weights
-        self.means_ = mixture.means
-        self.covariances_ = mixture.covariances
-        self.precisions_cholesky_ = mixture.precisions_cholesky
-        self.precisions_ = mixture.precisions()
-        self.converged_ = result.converged
-        self.n_iter_ = result.n_iter
-        self.lower_bound_ = result.lower_bound - log_jacobian
-        self.lower_bounds_ = [bound - log_jacobian for bound in result.lower_bounds]
-        self.n_features_in_ = values.shape[1]
-        self.fit_method_ = method
-        self.n_pixels_fit_ = n_valid
-        return self
+            return fits[int(np.argmin(bics))]
+        for name in ("n_components_candidates_", "bic_curve_"):
+            vars(self).pop(name, None)  # a refit with a fixed K must not keep an earlier curve
+        return fits[0]
 
     def _neighbourhoods(self, views):
         """Each image's spatial neighbourhood, checked against its dimensions."""
@@ -441,11 +389,16 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             hoods.append(_mrf.neighbourhood(ndim, self.connectivity, self.spacing))
         return hoods
 
-    def _fit_spatial(self, views, hoods, mixture, values, method, random_state):
-        """HMRF-EM from the pixel-wise fit, over the full grid of every image."""
-        _check_spatial_memory(views, mixture.n_components, "Fitting with the spatial prior")
+    def _fit_spatial(self, views, hoods, mixture, values, offset, scale, method, random_state):
+        """HMRF-EM from the pixel-wise fit, over the full grid of every image.
+
+        ``values`` are the training data in input units; only a histogram's
+        distinct values are used here (a subsample is drawn anew from the grid).
+        """
+        _kernel.check_spatial_memory(
+            views, mixture.n_components, "Fitting with the spatial prior"
+        )
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        offset, scale = self.intensity_offset_, self.intensity_scale_
         valid_maps = [_mrf.valid_map(view) for view in views]
         shapes = [view.spatial_shape for view in views]
         probes = _mrf.sample_positions(
@@ -469,7 +422,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         ]
 
         def log_potential(i, mixture):
-            return self._log_potential(views[i], mixture)
+            return _kernel.log_potential(views[i], mixture, offset, scale)
 
         return _mrf.hmrf_em(
             mixture,
@@ -482,31 +435,17 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             reg_covar=self.reg_covar,
         )
 
-    def _log_potential(self, view, mixture):
-        """``log w_k + log p(x | k)`` at every pixel, ``(K, *spatial_shape)`` float32.
-
-        Component first: the layout of :mod:`._mrf`'s maps.
-        """
-
-        def log_prob(values):
-            return _mixture.weighted_log_prob(values, mixture)
-
-        return self._map_image(
-            view, log_prob, (mixture.n_components,), np.float32, 0.0, np.float32,
-            tail_first=True,
-        )
-
-    def _training_data(self, views, random_state):
+    def _training_data(self, images, random_state):
         """Weighted pixel values to fit: the exact histogram, or a subsample."""
-        if views[0].n_channels == 1 and all(view.is_integer for view in views):
-            distinct, counts = _image.integer_histogram(views)
+        if images.n_channels == 1 and all(view.is_integer for view in images.views):
+            distinct, counts = images.histogram()
             limit = max(self.max_samples or 0, _HISTOGRAM_MIN_BINS)
             if distinct.size <= limit or self.max_samples is None:
                 values = distinct.astype(np.float64)[:, np.newaxis]
                 return values, counts.astype(np.float64), "histogram", int(counts.sum())
         n_samples = np.iinfo(np.int64).max if self.max_samples is None else self.max_samples
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        values, n_valid = _image.sample_pixels(views, n_samples, generator)
+        values, n_valid = images.sample(n_samples, generator)
         return values, np.ones(len(values)), "subsample", n_valid
 
     def _candidate_n_components(self, values, n_valid, raw=None):
@@ -562,28 +501,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             Labels ``1..n_components_``, darkest component first; ``0`` where
             masked out or not finite.
         """
-        mixture = self._standardized_mixture()
-        dtype = np.uint8 if mixture.n_components < 256 else np.uint16
-        if self.beta_ > 0:
-
-            def spatial_labels(padded, valid, potential):
-                labels = _mrf.most_probable(padded, potential.shape[1:], dtype)
-                labels += 1
-                if valid is not None:
-                    labels[~valid] = 0
-                return labels
-
-            return self._map_spatial(X, mask, mixture, spatial_labels)
-
-        def labels(values):
-            return _mixture.most_probable(values, mixture, dtype) + 1
-
-        # 8- and 16-bit pixels are labelled in their own units, in float32:
-        # standardising them costs as much as the labelling itself
-        fitted = self._fitted_mixture()
-        labels.in_input_units = lambda values: _mixture.most_probable(values, fitted, dtype) + 1
-
-        return self._map_pixels(X, mask, labels, (), dtype, 0, np.float32)
+        return self._predict(X, mask, "labels")
 
     def predict_proba(self, X, *, mask=None):
         """Posterior probability of each component at each pixel.
@@ -597,22 +515,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             Component axis last, in label order; all zeros where masked out
             or not finite.
         """
-        mixture = self._standardized_mixture()
-        if self.beta_ > 0:
-
-            def spatial_posteriors(padded, valid, potential):
-                # reuse the (K, *spatial_shape) buffer, component axis last
-                out = potential.reshape(potential.shape[1:] + potential.shape[:1])
-                return _mrf.channel_last(padded, out)
-
-            return self._map_spatial(X, mask, mixture, spatial_posteriors)
-
-        def posteriors(values):
-            return softmax(_mixture.weighted_log_prob(values, mixture), axis=1)
-
-        return self._map_pixels(
-            X, mask, posteriors, (mixture.n_components,), np.float32, 0.0, np.float32
-        )
+        return self._predict(X, mask, "posteriors")
 
     def transform(self, X, *, mask=None):
         """Posterior maps, component axis last (same as :meth:`predict_proba`).
@@ -636,13 +539,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         -------
         log_likelihood : (M[, N[, ...]]) float64 array, or a list
         """
-        mixture = self._standardized_mixture()
-        log_jacobian = np.log(self.intensity_scale_).sum()
-
-        def log_likelihood(values):
-            return logsumexp(_mixture.weighted_log_prob(values, mixture), axis=1) - log_jacobian
-
-        return self._map_pixels(X, mask, log_likelihood, (), np.float64, np.nan, np.float64)
+        return self._predict(X, mask, "log_likelihood")
 
     def score(self, X, y=None, *, mask=None):
         """Mean log-likelihood per valid pixel (higher is better).
@@ -696,16 +593,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         random_state = check_random_state(self.random_state)
         counts = random_state.multinomial(n_samples, self.weights_)
         n_features = self.n_features_in_
+        kind = COVARIANCE_TYPES[self.covariance_type]
         chunks = []
         for k, (count, mean) in enumerate(zip(counts, self.means_)):
-            if self.covariance_type == "full":
-                factor = np.linalg.cholesky(self.covariances_[k])
-            elif self.covariance_type == "tied":
-                factor = np.linalg.cholesky(self.covariances_)
-            elif self.covariance_type == "diag":
-                factor = np.diag(np.sqrt(self.covariances_[k]))
-            else:
-                factor = np.sqrt(self.covariances_[k]) * np.eye(n_features)
+            factor = kind.factor(self.covariances_, k, n_features)
             noise = random_state.standard_normal((count, n_features))
             chunks.append(mean + noise @ factor.T)
         labels = np.repeat(np.arange(1, self.n_components_ + 1), counts)
@@ -713,127 +604,50 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------ internals
 
-    def _fitted_mixture(self) -> _mixture.Mixture:
-        """The fitted mixture in input units, as the public attributes hold it."""
-        return _mixture.Mixture(
-            weights=self.weights_,
-            means=self.means_,
-            covariances=self.covariances_,
-            precisions_cholesky=self.precisions_cholesky_,
-            covariance_type=self.covariance_type,
-        )
+    def _prediction_model(self) -> FittedModel:
+        """The fitted model with the spatial settings this estimator has now.
 
-    def _standardized_mixture(self) -> _mixture.Mixture:
-        """The fitted mixture in the standardised units predictions use."""
-        check_is_fitted(self)
-        offset, scale = self.intensity_offset_, self.intensity_scale_
-        if self.covariance_type in ("full", "tied"):
-            covariances = self.covariances_ / np.outer(scale, scale)
-        elif self.covariance_type == "diag":
-            covariances = self.covariances_ / scale**2
-        else:
-            covariances = self.covariances_ / scale[0] ** 2
-        return _mixture.Mixture(
-            weights=self.weights_,
-            means=(self.means_ - offset) / scale,
-            covariances=covariances,
-            precisions_cholesky=_mixture.precision_cholesky(covariances, self.covariance_type),
-            covariance_type=self.covariance_type,
-        )
-
-    @_single_threaded_blas
-    def _map_pixels(self, X, mask, function, tail, dtype, fill, compute_dtype):
-        """Apply ``function`` to standardised pixel values, image by image."""
-        views = self._prediction_views(X, mask)
-        if _dask.has_dask(views):
-            outputs = _dask.map_pixels(self, views, function, tail, dtype, fill, compute_dtype)
-            return outputs if _image.is_batch(X) else outputs[0]
-        outputs = [
-            self._map_image(view, function, tail, dtype, fill, compute_dtype) for view in views
-        ]
-        return outputs if _image.is_batch(X) else outputs[0]
-
-    def _prediction_views(self, X, mask):
-        views = _image.as_images(X, channel_axis=self.channel_axis, mask=mask)
-        if views[0].n_channels != self.n_features_in_:
-            raise ValueError(
-                f"X has {views[0].n_channels} channel(s) along channel_axis="
-                f"{self.channel_axis}, but this GMMSegmenter was fitted on images with "
-                f"{self.n_features_in_}; pass images with the same channels as in fit."
-            )
-        return views
-
-    @_single_threaded_blas
-    def _map_spatial(self, X, mask, mixture, finish):
-        """Spatial posteriors of each image, passed to ``finish``.
-
-        ``finish(padded, valid, potential)`` gets the posterior map (in the
-        layout of :mod:`._mrf`: read it with ``_mrf.most_probable`` or
-        ``_mrf.channel_last``), the valid pixels (``None``: all) and the
-        ``(K, *spatial_shape)`` pixel log-potentials, whose buffer it may reuse.
+        ``connectivity`` and ``spacing`` may be changed after fitting, as
+        when a model is applied to an image of another voxel size.
         """
-        views = self._prediction_views(X, mask)
-        if _dask.has_dask(views):
-            outputs = _dask.map_spatial(self, views, mixture, finish)
-            return outputs if _image.is_batch(X) else outputs[0]
-        hoods = self._neighbourhoods(views)
-        _check_spatial_memory(views, mixture.n_components, "Labelling with the spatial prior")
-        outputs = []
-        for view, hood in zip(views, hoods):
-            valid = _mrf.valid_map(view)
-            potential = self._log_potential(view, mixture)
-            padded = _mrf.spatial_posteriors(potential, valid, self.beta_, hood)
-            outputs.append(finish(padded, valid, potential))
-            del padded, potential
-        return outputs if _image.is_batch(X) else outputs[0]
+        check_is_fitted(self)
+        return self.model_.with_settings(connectivity=self.connectivity, spacing=self.spacing)
 
-    def _map_image(self, view, function, tail, dtype, fill, compute_dtype, *, tail_first=False):
-        shape = tail + view.spatial_shape if tail_first else view.spatial_shape + tail
-        _image.check_memory(
-            view.n_pixels * math.prod(tail) * np.dtype(dtype).itemsize,
-            f"An output of shape {shape} ({np.dtype(dtype).name})",
-        )
-        out = np.full(shape, fill, dtype=dtype)
-        if tail_first:  # write pixel-major results through a transposed view
-            flat = np.moveaxis(out.reshape(tail + (view.n_pixels,)), -1, 0)
-        else:
-            flat = out.reshape((view.n_pixels,) + tail)
-        offset, scale = self.intensity_offset_, self.intensity_scale_
-        plan = _image.lookup_plan(view)
-        if plan is not None:
-            table_values, index_of = plan
-            # evaluated in row blocks: a colour table may have millions of rows
-            table = np.empty((len(table_values),) + tail, dtype=dtype)
-            for first in range(0, len(table_values), _image.CHUNK_PIXELS):
-                rows = slice(first, first + _image.CHUNK_PIXELS)
-                standardized = _standardize(table_values[rows], offset, scale, compute_dtype)
-                table[rows] = function(standardized.astype(np.float64, copy=False))
-            for start, stop, values, valid in _image.iter_chunks(view):
-                block = flat[start:stop]
-                if valid is None:
-                    np.take(table, index_of(values), axis=0, out=block)
-                else:
-                    block[valid] = table[index_of(values)[valid]]
-                report("labelling", stop, view.n_pixels)
-            return out
-        in_input_units = getattr(function, "in_input_units", None)
-        if view.dtype.kind not in "biu" or view.dtype.itemsize > 2:
-            in_input_units = None  # wider values need the standardised units
-        for start, stop, values, valid in _image.iter_chunks(view):
-            if valid is not None:
-                values = values[valid]
-            if not len(values):
-                result = np.empty((0,) + tail)
-            elif in_input_units is not None:
-                result = in_input_units(values.astype(np.float32))
-            else:
-                result = function(_standardize(values, offset, scale, compute_dtype))
-            if valid is None:
-                flat[start:stop] = result
-            else:
-                flat[start:stop][valid] = result
-            report("labelling", stop, view.n_pixels)
-        return out
+    @_single_threaded_blas
+    def _predict(self, X, mask, output):
+        """``output`` (see :data:`._kernel.OUTPUTS`) for each image of ``X``."""
+        model = self._prediction_model()
+        images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+        if images.n_channels != model.n_features:
+            raise ValueError(
+                f"X has {images.n_channels} channel(s) along channel_axis="
+                f"{self.channel_axis}, but this GMMSegmenter was fitted on images with "
+                f"{model.n_features}; pass images with the same channels as in fit."
+            )
+        if output != "log_likelihood" and model.beta > 0:
+            self._neighbourhoods(images.views)
+        return images.predict(model, output)
+
+    # ------------------------------------------- fitted attributes (views of model_)
+
+    n_components_ = property(lambda self: self._fitted().n_components)
+    n_features_in_ = property(lambda self: self._fitted().n_features)
+    weights_ = property(lambda self: self._fitted().mixture.weights)
+    means_ = property(lambda self: self._fitted().mixture.means)
+    covariances_ = property(lambda self: self._fitted().mixture.covariances)
+    precisions_cholesky_ = property(lambda self: self._fitted().mixture.precisions_cholesky)
+    precisions_ = property(lambda self: self._fitted().mixture.precisions())
+    intensity_offset_ = property(lambda self: self._fitted().offset)
+    intensity_scale_ = property(lambda self: self._fitted().scale)
+    beta_ = property(lambda self: self._fitted().beta)
+
+    def _fitted(self) -> FittedModel:
+        try:
+            return vars(self)["model_"]
+        except KeyError:
+            raise AttributeError(
+                "This GMMSegmenter is not fitted yet; call fit first."
+            ) from None
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -881,51 +695,6 @@ def _standardisation(values, weights, covariance_type):
             "(labels do not change with the units)."
         )
     return offset, scale
-
-
-def _standardize(values, offset, scale, dtype):
-    """Pixel values in the fit's units, as ``dtype``, clipped to stay computable.
-
-    A pixel far outside the fitted range (1e45 under a model of 0..255 data)
-    would overflow to inf in float32 and turn every posterior NaN, in the
-    spatial prior its neighbours' too. Clipped to 1e12 standard deviations
-    (1e150 in float64), it lands in the widest component, as in the limit.
-    """
-    limit = 1e12 if np.dtype(dtype) == np.float32 else 1e150
-    if np.dtype(dtype) == np.float32 and values.dtype.itemsize <= 2:
-        # 8- and 16-bit values are exact in float32: no float64 pass, and the
-        # subtraction converts as it goes
-        # channel-major: broadcasting along a 3-long last axis is slow, and
-        # the log-densities read the channels as rows anyway
-        standardized = np.subtract(
-            values.T, offset.astype(np.float32)[:, np.newaxis], dtype=np.float32
-        )
-        standardized *= (1.0 / scale).astype(np.float32)[:, np.newaxis]
-        standardized = standardized.T
-        if values.dtype.kind in "biu":
-            info = np.iinfo(values.dtype) if values.dtype.kind != "b" else np.iinfo(np.uint8)
-            reach = np.maximum(abs(info.min - offset), abs(info.max - offset)) / scale
-            if np.all(reach < limit):
-                return standardized  # no value of this dtype can need clipping
-    else:
-        with np.errstate(over="ignore"):
-            standardized = ((values.T - offset[:, np.newaxis]) / scale[:, np.newaxis]).T
-    np.clip(standardized, -limit, limit, out=standardized)
-    return standardized.astype(dtype, copy=False)
-
-
-def _check_spatial_memory(views, n_components, what):
-    """Refuse a spatial-prior pass whose float32 posterior maps would not fit.
-
-    Every image keeps a map of K posteriors per pixel (the outputs, or the
-    fit's state) and the largest also needs its pixel log-potentials.
-    """
-    pixels = [view.n_pixels for view in views]
-    shapes = ", ".join(str(view.spatial_shape) for view in views)
-    _image.check_memory(
-        (sum(pixels) + max(pixels)) * n_components * np.dtype(np.float32).itemsize,
-        f"{what} ({n_components} components, image shape(s) {shapes})",
-    )
 
 
 def _warn_if_collinear(standardized, weights, reg_covar, covariance_type):

@@ -20,12 +20,13 @@ import os
 import re
 import secrets
 import zipfile
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
-from . import _mixture
+from ._covariance import COVARIANCE_TYPES, CollapsedCovariance
+from ._model import MODEL_ARRAYS, FittedModel, json_params
+from ._version import __version__
 from .estimator import GMMSegmenter
 
 __all__ = [
@@ -53,24 +54,17 @@ _TIFF_EXTENSIONS = (".tif", ".tiff")
 MODEL_FORMAT = "gmm-segmenter-model"
 MODEL_FORMAT_VERSION = 1
 
-_MODEL_ARRAYS = ("weights", "means", "covariances", "intensity_offset", "intensity_scale")
 _METADATA_KEY = "metadata"
 _FITTED_NAME = re.compile(r"^[a-z][a-z0-9_]*_$")
-_RESERVED_FITTED = {name + "_" for name in _MODEL_ARRAYS} | {
+# Fitted attributes that the arrays (or the lists in the metadata) hold;
+# beta_ is the model's and is written first, on its own.
+_RESERVED_FITTED = {name + "_" for name in MODEL_ARRAYS} | {
     "n_components_", "n_features_in_", "precisions_", "precisions_cholesky_",
-    "n_components_candidates_", "bic_curve_", "lower_bounds_",
+    "n_components_candidates_", "bic_curve_", "lower_bounds_", "beta_", "model_",
 }
 # A model is a handful of small arrays; anything much bigger is not one of ours
 # and is refused before it is decompressed into memory.
 _MAX_MODEL_BYTES = 256 * 1024 * 1024
-
-
-def package_version() -> str:
-    """The installed gmm-segmenter version (``'0+unknown'`` from a bare source tree)."""
-    try:
-        return version("gmm-segmenter")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
 
 
 # ------------------------------------------------------------------ images
@@ -216,28 +210,12 @@ def write_json(path, document) -> Path:
 # ------------------------------------------------------------------ models
 
 
-def _json_params(segmenter) -> dict:
-    """The estimator's parameters that survive a JSON round trip unchanged."""
-    params = {}
-    for name, value in segmenter.get_params(deep=False).items():
-        if isinstance(value, tuple):
-            value = list(value)
-        if isinstance(value, np.generic):
-            value = value.item()
-        try:
-            if json.loads(json.dumps(value)) == value:
-                params[name] = value
-        except (TypeError, ValueError):
-            pass  # e.g. a RandomState instance: not needed to predict
-    return params
-
-
 def save_model(segmenter, path) -> Path:
     """Save a fitted :class:`GMMSegmenter` to a ``.npz`` model file.
 
-    The file holds the fitted float64 arrays and a JSON metadata string
-    (format tag and version, gmm_segmenter version, parameters, shapes); it
-    contains no pickled objects. Load it with :func:`load_model`.
+    The file holds the fitted model's float64 arrays and a JSON metadata
+    string (format tag and version, gmm_segmenter version, parameters,
+    shapes); it contains no pickled objects. Load it with :func:`load_model`.
 
     Parameters
     ----------
@@ -254,9 +232,10 @@ def save_model(segmenter, path) -> Path:
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(segmenter)
-    # Scalar fitted attributes (converged_, n_iter_, beta_, ...) travel in the
+    model = segmenter.model_
+    # Scalar fitted attributes (converged_, n_iter_, ...) travel in the
     # metadata, so models of estimators with extra fitted scalars round-trip.
-    fitted = {}
+    fitted = {"beta_": float(model.beta)}
     for name, value in vars(segmenter).items():
         if not _FITTED_NAME.match(name) or name in _RESERVED_FITTED:
             continue
@@ -269,30 +248,17 @@ def save_model(segmenter, path) -> Path:
     metadata = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
-        "gmm_segmenter_version": package_version(),
-        "covariance_type": segmenter.covariance_type,
-        "n_components": int(segmenter.n_components_),
-        "n_features": int(segmenter.n_features_in_),
-        "params": _json_params(segmenter),
+        "gmm_segmenter_version": __version__,
+        "covariance_type": model.covariance_type,
+        "n_components": int(model.n_components),
+        "n_features": int(model.n_features),
+        "params": json_params(segmenter),
         "fitted": fitted,
-    }
-    arrays = {
-        name: np.asarray(getattr(segmenter, name + "_"), dtype=np.float64)
-        for name in _MODEL_ARRAYS
     }
     with _replace_when_done(path) as temporary:
         with open(temporary, "wb") as stream:
-            np.savez(stream, **arrays, **{_METADATA_KEY: np.array(json.dumps(metadata))})
+            np.savez(stream, **model.arrays(), **{_METADATA_KEY: np.array(json.dumps(metadata))})
     return Path(path)
-
-
-def _expected_covariance_shape(covariance_type, n_components, n_features):
-    return {
-        "full": (n_components, n_features, n_features),
-        "tied": (n_features, n_features),
-        "diag": (n_components, n_features),
-        "spherical": (n_components,),
-    }[covariance_type]
 
 
 def load_model(path) -> GMMSegmenter:
@@ -319,6 +285,34 @@ def load_model(path) -> GMMSegmenter:
     def invalid(problem):
         return ValueError(f"{path}: not a valid gmm-segmenter model file: {problem}")
 
+    arrays = _read_archive(path, invalid)
+    metadata = _check_metadata(arrays.pop(_METADATA_KEY), invalid)
+    _check_arrays(arrays, metadata, invalid)
+    segmenter = _with_params(metadata, invalid)
+    try:
+        model = FittedModel.from_arrays(
+            arrays, metadata["covariance_type"], beta=_fitted_beta(segmenter, metadata, invalid),
+            connectivity=segmenter.connectivity, spacing=segmenter.spacing,
+        )
+    except CollapsedCovariance as error:
+        which = (
+            "the tied covariance" if metadata["covariance_type"] == "tied"
+            else f"covariance {error.args[0]}"
+        )
+        raise invalid(f"{which} is not positive definite") from None
+    except ValueError as error:  # scipy's own checks
+        raise invalid(f"the covariances are not usable ({error})") from None
+    if not np.all(np.isfinite(model.mixture.precisions_cholesky)):
+        raise invalid("the covariances are too close to singular to invert")
+    _check_predictable(model, invalid)
+    segmenter.model_ = model
+    _set_fit_summary(segmenter, metadata["fitted"])
+    return segmenter
+
+
+def _read_archive(path, invalid) -> dict:
+    """The arrays of an ``.npz`` model file, refused before they are unpacked
+    when the archive is not ours (too large, pickled objects, other names)."""
     if not zipfile.is_zipfile(path):
         raise invalid("it is not an .npz archive (save one with --save-model or save_model)")
     try:
@@ -328,12 +322,11 @@ def load_model(path) -> GMMSegmenter:
         raise invalid(f"the archive cannot be opened ({error})") from None
     if size > _MAX_MODEL_BYTES:
         raise invalid(f"it unpacks to {size} bytes, far more than any model needs")
-
     arrays = {}
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = set(archive.files)
-            expected = set(_MODEL_ARRAYS) | {_METADATA_KEY}
+            expected = set(MODEL_ARRAYS) | {_METADATA_KEY}
             if names != expected:
                 missing, extra = sorted(expected - names), sorted(names - expected)
                 raise invalid(
@@ -342,29 +335,36 @@ def load_model(path) -> GMMSegmenter:
                     + (f"; unexpected {', '.join(extra)}" if extra else "")
                 )
             for name in sorted(names):
-                try:
-                    arrays[name] = archive[name]
-                except ValueError as error:
-                    if "pickle" in str(error).lower():
-                        raise invalid(
-                            f"array {name!r} holds Python objects, which are never "
-                            "loaded (they could run code)"
-                        ) from None
-                    raise invalid(f"array {name!r} cannot be read ({error})") from None
+                arrays[name] = _read_array(archive, name, invalid)
     except ValueError as error:
         if str(error).startswith(f"{path}:"):
             raise
         raise invalid(str(error)) from None
     except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise invalid(f"the archive cannot be read ({error})") from None
+    return arrays
 
-    metadata = _check_metadata(arrays.pop(_METADATA_KEY), invalid)
+
+def _read_array(archive, name, invalid):
+    try:
+        return archive[name]
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise invalid(
+                f"array {name!r} holds Python objects, which are never "
+                "loaded (they could run code)"
+            ) from None
+        raise invalid(f"array {name!r} cannot be read ({error})") from None
+
+
+def _check_arrays(arrays, metadata, invalid) -> None:
+    """Dtype, shape and finiteness of every array; weights and scales in range."""
     covariance_type = metadata["covariance_type"]
     n_components, n_features = metadata["n_components"], metadata["n_features"]
     shapes = {
         "weights": (n_components,),
         "means": (n_components, n_features),
-        "covariances": _expected_covariance_shape(covariance_type, n_components, n_features),
+        "covariances": COVARIANCE_TYPES[covariance_type].shape(n_components, n_features),
         "intensity_offset": (n_features,),
         "intensity_scale": (n_features,),
     }
@@ -388,49 +388,48 @@ def load_model(path) -> GMMSegmenter:
         )
     if np.any(arrays["intensity_scale"] <= 0):
         raise invalid("array 'intensity_scale' must be positive")
-    covariances = arrays["covariances"]
-    try:
-        precisions_cholesky = _mixture.precision_cholesky(covariances, covariance_type)
-    except _mixture.CollapsedCovariance as error:
-        which = "the tied covariance" if covariance_type == "tied" else f"covariance {error.args[0]}"
-        raise invalid(f"{which} is not positive definite") from None
-    except ValueError as error:  # scipy's own checks
-        raise invalid(f"the covariances are not usable ({error})") from None
-    if not np.all(np.isfinite(precisions_cholesky)):
-        raise invalid("the covariances are too close to singular to invert")
 
+
+def _with_params(metadata, invalid) -> GMMSegmenter:
+    """An unfitted segmenter with the file's (validated) parameters."""
     segmenter = GMMSegmenter()
     known = segmenter.get_params(deep=False)
     unknown = sorted(set(metadata["params"]) - set(known))
     if unknown:
         raise invalid(
             f"it sets parameter(s) {', '.join(unknown)} that this gmm_segmenter "
-            f"({package_version()}) does not have; it was saved by version "
+            f"({__version__}) does not have; it was saved by version "
             f"{metadata.get('gmm_segmenter_version')}. Upgrade gmm-segmenter to use it."
         )
     params = {
         name: tuple(value) if isinstance(value, list) else value
         for name, value in metadata["params"].items()
     }
-    params["covariance_type"] = covariance_type
+    params["covariance_type"] = metadata["covariance_type"]
     segmenter.set_params(**params)
     try:
         segmenter._validate_params()
     except (TypeError, ValueError) as error:
         raise invalid(f"its parameters are not valid ({error})") from None
+    return segmenter
 
-    segmenter.n_components_ = n_components
-    segmenter.n_features_in_ = n_features
-    segmenter.weights_ = weights
-    segmenter.means_ = arrays["means"]
-    segmenter.covariances_ = covariances
-    segmenter.precisions_cholesky_ = precisions_cholesky
-    segmenter.precisions_ = _mixture.Mixture(
-        weights, arrays["means"], covariances, precisions_cholesky, covariance_type
-    ).precisions()
-    segmenter.intensity_offset_ = arrays["intensity_offset"]
-    segmenter.intensity_scale_ = arrays["intensity_scale"]
-    fitted = metadata["fitted"]
+
+def _fitted_beta(segmenter, metadata, invalid) -> float:
+    """The strength of the spatial prior the file's model predicts with."""
+    if "beta" not in metadata["params"]:
+        # a file from before the spatial prior holds a pixel-wise model
+        segmenter.set_params(beta=0.0)
+    beta = metadata["fitted"].get("beta_", segmenter.beta)
+    if (
+        isinstance(beta, bool) or not isinstance(beta, (int, float))
+        or not np.isfinite(beta) or beta < 0
+    ):
+        raise invalid(f"the fitted beta_ {beta!r} is not a finite number >= 0")
+    return float(beta)
+
+
+def _set_fit_summary(segmenter, fitted) -> None:
+    """The fit's summary attributes: the file's scalars, neutral values otherwise."""
     segmenter.converged_ = True
     segmenter.n_iter_ = 0
     segmenter.lower_bound_ = np.nan
@@ -442,17 +441,6 @@ def load_model(path) -> GMMSegmenter:
             isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) < 100)
         ):
             setattr(segmenter, name, value)
-    if "beta" in known:
-        # A file from before the spatial prior holds a pixel-wise model: beta=0.
-        if "beta" not in metadata["params"]:
-            segmenter.set_params(beta=0.0)
-        beta = getattr(segmenter, "beta_", segmenter.beta)
-        if (
-            isinstance(beta, bool) or not isinstance(beta, (int, float))
-            or not np.isfinite(beta) or beta < 0
-        ):
-            raise invalid(f"the fitted beta_ {beta!r} is not a finite number >= 0")
-        segmenter.beta_ = float(beta)
     candidates, curve = fitted.get("n_components_candidates_"), fitted.get("bic_curve_")
     if (
         isinstance(candidates, list) and isinstance(curve, list)
@@ -462,22 +450,20 @@ def load_model(path) -> GMMSegmenter:
     ):
         segmenter.n_components_candidates_ = np.asarray(candidates, dtype=np.int64)
         segmenter.bic_curve_ = np.asarray(curve, dtype=np.float64)
-    _check_predictable(segmenter, invalid)
-    return segmenter
 
 
-def _check_predictable(segmenter, invalid):
+def _check_predictable(model, invalid):
     """Refuse a model that is valid in float64 but cannot label in float32.
 
     Prediction works in standardised units and float32: means 1e300 away
-    from the offset, or a beta_ beyond float32, would give NaN posteriors or
+    from the offset, or a beta beyond float32, would give NaN posteriors or
     one label everywhere instead of an error.
     """
     limit = float(np.finfo(np.float32).max) / 1e6
-    if segmenter.beta_ > 1e6:
-        raise invalid(f"the fitted beta_ {segmenter.beta_!r} is far beyond any useful strength")
+    if model.beta > 1e6:
+        raise invalid(f"the fitted beta_ {model.beta!r} is far beyond any useful strength")
     try:
-        standardized = segmenter._standardized_mixture()
+        standardized = model.standardized
     except (ValueError, FloatingPointError) as error:
         raise invalid(f"its covariances are not positive definite in standardised units ({error})")
     for name in ("means", "precisions_cholesky"):
@@ -506,12 +492,12 @@ def _check_metadata(array, invalid) -> dict:
     if file_version > MODEL_FORMAT_VERSION:
         raise invalid(
             f"format_version {file_version} is newer than this gmm_segmenter "
-            f"({package_version()}) reads (up to {MODEL_FORMAT_VERSION}); upgrade gmm-segmenter"
+            f"({__version__}) reads (up to {MODEL_FORMAT_VERSION}); upgrade gmm-segmenter"
         )
-    if metadata.get("covariance_type") not in _mixture.COVARIANCE_TYPES:
+    if metadata.get("covariance_type") not in COVARIANCE_TYPES:
         raise invalid(
             f"covariance_type {metadata.get('covariance_type')!r} is not one of "
-            f"{', '.join(_mixture.COVARIANCE_TYPES)}"
+            f"{', '.join(COVARIANCE_TYPES)}"
         )
     for key in ("n_components", "n_features"):
         value = metadata.get(key)

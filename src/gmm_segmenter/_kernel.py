@@ -1,0 +1,290 @@
+"""The prediction kernel: one in-memory image (or block) and a fitted model in,
+labels, posteriors or log-likelihoods out.
+
+Everything that labels pixels calls :func:`predict_image`: the estimator for
+in-memory images, the dask workers for each block (with its halo), and so
+through them the command line and napari. It reads nothing but its
+arguments, so a block and a :class:`~._model.FittedModel` (a few kilobytes)
+are all a worker needs.
+
+Pixel-wise outputs are computed chunk by chunk (:data:`_image.CHUNK_PIXELS`
+pixels at a time) in float32, through a lookup table where the image's
+values allow one; outputs with the spatial prior come from mean-field
+posterior maps (:mod:`._mrf`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp, softmax
+from threadpoolctl import ThreadpoolController
+
+from . import _image, _mixture, _mrf
+from ._model import FittedModel, label_dtype
+from ._progress import report
+
+__all__ = [
+    "OUTPUTS",
+    "predict_image",
+    "output_layout",
+    "log_potential",
+    "check_spatial_memory",
+    "standardize",
+    "one_blas_thread",
+]
+
+#: What :func:`predict_image` can compute.
+OUTPUTS = ("labels", "posteriors", "log_likelihood")
+
+
+@dataclass(frozen=True)
+class PixelFunction:
+    """A function of standardised pixel values and the array it fills.
+
+    ``compute`` maps ``(n, n_features)`` standardised values (of
+    ``compute_dtype``) to ``(n, *tail)`` results. ``in_input_units``, when
+    given, computes the same from 8- and 16-bit values in their own units
+    as float32: standardising them would cost as much as labelling them.
+    ``tail_first`` lays the output out as ``(*tail, *spatial_shape)``.
+    """
+
+    compute: Callable
+    tail: tuple
+    dtype: np.dtype
+    fill: float
+    compute_dtype: type = np.float32
+    in_input_units: Callable | None = None
+    tail_first: bool = False
+
+
+def output_layout(model: FittedModel, output: str) -> tuple[tuple, np.dtype]:
+    """The axes each pixel adds to ``output`` and its dtype."""
+    if output == "labels":
+        return (), label_dtype(model.n_components)
+    if output == "posteriors":
+        return (model.n_components,), np.dtype(np.float32)
+    if output == "log_likelihood":
+        return (), np.dtype(np.float64)
+    raise ValueError(f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
+
+
+def _pixel_function(model: FittedModel, output: str) -> PixelFunction:
+    mixture = model.standardized
+    tail, dtype = output_layout(model, output)
+    if output == "labels":
+        fitted = model.mixture
+        return PixelFunction(
+            compute=lambda values: _mixture.most_probable(values, mixture, dtype) + 1,
+            tail=tail, dtype=dtype, fill=0,
+            in_input_units=lambda values: _mixture.most_probable(values, fitted, dtype) + 1,
+        )
+    if output == "posteriors":
+        return PixelFunction(
+            compute=lambda values: softmax(_mixture.weighted_log_prob(values, mixture), axis=1),
+            tail=tail, dtype=dtype, fill=0.0,
+        )
+    log_jacobian = np.log(model.scale).sum()
+    return PixelFunction(
+        compute=lambda values: logsumexp(
+            _mixture.weighted_log_prob(values, mixture), axis=1
+        ) - log_jacobian,
+        tail=tail, dtype=dtype, fill=np.nan, compute_dtype=np.float64,
+    )
+
+
+def predict_image(view: _image.ImageView, model: FittedModel, output: str) -> np.ndarray:
+    """``output`` (one of :data:`OUTPUTS`) for every pixel of one image.
+
+    Labels and posteriors include the spatial prior when ``model.beta > 0``;
+    log-likelihoods are always those of the mixture alone. Shapes: labels
+    and log-likelihoods ``spatial_shape``, posteriors ``spatial_shape + (K,)``.
+    """
+    if output == "log_likelihood" or model.beta == 0:
+        with one_blas_thread():
+            return map_pixels(view, _pixel_function(model, output), model.offset, model.scale)
+    with one_blas_thread():
+        return _spatial_prediction(view, model, output)
+
+
+def _spatial_prediction(view, model, output):
+    hood = model.neighbourhood(len(view.spatial_shape))
+    check_spatial_memory([view], model.n_components, "Labelling with the spatial prior")
+    valid = _mrf.valid_map(view)
+    potential = log_potential(view, model.standardized, model.offset, model.scale)
+    padded = _mrf.spatial_posteriors(potential, valid, model.beta, hood)
+    if output == "labels":
+        labels = _mrf.most_probable(padded, potential.shape[1:], label_dtype(model.n_components))
+        labels += 1
+        if valid is not None:
+            labels[~valid] = 0
+        return labels
+    if output == "posteriors":
+        # reuse the (K, *spatial_shape) buffer, component axis last
+        out = potential.reshape(potential.shape[1:] + potential.shape[:1])
+        return _mrf.channel_last(padded, out)
+    raise ValueError(f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
+
+
+def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, scale):
+    """``log w_k + log p(x | k)`` at every pixel, ``(K, *spatial_shape)`` float32.
+
+    ``mixture`` is in the standardised units ``(x - offset) / scale``. Component first:
+    the layout of :mod:`._mrf`'s maps.
+    """
+    function = PixelFunction(
+        compute=lambda values: _mixture.weighted_log_prob(values, mixture),
+        tail=(mixture.n_components,), dtype=np.dtype(np.float32), fill=0.0,
+        tail_first=True,
+    )
+    return map_pixels(view, function, offset, scale)
+
+
+def map_pixels(view: _image.ImageView, function: PixelFunction, offset, scale):
+    """Apply ``function`` to the standardised pixels of one image, chunk by chunk."""
+    tail = function.tail
+    shape = tail + view.spatial_shape if function.tail_first else view.spatial_shape + tail
+    _image.check_memory(
+        view.n_pixels * math.prod(tail) * np.dtype(function.dtype).itemsize,
+        f"An output of shape {shape} ({np.dtype(function.dtype).name})",
+    )
+    out = np.full(shape, function.fill, dtype=function.dtype)
+    if function.tail_first:  # write pixel-major results through a transposed view
+        flat = np.moveaxis(out.reshape(tail + (view.n_pixels,)), -1, 0)
+    else:
+        flat = out.reshape((view.n_pixels,) + tail)
+    plan = _image.lookup_plan(view)
+    if plan is not None:
+        _map_through_table(view, function, plan, flat, offset, scale)
+        return out
+    in_input_units = function.in_input_units
+    if view.dtype.kind not in "biu" or view.dtype.itemsize > 2:
+        in_input_units = None  # wider values need the standardised units
+    for start, stop, values, valid in _image.iter_chunks(view):
+        if valid is not None:
+            values = values[valid]
+        if not len(values):
+            result = np.empty((0,) + tail)
+        elif in_input_units is not None:
+            result = in_input_units(values.astype(np.float32))
+        else:
+            result = function.compute(
+                standardize(values, offset, scale, function.compute_dtype)
+            )
+        if valid is None:
+            flat[start:stop] = result
+        else:
+            flat[start:stop][valid] = result
+        report("labelling", stop, view.n_pixels)
+    return out
+
+
+def _map_through_table(view, function, plan, flat, offset, scale):
+    """Evaluate ``function`` once per table row, then index the table per chunk."""
+    table_values, index_of = plan
+    # evaluated in row blocks: a colour table may have millions of rows
+    table = np.empty((len(table_values),) + function.tail, dtype=function.dtype)
+    for first in range(0, len(table_values), _image.CHUNK_PIXELS):
+        rows = slice(first, first + _image.CHUNK_PIXELS)
+        standardized = standardize(table_values[rows], offset, scale, function.compute_dtype)
+        table[rows] = function.compute(standardized.astype(np.float64, copy=False))
+    for start, stop, values, valid in _image.iter_chunks(view):
+        block = flat[start:stop]
+        if valid is None:
+            np.take(table, index_of(values), axis=0, out=block)
+        else:
+            block[valid] = table[index_of(values)[valid]]
+        report("labelling", stop, view.n_pixels)
+
+
+def standardize(values, offset, scale, dtype):
+    """Pixel values in the fit's units, as ``dtype``, clipped to stay computable.
+
+    A pixel far outside the fitted range (1e45 under a model of 0..255 data)
+    would overflow to inf in float32 and turn every posterior NaN, in the
+    spatial prior its neighbours' too. Clipped to 1e12 standard deviations
+    (1e150 in float64), it lands in the widest component, as in the limit.
+    """
+    limit = 1e12 if np.dtype(dtype) == np.float32 else 1e150
+    if np.dtype(dtype) == np.float32 and values.dtype.itemsize <= 2:
+        # 8- and 16-bit values are exact in float32: no float64 pass, and the
+        # subtraction converts as it goes
+        # channel-major: broadcasting along a 3-long last axis is slow, and
+        # the log-densities read the channels as rows anyway
+        standardized = np.subtract(
+            values.T, offset.astype(np.float32)[:, np.newaxis], dtype=np.float32
+        )
+        standardized *= (1.0 / scale).astype(np.float32)[:, np.newaxis]
+        standardized = standardized.T
+        if values.dtype.kind in "biu":
+            info = np.iinfo(values.dtype) if values.dtype.kind != "b" else np.iinfo(np.uint8)
+            reach = np.maximum(abs(info.min - offset), abs(info.max - offset)) / scale
+            if np.all(reach < limit):
+                return standardized  # no value of this dtype can need clipping
+    else:
+        with np.errstate(over="ignore"):
+            standardized = ((values.T - offset[:, np.newaxis]) / scale[:, np.newaxis]).T
+    np.clip(standardized, -limit, limit, out=standardized)
+    return standardized.astype(dtype, copy=False)
+
+
+def check_spatial_memory(views, n_components, what):
+    """Refuse a spatial-prior pass whose float32 posterior maps would not fit.
+
+    Every image keeps a map of K posteriors per pixel (the outputs, or the
+    fit's state) and the largest also needs its pixel log-potentials.
+    """
+    pixels = [view.n_pixels for view in views]
+    shapes = ", ".join(str(view.spatial_shape) for view in views)
+    _image.check_memory(
+        (sum(pixels) + max(pixels)) * n_components * np.dtype(np.float32).itemsize,
+        f"{what} ({n_components} components, image shape(s) {shapes})",
+    )
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """One BLAS thread while any fit or prediction runs, in any thread.
+
+    EM and prediction multiply tall, skinny arrays by tiny (channels x
+    channels) matrices: memory-bound work that BLAS threads only slow down,
+    badly so when the cores are busy (a fit took 4x longer with two OpenBLAS
+    threads on a loaded 2-core machine).
+
+    The BLAS setting is global to the process: the first caller to enter
+    sets it and the last to leave restores it, so overlapping calls (a napari
+    worker and the main thread, ``gmm-segment --jobs``) cannot restore each
+    other's limit and leave BLAS single-threaded for good.
+    """
+    global _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+@functools.cache
+def _blas_controller():
+    # threadpool_limits() looks the loaded libraries up again on every call
+    # (~3 ms, several times per fit); a controller made once does not. By the
+    # first fit, NumPy's and SciPy's BLAS are loaded.
+    return ThreadpoolController()

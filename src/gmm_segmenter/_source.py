@@ -1,0 +1,56 @@
+"""Where images enter: the one place that decides how they are held.
+
+:func:`open_images` validates what the caller passed and returns one object
+that everything below speaks to through four operations:
+
+- ``histogram()``: the exact ``(distinct values, counts)`` of integer images;
+- ``sample(n_samples, random_state)``: a seeded uniform sample of valid pixels;
+- ``spatial_fit_views()``: in-memory views on which the spatial prior is fitted;
+- ``predict(model, output)``: labels, posteriors or log-likelihoods, one per
+  image, computed by :func:`._kernel.predict_image`.
+
+NumPy images get :class:`InMemoryImages` here; dask and zarr arrays get
+:class:`._dask.ChunkedImages`, which answers the same operations from the
+chunks and returns lazy outputs. Another backend (CuPy, or any array-API
+namespace) would be one more class with these four methods, chosen in
+:func:`open_images`; see ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+from . import _dask, _image, _kernel
+
+__all__ = ["open_images", "InMemoryImages"]
+
+
+class InMemoryImages(_image.Images):
+    """NumPy images, walked chunk by chunk."""
+
+    def histogram(self):
+        return _image.integer_histogram(self.views)
+
+    def sample(self, n_samples, random_state):
+        return _image.sample_pixels(self.views, n_samples, random_state)
+
+    def spatial_fit_views(self):
+        return self.views
+
+    def predict(self, model, output):
+        if output != "log_likelihood" and model.beta > 0:
+            # the whole batch's maps at once: each image keeps its output
+            _kernel.check_spatial_memory(
+                self.views, model.n_components, "Labelling with the spatial prior"
+            )
+        return self.unbatch([_kernel.predict_image(view, model, output) for view in self.views])
+
+
+def open_images(X, *, channel_axis, mask=None, param_name="X") -> _image.Images:
+    """Validate one image or a batch and pick the backend that will hold them."""
+    views = _image.as_images(
+        X, channel_axis=channel_axis, mask=mask, param_name=param_name,
+        convert=_dask.lazy_inputs,
+    )
+    batch = _image.is_batch(X)
+    if any(_image.is_dask_array(view.pixels) for view in views):
+        return _dask.ChunkedImages(views, batch)
+    return InMemoryImages(views, batch)
