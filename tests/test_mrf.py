@@ -10,7 +10,7 @@ from skimage.draw import line
 from sklearn.metrics import adjusted_rand_score
 from sklearn.utils._param_validation import InvalidParameterError
 
-from gmm_segmenter import GMMSegmenter, _mixture, _mrf
+from gmm_segmenter import GMMSegmenter, _hmrf, _mixture, _mrf
 
 
 def blobs(shape, n_classes=3, noise=0.45, seed=0, smoothness=4.0):
@@ -223,7 +223,7 @@ def test_deterministic_with_a_seed():
 def test_beta_auto_is_estimated_and_reported(noisy_blobs):
     image, truth = noisy_blobs
     segmenter = GMMSegmenter(3, beta="auto", random_state=0).fit(image)
-    assert 0 < segmenter.beta_ <= _mrf.BETA_MAX
+    assert 0 < segmenter.beta_ <= _hmrf.BETA_MAX
     assert segmenter.spatial_n_iter_ >= 1
     assert ari(truth, segmenter.predict(image)) > 0.85
 
@@ -398,7 +398,7 @@ def test_histogram_responsibilities_sum_posteriors_per_value():
     potential = rng.normal(size=(2,) + shape).astype(np.float32)
     padded = _mrf.padded_posteriors(potential, None)
     rows = rng.integers(-1, 4, size=shape).astype(np.int32)  # -1: not used
-    table = _mrf.ResponsibilityTable(np.zeros((4, 1)), rows=[rows])
+    table = _hmrf.ResponsibilityTable(np.zeros((4, 1)), rows=[rows])
     q = softmax(potential, axis=0)
     expected = np.zeros((4, 2))
     np.add.at(expected, rows[rows >= 0], q[:, rows >= 0].T)

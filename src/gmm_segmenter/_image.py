@@ -143,26 +143,7 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
     if convert is not None:
         image, mask = convert(image, mask)
     # a dask array stays lazy: everything below only reads its shape and dtype
-    array = image if is_dask_array(image) else np.asarray(image)
-    if array.dtype.kind == "c":
-        # scikit-learn's convention for complex input is a ValueError
-        raise ValueError(
-            f"Complex data not supported: {name} has dtype {array.dtype}; segment "
-            f"np.abs({name}) or {name}.real instead."
-        )
-    if array.dtype.kind == "O":
-        try:
-            array = array.astype(np.float64)
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"{name} has dtype object and its values are not numbers ({error}); "
-                "pass a numeric array."
-            ) from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name} has dtype {array.dtype}; images must be real-valued "
-            "(bool, integer or float): convert it to a numeric array first."
-        )
+    array = _real_array(image if is_dask_array(image) else np.asarray(image), name)
     if array.ndim == 0:
         raise ValueError(
             f"{name} is a scalar (0-d array); pass an image with at least one "
@@ -195,6 +176,30 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
         # one float32 copy (twice the input), the caller's array is untouched.
         pixels = pixels.astype(np.float32)
     return ImageView(pixels=pixels, mask=_as_mask(mask, pixels.shape[:-1], name))
+
+
+def _real_array(array, name):
+    """``array`` as real numbers (bool, integer or float), or a clear error."""
+    if array.dtype.kind == "c":
+        # scikit-learn's convention for complex input is a ValueError
+        raise ValueError(
+            f"Complex data not supported: {name} has dtype {array.dtype}; segment "
+            f"np.abs({name}) or {name}.real instead."
+        )
+    if array.dtype.kind == "O":
+        try:
+            array = array.astype(np.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{name} has dtype object and its values are not numbers ({error}); "
+                "pass a numeric array."
+            ) from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} has dtype {array.dtype}; images must be real-valued "
+            "(bool, integer or float): convert it to a numeric array first."
+        )
+    return array
 
 
 def _as_mask(mask, spatial_shape, name) -> np.ndarray | None:
@@ -266,6 +271,18 @@ def iter_chunks(view: ImageView) -> Iterator[tuple[int, int, np.ndarray, np.ndar
     for key, start, stop in blocks(view.spatial_shape):
         values = chunk_values(view, key)
         yield start, stop, values, chunk_valid(view, key, values)
+
+
+def valid_map(view: ImageView) -> np.ndarray | None:
+    """Pixels inside the mask with finite values, or ``None`` when all are."""
+    if not view.may_be_invalid:
+        return None
+    valid = np.ones(view.spatial_shape, dtype=bool)
+    flat = valid.reshape(-1)
+    for start, stop, _, chunk_valid in iter_chunks(view):
+        if chunk_valid is not None:
+            flat[start:stop] = chunk_valid
+    return None if flat.all() else valid
 
 
 # --------------------------------------------------------------------------

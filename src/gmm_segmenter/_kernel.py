@@ -116,7 +116,7 @@ def predict_image(view: _image.ImageView, model: FittedModel, output: str) -> np
 def _spatial_prediction(view, model, output):
     hood = model.neighbourhood(len(view.spatial_shape))
     check_spatial_memory([view], model.n_components, "Labelling with the spatial prior")
-    valid = _mrf.valid_map(view)
+    valid = _image.valid_map(view)
     potential = log_potential(view, model.standardized, model.offset, model.scale)
     padded = _mrf.spatial_posteriors(potential, valid, model.beta, hood)
     if output == "labels":

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -14,7 +12,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _kernel, _mixture, _mrf, _source
+from . import _hmrf, _image, _kernel, _mixture, _mrf, _source, _training
 from ._covariance import COVARIANCE_TYPES
 from ._model import FittedModel
 
@@ -23,11 +21,6 @@ __all__ = ["GMMSegmenter", "segment"]
 # Integer single-channel training data is fitted on its exact histogram when
 # it has at most this many distinct values (or max_samples, if larger).
 _HISTOGRAM_MIN_BINS = 1 << 16
-
-# Standard deviations the fit accepts per channel: covariances in input units
-# are standardised ones (down to ~1e-12 after regularisation) times scale**2,
-# and must stay normal, finite float64 numbers.
-_SCALE_LIMITS = (1e-140, 1e140)
 
 
 def _single_threaded_blas(method):
@@ -307,10 +300,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 "to fit; pass a mask with some True pixels inside the image's "
                 "finite values."
             )
-        offset, scale = _standardisation(values, weights, self.covariance_type)
-        result = self._fit_pixelwise(values, weights, offset, scale, n_valid, random_state)
+        offset, scale = _training.standardisation(values, weights, self.covariance_type)
+        result = self._fit_pixelwise(values, weights, offset, scale, random_state)
         mixture, beta = result.mixture, 0.0
         log_jacobian = np.log(scale).sum()
+        spatial = None
         if self.beta != 0:
             # dask images: HMRF-EM on an in-memory crop of each
             spatial = self._fit_spatial(
@@ -318,13 +312,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 random_state,
             )
             mixture, beta = spatial.mixture, spatial.beta
-            self.spatial_n_iter_ = spatial.n_iter
-            self.spatial_converged_ = spatial.converged
-            self.spatial_lower_bounds_ = [b - log_jacobian for b in spatial.objectives]
-        else:
-            self.spatial_n_iter_ = 0
-            self.spatial_converged_ = True
-            self.spatial_lower_bounds_ = []
+        self.spatial_n_iter_ = 0 if spatial is None else spatial.n_iter
+        self.spatial_converged_ = True if spatial is None else spatial.converged
+        self.spatial_lower_bounds_ = (
+            [] if spatial is None else [b - log_jacobian for b in spatial.objectives]
+        )
         mixture = mixture.rescaled(offset, scale)
         # HMRF-EM may move the means past each other: sort again, darkest first
         mixture = mixture.reorder(np.argsort(mixture.means.mean(axis=1), kind="stable"))
@@ -340,14 +332,16 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.n_pixels_fit_ = n_valid
         return self
 
-    def _fit_pixelwise(self, values, weights, offset, scale, n_valid, random_state):
+    def _fit_pixelwise(self, values, weights, offset, scale, random_state):
         """EM for each candidate number of components; the best by BIC when 'auto'."""
         standardized = (values - offset) / scale
-        _warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
+        _training.warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
         init_params = self.init_params
         if init_params == "auto":
             init_params = "otsu" if values.shape[1] == 1 else "kmeans"
-        candidates = self._candidate_n_components(standardized, n_valid, raw=values)
+        candidates = _training.candidate_n_components(
+            self.n_components, self.n_components_range, standardized, raw=values
+        )
         fits, bics = [], []
         for n_components in candidates:
             result = _mixture.fit_mixture(
@@ -399,32 +393,32 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             views, mixture.n_components, "Fitting with the spatial prior"
         )
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        valid_maps = [_mrf.valid_map(view) for view in views]
+        valid_maps = [_image.valid_map(view) for view in views]
         shapes = [view.spatial_shape for view in views]
-        probes = _mrf.sample_positions(
-            valid_maps, shapes, _mrf.PSEUDO_LIKELIHOOD_PIXELS, generator
+        probes = _hmrf.sample_positions(
+            valid_maps, shapes, _hmrf.PSEUDO_LIKELIHOOD_PIXELS, generator
         )
         if method == "histogram":
             rows = [
-                _mrf.histogram_rows(view, valid, values[:, 0])
+                _hmrf.histogram_rows(view, valid, values[:, 0])
                 for view, valid in zip(views, valid_maps)
             ]
-            table = _mrf.ResponsibilityTable((values - offset) / scale, rows=rows)
+            table = _hmrf.ResponsibilityTable((values - offset) / scale, rows=rows)
         else:
             n_samples = np.iinfo(np.int64).max if self.max_samples is None else self.max_samples
-            positions = _mrf.sample_positions(valid_maps, shapes, n_samples, generator)
-            table = _mrf.ResponsibilityTable(
-                (_mrf.values_at(views, positions) - offset) / scale, positions=positions
+            positions = _hmrf.sample_positions(valid_maps, shapes, n_samples, generator)
+            table = _hmrf.ResponsibilityTable(
+                (_hmrf.values_at(views, positions) - offset) / scale, positions=positions
             )
         grids = [
-            _mrf.Grid(shape, valid, hood, probe)
+            _hmrf.Grid(shape, valid, hood, probe)
             for shape, valid, hood, probe in zip(shapes, valid_maps, hoods, probes)
         ]
 
         def log_potential(i, mixture):
             return _kernel.log_potential(views[i], mixture, offset, scale)
 
-        return _mrf.hmrf_em(
+        return _hmrf.hmrf_em(
             mixture,
             grids,
             log_potential,
@@ -447,41 +441,6 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
         values, n_valid = images.sample(n_samples, generator)
         return values, np.ones(len(values)), "subsample", n_valid
-
-    def _candidate_n_components(self, values, n_valid, raw=None):
-        """Numbers of components to fit, after checking the data can hold them.
-
-        ``values`` are standardised; ``raw`` (input units) only sharpens the
-        message when standardising merged values that differ in the input.
-        """
-        if self.n_components == "auto":
-            lowest, highest = _check_range(self.n_components_range)
-        else:
-            lowest = highest = self.n_components
-        n_distinct = _count_distinct_rows(values, highest)
-        if n_distinct < lowest:
-            what = (
-                f"n_components={self.n_components}"
-                if self.n_components != "auto"
-                else f"n_components_range={tuple(self.n_components_range)}"
-            )
-            where = "pixel values" if n_distinct == len(values) else "distinct pixel values"
-            merged = raw is not None and _count_distinct_rows(raw, lowest) > n_distinct
-            if merged:
-                where += (
-                    " at float64 precision once scaled to the image's spread (values "
-                    f"from {raw.min():.3g} to {raw.max():.3g}: too wide a dynamic range; "
-                    "clip the outliers or segment np.log(X))"
-                )
-            elif n_distinct == 1:
-                where += " (a constant image)"
-            raise ValueError(
-                f"{what} asks for at least {lowest} components, but the valid pixels "
-                f"of X hold only {n_distinct} {where}; each component "
-                "needs its own value to model. Use "
-                f"n_components<={n_distinct} or n_components='auto'."
-            )
-        return list(range(lowest, min(highest, n_distinct) + 1))
 
     # -------------------------------------------------------------- predict
 
@@ -654,111 +613,6 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True
         tags.transformer_tags.preserves_dtype = []
         return tags
-
-
-def _standardisation(values, weights, covariance_type):
-    """Offset and scale that bring each channel to zero mean, unit variance.
-
-    Fitting in these units keeps EM well conditioned for any intensity range
-    (uint8, uint32, 1e-30..1e30 floats) and makes ``reg_covar`` relative.
-    A spherical covariance needs one scale for all channels to stay spherical.
-
-    Raises ``ValueError`` when a channel's spread is so large or small that
-    its variance (the covariances in input units) would not fit in float64.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        # normalised weights: a convex combination of finite values cannot overflow
-        offset = (weights / weights.sum()) @ values
-        centred = values - offset
-        magnitude = np.abs(centred).max(axis=0)
-        # by value, not by spread: a rounded mean leaves a constant channel a
-        # spread of a few ulps, which must not count as a (tiny) spread
-        constant = values.max(axis=0) == values.min(axis=0)
-        magnitude[magnitude == 0] = 1.0
-        scale = np.sqrt((weights / weights.sum()) @ (centred / magnitude) ** 2) * magnitude
-        if covariance_type == "spherical":
-            largest = scale.max() if scale.max() > 0 else 1.0
-            scale = np.full_like(scale, np.sqrt(np.mean((scale / largest) ** 2)) * largest)
-    if covariance_type != "spherical":
-        scale[constant] = 1.0  # a constant channel: any unit will do
-    elif constant.all():
-        scale[:] = 1.0  # spherical needs one common scale; keep it if any channel varies
-    usable = (scale >= _SCALE_LIMITS[0]) & (scale <= _SCALE_LIMITS[1])
-    if not usable.all():
-        channel = int(np.flatnonzero(~usable)[0])
-        where = f" in channel {channel}" if len(scale) > 1 else ""
-        raise ValueError(
-            f"The pixel values of X spread too {'little' if scale[channel] < 1 else 'much'}"
-            f"{where} (standard deviation {scale[channel]:.3g}): GMMSegmenter needs a "
-            f"standard deviation between {_SCALE_LIMITS[0]:g} and {_SCALE_LIMITS[1]:g} "
-            "so that variances fit in float64. Multiply the image by a constant first "
-            "(labels do not change with the units)."
-        )
-    return offset, scale
-
-
-def _warn_if_collinear(standardized, weights, reg_covar, covariance_type):
-    """Warn when the channels are linearly dependent (a gray image stored as RGB).
-
-    Their covariances are then singular: the fit still works, held positive
-    definite by ``reg_covar``, but the redundant channels add nothing but cost
-    (and with 'diag' or 'spherical' they count the same evidence twice).
-    """
-    n_features = standardized.shape[1]
-    if n_features < 2:
-        return
-    correlation = (standardized.T * (weights / weights.sum())) @ standardized
-    smallest = float(np.linalg.eigvalsh(correlation)[0])
-    if smallest > 10 * max(reg_covar, 1e-12):
-        return
-    ridge = (
-        f"only reg_covar={reg_covar:g} keeps the covariances invertible"
-        if covariance_type in ("full", "tied")
-        else f"covariance_type={covariance_type!r} counts the same evidence several times"
-    )
-    warnings.warn(
-        f"The {n_features} channels of X are linearly dependent (smallest eigenvalue of "
-        f"their correlation matrix {max(smallest, 0.0):.2g}), as in a grayscale image "
-        f"stored as RGB; {ridge}. Segment one channel instead (for example X[..., 0] "
-        "with channel_axis=None), or drop the redundant channels.",
-        UserWarning,
-        stacklevel=_caller_stacklevel(),
-    )
-
-
-def _count_distinct_rows(values, enough):
-    """Number of distinct rows of ``values``, counting no further than ``enough``."""
-    found = 0
-    remaining = values
-    while len(remaining) and found < enough:
-        found += 1
-        remaining = remaining[np.any(remaining != remaining[0], axis=1)]
-    return found
-
-
-def _caller_stacklevel():
-    """``stacklevel`` that points a warning at the first frame outside this
-    package and scikit-learn, whatever decorators ``fit`` carries."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
-        "gmm_segmenter", "sklearn"
-    ):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def _check_range(n_components_range):
-    if (
-        len(n_components_range) != 2
-        or not all(isinstance(n, Integral) for n in n_components_range)
-        or not 1 <= n_components_range[0] <= n_components_range[1]
-    ):
-        raise ValueError(
-            "n_components_range must be two integers (smallest, largest) with "
-            f"1 <= smallest <= largest; got n_components_range={n_components_range!r}. "
-            "For example n_components_range=(2, 6)."
-        )
-    return int(n_components_range[0]), int(n_components_range[1])
 
 
 def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state=None, **params):

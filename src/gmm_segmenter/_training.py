@@ -1,0 +1,164 @@
+"""The training data's units and checks: standardisation, collinear
+channels, and how many components the data can hold."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from numbers import Integral
+
+import numpy as np
+
+__all__ = [
+    "SCALE_LIMITS",
+    "standardisation",
+    "warn_if_collinear",
+    "candidate_n_components",
+    "caller_stacklevel",
+]
+
+#: Standard deviations the fit accepts per channel: covariances in input
+#: units are standardised ones (down to ~1e-12 after regularisation) times
+#: scale**2, and must stay normal, finite float64 numbers.
+SCALE_LIMITS = (1e-140, 1e140)
+
+
+def standardisation(values, weights, covariance_type):
+    """Offset and scale that bring each channel to zero mean, unit variance.
+
+    Fitting in these units keeps EM well conditioned for any intensity range
+    (uint8, uint32, 1e-30..1e30 floats) and makes ``reg_covar`` relative.
+    A spherical covariance needs one scale for all channels to stay spherical.
+
+    Raises ``ValueError`` when a channel's spread is so large or small that
+    its variance (the covariances in input units) would not fit in float64.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        # normalised weights: a convex combination of finite values cannot overflow
+        offset = (weights / weights.sum()) @ values
+        centred = values - offset
+        magnitude = np.abs(centred).max(axis=0)
+        # by value, not by spread: a rounded mean leaves a constant channel a
+        # spread of a few ulps, which must not count as a (tiny) spread
+        constant = values.max(axis=0) == values.min(axis=0)
+        magnitude[magnitude == 0] = 1.0
+        scale = np.sqrt((weights / weights.sum()) @ (centred / magnitude) ** 2) * magnitude
+        if covariance_type == "spherical":
+            largest = scale.max() if scale.max() > 0 else 1.0
+            scale = np.full_like(scale, np.sqrt(np.mean((scale / largest) ** 2)) * largest)
+    if covariance_type != "spherical":
+        scale[constant] = 1.0  # a constant channel: any unit will do
+    elif constant.all():
+        scale[:] = 1.0  # spherical needs one common scale; keep it if any channel varies
+    usable = (scale >= SCALE_LIMITS[0]) & (scale <= SCALE_LIMITS[1])
+    if not usable.all():
+        channel = int(np.flatnonzero(~usable)[0])
+        where = f" in channel {channel}" if len(scale) > 1 else ""
+        raise ValueError(
+            f"The pixel values of X spread too {'little' if scale[channel] < 1 else 'much'}"
+            f"{where} (standard deviation {scale[channel]:.3g}): GMMSegmenter needs a "
+            f"standard deviation between {SCALE_LIMITS[0]:g} and {SCALE_LIMITS[1]:g} "
+            "so that variances fit in float64. Multiply the image by a constant first "
+            "(labels do not change with the units)."
+        )
+    return offset, scale
+
+
+def warn_if_collinear(standardized, weights, reg_covar, covariance_type):
+    """Warn when the channels are linearly dependent (a gray image stored as RGB).
+
+    Their covariances are then singular: the fit still works, held positive
+    definite by ``reg_covar``, but the redundant channels add nothing but cost
+    (and with 'diag' or 'spherical' they count the same evidence twice).
+    """
+    n_features = standardized.shape[1]
+    if n_features < 2:
+        return
+    correlation = (standardized.T * (weights / weights.sum())) @ standardized
+    smallest = float(np.linalg.eigvalsh(correlation)[0])
+    if smallest > 10 * max(reg_covar, 1e-12):
+        return
+    ridge = (
+        f"only reg_covar={reg_covar:g} keeps the covariances invertible"
+        if covariance_type in ("full", "tied")
+        else f"covariance_type={covariance_type!r} counts the same evidence several times"
+    )
+    warnings.warn(
+        f"The {n_features} channels of X are linearly dependent (smallest eigenvalue of "
+        f"their correlation matrix {max(smallest, 0.0):.2g}), as in a grayscale image "
+        f"stored as RGB; {ridge}. Segment one channel instead (for example X[..., 0] "
+        "with channel_axis=None), or drop the redundant channels.",
+        UserWarning,
+        stacklevel=caller_stacklevel(),
+    )
+
+
+def count_distinct_rows(values, enough):
+    """Number of distinct rows of ``values``, counting no further than ``enough``."""
+    found = 0
+    remaining = values
+    while len(remaining) and found < enough:
+        found += 1
+        remaining = remaining[np.any(remaining != remaining[0], axis=1)]
+    return found
+
+
+def caller_stacklevel():
+    """``stacklevel`` that points a warning at the first frame outside this
+    package and scikit-learn, whatever decorators ``fit`` carries."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
+        "gmm_segmenter", "sklearn"
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def check_range(n_components_range):
+    if (
+        len(n_components_range) != 2
+        or not all(isinstance(n, Integral) for n in n_components_range)
+        or not 1 <= n_components_range[0] <= n_components_range[1]
+    ):
+        raise ValueError(
+            "n_components_range must be two integers (smallest, largest) with "
+            f"1 <= smallest <= largest; got n_components_range={n_components_range!r}. "
+            "For example n_components_range=(2, 6)."
+        )
+    return int(n_components_range[0]), int(n_components_range[1])
+
+
+def candidate_n_components(n_components, n_components_range, values, raw=None):
+    """Numbers of components to fit, after checking the data can hold them.
+
+    ``values`` are standardised; ``raw`` (input units) only sharpens the
+    message when standardising merged values that differ in the input.
+    """
+    if n_components == "auto":
+        lowest, highest = check_range(n_components_range)
+    else:
+        lowest = highest = n_components
+    n_distinct = count_distinct_rows(values, highest)
+    if n_distinct < lowest:
+        what = (
+            f"n_components={n_components}"
+            if n_components != "auto"
+            else f"n_components_range={tuple(n_components_range)}"
+        )
+        where = "pixel values" if n_distinct == len(values) else "distinct pixel values"
+        merged = raw is not None and count_distinct_rows(raw, lowest) > n_distinct
+        if merged:
+            where += (
+                " at float64 precision once scaled to the image's spread (values "
+                f"from {raw.min():.3g} to {raw.max():.3g}: too wide a dynamic range; "
+                "clip the outliers or segment np.log(X))"
+            )
+        elif n_distinct == 1:
+            where += " (a constant image)"
+        raise ValueError(
+            f"{what} asks for at least {lowest} components, but the valid pixels "
+            f"of X hold only {n_distinct} {where}; each component "
+            "needs its own value to model. Use "
+            f"n_components<={n_distinct} or n_components='auto'."
+        )
+    return list(range(lowest, min(highest, n_distinct) + 1))
