@@ -314,7 +314,10 @@ def load_average():
         return float("nan")
 
 
-def fmt_pass(ok):
+def fmt_pass(ok, quick=False):
+    # Quick runs use small images: the targets are meant for the full sizes.
+    if quick:
+        return "info (meets the full-size target)" if ok else "info (below the full-size target)"
     return "PASS" if ok else "FAIL"
 
 
@@ -408,7 +411,7 @@ def run_case(name, image, channel_axis, repeat, rss, quick):
             ),
         ]
         for what, target, measured, ok in row["checks"]:
-            print(f"  {fmt_pass(ok)}  {row['method']}: {what} {measured} (target {target})")
+            print(f"  {fmt_pass(ok, quick)}  {row['method']}: {what} {measured} (target {target})")
     naive_row["mem_ratio"] = 1.0
     return rows
 
@@ -439,7 +442,7 @@ def print_table(rows, repeat, quick, rss):
     print("|---|---|---|---|---:|---|")
     for r in rows:
         for what, target, measured, ok in r.get("checks", []):
-            print(f"| {r['image']} | {r['method']} | {what} | {target} | {measured} | {fmt_pass(ok)} |")
+            print(f"| {r['image']} | {r['method']} | {what} | {target} | {measured} | {fmt_pass(ok, quick)} |")
     print(
         "\nfit+predict: wall clock of fit + predict (naive includes building the float64 "
         "pixel table). peak MiB: tracemalloc high-water mark above the input image, in a "
