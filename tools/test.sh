@@ -2,10 +2,13 @@
 # Install everything the test suite needs and run it.
 #
 # On a fresh Debian machine (as root) this installs the system libraries a
-# headless napari needs (Xvfb, Mesa's OpenGL, the xcb libraries Qt loads),
-# then the package with its test and napari extras, then runs pytest on a
-# virtual display: napari's canvas needs OpenGL, which QT_QPA_PLATFORM=offscreen
-# does not provide. Extra arguments go to pytest.
+# headless napari needs (Xvfb, Mesa's OpenGL, the xcb libraries Qt loads, and
+# python3-venv when `python3 -m venv` cannot work yet), then makes or reuses
+# the project's virtual environment .venv/ (tools/venv.sh) and installs the
+# package into it in editable mode with its test and napari extras, then runs
+# pytest with that environment's Python on a virtual display: napari's canvas
+# needs OpenGL, which QT_QPA_PLATFORM=offscreen does not provide. Extra
+# arguments go to pytest. PYTHON=... chooses the Python that makes .venv/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,11 @@ missing=()
 for package in "${system_packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# Debian's python3 makes virtual environments only with python3-venv installed.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1 \
+    && ! "${PYTHON:-python3}" -c "import ensurepip, venv" >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "Missing system packages: ${missing[*]}; run this script as root or install them." >&2
@@ -29,13 +37,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Debian's own python3 marks its site-packages as externally managed (PEP 668);
-# this machine-wide test install is what the script is for.
-export PIP_BREAK_SYSTEM_PACKAGES=1
-python3 -m pip install --quiet --disable-pip-version-check -e ".[test,napari]"
+bash tools/venv.sh test,napari
 
 status=0
-xvfb-run -a -s "-screen 0 1280x1024x24" python3 -m pytest "$@" || status=$?
+xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: the suite is missing or was deselected entirely." >&2
     exit 1
