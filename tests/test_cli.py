@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from gmm_segmenter import GMMSegmenter, cli
+from gmm_segmenter import GMMSegmenter, __version__, cli
 from gmm_segmenter import io as gio
 
-HAS_BETA = "beta" in GMMSegmenter().get_params()
-# Pixel-wise model where the estimator has a spatial prior: fast and exactly
-# checkable (labels are then the argmax of the posteriors). The spatial prior
-# itself is tested with the estimator.
-FAST = ["--beta", "0"] if HAS_BETA else []
+# Pixel-wise model: fast and exactly checkable (labels are then the argmax of
+# the posteriors). The spatial prior itself is tested with the estimator.
+FAST = ["--beta", "0"]
 
 
 def run(argv, capsys=None):
@@ -128,7 +126,7 @@ def test_report_contents(tmp_path, images):
     assert report["model"]["source"] == "fitted on this image"
     assert len(report["model"]["weights"]) == 3
     assert np.isfinite(report["bic"]) and report["seconds"]["total"] > 0
-    assert report["versions"]["gmm_segmenter"] == gio.package_version()
+    assert report["versions"]["gmm_segmenter"] == __version__
     assert {"numpy", "sklearn", "skimage"} <= set(report["versions"])
     assert report["model"]["params"]["random_state"] == 0
     np.testing.assert_allclose(sorted(np.ravel(report["model"]["means"])), [30, 120, 210], atol=5)
@@ -248,6 +246,14 @@ def test_model_round_trip_gives_identical_labels(tmp_path, images):
     assert report["model"]["source"] == f"loaded from {model}"
 
 
+def test_model_takes_the_beta_of_the_run(tmp_path, images):
+    model, smoothing = tmp_path / "model.npz", tmp_path / "smoothing.npz"
+    assert run([images / "gray.png", "-o", tmp_path, "--save-model", model, *FAST]) == 0
+    assert run([images / "gray.png", "-o", tmp_path, "--model", model, "--beta", "2",
+                "--save-model", smoothing]) == 0
+    assert gio.load_model(model).beta_ == 0.0 and gio.load_model(smoothing).beta_ == 2.0
+
+
 def test_model_with_wrong_channels_fails_that_file(tmp_path, images, capsys):
     model = tmp_path / "gray.npz"
     assert run([images / "gray.png", "-o", tmp_path, "--save-model", model, *FAST]) == 0
@@ -293,6 +299,7 @@ def test_fit_on_all_inputs_shares_one_model(tmp_path):
         (["x.png", "-k", "0"], "positive integer"),
         (["x.png", "--covariance-type", "round"], "invalid choice"),
         (["x.png", "--model", "m.npz", "-k", "3"], "--model applies a saved model"),
+        (["x.png", "--model", "m.npz", "--beta", "auto"], "--beta auto estimates"),
         (["x.png", "y.png", "--save-model", "m.npz"], "add --fit-on"),
         (["x.png", "--k-range", "5", "2"], "--k-range"),
         (["--sample", "not-a-sample"], "invalid choice"),
@@ -309,21 +316,38 @@ def test_help_and_version_exit_0(capsys):
     status, out, _ = run(["--help"], capsys)
     assert status == 0 and "--channel-axis" in out and "RGB" in out
     status, out, _ = run(["--version"], capsys)
-    assert status == 0 and gio.package_version() in out
+    assert status == 0 and __version__ in out
 
 
-def test_beta_flag_follows_the_estimator(tmp_path, images, monkeypatch, capsys):
-    if HAS_BETA:
-        assert run([images / "gray.png", "-o", tmp_path, "--beta", "0.5", "--no-masks"]) == 0
-        report = json.loads((tmp_path / "gray_report.json").read_text())
-        assert report["model"]["params"]["beta"] == 0.5
-    # an estimator without the parameter: the flag is refused with a reason
-    params = {k: v for k, v in GMMSegmenter().get_params().items()
-              if k not in ("beta", "connectivity", "spacing")}
-    monkeypatch.setattr(cli, "_estimator_parameters", lambda: params)
-    assert "--beta" not in cli.build_parser().format_help()
-    status, _, err = run([images / "gray.png", "--beta", "0.5"], capsys)
-    assert status == 2 and "--beta needs a GMMSegmenter with a 'beta' parameter" in err
+def test_beta_flag_reaches_the_estimator(tmp_path, images):
+    assert run([images / "gray.png", "-o", tmp_path, "--beta", "0.5", "--no-masks"]) == 0
+    report = json.loads((tmp_path / "gray_report.json").read_text())
+    assert report["model"]["params"]["beta"] == 0.5
+
+
+def test_help_shows_the_estimators_defaults():
+    from gmm_segmenter.cli._parser import ESTIMATOR_DEFAULTS
+
+    params = GMMSegmenter().get_params()
+    assert ESTIMATOR_DEFAULTS == {name: params[name] for name in ESTIMATOR_DEFAULTS}
+
+
+def test_parser_imports_no_numerical_library():
+    # The package's __init__ is bypassed: only what the command line itself
+    # loads before parsing is checked.
+    code = (
+        "import importlib.util, sys, types\n"
+        "package = types.ModuleType('gmm_segmenter')\n"
+        "package.__path__ = importlib.util.find_spec('gmm_segmenter').submodule_search_locations\n"
+        "sys.modules['gmm_segmenter'] = package\n"
+        "from gmm_segmenter.cli import build_parser, main\n"
+        "build_parser()\n"
+        "print(sorted({'numpy', 'scipy', 'sklearn', 'skimage'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_debug_shows_tracebacks(tmp_path, capsys):
@@ -422,7 +446,7 @@ def test_interactive_prompts_on_a_real_terminal(tmp_path, images):
 
 
 def test_progress_bars_follow_em_and_labelling_on_a_terminal(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_is_terminal", lambda stream: True)
+    monkeypatch.setattr("gmm_segmenter.cli._console.is_terminal", lambda stream: True)
     assert cli.main(["--sample", "coins", "-k", "2", "-o", str(tmp_path)]) == 0
     shown = capsys.readouterr().err
     for stage in ("EM:", "spatial EM:", "labelling:", "image"):

@@ -1,0 +1,12 @@
+"""``gmm-segment``: segment image files with a Gaussian mixture from the shell.
+
+The original workflow (ask for an image and a number of components, write the
+segmented picture and one mask per component into ``Result/``) as a batch
+tool. See ``docs/cli.md`` or ``gmm-segment --help``.
+"""
+
+from ._main import main
+from ._parser import build_parser
+from ._samples import available_samples
+
+__all__ = ["main", "build_parser", "available_samples"]

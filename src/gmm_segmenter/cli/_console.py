@@ -1,0 +1,78 @@
+"""What ``gmm-segment`` prints: messages, errors and progress bars.
+
+Errors always go to stderr, one line each; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+PROG = "gmm-segment"
+
+
+def describe(error) -> str:
+    """An exception as one line of text."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Console:
+    """A bar over the batch, a second one over the current image's steps, and messages."""
+
+    def __init__(self, total, quiet, debug):
+        from tqdm.auto import tqdm
+
+        self.quiet, self.debug = quiet, debug
+        self.stage_bar = None
+        self.bar = tqdm(
+            total=total, unit="image", desc=PROG, file=sys.stderr, leave=False,
+            disable=quiet or total < 1 or not is_terminal(sys.stderr),
+        )
+
+    def _write(self, text, stream):
+        if self.bar.disable:
+            print(text, file=stream, flush=True)
+        else:
+            self.bar.write(text, file=stream)
+
+    def info(self, text):
+        if not self.quiet:
+            self._write(text, sys.stdout)
+
+    def error(self, text, details=None):
+        self._write(f"{PROG}: error: {text}", sys.stderr)
+        if self.debug and details:
+            self._write(details.rstrip(), sys.stderr)
+
+    def status(self, text):
+        if not self.bar.disable:
+            self.bar.set_postfix_str(text)
+
+    def step(self, label=None):
+        if label:
+            self.bar.set_postfix_str(label, refresh=False)
+        self.bar.update(1)
+
+    def stage(self, stage, done, total):
+        """A second bar under the batch bar: the current step of the current image."""
+        if self.bar.disable:
+            return
+        from tqdm.auto import tqdm
+
+        if self.stage_bar is None:
+            self.stage_bar = tqdm(file=sys.stderr, leave=False, position=1, desc=stage)
+        if self.stage_bar.desc != stage or done < self.stage_bar.n:
+            self.stage_bar.set_description_str(stage, refresh=False)
+            self.stage_bar.reset(total=total)
+        self.stage_bar.update(done - self.stage_bar.n)
+
+    def close(self):
+        if self.stage_bar is not None:
+            self.stage_bar.close()
+        self.bar.close()

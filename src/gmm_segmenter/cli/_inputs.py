@@ -1,0 +1,169 @@
+"""The inputs of ``gmm-segment``: files, folders, globs and samples, read and made ready.
+
+Each input becomes a :class:`Source` with a unique output name, is read as
+an array, and :func:`prepare` puts its channels last and turns an alpha
+channel and ``--mask`` into one mask.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..io import IMAGE_EXTENSIONS, is_zarr_store, read_image, read_zarr
+from ._samples import load_sample
+
+_GLOB_CHARACTERS = set("*?[")
+
+
+class InputError(Exception):
+    """A problem with one input: reported on one line, the batch goes on."""
+
+
+@dataclass
+class Source:
+    """One input: a file or a scikit-image sample, and the stem of its outputs."""
+
+    label: str
+    path: Path | None = None
+    sample: str | None = None
+    name: str = ""
+
+
+@dataclass
+class Prepared:
+    """An image ready for the estimator: channels last or none, and its mask."""
+
+    pixels: np.ndarray
+    channel_axis: int | None
+    mask: np.ndarray | None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_channels(self):
+        return 1 if self.channel_axis is None else self.pixels.shape[-1]
+
+    @property
+    def spatial_shape(self):
+        return self.pixels.shape if self.channel_axis is None else self.pixels.shape[:-1]
+
+
+# ------------------------------------------------------------------ discovery
+
+
+def collect_sources(patterns, samples) -> tuple[list[Source], list[str]]:
+    """Expand files, folders and globs into sources; return them and the errors."""
+    sources, errors = [], []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir() and not is_zarr_store(path):  # a zarr store is one volume
+            found = sorted(
+                child for child in path.iterdir()
+                if child.is_file() and not child.name.startswith(".")
+                and child.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                errors.append(f"{pattern}: folder holds no image files "
+                              f"({', '.join(IMAGE_EXTENSIONS)})")
+            sources += [Source(label=str(child), path=child) for child in found]
+        elif path.exists() or not _GLOB_CHARACTERS & set(pattern):
+            sources.append(Source(label=pattern, path=path))  # missing files fail on read
+        else:
+            matches = sorted(glob.glob(pattern, recursive=True))
+            matches = [Path(m) for m in matches if Path(m).is_file()]
+            if not matches:
+                errors.append(f"{pattern}: no file matches this pattern")
+            sources += [Source(label=str(m), path=m) for m in matches]
+    sources += [Source(label=f"sample {name}", sample=name) for name in samples]
+    _assign_names(sources)
+    return sources, errors
+
+
+def _assign_names(sources):
+    """Output stems: the file stem, made unique when two inputs share one."""
+    stems = [s.sample if s.sample else s.path.stem for s in sources]
+    taken = set()
+    for source, stem in zip(sources, stems):
+        name = stem
+        if stems.count(stem) > 1 and source.path is not None and source.path.suffix:
+            name = f"{stem}_{source.path.suffix.lstrip('.').lower()}"
+        unique, counter = name, 2
+        while unique in taken:
+            unique, counter = f"{name}_{counter}", counter + 1
+        taken.add(unique)
+        source.name = unique
+
+
+# ------------------------------------------------------------------ reading
+
+
+def load_source(source: Source) -> np.ndarray:
+    if source.sample is not None:
+        return np.asarray(load_sample(source.sample))
+    if is_zarr_store(source.path):
+        return read_zarr(source.path)  # lazy: read chunk by chunk when labelled
+    return read_image(source.path)
+
+
+def read_mask(path) -> np.ndarray:
+    mask = read_image(path)
+    if mask.ndim == 3 and mask.shape[-1] in (3, 4):
+        mask = mask[..., :3].any(axis=-1) if mask.shape[-1] == 3 else (
+            mask[..., :3].any(axis=-1) & (mask[..., 3] > 0)
+        )
+    return np.asarray(mask) != 0
+
+
+def prepare(image, channel_axis_option, mask) -> Prepared:
+    """Put channels last (or none) as ``--channel-axis`` says; alpha becomes a mask."""
+    pixels, axis, alpha = _channels_last(image, channel_axis_option)
+    spatial_shape = pixels.shape if axis is None else pixels.shape[:-1]
+    if len(spatial_shape) < 1 or 0 in spatial_shape:
+        raise InputError(f"no pixels left after taking channels out of shape {image.shape}")
+    combined = None
+    if alpha is not None:
+        combined = alpha > 0
+    if mask is not None:
+        if mask.shape != spatial_shape:
+            raise InputError(
+                f"--mask has shape {mask.shape} but the image's spatial shape is "
+                f"{spatial_shape}"
+            )
+        combined = mask if combined is None else combined & mask
+    info = {
+        "shape": list(image.shape),
+        "dtype": str(image.dtype),
+        "channel_axis": None if axis is None else (
+            channel_axis_option if isinstance(channel_axis_option, int) else image.ndim - 1
+        ),
+        "alpha_channel_as_mask": alpha is not None,
+    }
+    return Prepared(pixels=pixels, channel_axis=axis, mask=combined, info=info)
+
+
+def _channels_last(image, channel_axis_option):
+    """``(pixels, channel_axis, alpha)``: channels last or none, alpha split off in 'auto'."""
+    alpha = None
+    if channel_axis_option == "none":
+        pixels, axis = image, None
+    elif channel_axis_option == "auto":
+        colour = (image.ndim == 3 and image.shape[-1] in (2, 3, 4)) or (
+            image.ndim == 4 and image.shape[-1] in (3, 4)
+        )
+        pixels, axis = (image, -1) if colour else (image, None)
+        if colour and image.shape[-1] in (2, 4):
+            pixels, alpha = image[..., :-1], image[..., -1]
+    else:
+        if not -image.ndim <= channel_axis_option < image.ndim:
+            raise InputError(
+                f"--channel-axis {channel_axis_option} is out of range for an image of "
+                f"shape {image.shape}; use an axis in [{-image.ndim}, {image.ndim - 1}] "
+                "or 'none'"
+            )
+        pixels, axis = np.moveaxis(image, channel_axis_option, -1), -1
+    if axis is not None and pixels.shape[-1] == 1:
+        pixels, axis = pixels[..., 0], None
+    return pixels, axis, alpha

@@ -1,0 +1,139 @@
+"""``main``: parse the arguments (or ask for them), then run the batch."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from ._console import PROG, Console, describe, is_terminal
+from ._interactive import interactive_argv
+from ._parser import build_parser, check_arguments
+
+# Saved-model settings that act when labelling, so a run can change them.
+_LABELLING_PARAMETERS = ("beta", "connectivity", "spacing")
+
+
+class _CannotStart(Exception):
+    """--mask or --model cannot be read: reported, and nothing is segmented."""
+
+
+def main(argv=None) -> int:
+    """Run ``gmm-segment`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        if not is_terminal(sys.stdin):
+            parser.print_usage(sys.stderr)
+            print(f"{PROG}: error: no image given (run in a terminal to be asked for one)",
+                  file=sys.stderr)
+            return 2
+        argv = interactive_argv(parser)
+        if argv is None:
+            return 2
+    try:
+        args = parser.parse_args(argv)
+        return _run(args, parser)
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args, parser) -> int:
+    # Imported here, not at the top: numpy, scipy and scikit-learn load only
+    # once the arguments are known to describe a run.
+    from ._inputs import collect_sources
+    from ._runner import Runner, run_all
+
+    params = check_arguments(args, parser)
+    sources, collect_errors = collect_sources(args.images, args.sample)
+    if args.save_model is not None and not args.fit_on and args.model is None and len(sources) > 1:
+        parser.error(
+            f"--save-model saves one model, but {len(sources)} inputs each get their "
+            "own; add --fit-on to fit one model on all of them"
+        )
+    console = Console(len(sources), args.quiet, args.debug)
+    failed = len(collect_errors)
+    for message in collect_errors:
+        console.error(message)
+    try:
+        mask, shared_model = _read_mask(args, console), _read_model(args, params, console)
+        if not sources:
+            return 1
+        args.outdir.mkdir(parents=True, exist_ok=True)
+        model_source = None if shared_model is None else f"loaded from {args.model}"
+        runner = Runner(args, params, shared_model, model_source, mask, console.status)
+        if args.jobs == 1:  # one stage bar cannot follow several images at once
+            runner.on_stage = console.stage
+        outcomes, failed_without_outcome = run_all(runner, sources, console, args)
+        failed += failed_without_outcome
+    except _CannotStart:
+        return 1
+    finally:
+        console.close()
+
+    succeeded = [o for o in outcomes if o.error is None]
+    failed += sum(o.error is not None for o in outcomes)
+    if args.save_model is not None and succeeded:
+        model = runner.shared_model if runner.shared_model is not None else succeeded[0].segmenter
+        failed += not _save_model(model, args.save_model, console)
+    console.info(
+        f"{len(succeeded)} of {len(succeeded) + failed} input(s) segmented into "
+        f"{args.outdir}{os.sep}" + (f"; {failed} failed" if failed else "")
+    )
+    return 1 if failed else 0
+
+
+def _read_mask(args, console):
+    """The ``--mask`` as booleans, or ``None`` without one."""
+    if args.mask is None:
+        return None
+    from ._inputs import read_mask
+
+    try:
+        return read_mask(args.mask)
+    except Exception as error:
+        console.error(f"--mask {describe(error)}", traceback.format_exc())
+        raise _CannotStart from error
+
+
+def _read_model(args, params, console):
+    """The ``--model``, with this run's spatial settings; ``None`` without one."""
+    if args.model is None:
+        return None
+    from ..io import load_model
+
+    try:
+        model = load_model(args.model)
+    except Exception as error:
+        console.error(f"--model {describe(error)}", traceback.format_exc())
+        raise _CannotStart from error
+    settings = {name: params[name] for name in _LABELLING_PARAMETERS if name in params}
+    model.set_params(**settings)
+    if "beta" in settings:
+        model = _with_beta(model, settings["beta"])
+    return model
+
+
+def _with_beta(segmenter, beta):
+    """``segmenter``, labelling with the spatial strength ``beta`` instead of its fitted one."""
+    # The one place the command line changes a fitted model: beta_ is a
+    # read-only view of the frozen model_, so the model is replaced.
+    segmenter.model_ = segmenter.model_.with_settings(beta=float(beta))
+    return segmenter
+
+
+def _save_model(model, path, console) -> bool:
+    """Save ``model`` for ``--save-model``; report and return ``False`` if that fails."""
+    from ..io import save_model
+
+    try:
+        save_model(model, path)
+    except Exception as error:
+        console.error(f"--save-model {path}: {describe(error)}", traceback.format_exc())
+        return False
+    console.info(f"model saved to {path}")
+    return True

@@ -1,0 +1,332 @@
+"""The arguments of ``gmm-segment``: the parser, the type checks and the checks across flags.
+
+Building the parser imports neither numpy, scipy, scikit-learn nor
+scikit-image, so ``gmm-segment --help`` and usage errors come at once; the
+estimator is imported only to validate the parameters of a real run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .._version import __version__
+from ._console import PROG, describe
+from ._samples import available_samples
+
+#: The estimator's defaults, shown in the help. Reading them from
+#: ``GMMSegmenter`` would import scikit-learn before --help could answer;
+#: ``tests/test_cli.py`` checks that they are the estimator's.
+ESTIMATOR_DEFAULTS = {
+    "n_components": 3,
+    "n_components_range": (1, 8),
+    "covariance_type": "full",
+    "max_samples": 100_000,
+    "init_params": "auto",
+    "n_init": 1,
+    "max_iter": 100,
+    "tol": 1e-3,
+    "reg_covar": 1e-6,
+    "beta": 1.0,
+    "connectivity": 1,
+    "spacing": None,
+}
+
+class _CovarianceTypes:
+    """The names in ``_covariance.COVARIANCE_TYPES``, read when first needed.
+
+    argparse reads choices only to check a given value or to print help;
+    ``_covariance`` imports numpy and scipy, which building the parser must not.
+    """
+
+    def _names(self):
+        from .._covariance import COVARIANCE_TYPES
+
+        return list(COVARIANCE_TYPES)
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, name):
+        return name in self._names()
+
+
+# ------------------------------------------------------------------ type checks
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def n_components_or_auto(text):
+    """``-k``: a positive integer, or ``'auto'`` to choose by BIC."""
+    if text == "auto":
+        return "auto"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'auto', got {text!r}"
+        ) from None
+
+
+def _max_samples(text):
+    return "all" if text == "all" else _positive_int(text)
+
+
+def _channel_axis(text):
+    if text in ("auto", "none"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', 'none' or an integer axis, got {text!r}"
+        ) from None
+
+
+def _beta(text):
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``gmm-segment``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Segment images with a Gaussian mixture model of their pixel values. "
+            "For each input NAME, writes NAME_labels.tif (labels 1..K, darkest "
+            "component first, 0 = masked out), NAME_segmented.png (each pixel in "
+            "its component's colour), NAME_Mask0.png ... NAME_Mask{K-1}.png (one "
+            "0/255 mask per component) and NAME_report.json into OUTDIR. Volumes "
+            "(3-D stacks) get .tif instead of .png. Run with no arguments in a "
+            "terminal to be asked for an image and a number of components."
+        ),
+        epilog=(
+            "exit status: 0 all inputs segmented, 1 some input failed (each failure "
+            "is reported on one line; the others are still processed), 2 usage error. "
+            "Documentation: docs/cli.md"
+        ),
+    )
+    _add_input_arguments(parser)
+    model = parser.add_argument_group("model")
+    _add_component_arguments(model)
+    _add_pixel_arguments(model)
+    _add_em_arguments(model)
+    _add_spatial_arguments(model)
+    _add_model_file_arguments(model)
+    _add_output_arguments(parser.add_argument_group("output"))
+    _add_running_arguments(parser.add_argument_group("running"))
+    return parser
+
+
+def _add_input_arguments(parser):
+    samples = available_samples()
+    parser.add_argument(
+        "images", nargs="*", metavar="IMAGE",
+        help="image files, folders (every image inside, not recursive) or glob "
+        "patterns such as 'data/*.tif'",
+    )
+    parser.add_argument(
+        "--sample", action="append", default=[], choices=samples, metavar="NAME",
+        help="also segment a sample image shipped with scikit-image; outputs are "
+        f"named after it. One of: {', '.join(samples)}. Repeatable.",
+    )
+    parser.add_argument(
+        "-o", "--outdir", default="Result", type=Path,
+        help="folder for the results, created if needed (default: ./Result)",
+    )
+
+
+def _add_component_arguments(model):
+    defaults = ESTIMATOR_DEFAULTS
+    model.add_argument(
+        "-k", "--n-components", type=n_components_or_auto, default=None, metavar="N",
+        help="number of components (segments), or 'auto' to choose it by BIC "
+        f"(default: {defaults['n_components']})",
+    )
+    model.add_argument(
+        "--k-range", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+        help="numbers of components tried by -k auto (default: "
+        f"{' '.join(str(n) for n in defaults['n_components_range'])})",
+    )
+    model.add_argument(
+        "--covariance-type", choices=_CovarianceTypes(), default=None,
+        help=f"covariance structure of the components (default: {defaults['covariance_type']})",
+    )
+
+
+def _add_pixel_arguments(model):
+    model.add_argument(
+        "--channel-axis", type=_channel_axis, default="auto", metavar="AXIS",
+        help="axis holding colour channels. 'auto' (default): a 2-D image whose "
+        "last axis has 3 or 4 entries (RGB/RGBA; also a stack of such images) is "
+        "segmented by colour, gray+alpha images by intensity, and an alpha channel "
+        "is not a feature but excludes fully transparent pixels (label 0); "
+        "everything else is grayscale, including multi-page/3-D TIFF volumes. "
+        "'none' forces grayscale (every value is one pixel); an integer names the "
+        "axis of the image as read, and then every channel, alpha included, is used.",
+    )
+    model.add_argument(
+        "--mask", type=Path, default=None, metavar="MASKFILE",
+        help="image whose nonzero pixels are segmented; the others get label 0. "
+        "Must have the spatial shape of every input.",
+    )
+    model.add_argument(
+        "--seed", type=int, default=0,
+        help="random seed for the pixel subsample and initialisation (default: 0, "
+        "so every run gives the same result)",
+    )
+    model.add_argument(
+        "--max-samples", type=_max_samples, default=None, metavar="N",
+        help="pixels drawn to fit colour/float images, or 'all' (default: "
+        f"{ESTIMATOR_DEFAULTS['max_samples']})",
+    )
+
+
+def _add_em_arguments(model):
+    defaults = ESTIMATOR_DEFAULTS
+    model.add_argument(
+        "--init", dest="init_params", default=None,
+        choices=["auto", "otsu", "quantile", "kmeans", "k-means++", "random", "random_from_data"],
+        help=f"how EM starts (default: {defaults['init_params']})",
+    )
+    model.add_argument("--n-init", type=_positive_int, default=None, metavar="N",
+                       help=f"initialisations; the best is kept (default: {defaults['n_init']})")
+    model.add_argument("--max-iter", type=_positive_int, default=None, metavar="N",
+                       help=f"maximum EM iterations (default: {defaults['max_iter']})")
+    model.add_argument("--tol", type=float, default=None,
+                       help=f"EM convergence threshold (default: {defaults['tol']})")
+    model.add_argument("--reg-covar", type=float, default=None,
+                       help=f"covariance regularisation (default: {defaults['reg_covar']})")
+
+
+def _add_spatial_arguments(model):
+    defaults = ESTIMATOR_DEFAULTS
+    model.add_argument(
+        "--beta", type=_beta, default=None, metavar="B",
+        help="strength of the spatial smoothing prior (0 = independent pixels, "
+        f"'auto' = estimated from the image) (default: {defaults['beta']})",
+    )
+    model.add_argument(
+        "--connectivity", type=int, default=None, metavar="C",
+        help="neighbourhood of the spatial prior (see GMMSegmenter's connectivity) "
+        f"(default: {defaults['connectivity']})",
+    )
+    model.add_argument(
+        "--spacing", type=float, nargs="+", default=None, metavar="S",
+        help="pixel/voxel size along each spatial axis, for the spatial prior "
+        f"(default: {defaults['spacing']})",
+    )
+
+
+def _add_model_file_arguments(model):
+    model.add_argument(
+        "--model", type=Path, default=None, metavar="FILE",
+        help="apply a model saved with --save-model instead of fitting",
+    )
+    model.add_argument(
+        "--save-model", type=Path, default=None, metavar="FILE",
+        help="save the fitted model (.npz, no pickle) for --model; needs a single "
+        "input or --fit-on",
+    )
+    model.add_argument(
+        "--fit-on", action="store_true",
+        help="fit one model on all inputs together (a seeded sample of their "
+        "pixels), so a label means the same component in every file; all inputs "
+        "are held in memory at once",
+    )
+
+
+def _add_output_arguments(output):
+    output.add_argument(
+        "--colors", "--colours", choices=["mean", "labels"], default="mean",
+        help="colour of each component in NAME_segmented.png: its mean intensity or "
+        "colour ('mean', default, like the original tool), or a distinct colour "
+        "per label ('labels')",
+    )
+    output.add_argument("--no-masks", action="store_true",
+                        help="do not write NAME_Mask*.png")
+    output.add_argument(
+        "--proba", action="store_true",
+        help="also write NAME_proba.tif: float32 posterior probabilities, component "
+        "axis FIRST (K, M, N[, P]), one page per component",
+    )
+
+
+def _add_running_arguments(run):
+    run.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
+                     help="images processed at the same time (threads; default: 1)")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="print only errors (no progress bar, no summary)")
+    run.add_argument("--debug", action="store_true",
+                     help="print full tracebacks for errors")
+    run.add_argument("--version", action="version",
+                     version=f"%(prog)s (gmm-segmenter) {__version__}")
+
+
+# ------------------------------------------------------------------ checks across flags
+
+
+def check_arguments(args, parser) -> dict:
+    """Refuse flags that cannot go together; return the estimator's parameters."""
+    if not args.images and not args.sample:
+        parser.error("no IMAGE and no --sample given")
+    if args.model is not None:
+        fitting_flags = {
+            "-k": args.n_components, "--k-range": args.k_range,
+            "--covariance-type": args.covariance_type, "--init": args.init_params,
+            "--n-init": args.n_init, "--max-iter": args.max_iter, "--tol": args.tol,
+            "--reg-covar": args.reg_covar, "--fit-on": args.fit_on or None,
+            "--max-samples": args.max_samples,
+        }
+        given = [flag for flag, value in fitting_flags.items() if value is not None]
+        if given:
+            parser.error(
+                f"--model applies a saved model, so {', '.join(given)} (which only "
+                "shape a new fit) cannot be used with it"
+            )
+        if args.beta == "auto":
+            parser.error(
+                "--beta auto estimates the strength while fitting, but --model applies "
+                "a saved model; give a number, such as --beta 1"
+            )
+    return _estimator_params(args, parser)
+
+
+def _estimator_params(args, parser) -> dict:
+    from ..estimator import GMMSegmenter
+
+    params = {"random_state": args.seed}
+    for name in ("covariance_type", "init_params", "n_init", "max_iter", "tol", "reg_covar",
+                 "n_components", "beta", "connectivity"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    if args.max_samples is not None:
+        params["max_samples"] = None if args.max_samples == "all" else args.max_samples
+    if args.k_range is not None:
+        low, high = args.k_range
+        if not 1 <= low <= high:
+            parser.error(f"--k-range needs 1 <= MIN <= MAX, got {low} {high}")
+        params["n_components_range"] = (low, high)
+    if args.spacing is not None:
+        params["spacing"] = tuple(args.spacing)
+    try:
+        GMMSegmenter(**params)._validate_params()
+    except (TypeError, ValueError) as error:
+        parser.error(describe(error))
+    return params

@@ -1,0 +1,277 @@
+"""Turning sources into results: one image or volume at a time, or one model for all.
+
+A failing input becomes an :class:`Outcome` with a one-line error; the
+others go on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import copy
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+from .. import _dask
+from .._image import is_dask_array
+from .._progress import progress
+from ..estimator import GMMSegmenter
+from ..io import read_zarr, write_json
+from ._console import describe
+from ._inputs import Prepared, Source, load_source, prepare
+from ._outputs import Options, build_report, segmented_image, timings, write_outputs
+
+
+@dataclass
+class Outcome:
+    source: Source
+    outputs: list[str] | None = None
+    n_components: int | None = None
+    error: str | None = None
+    traceback: str | None = None
+    segmenter: GMMSegmenter | None = None
+
+
+def _failure(source, error) -> Outcome:
+    message = describe(error)
+    label = source.label
+    if not message.startswith(label) and not (source.path and message.startswith(str(source.path))):
+        message = f"{label}: {message}"
+    return Outcome(source, error=message, traceback=traceback.format_exc())
+
+
+class Runner:
+    """Everything one invocation needs to turn a source into its outputs."""
+
+    def __init__(self, args, params, shared_model, model_source, mask, status=None):
+        self.status = status or (lambda text: None)
+        self.args = args
+        self.params = params
+        self.shared_model = shared_model
+        self.model_source = model_source
+        self.mask = mask
+        self.options = Options(args.outdir, args.colors, not args.no_masks, args.proba)
+        self.requested_k = (
+            None if args.model is not None
+            else params.get("n_components", GMMSegmenter().n_components)
+        )
+        # progress(stage, done, total) of EM and labelling inside one image
+        self.on_stage = lambda stage, done, total: None
+
+    def read(self, source) -> Prepared:
+        return prepare(load_source(source), self.args.channel_axis, self.mask)
+
+    def fit(self, prepared_list) -> GMMSegmenter:
+        batch = len(prepared_list) > 1
+        first = prepared_list[0]
+        segmenter = GMMSegmenter(**self.params, channel_axis=first.channel_axis)
+        pixels = [p.pixels for p in prepared_list] if batch else first.pixels
+        masks = [p.mask for p in prepared_list] if batch else first.mask
+        with progress(self.on_stage):
+            return segmenter.fit(pixels, mask=masks)
+
+    def segmenter_for(self, source, prepared, seconds):
+        """The shared model, or one fitted on this input (timed into ``seconds``)."""
+        if self.shared_model is not None:
+            segmenter = copy.copy(self.shared_model)
+            segmenter.set_params(channel_axis=prepared.channel_axis)
+            return segmenter, self.model_source
+        tick = time.perf_counter()
+        self.status(f"{source.name}: fitting")
+        segmenter = self.fit([prepared])
+        seconds["fit"] = time.perf_counter() - tick
+        return segmenter, "fitted on this image"
+
+    def process(self, source, prepared=None, read_seconds=0.0) -> Outcome:
+        try:
+            started = time.perf_counter()
+            if prepared is None:
+                self.status(f"{source.name}: reading")
+                prepared = self.read(source)
+            seconds = {"read": read_seconds + time.perf_counter() - started}
+            if is_dask_array(prepared.pixels):
+                return self.process_volume(source, prepared, seconds, started)
+            segmenter, model_source = self.segmenter_for(source, prepared, seconds)
+            tick = time.perf_counter()
+            self.status(f"{source.name}: labelling")
+            with progress(self.on_stage):
+                labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
+                posteriors = (
+                    segmenter.predict_proba(prepared.pixels, mask=prepared.mask)
+                    if self.options.proba else None
+                )
+            seconds["predict"] = time.perf_counter() - tick
+            tick = time.perf_counter()
+            self.status(f"{source.name}: writing")
+            picture, colours = segmented_image(labels, prepared, segmenter, self.options.colors)
+            report = build_report(
+                source, prepared, segmenter, labels, model_source, self.requested_k, seconds
+            )
+            report["colors"] = colours
+            seconds["report_and_write"] = time.perf_counter() - tick
+            seconds["total"] = time.perf_counter() - started + read_seconds
+            report["seconds"] = timings(seconds)
+            outputs = write_outputs(source.name, labels, posteriors, picture, report, self.options)
+            return Outcome(source, outputs=outputs, n_components=segmenter.n_components_,
+                           segmenter=segmenter)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            return _failure(source, error)
+
+    def process_volume(self, source, prepared, seconds, started) -> Outcome:
+        """A lazy (zarr) volume: labels to ``NAME_labels.zarr``, chunk by chunk.
+
+        The pictures, masks and posteriors, each as large as the volume, are
+        not written, and the report leaves out the likelihood and BIC (each
+        another pass over the volume).
+        """
+        from dask.diagnostics import ProgressBar
+
+        bar = ProgressBar(out=sys.stderr) if not self.args.quiet else contextlib.nullcontext()
+        with bar:
+            segmenter, model_source = self.segmenter_for(source, prepared, seconds)
+            tick = time.perf_counter()
+            self.status(f"{source.name}: labelling")
+            labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
+            path = self.options.outdir / f"{source.name}_labels.zarr"
+            _write_zarr_in_place(labels, path)
+            seconds["predict_and_write"] = time.perf_counter() - tick
+            counts = _dask.bincount(read_zarr(path), segmenter.n_components_ + 1)
+        report = build_report(
+            source, prepared, segmenter, None, model_source, self.requested_k, seconds,
+            counts=counts,
+        )
+        seconds["total"] = time.perf_counter() - started
+        report["seconds"] = timings(seconds)
+        report["outputs"] = [path.name, f"{source.name}_report.json"]
+        report["skipped"] = "segmented picture, masks and posteriors: the input is a lazy volume"
+        write_json(self.options.outdir / f"{source.name}_report.json", report)
+        return Outcome(source, outputs=report["outputs"], n_components=segmenter.n_components_,
+                       segmenter=segmenter)
+
+
+def _write_zarr_in_place(labels, path):
+    # written beside the result, then swapped in: an interrupted run
+    # never leaves a half-written store in place of a complete one
+    partial = path.with_name(f".{path.name}.part")
+    shutil.rmtree(partial, ignore_errors=True)
+    labels.to_zarr(str(partial), overwrite=True)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(partial, path)
+
+
+# ------------------------------------------------------------------ the batch
+
+
+def _map(function, items, jobs):
+    """``function`` over ``items``, ``jobs`` at a time; yields results as they finish."""
+    if jobs == 1 or len(items) < 2:
+        for item in items:
+            yield function(item)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(function, item) for item in items]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _report(console, outcome):
+    if outcome.error is None:
+        console.step(outcome.source.name)
+        console.info(
+            f"{outcome.source.label}: {outcome.n_components} components -> "
+            f"{outcome.source.name}_* ({len(outcome.outputs)} files)"
+        )
+    else:
+        console.step()
+        console.error(outcome.error, outcome.traceback)
+
+
+def run_all(runner, sources, console, args) -> tuple[list[Outcome], int]:
+    """Process every source, reporting each as it finishes.
+
+    Returns the outcomes and the number of inputs that failed without one
+    (read, but left without a model when ``--fit-on`` could not fit).
+    """
+    if args.fit_on:
+        return _fit_on_all(runner, sources, console, args.jobs)
+    outcomes = []
+    for outcome in _map(runner.process, sources, args.jobs):
+        _report(console, outcome)
+        outcomes.append(outcome)
+    return outcomes, 0
+
+
+def _fit_on_all(runner, sources, console, jobs):
+    """Read every input, fit one model on all of them, then label each."""
+    loaded, outcomes = _read_all(runner, sources, console, jobs)
+    loaded = _same_channels(loaded, outcomes, console)
+    if not loaded:
+        return outcomes, 0
+    if runner.shared_model is None:
+        started = time.perf_counter()
+        try:
+            runner.shared_model = runner.fit([prepared for _, prepared, _ in loaded])
+        except Exception as error:
+            console.error(f"fitting one model on {len(loaded)} input(s) failed: "
+                          f"{describe(error)}", traceback.format_exc())
+            return outcomes, len(loaded)
+        runner.model_source = (
+            f"fitted on {len(loaded)} input(s) together (--fit-on) in "
+            f"{time.perf_counter() - started:.3f} s"
+        )
+    for outcome in _map(lambda item: runner.process(*item), loaded, jobs):
+        _report(console, outcome)
+        outcomes.append(outcome)
+    return outcomes, 0
+
+
+def _read_all(runner, sources, console, jobs):
+    """``(source, prepared, seconds)`` of every readable input, in order, and the failures."""
+
+    def read(source):
+        started = time.perf_counter()
+        try:
+            return source, runner.read(source), time.perf_counter() - started, None
+        except Exception as error:
+            return source, None, 0.0, _failure(source, error)
+
+    loaded, outcomes = [], []
+    for source, prepared, seconds, failure in _map(read, sources, jobs):
+        if failure is not None:
+            outcomes.append(failure)
+            _report(console, failure)
+        else:
+            loaded.append((source, prepared, seconds))
+    loaded.sort(key=lambda item: sources.index(item[0]))
+    return loaded, outcomes
+
+
+def _same_channels(loaded, outcomes, console):
+    """The inputs with as many channels as the first; the others fail."""
+    if not loaded:
+        return loaded
+    reference = loaded[0][1].n_channels
+    kept = []
+    for source, prepared, seconds in loaded:
+        if prepared.n_channels != reference:
+            failure = Outcome(source, error=(
+                f"{source.label}: has {prepared.n_channels} channel(s) but "
+                f"{loaded[0][0].label} has {reference}; --fit-on needs inputs with "
+                "the same channels"
+            ))
+            outcomes.append(failure)
+            _report(console, failure)
+        else:
+            kept.append((source, prepared, seconds))
+    return kept
