@@ -106,6 +106,7 @@ def predict_image(view: _image.ImageView, model: FittedModel, output: str) -> np
     log-likelihoods are always those of the mixture alone. Shapes: labels
     and log-likelihoods ``spatial_shape``, posteriors ``spatial_shape + (K,)``.
     """
+    output_layout(model, output)  # refuses an unknown output before any work
     if output == "log_likelihood" or model.beta == 0:
         with one_blas_thread():
             return map_pixels(view, _pixel_function(model, output), model.offset, model.scale)
@@ -125,11 +126,9 @@ def _spatial_prediction(view, model, output):
         if valid is not None:
             labels[~valid] = 0
         return labels
-    if output == "posteriors":
-        # reuse the (K, *spatial_shape) buffer, component axis last
-        out = potential.reshape(potential.shape[1:] + potential.shape[:1])
-        return _mrf.channel_last(padded, out)
-    raise ValueError(f"output must be one of {', '.join(OUTPUTS)}; got {output!r}")
+    # posteriors: reuse the (K, *spatial_shape) buffer, component axis last
+    out = potential.reshape(potential.shape[1:] + potential.shape[:1])
+    return _mrf.channel_last(padded, out)
 
 
 def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, scale):

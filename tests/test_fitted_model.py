@@ -1,0 +1,99 @@
+"""The fitted model: one frozen object behind the fitted attributes, the
+kernel, model files and dask; files written by 0.1.0 still load."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data
+
+from gmm_segmenter import GMMSegmenter, load_model, save_model
+from gmm_segmenter._image import as_images
+from gmm_segmenter._kernel import predict_image
+from gmm_segmenter._model import FittedModel
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(
+    ("name", "image", "expected_key"),
+    [
+        ("model-0.1.0-gray-spatial.npz", data.camera()[::8, ::8], "gray"),
+        ("model-0.1.0-rgb-auto-diag.npz", data.astronaut()[::8, ::8], "rgb"),
+    ],
+)
+def test_model_files_written_by_0_1_0_load_and_predict_as_they_did(name, image, expected_key):
+    segmenter = load_model(DATA / name)
+    with np.load(DATA / "model-0.1.0-expected.npz") as expected:
+        np.testing.assert_array_equal(segmenter.predict(image), expected[expected_key])
+        np.testing.assert_array_equal(
+            segmenter.predict_proba(image), expected[expected_key + "_proba"]
+        )
+
+
+def test_a_0_1_0_model_keeps_its_fitted_summary():
+    segmenter = load_model(DATA / "model-0.1.0-rgb-auto-diag.npz")
+    assert segmenter.covariance_type == "diag" and segmenter.beta_ == 0.0
+    assert segmenter.n_components_ == len(segmenter.weights_) == 4
+    assert list(segmenter.n_components_candidates_) == [2, 3, 4]
+    assert segmenter.channel_axis == -1
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return GMMSegmenter(3, random_state=0).fit(data.camera()[::4, ::4])
+
+
+def test_fitted_attributes_are_views_of_the_frozen_model(fitted):
+    model = fitted.model_
+    assert isinstance(model, FittedModel)
+    assert fitted.means_ is model.mixture.means
+    assert fitted.covariances_ is model.mixture.covariances
+    assert fitted.intensity_scale_ is model.scale
+    assert fitted.beta_ == model.beta == 1.0
+    assert (fitted.n_components_, fitted.n_features_in_) == (3, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.beta = 2.0
+
+
+def test_an_unfitted_segmenter_has_no_fitted_attributes():
+    segmenter = GMMSegmenter()
+    for name in ("model_", "means_", "beta_", "n_features_in_", "n_components_"):
+        assert not hasattr(segmenter, name)
+    with pytest.raises(AttributeError, match="not fitted yet"):
+        segmenter.weights_
+
+
+def test_the_kernel_alone_gives_the_estimators_labels(fitted):
+    image = data.camera()[::4, ::4]
+    view = as_images(image, channel_axis=None)[0]
+    np.testing.assert_array_equal(predict_image(view, fitted.model_, "labels"), fitted.predict(image))
+    np.testing.assert_array_equal(
+        predict_image(view, fitted.model_, "posteriors"), fitted.predict_proba(image)
+    )
+    pixelwise = fitted.model_.with_settings(beta=0.0)
+    assert not np.array_equal(
+        predict_image(view, pixelwise, "labels"), fitted.predict(image)
+    )
+
+
+def test_the_model_round_trips_through_pickle_and_model_files(fitted, tmp_path):
+    image = data.camera()[::4, ::4]
+    copy = pickle.loads(pickle.dumps(fitted.model_))
+    view = as_images(image, channel_axis=None)[0]
+    np.testing.assert_array_equal(predict_image(view, copy, "labels"), fitted.predict(image))
+    path = save_model(fitted, tmp_path / "model.npz")
+    loaded = load_model(path)
+    for name, array in fitted.model_.arrays().items():
+        np.testing.assert_array_equal(loaded.model_.arrays()[name], array)
+    assert loaded.beta_ == fitted.beta_
+
+
+def test_the_kernel_refuses_an_unknown_output(fitted):
+    view = as_images(np.zeros((4, 4)), channel_axis=None)[0]
+    with pytest.raises(ValueError, match="output must be one of labels, posteriors"):
+        predict_image(view, fitted.model_, "histogram")
