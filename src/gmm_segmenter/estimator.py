@@ -118,11 +118,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         :func:`scipy.ndimage.generate_binary_structure` counts them: ``1``
         shares a face, ``2`` also an edge, up to the number of spatial
         dimensions (corners). The neighbourhood's total vote is the same
-        for every connectivity.
+        for every connectivity. May be changed after fitting (with
+        ``set_params``) to apply a model to an image of another dimension.
     spacing : sequence of float or None, default=None
         Voxel size along each spatial axis (as napari layers carry it);
         ``None`` is isotropic. A neighbour's vote is proportional to one over
-        its physical distance, so thick slices of a stack count less.
+        its physical distance, so thick slices of a stack count less. May be
+        changed after fitting, like ``connectivity``.
     max_iter_spatial : int, default=20
         Maximum number of HMRF-EM iterations; they stop earlier when the
         mean-field bound per pixel changes by less than ``tol``.
@@ -132,6 +134,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
+    model_ : FittedModel
+        Everything prediction needs, frozen: the mixture in input units, the
+        standardisation, ``beta_`` and the spatial settings. The attributes
+        below that describe the mixture are read-only views of it; it is what
+        :func:`save_model` stores and what dask ships to its workers.
     n_components_ : int
         Number of components fitted (chosen by BIC when ``'auto'``).
     weights_ : ndarray of shape (n_components_,)
