@@ -4,6 +4,7 @@ kernel, model files and dask; files written by 0.1.0 still load."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 from pathlib import Path
 
@@ -97,3 +98,14 @@ def test_the_kernel_refuses_an_unknown_output(fitted):
     view = as_images(np.zeros((4, 4)), channel_axis=None)[0]
     with pytest.raises(ValueError, match="output must be one of labels, posteriors"):
         predict_image(view, fitted.model_, "histogram")
+
+
+def test_a_model_file_without_its_fitted_beta_is_refused(fitted, tmp_path):
+    path = save_model(fitted, tmp_path / "model.npz")
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    metadata = json.loads(str(arrays.pop("metadata")))
+    del metadata["fitted"]["beta_"]
+    np.savez(tmp_path / "stripped.npz", **arrays, metadata=np.array(json.dumps(metadata)))
+    with pytest.raises(ValueError, match="stripped.npz: .*records no fitted beta_"):
+        load_model(tmp_path / "stripped.npz")

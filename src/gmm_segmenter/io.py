@@ -289,9 +289,10 @@ def load_model(path) -> GMMSegmenter:
     metadata = _check_metadata(arrays.pop(_METADATA_KEY), invalid)
     _check_arrays(arrays, metadata, invalid)
     segmenter = _with_params(metadata, invalid)
+    beta = _fitted_beta(metadata, invalid)
     try:
         model = FittedModel.from_arrays(
-            arrays, metadata["covariance_type"], beta=_fitted_beta(segmenter, metadata, invalid),
+            arrays, metadata["covariance_type"], beta=beta,
             connectivity=segmenter.connectivity, spacing=segmenter.spacing,
         )
     except CollapsedCovariance as error:
@@ -414,12 +415,14 @@ def _with_params(metadata, invalid) -> GMMSegmenter:
     return segmenter
 
 
-def _fitted_beta(segmenter, metadata, invalid) -> float:
+def _fitted_beta(metadata, invalid) -> float:
     """The strength of the spatial prior the file's model predicts with."""
-    if "beta" not in metadata["params"]:
-        # a file from before the spatial prior holds a pixel-wise model
-        segmenter.set_params(beta=0.0)
-    beta = metadata["fitted"].get("beta_", segmenter.beta)
+    if "beta_" not in metadata["fitted"]:
+        raise invalid(
+            "it records no fitted beta_ (the strength of the spatial prior); "
+            "fit and save the model again"
+        )
+    beta = metadata["fitted"]["beta_"]
     if (
         isinstance(beta, bool) or not isinstance(beta, (int, float))
         or not np.isfinite(beta) or beta < 0
