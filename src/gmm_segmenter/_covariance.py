@@ -15,7 +15,6 @@ Layouts are scikit-learn's: for ``K`` components and ``d`` channels,
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
 
 __all__ = ["COVARIANCE_TYPES", "CovarianceType", "CollapsedCovariance"]
 
@@ -108,6 +107,10 @@ class _Full(CovarianceType):
         stacked = self._stacked(covariances)
         n_features = stacked.shape[-1]
         out = np.empty_like(stacked)
+        # SciPy is imported here, not at the top: `gmm-segment --help` lists
+        # this module's names and must not wait for it.
+        from scipy import linalg
+
         for k, covariance in enumerate(stacked):
             try:
                 cov_chol = linalg.cholesky(covariance, lower=True)
