@@ -210,7 +210,7 @@ def write_json(path, document) -> Path:
 # ------------------------------------------------------------------ models
 
 
-def save_model(segmenter, path) -> Path:
+def save_model(segmenter, path, *, record=None) -> Path:
     """Save a fitted :class:`GMMSegmenter` to a ``.npz`` model file.
 
     The file holds the fitted model's float64 arrays and a JSON metadata
@@ -224,6 +224,10 @@ def save_model(segmenter, path) -> Path:
     path : str or path-like
         Destination; written atomically. numpy does not add ``.npz`` to a
         name that lacks it here: the file is written exactly at ``path``.
+    record : dict, optional
+        How the model was made (settings, data, the Python call that
+        reproduces it), stored as JSON in the metadata under ``"record"``;
+        it must be JSON-serialisable. Loading ignores it.
 
     Returns
     -------
@@ -255,6 +259,8 @@ def save_model(segmenter, path) -> Path:
         "params": json_params(segmenter),
         "fitted": fitted,
     }
+    if record is not None:
+        metadata["record"] = record
     with _replace_when_done(path) as temporary:
         with open(temporary, "wb") as stream:
             np.savez(stream, **model.arrays(), **{_METADATA_KEY: np.array(json.dumps(metadata))})
