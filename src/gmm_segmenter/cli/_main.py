@@ -28,9 +28,10 @@ def main(argv=None) -> int:
             print(f"{PROG}: error: no image given (run in a terminal to be asked for one)",
                   file=sys.stderr)
             return 2
-        argv = interactive_argv(parser)
-        if argv is None:
-            return 2
+        answered = interactive_argv()
+        if isinstance(answered, int):  # the user stopped at a prompt
+            return answered
+        argv = answered
     try:
         args = parser.parse_args(argv)
         return _run(args, parser)

@@ -113,13 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
             "component first, 0 = masked out), NAME_segmented.png (each pixel in "
             "its component's colour), NAME_Mask0.png ... NAME_Mask{K-1}.png (one "
             "0/255 mask per component) and NAME_report.json into OUTDIR. Volumes "
-            "(3-D stacks) get .tif instead of .png. Run with no arguments in a "
-            "terminal to be asked for an image and a number of components."
+            "(3-D stacks) get .tif instead of .png. This keeps the workflow of the "
+            "original tool, a script that fitted a GaussianMixture to the pixels of "
+            "one image and wrote NAME_Mask0.png ... and a segmented picture into "
+            "Result/. Run with no arguments in a terminal to be asked for an "
+            "image and a number of components."
         ),
         epilog=(
             "exit status: 0 all inputs segmented, 1 some input failed (each failure "
-            "is reported on one line; the others are still processed), 2 usage error. "
-            "Documentation: docs/cli.md"
+            "is reported on one line; the others are still processed), 2 usage error, "
+            "130 interrupted (Ctrl-C). Full documentation, with examples: "
+            "https://github.com/gmm-segmenter/gmm-segmenter/blob/main/docs/cli.md"
         ),
     )
     _add_input_arguments(parser)

@@ -1,0 +1,13 @@
+"""``gmm-segment --help`` says what an installed copy can use."""
+
+from __future__ import annotations
+
+from gmm_segmenter.cli import build_parser
+
+
+def test_help_names_the_original_tool_and_links_the_online_documentation():
+    text = " ".join(build_parser().format_help().split())
+    assert "original tool, a script that fitted a GaussianMixture" in text
+    assert text.endswith("https://github.com/gmm-segmenter/gmm-segmenter/blob/main/docs/cli.md")
+    assert "Documentation: docs/cli.md" not in text
+    assert "130 interrupted" in text
