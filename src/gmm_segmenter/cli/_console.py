@@ -50,6 +50,9 @@ class Console:
         if self.debug and details:
             self._write(details.rstrip(), sys.stderr)
 
+    def warn(self, text):
+        self._write(f"{PROG}: warning: {text}", sys.stderr)
+
     def status(self, text):
         if not self.bar.disable:
             self.bar.set_postfix_str(text)

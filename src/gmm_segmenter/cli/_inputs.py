@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import IMAGE_EXTENSIONS, is_zarr_store, read_image, read_zarr
+from ._folder import outputs_in
 from ._samples import load_sample
 
 _GLOB_CHARACTERS = set("*?[")
@@ -60,10 +61,11 @@ def collect_sources(patterns, samples) -> tuple[list[Source], list[str]]:
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir() and not is_zarr_store(path):  # a zarr store is one volume
+            results = outputs_in(path)  # an earlier run's outputs are not inputs
             found = sorted(
                 child for child in path.iterdir()
                 if child.is_file() and not child.name.startswith(".")
-                and child.suffix.lower() in IMAGE_EXTENSIONS
+                and child.suffix.lower() in IMAGE_EXTENSIONS and child not in results
             )
             if not found:
                 errors.append(f"{pattern}: folder holds no image files "
@@ -73,7 +75,8 @@ def collect_sources(patterns, samples) -> tuple[list[Source], list[str]]:
             sources.append(Source(label=pattern, path=path))  # missing files fail on read
         else:
             matches = sorted(glob.glob(pattern, recursive=True))
-            matches = [Path(m) for m in matches if Path(m).is_file()]
+            results = {p for folder in {Path(m).parent for m in matches} for p in outputs_in(folder)}
+            matches = [Path(m) for m in matches if Path(m).is_file() and Path(m) not in results]
             if not matches:
                 errors.append(f"{pattern}: no file matches this pattern")
             sources += [Source(label=str(m), path=m) for m in matches]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -64,12 +65,14 @@ def _run(args, parser) -> int:
         mask, shared_model = _read_mask(args, console), _read_model(args, params, console)
         if not sources:
             return 1
-        args.outdir.mkdir(parents=True, exist_ok=True)
+        _make_outdir(args.outdir, console)
         model_source = None if shared_model is None else f"loaded from {args.model}"
-        runner = Runner(args, params, shared_model, model_source, mask, console.status)
+        runner = Runner(args, params, shared_model, model_source, mask, console.status,
+                        protected=_input_paths(sources))
         if args.jobs == 1:  # one stage bar cannot follow several images at once
             runner.on_stage = console.stage
-        outcomes, failed_without_outcome = run_all(runner, sources, console, args)
+        with _locked(args.outdir, console):
+            outcomes, failed_without_outcome = run_all(runner, sources, console, args)
         failed += failed_without_outcome
     except _CannotStart:
         return 1
@@ -86,6 +89,54 @@ def _run(args, parser) -> int:
         f"{args.outdir}{os.sep}" + (f"; {failed} failed" if failed else "")
     )
     return 1 if failed else 0
+
+
+def _make_outdir(outdir, console):
+    """Create ``-o OUTDIR``, or report on one line why it cannot be used."""
+    if outdir.exists() and not outdir.is_dir():
+        console.error(f"-o {outdir}: exists and is not a folder; name a folder for the results")
+        raise _CannotStart
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        console.error(f"-o {outdir}: cannot create the output folder "
+                      f"({error.strerror or describe(error)})")
+        raise _CannotStart from error
+
+
+def _input_paths(sources):
+    """The inputs' files, resolved: results are never written over them."""
+    paths = set()
+    for source in sources:
+        if source.path is not None:
+            try:
+                paths.add(source.path.resolve())
+            except OSError:
+                pass
+    return frozenset(paths)
+
+
+@contextlib.contextmanager
+def _locked(outdir, console):
+    """The run's hold on ``OUTDIR``: one run writes into a folder at a time."""
+    from ._folder import locked, tidy
+
+    try:
+        lock = locked(outdir, console.warn)
+        lock.__enter__()
+    except OSError as error:
+        console.error(f"-o {outdir}: cannot write into the output folder "
+                      f"({error.strerror or describe(error)})")
+        raise _CannotStart from error
+    try:
+        try:
+            for note in tidy(outdir):
+                console.warn(note)
+        except OSError as error:
+            console.warn(f"-o {outdir}: cannot tidy up after an interrupted run ({describe(error)})")
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _read_mask(args, console):

@@ -6,9 +6,8 @@ posteriors with ``--proba`` and ``NAME_report.json``.
 
 from __future__ import annotations
 
-import glob
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from .._model import json_params
 from .._version import __version__
 from ..io import write_json, write_png, write_tiff
+from ._folder import ResultSet
 
 # Palette for --colors labels: matplotlib's tab10, cycled for more components.
 _LABEL_COLOURS = np.array(
@@ -33,6 +33,7 @@ class Options:
     colors: str
     masks: bool
     proba: bool
+    protected: frozenset = field(default_factory=frozenset)  # the inputs, resolved
 
 
 # ------------------------------------------------------------------ the segmented picture
@@ -79,42 +80,38 @@ def segmented_image(labels, prepared, segmenter, colors) -> tuple[np.ndarray, st
 
 
 def write_outputs(name, labels, posteriors, picture, report, options: Options) -> list[str]:
-    """Write every file of one input, the report last; return their names."""
-    outdir = options.outdir
+    """Write every file of one input and swap them in as one set; return their names."""
     is_plane = labels.ndim == 2
     picture_ext = ".png" if is_plane else ".tif"
     written = []
+    result = ResultSet(options.outdir, name, options.protected)
 
-    def record(path):
-        written.append(path.name)
+    def path(filename):
+        written.append(filename)
+        return result.path(filename)
 
-    record(write_tiff(outdir / f"{name}_labels.tif", labels))
-    picture_path = outdir / f"{name}_segmented{picture_ext}"
-    record(
-        write_png(picture_path, picture) if is_plane
-        else write_tiff(picture_path, picture, rgb=picture.ndim == labels.ndim + 1)
-    )
-    if options.masks:
-        for k in range(report["n_components"]):
-            mask = np.where(labels == k + 1, np.uint8(255), np.uint8(0))
-            path = outdir / f"{name}_Mask{k}{picture_ext}"
-            record(write_png(path, mask) if is_plane else write_tiff(path, mask))
-    if posteriors is not None:
-        axes = {2: "CYX", 3: "CZYX"}.get(labels.ndim)
-        record(write_tiff(outdir / f"{name}_proba.tif", np.moveaxis(posteriors, -1, 0), axes=axes))
-    report["outputs"] = written + [f"{name}_report.json"]
-    write_json(outdir / f"{name}_report.json", report)
-    _remove_stale(outdir, name, written)
+    try:
+        write_tiff(path(f"{name}_labels.tif"), labels)
+        picture_path = path(f"{name}_segmented{picture_ext}")
+        if is_plane:
+            write_png(picture_path, picture)
+        else:
+            write_tiff(picture_path, picture, rgb=picture.ndim == labels.ndim + 1)
+        if options.masks:
+            for k in range(report["n_components"]):
+                mask = np.where(labels == k + 1, np.uint8(255), np.uint8(0))
+                mask_path = path(f"{name}_Mask{k}{picture_ext}")
+                write_png(mask_path, mask) if is_plane else write_tiff(mask_path, mask)
+        if posteriors is not None:
+            axes = {2: "CYX", 3: "CZYX"}.get(labels.ndim)
+            write_tiff(path(f"{name}_proba.tif"), np.moveaxis(posteriors, -1, 0), axes=axes)
+        report["outputs"] = written + [f"{name}_report.json"]
+        write_json(result.path(f"{name}_report.json"), report)
+        result.commit()
+    except BaseException:
+        result.discard()
+        raise
     return report["outputs"]
-
-
-def _remove_stale(outdir, name, written):
-    """Masks or posteriors of an earlier run into this folder (a larger K, or
-    --proba then) would otherwise sit beside this run's results."""
-    for stale in [*outdir.glob(f"{glob.escape(name)}_Mask*"), outdir / f"{name}_proba.tif"]:
-        suffix = stale.name[len(name) + len("_Mask"):].split(".")[0]
-        if stale.name not in written and (stale.name.endswith("proba.tif") or suffix.isdigit()):
-            stale.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ report

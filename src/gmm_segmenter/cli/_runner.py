@@ -9,8 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import copy
-import os
-import shutil
 import sys
 import time
 import traceback
@@ -22,6 +20,7 @@ from .._progress import progress
 from ..estimator import GMMSegmenter
 from ..io import read_zarr, write_json
 from ._console import describe
+from ._folder import ResultSet
 from ._inputs import Prepared, Source, load_source, prepare
 from ._outputs import Options, build_report, segmented_image, timings, write_outputs
 
@@ -47,14 +46,16 @@ def _failure(source, error) -> Outcome:
 class Runner:
     """Everything one invocation needs to turn a source into its outputs."""
 
-    def __init__(self, args, params, shared_model, model_source, mask, status=None):
+    def __init__(self, args, params, shared_model, model_source, mask, status=None,
+                 protected=frozenset()):
         self.status = status or (lambda text: None)
         self.args = args
         self.params = params
         self.shared_model = shared_model
         self.model_source = model_source
         self.mask = mask
-        self.options = Options(args.outdir, args.colors, not args.no_masks, args.proba)
+        self.options = Options(args.outdir, args.colors, not args.no_masks, args.proba,
+                               protected)
         self.requested_k = (
             None if args.model is not None
             else params.get("n_components", GMMSegmenter().n_components)
@@ -133,36 +134,32 @@ class Runner:
         from dask.diagnostics import ProgressBar
 
         bar = ProgressBar(out=sys.stderr) if not self.args.quiet else contextlib.nullcontext()
-        with bar:
-            segmenter, model_source = self.segmenter_for(source, prepared, seconds)
-            tick = time.perf_counter()
-            self.status(f"{source.name}: labelling")
-            labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
-            path = self.options.outdir / f"{source.name}_labels.zarr"
-            _write_zarr_in_place(labels, path)
-            seconds["predict_and_write"] = time.perf_counter() - tick
-            counts = _dask.bincount(read_zarr(path), segmenter.n_components_ + 1)
-        report = build_report(
-            source, prepared, segmenter, None, model_source, self.requested_k, seconds,
-            counts=counts,
-        )
-        seconds["total"] = time.perf_counter() - started
-        report["seconds"] = timings(seconds)
-        report["outputs"] = [path.name, f"{source.name}_report.json"]
-        report["skipped"] = "segmented picture, masks and posteriors: the input is a lazy volume"
-        write_json(self.options.outdir / f"{source.name}_report.json", report)
+        result = ResultSet(self.options.outdir, source.name, self.options.protected)
+        try:
+            with bar:
+                segmenter, model_source = self.segmenter_for(source, prepared, seconds)
+                tick = time.perf_counter()
+                self.status(f"{source.name}: labelling")
+                labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
+                path = result.path(f"{source.name}_labels.zarr")
+                labels.to_zarr(str(path))
+                seconds["predict_and_write"] = time.perf_counter() - tick
+                counts = _dask.bincount(read_zarr(path), segmenter.n_components_ + 1)
+            report = build_report(
+                source, prepared, segmenter, None, model_source, self.requested_k, seconds,
+                counts=counts,
+            )
+            seconds["total"] = time.perf_counter() - started
+            report["seconds"] = timings(seconds)
+            report["outputs"] = [path.name, f"{source.name}_report.json"]
+            report["skipped"] = "segmented picture, masks and posteriors: the input is a lazy volume"
+            write_json(result.path(f"{source.name}_report.json"), report)
+            result.commit()
+        except BaseException:
+            result.discard()
+            raise
         return Outcome(source, outputs=report["outputs"], n_components=segmenter.n_components_,
                        segmenter=segmenter)
-
-
-def _write_zarr_in_place(labels, path):
-    # written beside the result, then swapped in: an interrupted run
-    # never leaves a half-written store in place of a complete one
-    partial = path.with_name(f".{path.name}.part")
-    shutil.rmtree(partial, ignore_errors=True)
-    labels.to_zarr(str(partial), overwrite=True)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(partial, path)
 
 
 # ------------------------------------------------------------------ the batch
