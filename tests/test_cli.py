@@ -7,10 +7,13 @@ import select
 import subprocess
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import pytest
 import tifffile
+from _helpers import run_cli
+from _images import gray_bands, rgb_bands
 
 from gmm_segmenter import GMMSegmenter, __version__, cli
 from gmm_segmenter import io as gio
@@ -19,27 +22,9 @@ from gmm_segmenter import io as gio
 # the posteriors). The spatial prior itself is tested with the estimator.
 FAST = ["--beta", "0"]
 
-
-def run(argv, capsys=None):
-    """``main(argv)`` in-process; returns (exit status, stdout, stderr)."""
-    status = cli.main([*map(str, argv)])
-    if capsys is None:
-        return status
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def gray_image(shape=(30, 36), seed=0):
-    rng = np.random.default_rng(seed)
-    levels = np.array([30.0, 120.0, 210.0])[np.arange(shape[1]) * 3 // shape[1]]
-    return np.clip(levels + rng.normal(scale=8, size=shape), 0, 255).astype(np.uint8)
-
-
-def rgb_image(shape=(24, 30), seed=0):
-    rng = np.random.default_rng(seed)
-    colours = np.array([[30.0, 40.0, 90.0], [200.0, 60.0, 50.0], [220.0, 230.0, 120.0]])
-    image = colours[np.arange(shape[1]) * 3 // shape[1]][np.newaxis].repeat(shape[0], 0)
-    return np.clip(image + rng.normal(scale=10, size=image.shape), 0, 255).astype(np.uint8)
+# The pictures the commands here read, written and checked again by the tests.
+gray_image = partial(gray_bands, (30, 36))
+rgb_image = partial(rgb_bands, (24, 30))
 
 
 @pytest.fixture
@@ -102,7 +87,7 @@ def test_batch_folder_with_good_and_bad_files(tmp_path, images, capsys):
     outdir = tmp_path / "out"
     missing = tmp_path / "missing.png"
 
-    status, out, err = run([images, missing, "-k", "3", "-o", outdir, *FAST], capsys)
+    status, out, err = run_cli([images, missing, "-k", "3", "-o", outdir, *FAST], capsys)
 
     assert status == 1
     errors = err.strip().splitlines()
@@ -120,7 +105,7 @@ def test_batch_folder_with_good_and_bad_files(tmp_path, images, capsys):
 
 
 def test_report_contents(tmp_path, images):
-    assert run([images / "gray.png", "-k", "3", "-o", tmp_path, *FAST]) == 0
+    assert run_cli([images / "gray.png", "-k", "3", "-o", tmp_path, *FAST]) == 0
     labels, report = check_outputs(tmp_path, "gray", gray_image())
     assert report["n_components"] == 3 and report["n_components_requested"] == 3
     assert report["model"]["source"] == "fitted on this image"
@@ -133,7 +118,8 @@ def test_report_contents(tmp_path, images):
 
 
 def test_auto_k_reports_the_bic_curve(tmp_path, images):
-    assert run([images / "gray.png", "-k", "auto", "--k-range", "1", "4", "-o", tmp_path, *FAST]) == 0
+    assert run_cli([images / "gray.png", "-k", "auto", "--k-range", "1", "4", "-o", tmp_path,
+                    *FAST]) == 0
     _, report = check_outputs(tmp_path, "gray", gray_image())
     assert report["n_components_requested"] == "auto"
     assert report["bic_curve"]["n_components"] == [1, 2, 3, 4]
@@ -141,8 +127,8 @@ def test_auto_k_reports_the_bic_curve(tmp_path, images):
 
 
 def test_colors_labels_no_masks_and_proba(tmp_path, images):
-    status = run([images / "rgb.png", "-k", "3", "-o", tmp_path, "--colors", "labels",
-                  "--no-masks", "--proba", *FAST])
+    status = run_cli([images / "rgb.png", "-k", "3", "-o", tmp_path, "--colors", "labels",
+                      "--no-masks", "--proba", *FAST])
     assert status == 0
     labels, report = check_outputs(tmp_path, "rgb", rgb_image(), colors="labels", masks=False)
     proba = tifffile.imread(tmp_path / "rgb_proba.tif")
@@ -158,7 +144,7 @@ def test_16_bit_tiff_and_volume(tmp_path):
     volume = np.stack([gray_image(seed=s) for s in range(4)])  # (4, 30, 36): 4 pages
     tifffile.imwrite(tmp_path / "volume.tif", volume, photometric="minisblack")
     outdir = tmp_path / "out"
-    assert run([tmp_path / "deep.tif", tmp_path / "volume.tif", "-o", outdir, *FAST]) == 0
+    assert run_cli([tmp_path / "deep.tif", tmp_path / "volume.tif", "-o", outdir, *FAST]) == 0
     # 16-bit input: the segmented picture is a 16-bit PNG of the true means
     check_outputs(outdir, "deep", deep)
     assert gio.read_image(outdir / "deep_segmented.png").dtype == np.uint16
@@ -171,14 +157,14 @@ def test_channel_axis_none_and_alpha(tmp_path):
     rgba = np.dstack([rgb_image(), np.full(rgb_image().shape[:2], 255, np.uint8)])
     rgba[:4, :, 3] = 0  # transparent rows are not segmented
     gio.write_png(tmp_path / "rgba.png", rgba)
-    assert run([tmp_path / "rgba.png", "-o", tmp_path / "a", *FAST]) == 0
+    assert run_cli([tmp_path / "rgba.png", "-o", tmp_path / "a", *FAST]) == 0
     labels = tifffile.imread(tmp_path / "a" / "rgba_labels.tif")
     assert (labels[:4] == 0).all() and (labels[4:] > 0).all()
     report = json.loads((tmp_path / "a" / "rgba_report.json").read_text())
     assert report["alpha_channel_as_mask"] and len(report["model"]["means"][0]) == 3
 
-    assert run([tmp_path / "rgba.png", "--channel-axis", "none", "-k", "2",
-                "-o", tmp_path / "b", *FAST]) == 0
+    assert run_cli([tmp_path / "rgba.png", "--channel-axis", "none", "-k", "2",
+                    "-o", tmp_path / "b", *FAST]) == 0
     assert tifffile.imread(tmp_path / "b" / "rgba_labels.tif").shape == rgba.shape
 
 
@@ -186,19 +172,21 @@ def test_mask_file(tmp_path, images):
     mask = np.zeros(gray_image().shape, np.uint8)
     mask[5:25, 5:30] = 255
     gio.write_png(tmp_path / "mask.png", mask)
-    assert run([images / "gray.png", "--mask", tmp_path / "mask.png", "-o", tmp_path / "o", *FAST]) == 0
+    assert run_cli([images / "gray.png", "--mask", tmp_path / "mask.png", "-o", tmp_path / "o",
+                    *FAST]) == 0
     labels = tifffile.imread(tmp_path / "o" / "gray_labels.tif")
     np.testing.assert_array_equal(labels > 0, mask > 0)
     segmented = gio.read_image(tmp_path / "o" / "gray_segmented.png")
     assert (segmented[mask == 0] == 0).all()
     # a mask of the wrong shape fails that input only
-    status = run([images / "gray.png", images / "rgb.png", "--mask", tmp_path / "mask.png",
-                  "-o", tmp_path / "p", *FAST])
+    status = run_cli([images / "gray.png", images / "rgb.png", "--mask", tmp_path / "mask.png",
+                      "-o", tmp_path / "p", *FAST])
     assert status == 1 and (tmp_path / "p" / "gray_labels.tif").exists()
 
 
 def test_sample_image(tmp_path, capsys):
-    status, out, err = run(["--sample", "coins", "-k", "2", "-o", tmp_path, "--no-masks", *FAST], capsys)
+    status, out, err = run_cli(["--sample", "coins", "-k", "2", "-o", tmp_path, "--no-masks",
+                                *FAST], capsys)
     assert status == 0, err
     from skimage import data
 
@@ -215,8 +203,8 @@ def test_duplicate_stems_and_globs(tmp_path, capsys):
     gio.write_png(tmp_path / "a.png", gray_image())
     gio.write_tiff(tmp_path / "a.tif", gray_image(seed=1))
     outdir = tmp_path / "out"
-    status, out, err = run([str(tmp_path / "a.*"), str(tmp_path / "zz*.png"), "-o", outdir,
-                            "--no-masks", *FAST], capsys)
+    status, out, err = run_cli([str(tmp_path / "a.*"), str(tmp_path / "zz*.png"), "-o", outdir,
+                                "--no-masks", *FAST], capsys)
     assert status == 1 and "zz*.png: no file matches" in err
     assert (outdir / "a_png_labels.tif").exists() and (outdir / "a_tif_labels.tif").exists()
 
@@ -224,8 +212,8 @@ def test_duplicate_stems_and_globs(tmp_path, capsys):
 def test_jobs_give_the_same_results(tmp_path, images):
     for name in ("c", "d"):
         gio.write_png(images / f"{name}.png", gray_image(seed=ord(name)))
-    assert run([images, "-o", tmp_path / "one", "--no-masks", *FAST]) == 0
-    assert run([images, "-o", tmp_path / "two", "--no-masks", "--jobs", "3", *FAST]) == 0
+    assert run_cli([images, "-o", tmp_path / "one", "--no-masks", *FAST]) == 0
+    assert run_cli([images, "-o", tmp_path / "two", "--no-masks", "--jobs", "3", *FAST]) == 0
     for name in ("gray", "rgb", "c", "d"):
         np.testing.assert_array_equal(
             tifffile.imread(tmp_path / "one" / f"{name}_labels.tif"),
@@ -238,8 +226,8 @@ def test_jobs_give_the_same_results(tmp_path, images):
 
 def test_model_round_trip_gives_identical_labels(tmp_path, images):
     model = tmp_path / "model.npz"
-    assert run([images / "rgb.png", "-o", tmp_path / "fit", "--save-model", model, *FAST]) == 0
-    assert run([images / "rgb.png", "-o", tmp_path / "apply", "--model", model]) == 0
+    assert run_cli([images / "rgb.png", "-o", tmp_path / "fit", "--save-model", model, *FAST]) == 0
+    assert run_cli([images / "rgb.png", "-o", tmp_path / "apply", "--model", model]) == 0
     fitted = tifffile.imread(tmp_path / "fit" / "rgb_labels.tif")
     applied, report = check_outputs(tmp_path / "apply", "rgb", rgb_image())
     np.testing.assert_array_equal(applied, fitted)
@@ -248,17 +236,17 @@ def test_model_round_trip_gives_identical_labels(tmp_path, images):
 
 def test_model_takes_the_beta_of_the_run(tmp_path, images):
     model, smoothing = tmp_path / "model.npz", tmp_path / "smoothing.npz"
-    assert run([images / "gray.png", "-o", tmp_path, "--save-model", model, *FAST]) == 0
-    assert run([images / "gray.png", "-o", tmp_path, "--model", model, "--beta", "2",
-                "--save-model", smoothing]) == 0
+    assert run_cli([images / "gray.png", "-o", tmp_path, "--save-model", model, *FAST]) == 0
+    assert run_cli([images / "gray.png", "-o", tmp_path, "--model", model, "--beta", "2",
+                    "--save-model", smoothing]) == 0
     assert gio.load_model(model).beta_ == 0.0 and gio.load_model(smoothing).beta_ == 2.0
 
 
 def test_model_with_wrong_channels_fails_that_file(tmp_path, images, capsys):
     model = tmp_path / "gray.npz"
-    assert run([images / "gray.png", "-o", tmp_path, "--save-model", model, *FAST]) == 0
+    assert run_cli([images / "gray.png", "-o", tmp_path, "--save-model", model, *FAST]) == 0
     capsys.readouterr()
-    status, _, err = run([images, "-o", tmp_path / "apply", "--model", model], capsys)
+    status, _, err = run_cli([images, "-o", tmp_path / "apply", "--model", model], capsys)
     assert status == 1
     assert err.count("\n") == 1 and "rgb.png" in err and "channel" in err
     assert (tmp_path / "apply" / "gray_labels.tif").exists()
@@ -267,7 +255,7 @@ def test_model_with_wrong_channels_fails_that_file(tmp_path, images, capsys):
 def test_bad_model_file(tmp_path, images, capsys):
     bogus = tmp_path / "bogus.npz"
     bogus.write_bytes(b"PK\x03\x04 but not really")
-    status, _, err = run([images / "gray.png", "-o", tmp_path, "--model", bogus], capsys)
+    status, _, err = run_cli([images / "gray.png", "-o", tmp_path, "--model", bogus], capsys)
     assert status == 1 and "bogus.npz" in err and err.count("\n") == 1
 
 
@@ -277,8 +265,8 @@ def test_fit_on_all_inputs_shares_one_model(tmp_path):
     gio.write_png(tmp_path / "second.png", second)
     model = tmp_path / "shared.npz"
     outdir = tmp_path / "out"
-    status = run([tmp_path / "first.png", tmp_path / "second.png", "--fit-on",
-                  "--save-model", model, "-o", outdir, *FAST])
+    status = run_cli([tmp_path / "first.png", tmp_path / "second.png", "--fit-on",
+                      "--save-model", model, "-o", outdir, *FAST])
     assert status == 0
     _, one = check_outputs(outdir, "first", first)
     labels, two = check_outputs(outdir, "second", second)
@@ -308,19 +296,19 @@ def test_fit_on_all_inputs_shares_one_model(tmp_path):
 )
 def test_usage_errors_exit_2(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
-    status, _, err = run(argv, capsys)
+    status, _, err = run_cli(argv, capsys)
     assert status == 2 and message in err
 
 
 def test_help_and_version_exit_0(capsys):
-    status, out, _ = run(["--help"], capsys)
+    status, out, _ = run_cli(["--help"], capsys)
     assert status == 0 and "--channel-axis" in out and "RGB" in out
-    status, out, _ = run(["--version"], capsys)
+    status, out, _ = run_cli(["--version"], capsys)
     assert status == 0 and __version__ in out
 
 
 def test_beta_flag_reaches_the_estimator(tmp_path, images):
-    assert run([images / "gray.png", "-o", tmp_path, "--beta", "0.5", "--no-masks"]) == 0
+    assert run_cli([images / "gray.png", "-o", tmp_path, "--beta", "0.5", "--no-masks"]) == 0
     report = json.loads((tmp_path / "gray_report.json").read_text())
     assert report["model"]["params"]["beta"] == 0.5
 
@@ -351,7 +339,7 @@ def test_parser_imports_no_numerical_library():
 
 
 def test_debug_shows_tracebacks(tmp_path, capsys):
-    status, _, err = run([tmp_path / "missing.png", "--debug", "-o", tmp_path], capsys)
+    status, _, err = run_cli([tmp_path / "missing.png", "--debug", "-o", tmp_path], capsys)
     assert status == 1 and "Traceback" in err and "missing.png" in err
 
 
@@ -371,7 +359,7 @@ def test_interactive_prompts_in_process(tmp_path, images, monkeypatch, capsys):
     # prompts in-process. The pty test below covers a real terminal.
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "stdin", _Terminal(f"{images / 'gray.png'}\nthree\n2\n"))
-    status, out, _ = run([], capsys)
+    status, out, _ = run_cli([], capsys)
     assert status == 0
     assert "Enter the image name" in out and "Enter the number of components" in out
     assert "positive whole number" in out  # 'three' was refused, then 2 accepted
@@ -381,7 +369,7 @@ def test_interactive_prompts_in_process(tmp_path, images, monkeypatch, capsys):
 
 def test_no_arguments_without_a_terminal_prints_usage(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    status, _, err = run([], capsys)
+    status, _, err = run_cli([], capsys)
     assert status == 2 and err.startswith("usage: gmm-segment")
 
 
@@ -454,8 +442,6 @@ def test_progress_bars_follow_em_and_labelling_on_a_terminal(tmp_path, monkeypat
 
 
 def test_sixteen_bit_colour_images_get_an_eight_bit_picture(tmp_path):
-    import tifffile
-
     rgb = (np.random.default_rng(0).integers(0, 3, size=(40, 40, 1)) * 20000
            + np.arange(3) * 100).astype(np.uint16)
     tifffile.imwrite(tmp_path / "rgb16.tif", rgb, photometric="rgb")

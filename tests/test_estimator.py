@@ -2,23 +2,14 @@
 
 import numpy as np
 import pytest
-from conftest import quadrants, rgb_patches
-from sklearn.metrics import adjusted_rand_score
+from _helpers import ari, make_segmenter
+from _images import quadrants, rgb_patches
 from sklearn.mixture import GaussianMixture
 
 from gmm_segmenter import GMMSegmenter, segment
 
-# Spatial smoothing changes labels by design; these tests pin the pixel-wise
-# model, so they switch it off where the estimator has it.
-PIXELWISE = {"beta": 0.0} if "beta" in GMMSegmenter().get_params() else {}
-
-
-def make(n_components=3, **params):
-    return GMMSegmenter(n_components, random_state=0, **{**PIXELWISE, **params})
-
-
-def ari(a, b):
-    return adjusted_rand_score(np.ravel(a), np.ravel(b))
+# Spatial smoothing changes labels by design: these tests pin the pixel-wise
+# model (beta=0, also the default of make_segmenter).
 
 
 # ---------------------------------------------------------------- known answers
@@ -26,7 +17,7 @@ def ari(a, b):
 
 def test_grayscale_quadrants_are_found_in_order(quadrant_image):
     image, truth = quadrant_image
-    labels = make(4).fit_predict(image)
+    labels = make_segmenter(4).fit_predict(image)
     assert labels.shape == image.shape
     assert labels.dtype == np.uint8
     np.testing.assert_array_equal(labels, truth)
@@ -34,7 +25,7 @@ def test_grayscale_quadrants_are_found_in_order(quadrant_image):
 
 def test_rgb_patches(rgb_image):
     image, truth = rgb_image
-    segmenter = make(3, channel_axis=-1).fit(image)
+    segmenter = make_segmenter(3, channel_axis=-1).fit(image)
     labels = segmenter.predict(image)
     assert labels.shape == truth.shape
     assert ari(labels, truth) > 0.99
@@ -46,8 +37,8 @@ def test_rgb_patches(rgb_image):
 def test_channel_axis_first_gives_the_same_labels(rgb_image):
     image, truth = rgb_image
     channels_first = np.moveaxis(image, -1, 0)
-    labels = make(3, channel_axis=0).fit_predict(channels_first)
-    np.testing.assert_array_equal(labels, make(3, channel_axis=-1).fit_predict(image))
+    labels = make_segmenter(3, channel_axis=0).fit_predict(channels_first)
+    np.testing.assert_array_equal(labels, make_segmenter(3, channel_axis=-1).fit_predict(image))
 
 
 def test_three_dimensional_blobs():
@@ -57,7 +48,7 @@ def test_three_dimensional_blobs():
     truth[(z - 8) ** 2 + (y - 8) ** 2 + (x - 8) ** 2 < 36] = 2
     truth[(z - 16) ** 2 + (y - 15) ** 2 + (x - 16) ** 2 < 25] = 3
     image = np.array([10.0, 50.0, 90.0])[truth - 1] + rng.normal(scale=5, size=truth.shape)
-    labels = make(3).fit_predict(image)
+    labels = make_segmenter(3).fit_predict(image)
     assert labels.shape == truth.shape
     assert ari(labels, truth) > 0.98
 
@@ -65,7 +56,7 @@ def test_three_dimensional_blobs():
 def test_batch_of_images_with_different_shapes():
     first, truth_first = quadrants((40, 48), seed=1)
     second, truth_second = quadrants((30, 70), seed=2)
-    segmenter = make(4).fit([first, second])
+    segmenter = make_segmenter(4).fit([first, second])
     labels = segmenter.predict([first, second])
     assert isinstance(labels, list) and len(labels) == 2
     np.testing.assert_array_equal(labels[0], truth_first)
@@ -86,7 +77,7 @@ def test_every_dtype_segments_and_leaves_the_input_alone(dtype):
         image = np.clip(image, 0, None)  # a cast would wrap -0.3 to the maximum
     image = image.astype(dtype)
     original = image.copy()
-    labels = make(4).fit_predict(image)
+    labels = make_segmenter(4).fit_predict(image)
     np.testing.assert_array_equal(image, original)
     assert ari(labels, truth) > 0.99
     assert labels.min() >= 1 and labels.max() <= 4
@@ -95,7 +86,7 @@ def test_every_dtype_segments_and_leaves_the_input_alone(dtype):
 def test_boolean_image():
     image = np.zeros((20, 20), dtype=bool)
     image[5:15, 5:15] = True
-    labels = make(2).fit_predict(image)
+    labels = make_segmenter(2).fit_predict(image)
     np.testing.assert_array_equal(labels, image.astype(np.uint8) + 1)
 
 
@@ -103,7 +94,7 @@ def test_read_only_and_strided_views_are_accepted(quadrant_image):
     image, truth = quadrant_image
     view = np.asfortranarray(image)[::-1, ::2]
     view.flags.writeable = False
-    labels = make(4).fit_predict(view)
+    labels = make_segmenter(4).fit_predict(view)
     np.testing.assert_array_equal(labels, truth[::-1, ::2])
 
 
@@ -113,8 +104,8 @@ def test_read_only_and_strided_views_are_accepted(quadrant_image):
 def test_histogram_fit_equals_the_fit_on_every_pixel():
     image, _ = quadrants(levels=(40, 100, 160, 220), noise=15)
     image = np.clip(image, 0, 255).astype(np.uint8)
-    histogram = make(4).fit(image)
-    every_pixel = make(4, max_samples=None).fit(image.astype(np.float64))
+    histogram = make_segmenter(4).fit(image)
+    every_pixel = make_segmenter(4, max_samples=None).fit(image.astype(np.float64))
     assert histogram.fit_method_ == "histogram"
     assert every_pixel.fit_method_ == "subsample"
     assert histogram.n_iter_ == every_pixel.n_iter_
@@ -127,7 +118,7 @@ def test_histogram_fit_equals_the_fit_on_every_pixel():
 def test_lookup_table_prediction_equals_direct_prediction(dtype):
     image, _ = quadrants(levels=(10, 40, 70, 100), noise=12, seed=5)
     image = image.astype(dtype)
-    segmenter = make(4).fit(image)
+    segmenter = make_segmenter(4).fit(image)
     through_table = segmenter.predict(image)
     direct = segmenter.predict(image.astype(np.float64))
     np.testing.assert_array_equal(through_table, direct)
@@ -136,10 +127,10 @@ def test_lookup_table_prediction_equals_direct_prediction(dtype):
     )
 
 
-def test_subsample_fit_reaches_the_full_fit_likelihood(rgb_image):
+def test_subsample_fit_reaches_the_full_fit_likelihood():
     image, _ = rgb_patches((200, 300))
-    sampled = make(3, channel_axis=-1, max_samples=2000).fit(image)
-    full = make(3, channel_axis=-1, max_samples=None).fit(image)
+    sampled = make_segmenter(3, channel_axis=-1, max_samples=2000).fit(image)
+    full = make_segmenter(3, channel_axis=-1, max_samples=None).fit(image)
     assert sampled.score(image) > full.score(image) - 0.01
 
 
@@ -149,7 +140,7 @@ def test_subsample_fit_reaches_the_full_fit_likelihood(rgb_image):
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 def test_fitted_attributes_are_gaussian_mixture_parameters(rgb_image, covariance_type):
     image, _ = rgb_image
-    segmenter = make(3, channel_axis=-1, covariance_type=covariance_type).fit(image)
+    segmenter = make_segmenter(3, channel_axis=-1, covariance_type=covariance_type).fit(image)
     pixels = image.reshape(-1, 3)
     mixture = GaussianMixture(3, covariance_type=covariance_type)
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
@@ -165,7 +156,7 @@ def test_fitted_attributes_are_gaussian_mixture_parameters(rgb_image, covariance
 
 def test_lower_bound_is_in_input_units():
     image, _ = quadrants(noise=10)
-    segmenter = make(4, max_samples=None, tol=1e-8, max_iter=500).fit(image)
+    segmenter = make_segmenter(4, max_samples=None, tol=1e-8, max_iter=500).fit(image)
     # at convergence the last E-step bound is the likelihood of the final model
     np.testing.assert_allclose(segmenter.lower_bound_, segmenter.score(image), rtol=1e-5)
     assert segmenter.lower_bounds_[-1] == segmenter.lower_bound_
@@ -173,33 +164,33 @@ def test_lower_bound_is_in_input_units():
 
 def test_scaling_intensities_does_not_change_labels(rgb_image):
     image, _ = rgb_image
-    labels = make(3, channel_axis=-1).fit_predict(image)
-    scaled = make(3, channel_axis=-1).fit_predict(image * 1e-20 + 3e-18)
+    labels = make_segmenter(3, channel_axis=-1).fit_predict(image)
+    scaled = make_segmenter(3, channel_axis=-1).fit_predict(image * 1e-20 + 3e-18)
     np.testing.assert_array_equal(labels, scaled)
 
 
 def test_extreme_dynamic_range(quadrant_image):
     image, truth = quadrant_image
     for factor in (1e-30, 1e30):
-        labels = make(4).fit_predict(image * factor)
+        labels = make_segmenter(4).fit_predict(image * factor)
         np.testing.assert_array_equal(labels, truth)
 
 
 def test_predict_proba_and_transform(quadrant_image):
     image, _ = quadrant_image
-    segmenter = make(4).fit(image)
+    segmenter = make_segmenter(4).fit(image)
     proba = segmenter.predict_proba(image)
     assert proba.shape == image.shape + (4,)
     np.testing.assert_allclose(proba.sum(axis=-1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(np.argmax(proba, axis=-1) + 1, segmenter.predict(image))
     np.testing.assert_array_equal(segmenter.transform(image), proba)
-    np.testing.assert_array_equal(make(4).fit_transform(image), proba)
-    np.testing.assert_array_equal(make(4).fit_predict(image), segmenter.predict(image))
+    np.testing.assert_array_equal(make_segmenter(4).fit_transform(image), proba)
+    np.testing.assert_array_equal(make_segmenter(4).fit_predict(image), segmenter.predict(image))
 
 
 def test_sample_draws_from_the_components(quadrant_image):
     image, _ = quadrant_image
-    segmenter = make(4).fit(image)
+    segmenter = make_segmenter(4).fit(image)
     values, labels = segmenter.sample(20000)
     assert values.shape == (20000, 1)
     assert set(np.unique(labels)) == {1, 2, 3, 4}
@@ -211,7 +202,7 @@ def test_sample_draws_from_the_components(quadrant_image):
 
 def test_auto_chooses_the_number_of_classes_by_bic(quadrant_image):
     image, _ = quadrant_image
-    segmenter = GMMSegmenter("auto", random_state=0, **PIXELWISE).fit(image)
+    segmenter = GMMSegmenter("auto", random_state=0, beta=0.0).fit(image)
     assert segmenter.n_components_ == 4
     np.testing.assert_array_equal(segmenter.n_components_candidates_, np.arange(1, 9))
     assert segmenter.bic_curve_.shape == (8,)
@@ -220,15 +211,15 @@ def test_auto_chooses_the_number_of_classes_by_bic(quadrant_image):
 
 def test_auto_stops_at_the_number_of_distinct_values():
     image = np.repeat([0, 100], 50).reshape(10, 10).astype(np.uint8)
-    segmenter = GMMSegmenter("auto", **PIXELWISE).fit(image)
+    segmenter = GMMSegmenter("auto", beta=0.0).fit(image)
     np.testing.assert_array_equal(segmenter.n_components_candidates_, [1, 2])
     assert segmenter.n_components_ == 2
 
 
-def test_determinism_with_a_seed(rgb_image):
+def test_determinism_with_a_seed():
     image, _ = rgb_patches((100, 120), noise=40)
-    first = GMMSegmenter(3, channel_axis=-1, random_state=7, max_samples=500, **PIXELWISE)
-    second = GMMSegmenter(3, channel_axis=-1, random_state=7, max_samples=500, **PIXELWISE)
+    first = GMMSegmenter(3, channel_axis=-1, random_state=7, max_samples=500, beta=0.0)
+    second = GMMSegmenter(3, channel_axis=-1, random_state=7, max_samples=500, beta=0.0)
     np.testing.assert_array_equal(first.fit_predict(image), second.fit_predict(image))
     np.testing.assert_array_equal(first.means_, second.means_)
 
@@ -241,7 +232,7 @@ def test_mask_restricts_fit_and_predict(quadrant_image):
     image = image.copy()
     mask = truth != 4
     image[~mask] = 1e6  # would dominate the fit if it were used
-    segmenter = make(3).fit(image, mask=mask)
+    segmenter = make_segmenter(3).fit(image, mask=mask)
     assert segmenter.means_.max() < 300
     labels = segmenter.predict(image, mask=mask)
     assert np.all(labels[~mask] == 0)
@@ -252,7 +243,7 @@ def test_non_finite_pixels_get_label_zero(quadrant_image):
     image, truth = quadrant_image
     image = image.copy()
     image[0, 0], image[5, 5], image[40, 40] = np.nan, np.inf, -np.inf
-    segmenter = make(4).fit(image)
+    segmenter = make_segmenter(4).fit(image)
     labels = segmenter.predict(image)
     assert labels[0, 0] == labels[5, 5] == labels[40, 40] == 0
     finite = np.isfinite(image)
@@ -266,13 +257,14 @@ def test_mask_per_image_in_a_batch(quadrant_image):
     image, _ = quadrant_image
     mask = np.zeros(image.shape, dtype=bool)
     mask[:20] = True
-    labels = make(4).fit([image, image], mask=[None, mask]).predict([image, image], mask=[mask, None])
+    segmenter = make_segmenter(4).fit([image, image], mask=[None, mask])
+    labels = segmenter.predict([image, image], mask=[mask, None])
     assert np.all(labels[0][~mask] == 0) and np.all(labels[1] > 0)
 
 
 def test_segment_one_liner(rgb_image):
     image, truth = rgb_image
-    labels = segment(image, 3, channel_axis=-1, random_state=0, **PIXELWISE)
+    labels = segment(image, 3, channel_axis=-1, random_state=0, beta=0.0)
     np.testing.assert_array_equal(labels, truth)
 
 
@@ -318,22 +310,22 @@ def test_constant_image_with_one_component_works():
 def test_all_masked_image_is_refused(quadrant_image):
     image, _ = quadrant_image
     with pytest.raises(ValueError, match="masked out or not finite"):
-        make(3).fit(image, mask=np.zeros(image.shape, bool))
+        make_segmenter(3).fit(image, mask=np.zeros(image.shape, bool))
     with pytest.raises(ValueError, match="masked out or not finite"):
-        make(3).fit(np.full((5, 5), np.nan))
+        make_segmenter(3).fit(np.full((5, 5), np.nan))
 
 
 def test_mask_of_the_wrong_shape(quadrant_image):
     image, _ = quadrant_image
     with pytest.raises(ValueError, match=r"mask for X has shape \(3, 3\)"):
-        make(3).fit(image, mask=np.ones((3, 3), bool))
+        make_segmenter(3).fit(image, mask=np.ones((3, 3), bool))
     with pytest.raises(ValueError, match="list of 2 masks"):
-        make(3).fit([image, image], mask=np.ones(image.shape, bool))
+        make_segmenter(3).fit([image, image], mask=np.ones(image.shape, bool))
 
 
 def test_predict_with_other_channels_than_fit(rgb_image):
     image, _ = rgb_image
-    segmenter = make(3, channel_axis=-1).fit(image)
+    segmenter = make_segmenter(3, channel_axis=-1).fit(image)
     with pytest.raises(ValueError, match=r"X has 4 channel\(s\).*fitted on images with 3"):
         segmenter.predict(np.zeros((5, 5, 4)))
 
@@ -344,7 +336,7 @@ def test_batch_with_mixed_channels_is_refused():
 
 
 def test_sample_refuses_non_positive_counts(quadrant_image):
-    segmenter = make(4).fit(quadrant_image[0])
+    segmenter = make_segmenter(4).fit(quadrant_image[0])
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):
         segmenter.sample(0)
 
@@ -361,7 +353,7 @@ def test_colour_lookup_table_equals_direct_prediction(monkeypatch):
     view = _image.as_images(image, channel_axis=-1)[0]
     table_values, index_of = _image.lookup_plan(view)
     assert table_values.shape[1] == 3 and len(table_values) < image.shape[0] * image.shape[1] / 10
-    segmenter = make(3, channel_axis=-1).fit(image)
+    segmenter = make_segmenter(3, channel_axis=-1).fit(image)
     through_table = segmenter.predict(image, mask=mask)
     proba_table = segmenter.predict_proba(image)
     monkeypatch.setattr(_image, "lookup_plan", lambda view: None)
@@ -379,10 +371,10 @@ def test_noisy_colour_images_skip_the_colour_table(monkeypatch):
 
 def test_a_fixed_k_refit_drops_the_bic_curve_of_an_earlier_auto_fit(quadrant_image):
     image, _ = quadrant_image
-    segmenter = GMMSegmenter("auto", n_components_range=(2, 4), **PIXELWISE).fit(image)
+    segmenter = GMMSegmenter("auto", n_components_range=(2, 4), beta=0.0).fit(image)
     assert len(segmenter.bic_curve_) == 3
     segmenter.set_params(n_components=2).fit(image)
     assert not hasattr(segmenter, "bic_curve_")
     assert not hasattr(segmenter, "n_components_candidates_")
-    single = GMMSegmenter("auto", n_components_range=(3, 3), **PIXELWISE).fit(image)
+    single = GMMSegmenter("auto", n_components_range=(3, 3), beta=0.0).fit(image)
     assert single.bic_curve_.shape == (1,) and np.isfinite(single.bic_curve_[0])

@@ -15,10 +15,10 @@ import threading
 import numpy as np
 import pytest
 import tifffile
+from _helpers import make_segmenter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gmm_segmenter import GMMSegmenter
 from gmm_segmenter import io as gio
 
 pytestmark = pytest.mark.fuzz
@@ -48,10 +48,13 @@ def _tiff_bytes():
     return buffer.getvalue()
 
 
+def _three_levels():
+    """The image the seed model is fitted on, and that every loaded model labels."""
+    return np.repeat([10.0, 100.0, 200.0], 20)[np.newaxis].repeat(5, axis=0)
+
+
 def _model_bytes(tmp_dir):
-    image = np.repeat([10.0, 100.0, 200.0], 20)[np.newaxis].repeat(5, axis=0)
-    path = gio.save_model(GMMSegmenter(3, beta=0.0, random_state=0).fit(image),
-                          tmp_dir / "seed.npz")
+    path = gio.save_model(make_segmenter(3).fit(_three_levels()), tmp_dir / "seed.npz")
     return path.read_bytes()
 
 
@@ -133,7 +136,7 @@ def test_read_image_on_mutated_files_fails_only_cleanly(kind, suffix, tmp_path_f
 def test_load_model_on_mutated_files_fails_only_cleanly(tmp_path_factory):
     seed = _seed("npz", tmp_path_factory)
     folder = tmp_path_factory.mktemp("fuzz-npz")
-    image = np.repeat([10.0, 100.0, 200.0], 20)[np.newaxis].repeat(5, axis=0)
+    image = _three_levels()
 
     @FUZZ
     @given(data=mutations(seed))

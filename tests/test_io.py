@@ -3,34 +3,20 @@
 import json
 import os
 import pickle
+from functools import partial
 
 import numpy as np
 import pytest
 import tifffile
+from _helpers import make_segmenter
+from _images import gray_bands, rgb_bands
 
-from gmm_segmenter import GMMSegmenter
 from gmm_segmenter import io as gio
 
-
-def _segmenter(**params):
-    # The pixel-wise model (beta=0) where the estimator has a spatial prior:
-    # model files must round-trip either way; this keeps the tests fast.
-    if "beta" in GMMSegmenter().get_params() and "beta" not in params:
-        params["beta"] = 0
-    return GMMSegmenter(random_state=0, **params)
-
-
-def _gray(shape=(24, 30), seed=0):
-    rng = np.random.default_rng(seed)
-    levels = np.array([30.0, 120.0, 210.0])[np.arange(shape[1]) * 3 // shape[1]]
-    return np.clip(levels + rng.normal(scale=8, size=shape), 0, 255).astype(np.uint8)
-
-
-def _rgb(shape=(20, 30), seed=0):
-    rng = np.random.default_rng(seed)
-    colours = np.array([[30.0, 40.0, 90.0], [200.0, 60.0, 50.0], [220.0, 230.0, 120.0]])
-    image = colours[np.arange(shape[1]) * 3 // shape[1]][np.newaxis].repeat(shape[0], 0)
-    return np.clip(image + rng.normal(scale=10, size=image.shape), 0, 255).astype(np.uint8)
+# The pictures these tests write and fit. Models are pixel-wise (the default
+# of make_segmenter), which keeps the tests fast: the file format is the same.
+_gray = partial(gray_bands, (24, 30))
+_rgb = partial(rgb_bands, (20, 30))
 
 
 # ------------------------------------------------------------------ images
@@ -109,7 +95,7 @@ def test_png_refuses_float(tmp_path):
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 def test_model_round_trip_predicts_identically(tmp_path, covariance_type):
     image = _rgb()
-    segmenter = _segmenter(
+    segmenter = make_segmenter(
         n_components=3, channel_axis=-1, covariance_type=covariance_type
     ).fit(image)
     path = gio.save_model(segmenter, tmp_path / "model.npz")
@@ -124,7 +110,7 @@ def test_model_round_trip_predicts_identically(tmp_path, covariance_type):
 
 def test_model_round_trip_keeps_the_bic_curve(tmp_path):
     image = _gray()
-    segmenter = _segmenter(n_components="auto", n_components_range=(1, 4)).fit(image)
+    segmenter = make_segmenter(n_components="auto", n_components_range=(1, 4)).fit(image)
     loaded = gio.load_model(gio.save_model(segmenter, tmp_path / "auto.npz"))
     np.testing.assert_allclose(loaded.bic_curve_, segmenter.bic_curve_)
     np.testing.assert_array_equal(
@@ -134,7 +120,7 @@ def test_model_round_trip_keeps_the_bic_curve(tmp_path):
 
 
 def test_model_file_holds_no_object_arrays(tmp_path):
-    path = gio.save_model(_segmenter(n_components=2).fit(_gray()), tmp_path / "m.npz")
+    path = gio.save_model(make_segmenter(n_components=2).fit(_gray()), tmp_path / "m.npz")
     with np.load(path, allow_pickle=False) as archive:
         assert all(archive[name].dtype != object for name in archive.files)
 
@@ -142,7 +128,7 @@ def test_model_file_holds_no_object_arrays(tmp_path):
 def _arrays_and_metadata(tmp_path, **params):
     params.setdefault("n_components", 2)
     image = _rgb() if params.get("channel_axis") is not None else _gray()
-    path = gio.save_model(_segmenter(**params).fit(image), tmp_path / "valid.npz")
+    path = gio.save_model(make_segmenter(**params).fit(image), tmp_path / "valid.npz")
     with np.load(path, allow_pickle=False) as archive:
         arrays = {name: archive[name] for name in archive.files}
     metadata = json.loads(str(arrays.pop("metadata")))

@@ -4,10 +4,10 @@ import itertools
 
 import numpy as np
 import pytest
+from _helpers import ari
 from scipy import ndimage as ndi
 from scipy.special import softmax
 from skimage.draw import line
-from sklearn.metrics import adjusted_rand_score
 from sklearn.utils._param_validation import InvalidParameterError
 
 from gmm_segmenter import GMMSegmenter, _hmrf, _mixture, _mrf
@@ -20,10 +20,6 @@ def blobs(shape, n_classes=3, noise=0.45, seed=0, smoothness=4.0):
     truth = np.digitize(field, np.quantile(field, np.linspace(0, 1, n_classes + 1)[1:-1]))
     image = truth + rng.normal(scale=noise, size=shape)
     return image, truth
-
-
-def ari(truth, labels):
-    return adjusted_rand_score(truth.ravel(), labels.ravel())
 
 
 @pytest.fixture(scope="module")
@@ -423,8 +419,6 @@ def test_local_fields_match_a_convolution():
     np.testing.assert_allclose(
         _mrf.posteriors_at(padded, (7, 9), positions), q.reshape(-1, 2), rtol=1e-5
     )
-
-
 
 
 def test_masked_out_pixels_do_not_dilute_the_mean_change():

@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt", reason="pytest-qt comes with the test extra")
 from napari.layers import Image  # noqa: E402
 from napari.utils.notifications import notification_manager  # noqa: E402
 
-from conftest import quadrants, rgb_patches  # noqa: E402
+from _images import quadrants, rgb_patches  # noqa: E402
 from gmm_segmenter import GMMSegmenter  # noqa: E402
 from gmm_segmenter.napari import _jobs, _layers  # noqa: E402
 
@@ -302,7 +302,6 @@ def test_sample_data_and_screenshot_not_blank(qtbot, make_napari_viewer):
     colours = np.unique(shot[..., :3].reshape(-1, 3), axis=0)
     assert len(colours) >= 2, "the labels layer did not draw"
     assert shot[..., :3].std() > 10
-
 
 
 def test_cancel_stops_a_fit_inside_em():

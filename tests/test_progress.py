@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import quadrants
+from _images import quadrants
 
 from gmm_segmenter import Cancelled, GMMSegmenter, progress
 

@@ -4,15 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import quadrants
+from _helpers import make_segmenter, run_cli
+from _images import quadrants
 
 from gmm_segmenter import GMMSegmenter, _mixture
-
-PIXELWISE = {"beta": 0.0}
-
-
-def make(n_components=3, **params):
-    return GMMSegmenter(n_components, random_state=0, **{**PIXELWISE, **params})
 
 
 # ------------------------------------------------------ degenerate mixtures
@@ -80,7 +75,7 @@ def test_integers_near_the_dtype_maximum_never_wrap(dtype, span):
     mask = np.ones(image.shape, bool)
     mask[0, 0] = False
     original = image.copy()
-    segmenter = make(2).fit(image, mask=mask)
+    segmenter = make_segmenter(2).fit(image, mask=mask)
     labels = segmenter.predict(image, mask=mask)
     np.testing.assert_array_equal(image, original)
     assert labels[0, 0] == 0
@@ -95,8 +90,8 @@ def test_integers_closer_than_float64_resolution_are_refused_clearly():
     top = np.iinfo(np.int64).max
     image = np.array([[top, top - 1], [top - 2, top - 3]], dtype=np.int64)
     with pytest.raises(ValueError, match="only 1 distinct pixel values"):
-        make(2).fit(image)
-    np.testing.assert_array_equal(make(1).fit_predict(image), 1)
+        make_segmenter(2).fit(image)
+    np.testing.assert_array_equal(make_segmenter(1).fit_predict(image), 1)
 
 
 # ------------------------------------------------------ extreme ranges
@@ -114,27 +109,28 @@ def test_spreads_whose_variance_leaves_float64_are_refused_with_advice(image, ma
     # before: an overflow RuntimeWarning and "array must not contain infs or
     # NaNs", or a bare CollapsedCovariance(0)
     with pytest.raises(ValueError, match=match + r".*Multiply the image by a constant"):
-        make(2).fit(image)
-    np.testing.assert_array_equal(make(2).fit_predict(image * (1e-300 if match == "spread too much" else 1e300)) > 0, True)
+        make_segmenter(2).fit(image)
+    rescaled = image * (1e-300 if match == "spread too much" else 1e300)
+    np.testing.assert_array_equal(make_segmenter(2).fit_predict(rescaled) > 0, True)
 
 
 def test_channel_with_extreme_spread_is_named():
     image = np.stack([np.arange(16.0).reshape(4, 4), np.arange(16.0).reshape(4, 4) * 1e-200], -1)
     with pytest.raises(ValueError, match="spread too little in channel 1"):
-        make(2, channel_axis=-1).fit(image)
+        make_segmenter(2, channel_axis=-1).fit(image)
 
 
 def test_outliers_thirty_decades_away_are_segmented_or_explained():
     image, truth = quadrants()
     image = image / 255.0
     image[0, 0], image[-1, -1] = 1e30, 1e-30
-    labels = make(2).fit_predict(image)
+    labels = make_segmenter(2).fit_predict(image)
     assert labels[0, 0] == 2 and np.all(labels.ravel()[1:] == 1)  # the outlier alone
     # next to 1e30, float64 cannot tell 0.1 from 0.9: say so instead of
     # calling the image (nearly) constant
     with pytest.raises(ValueError, match=r"only 2 distinct pixel values at float64 precision"
                        r".*too wide a dynamic range; clip the outliers or segment np.log"):
-        make(5).fit(image)
+        make_segmenter(5).fit(image)
 
 
 # ------------------------------------------------------ collinear channels
@@ -147,17 +143,17 @@ def test_gray_stored_as_rgb_fits_and_warns_with_advice(covariance_type):
     rgb = np.stack([gray, gray, gray], axis=-1)
     with pytest.warns(UserWarning, match=r"3 channels of X are linearly dependent.*"
                       r"grayscale image stored as RGB.*X\[\.\.\., 0\] with channel_axis=None") as caught:
-        segmenter = make(4, channel_axis=-1, covariance_type=covariance_type).fit(rgb)
+        segmenter = make_segmenter(4, channel_axis=-1, covariance_type=covariance_type).fit(rgb)
     assert any(w.filename == __file__ for w in caught)  # points at the caller
     np.testing.assert_array_equal(segmenter.predict(rgb), truth)
-    np.testing.assert_array_equal(segmenter.predict(rgb), make(4).fit_predict(gray))
+    np.testing.assert_array_equal(segmenter.predict(rgb), make_segmenter(4).fit_predict(gray))
 
 
 def test_independent_channels_do_not_warn(rgb_image):
     image, _ = rgb_image
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        make(3, channel_axis=-1).fit(image)
+        make_segmenter(3, channel_axis=-1).fit(image)
 
 
 # ------------------------------------------------------ huge dimensions
@@ -172,7 +168,7 @@ def _huge_image(dtype=np.uint8):
 @pytest.mark.parametrize("method", ["predict", "predict_proba", "score_samples"])
 def test_outputs_that_cannot_fit_in_memory_are_refused_before_allocating(beta, method):
     image, _ = quadrants()
-    segmenter = make(4, beta=beta).fit(image.astype(np.uint8))
+    segmenter = make_segmenter(4, beta=beta).fit(image.astype(np.uint8))
     with pytest.raises(MemoryError, match=r"needs about [\d.]+ [GTP]iB of memory, but only "
                        r".* is available\. Process the image in tiles"):
         getattr(segmenter, method)(_huge_image())
@@ -185,8 +181,8 @@ def test_spatial_fit_that_cannot_fit_in_memory_is_refused(monkeypatch):
     monkeypatch.setattr(_image, "available_memory", lambda: 1000)
     with pytest.raises(MemoryError, match=r"Fitting with the spatial prior \(4 components, "
                        r"image shape\(s\) \(64, 64\)\) needs about 128\.0 KiB"):
-        make(4, beta=1.0).fit(image)
-    make(4, beta=0.0).fit(image)  # the pixel-wise fit streams: no per-pixel state
+        make_segmenter(4, beta=1.0).fit(image)
+    make_segmenter(4, beta=0.0).fit(image)  # the pixel-wise fit streams: no per-pixel state
 
 
 def test_available_memory_without_psutil(monkeypatch):
@@ -204,7 +200,7 @@ def test_available_memory_without_psutil(monkeypatch):
 @pytest.mark.parametrize("covariance_type", _mixture.COVARIANCE_TYPES)
 def test_pixels_far_outside_the_fitted_range_never_give_nan(beta, covariance_type):
     image, truth = quadrants()
-    segmenter = make(4, beta=beta, covariance_type=covariance_type).fit(image)
+    segmenter = make_segmenter(4, beta=beta, covariance_type=covariance_type).fit(image)
     far = image.copy()
     far[0, 0], far[0, 1], far[0, 2] = 1e300, -1e300, 1e45  # beyond float32
     with warnings.catch_warnings():
@@ -223,20 +219,12 @@ def test_pixels_far_outside_the_fitted_range_never_give_nan(beta, covariance_typ
 def test_constant_float_images_with_any_value_fit_one_component(value):
     # a mean rounded in the last bit must not look like a tiny spread
     image = np.full((3, 5), value)
-    np.testing.assert_array_equal(make(1).fit_predict(image), 1)
+    np.testing.assert_array_equal(make_segmenter(1).fit_predict(image), 1)
     with pytest.raises(ValueError, match=r"only 1 distinct pixel values \(a constant image\)"):
-        make(2).fit(image)
+        make_segmenter(2).fit(image)
 
 
 # ------------------------------------------------------ the command line
-
-
-def _cli(argv, capsys):
-    from gmm_segmenter import cli
-
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_cli_turns_estimator_errors_into_one_line_and_exit_1(tmp_path, capsys):
@@ -248,7 +236,7 @@ def test_cli_turns_estimator_errors_into_one_line_and_exit_1(tmp_path, capsys):
     (tmp_path / "cut.png").write_bytes(whole.read_bytes()[:40])
     (tmp_path / "empty.tif").write_bytes(b"")
     inputs = [tmp_path / name for name in ("black.png", "cut.png", "empty.tif")]
-    status, _, err = _cli([*inputs, "-k", "3", "--beta", "0", "-o", tmp_path / "out"], capsys)
+    status, _, err = run_cli([*inputs, "-k", "3", "--beta", "0", "-o", tmp_path / "out"], capsys)
     assert status == 1
     lines = err.strip().splitlines()
     assert len(lines) == 3 and "Traceback" not in err
@@ -256,7 +244,7 @@ def test_cli_turns_estimator_errors_into_one_line_and_exit_1(tmp_path, capsys):
     assert any("cut.png" in line and "cannot be read as an image" in line for line in lines)
     assert any("empty.tif" in line for line in lines)
 
-    status, _, err = _cli([*inputs, "-k", "3", "--beta", "0", "--debug",
+    status, _, err = run_cli([*inputs, "-k", "3", "--beta", "0", "--debug",
                            "-o", tmp_path / "out"], capsys)
     assert status == 1 and err.count("Traceback (most recent call last)") >= 3
 
@@ -267,15 +255,16 @@ def test_cli_turns_estimator_errors_into_one_line_and_exit_1(tmp_path, capsys):
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 def test_one_pixel_and_one_row_images(beta):
     one_pixel = np.array([[42.0]])
-    np.testing.assert_array_equal(make(1, beta=beta).fit_predict(one_pixel), [[1]])
+    np.testing.assert_array_equal(make_segmenter(1, beta=beta).fit_predict(one_pixel), [[1]])
     with pytest.raises(ValueError, match=r"only 1 pixel values.*n_components<=1"):
-        make(2, beta=beta).fit(one_pixel)
+        make_segmenter(2, beta=beta).fit(one_pixel)
     row = np.array([[0, 0, 1, 9, 10, 10]], dtype=np.uint8)
-    np.testing.assert_array_equal(make(2, beta=0.0).fit_predict(row), [[1, 1, 1, 2, 2, 2]])
-    labels = make(2, beta=beta).fit_predict(row)
+    pixelwise = make_segmenter(2, beta=0.0).fit_predict(row)
+    np.testing.assert_array_equal(pixelwise, [[1, 1, 1, 2, 2, 2]])
+    labels = make_segmenter(2, beta=beta).fit_predict(row)
     assert labels.shape == (1, 6) and set(labels.ravel()) <= {1, 2}
     column = row.T
-    assert make(2, beta=beta).fit_predict(column).shape == (6, 1)
+    assert make_segmenter(2, beta=beta).fit_predict(column).shape == (6, 1)
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0])
@@ -288,7 +277,7 @@ def test_memory_mapped_images_are_read_not_written(tmp_path, beta):
     del stored
     mapped = np.memmap(path, dtype=np.float32, mode="r", shape=image.shape)
     before = path.read_bytes()
-    labels = make(4, beta=beta).fit_predict(mapped)
+    labels = make_segmenter(4, beta=beta).fit_predict(mapped)
     assert type(labels) is np.ndarray and labels.shape == image.shape
     if beta == 0.0:
         np.testing.assert_array_equal(labels, truth)
@@ -300,7 +289,7 @@ def test_max_iter_one_warns_with_advice_and_still_labels(quadrant_image):
 
     image, truth = quadrant_image
     with pytest.warns(ConvergenceWarning, match="did not converge in max_iter=1.*Increase max_iter"):
-        segmenter = make(4, max_iter=1, init_params="random").fit(image)
+        segmenter = make_segmenter(4, max_iter=1, init_params="random").fit(image)
     assert not segmenter.converged_ and segmenter.n_iter_ == 1
     labels = segmenter.predict(image)
     assert labels.min() >= 1 and labels.max() <= 4
@@ -313,12 +302,12 @@ def test_rgba_is_four_features_for_the_estimator(rgb_image):
     alpha = np.full(truth.shape + (1,), 255.0)
     alpha[:5] = 0.0
     rgba = np.concatenate([image, alpha], axis=-1)
-    segmenter = make(3, channel_axis=-1).fit(rgba)
+    segmenter = make_segmenter(3, channel_axis=-1).fit(rgba)
     assert segmenter.n_features_in_ == 4
     with pytest.raises(ValueError, match=r"X has 3 channel\(s\).*fitted on images with 4"):
         segmenter.predict(image)
     # dropping alpha and using it as the mask is one line for the caller
-    labels = make(3, channel_axis=-1).fit_predict(rgba[..., :3], mask=rgba[..., 3] > 0)
+    labels = make_segmenter(3, channel_axis=-1).fit_predict(rgba[..., :3], mask=rgba[..., 3] > 0)
     assert np.all(labels[:5] == 0)
     np.testing.assert_array_equal(labels[5:], truth[5:])
 
