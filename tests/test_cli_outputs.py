@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 import tifffile
+from _images import gray_bands
 
 from gmm_segmenter import cli
 from gmm_segmenter import io as gio
@@ -19,9 +20,7 @@ FAST = ["--beta", "0", "--quiet"]
 
 
 def _image(seed=0, shape=(24, 30)):
-    rng = np.random.default_rng(seed)
-    levels = np.array([30.0, 120.0, 210.0])[np.arange(shape[1]) * 3 // shape[1]]
-    return np.clip(levels + rng.normal(scale=8, size=shape), 0, 255).astype(np.uint8)
+    return gray_bands(shape, seed)
 
 
 def _visible(folder):
