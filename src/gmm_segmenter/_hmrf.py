@@ -141,10 +141,13 @@ def hmrf_em(
     n_iter = 0
     previous = -np.inf
     for n_iter in range(1, max_iter + 1):
-        total = _sweep(grids, posteriors, log_potential, mixture, beta)
+        # a histogram's responsibilities are summed in the pass of the bound
+        resp = None if table.rows is None else np.zeros((len(table.values), mixture.n_components))
+        total = _sweep(grids, posteriors, log_potential, mixture, beta, table.rows, resp)
         current = total / n_valid
         objectives.append(current)
-        resp = table.weighted_resp(posteriors, [grid.spatial_shape for grid in grids])
+        if resp is None:
+            resp = table.weighted_resp(posteriors, [grid.spatial_shape for grid in grids])
         updated = _mixture.regularised_fit(
             table.values, resp, reg_covar, mixture.covariance_type, float(resp.sum())
         )
@@ -163,8 +166,12 @@ def hmrf_em(
     return HMRFResult(mixture, beta, n_iter, converged, tuple(objectives))
 
 
-def _sweep(grids, posteriors, log_potential, mixture, beta) -> float:
-    """A few mean-field sweeps over every image; the mean-field objective summed."""
+def _sweep(grids, posteriors, log_potential, mixture, beta, rows=None, resp=None) -> float:
+    """A few mean-field sweeps over every image; the mean-field objective summed.
+
+    With ``rows`` (one map per image from pixel to row of ``resp``, -1 where
+    not used), each pixel's posteriors are added to its row of ``resp``.
+    """
     total = 0.0
     for i, grid in enumerate(grids):
         potential = log_potential(i, mixture)
@@ -172,7 +179,11 @@ def _sweep(grids, posteriors, log_potential, mixture, beta) -> float:
             potential, posteriors[i], grid.valid, beta, grid.hood,
             max_sweeps=SWEEPS_PER_ITERATION,
         )
-        total += _mrf.objective(potential, posteriors[i], beta, grid.hood)
+        total += _mrf.objective(
+            potential, posteriors[i], beta, grid.hood,
+            rows_map=None if rows is None else rows[i], resp=resp,
+            progress_at=("smoothing", SWEEPS_PER_ITERATION, SWEEPS_PER_ITERATION),
+        )
         del potential
     return total
 

@@ -135,14 +135,38 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
     """``log w_k + log p(x | k)`` at every pixel, ``(K, *spatial_shape)`` float32.
 
     ``mixture`` is in the standardised units ``(x - offset) / scale``. Component first:
-    the layout of :mod:`._mrf`'s maps.
+    the layout of :mod:`._mrf`'s maps. Pixels that are not valid hold 0.
     """
     function = PixelFunction(
         compute=lambda values: _mixture.weighted_log_prob(values, mixture),
         tail=(mixture.n_components,), dtype=np.dtype(np.float32), fill=0.0,
         tail_first=True,
     )
-    return map_pixels(view, function, offset, scale)
+    plan = _image.lookup_plan(view)
+    if plan is None:
+        return map_pixels(view, function, offset, scale)
+    # through the table, one component plane at a time: contiguous writes,
+    # and no pass to fill the output first
+    shape = function.tail + view.spatial_shape
+    _image.check_memory(
+        view.n_pixels * mixture.n_components * 4, f"An output of shape {shape} (float32)"
+    )
+    table_values, index_of = plan
+    table = np.empty((mixture.n_components, len(table_values)), dtype=np.float32)
+    for first in range(0, len(table_values), _image.CHUNK_PIXELS):
+        rows = slice(first, first + _image.CHUNK_PIXELS)
+        standardized = standardize(table_values[rows], offset, scale, np.float32)
+        table[:, rows] = function.compute(standardized.astype(np.float64, copy=False)).T
+    out = np.empty(shape, dtype=np.float32)
+    planes = out.reshape(mixture.n_components, view.n_pixels)
+    for start, stop, values, valid in _image.iter_chunks(view):
+        index = index_of(values)
+        for component, plane in zip(table, planes):
+            np.take(component, index, out=plane[start:stop])
+            if valid is not None:
+                plane[start:stop][~valid] = 0.0
+        report("labelling", stop, view.n_pixels)
+    return out
 
 
 def map_pixels(view: _image.ImageView, function: PixelFunction, offset, scale):
@@ -236,13 +260,17 @@ def standardize(values, offset, scale, dtype):
 def check_spatial_memory(views, n_components, what):
     """Refuse a spatial-prior pass whose float32 posterior maps would not fit.
 
-    Every image keeps a map of K posteriors per pixel (the outputs, or the
-    fit's state) and the largest also needs its pixel log-potentials.
+    Every image keeps a map of K posteriors per pixel inside a zero border
+    (the outputs, or the fit's state), and the largest also needs its pixel
+    log-potentials, its valid-pixel flags and the sweep's flags (one byte
+    per segment of a row).
     """
-    pixels = [view.n_pixels for view in views]
+    maps = [math.prod(_mrf.map_shape(n_components, view.spatial_shape)) for view in views]
+    largest = max(view.n_pixels for view in views)
     shapes = ", ".join(str(view.spatial_shape) for view in views)
     _image.check_memory(
-        (sum(pixels) + max(pixels)) * n_components * np.dtype(np.float32).itemsize,
+        (sum(maps) + largest * n_components) * np.dtype(np.float32).itemsize
+        + largest + max(maps) // n_components // 32,
         f"{what} ({n_components} components, image shape(s) {shapes})",
     )
 

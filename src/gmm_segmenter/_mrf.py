@@ -19,9 +19,12 @@ updated one colour of the grid at a time. Pixels of one colour (the parity
 of each coordinate) have no neighbour of the same colour, so updating a
 colour at once is exact coordinate ascent on the mean-field free energy: it
 never increases it and cannot oscillate, unlike a synchronous ICM sweep.
-A colour is updated in blocks of rows small enough to stay in cache, so a
-sweep is a handful of numpy operations per block; its cost is linear in
-pixels x components x neighbours, and its extra memory is a few blocks.
+A sweep is one compiled pass (numba) per colour that fuses the neighbour
+sums, the softmax and the change, in segments of 64 pixels of a row that
+the compiler vectorises; after the first sweep it skips the segments none
+of whose neighbours moved by more than :data:`SKIP_BELOW`. Its cost is
+linear in pixels x components x neighbours, its extra memory one byte per
+segment.
 
 Fitting the mixture under this prior (HMRF-EM) is :mod:`._hmrf`.
 
@@ -44,8 +47,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import time
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ._progress import report
@@ -59,9 +64,16 @@ PREDICT_MAX_SWEEPS = 30
 # Pixels per slab when a whole map is reduced, to bound temporaries.
 _SLAB_PIXELS = 1 << 17
 
-# Pixels per block of a colour in a mean-field sweep: the block's K planes
-# and its scratch stay in a core's cache across the dozen passes over them.
-_SWEEP_BLOCK_PIXELS = 1 << 14
+#: A pixel whose posteriors move by at most this much in a sweep does not
+#: wake its neighbours: they are updated again only if another neighbour
+#: moved more. Far below float32 resolution near 1 (6e-8 is one step), so
+#: the posteriors agree with updating every pixel every sweep to 1e-6.
+SKIP_BELOW = 1e-7
+
+# Pixels per call of a compiled kernel: each call is a few milliseconds, so
+# progress reports (and Cancel) get through several times a second.
+_CALL_PIXELS = 1 << 20
+_REPORT_SECONDS = 0.25
 
 
 # --------------------------------------------------------------------------
@@ -120,6 +132,17 @@ def _is_numeric_sequence(spacing) -> bool:
     return not isinstance(spacing, (str, bytes))
 
 
+#: The most neighbours a pixel may have: every sweep reads each of them, so
+#: beyond this a fit would take hours per sweep. Full connectivity in up to
+#: 8 dimensions (3**8 - 1 offsets) stays within it.
+MAX_NEIGHBOURS = 3**8 - 1
+
+
+def n_neighbours(ndim: int, connectivity: int) -> int:
+    """How many offsets have between 1 and ``connectivity`` non-zero coordinates."""
+    return sum(math.comb(ndim, m) * 2**m for m in range(1, connectivity + 1))
+
+
 def neighbourhood(ndim: int, connectivity: int = 1, spacing=None) -> Neighbourhood:
     """Neighbours within ``connectivity`` (as ``generate_binary_structure``).
 
@@ -132,6 +155,10 @@ def neighbourhood(ndim: int, connectivity: int = 1, spacing=None) -> Neighbourho
     all of them (a 26-neighbourhood at unit weights would vote four times
     as hard as the 6 faces, and collapse images a 6-neighbourhood keeps).
 
+    Only the offsets with at most ``connectivity`` non-zero coordinates are
+    generated (never all ``3**ndim``), in lexicographic order; more than
+    :data:`MAX_NEIGHBOURS` of them are refused.
+
     >>> hood = neighbourhood(2, 1)
     >>> hood.offsets.tolist(), hood.weights.tolist()
     ([[-1, 0], [0, -1], [0, 1], [1, 0]], [1.0, 1.0, 1.0, 1.0])
@@ -141,15 +168,28 @@ def neighbourhood(ndim: int, connectivity: int = 1, spacing=None) -> Neighbourho
     np.float64(6.0)
     """
     check_neighbourhood(ndim, connectivity, spacing)
+    count = n_neighbours(ndim, connectivity)
+    if count > MAX_NEIGHBOURS:
+        fitting = [c for c in range(1, connectivity) if n_neighbours(ndim, c) <= MAX_NEIGHBOURS]
+        advice = (
+            f"use connectivity <= {fitting[-1]} for {ndim} dimensions (connectivity=1, the "
+            f"faces, gives {2 * ndim})" if fitting else "no connectivity fits; squeeze axes of length 1"
+        )
+        raise ValueError(
+            f"connectivity={connectivity} in {ndim} spatial dimensions gives {count} "
+            f"neighbours per pixel, more than the {MAX_NEIGHBOURS} the spatial prior "
+            f"handles; {advice}."
+        )
     spacing = np.ones(ndim) if spacing is None else np.asarray(spacing, dtype=float)
-    offsets = np.array(
-        [
-            offset
-            for offset in itertools.product((-1, 0, 1), repeat=ndim)
-            if 0 < np.count_nonzero(offset) <= connectivity
-        ],
-        dtype=np.intp,
-    ).reshape(-1, ndim)
+    offsets = np.zeros((count, ndim), dtype=np.intp)
+    row = 0
+    for n_nonzero in range(1, connectivity + 1):
+        for axes in itertools.combinations(range(ndim), n_nonzero):
+            signs = np.array(list(itertools.product((-1, 1), repeat=n_nonzero)), dtype=np.intp)
+            offsets[row : row + len(signs), list(axes)] = signs
+            row += len(signs)
+    # the order of itertools.product((-1, 0, 1), repeat=ndim): the first axis varies slowest
+    offsets = offsets[np.lexsort(offsets.T[::-1])]
     closeness = 1.0 / np.sqrt(((offsets * spacing) ** 2).sum(axis=1))
     return Neighbourhood(offsets=offsets, weights=closeness * (2 * ndim / closeness.sum()))
 
@@ -164,18 +204,11 @@ def padded_posteriors(log_potential: np.ndarray, valid: np.ndarray | None) -> np
     ``log_potential`` is ``(K, *spatial_shape)``: ``log w_k + log p(x | k)``.
     """
     n_components = log_potential.shape[0]
-    grid = _grid(log_potential.shape[1:])
-    log_potential = log_potential.reshape((n_components,) + grid)
-    valid = None if valid is None else valid.reshape(grid)
-    padded = np.zeros(map_shape(n_components, grid), dtype=np.float32)
-    for rows in _slabs(grid):
-        block = log_potential[:, rows].astype(np.float32)
-        _softmax_inplace(block, np.empty(block.shape[1:], dtype=np.float32))
-        if valid is not None:
-            block *= valid[rows]
-        even, odd = _row_keys(rows, grid)
-        padded[even] = block[..., 0::2]
-        padded[odd] = block[..., 1::2]
+    padded = np.zeros(map_shape(n_components, log_potential.shape[1:]), dtype=np.float32)
+    kernel = _Kernel(log_potential, padded, valid, None)
+    for first, stop in kernel.chunks(("smoothing", 0, None)):
+        _softmax_rows(kernel.q, kernel.potential, kernel.valid, kernel.rows, first, stop,
+                      kernel.plan.n_last, kernel.scratch, kernel.bits, kernel.scale)
     return padded
 
 
@@ -186,15 +219,30 @@ def map_shape(n_components: int, spatial_shape) -> tuple:
 
 
 def _grid(spatial_shape) -> tuple:
-    """The grid maps are laid out on: at least two axes (a signal is one row)."""
+    """The grid maps are laid out on: the axes longer than 1, at least two.
+
+    An axis of length 1 has no neighbours along it, so leaving it out
+    changes no posterior (its neighbours would be the zero border), and a
+    32-D image of one pixel per axis gets a map of one pixel, not 3**32.
+    A signal is laid out as a grid of one row.
+    """
+    kept = tuple(n for n in spatial_shape if n != 1)
+    return (1,) * max(0, 2 - len(kept)) + kept
+
+
+def _grid_neighbours(spatial_shape, hood: Neighbourhood) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour offsets on the grid and their weights (see :func:`_grid`).
+
+    Offsets along an axis of length 1 point at the border and are left out.
+    """
     spatial_shape = tuple(spatial_shape)
-    return spatial_shape if len(spatial_shape) > 1 else (1,) + spatial_shape
-
-
-def _grid_offsets(offsets: np.ndarray, ndim: int) -> np.ndarray:
-    """Neighbour offsets on the grid (a signal's gain a zero for its one row)."""
-    lead = np.zeros((len(offsets), ndim - offsets.shape[1]), dtype=offsets.dtype)
-    return np.hstack([lead, offsets])
+    grid = _grid(spatial_shape)
+    kept = [axis for axis, n in enumerate(spatial_shape) if n != 1]
+    dropped = [axis for axis, n in enumerate(spatial_shape) if n == 1]
+    inside = np.all(hood.offsets[:, dropped] == 0, axis=1)
+    offsets = hood.offsets[inside][:, kept]
+    lead = np.zeros((len(offsets), len(grid) - len(kept)), dtype=offsets.dtype)
+    return np.hstack([lead, offsets]), hood.weights[inside]
 
 
 # the even and the odd columns of a row, in the order of _row_keys
@@ -247,19 +295,6 @@ def channel_last(padded: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _softmax_inplace(logits: np.ndarray, plane: np.ndarray) -> None:
-    """Softmax across the first (component) axis; ``plane`` is scratch for one component."""
-    np.copyto(plane, logits[0])
-    for component in logits[1:]:
-        np.maximum(plane, component, out=plane)
-    logits -= plane
-    np.exp(logits, out=logits)
-    np.copyto(plane, logits[0])
-    for component in logits[1:]:
-        plane += component
-    logits /= plane
-
-
 def _slabs(spatial_shape):
     """Slices of the first axis covering about ``_SLAB_PIXELS`` pixels each."""
     first = spatial_shape[0]
@@ -269,87 +304,377 @@ def _slabs(spatial_shape):
         yield slice(start, min(start + step, first))
 
 
+# --------------------------------------------------------------------------
+# the compiled sweep
+#
+# In the kernels a map plane (one component) is flat: grid pixel
+# (c_0, ..., c_d) is at padded lead coordinates c + 1 and padded column
+# c_d + 1, split by parity. The pixels of one colour share the parity of
+# their column, so each neighbour lies at a constant flat distance from
+# them (one set of distances per parity of the last coordinate), and a
+# colour's pixels in one row are contiguous. The kernels walk a list of
+# rows sorted by colour, the colours in the order of
+# itertools.product((0, 1), repeat=ndim): a sweep is exact coordinate
+# ascent one colour at a time, however the rows are split between calls.
+
+
 @dataclass(frozen=True)
-class _Block:
-    """Rows of one colour (the pixels whose coordinates have given parities).
+class _Plan:
+    """The rows of a grid, sorted by colour, and where they are in a map."""
 
-    ``target`` selects them in the map, ``sub`` in the unpadded grid,
-    ``neighbours[j]`` their neighbours at the ``j``-th offset in the map;
-    all lead with the component axis.
-    """
+    row_map: np.ndarray  # (n_rows,) int64: flat map position of the row's first pixel
+    row_flat: np.ndarray  # (n_rows,) int64: flat grid position of the row's first pixel
+    row_parity: np.ndarray  # (n_rows,) int64: parity of the last coordinate
+    lead_padded: tuple  # padded lengths of every axis but the last
+    n_last: int  # length of the last axis
+    half_width: int  # length of one parity of a padded row
 
-    shape: tuple
-    target: tuple
-    sub: tuple
-    neighbours: tuple
+    @property
+    def plane(self) -> int:
+        return math.prod(self.lead_padded) * 2 * self.half_width
+
+    def row_chunks(self, call_pixels: int):
+        """Ranges of rows of about ``call_pixels`` pixels each."""
+        step = max(1, int(call_pixels / max(1.0, self.n_last / 2)))
+        for first in range(0, len(self.row_map), step):
+            yield first, min(first + step, len(self.row_map))
+
+    def deltas(self, offsets: np.ndarray) -> np.ndarray:
+        """``(2, n_neighbours)`` flat distances to the neighbours, per column parity."""
+        strides = np.full(len(self.lead_padded), 2 * self.half_width, dtype=np.int64)
+        for axis in range(len(self.lead_padded) - 2, -1, -1):
+            strides[axis] = strides[axis + 1] * self.lead_padded[axis + 1]
+        lead = offsets[:, :-1].astype(np.int64) @ strides
+        out = np.empty((2, len(offsets)), dtype=np.int64)
+        for parity in (0, 1):
+            column = parity + 1
+            moved = column + offsets[:, -1].astype(np.int64)
+            here = (column % 2) * self.half_width + column // 2
+            out[parity] = lead + (moved % 2) * self.half_width + moved // 2 - here
+        return out
 
 
 @functools.lru_cache(maxsize=16)
-def _colour_blocks(grid: tuple, offsets: tuple, block_pixels: int) -> tuple:
-    """The colours of the grid, in order, each cut into blocks of rows."""
-    every = slice(None)
-    blocks = []
-    for parities in itertools.product((0, 1), repeat=len(grid)):
-        counts = [(n - p + 1) // 2 for n, p in zip(grid, parities)]
-        if min(counts) == 0:
-            continue
-        # the colour's (start, stop) along each axis of the grid, per block on the first
-        spans = [(p, p + 2 * c - 1) for p, c in zip(parities, counts)]
-        step = max(1, block_pixels // math.prod(counts[1:]))
-        for row in range(0, counts[0], step):
-            stop_row = min(row + step, counts[0])
-            spans[0] = (parities[0] + 2 * row, parities[0] + 2 * stop_row - 1)
-
-            def key(offset, lead=tuple(spans[:-1]), parity=parities[-1], count=counts[-1]):
-                column = 1 + parity + offset[-1]  # padded column of the first pixel
-                return (
-                    (every,)
-                    + tuple(slice(1 + lo + o, hi + 1 + o, 2) for (lo, hi), o in zip(lead, offset))
-                    + (column % 2, slice(column // 2, column // 2 + count))
-                )
-
-            blocks.append(
-                _Block(
-                    shape=(stop_row - row,) + tuple(counts[1:]),
-                    target=key((0,) * len(grid)),
-                    sub=(every,) + tuple(slice(lo, hi, 2) for lo, hi in spans),
-                    neighbours=tuple(key(offset) for offset in offsets),
-                )
-            )
-    return tuple(blocks)
+def _plan(grid: tuple) -> _Plan:
+    lead, n_last = grid[:-1], grid[-1]
+    half_width = (n_last + 3) // 2
+    coordinates = np.indices(lead).reshape(len(lead), -1)
+    key = np.zeros(coordinates.shape[1], dtype=np.int64)  # parities, first axis first
+    for axis_coordinates in coordinates:
+        key = 2 * key + axis_coordinates % 2
+    lead_padded = tuple(n + 2 for n in lead)
+    map_start = np.ravel_multi_index(coordinates + 1, lead_padded).astype(np.int64)
+    map_start *= 2 * half_width
+    flat_start = np.ravel_multi_index(coordinates, lead).astype(np.int64) * n_last
+    keys, maps, flats, parities = [], [], [], []
+    for parity in (0, 1) if n_last > 1 else (0,):
+        column = parity + 1
+        keys.append(2 * key + parity)
+        maps.append(map_start + (column % 2) * half_width + column // 2)
+        flats.append(flat_start + parity)
+        parities.append(np.full(key.shape, parity, dtype=np.int64))
+    order = np.argsort(np.concatenate(keys), kind="stable")
+    return _Plan(
+        row_map=np.concatenate(maps)[order], row_flat=np.concatenate(flats)[order],
+        row_parity=np.concatenate(parities)[order], lead_padded=lead_padded,
+        n_last=n_last, half_width=half_width,
+    )
 
 
-def _blocks(grid: tuple, hood: Neighbourhood, block_pixels: int) -> tuple:
-    offsets = _grid_offsets(hood.offsets, len(grid))
-    return _colour_blocks(grid, tuple(map(tuple, offsets.tolist())), block_pixels)
+# Segments of a half-row (the pixels of one colour in one row) that the
+# sweep updates or skips as a whole: long enough for the compiler to
+# vectorise the work on them, short enough that the skipped share is large.
+_SEGMENT = 64
+
+_LOG2_E = np.float32(1.44269504088896341)
+_LN2_HIGH = np.float32(0.693359375)  # ln 2 = _LN2_HIGH - _LN2_LOW, exactly in float32 steps
+_LN2_LOW = np.float32(2.12194440e-4)
+_EXP_FLOOR = np.float32(-87.0)  # below, exp() is under the smallest normal float32: 0
+
+# Let the compiler vectorise sums and maxima (the values are finite): it
+# reorders float32 sums within a segment, a rounding well below 1e-6.
+_VECTORISE = {"reassoc", "nnan", "ninf", "nsz"}
 
 
-def _neighbour_field(padded, block, weights, field, scratch) -> None:
-    """``field = Σ_j c_ij q_j`` for the pixels of ``block``."""
-    for j, (neighbours, weight) in enumerate(zip(block.neighbours, weights)):
-        if j == 0:
-            np.multiply(padded[neighbours], weight, out=field)
-        elif weight == 1:
-            field += padded[neighbours]
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+def _exp_nonpositive(values, count, bits, scale):  # pragma: no cover - compiled
+    """``values[:count] = exp(values[:count])`` for values ``<= 0``, in float32.
+
+    Cephes' expf (within 2 float32 steps of the exact value), written so the
+    compiler vectorises it: a scalar ``np.exp`` per value cost more than the
+    rest of a sweep. ``bits`` and ``scale`` are views of one int32 scratch
+    array; values below -87 give 0.
+    """
+    for t in range(count):
+        x = max(values[t], _EXP_FLOOR)
+        n = np.floor(x * _LOG2_E + np.float32(0.5))
+        r = x - n * _LN2_HIGH + n * _LN2_LOW
+        p = np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        bits[t] = (np.int32(n) + np.int32(127)) << np.int32(23)  # 2**n
+        values[t] = p * r * r + r + np.float32(1.0) if values[t] >= _EXP_FLOOR else np.float32(0.0)
+    for t in range(count):
+        values[t] *= scale[t]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+def _q_log_q(q, q_bits, start, count, bits, mantissa):  # pragma: no cover - compiled
+    """``Σ q log q`` over ``q[start:start + count]`` (0 log 0 = 0), vectorisable.
+
+    Cephes' logf; ``q_bits`` is ``q`` seen as int32, ``bits`` and
+    ``mantissa`` are views of one int32 scratch array.
+    """
+    for t in range(count):
+        bits[t] = (q_bits[start + t] & np.int32(0x807FFFFF)) | np.int32(0x3F000000)
+    total = np.float32(0.0)
+    for t in range(count):
+        value = q[start + t]
+        exponent = np.float32(((q_bits[start + t] >> np.int32(23)) & np.int32(0xFF)) - 126)
+        m = mantissa[t]  # value = m * 2**exponent, m in [0.5, 1)
+        if m < np.float32(0.707106781186547524):
+            exponent -= np.float32(1.0)
+            m = m + m - np.float32(1.0)
         else:
-            np.multiply(padded[neighbours], weight, out=scratch)
-            field += scratch
+            m = m - np.float32(1.0)
+        z = m * m
+        y = np.float32(7.0376836292e-2) * m - np.float32(1.1514610310e-1)
+        y = y * m + np.float32(1.1676998740e-1)
+        y = y * m - np.float32(1.2420140846e-1)
+        y = y * m + np.float32(1.4249322787e-1)
+        y = y * m - np.float32(1.6668057665e-1)
+        y = y * m + np.float32(2.0000714765e-1)
+        y = y * m - np.float32(2.4999993993e-1)
+        y = y * m + np.float32(3.3333331174e-1)
+        y = y * m * z - exponent * _LN2_LOW - np.float32(0.5) * z
+        log = m + y + exponent * _LN2_HIGH
+        # denormal and zero posteriors: log of the smallest normal, times q ~ 0
+        total += value * log if value >= np.float32(1.1754944e-38) else np.float32(0.0)
+    return total
 
 
-class _Buffers:
-    """Scratch arrays shaped for one block at a time, allocated once per pass."""
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy",
+            fastmath=_VECTORISE)
+def _sweep_rows(q, potential, valid, dirty, plan_rows, first, stop, n_last, half_width,
+                deltas, weights, beta, skip_below, scratch, bits, scale):  # pragma: no cover
+    """Update the dirty segments of rows ``first:stop``; the summed change of the posteriors.
 
-    def __init__(self, n_components: int, blocks, count: int):
-        largest = max((math.prod(block.shape) for block in blocks), default=0)
-        self.n_components = n_components
-        self.planes = np.empty(largest, dtype=np.float32)
-        self.maps = [np.empty(n_components * largest, dtype=np.float32) for _ in range(count)]
+    ``q`` is the map ``(K, plane)``, ``potential`` ``(K, n_pixels)``,
+    ``valid`` ``(n_pixels,)`` uint8 or empty, ``dirty`` one flag per
+    segment of every half-row of the map. A segment in which a posterior
+    moved by more than ``skip_below`` marks the segments of its neighbours
+    dirty; the others stay as they are until a neighbour moves.
+    """
+    n_components = q.shape[0]
+    per_half_row = (half_width + _SEGMENT - 1) // _SEGMENT
+    top = np.empty(_SEGMENT, dtype=np.float32)
+    norm = np.empty(_SEGMENT, dtype=np.float32)
+    change = 0.0
+    for row in range(first, stop):
+        parity = plan_rows[2, row]
+        at = deltas[parity]
+        count = (n_last - parity + 1) // 2
+        start_column = plan_rows[0, row] % half_width
+        half_row = plan_rows[0, row] // half_width
+        for segment in range(start_column // _SEGMENT, (start_column + count - 1) // _SEGMENT + 1):
+            flag = half_row * per_half_row + segment
+            if dirty[flag] == 0:
+                continue
+            dirty[flag] = 0
+            lo = max(0, segment * _SEGMENT - start_column)
+            size = min(count, (segment + 1) * _SEGMENT - start_column) - lo
+            here = plan_rows[0, row] + lo
+            pixel = plan_rows[1, row] + 2 * lo
+            # the order of operations of the numpy implementation it replaced
+            for k in range(n_components):
+                out = scratch[k]
+                qk = q[k]
+                neighbour = here + at[0]
+                for t in range(size):
+                    out[t] = weights[0] * qk[neighbour + t]
+                for j in range(1, at.size):
+                    neighbour = here + at[j]
+                    weight = weights[j]
+                    for t in range(size):
+                        out[t] += weight * qk[neighbour + t]
+                pk = potential[k]
+                for t in range(size):
+                    out[t] = out[t] * beta + pk[pixel + 2 * t]
+            for t in range(size):
+                top[t] = scratch[0, t]
+            for k in range(1, n_components):
+                for t in range(size):
+                    top[t] = max(top[t], scratch[k, t])
+            for k in range(n_components):
+                out = scratch[k]
+                for t in range(size):
+                    out[t] -= top[t]
+                _exp_nonpositive(out, size, bits, scale)
+            for t in range(size):
+                norm[t] = scratch[0, t]
+            for k in range(1, n_components):
+                for t in range(size):
+                    norm[t] += scratch[k, t]
+            moved = np.float32(0.0)
+            largest = np.float32(0.0)
+            for k in range(n_components):
+                out = scratch[k]
+                qk = q[k]
+                for t in range(size):
+                    out[t] /= norm[t]
+                if valid.size:
+                    for t in range(size):
+                        out[t] *= valid[pixel + 2 * t]
+                for t in range(size):
+                    step = abs(out[t] - qk[here + t])
+                    moved += step
+                    largest = max(largest, step)
+                    qk[here + t] = out[t]
+            change += moved
+            if largest > skip_below:
+                for j in range(at.size):
+                    first_flag = here + at[j]
+                    last_flag = first_flag + size - 1
+                    first_flag = (first_flag // half_width) * per_half_row + (
+                        first_flag % half_width) // _SEGMENT
+                    last_flag = (last_flag // half_width) * per_half_row + (
+                        last_flag % half_width) // _SEGMENT
+                    for neighbour_flag in range(first_flag, last_flag + 1):
+                        dirty[neighbour_flag] = 1
+    return change
 
-    def for_block(self, block):
-        size = math.prod(block.shape)
-        shape = (self.n_components,) + block.shape
-        maps = [buffer[: self.n_components * size].reshape(shape) for buffer in self.maps]
-        return self.planes[:size].reshape(block.shape), *maps
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy",
+            fastmath=_VECTORISE)
+def _bound_rows(q, q_bits, potential, plan_rows, first, stop, n_last, deltas, weights, beta,
+                rows_of_pixels, resp, scratch, bits, mantissa):  # pragma: no cover - compiled
+    """Mean-field bound of rows ``first:stop``; adds posteriors to ``resp`` by row.
+
+    ``rows_of_pixels`` is ``(n_pixels,)`` int32 (``-1``: skip) or empty.
+    """
+    n_components = q.shape[0]
+    half_beta = np.float32(0.5) * beta
+    total = 0.0
+    for row in range(first, stop):
+        parity = plan_rows[2, row]
+        at = deltas[parity]
+        count = (n_last - parity + 1) // 2
+        for lo in range(0, count, _SEGMENT):
+            size = min(count - lo, _SEGMENT)
+            here = plan_rows[0, row] + lo
+            pixel = plan_rows[1, row] + 2 * lo
+            part = np.float32(0.0)
+            for k in range(n_components):
+                qk = q[k]
+                pk = potential[k]
+                out = scratch[0]
+                for t in range(size):
+                    out[t] = qk[here + t] * pk[pixel + 2 * t]
+                if beta != 0:
+                    neighbour = here + at[0]
+                    field = scratch[1]
+                    for t in range(size):
+                        field[t] = weights[0] * qk[neighbour + t]
+                    for j in range(1, at.size):
+                        neighbour = here + at[j]
+                        weight = weights[j]
+                        for t in range(size):
+                            field[t] += weight * qk[neighbour + t]
+                    for t in range(size):
+                        out[t] += half_beta * qk[here + t] * field[t]
+                for t in range(size):
+                    part += out[t]
+                part -= _q_log_q(qk, q_bits[k], here, size, bits, mantissa)
+                if rows_of_pixels.size:
+                    for t in range(size):
+                        target = rows_of_pixels[pixel + 2 * t]
+                        if target >= 0:
+                            resp[target, k] += qk[here + t]
+            total += part
+    return total
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+def _softmax_rows(q, potential, valid, plan_rows, first, stop, n_last, scratch, bits,
+                  scale):  # pragma: no cover - compiled
+    """Pixel-wise posteriors ``softmax(potential)`` into the map, for rows ``first:stop``."""
+    n_components = q.shape[0]
+    top = np.empty(_SEGMENT, dtype=np.float32)
+    norm = np.empty(_SEGMENT, dtype=np.float32)
+    for row in range(first, stop):
+        parity = plan_rows[2, row]
+        count = (n_last - parity + 1) // 2
+        for lo in range(0, count, _SEGMENT):
+            size = min(count - lo, _SEGMENT)
+            here = plan_rows[0, row] + lo
+            pixel = plan_rows[1, row] + 2 * lo
+            for t in range(size):
+                top[t] = potential[0, pixel + 2 * t]
+            for k in range(1, n_components):
+                for t in range(size):
+                    top[t] = max(top[t], potential[k, pixel + 2 * t])
+            for k in range(n_components):
+                out = scratch[k]
+                for t in range(size):
+                    out[t] = potential[k, pixel + 2 * t] - top[t]
+                _exp_nonpositive(out, size, bits, scale)
+            for t in range(size):
+                norm[t] = scratch[0, t]
+            for k in range(1, n_components):
+                for t in range(size):
+                    norm[t] += scratch[k, t]
+            for k in range(n_components):
+                for t in range(size):
+                    new = scratch[k, t] / norm[t]
+                    if valid.size:
+                        new *= valid[pixel + 2 * t]
+                    q[k, here + t] = new
+
+
+class _Kernel:
+    """What the compiled kernels need to walk one image's map."""
+
+    def __init__(self, log_potential, padded, valid, hood):
+        n_components = log_potential.shape[0]
+        grid = _grid(log_potential.shape[1:])
+        self.plan = _plan(grid)
+        offsets, weights = (
+            _grid_neighbours(log_potential.shape[1:], hood) if hood is not None else ((), ())
+        )
+        if len(offsets) == 0:  # no neighbour inside the image: one of weight 0 on the border
+            offsets, weights = np.zeros((1, len(grid)), dtype=np.intp), np.zeros(1)
+            offsets[0, -1] = 1
+        self.deltas = self.plan.deltas(offsets)
+        self.weights = weights.astype(np.float32)
+        self.rows = np.stack([self.plan.row_map, self.plan.row_flat, self.plan.row_parity])
+        self.potential = np.ascontiguousarray(
+            log_potential.reshape(n_components, -1), dtype=np.float32
+        )
+        self.q = None if padded is None else padded.reshape(n_components, -1)
+        self.valid = (
+            np.empty(0, dtype=np.uint8) if valid is None else
+            np.ascontiguousarray(valid.reshape(-1)).view(np.uint8)
+        )
+        # per-segment scratch; ``scale`` is ``bits`` read as float32
+        self.scratch = np.empty((max(n_components, 2), _SEGMENT), dtype=np.float32)
+        self.bits = np.empty(_SEGMENT, dtype=np.int32)
+        self.scale = self.bits.view(np.float32)
+
+    def dirty_flags(self) -> np.ndarray:
+        """One flag per segment of every half-row of the map, all set."""
+        per_half_row = -(-self.plan.half_width // _SEGMENT)
+        return np.ones(self.plan.plane // self.plan.half_width * per_half_row, dtype=np.uint8)
+
+    def chunks(self, progress_at, call_pixels=None):
+        """Row ranges of one pass; reports ``progress_at`` every ~0.25 s meanwhile."""
+        last = time.monotonic()
+        for first, stop in self.plan.row_chunks(call_pixels or _CALL_PIXELS):
+            yield first, stop
+            if time.monotonic() - last > _REPORT_SECONDS:
+                report(*progress_at)
+                last = time.monotonic()
 
 
 def mean_field(
@@ -361,42 +686,41 @@ def mean_field(
     *,
     max_sweeps: int,
     tol: float = SWEEP_TOL,
-    block_pixels: int = _SWEEP_BLOCK_PIXELS,
+    block_pixels: int | None = None,
+    skip_below: float = SKIP_BELOW,
 ) -> tuple[int, float]:
     """Update the posteriors in ``padded`` in place, one colour at a time.
 
     Stops after ``max_sweeps`` sweeps or once the posteriors changed by
     less than ``tol`` on average in a sweep. Returns the number of sweeps
     and the last mean change.
+
+    The first sweep updates every pixel; later ones only the pixels one of
+    whose neighbours moved by more than ``skip_below`` (in any component)
+    since their last update: the others would come out as they are, up to
+    that. ``skip_below=-1`` updates every pixel every sweep. ``block_pixels``
+    sets how many pixels one call of the compiled kernel covers (the result
+    does not depend on it).
     """
-    n_components = log_potential.shape[0]
-    grid = _grid(log_potential.shape[1:])
-    log_potential = log_potential.reshape((n_components,) + grid)
-    valid = None if valid is None else valid.reshape(grid)
+    kernel = _Kernel(log_potential, padded, valid, hood)
+    plan = kernel.plan
+    dirty = kernel.dirty_flags()
     beta = np.float32(beta)
-    weights = [np.float32(weight) for weight in hood.weights]
-    blocks = _blocks(grid, hood, block_pixels)
-    buffers = _Buffers(n_components, blocks, 2)  # no allocation in the sweeps
+    skip_below = np.float32(skip_below)
     # the mean over the pixels that can change: masked ones stay at zero
-    n_valid = log_potential[0].size if valid is None else int(np.count_nonzero(valid))
-    n_values = n_components * max(n_valid, 1)
+    n_valid = kernel.potential.shape[1] if valid is None else int(np.count_nonzero(valid))
+    n_values = log_potential.shape[0] * max(n_valid, 1)
     change = np.inf
     sweep = 0
     for sweep in range(1, max_sweeps + 1):
         change = 0.0
-        for block in blocks:
-            plane, field, scratch = buffers.for_block(block)
-            _neighbour_field(padded, block, weights, field, scratch)
-            field *= beta
-            field += log_potential[block.sub]
-            _softmax_inplace(field, plane)
-            if valid is not None:
-                field *= valid[block.sub[1:]]
-            current = padded[block.target]
-            np.subtract(field, current, out=scratch)
-            np.abs(scratch, out=scratch)
-            change += float(scratch.sum()) / n_values
-            np.copyto(current, field)
+        for first, stop in kernel.chunks(("smoothing", sweep - 1, max_sweeps), block_pixels):
+            change += _sweep_rows(
+                kernel.q, kernel.potential, kernel.valid, dirty, kernel.rows, first, stop,
+                plan.n_last, plan.half_width, kernel.deltas, kernel.weights, beta, skip_below,
+                kernel.scratch, kernel.bits, kernel.scale,
+            )
+        change /= n_values
         report("smoothing", sweep, max_sweeps)
         if change < tol:
             break
@@ -404,7 +728,14 @@ def mean_field(
 
 
 def objective(
-    log_potential: np.ndarray, padded: np.ndarray, beta: float, hood: Neighbourhood
+    log_potential: np.ndarray,
+    padded: np.ndarray,
+    beta: float,
+    hood: Neighbourhood,
+    *,
+    rows_map: np.ndarray | None = None,
+    resp: np.ndarray | None = None,
+    progress_at: tuple = ("smoothing", 0, None),
 ) -> float:
     """Mean-field objective summed over the pixels of one image.
 
@@ -412,30 +743,26 @@ def objective(
     a lower bound on the log-likelihood up to the prior's normalising
     constant. With ``beta=0`` and pixel-wise posteriors it is the mixture's
     log-likelihood. Masked-out pixels hold ``q = 0`` and add nothing.
+
+    With ``rows_map`` and ``resp``, each pixel's posteriors are also added
+    to row ``rows_map[pixel]`` of ``resp`` in the same pass, as
+    :func:`add_posteriors_by_row` does. ``progress_at`` is what to report
+    while it runs.
     """
-    n_components = log_potential.shape[0]
-    grid = _grid(log_potential.shape[1:])
-    log_potential = log_potential.reshape((n_components,) + grid)
-    weights = [np.float32(weight) for weight in hood.weights]
-    blocks = _blocks(grid, hood, _SWEEP_BLOCK_PIXELS)
-    buffers = _Buffers(n_components, blocks, 2)
-    tiny = np.finfo(np.float32).tiny  # q log q -> 0 as q -> 0
-    # float32 sums within a block: their rounding is far below tol per pixel
+    kernel = _Kernel(log_potential, padded, None, hood)
+    if rows_map is None:
+        rows_of_pixels, resp = np.empty(0, dtype=np.int32), np.empty((0, 0))
+    else:
+        rows_of_pixels = np.ascontiguousarray(rows_map.reshape(-1), dtype=np.int32)
+    q_bits = kernel.q.view(np.int32)
+    mantissa = kernel.bits.view(np.float32)
     total = 0.0
-    for block in blocks:
-        _, field, scratch = buffers.for_block(block)
-        q = padded[block.target]
-        np.multiply(q, log_potential[block.sub], out=scratch)
-        total += float(scratch.sum())
-        np.maximum(q, tiny, out=scratch)
-        np.log(scratch, out=scratch)
-        scratch *= q
-        total -= float(scratch.sum())
-        if beta:
-            # each pair of neighbours once: half of every pixel's field
-            _neighbour_field(padded, block, weights, field, scratch)
-            field *= q
-            total += 0.5 * beta * float(field.sum())
+    for first, stop in kernel.chunks(progress_at):
+        total += _bound_rows(
+            kernel.q, q_bits, kernel.potential, kernel.rows, first, stop, kernel.plan.n_last,
+            kernel.deltas, kernel.weights, np.float32(beta), rows_of_pixels, resp,
+            kernel.scratch, kernel.bits, mantissa,
+        )
     return total
 
 
@@ -451,7 +778,7 @@ def local_fields(
     flat = padded.reshape(padded.shape[0], -1)
     coordinates = np.unravel_index(positions, grid)
     field = np.zeros((len(positions), padded.shape[0]), dtype=np.float64)
-    for offset, weight in zip(_grid_offsets(hood.offsets, len(grid)), hood.weights):
+    for offset, weight in zip(*_grid_neighbours(spatial_shape, hood)):
         field += weight * flat[:, _map_index(padded.shape[1:], coordinates, offset)].T
     return field
 

@@ -1,0 +1,503 @@
+"""The compiled mean field against the numpy implementation it replaced.
+
+The reference below is the mean field, bound and HMRF-EM loop as they were
+before the compiled kernel (numpy, one colour of the grid at a time, in
+cache-sized blocks, every pixel every sweep). The compiled kernel must give
+the same labels (up to ties), and the same posteriors, bound and beta to
+rtol 1e-5.
+"""
+
+import functools
+import itertools
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+
+from gmm_segmenter import GMMSegmenter, _hmrf, _kernel, _mixture, _mrf
+
+# --------------------------------------------------------------------------
+# the reference: the numpy implementation before the compiled kernel
+
+_SWEEP_BLOCK_PIXELS = 1 << 14
+SWEEPS_PER_ITERATION = 3
+def _grid(spatial_shape) -> tuple:
+    """The grid maps are laid out on: at least two axes (a signal is one row)."""
+    spatial_shape = tuple(spatial_shape)
+    return spatial_shape if len(spatial_shape) > 1 else (1,) + spatial_shape
+
+
+def _grid_offsets(offsets: np.ndarray, ndim: int) -> np.ndarray:
+    """Neighbour offsets on the grid (a signal's gain a zero for its one row)."""
+    lead = np.zeros((len(offsets), ndim - offsets.shape[1]), dtype=offsets.dtype)
+    return np.hstack([lead, offsets])
+
+
+# the even and the odd columns of a row, in the order of _row_keys
+_PARITIES = (slice(0, None, 2), slice(1, None, 2))
+
+
+def _softmax_inplace(logits: np.ndarray, plane: np.ndarray) -> None:
+    """Softmax across the first (component) axis; ``plane`` is scratch for one component."""
+    np.copyto(plane, logits[0])
+    for component in logits[1:]:
+        np.maximum(plane, component, out=plane)
+    logits -= plane
+    np.exp(logits, out=logits)
+    np.copyto(plane, logits[0])
+    for component in logits[1:]:
+        plane += component
+    logits /= plane
+
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Rows of one colour (the pixels whose coordinates have given parities).
+
+    ``target`` selects them in the map, ``sub`` in the unpadded grid,
+    ``neighbours[j]`` their neighbours at the ``j``-th offset in the map;
+    all lead with the component axis.
+    """
+
+    shape: tuple
+    target: tuple
+    sub: tuple
+    neighbours: tuple
+
+
+@functools.lru_cache(maxsize=16)
+def _colour_blocks(grid: tuple, offsets: tuple, block_pixels: int) -> tuple:
+    """The colours of the grid, in order, each cut into blocks of rows."""
+    every = slice(None)
+    blocks = []
+    for parities in itertools.product((0, 1), repeat=len(grid)):
+        counts = [(n - p + 1) // 2 for n, p in zip(grid, parities)]
+        if min(counts) == 0:
+            continue
+        # the colour's (start, stop) along each axis of the grid, per block on the first
+        spans = [(p, p + 2 * c - 1) for p, c in zip(parities, counts)]
+        step = max(1, block_pixels // math.prod(counts[1:]))
+        for row in range(0, counts[0], step):
+            stop_row = min(row + step, counts[0])
+            spans[0] = (parities[0] + 2 * row, parities[0] + 2 * stop_row - 1)
+
+            def key(offset, lead=tuple(spans[:-1]), parity=parities[-1], count=counts[-1]):
+                column = 1 + parity + offset[-1]  # padded column of the first pixel
+                return (
+                    (every,)
+                    + tuple(slice(1 + lo + o, hi + 1 + o, 2) for (lo, hi), o in zip(lead, offset))
+                    + (column % 2, slice(column // 2, column // 2 + count))
+                )
+
+            blocks.append(
+                _Block(
+                    shape=(stop_row - row,) + tuple(counts[1:]),
+                    target=key((0,) * len(grid)),
+                    sub=(every,) + tuple(slice(lo, hi, 2) for lo, hi in spans),
+                    neighbours=tuple(key(offset) for offset in offsets),
+                )
+            )
+    return tuple(blocks)
+
+
+def _blocks(grid: tuple, hood, block_pixels: int) -> tuple:
+    offsets = _grid_offsets(hood.offsets, len(grid))
+    return _colour_blocks(grid, tuple(map(tuple, offsets.tolist())), block_pixels)
+
+
+def _neighbour_field(padded, block, weights, field, scratch) -> None:
+    """``field = Σ_j c_ij q_j`` for the pixels of ``block``."""
+    for j, (neighbours, weight) in enumerate(zip(block.neighbours, weights)):
+        if j == 0:
+            np.multiply(padded[neighbours], weight, out=field)
+        elif weight == 1:
+            field += padded[neighbours]
+        else:
+            np.multiply(padded[neighbours], weight, out=scratch)
+            field += scratch
+
+
+class _Buffers:
+    """Scratch arrays shaped for one block at a time, allocated once per pass."""
+
+    def __init__(self, n_components: int, blocks, count: int):
+        largest = max((math.prod(block.shape) for block in blocks), default=0)
+        self.n_components = n_components
+        self.planes = np.empty(largest, dtype=np.float32)
+        self.maps = [np.empty(n_components * largest, dtype=np.float32) for _ in range(count)]
+
+    def for_block(self, block):
+        size = math.prod(block.shape)
+        shape = (self.n_components,) + block.shape
+        maps = [buffer[: self.n_components * size].reshape(shape) for buffer in self.maps]
+        return self.planes[:size].reshape(block.shape), *maps
+
+
+def reference_mean_field(
+    log_potential: np.ndarray,
+    padded: np.ndarray,
+    valid: np.ndarray | None,
+    beta: float,
+    hood,
+    *,
+    max_sweeps: int,
+    tol: float = _mrf.SWEEP_TOL,
+    block_pixels: int = _SWEEP_BLOCK_PIXELS,
+) -> tuple[int, float]:
+    """Update the posteriors in ``padded`` in place, one colour at a time.
+
+    Stops after ``max_sweeps`` sweeps or once the posteriors changed by
+    less than ``tol`` on average in a sweep. Returns the number of sweeps
+    and the last mean change.
+    """
+    n_components = log_potential.shape[0]
+    grid = _grid(log_potential.shape[1:])
+    log_potential = log_potential.reshape((n_components,) + grid)
+    valid = None if valid is None else valid.reshape(grid)
+    beta = np.float32(beta)
+    weights = [np.float32(weight) for weight in hood.weights]
+    blocks = _blocks(grid, hood, block_pixels)
+    buffers = _Buffers(n_components, blocks, 2)  # no allocation in the sweeps
+    # the mean over the pixels that can change: masked ones stay at zero
+    n_valid = log_potential[0].size if valid is None else int(np.count_nonzero(valid))
+    n_values = n_components * max(n_valid, 1)
+    change = np.inf
+    sweep = 0
+    for sweep in range(1, max_sweeps + 1):
+        change = 0.0
+        for block in blocks:
+            plane, field, scratch = buffers.for_block(block)
+            _neighbour_field(padded, block, weights, field, scratch)
+            field *= beta
+            field += log_potential[block.sub]
+            _softmax_inplace(field, plane)
+            if valid is not None:
+                field *= valid[block.sub[1:]]
+            current = padded[block.target]
+            np.subtract(field, current, out=scratch)
+            np.abs(scratch, out=scratch)
+            change += float(scratch.sum()) / n_values
+            np.copyto(current, field)
+
+        if change < tol:
+            break
+    return sweep, change
+
+
+def reference_objective(
+    log_potential: np.ndarray, padded: np.ndarray, beta: float, hood
+) -> float:
+    """Mean-field objective summed over the pixels of one image.
+
+    ``Σ_i Σ_k q_ik (log_potential_ik - log q_ik) + beta Σ_{i~j} c_ij q_i·q_j``:
+    a lower bound on the log-likelihood up to the prior's normalising
+    constant. With ``beta=0`` and pixel-wise posteriors it is the mixture's
+    log-likelihood. Masked-out pixels hold ``q = 0`` and add nothing.
+    """
+    n_components = log_potential.shape[0]
+    grid = _grid(log_potential.shape[1:])
+    log_potential = log_potential.reshape((n_components,) + grid)
+    weights = [np.float32(weight) for weight in hood.weights]
+    blocks = _blocks(grid, hood, _SWEEP_BLOCK_PIXELS)
+    buffers = _Buffers(n_components, blocks, 2)
+    tiny = np.finfo(np.float32).tiny  # q log q -> 0 as q -> 0
+    # float32 sums within a block: their rounding is far below tol per pixel
+    total = 0.0
+    for block in blocks:
+        _, field, scratch = buffers.for_block(block)
+        q = padded[block.target]
+        np.multiply(q, log_potential[block.sub], out=scratch)
+        total += float(scratch.sum())
+        np.maximum(q, tiny, out=scratch)
+        np.log(scratch, out=scratch)
+        scratch *= q
+        total -= float(scratch.sum())
+        if beta:
+            # each pair of neighbours once: half of every pixel's field
+            _neighbour_field(padded, block, weights, field, scratch)
+            field *= q
+            total += 0.5 * beta * float(field.sum())
+    return total
+
+
+# --------------------------------------------------------------------------
+# estimating beta
+
+
+def reference_hmrf_em(
+    mixture: _mixture.Mixture,
+    grids,
+    log_potential,
+    table,
+    *,
+    beta,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+):
+    """Re-estimate ``mixture`` (and ``beta`` when ``'auto'``) under the spatial prior.
+
+    ``log_potential(i, mixture)`` returns ``log w_k + log p(x | k)`` for
+    every pixel of image ``i`` as ``(K, *spatial_shape)`` float32 (any
+    finite value where not valid). The objective per valid pixel is the
+    mean-field bound (see :func:`._mrf.objective`); iterations stop when it
+    changes by less than ``tol``.
+    """
+    n_valid = sum(
+        math.prod(grid.spatial_shape) if grid.valid is None else int(grid.valid.sum())
+        for grid in grids
+    )
+    estimate = beta == "auto"
+    posteriors = []
+    for i, grid in enumerate(grids):
+        posteriors.append(_mrf.padded_posteriors(log_potential(i, mixture), grid.valid))
+    if estimate:
+        beta = _hmrf._pseudo_likelihood_beta(posteriors, grids, mixture)
+    beta = float(beta)
+    objectives = []
+    converged = False
+    n_iter = 0
+    previous = -np.inf
+    for n_iter in range(1, max_iter + 1):
+        total = _reference_sweep(grids, posteriors, log_potential, mixture, beta)
+        current = total / n_valid
+        objectives.append(current)
+        resp = table.weighted_resp(posteriors, [grid.spatial_shape for grid in grids])
+        updated = _mixture.regularised_fit(
+            table.values, resp, reg_covar, mixture.covariance_type, float(resp.sum())
+        )
+        # The weights are the prior's external field and stay those of the
+        # pixel-wise fit: re-estimating them as the mean posterior feeds back
+        # through the coupling (the majority grows, then grows the field that
+        # made it grow) and drove whole components extinct in our phantoms.
+        mixture = replace(updated, weights=mixture.weights)
+        if estimate:
+            beta = _hmrf._pseudo_likelihood_beta(posteriors, grids, mixture)
+
+        if abs(current - previous) < tol:
+            converged = True
+            break
+        previous = current
+    return _hmrf.HMRFResult(mixture, beta, n_iter, converged, tuple(objectives))
+
+
+def _reference_sweep(grids, posteriors, log_potential, mixture, beta) -> float:
+    """A few mean-field sweeps over every image; the mean-field objective summed."""
+    total = 0.0
+    for i, grid in enumerate(grids):
+        potential = log_potential(i, mixture)
+        reference_mean_field(
+            potential, posteriors[i], grid.valid, beta, grid.hood,
+            max_sweeps=SWEEPS_PER_ITERATION,
+        )
+        total += reference_objective(potential, posteriors[i], beta, grid.hood)
+        del potential
+    return total
+
+
+def reference_spatial_posteriors(log_potential, valid, beta, hood):
+    padded = _mrf.padded_posteriors(log_potential, valid)
+    if beta:
+        reference_mean_field(
+            log_potential, padded, valid, beta, hood, max_sweeps=_mrf.PREDICT_MAX_SWEEPS
+        )
+    return padded
+
+
+# --------------------------------------------------------------------------
+# the compiled kernel against the reference
+
+# Posteriors agree to rtol 1e-5 wherever they are above 1e-30; below, both
+# are zero for every purpose (float32 exp underflows there differently).
+RTOL, ATOL = 1e-5, 1e-30
+
+
+def noisy_potential(shape, n_components=3, noise=0.6, seed=0):
+    """Log-potentials of a noisy piecewise-constant image, ``(K, *shape)`` float32."""
+    rng = np.random.default_rng(seed)
+    truth = (np.indices(shape).sum(axis=0) // 5) % n_components
+    values = truth + rng.normal(scale=noise, size=shape)
+    means = np.arange(n_components)[(slice(None),) + (np.newaxis,) * len(shape)]
+    return (-0.5 * (values - means) ** 2 / noise**2).astype(np.float32)
+
+
+def channel_last(padded, shape):
+    return _mrf.channel_last(padded, np.empty(tuple(shape) + padded.shape[:1], np.float32))
+
+
+@pytest.mark.parametrize(
+    "shape, connectivity, spacing, masked",
+    [
+        ((40, 51), 1, None, False),
+        ((40, 50), 2, (2.0, 1.0), True),
+        ((7, 12, 13), 1, (4.0, 1.0, 1.0), False),
+        ((6, 9, 8), 3, None, True),
+        ((3, 4, 5, 6), 2, None, False),
+        ((300,), 1, None, True),
+        ((2, 200), 1, None, False),
+    ],
+)
+def test_mean_field_matches_the_reference(shape, connectivity, spacing, masked):
+    potential = noisy_potential(shape)
+    valid = np.random.default_rng(1).uniform(size=shape) > 0.2 if masked else None
+    hood = _mrf.neighbourhood(len(shape), connectivity, spacing)
+    ours = _mrf.padded_posteriors(potential, valid)
+    theirs = _mrf.padded_posteriors(potential, valid)
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+    n_ours = _mrf.mean_field(potential, ours, valid, 1.0, hood, max_sweeps=30)
+    n_theirs = reference_mean_field(potential, theirs, valid, 1.0, hood, max_sweeps=30)
+    assert n_ours[0] == n_theirs[0]
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+    assert _mrf.objective(potential, ours, 1.0, hood) == pytest.approx(
+        reference_objective(potential, theirs, 1.0, hood), rel=RTOL
+    )
+    # every pixel every sweep: the same, to rounding
+    every = _mrf.padded_posteriors(potential, valid)
+    _mrf.mean_field(potential, every, valid, 1.0, hood, max_sweeps=30, skip_below=-1)
+    np.testing.assert_allclose(every, theirs, rtol=RTOL, atol=ATOL)
+
+
+def test_the_bound_adds_posteriors_by_row_as_the_separate_pass_did():
+    shape = (33, 47)
+    potential = noisy_potential(shape, seed=3)
+    padded = _mrf.padded_posteriors(potential, None)
+    hood = _mrf.neighbourhood(2, 1)
+    rows = np.random.default_rng(4).integers(-1, 10, size=shape).astype(np.int32)
+    fused = np.zeros((10, 3))
+    _mrf.objective(potential, padded, 1.0, hood, rows_map=rows, resp=fused)
+    separate = np.zeros((10, 3))
+    _mrf.add_posteriors_by_row(padded, rows, separate)
+    np.testing.assert_allclose(fused, separate, rtol=1e-6)
+
+
+def _blobs(shape, seed, noise=0.5):
+    rng = np.random.default_rng(seed)
+    from scipy import ndimage as ndi
+
+    field = ndi.gaussian_filter(rng.normal(size=shape), 3.0)
+    truth = np.digitize(field, np.quantile(field, [1 / 3, 2 / 3]))
+    return truth + rng.normal(scale=noise, size=shape)
+
+
+def _images():
+    blobs2 = _blobs((64, 80), 0)
+    blobs3 = _blobs((12, 40, 36), 1)
+    uint16 = np.clip(_blobs((70, 60), 2) * 4000 + 8000, 0, 65535).astype(np.uint16)
+    rgb = np.clip(np.stack([_blobs((48, 50), 3 + c) for c in range(3)], -1) * 60 + 60, 0, 255)
+    return {
+        "2-D": (blobs2, {}),
+        "3-D anisotropic": (blobs3, {"spacing": (3.0, 1.0, 1.0)}),
+        "uint16 histogram": (uint16, {}),
+        "RGB": (rgb.astype(np.uint8), {"channel_axis": -1}),
+        "connectivity 2": (blobs2, {"connectivity": 2}),
+        "beta auto": (blobs2, {"beta": "auto"}),
+        "noisier, beta 1.5": (_blobs((64, 64), 5, noise=0.9), {"beta": 1.5}),
+    }
+
+
+@pytest.mark.parametrize("case", list(_images()))
+def test_fit_and_predict_match_the_reference(case, monkeypatch):
+    image, params = _images()[case]
+    mask = np.ones(image.shape[:-1] if "channel_axis" in params else image.shape, dtype=bool)
+    mask[:5, :7] = False  # a masked-out corner
+    ours = GMMSegmenter(3, random_state=0, **params).fit(image, mask=mask)
+    proba = ours.predict_proba(image, mask=mask)
+    labels = ours.predict(image, mask=mask)
+    with monkeypatch.context() as patch:
+        patch.setattr(_hmrf, "hmrf_em", reference_hmrf_em)
+        patch.setattr(_mrf, "spatial_posteriors", reference_spatial_posteriors)
+        theirs = GMMSegmenter(3, random_state=0, **params).fit(image, mask=mask)
+        reference_proba = theirs.predict_proba(image, mask=mask)
+        reference_labels = theirs.predict(image, mask=mask)
+    assert ours.spatial_n_iter_ == theirs.spatial_n_iter_
+    np.testing.assert_allclose(ours.beta_, theirs.beta_, rtol=RTOL)
+    np.testing.assert_allclose(ours.spatial_lower_bounds_, theirs.spatial_lower_bounds_, rtol=RTOL)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=RTOL)
+    np.testing.assert_allclose(ours.covariances_, theirs.covariances_, rtol=RTOL)
+    np.testing.assert_allclose(proba, reference_proba, rtol=RTOL, atol=ATOL)
+    # labels: the same but where the two best posteriors tie to rounding
+    top_two = np.sort(reference_proba, axis=-1)[..., -2:]
+    tied = top_two[..., 1] - top_two[..., 0] < 1e-5
+    np.testing.assert_array_equal(labels[~tied], reference_labels[~tied])
+
+
+# --------------------------------------------------------------------------
+# any number of dimensions
+
+
+def test_a_32_dimensional_image_fits_in_well_under_a_second():
+    image = np.zeros((1,) * 32)
+    start = time.perf_counter()
+    segmenter = GMMSegmenter(1, random_state=0).fit(image)
+    labels = segmenter.predict(image)
+    assert time.perf_counter() - start < 0.5
+    assert labels.shape == image.shape and labels.ravel().tolist() == [1]
+    assert len(_mrf.neighbourhood(32, 1).offsets) == 64
+
+
+def test_a_thin_high_dimensional_image_matches_its_squeezed_self():
+    rng = np.random.default_rng(7)
+    thin = rng.normal(size=(1, 20, 1, 24, 1))
+    squeezed = thin.reshape(20, 24)
+    ours = GMMSegmenter(2, random_state=0).fit(thin)
+    flat = GMMSegmenter(2, random_state=0).fit(squeezed)
+    np.testing.assert_allclose(ours.means_, flat.means_, rtol=1e-6)
+    np.testing.assert_array_equal(ours.predict(thin).reshape(20, 24), flat.predict(squeezed))
+
+
+def test_neighbourhoods_are_built_without_enumerating_every_offset():
+    start = time.perf_counter()
+    hood = _mrf.neighbourhood(200, 1)
+    assert len(hood.offsets) == 400 and hood.weights.sum() == pytest.approx(400)
+    assert len(_mrf.neighbourhood(32, 2).offsets) == 64 + 4 * math.comb(32, 2)
+    assert time.perf_counter() - start < 0.5
+    with pytest.raises(ValueError, match=r"connectivity=3 in 32 spatial dimensions gives "
+                                         r"41728 neighbours.*use connectivity <= 2"):
+        _mrf.neighbourhood(32, 3)
+
+
+def test_neighbour_order_is_that_of_the_full_enumeration():
+    for ndim in range(1, 5):
+        for connectivity in range(1, ndim + 1):
+            expected = [
+                offset for offset in itertools.product((-1, 0, 1), repeat=ndim)
+                if 0 < np.count_nonzero(offset) <= connectivity
+            ]
+            assert list(map(tuple, _mrf.neighbourhood(ndim, connectivity).offsets)) == expected
+
+
+# --------------------------------------------------------------------------
+# progress and cancel inside a sweep
+
+
+def test_a_sweep_reports_progress_and_can_be_cancelled_midway(monkeypatch):
+    monkeypatch.setattr(_mrf, "_CALL_PIXELS", 64)
+    monkeypatch.setattr(_mrf, "_REPORT_SECONDS", 0.0)
+    potential = noisy_potential((64, 64))
+    padded = _mrf.padded_posteriors(potential, None)
+    before = padded.copy()
+    seen = []
+
+    def cancel(stage, done, total):
+        seen.append((stage, done, total))
+        if len(seen) == 3:
+            raise RuntimeError("cancelled")
+
+    from gmm_segmenter import progress
+
+    with pytest.raises(RuntimeError, match="cancelled"), progress(cancel):
+        _mrf.mean_field(potential, padded, None, 1.0, _mrf.neighbourhood(2, 1), max_sweeps=5)
+    assert seen == [("smoothing", 0, 5)] * 3  # all within the first sweep
+    assert 0 < np.count_nonzero(padded != before) < padded.size // 2
+
+
+def test_the_memory_estimate_counts_the_maps_with_their_border(monkeypatch):
+    asked = []
+    monkeypatch.setattr(_kernel._image, "check_memory", lambda n_bytes, what: asked.append(n_bytes))
+    thin = type("View", (), {"n_pixels": 2000, "spatial_shape": (2, 1000)})()
+    _kernel.check_spatial_memory([thin], 3, "Fitting")
+    map_bytes = 3 * 4 * 4 * 502 * 2  # (K, 2 + 2, 2, (1000 + 3) // 2) float32
+    assert asked[0] >= map_bytes + 3 * 4 * 2000
