@@ -275,9 +275,9 @@ OTHERS = ("GaussianMixture", "KMeans", "multi-Otsu", "Atropos", "dipy HMRF", "GM
 def report(rows):
     names = list(rows[0][3])
     print()
-    print("| phantom | shape | noise | " + " | ".join(names) + " | target |")
-    print("|---" * (len(names) + 4) + "|")
-    defaults, failures = [], []
+    print("| phantom | shape | noise | " + " | ".join(names) + " | Atropos time / default | target |")
+    print("|---" * (len(names) + 5) + "|")
+    defaults, failures, speed_ratios = [], [], []
     for phantom, noise, shape, scores in rows:
         cells = []
         for name in names:
@@ -297,6 +297,12 @@ def report(rows):
         if not met:
             failures.append((phantom, noise, default, best))
         target = f"{'met' if met else 'NOT met'} (best other {best:.3f})"
+        if isinstance(scores.get("Atropos"), tuple):
+            ratio = scores["Atropos"][1] / scores["GMMSegmenter (default)"][1]
+            speed_ratios.append((phantom, noise, ratio))
+            cells.append(f"{ratio:.1f}x")
+        else:
+            cells.append("n/a")
         shape_text = "x".join(str(n) for n in shape)
         print(f"| {phantom} | {shape_text} | {noise} | " + " | ".join(cells) + f" | {target} |")
     mean = float(np.mean(defaults))
@@ -304,6 +310,15 @@ def report(rows):
     print(f"Mean ARI of the default: {mean:.3f} (target >= 0.9: {'met' if mean >= 0.9 else 'NOT met'})")
     for phantom, noise, default, best in failures:
         print(f"Target not met: {phantom}, noise {noise}: default {default:.3f}, best other {best:.3f}")
+    if speed_ratios:
+        slowest = min(speed_ratios, key=lambda item: item[2])
+        fast_enough = sum(ratio >= 5 for _, _, ratio in speed_ratios)
+        print(
+            f"Default at least 5x faster than Atropos: {fast_enough} of {len(speed_ratios)} cases "
+            f"(smallest ratio {slowest[2]:.1f}x: {slowest[0]}, noise {slowest[1]})"
+        )
+    else:
+        print("Atropos time / default: Atropos not installed (pip install antspyx)")
 
 
 def main(argv=None):

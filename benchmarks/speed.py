@@ -59,6 +59,8 @@ SEED = 0
 TARGET_SPEEDUP = {"rgb": 50.0, "uint16": 200.0}
 TARGET_MAX_LL_DEFICIT = 0.01  # nats/pixel ours may lie below naive
 TARGET_MEMORY_FRACTION = 0.25  # ours peak <= this * naive peak
+# the default (spatial prior) against beta=0 on the same image, same run
+TARGET_DEFAULT_RATIO = {"rgb": 4.0, "uint16": 10.0}
 
 FULL_SIZE = {"rgb": 2048, "uint16": 4096}
 QUICK_STRIDE = {"rgb": 16, "uint16": 16}  # quick: 128 x 128 RGB, 256 x 256 uint16
@@ -413,6 +415,21 @@ def run_case(name, image, channel_axis, repeat, rss, quick):
         for what, target, measured, ok in row["checks"]:
             print(f"  {fmt_pass(ok, quick)}  {row['method']}: {what} {measured} (target {target})")
     naive_row["mem_ratio"] = 1.0
+    by_method = {row["method"]: row for row in rows}
+    if "ours" in by_method and "ours beta=0" in by_method:
+        default, pixelwise = by_method["ours"], by_method["ours beta=0"]
+        ratio = default["time"] / pixelwise["time"]
+        check = (
+            "default / beta=0 time", f"<= {TARGET_DEFAULT_RATIO[name]:g}x", f"{ratio:.1f}x",
+            ratio <= TARGET_DEFAULT_RATIO[name],
+        )
+        default["checks"].append(check)
+        default["default_ratio"] = ratio
+        print(
+            f"default / beta=0: {default['time']:.3f} s / {pixelwise['time']:.3f} s = "
+            f"{ratio:.1f}x"
+        )
+        print(f"  {fmt_pass(check[3], quick)}  ours: {check[0]} {check[2]} (target {check[1]})")
     return rows
 
 
@@ -438,6 +455,13 @@ def print_table(rows, repeat, quick, rss):
             + (f"{r['rss'] / MiB:.1f} | " if rss else "")
             + f"{r['ll']:.4f} | {r['ll_diff']:+.4f} | {r['ari']:.4f} |"
         )
+    ratios = [r for r in rows if "default_ratio" in r]
+    if ratios:
+        print("\n| image | default fit+predict s | beta=0 fit+predict s | default / beta=0 |")
+        print("|---|---:|---:|---:|")
+        for r in ratios:
+            pixelwise = r["time"] / r["default_ratio"]
+            print(f"| {r['image']} | {r['time']:.3f} | {pixelwise:.3f} | {r['default_ratio']:.1f}x |")
     print("\n| image | method | check | target | measured | result |")
     print("|---|---|---|---|---:|---|")
     for r in rows:

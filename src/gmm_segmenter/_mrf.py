@@ -587,12 +587,13 @@ def _bound_rows(q, q_bits, potential, plan_rows, first, stop, n_last, deltas, we
                 for t in range(size):
                     part += out[t]
                 part -= _q_log_q(qk, q_bits[k], here, size, bits, mantissa)
-                if rows_of_pixels.size:
-                    for t in range(size):
-                        target = rows_of_pixels[pixel + 2 * t]
-                        if target >= 0:
-                            resp[target, k] += qk[here + t]
             total += part
+            if rows_of_pixels.size:
+                for t in range(size):
+                    target = rows_of_pixels[pixel + 2 * t]
+                    if target >= 0:
+                        for k in range(n_components):
+                            resp[target, k] += q[k, here + t]
     return total
 
 
