@@ -36,7 +36,9 @@ Methods, in the same run:
 - ANTs Atropos (``antspyx``; k-means init, MRF ``[0.3,1x1x1]``, 5
   iterations, as in ``quality.py``), and Atropos after
   ``ants.n4_bias_field_correction``;
-- dipy's ``TissueClassifierHMRF`` (``beta=0.1``, its tutorial's value).
+- dipy's ``TissueClassifierHMRF`` (``beta=0.1``, its tutorial's value). It
+  returns a label 0 ("background") besides its 3 classes, which here holds
+  the darkest pixels; it is merged into its darkest class.
 
 Methods that take a mask (GMMSegmenter, Atropos, N4, and the pixel-table
 methods, which only see the masked pixels) get the brain mask on the MNI
@@ -63,6 +65,12 @@ Run from the repository root::
     python benchmarks/anatomy.py --methods default "beta=0" Atropos
     python benchmarks/anatomy.py --json results.json
 
+The peers do not depend on ``GMMSegmenter``, so their results are kept in
+a cache (``~/.cache/gmm-segmenter-benchmarks/anatomy``, or ``--cache-dir``)
+keyed by the method, the exact image, the library versions and this
+script's code, together with the built phantoms; a second run only runs the
+``GMMSegmenter`` rows. ``--no-cache`` recomputes everything.
+
 The optional peers need ``pip install antspyx dipy nilearn`` (or the
 ``benchmark`` extra); a method whose package is missing shows as "not
 installed", and the MNI cases are skipped without ``nilearn``.
@@ -71,6 +79,8 @@ installed", and the MNI cases are skipped without ``nilearn``.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -302,7 +312,9 @@ def dipy_hmrf(image, mask, spacing):
         _, labels, _ = TissueClassifierHMRF(verbose=False).classify(
             volume, N_CLASSES, beta=0.1
         )
-    return labels.reshape(image.shape).astype(np.int64)
+    # dipy labels 1..3 by mean, plus 0 for what it takes for background (here
+    # the darkest pixels, which belong to the darkest class)
+    return np.maximum(labels.reshape(image.shape), 1).astype(np.int64)
 
 
 def _installed(module):
@@ -363,20 +375,116 @@ def load_average():
         return float("nan")
 
 
-def run(cases, methods, log=print):
+# --------------------------------------------------------------------------
+# cache: the peers do not change while GMMSegmenter is being tuned, and the
+# 3-D phantom takes a while to build, so both are kept between runs
+
+
+def default_cache_dir():
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "gmm-segmenter-benchmarks", "anatomy")
+
+
+def _versions():
+    found = {}
+    for module in ("numpy", "sklearn", "skimage", "ants", "dipy", "nilearn"):
+        try:
+            found[module] = importlib.metadata.version(
+                {"sklearn": "scikit-learn", "skimage": "scikit-image", "ants": "antspyx"}.get(
+                    module, module
+                )
+            )
+        except importlib.metadata.PackageNotFoundError:
+            found[module] = None
+    return found
+
+
+def _digest(*parts):
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(part if isinstance(part, bytes) else repr(part).encode())
+    return hasher.hexdigest()[:24]
+
+
+class Cache:
+    """Peer results keyed by method, image, mask and library versions;
+    anatomies keyed by the phantom code. ``directory=None`` keeps nothing."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.versions = _versions()
+        self.results = {}
+        self.hits = 0
+        if directory is None:
+            return
+        os.makedirs(directory, exist_ok=True)
+        try:
+            with open(self._results_file()) as handle:
+                self.results = json.load(handle)
+        except (OSError, ValueError):
+            self.results = {}
+
+    def _results_file(self):
+        return os.path.join(self.directory, "peer-results.json")
+
+    def anatomy(self, name):
+        if self.directory is None:
+            return ANATOMIES[name]()
+        with open(_phantoms.__file__, "rb") as handle:
+            code = handle.read()
+        path = os.path.join(self.directory, f"{name}-{_digest(code, self.versions)}.npz")
+        if os.path.exists(path):
+            with np.load(path) as saved:
+                mask = saved["mask"] if saved["mask"].size else None
+                return Anatomy(saved["image"], saved["truth"], mask,
+                               tuple(saved["spacing"].tolist()), str(saved["description"]))
+        anatomy = ANATOMIES[name]()
+        np.savez_compressed(
+            path, image=anatomy.image, truth=anatomy.truth,
+            mask=np.zeros(0, bool) if anatomy.mask is None else anatomy.mask,
+            spacing=np.array(anatomy.spacing), description=anatomy.description,
+        )
+        return anatomy
+
+    def key(self, method, image, mask):
+        # this script's own code is part of the key: a change to how a peer
+        # is called or scored must not reuse old results
+        with open(__file__, "rb") as handle:
+            code = handle.read()
+        mask_bytes = b"" if mask is None else np.packbits(mask).tobytes()
+        return _digest(method, image.shape, image.tobytes(), mask_bytes, self.versions, code)
+
+    def get(self, key):
+        found = self.results.get(key)
+        if found is not None:
+            self.hits += 1
+            return dict(found, cached=True)
+        return None
+
+    def put(self, key, result):
+        if self.directory is None:
+            return
+        self.results[key] = result
+        temporary = self._results_file() + ".tmp"
+        with open(temporary, "w") as handle:
+            json.dump(self.results, handle)
+        os.replace(temporary, self._results_file())
+
+
+def run(cases, methods, cache, log=print):
     anatomies = {}
     rows = []
     for case in cases:
         if case.anatomy not in anatomies:
             start = time.perf_counter()
             try:
-                anatomies[case.anatomy] = ANATOMIES[case.anatomy]()
+                anatomies[case.anatomy] = cache.anatomy(case.anatomy)
             except ImportError as error:
                 anatomies[case.anatomy] = None
                 log(f"{case.anatomy}: skipped ({error})")
                 continue
             log(f"{case.anatomy}: {anatomies[case.anatomy].description} "
-                f"({time.perf_counter() - start:.1f} s to build)")
+                f"({time.perf_counter() - start:.1f} s to build or load)")
         anatomy = anatomies[case.anatomy]
         if anatomy is None:
             continue
@@ -386,15 +494,23 @@ def run(cases, methods, log=print):
             if method is None:
                 results[name] = None
                 continue
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                labels = method(image, anatomy.mask, anatomy.spacing)
-            seconds = time.perf_counter() - start
-            dice, per_class = mean_dice(anatomy.truth, labels, anatomy.mask)
-            results[name] = {"dice": dice, "dice_per_class": per_class, "seconds": seconds}
-            log(f"  {case.name:38s} {name:16s} Dice={dice:.3f} "
-                f"[{' '.join(f'{d:.2f}' for d in per_class)}] {seconds:6.2f} s", flush=True)
+            key = cache.key(name, image, anatomy.mask) if name in PEERS else None
+            result = cache.get(key) if key else None
+            if result is None:
+                start = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    labels = method(image, anatomy.mask, anatomy.spacing)
+                seconds = time.perf_counter() - start
+                dice, per_class = mean_dice(anatomy.truth, labels, anatomy.mask)
+                result = {"dice": dice, "dice_per_class": per_class, "seconds": seconds}
+                if key:
+                    cache.put(key, result)
+            results[name] = result
+            log(f"  {case.name:38s} {name:16s} Dice={result['dice']:.3f} "
+                f"[{' '.join(f'{d:.2f}' for d in result['dice_per_class'])}] "
+                f"{result['seconds']:6.2f} s{' (cached)' if result.get('cached') else ''}",
+                flush=True)
         rows.append({"case": case.name, "anatomy": case.anatomy, "description": anatomy.description,
                      "noise": case.noise, "field": case.field, "results": results})
     return rows
@@ -471,6 +587,10 @@ def main(argv=None):
                         help="only these methods (names as in the table)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--list", action="store_true", help="list cases and methods and exit")
+    parser.add_argument("--cache-dir", default=default_cache_dir(), metavar="DIR",
+                        help="where peer results and built phantoms are kept (default: %(default)s)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="recompute everything and keep nothing")
     args = parser.parse_args(argv)
 
     methods = all_methods()
@@ -494,7 +614,8 @@ def main(argv=None):
              " (no bias_field parameter)"))
     load_before = load_average()
     start = time.perf_counter()
-    rows = run(cases, methods)
+    cache = Cache(None if args.no_cache else args.cache_dir)
+    rows = run(cases, methods, cache)
     total = time.perf_counter() - start
     load_after = load_average()
     report(rows)
@@ -503,6 +624,9 @@ def main(argv=None):
           f"{load_after:.2f} after, on {os.cpu_count()} cores")
     if max(load_before, load_after) > (os.cpu_count() or 1) * 0.75:
         print("The machine was busy: run times are indicative only (Dice is not affected).")
+    if cache.hits:
+        print(f"{cache.hits} peer results came from the cache in {cache.directory} (their times "
+              "are those of the run that computed them); --no-cache recomputes them.")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"defaults": {k: repr(v) for k, v in default_params.items()},
