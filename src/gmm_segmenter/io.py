@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import os
 import re
 import secrets
+import stat
+import threading
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -31,6 +36,8 @@ from .estimator import GMMSegmenter
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "MAX_LAZY_PIXELS",
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
     "read_image",
@@ -78,11 +85,53 @@ def is_zarr_store(path) -> bool:
     )
 
 
-def read_zarr(path):
+#: Default limit of :func:`read_image`: values (pixels times channels) an image
+#: file may declare. Checked from the header before anything is decoded.
+MAX_PIXELS = 2**31
+#: Default limit of :func:`read_zarr`: volumes are read lazily, chunk by chunk,
+#: so they may be larger than memory; the limit keeps the task graph bounded.
+MAX_LAZY_PIXELS = 2**40
+# How much larger than the file the decoded data can be, by TIFF compression:
+# none, PackBits (128 bytes from 2), LZW (12-bit codes of up to 4096 bytes),
+# deflate (zlib's limit is 1032:1). Others (JPEG, zstd, ...) are not bounded here.
+_TIFF_MAX_RATIO = {1: 1, 32773: 64, 5: 4096, 8: 1032, 32946: 1032}
+_MAX_TIFF_PAGES = 1_000_000
+_reading = threading.local()
+
+
+class _CaptureWhileReading(logging.Filter):
+    """Keep tifffile's log records of this thread's reads instead of printing them."""
+
+    def filter(self, record):
+        captured = getattr(_reading, "messages", None)
+        if captured is None:
+            return True
+        if len(captured) < 20:
+            captured.append(record.getMessage())
+        return False
+
+
+logging.getLogger("tifffile").addFilter(_CaptureWhileReading())
+
+
+@contextlib.contextmanager
+def _captured_log():
+    _reading.messages = []
+    try:
+        yield _reading.messages
+    finally:
+        _reading.messages = None
+
+
+def read_zarr(path, *, max_pixels=MAX_LAZY_PIXELS):
     """A zarr array store as a lazy dask array (nothing is read yet).
 
-    Raises ``ValueError`` naming the store when dask or zarr is missing or
-    the store holds no array.
+    The store's shape is checked against ``max_pixels`` from its metadata.
+    A store of many small chunks is read several chunks per dask block, so
+    the task graph stays small.
+
+    Raises ``ValueError`` naming the store when dask or zarr is missing, the
+    store holds no array, or it is larger than ``max_pixels``.
     """
     try:
         import dask.array as da
@@ -94,20 +143,143 @@ def read_zarr(path):
         ) from None
     try:
         array = zarr.open_array(str(path), mode="r")
+        shape, chunks, dtype = tuple(array.shape), tuple(array.chunks), np.dtype(array.dtype)
     except Exception as error:
-        raise ValueError(f"{path}: cannot be read as a zarr array ({error})") from error
-    return da.from_zarr(array)
+        raise ValueError(f"{path}: cannot be read as a zarr array ({_reason(error)})") from error
+    _check_pixels(path, shape, dtype, max_pixels, in_memory=False)
+    if not shape or 0 in shape:
+        raise ValueError(f"{path}: the zarr array of shape {shape} holds no pixels")
+    return da.from_zarr(array, chunks=_dask_chunks(shape, chunks, dtype))
 
 
-def read_image(path) -> np.ndarray:
+def _dask_chunks(shape, chunks, dtype):
+    """Dask blocks of whole zarr chunks, grown along the last axes to about 4 MiB."""
+    blocks = [min(max(1, int(c)), n) for c, n in zip(chunks, shape)]
+    target = 4 * 1024 * 1024 // max(dtype.itemsize, 1)
+    for axis in range(len(shape) - 1, -1, -1):  # the last axis is contiguous
+        while math.prod(blocks) * 2 <= target and blocks[axis] < shape[axis]:
+            blocks[axis] = min(blocks[axis] * 2, shape[axis])
+    return tuple(blocks)
+
+
+def _memory_headroom():
+    """Bytes this process may still allocate: free memory, and any address-space limit."""
+    from ._image import available_memory
+
+    available = available_memory()
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as stream:
+                used = int(stream.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            available = soft - used if available is None else min(available, soft - used)
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
+    return available
+
+
+def _check_pixels(path, shape, dtype, max_pixels, in_memory=True):
+    """Refuse, from the header, an image larger than ``max_pixels`` or than memory."""
+    from ._image import format_bytes
+
+    n_values = math.prod(int(n) for n in shape)
+    if n_values > max_pixels:
+        raise ValueError(
+            f"{path}: declares an image of shape {tuple(shape)} ({n_values:,} values), "
+            f"more than the limit of {max_pixels:,}; if the file is genuine, raise the "
+            "limit (max_pixels=, gmm-segment --max-pixels)"
+        )
+    n_bytes = n_values * np.dtype(dtype).itemsize
+    available = _memory_headroom() if in_memory else None
+    if available is not None and n_bytes > available:
+        raise ValueError(
+            f"{path}: declares an image of shape {tuple(shape)} that needs "
+            f"{format_bytes(n_bytes)} of memory, but only {format_bytes(max(available, 0))} "
+            "is available"
+        )
+
+
+def _check_regular_file(path) -> int:
+    """The size of ``path``; folders, FIFOs, devices and sockets are refused unopened."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror})") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise ValueError(f"{path}: is a folder, not an image file")
+    if not stat.S_ISREG(status.st_mode):
+        raise ValueError(
+            f"{path}: is not a regular file (a pipe, device or socket), which could "
+            "block or never end; give an image file"
+        )
+    return status.st_size
+
+
+def _read_tiff(path, max_pixels, file_size):
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        # Counting the pages first walks the chain of pages once and stops at a
+        # loop; finding the series on an unwalked chain can go round it forever.
+        n_pages = len(tif.pages)
+        if n_pages > _MAX_TIFF_PAGES:
+            raise ValueError(f"holds {n_pages} pages, more than any image stack here")
+        series = tif.series
+        if not series:
+            raise ValueError("holds no image")
+        first = series[0]
+        _check_pixels(path, first.shape, first.dtype, max_pixels)
+        if any(int(count) > file_size for count in first.keyframe.databytecounts):
+            raise ValueError(f"declares more data than the file of {file_size:,} bytes holds")
+        compression = first.keyframe.compression
+        ratio = _TIFF_MAX_RATIO.get(int(compression))
+        n_bytes = math.prod(first.shape) * np.dtype(first.dtype).itemsize
+        if ratio is not None and n_bytes > file_size * ratio + 65536:
+            raise ValueError(
+                f"declares {n_bytes:,} bytes of {compression.name} data in a file of "
+                f"{file_size:,} bytes, more than that compression can hold"
+            )
+        image = first.asarray()
+        if len(series) > 1:
+            warnings.warn(
+                f"{path}: holds {len(series)} image series; only the first, of shape "
+                f"{tuple(first.shape)}, is read",
+                UserWarning, stacklevel=4,
+            )
+        return image
+
+
+def _read_pillow(path, max_pixels):
+    import imageio.v3 as iio
+    from PIL import Image
+
+    with Image.open(path) as opened:  # reads the header only
+        width, height = opened.size
+        bands = len(opened.getbands())
+        frames = int(getattr(opened, "n_frames", 1) or 1)
+        itemsize = 2 if opened.mode.startswith("I;16") else (4 if opened.mode in ("F", "I") else 1)
+    _check_pixels(path, (frames, height, width, bands), f"u{itemsize}", max_pixels)
+    return iio.imread(path, plugin="pillow")
+
+
+def read_image(path, *, max_pixels=MAX_PIXELS) -> np.ndarray:
     """Read an image file into an array, as stored (no conversion).
 
     Parameters
     ----------
     path : str or path-like
         A TIFF (read with tifffile: multi-page files give a stack, 16- and
-        32-bit data keep their dtype) or any format imageio reads (PNG, JPEG,
-        BMP, GIF, ...).
+        32-bit data keep their dtype) or any format Pillow reads (PNG, JPEG,
+        BMP, GIF, WebP, PNM, ...), through imageio.
+    max_pixels : int, default=2**31
+        Largest number of values (pixels times channels) the file may
+        declare. The header is checked before anything is decoded, together
+        with the memory the image needs and, for TIFF, whether the file is
+        large enough to hold it.
 
     Returns
     -------
@@ -119,25 +291,37 @@ def read_image(path) -> np.ndarray:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file cannot be decoded as an image, naming the file.
+        If the file cannot be decoded as an image, declares more than
+        ``max_pixels`` values or more than memory holds, or is not a regular
+        file (a folder, pipe or device); the message names the file.
+
+    Warns
+    -----
+    UserWarning
+        If a TIFF holds more than one image series: only the first is read.
+
+    Notes
+    -----
+    tifffile's log messages about a damaged file are kept, not printed; the
+    first one becomes part of the error when the read fails without a reason.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder, not an image file")
-    try:
-        if path.suffix.lower() in _TIFF_EXTENSIONS:
-            import tifffile
-
-            image = tifffile.imread(path)
-        else:
-            import imageio.v3 as iio
-
-            image = iio.imread(path)
-    except Exception as error:  # decoders raise anything from OSError to SyntaxError
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: cannot be read as an image ({reason})") from error
+    file_size = _check_regular_file(path)
+    with _captured_log() as messages:
+        try:
+            if path.suffix.lower() in _TIFF_EXTENSIONS:
+                image = _read_tiff(path, max_pixels, file_size)
+            else:
+                image = _read_pillow(path, max_pixels)
+        except ValueError as error:
+            if str(error).startswith(f"{path}:"):
+                raise
+            raise ValueError(f"{path}: cannot be read as an image ({_reason(error)})") from error
+        except Exception as error:  # decoders raise anything from OSError to SyntaxError
+            reason = _reason(error)
+            if messages and reason == type(error).__name__:
+                reason = f"{reason}; {messages[0]}"
+            raise ValueError(f"{path}: cannot be read as an image ({reason})") from error
     image = np.asarray(image)
     if image.dtype.kind not in "biuf" or image.ndim < 2 or image.size == 0:
         raise ValueError(
@@ -145,6 +329,12 @@ def read_image(path) -> np.ndarray:
             f"dtype {image.dtype}; expected at least two spatial axes of real values)"
         )
     return image
+
+
+def _reason(error) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    text = str(error).strip()
+    return " ".join(text.splitlines()[0].split())[:300] if text else type(error).__name__
 
 
 @contextlib.contextmanager
@@ -290,6 +480,9 @@ def load_model(path) -> GMMSegmenter:
 
     def invalid(problem):
         return ValueError(f"{path}: not a valid gmm-segmenter model file: {problem}")
+
+    if not path.is_file():  # a folder, FIFO or device: refused before it is opened
+        raise invalid("it is not a regular file (a folder, pipe or device)")
 
     arrays = _read_archive(path, invalid)
     metadata = _check_metadata(arrays.pop(_METADATA_KEY), invalid)

@@ -103,16 +103,18 @@ def _assign_names(sources):
 # ------------------------------------------------------------------ reading
 
 
-def load_source(source: Source) -> np.ndarray:
+def load_source(source: Source, max_pixels=None) -> np.ndarray:
+    """The input's pixels; ``max_pixels`` (``--max-pixels``) bounds files and stores."""
     if source.sample is not None:
         return np.asarray(load_sample(source.sample))
+    limit = {} if max_pixels is None else {"max_pixels": max_pixels}
     if is_zarr_store(source.path):
-        return read_zarr(source.path)  # lazy: read chunk by chunk when labelled
-    return read_image(source.path)
+        return read_zarr(source.path, **limit)  # lazy: read chunk by chunk when labelled
+    return read_image(source.path, **limit)
 
 
-def read_mask(path) -> np.ndarray:
-    mask = read_image(path)
+def read_mask(path, max_pixels=None) -> np.ndarray:
+    mask = read_image(path, **({} if max_pixels is None else {"max_pixels": max_pixels}))
     if mask.ndim == 3 and mask.shape[-1] in (3, 4):
         mask = mask[..., :3].any(axis=-1) if mask.shape[-1] == 3 else (
             mask[..., :3].any(axis=-1) & (mask[..., 3] > 0)

@@ -146,7 +146,7 @@ def _read_mask(args, console):
     from ._inputs import read_mask
 
     try:
-        return read_mask(args.mask)
+        return read_mask(args.mask, args.max_pixels)
     except Exception as error:
         console.error(f"--mask {describe(error)}", traceback.format_exc())
         raise _CannotStart from error

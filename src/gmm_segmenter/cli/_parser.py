@@ -151,6 +151,12 @@ def _add_input_arguments(parser):
         f"named after it. One of: {', '.join(samples)}. Repeatable.",
     )
     parser.add_argument(
+        "--max-pixels", type=_positive_int, default=None, metavar="N",
+        help="largest image read from a file, in values (pixels times channels), "
+        "checked from its header before decoding (default: 2**31 = 2147483648; "
+        "zarr volumes, read chunk by chunk: 2**40)",
+    )
+    parser.add_argument(
         "-o", "--outdir", default="Result", type=Path,
         help="folder for the results, created if needed (default: ./Result)",
     )

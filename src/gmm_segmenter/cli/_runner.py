@@ -64,7 +64,8 @@ class Runner:
         self.on_stage = lambda stage, done, total: None
 
     def read(self, source) -> Prepared:
-        return prepare(load_source(source), self.args.channel_axis, self.mask)
+        image = load_source(source, self.args.max_pixels)
+        return prepare(image, self.args.channel_axis, self.mask)
 
     def fit(self, prepared_list) -> GMMSegmenter:
         batch = len(prepared_list) > 1
