@@ -505,6 +505,8 @@ def load_model(path) -> GMMSegmenter:
     if not np.all(np.isfinite(model.mixture.precisions_cholesky)):
         raise invalid("the covariances are too close to singular to invert")
     _check_predictable(model, invalid)
+    _check_memory_to_label(model, invalid)
+    _check_probe(model, invalid)
     segmenter.model_ = model
     _set_fit_summary(segmenter, metadata["fitted"])
     return segmenter
@@ -512,49 +514,62 @@ def load_model(path) -> GMMSegmenter:
 
 def _read_archive(path, invalid) -> dict:
     """The arrays of an ``.npz`` model file, refused before they are unpacked
-    when the archive is not ours (too large, pickled objects, other names)."""
+    when the archive is not ours (too large, pickled objects, other names,
+    headers that claim more data than the archive holds)."""
     if not zipfile.is_zipfile(path):
         raise invalid("it is not an .npz archive (save one with --save-model or save_model)")
+    expected = set(MODEL_ARRAYS) | {_METADATA_KEY}
     try:
         with zipfile.ZipFile(path) as archive:
-            size = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError) as error:
-        raise invalid(f"the archive cannot be opened ({error})") from None
-    if size > _MAX_MODEL_BYTES:
-        raise invalid(f"it unpacks to {size} bytes, far more than any model needs")
-    arrays = {}
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = set(archive.files)
-            expected = set(MODEL_ARRAYS) | {_METADATA_KEY}
-            if names != expected:
+            members = archive.infolist()
+            size = sum(info.file_size for info in members)
+            if size > _MAX_MODEL_BYTES:
+                raise invalid(f"it unpacks to {size} bytes, far more than any model needs")
+            names = {info.filename.removesuffix(".npy") for info in members}
+            if names != expected or len(members) != len(expected):
                 missing, extra = sorted(expected - names), sorted(names - expected)
                 raise invalid(
                     "expected the arrays " + ", ".join(sorted(expected))
                     + (f"; missing {', '.join(missing)}" if missing else "")
                     + (f"; unexpected {', '.join(extra)}" if extra else "")
                 )
-            for name in sorted(names):
-                arrays[name] = _read_array(archive, name, invalid)
+            return {
+                info.filename.removesuffix(".npy"): _read_array(archive, info, invalid)
+                for info in members
+            }
     except ValueError as error:
         if str(error).startswith(f"{path}:"):
             raise
-        raise invalid(str(error)) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise invalid(f"the archive cannot be read ({error})") from None
-    return arrays
+        raise invalid(_reason(error)) from None
+    except Exception as error:  # zipfile and zlib raise many kinds on a damaged archive
+        raise invalid(f"the archive cannot be read ({_reason(error)})") from None
 
 
-def _read_array(archive, name, invalid):
-    try:
-        return archive[name]
-    except ValueError as error:
-        if "pickle" in str(error).lower():
+def _read_array(archive, info, invalid):
+    """One ``.npy`` member, its header checked against its size before the data are read."""
+    name = info.filename.removesuffix(".npy")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise invalid(f"array {name!r} has an .npy header of version {version}")
+        if dtype.hasobject:
             raise invalid(
                 f"array {name!r} holds Python objects, which are never "
                 "loaded (they could run code)"
-            ) from None
-        raise invalid(f"array {name!r} cannot be read ({error})") from None
+            )
+        if math.prod(shape) * dtype.itemsize > info.file_size:
+            raise invalid(
+                f"array {name!r} claims shape {shape}, more data than the archive holds"
+            )
+    with archive.open(info) as member:
+        try:
+            return np.lib.format.read_array(member, allow_pickle=False)
+        except ValueError as error:
+            raise invalid(f"array {name!r} cannot be read ({_reason(error)})") from None
 
 
 def _check_arrays(arrays, metadata, invalid) -> None:
@@ -588,6 +603,51 @@ def _check_arrays(arrays, metadata, invalid) -> None:
         )
     if np.any(arrays["intensity_scale"] <= 0):
         raise invalid("array 'intensity_scale' must be positive")
+    _check_covariances(arrays, covariance_type, invalid)
+
+
+# A fit refuses data whose spread leaves 1e-140..1e140 (so variances fit in
+# float64); in standardised units its variances stay far inside 1e-30..1e30.
+_VARIANCE_LIMITS = (1e-280, 1e280)
+_STANDARDIZED_VARIANCE_LIMITS = (1e-30, 1e30)
+
+
+def _variances(covariances, covariance_type):
+    if covariance_type in ("full", "tied"):
+        return np.diagonal(covariances, axis1=-2, axis2=-1)
+    return covariances
+
+
+def _check_covariances(arrays, covariance_type, invalid):
+    """Symmetric, with variances a fit can give, in input and standardised units."""
+    covariances = arrays["covariances"]
+    if covariance_type in ("full", "tied"):
+        transposed = np.swapaxes(covariances, -1, -2)
+        scale = np.abs(covariances).max(initial=0.0)
+        if not np.allclose(covariances, transposed, rtol=0.0, atol=1e-12 * scale):
+            raise invalid("the covariances are not symmetric")
+    variances = _variances(covariances, covariance_type)
+    if np.any(variances <= 0):
+        return  # not positive definite: the Cholesky factorisation says which
+    low, high = _VARIANCE_LIMITS
+    if np.any(variances < low) or np.any(variances > high):
+        raise invalid(
+            f"variances range from {variances.min():.3g} to {variances.max():.3g}; a fit "
+            f"gives variances between {low:g} and {high:g}"
+        )
+    scale = arrays["intensity_scale"]
+    if covariance_type == "spherical":  # one variance per component, for every channel
+        variances = variances[:, np.newaxis]
+    standardized = variances / (scale * scale)
+    low, high = _STANDARDIZED_VARIANCE_LIMITS
+    if not np.all(np.isfinite(standardized)) or np.any(standardized < low) or np.any(
+        standardized > high
+    ):
+        raise invalid(
+            "the variances do not match the intensity scale (in standardised units they "
+            f"range from {standardized.min():.3g} to {standardized.max():.3g}; a fit gives "
+            f"values between {low:g} and {high:g})"
+        )
 
 
 def _with_params(metadata, invalid) -> GMMSegmenter:
@@ -677,6 +737,35 @@ def _check_predictable(model, invalid):
             )
 
 
+def _check_memory_to_label(model, invalid):
+    """Refuse a component count whose per-chunk tables cannot fit in memory."""
+    from ._image import CHUNK_PIXELS, available_memory, format_bytes
+
+    # log-densities and posteriors of one chunk of pixels, in float64, twice
+    needed = 2 * CHUNK_PIXELS * model.n_components * 8
+    available = available_memory()
+    if available is not None and needed > available:
+        raise invalid(
+            f"its {model.n_components} components need about {format_bytes(needed)} of memory "
+            f"per chunk of pixels when labelling, but only {format_bytes(available)} is available"
+        )
+
+
+def _check_probe(model, invalid):
+    """Label the components' own means: the posteriors must be finite and sum to 1."""
+    from ._image import as_images
+    from ._kernel import predict_image
+
+    probe = model.mixture.means.reshape(1, model.n_components, model.n_features)
+    view = as_images(probe, channel_axis=-1)[0]
+    with np.errstate(all="ignore"):
+        posteriors = predict_image(view, model.with_settings(beta=0.0), "posteriors")
+    if not np.all(np.isfinite(posteriors)) or not np.allclose(
+        posteriors.sum(axis=-1), 1.0, atol=1e-3
+    ):
+        raise invalid("it gives posteriors that are not finite on its own means")
+
+
 def _check_metadata(array, invalid) -> dict:
     if array.dtype.kind != "U" or array.ndim != 0:
         raise invalid(f"'metadata' must be a single string; got dtype {array.dtype}, shape {array.shape}")
@@ -684,6 +773,8 @@ def _check_metadata(array, invalid) -> dict:
         metadata = json.loads(str(array))
     except json.JSONDecodeError as error:
         raise invalid(f"'metadata' is not JSON ({error})") from None
+    except RecursionError:
+        raise invalid("'metadata' is JSON nested too deeply to be a model's") from None
     if not isinstance(metadata, dict):
         raise invalid("'metadata' must be a JSON object")
     if metadata.get("format") != MODEL_FORMAT:
