@@ -115,7 +115,8 @@ def test_manifest_validates_with_its_menu_and_samples():
     manifest = PluginManifest.from_distribution("gmm-segmenter")
     manifest.validate_imports()
     contributions = manifest.contributions
-    assert [w.display_name for w in contributions.widgets] == ["GMM Segmenter"]
+    assert [w.display_name for w in contributions.widgets] == [
+        "GMM Segmenter", "segment image", "apply model"]
     assert contributions.menus["napari/layers/segment"][0].command == "gmm-segmenter.make_widget"
     assert {s.key for s in contributions.sample_data} == {"coins", "astronaut", "noisy_blobs"}
 

@@ -8,6 +8,7 @@ the public GMMSegmenter API and know nothing of napari or Qt.
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,11 @@ import numpy as np
 from .._image import is_dask_array
 from .._model import label_dtype
 from ..estimator import GMMSegmenter
+from . import _layers
+
+#: At most this many pixels go into the plot's histogram.
+HISTOGRAM_PIXELS = 200_000
+_HISTOGRAM_BINS = 128
 
 
 @dataclass
@@ -145,3 +151,153 @@ def stack(arrays: list, time_axis: int | None) -> np.ndarray:
 
         return da.stack(arrays, axis=0)
     return np.stack(arrays, axis=0)
+
+
+@dataclass
+class Outputs:
+    """Everything the viewer shows after a job, computed in the worker thread.
+
+    ``labels`` (time first, as in the layer); ``posteriors`` with the
+    components first (a slider of their own) and ``uncertainty``, or None;
+    ``components`` the one-component Labels arrays, or None; ``histograms``
+    one ``(counts, edges)`` per model (per frame when each frame has its
+    own model), or None when the plot shows no histogram.
+    """
+
+    labels: object
+    models: list
+    posteriors: object = None
+    uncertainty: object = None
+    components: list | None = None
+    histograms: list | None = None
+
+
+def then(job, finish):
+    """Run ``job``, then ``finish(result)`` in the same (worker) thread."""
+    result = yield from job
+    return finish(result)
+
+
+def outputs(result: Result, request: Request, *, time_axis, per_component, histogram):
+    """Stack a job's frames into layer arrays and the plot's histograms (worker thread).
+
+    ``histogram`` says whether the plot shows the pixel values (a single
+    channel); with one model per frame each frame gets its own histogram.
+    """
+    labels = stack(result.labels, time_axis)
+    out = Outputs(labels=labels, models=result.models)
+    if result.posteriors is not None:
+        posteriors = stack(result.posteriors, time_axis)
+        if is_dask_array(posteriors):
+            out.uncertainty = posteriors.map_blocks(
+                _layers.entropy, drop_axis=posteriors.ndim - 1, dtype=np.float32
+            )
+        else:
+            out.uncertainty = _layers.entropy(posteriors)
+        out.posteriors = np.moveaxis(posteriors, -1, 0)
+    if per_component:
+        n_components = int(max(model.n_components_ for model in result.models))
+        out.components = [
+            _component(labels, k) for k in range(1, n_components + 1)
+        ]
+    if histogram:
+        if len(result.models) > 1:
+            out.histograms = [
+                pixel_histogram(frame, _mask(request, index))
+                for index, frame in enumerate(request.frames)
+            ]
+        else:
+            out.histograms = [pixel_histogram(request.frames, request.masks)]
+    return out
+
+
+def _component(labels, k):
+    if is_dask_array(labels):
+        return labels.map_blocks(lambda block: np.where(block == k, block, 0), dtype=labels.dtype)
+    return np.where(labels == k, labels, 0).astype(labels.dtype)
+
+
+def pixel_values(frames, masks=None, limit=HISTOGRAM_PIXELS):
+    """An evenly strided sample of at most about ``limit`` pixel values of ``frames``.
+
+    ``frames`` is one array or a list of them (with their masks); lazy
+    arrays are read only at the sampled pixels.
+    """
+    if not isinstance(frames, list):
+        frames, masks = [frames], None if masks is None else [masks]
+    share = max(1, limit // max(len(frames), 1))
+    values = []
+    for index, frame in enumerate(frames):
+        mask = None if masks is None else masks[index]
+        stride = max(1, int(np.ceil((frame.size / share) ** (1 / frame.ndim))))
+        sample = (slice(None, None, stride),) * frame.ndim
+        part = np.asarray(frame[sample])
+        if mask is not None:
+            part = part[np.asarray(mask)[sample]]
+        values.append(part.ravel())
+    values = np.concatenate(values) if values else np.zeros(0)
+    return values[np.isfinite(values)] if values.dtype.kind == "f" else values
+
+
+def pixel_histogram(frames, masks=None):
+    """``(counts, edges)`` of a sample of the pixel values: one bin per grey
+    level for integers of a narrow range, else 128 bins between the 0.1 and
+    99.9 percentiles. ``None`` when there is no finite pixel."""
+    values = pixel_values(frames, masks)
+    if values.size == 0:
+        return None
+    values = values.astype(np.float64, copy=False)
+    low, high = np.percentile(values, [0.1, 99.9])
+    if high - low < 2 * _HISTOGRAM_BINS and np.all(values == np.round(values)):
+        edges = np.arange(np.floor(low) - 0.5, np.ceil(high) + 1.5)  # one bin per level
+    elif high > low:
+        edges = np.linspace(low, high, _HISTOGRAM_BINS + 1)
+    else:
+        edges = np.array([low - 0.5, low + 0.5])
+    counts, edges = np.histogram(values, bins=edges)
+    return counts, edges
+
+
+class Meter:
+    """One fraction of a job that only grows, from its steps and the estimator's reports.
+
+    The job's steps (:class:`Progress`) split the bar. Inside a step the
+    estimator reports stages ("EM", "labelling", "smoothing", "spatial EM"
+    …, which alternate during a spatial fit); each change of stage takes
+    :attr:`SHARE` of what is left of the step and the stage's own count
+    fills it, so the bar keeps moving during a long fit instead of jumping
+    at its end, and never goes back. Written from the worker thread, read
+    from the UI thread.
+    """
+
+    SHARE = 0.4
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.step, self.total, self.message = 0, 1, "Starting…"
+        self._begin_step()
+
+    def _begin_step(self):
+        self._within, self._base, self._span, self._stage = 0.0, 0.0, 0.0, None
+
+    def job(self, progress: Progress):
+        """The job reached a new step."""
+        with self._lock:
+            self.step, self.total = progress.step, max(progress.total, 1)
+            self.message = progress.message
+            self._begin_step()
+
+    def report(self, stage, done, total):
+        """The estimator's progress report (the ``_progress`` callback's arguments)."""
+        fraction = min(done / total, 1.0) if total else 0.0
+        with self._lock:
+            if stage != self._stage:
+                self._base = self._within
+                self._span = (1.0 - self._base) * self.SHARE
+                self._stage = stage
+            self._within = max(self._within, self._base + self._span * fraction)
+
+    def fraction(self) -> float:
+        """How much of the job is done, in [0, 1]."""
+        with self._lock:
+            return min((self.step + self._within) / self.total, 1.0)

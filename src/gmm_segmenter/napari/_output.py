@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels
 
-from .._image import is_dask_array
 from . import _layers
 
 #: The labels layer of image ``name`` is called ``name + LABELS_SUFFIX``.
@@ -29,13 +28,23 @@ def put_layer(viewer, layer_type, name, data, transform, *, added=None, **proper
         if data is not None:
             existing.data = data
         for key, value in {**transform, **properties}.items():
-            setattr(existing, key, value)
+            if not _same(getattr(existing, key), value):  # each change repaints
+                setattr(existing, key, value)
         return existing
     add = getattr(viewer, _ADD[layer_type])
     return add(data, name=name, **transform, **properties, **(added or {}))
 
 
-def labels_layer(viewer, layer, layout, data=None):
+def _same(current, value) -> bool:
+    if isinstance(value, (dict, str)) or value is None:
+        return current == value
+    try:
+        return np.shape(current) == np.shape(value) and np.allclose(current, value)
+    except (TypeError, ValueError):
+        return False
+
+
+def labels_layer(viewer, layer, layout, data=None, metadata=None):
     """The ``<image> GMM labels`` layer, updated or added with the image's transform.
 
     Without ``data`` an existing layer keeps its labels if they have the
@@ -47,49 +56,57 @@ def labels_layer(viewer, layer, layout, data=None):
         existing = viewer.layers[name] if name in viewer.layers else None
         if not (isinstance(existing, Labels) and existing.data.shape == layout.output_shape):
             data = np.zeros(layout.output_shape, dtype=np.uint8)
-    return put_layer(viewer, Labels, name, data, _layers.output_transform(layer, layout))
+    properties = {} if metadata is None else {"metadata": metadata}
+    return put_layer(viewer, Labels, name, data, _layers.output_transform(layer, layout),
+                     **properties)
 
 
-def show_components(viewer, image_name, labels, transform, n_components, *, one_per_component):
-    """``<image> GMM component k`` Labels layers (hidden at first), if ``one_per_component``.
+def show_components(viewer, image_name, components, transform, *, metadata=None):
+    """``<image> GMM component k`` Labels layers (hidden at first) from ``components``.
 
-    Component layers of an earlier run are removed when they are off, or
-    when that run had more components.
+    ``components`` holds the one-component label arrays (or is None when
+    that output is off). Component layers of an earlier run are removed
+    when the output is off, or when that run had more components.
     """
     prefix = f"{image_name} GMM component "
+    n_components = 0 if components is None else len(components)
     stale = [
         existing.name for existing in viewer.layers
         if existing.name.startswith(prefix)
         and existing.name[len(prefix):].isdigit()
-        and (not one_per_component or int(existing.name[len(prefix):]) > n_components)
+        and int(existing.name[len(prefix):]) > n_components
     ]
     for name in stale:
         viewer.layers.remove(name)
-    if not one_per_component:
-        return
-    for k in range(1, n_components + 1):
-        component = np.where(labels == k, labels, 0).astype(labels.dtype)
-        put_layer(viewer, Labels, f"{prefix}{k}", component, transform, added={"visible": False})
+    for k, component in enumerate(components or [], start=1):
+        put_layer(viewer, Labels, f"{prefix}{k}", component, transform,
+                  added={"visible": False}, metadata=dict(metadata or {}))
 
 
-def show_posteriors(viewer, image_name, posteriors, transform):
+def posterior_names(image_name):
+    return f"{image_name} GMM posteriors", f"{image_name} GMM uncertainty"
+
+
+def show_posteriors(viewer, image_name, posteriors, uncertainty, transform, *, metadata=None):
     """``<image> GMM posteriors`` (components on a slider of their own) and ``… uncertainty``.
 
-    ``posteriors`` has the components on its last axis; both layers are hidden.
+    ``posteriors`` has the components on its first axis. New layers start
+    hidden; existing ones keep the visibility the user gave them. With
+    ``posteriors`` None (the output is off) layers of an earlier run go.
     """
-    if is_dask_array(posteriors):
-        uncertainty = posteriors.map_blocks(
-            _layers.entropy, drop_axis=posteriors.ndim - 1, dtype=np.float32
-        )
-    else:
-        uncertainty = _layers.entropy(posteriors)
-    # the component axis comes first in the layer, a slider of its own
-    maps = np.moveaxis(posteriors, -1, 0)
+    names = posterior_names(image_name)
+    if posteriors is None:
+        for name in names:
+            if name in viewer.layers:
+                viewer.layers.remove(name)
+        return
+    hidden = {"visible": False}
     put_layer(
-        viewer, Image, f"{image_name} GMM posteriors", maps, _layers.prepend_axis(transform),
-        contrast_limits=(0.0, 1.0), colormap="magma", visible=False,
+        viewer, Image, names[0], posteriors, _layers.prepend_axis(transform),
+        added=hidden, contrast_limits=(0.0, 1.0), colormap="magma",
+        metadata=dict(metadata or {}),
     )
     put_layer(
-        viewer, Image, f"{image_name} GMM uncertainty", uncertainty, transform,
-        contrast_limits=(0.0, 1.0), colormap="inferno", visible=False,
+        viewer, Image, names[1], uncertainty, transform, added=hidden,
+        contrast_limits=(0.0, 1.0), colormap="inferno", metadata=dict(metadata or {}),
     )

@@ -1,83 +1,157 @@
-"""The fitted mixture, drawn with matplotlib inside the widget."""
+"""The fitted mixture, drawn with matplotlib inside the widget.
+
+Drawing a figure with text and ticks takes a few hundred milliseconds on a
+small machine, so :func:`render` runs in a worker thread (a figure of its
+own, Agg only) and the widget shows the finished picture: the UI thread
+never waits for matplotlib.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import QLabel, QSizePolicy
 
 from ._layers import component_densities
 
-_HISTOGRAM_BINS = 128
+#: Light-theme colours; :meth:`MixturePlot.set_colours` takes the viewer's theme.
+_LIGHT = {"background": "#ffffff", "foreground": "#000000", "faint": "#bfbfbf"}
+_DPI = 100
 
 
-class MixturePlot(FigureCanvasQTAgg):
+class MixturePlot(QLabel):
     """Histogram with the component Gaussians (single channel) and the BIC curve (auto K).
 
-    For several channels without auto K it shows the component weights.
+    For several channels without auto K it shows the component weights. The
+    histogram comes precomputed (counts and bin edges) and the picture is
+    rendered in a worker thread; a newer model or message replaces a
+    picture still being rendered.
     """
 
     def __init__(self):
-        self.figure = Figure(figsize=(3.2, 2.4), layout="constrained")
-        super().__init__(self.figure)
-        self.setMinimumHeight(180)
+        super().__init__()
+        self.setMinimumHeight(160)
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setWordWrap(True)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.colours = dict(_LIGHT)
+        self._drawn = None  # what show_model last drew, to redraw in new colours
+        self._message = ""
+        self._token = 0
+        self.rendering = None  # the worker rendering the picture, if any
         self.clear()
 
-    def clear(self):
-        self.figure.clear()
-        axes = self.figure.add_subplot()
-        axes.text(0.5, 0.5, "Run to see the fitted mixture", ha="center", va="center",
-                  transform=axes.transAxes, fontsize=8, color="0.4")
-        axes.set_axis_off()
-        self.draw_idle()
+    def set_colours(self, background, foreground, faint):
+        """Draw in these colours (the viewer's theme) from now on, and redraw."""
+        self.colours = {"background": background, "foreground": foreground, "faint": faint}
+        self.setStyleSheet(f"background-color: {background}; color: {foreground};")
+        if self._drawn is not None:
+            self.show_model(*self._drawn)
 
-    def show_model(self, model, values=None, colours=None):
-        """Draw ``model``; ``values`` are pixel values (single channel) for the histogram.
+    def message(self, text):
+        """Show ``text`` instead of a model (while a job runs, after a failure)."""
+        self._token += 1
+        self._message, self._drawn = text, None
+        self.setPixmap(QPixmap())
+        self.setText(text)
+
+    def clear(self):
+        self.message("Run to see the fitted mixture")
+
+    def show_model(self, model, histogram=None, colours=None):
+        """Draw ``model``; ``histogram`` is ``(counts, edges)`` of the pixel values.
 
         ``colours`` maps label ``k`` to an RGBA colour, so curves match the layer.
         """
-        self.figure.clear()
-        n_components = model.n_components_
-        colours = colours or {}
-        colour = [colours.get(k + 1) for k in range(n_components)]
-        has_curve = getattr(model, "bic_curve_", None) is not None
-        n_axes = 1 + has_curve
-        main = self.figure.add_subplot(n_axes, 1, 1)
-        if model.n_features_in_ == 1:
-            values = np.asarray(values if values is not None else [], dtype=float).ravel()
-            values = values[np.isfinite(values)]
-            means = np.asarray(model.means_).ravel()
-            spread = np.sqrt(np.max(np.abs(np.asarray(model.covariances_, dtype=float))))
-            if values.size:
-                low, high = np.percentile(values, [0.1, 99.9])
-                bins = _HISTOGRAM_BINS
-                if high - low < 2 * _HISTOGRAM_BINS and np.all(values == np.round(values)):
-                    bins = np.arange(np.floor(low) - 0.5, np.ceil(high) + 1.5)  # one per level
-                main.hist(values, bins=bins, range=(low, high) if high > low else None,
-                          density=True, color="0.75", label="pixels")
-            else:
-                low, high = means.min() - 3 * spread, means.max() + 3 * spread
-            x = np.linspace(low, high, 400)
-            densities = component_densities(model, x)
-            for k, density in enumerate(densities):
-                main.plot(x, density, color=colour[k], linewidth=1.5, label=f"{k + 1}")
-            main.plot(x, densities.sum(axis=0), color="k", linewidth=0.8, linestyle="--")
-            main.set_xlabel("intensity", fontsize=8)
-            main.set_yticks([])
+        from napari.qt.threading import create_worker
+
+        self._token += 1
+        token = self._token
+        self._drawn = (model, histogram, colours)
+        width = max(self.width(), 300)
+        height = 300 if getattr(model, "bic_curve_", None) is not None else 220
+        self.setMinimumHeight(height)
+        worker = create_worker(
+            render, model, histogram, colours, dict(self.colours), (width, height),
+            _start_thread=False,
+        )
+        worker.returned.connect(lambda picture: self._show_picture(picture, token))
+        worker.finished.connect(lambda: setattr(self, "rendering", None))
+        self.rendering = worker
+        worker.start()
+
+    def _show_picture(self, picture, token):
+        if token != self._token:
+            return  # a newer model or message came first
+        height, width = picture.shape[:2]
+        image = QImage(picture.data, width, height, 4 * width, QImage.Format.Format_RGBA8888)
+        try:
+            self.setPixmap(QPixmap.fromImage(image.copy()))
+        except RuntimeError:  # the widget was closed while the picture was drawn
+            pass
+
+
+def _style(axes, colours):
+    foreground = colours["foreground"]
+    axes.set_facecolor(colours["background"])
+    axes.tick_params(labelsize=7, colors=foreground)
+    for spine in axes.spines.values():
+        spine.set_color(foreground)
+    axes.xaxis.label.set_color(foreground)
+    axes.yaxis.label.set_color(foreground)
+    axes.title.set_color(foreground)
+
+
+def render(model, histogram=None, colours=None, theme=None, size=(320, 220)) -> np.ndarray:
+    """The plot of ``model`` as an RGBA picture of ``size`` pixels (any thread)."""
+    theme = theme or _LIGHT
+    figure = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI,
+                    facecolor=theme["background"])
+    FigureCanvasAgg(figure)
+    n_components = model.n_components_
+    colours = colours or {}
+    colour = [colours.get(k + 1) for k in range(n_components)]
+    foreground = theme["foreground"]
+    has_curve = getattr(model, "bic_curve_", None) is not None
+    n_axes = 1 + has_curve
+    figure.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.16 / n_axes,
+                           hspace=0.7)
+    main = figure.add_subplot(n_axes, 1, 1)
+    if model.n_features_in_ == 1:
+        means = np.asarray(model.means_, dtype=float).ravel()
+        spread = np.sqrt(np.max(np.abs(np.asarray(model.covariances_, dtype=float))))
+        if histogram is not None:
+            counts, edges = histogram
+            density = counts / max(counts.sum(), 1) / np.diff(edges)
+            main.stairs(density, edges, fill=True, color=theme["faint"], label="pixels")
+            low, high = edges[0], edges[-1]
         else:
-            main.bar(np.arange(1, n_components + 1), model.weights_,
-                     color=[c if c is not None else "C0" for c in colour])
-            main.set_xlabel("component (label)", fontsize=8)
-            main.set_ylabel("weight", fontsize=8)
-        main.set_title(f"{n_components} components", fontsize=9)
-        main.tick_params(labelsize=7)
-        if has_curve:
-            bic = self.figure.add_subplot(n_axes, 1, 2)
-            candidates = np.asarray(model.n_components_candidates_)
-            bic.plot(candidates, model.bic_curve_, "o-", color="k", markersize=3)
-            bic.axvline(n_components, color="C3", linewidth=1)
-            bic.set_xlabel("number of components", fontsize=8)
-            bic.set_ylabel("BIC", fontsize=8)
-            bic.tick_params(labelsize=7)
-            bic.xaxis.get_major_locator().set_params(integer=True)
-        self.draw_idle()
+            low, high = means.min() - 3 * spread, means.max() + 3 * spread
+        x = np.linspace(low, high, 400)
+        densities = component_densities(model, x)
+        for k, density in enumerate(densities):
+            main.plot(x, density, color=colour[k], linewidth=1.5, label=f"{k + 1}")
+        main.plot(x, densities.sum(axis=0), color=foreground, linewidth=0.8, linestyle="--")
+        main.set_xlabel("intensity", fontsize=8)
+        main.set_yticks([])
+    else:
+        main.bar(np.arange(1, n_components + 1), model.weights_,
+                 color=[c if c is not None else "C0" for c in colour])
+        main.set_xlabel("component (label)", fontsize=8)
+        main.set_ylabel("weight", fontsize=8)
+    main.set_title(f"{n_components} components", fontsize=9)
+    _style(main, theme)
+    if has_curve:
+        bic = figure.add_subplot(n_axes, 1, 2)
+        candidates = np.asarray(model.n_components_candidates_)
+        bic.plot(candidates, model.bic_curve_, "o-", color=foreground, markersize=3)
+        bic.axvline(n_components, color="C3", linewidth=1)
+        bic.set_xlabel("number of components", fontsize=8)
+        bic.set_ylabel("BIC", fontsize=8)
+        bic.xaxis.get_major_locator().set_params(integer=True)
+        _style(bic, theme)
+    figure.canvas.draw()
+    return np.array(figure.canvas.buffer_rgba())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,13 +22,25 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils import progress as activity_progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFrame,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .. import io
 from .._covariance import COVARIANCE_TYPES
 from .._image import is_dask_array
+from .._model import json_params
 from .._progress import Cancelled, progress
-from . import _jobs, _layers, _output
+from . import _jobs, _layers, _output, _record
 from ._plot import MixturePlot
 
 if TYPE_CHECKING:
@@ -45,7 +59,15 @@ _LEADING_AXIS = [
     ("time: one model for all frames", _layers.SHARED_MODEL),
     ("time: fit each frame", _layers.PER_FRAME),
 ]
-_HISTOGRAM_PIXELS = 200_000
+#: Steps of the progress bars (widget and napari's activity panel).
+_BAR_STEPS = 1000
+#: How often the progress bar and the elapsed time are refreshed.
+_TICK_MS = 200
+_PREFIX = "GMM Segmenter: "
+_MEMORY_ADVICE = (
+    " Open the image as a lazy (dask or zarr) layer, crop or bin it, or fit on a "
+    "smaller layer and label the large one with Apply current model."
+)
 
 
 class GMMSegmenterWidget(Container):
@@ -60,68 +82,187 @@ class GMMSegmenterWidget(Container):
     ----------
     model : GMMSegmenter or None
         The model of the last run (or loaded from a file); "Apply model"
-        labels other layers with it, "Save model…" writes it.
+        labels other layers with it, "Save model…" writes it. A preview
+        does not replace it.
     worker : napari thread worker or None
         The running job, if any.
+    record : dict or None
+        How the last result was made (also in its layers' ``metadata``).
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self._viewer = napari_viewer
         self.model = None
+        self.record = None
+        self._model_code = None  # Python that defines `segmenter` as self.model
+        self._model_record = None  # the record of the run (or file) self.model comes from
         self._cancel_requested = threading.Event()
         self.worker = None
-        self._job_kind = None
+        self._job = None  # what the running job works on
         self._preview_pending = False
+        self._shown = None  # the last result's models and histograms, for the plot
+        self._meter = _jobs.Meter()
+        self._activity = None
+        self._started = 0.0
+        self._make_controls()
+        self._lay_out()
+        self._timer = QTimer(self.native)
+        self._timer.setInterval(_TICK_MS)
+        self._timer.timeout.connect(self._tick)
+        self._connect_signals()
+        self._apply_theme()
+        self.reset_choices()
 
-        self.image = ComboBox(label="Image", choices=self._image_choices)
-        self.channel_axis = ComboBox(label="Channel axis", choices=self._channel_choices)
-        self.leading_axis = ComboBox(label="Leading axis", choices=_LEADING_AXIS)
-        self.auto_components = CheckBox(text="Choose the number by BIC (auto)", value=False)
-        self.n_components = SpinBox(label="Components", value=3, min=1, max=50)
-        self.max_components = SpinBox(label="Up to (auto)", value=6, min=2, max=50)
-        self.covariance_type = ComboBox(label="Covariance", choices=_COVARIANCE_TYPES)
+    # ------------------------------------------------------------ building
+
+    def _make_controls(self):
+        self.image = ComboBox(
+            label="Image", choices=self._image_choices,
+            tooltip="The Image layer to segment (2-D, 3-D or n-D; grayscale, RGB or "
+            "multichannel). The plugin's own outputs are not listed.",
+        )
+        self.channel_axis = ComboBox(
+            label="Channel axis", choices=self._channel_choices,
+            tooltip="For a multichannel layer stored as one array: the axis that holds "
+            "the channels (modelled together). Leave 'none' for grayscale; RGB layers "
+            "use their colour axis.",
+        )
+        self.leading_axis = ComboBox(
+            label="Leading axis", choices=_LEADING_AXIS,
+            tooltip="'space' segments an n-D layer as one volume. For a time series "
+            "(time first): one model for every frame (labels mean the same class at "
+            "every time point), or a model per frame (for drifting intensities).",
+        )
+        self.auto_components = CheckBox(
+            text="Choose the number by BIC (auto)", value=False,
+            tooltip="Fit 1 to 'Up to' components and keep the number with the lowest "
+            "BIC; the plot shows the BIC curve.",
+        )
+        self.n_components = SpinBox(
+            label="Components", value=3, min=1, max=50,
+            tooltip="How many classes; labels run 1..K from the darkest to the brightest.",
+        )
+        self.max_components = SpinBox(
+            label="Up to (auto)", value=6, min=2, max=50,
+            tooltip="The largest number of components BIC may choose.",
+        )
+        self.covariance_type = ComboBox(
+            label="Covariance", choices=_COVARIANCE_TYPES,
+            tooltip="Shape of each class in colour space, as in scikit-learn's "
+            "GaussianMixture; with one channel full, diag and spherical are the same.",
+        )
         self.beta = FloatSpinBox(
             label="Smoothing", value=1.0, min=0.0, max=20.0, step=0.1,
             tooltip="Strength of the spatial prior (beta); 0 = pixel-wise GMM. "
             "Smoothing never crosses the time axis.",
         )
-        self.connectivity = ComboBox(label="Neighbourhood", choices=_NEIGHBOURHOODS)
-        self.seed = SpinBox(label="Random seed", value=0, min=0, max=2**31 - 1)
+        self.connectivity = ComboBox(
+            label="Neighbourhood", choices=_NEIGHBOURHOODS,
+            tooltip="Which neighbours the smoothing counts. Voxel sizes come from the "
+            "layer's scale.",
+        )
+        self.seed = SpinBox(
+            label="Random seed", value=0, min=0, max=2**31 - 1,
+            tooltip="The same seed gives the same result every time.",
+        )
         self.mask = ComboBox(
             label="Mask (optional)", choices=self._mask_choices, nullable=True, value=None,
-            tooltip="A Labels or Shapes layer: only pixels inside it are segmented.",
+            tooltip="A Labels or Shapes layer: only pixels inside it are segmented; the "
+            "others get label 0.",
         )
-        self.per_component = CheckBox(text="One Labels layer per component")
-        self.posteriors = CheckBox(text="Posterior maps + uncertainty")
-        self.preview = CheckBox(text="Preview (current 2-D slice)")
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="Progress", value=0, min=0, max=1)
+        self.per_component = CheckBox(
+            text="One Labels layer per component",
+            tooltip="Also add '<image> GMM component k' layers (hidden at first), one "
+            "per class.",
+        )
+        self.posteriors = CheckBox(
+            text="Posterior maps + uncertainty",
+            tooltip="Also add the probability of each class per pixel and their "
+            "normalised entropy (0 sure, 1 undecided), hidden at first.",
+        )
+        self.preview = CheckBox(
+            text="Preview (current 2-D slice)",
+            tooltip="Re-segment only the 2-D slice on screen whenever a setting or the "
+            "slice changes. A preview does not change the current model.",
+        )
+        self.run_button = PushButton(
+            text="Run", tooltip="Fit a model to the image and label all of it, in the "
+            "background.",
+        )
+        self.cancel_button = PushButton(
+            text="Cancel", enabled=False,
+            tooltip="Stop the running job at its next step; the layers stay as they were.",
+        )
+        self.progress = ProgressBar(
+            label="Progress", value=0, min=0, max=_BAR_STEPS,
+            tooltip="How far the running job is; napari's activity panel shows it too.",
+        )
         self.status = Label(value="")
-        self.apply_target = ComboBox(label="Apply model to", choices=self._image_choices)
-        self.apply_button = PushButton(text="Apply current model")
-        self.save_button = PushButton(text="Save model…")
-        self.load_button = PushButton(text="Load model…")
-        buttons = Container(
-            widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
+        self.status.tooltip = "What the widget did last."
+        self.apply_target = ComboBox(
+            label="Apply model to", choices=self._image_choices,
+            tooltip="The layer 'Apply current model' labels (same channels as the model).",
         )
-        model_buttons = Container(
-            widgets=[self.apply_button, self.save_button, self.load_button],
-            layout="horizontal", labels=False,
+        self.apply_button = PushButton(
+            text="Apply current model",
+            tooltip="Label 'Apply model to' with the current model, without refitting, "
+            "so several images get the same classes.",
         )
-        self.extend([
+        self.copy_button = PushButton(
+            text="Copy Python code",
+            tooltip="Put the Python code that reproduces the last result on the clipboard "
+            "(it is also in the output layers' metadata).",
+        )
+        self.save_button = PushButton(
+            text="Save model…",
+            tooltip="Write the current model, with how it was made, to a .npz model file.",
+        )
+        self.load_button = PushButton(
+            text="Load model…",
+            tooltip="Read a model file written by Save model… or gmm-segment --save-model.",
+        )
+        self.max_components.visible = False
+
+    def _lay_out(self):
+        def row(*widgets):
+            return Container(widgets=list(widgets), layout="horizontal", labels=False)
+
+        self._form = Container(labels=True, widgets=[
             self.image, self.channel_axis, self.leading_axis, self.auto_components,
             self.n_components, self.max_components, self.covariance_type, self.beta,
             self.connectivity, self.seed, self.mask, self.per_component, self.posteriors,
-            self.preview, buttons, self.progress, self.status, self.apply_target,
-            model_buttons,
+            self.preview, row(self.run_button, self.cancel_button), self.progress,
+            self.status, self.apply_target, row(self.apply_button, self.copy_button),
+            row(self.save_button, self.load_button),
         ])
-        self.max_components.visible = False
+        for combo in (self.image, self.channel_axis, self.leading_axis,
+                      self.covariance_type, self.connectivity, self.mask, self.apply_target):
+            # a long layer name must not widen the dock: show what fits
+            combo.native.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.native.setMinimumContentsLength(12)
+        status = self.status.native
+        status.setWordWrap(True)
+        status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.plot = MixturePlot()
-        self.native.layout().addWidget(self.plot)
-        self._connect_signals()
-        self.reset_choices()
+        content = QWidget()
+        column = QVBoxLayout(content)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self._form.native)
+        column.addWidget(self.plot)
+        column.addStretch()
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll_area.setWidget(content)
+        scrollbar = self.scroll_area.verticalScrollBar().sizeHint().width()
+        self.scroll_area.setMinimumWidth(content.minimumSizeHint().width() + scrollbar)
+        layout = self.native.layout()
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.scroll_area)
 
     def _connect_signals(self):
         self.image.changed.connect(self.channel_axis.reset_choices)
@@ -129,27 +270,51 @@ class GMMSegmenterWidget(Container):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.apply_button.changed.connect(lambda: self.apply_model())
+        self.copy_button.changed.connect(lambda: self.copy_code())
         self.save_button.changed.connect(lambda: self.save_model())
         self.load_button.changed.connect(lambda: self.load_model())
+        for combo in (self.image, self.mask, self.apply_target):
+            combo.changed.connect(lambda value, combo=combo: combo.native.setToolTip(
+                f"{combo.current_choice}\n\n{combo.tooltip}"
+            ))
         for setting in (
             self.image, self.channel_axis, self.leading_axis, self.auto_components,
             self.n_components, self.max_components, self.covariance_type, self.beta,
             self.connectivity, self.seed, self.mask, self.preview,
         ):
             setting.changed.connect(self._preview_if_on)
-        self._viewer.dims.events.current_step.connect(self._preview_if_on)
+        self._viewer.dims.events.current_step.connect(self._on_step_changed)
+        self._viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._viewer.events.theme.connect(self._apply_theme)
+
+    def reset_choices(self, *args):
+        """Refresh the layer lists (napari calls this when layers change)."""
+        self._form.reset_choices()
+
+    def _apply_theme(self, *args):
+        from napari.utils.theme import get_theme
+
+        try:
+            theme = get_theme(self._viewer.theme)
+        except (ValueError, KeyError):
+            theme = get_theme("dark")
+        self.plot.set_colours(
+            theme.background.as_hex(), theme.text.as_hex(), theme.primary.as_hex()
+        )
 
     # ----------------------------------------------------------- choices
 
     def _image_choices(self, widget=None):
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+        return [
+            (layer.name, layer) for layer in self._viewer.layers
+            if isinstance(layer, Image) and not _is_output(layer)
+        ]
 
     def _mask_choices(self, widget=None):
         return [
             (layer.name, layer)
             for layer in self._viewer.layers
-            if isinstance(layer, (Labels, Shapes))
-            and not layer.name.endswith(_output.LABELS_SUFFIX)
+            if isinstance(layer, (Labels, Shapes)) and not _is_output(layer)
         ]
 
     def _channel_choices(self, widget=None):
@@ -180,7 +345,7 @@ class GMMSegmenterWidget(Container):
     def cancel(self):
         """Stop the running job at its next step; the layers stay as they were."""
         if self.worker is not None:
-            self.status.value = "Cancelling…"
+            self._set_status("Cancelling…")
             self._cancel_requested.set()  # stops EM and smoothing mid-way
             self.worker.quit()
 
@@ -194,22 +359,39 @@ class GMMSegmenterWidget(Container):
         """Segment only the displayed 2-D slice of the image, with the current settings."""
         self._start("preview")
 
+    def copy_code(self):
+        """Put the Python code that reproduces the last result on the clipboard; returns it."""
+        if self.record is None:
+            show_info(f"{_PREFIX}there is no result to reproduce yet; press Run first.")
+            return None
+        code = self.record["python"]
+        QApplication.clipboard().setText(code)
+        self._set_status("Copied the Python code that reproduces the result.")
+        return code
+
     def save_model(self, path=None):
-        """Write the current model to a ``.npz`` model file (asks for a path if none given)."""
+        """Write the current model to a ``.npz`` model file (asks for a path if none given).
+
+        ``.npz`` is added to a name without it, so Load model… lists the file.
+        """
         if self.model is None:
-            show_error("GMM Segmenter: there is no model to save yet; press Run first.")
+            show_error(f"{_PREFIX}there is no model to save yet; press Run first.")
             return None
         if path is None:
             path = self._ask_model_path("w", "Save GMM model")
             if not path:
                 return None
+        path = Path(path)
+        if path.suffix.lower() != ".npz":
+            path = path.with_name(path.name + ".npz")
         try:
-            written = io.save_model(self.model, path)
-        except (OSError, ValueError) as error:
-            show_error(f"GMM Segmenter: could not save the model: {error}")
+            written = io.save_model(self.model, path, record=self._model_record)
+        except (OSError, ValueError, TypeError) as error:
+            show_error(f"{_PREFIX}could not save the model: {error}. Choose a folder "
+                       "you can write to.")
             return None
-        self.status.value = f"Saved model to {Path(written).name}"
-        return written
+        self._set_status(f"Saved model to {Path(written).name}")
+        return Path(written)
 
     def load_model(self, path=None):
         """Read a model file written by Save model… (or ``gmm-segment --save-model``)."""
@@ -220,79 +402,143 @@ class GMMSegmenterWidget(Container):
         try:
             model = io.load_model(path)
         except (OSError, ValueError) as error:
-            show_error(f"GMM Segmenter: {error}")
+            show_error(
+                f"{_PREFIX}{error}. Choose a .npz model file written by Save model… "
+                "or gmm-segment --save-model."
+            )
+            self._set_status("Not loaded; see the notification.")
             return None
         self.model = model
-        self.status.value = (
+        self._model_record = read_record(path)
+        self._model_code = (
+            "import numpy as np\nfrom gmm_segmenter import GMMSegmenter\n"
+            "from gmm_segmenter.io import load_model\n\n"
+            f"segmenter = load_model({str(Path(path).resolve())!r})\n"
+        )
+        self._shown = None
+        self._set_status(
             f"Loaded {Path(path).name}: {model.n_components_} components, "
             f"{model.n_features_in_} channel(s)"
         )
-        self.plot.show_model(model)
+        self._draw(model, None, {})
         return model
 
     def _ask_model_path(self, mode, caption):
         return show_file_dialog(
-            mode=mode, caption=caption, filter="GMM model (*.npz)", parent=self.native
+            mode=mode, caption=caption, filter="GMM model (*.npz);;All files (*)",
+            parent=self.native,
         )
 
     def _preview_if_on(self, *args):
         if self.preview.value:
             self.preview_now()
 
+    def _on_step_changed(self, *args):
+        self._preview_if_on()
+        if self._shown is not None and len(self._shown["models"]) > 1 and not self.running:
+            self._plot_shown()  # fit each frame: the plot follows the time slider
+
+    def _set_status(self, text):
+        self.status.value = text
+        self.status.native.setToolTip(text)
+
     def _start(self, kind):
         if self.running:
             if kind == "preview":
                 self._preview_pending = True
             else:
-                show_info("GMM Segmenter: a job is already running; wait for it or press Cancel.")
+                show_info(f"{_PREFIX}a job is already running; wait for it or press Cancel.")
             return
         try:
-            job, finish = self._prepare(kind)
-        except ValueError as error:
-            show_error(f"GMM Segmenter: {error}")
+            job, finish, layer = self._prepare(kind)
+        except (ValueError, MemoryError) as error:
+            advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
+            show_error(f"{_PREFIX}{error}{advice}")
+            self._set_status(f"Not started: {error}")
             return
         self._cancel_requested = threading.Event()
+        self._meter = _jobs.Meter()
         worker = create_worker(
-            _drive, job, self._cancel_requested, _start_thread=False, _ignore_errors=True
+            _drive, job, self._cancel_requested, self._meter,
+            _start_thread=False, _ignore_errors=True,
         )
-        worker.yielded.connect(self._on_progress)
+        worker.yielded.connect(self._tick)
         worker.returned.connect(finish)
         worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.worker = worker
-        self._job_kind = kind
+        self._job = {"kind": kind, "layer": layer, "removed": False}
         self.run_button.enabled = False
         self.apply_button.enabled = False
         self.cancel_button.enabled = True
         self.progress.value = 0
+        self._started = time.perf_counter()
+        if kind != "preview":
+            verb = "Applying the model" if kind == "apply" else "Fitting"
+            self.plot.message(f"{verb} to {layer.name!r}…\nThe plot shows the new model "
+                              "when the run ends.")
+            self._activity = activity_progress(total=_BAR_STEPS, desc=f"GMM Segmenter: {layer.name}")
+        self._set_status("Starting…")
+        self._timer.start()
         worker.start()
 
-    def _on_progress(self, progress):
-        self.progress.max = max(progress.total, 1)
-        self.progress.value = progress.step
-        self.status.value = progress.message
+    def _tick(self, *args):
+        """Refresh the progress bars and the elapsed time (every 200 ms while a job runs)."""
+        if self.worker is None:
+            return
+        value = int(round(self._meter.fraction() * _BAR_STEPS))
+        self.progress.value = value
+        elapsed = time.perf_counter() - self._started
+        message = self._meter.message
+        self._set_status(f"{message} {elapsed:.0f} s" if elapsed >= 1 else message)
+        activity = self._activity  # napari may process events (and end the job) in update
+        if activity is not None and value > activity.n:
+            activity.update(value - activity.n)
 
     def _on_error(self, error):
         if isinstance(error, Cancelled):
             self._on_aborted()
             return
-        show_error(f"GMM Segmenter: {error}")
-        self.status.value = "Failed; see the notification."
+        advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
+        show_error(f"{_PREFIX}{error}{advice}")
+        self._set_status("Failed; see the notification.")
+        self.plot.message("No new model: the run failed (see the notification).")
 
     def _on_aborted(self):
-        self.status.value = "Cancelled"
+        self._set_status("Cancelled")
         self.progress.value = 0
+        self._plot_shown()
 
     def _on_finished(self):
+        self._timer.stop()
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
         self.worker = None
-        self._job_kind = None
+        self._job = None
         self.run_button.enabled = True
         self.apply_button.enabled = True
         self.cancel_button.enabled = False
-        if self._preview_pending and self.preview.value:
-            self._preview_pending = False
+        pending, self._preview_pending = self._preview_pending, False
+        if pending and self.preview.value:
             self.preview_now()
+
+    def _on_layer_removed(self, event):
+        job = self._job
+        if job is None or event.value is not job["layer"]:
+            return
+        job["removed"] = True
+        self.cancel()
+        show_warning(
+            f"{_PREFIX}the layer {event.value.name!r} was deleted while it was being "
+            "segmented; the job was stopped and no layer was added. Add the image again "
+            "and press Run."
+        )
+
+    def _still_there(self, layer):
+        """Whether ``layer`` is still in the viewer (results of a deleted layer are dropped)."""
+        return layer in self._viewer.layers
 
     # ------------------------------------------------------- job building
 
@@ -306,8 +552,8 @@ class GMMSegmenterWidget(Container):
                 f"{_name(layer)} is multiscale; segment one of its levels as its own layer."
             )
         channel_axis = None if layer.rgb else self.channel_axis.value
-        if channel_axis is not None and channel_axis >= layer.ndim:
-            channel_axis = None
+        if channel_axis is not None and not 0 <= channel_axis < layer.ndim:
+            channel_axis = None  # chosen for another layer (say, RGB's -1)
         return _layers.make_layout(
             _data_of(layer).shape, rgb=layer.rgb, channel_axis=channel_axis,
             leading_axis=self.leading_axis.value,
@@ -328,28 +574,37 @@ class GMMSegmenterWidget(Container):
         }
 
     def _masks(self, layout):
+        """The masks per frame, and how the code that reproduces a run makes them."""
         layer = self.mask.value
         if layer is None:
-            return None
+            return None, None
+        description = {"layer": layer.name, "kind": "labels", "shape": None}
         if isinstance(layer, Shapes):
+            description["kind"] = "shapes"
             if layer.ndim == len(layout.output_shape):
-                array = layer.to_labels(labels_shape=layout.output_shape)
+                shape = layout.output_shape
             elif layer.ndim == len(layout.spatial_shape):
-                array = layer.to_labels(labels_shape=layout.spatial_shape)
+                shape = layout.spatial_shape
             else:
                 raise ValueError(
                     f"The Shapes layer {layer.name!r} has {layer.ndim} dimensions, but the "
                     f"image's pixels have shape {layout.spatial_shape}; draw the shapes on "
                     "the image."
                 )
+            array = layer.to_labels(labels_shape=shape)
+            description["shape"] = list(shape)
         elif isinstance(layer, Labels):
             array = _data_of(layer)
         else:
             raise ValueError(f"{_name(layer)} is neither a Labels nor a Shapes layer.")
         try:
-            return _layers.mask_array(array, layout)
+            masks = _layers.mask_array(array, layout)
         except ValueError as error:
             raise ValueError(f"Mask {layer.name!r}: {error}") from None
+        description["per_frame"] = (
+            layout.time_axis is not None and tuple(np.shape(array)) == layout.output_shape
+        )
+        return masks, description
 
     def _prepare(self, kind):
         layer = self.apply_target.value if kind == "apply" else self.image.value
@@ -359,21 +614,29 @@ class GMMSegmenterWidget(Container):
         data = _data_of(layer)
         if not is_dask_array(data):
             data = np.asarray(data)  # dask and zarr layers stay lazy
-        masks = self._masks(layout)
-        want_posteriors = self.posteriors.value and kind != "preview"
+        masks, mask_description = self._masks(layout)
         if kind == "preview":
-            return self._prepare_preview(layer, layout, data, masks)
+            job, finish = self._prepare_preview(layer, layout, data, masks, mask_description)
+            return job, finish, layer
         request = _jobs.Request(
             frames=layout.frames(data),
             params=self._params(layout, layer),
             masks=masks,
             per_frame=self.leading_axis.value == _layers.PER_FRAME,
             shared=self.leading_axis.value == _layers.SHARED_MODEL,
-            posteriors=want_posteriors,
+            posteriors=self.posteriors.value,
         )
         if kind == "apply":
             if self.model is None:
                 raise ValueError("There is no model yet; press Run or Load model… first.")
+            n_channels = 1 if layout.channel_axis is None else layout.shape[layout.channel_axis]
+            if n_channels != self.model.n_features_in_:
+                raise ValueError(
+                    f"The model was fitted on {self.model.n_features_in_} channel(s), but "
+                    f"{layer.name!r} has {n_channels} as set up (Channel axis: "
+                    f"{self.channel_axis.current_choice}). Choose a layer with the model's "
+                    "channels (and its channel axis), or press Run to fit a new model."
+                )
             params = {k: request.params[k] for k in ("channel_axis", "spacing")}
             # a model fitted on a volume may carry a neighbourhood a plane lacks
             params["connectivity"] = min(self.model.connectivity, len(layout.spatial_axes))
@@ -381,13 +644,30 @@ class GMMSegmenterWidget(Container):
             job = _jobs.apply(self.model, request)
         else:
             job = _jobs.segment(request)
+        want_histogram = layout.channel_axis is None
+        job = _jobs.then(job, lambda result: _jobs.outputs(
+            result, request, time_axis=layout.time_axis,
+            per_component=self.per_component.value, histogram=want_histogram,
+        ))
+        settings = self._settings(layout, mask_description)
 
-        def finish(result):
-            self._show_result(layer, layout, result, data, masks)
+        def finish(outputs):
+            if self._still_there(layer):
+                self._show_result(kind, layer, layout, outputs, request, settings,
+                                  mask_description)
 
-        return job, finish
+        return job, finish, layer
 
-    def _prepare_preview(self, layer, layout, data, masks):
+    def _settings(self, layout, mask_description):
+        return {
+            "channel_axis": layout.channel_axis,
+            "leading_axis": self.leading_axis.value,
+            "mask": mask_description,
+            "one_layer_per_component": bool(self.per_component.value),
+            "posteriors": bool(self.posteriors.value),
+        }
+
+    def _prepare_preview(self, layer, layout, data, masks, mask_description):
         dims = self._viewer.dims
         offset = dims.ndim - layer.ndim
         displayed = [axis - offset for axis in dims.displayed if axis - offset >= 0]
@@ -409,8 +689,8 @@ class GMMSegmenterWidget(Container):
         mask = None
         if masks is not None:
             spatial_index = tuple(index[axis] for axis in layout.spatial_axes)
-            time = 0 if layout.time_axis is None else index[layout.time_axis]
-            mask = masks[time][spatial_index]
+            time_index = 0 if layout.time_axis is None else index[layout.time_axis]
+            mask = masks[time_index][spatial_index]
             if not mask.any():
                 raise ValueError("The mask is empty on the displayed slice; move to a slice inside it.")
         params = self._params(layout, layer, n_spatial=2)
@@ -419,77 +699,152 @@ class GMMSegmenterWidget(Container):
         request = _jobs.Request(frames=[frame], params=params,
                                 masks=None if mask is None else [mask])
         output_index = tuple(index[axis] for axis in layout.output_axes)
+        job = _jobs.then(_jobs.segment(request), lambda result: _jobs.outputs(
+            result, request, time_axis=None, per_component=False,
+            histogram=channel_axis is None,
+        ))
+        code_mask = None
+        if mask_description is not None:
+            mask_axes = layout.spatial_axes
+            if mask_description["per_frame"]:
+                mask_axes = (layout.time_axis,) + mask_axes
+            code_mask = dict(mask_description, index=[index[axis] for axis in mask_axes])
+        settings = self._settings(layout, mask_description)
 
-        def finish(result):
-            labels_layer = _output.labels_layer(self._viewer, layer, layout)
-            labels_layer.data[output_index] = result.labels[0]
+        def finish(outputs):
+            if not self._still_there(layer):
+                return
+            model = outputs.models[-1]
+            code = _record.python_code(
+                image=layer.name, params=params, leading_axis=_layers.SPACE,
+                preview_index=index, mask=code_mask,
+            )
+            record = _record.make_record(
+                operation="preview of the displayed slice", image_layer=layer, model=model,
+                params=json_params(model), settings=settings, code=code,
+            )
+            labels_layer = _output.labels_layer(
+                self._viewer, layer, layout, metadata={_record.METADATA_KEY: record}
+            )
+            labels_layer.data[output_index] = outputs.labels
             labels_layer.refresh()
-            self.model = result.models[-1]
-            self._plot(layer, frame, result.models[-1], labels_layer, layout, mask)
-            self.status.value = "Preview of the displayed slice"
+            self.record = record
+            # the preview's model is fitted on one slice: it does not replace self.model
+            self._shown = {"models": outputs.models, "histograms": outputs.histograms,
+                           "labels_layer": labels_layer, "layer": layer}
+            self._plot_shown()
+            self._set_status("Preview of the displayed slice (press Run to segment all "
+                             "of it and keep the model)")
 
-        return _jobs.segment(request), finish
+        return job, finish
 
     # ------------------------------------------------------------- output
 
-    def _show_result(self, layer, layout, result, data, masks):
-        labels = _jobs.stack(result.labels, layout.time_axis)
-        labels_layer = _output.labels_layer(self._viewer, layer, layout, data=labels)
-        model = result.models[-1]
-        applied = self._job_kind == "apply"
-        if len(result.models) > 1:
-            # fit per frame: the current model is the displayed frame's
-            position = layer.world_to_data(self._viewer.dims.point)
-            frame = int(np.clip(np.round(position[0]), 0, len(result.models) - 1))
-            model = result.models[frame]
-        if not applied:
-            self.model = model
-        n_components = int(max(m.n_components_ for m in result.models))
+    def _show_result(self, kind, layer, layout, outputs, request, settings, mask_description):
+        applied = kind == "apply"
+        models = outputs.models
+        model = models[self._displayed_frame(layer, len(models))]
+        if applied:
+            code = _record.python_code(
+                image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
+                mask=mask_description, source=self._model_code,
+            )
+        else:
+            code = _record.python_code(
+                image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
+                mask=mask_description,
+            )
+        record = _record.make_record(
+            operation="apply model" if applied else "fit and predict", image_layer=layer,
+            model=model, params=json_params(model), settings=settings, code=code,
+        )
+        metadata = {_record.METADATA_KEY: record}
+        labels_layer = _output.labels_layer(
+            self._viewer, layer, layout, data=outputs.labels, metadata=metadata
+        )
         transform = _layers.output_transform(layer, layout)
         _output.show_components(
-            self._viewer, layer.name, labels, transform, n_components,
-            one_per_component=self.per_component.value,
+            self._viewer, layer.name, outputs.components, transform, metadata=metadata
         )
-        if result.posteriors is not None:
-            posteriors = _jobs.stack(result.posteriors, layout.time_axis)
-            _output.show_posteriors(self._viewer, layer.name, posteriors, transform)
-        frame_data = layout.frames(data)[0]
-        frame_mask = None if masks is None else masks[0]
-        self._plot(layer, frame_data, model, labels_layer, layout, frame_mask)
+        _output.show_posteriors(
+            self._viewer, layer.name, outputs.posteriors, outputs.uncertainty, transform,
+            metadata=metadata,
+        )
+        self.record = record
+        if not applied:
+            self.model = model
+            self._model_code = code
+            self._model_record = record
+        self._shown = {"models": models, "histograms": outputs.histograms,
+                       "labels_layer": labels_layer, "layer": layer}
+        self._plot_shown()
         verb = "Applied the model" if applied else "Fitted"
-        self.status.value = f"{verb}: {model.n_components_} components → {labels_layer.name!r}"
+        self._set_status(f"{verb}: {model.n_components_} components → {labels_layer.name!r}")
 
-    def _plot(self, layer, frame, model, labels_layer, layout, mask):
+    def _displayed_frame(self, layer, n_frames):
+        if n_frames == 1:
+            return 0
+        position = layer.world_to_data(self._viewer.dims.point)
+        return int(np.clip(np.round(position[0]), 0, n_frames - 1))
+
+    def _plot_shown(self):
+        """Draw the shown result's model (the displayed frame's, with one model per frame)."""
+        shown = self._shown
+        if shown is None:
+            if self.model is not None:
+                self._draw(self.model, None, {})
+            else:
+                self.plot.clear()
+            return
+        if shown["layer"] not in self._viewer.layers:
+            self.plot.clear()
+            return
+        frame = self._displayed_frame(shown["layer"], len(shown["models"]))
+        model = shown["models"][frame]
+        histograms = shown["histograms"]
+        histogram = None if histograms is None else histograms[min(frame, len(histograms) - 1)]
+        labels_layer = shown["labels_layer"]
         colours = {k: labels_layer.get_color(k) for k in range(1, model.n_components_ + 1)}
-        values = None
-        if model.n_features_in_ == 1 and layout.channel_axis is None:
-            if is_dask_array(frame):  # a lazy volume: plot an evenly strided sample
-                stride = max(1, round((frame.size / _HISTOGRAM_PIXELS) ** (1 / frame.ndim)))
-                sample = (slice(None, None, stride),) * frame.ndim
-                frame = np.asarray(frame[sample])
-                mask = None if mask is None else np.asarray(mask)[sample]
-            values = np.asarray(frame if mask is None else frame[mask]).ravel()
-            if values.size > _HISTOGRAM_PIXELS:
-                values = values[:: values.size // _HISTOGRAM_PIXELS + 1]
+        self._draw(model, histogram, colours)
+
+    def _draw(self, model, histogram, colours):
         try:
-            self.plot.show_model(model, values, colours)
+            self.plot.show_model(model, histogram, colours)
         except Exception as error:  # a plot must never break a run
-            show_info(f"GMM Segmenter: the plot could not be drawn ({error})")
+            show_info(f"{_PREFIX}the plot could not be drawn ({error})")
 
 
-def _drive(job, cancel_requested):
+def _drive(job, cancel_requested, meter=None):
     """Run a job generator in the worker thread, passing on its progress and result.
 
     Cancel takes effect at the job's next yield, and also inside a long fit
-    or prediction: the estimator's progress reports check ``cancel_requested``.
+    or prediction: the estimator's progress reports check ``cancel_requested``
+    and move ``meter`` (a :class:`_jobs.Meter`) between the job's steps.
     """
 
     def check(stage, done, total):
         if cancel_requested.is_set():
             raise Cancelled
+        if meter is not None:
+            meter.report(stage, done, total)
 
     with progress(check):
-        return (yield from job)
+        while True:
+            try:
+                step = next(job)
+            except StopIteration as stop:
+                return stop.value
+            if meter is not None and isinstance(step, _jobs.Progress):
+                meter.job(step)
+            yield step
+
+
+def _is_output(layer) -> bool:
+    """Whether ``layer`` is one of the plugin's outputs (never offered as an input)."""
+    if _record.METADATA_KEY in getattr(layer, "metadata", {}):
+        return True
+    suffixes = (_output.LABELS_SUFFIX, " GMM posteriors", " GMM uncertainty")
+    return layer.name.endswith(suffixes) or " GMM component " in layer.name
 
 
 def _data_of(layer):
@@ -500,3 +855,11 @@ def _data_of(layer):
 def _name(layer):
     return f"Layer {layer.name!r} ({type(layer).__name__})"
 
+
+def read_record(path) -> dict | None:
+    """The record stored in a model file by Save model…, or None."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return json.loads(str(archive["metadata"])).get("record")
+    except (OSError, ValueError, KeyError):
+        return None

@@ -1,0 +1,170 @@
+"""How a result was made: the record stored in output layers and model files.
+
+A record is a JSON-safe dict: the package version, the settings, the fitted
+model's summary, and the Python code that reproduces the labels from the
+layer's data with the public API. Nothing here needs a viewer or Qt.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import numpy as np
+
+from .._model import json_params
+from .._version import __version__
+
+#: Key of the record in a layer's ``metadata`` (and marks the plugin's outputs).
+METADATA_KEY = "gmm_segmenter"
+
+
+def model_summary(model) -> dict:
+    """The fitted model in a few numbers: components, weights, means, convergence, beta."""
+    summary = {
+        "n_components": int(model.n_components_),
+        "n_channels": int(model.n_features_in_),
+        "covariance_type": model.covariance_type,
+        "weights": np.round(np.asarray(model.weights_, dtype=float), 6).tolist(),
+        "means": np.round(np.asarray(model.means_, dtype=float), 6).tolist(),
+    }
+    for name in ("converged_", "n_iter_", "beta_"):
+        value = getattr(model, name, None)
+        if isinstance(value, (bool, np.bool_)):
+            summary[name.rstrip("_")] = bool(value)
+        elif value is not None:
+            summary[name.rstrip("_")] = float(value) if name == "beta_" else int(value)
+    if getattr(model, "bic_curve_", None) is not None:
+        summary["bic"] = {
+            "n_components": [int(n) for n in model.n_components_candidates_],
+            "bic": [float(b) for b in model.bic_curve_],
+        }
+    return summary
+
+
+def _literal(value) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(value, tuple):
+        return repr(tuple(_plain(v) for v in value))
+    return repr(value)
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _constructor(params: dict, indent: str = "") -> str:
+    lines = [f"{indent}    {name}={_literal(value)}," for name, value in params.items()]
+    return f"GMMSegmenter(\n" + "\n".join(lines) + f"\n{indent})"
+
+
+def _index_literal(index) -> str:
+    parts = [":" if isinstance(i, slice) else str(int(i)) for i in index]
+    return "[" + ", ".join(parts) + "]"
+
+
+def mask_code(mask: dict | None) -> list:
+    """Lines that define ``mask`` (a boolean array) from the mask layer, or none."""
+    if mask is None:
+        return []
+    layer = f"viewer.layers[{mask['layer']!r}]"
+    select = "" if mask.get("index") is None else _index_literal(mask["index"])
+    if mask["kind"] == "shapes":
+        shape = tuple(mask["shape"])
+        return [f"mask = ({layer}.to_labels(labels_shape={shape!r}) != 0){select}"]
+    return [f"mask = (np.asarray({layer}.data) != 0){select}"]
+
+
+def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | None = None,
+                preview_index=None, source: str | None = None) -> str:
+    """Python that recomputes the labels in napari's console (``viewer`` is defined there).
+
+    ``leading_axis`` is ``"space"``, ``"shared"`` (one model for every
+    frame) or ``"per-frame"``; ``mask`` describes the mask layer
+    (``layer``, ``kind``, ``shape``, ``per_frame`` when it covers every
+    frame); ``preview_index`` the slice a preview segmented. ``source``, for
+    a model applied to another layer, is the code that made the model (it
+    defines ``segmenter``); ``params`` then holds what applying sets.
+    """
+    lines = ["import numpy as np", "from gmm_segmenter import GMMSegmenter", ""]
+    if source is not None:
+        lines = [source.rstrip(), "", f"# the same model applied to {image!r}"]
+    select = "" if preview_index is None else _index_literal(preview_index)
+    lines.append(f"image = np.asarray(viewer.layers[{image!r}].data){select}")
+    lines += mask_code(mask)
+    fit_mask = predict_mask = ""
+    if mask is not None:
+        fit_mask = predict_mask = ", mask=mask"
+    if source is not None:
+        settings = ", ".join(f"{k}={_literal(v)}" for k, v in params.items())
+        lines.append(f"segmenter.set_params({settings})")
+        if leading_axis == "space" or preview_index is not None:
+            lines.append(f"labels = segmenter.predict(image{predict_mask})")
+        else:
+            frame_mask = _frame_mask(mask)
+            lines.append(f"labels = np.stack([segmenter.predict(frame{frame_mask}) "
+                         "for t, frame in enumerate(image)])")
+        return "\n".join(lines) + "\n"
+    if leading_axis == "space" or preview_index is not None:
+        lines.append(f"segmenter = {_constructor(params)}")
+        lines.append(f"labels = segmenter.fit(image{fit_mask}).predict(image{predict_mask})")
+    elif leading_axis == "shared":
+        lines.append("frames = list(image)  # time is the first axis")
+        if mask is not None:
+            masks = "list(mask)" if mask.get("per_frame") else "[mask] * len(frames)"
+            lines.append(f"masks = {masks}")
+        lines.append(f"segmenter = {_constructor(params)}")
+        lines.append("segmenter.fit(frames" + (", mask=masks" if mask is not None else "") + ")")
+        frame_mask = ", mask=masks[t]" if mask is not None else ""
+        lines.append(f"labels = np.stack([segmenter.predict(frame{frame_mask}) "
+                     "for t, frame in enumerate(frames)])")
+    else:
+        frame_mask = _frame_mask(mask)
+        lines.append("labels = []")
+        lines.append("for t, frame in enumerate(image):  # a model per frame")
+        lines.append(f"    segmenter = {_constructor(params, '    ')}")
+        lines.append(f"    labels.append(segmenter.fit(frame{frame_mask})"
+                     f".predict(frame{frame_mask}))")
+        lines.append("labels = np.stack(labels)")
+    return "\n".join(lines) + "\n"
+
+
+def _frame_mask(mask):
+    if mask is None:
+        return ""
+    return ", mask=mask[t]" if mask.get("per_frame") else ", mask=mask"
+
+
+def make_record(*, operation: str, image_layer, model, params: dict, settings: dict,
+                code: str) -> dict:
+    """The record of one run, JSON-safe (checked with a JSON round trip)."""
+    record = {
+        "gmm_segmenter_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "operation": operation,
+        "image": {
+            "layer": image_layer.name,
+            "shape": [int(n) for n in image_layer.data.shape],
+            "dtype": str(image_layer.data.dtype),
+            "rgb": bool(image_layer.rgb),
+            "scale": [float(s) for s in image_layer.scale],
+        },
+        "settings": settings,
+        "params": params if params is not None else json_params(model),
+        "model": model_summary(model),
+        "python": code,
+    }
+    return json.loads(json.dumps(record, default=_plain_default))
+
+
+def _plain_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
