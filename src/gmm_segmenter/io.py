@@ -339,7 +339,10 @@ def _reason(error) -> str:
 
 @contextlib.contextmanager
 def _replace_when_done(path):
-    """Yield a temporary path next to ``path``; rename it to ``path`` on success."""
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    An ``OSError`` names ``path``, not the temporary file.
+    """
     path = Path(path)
     # os.open with mode 0o666 honours the umask, as a plain open() would
     # (tempfile.mkstemp would leave the output readable by its owner only).
@@ -350,12 +353,18 @@ def _replace_when_done(path):
             break
         except FileExistsError:  # pragma: no cover - 32 random bits collided
             continue
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         yield temporary
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.errno is not None and (
+            error.filename in (None, str(temporary), temporary)
+        ):
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 
@@ -384,8 +393,11 @@ def write_png(path, array) -> Path:
     array = np.asarray(array)
     if array.dtype not in (np.uint8, np.uint16):
         raise TypeError(f"PNG images are uint8 or uint16; got dtype {array.dtype}")
+    # encoded in memory, then written as plain bytes: a failing write (a full
+    # disk) is one OSError, with no half-closed imageio plugin left behind
+    data = iio.imwrite("<bytes>", array, extension=".png")
     with _replace_when_done(path) as temporary:
-        iio.imwrite(temporary, array, extension=".png")
+        Path(temporary).write_bytes(data)
     return Path(path)
 
 

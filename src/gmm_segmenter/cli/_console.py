@@ -5,9 +5,29 @@ Errors always go to stderr, one line each; ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 
 PROG = "gmm-segment"
+
+
+_current = threading.local()
+
+
+def current_input() -> str | None:
+    """The label of the input this thread is working on, for warnings."""
+    return getattr(_current, "label", None)
+
+
+@contextlib.contextmanager
+def working_on(label):
+    """Warnings raised inside name ``label``."""
+    previous, _current.label = current_input(), label
+    try:
+        yield
+    finally:
+        _current.label = previous
 
 
 def describe(error) -> str:
@@ -29,6 +49,7 @@ class Console:
         from tqdm.auto import tqdm
 
         self.quiet, self.debug = quiet, debug
+        self.stdout_broken = False
         self.stage_bar = None
         self.bar = tqdm(
             total=total, unit="image", desc=PROG, file=sys.stderr, leave=False,
@@ -36,10 +57,16 @@ class Console:
         )
 
     def _write(self, text, stream):
-        if self.bar.disable:
-            print(text, file=stream, flush=True)
-        else:
-            self.bar.write(text, file=stream)
+        if stream is sys.stdout and self.stdout_broken:
+            return
+        try:
+            if self.bar.disable:
+                print(text, file=stream, flush=True)
+            else:
+                self.bar.write(text, file=stream)
+        except (OSError, ValueError):  # a closed pipe or a full disk: results still go on
+            if stream is sys.stdout:
+                self.stdout_broken = True
 
     def info(self, text):
         if not self.quiet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import traceback
@@ -19,8 +20,32 @@ class _CannotStart(Exception):
     """--mask or --model cannot be read: reported, and nothing is segmented."""
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stop as on Ctrl-C, so unfinished results are cleared away."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def main(argv=None) -> int:
     """Run ``gmm-segment`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    previous = _on_termination()
+    try:
+        with _warnings_name_their_file():
+            return _main(argv)
+    except _Terminated as stop:
+        _say(f"{PROG}: stopped by signal {stop.signum}")
+        return 128 + stop.signum
+    except KeyboardInterrupt:  # Ctrl-C, at any moment
+        _say(f"{PROG}: interrupted")
+        return 130
+    finally:
+        _restore(previous)
+        _flush_stdout()
+
+
+def _main(argv) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
@@ -39,9 +64,72 @@ def main(argv=None) -> int:
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+
+
+def _say(text):
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
+
+
+def _on_termination():
+    """Turn SIGTERM and SIGHUP into :class:`_Terminated` (main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum, frame):
+        raise _Terminated(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) in (signal.SIG_DFL, None):
+            previous[number] = signal.signal(number, stop)
+    return previous
+
+
+def _restore(previous):
+    import signal
+
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
+def _flush_stdout():
+    """Flush stdout; if it is closed or full, say so once and silence the exit's flush."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError) as error:
+        if getattr(error, "errno", None) != errno.EPIPE:
+            _say(f"{PROG}: warning: cannot write to standard output ({describe(error)})")
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+
+
+@contextlib.contextmanager
+def _warnings_name_their_file():
+    """Print warnings as one line each, prefixed with the input they concern."""
+    import warnings
+
+    from ._console import current_input
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        label = current_input()
+        text = describe(message)
+        if label and not text.startswith(label):
+            text = f"{label}: {text}"
+        _say(f"{PROG}: warning: {text}")
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def _run(args, parser) -> int:
@@ -57,6 +145,8 @@ def _run(args, parser) -> int:
             f"--save-model saves one model, but {len(sources)} inputs each get their "
             "own; add --fit-on to fit one model on all of them"
         )
+    if args.save_model is not None:
+        _check_save_model_path(args.save_model, parser)
     console = Console(len(sources), args.quiet, args.debug)
     failed = len(collect_errors)
     for message in collect_errors:
@@ -89,6 +179,17 @@ def _run(args, parser) -> int:
         f"{args.outdir}{os.sep}" + (f"; {failed} failed" if failed else "")
     )
     return 1 if failed else 0
+
+
+def _check_save_model_path(path, parser):
+    """Refuse a --save-model path that cannot be written, before the batch runs."""
+    folder = path.parent
+    if path.is_dir():
+        parser.error(f"--save-model {path}: is a folder; name the model file")
+    if not folder.is_dir():
+        parser.error(f"--save-model {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        parser.error(f"--save-model {path}: the folder {folder} is not writable")
 
 
 def _make_outdir(outdir, console):

@@ -19,7 +19,7 @@ from .._image import is_dask_array
 from .._progress import progress
 from ..estimator import GMMSegmenter
 from ..io import read_zarr, write_json
-from ._console import describe
+from ._console import describe, working_on
 from ._folder import ResultSet
 from ._inputs import Prepared, Source, load_source, prepare
 from ._outputs import Options, build_report, segmented_image, timings, write_outputs
@@ -64,6 +64,10 @@ class Runner:
         self.on_stage = lambda stage, done, total: None
 
     def read(self, source) -> Prepared:
+        with working_on(source.label):
+            return self._read(source)
+
+    def _read(self, source) -> Prepared:
         image = load_source(source, self.args.max_pixels)
         return prepare(image, self.args.channel_axis, self.mask)
 
@@ -89,6 +93,10 @@ class Runner:
         return segmenter, "fitted on this image"
 
     def process(self, source, prepared=None, read_seconds=0.0) -> Outcome:
+        with working_on(source.label):
+            return self._process(source, prepared, read_seconds)
+
+    def _process(self, source, prepared, read_seconds) -> Outcome:
         try:
             started = time.perf_counter()
             if prepared is None:

@@ -1,0 +1,147 @@
+"""gmm-segment reports every problem on one line with a documented exit status."""
+
+import errno
+import gc
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gmm_segmenter import cli
+from gmm_segmenter import io as gio
+
+_COMMAND = [sys.executable, "-m", "gmm_segmenter"]
+_ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+
+
+def _hidden(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")] if folder.exists() else []
+
+
+def test_ctrl_c_while_building_the_parser_is_130(monkeypatch, capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("gmm_segmenter.cli._main.build_parser", interrupted)
+    assert cli.main(["x.png"]) == 130
+    assert capsys.readouterr().err == "gmm-segment: interrupted\n"
+
+
+@pytest.mark.parametrize("stage", ["gmm_segmenter.cli._inputs.collect_sources",
+                                   "gmm_segmenter.cli._runner.run_all",
+                                   "gmm_segmenter.cli._folder.tidy"])
+def test_ctrl_c_at_each_stage_is_130(stage, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, interrupted)
+    assert cli.main(["--sample", "coins", "-o", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.endswith("gmm-segment: interrupted\n")
+    assert _hidden(tmp_path) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("delay", [1.5, 4.0])
+def test_ctrl_c_at_any_moment_exits_130(tmp_path, delay):
+    # (Ctrl-C while the Python interpreter itself starts, before any of
+    # gmm-segment's code runs, ends the process by the signal, as for any
+    # Python program)
+    child = subprocess.Popen([*_COMMAND, "--sample", "coins", "-k", "2", "-o", str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_ENV)
+    time.sleep(delay)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode in (130, 0), err.decode()
+    assert b"Traceback" not in err
+    assert _hidden(tmp_path) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)])
+def test_termination_clears_unfinished_results(tmp_path, signum):
+    child = subprocess.Popen(
+        [*_COMMAND, "--sample", "astronaut", "--sample", "coffee", "-k", "4", "-o", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_ENV,
+    )
+    time.sleep(4.0)
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode in (128 + signum, 0), err.decode()
+    assert b"Traceback" not in err
+    assert _hidden(tmp_path) == []
+    for name in ("astronaut", "coffee"):  # each result set is whole or absent
+        assert (tmp_path / f"{name}_report.json").exists() == (
+            tmp_path / f"{name}_labels.tif"
+        ).exists()
+
+
+def test_a_closed_stdout_is_no_traceback(tmp_path):
+    child = subprocess.Popen([*_COMMAND, "--sample", "coins", "-k", "2", "--beta", "0",
+                              "-o", str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_ENV)
+    child.stdout.close()  # as `| head -c 0` does
+    err = child.stderr.read()
+    child.wait(timeout=120)
+    assert child.returncode == 0, err.decode()
+    assert err == b""
+    assert (tmp_path / "coins_report.json").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_stdout_is_one_warning(tmp_path):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([*_COMMAND, "--sample", "coins", "-k", "2", "--beta", "0",
+                                 "-o", str(tmp_path)],
+                                stdout=full, stderr=subprocess.PIPE, env=_ENV, timeout=120)
+    err = result.stderr.decode()
+    assert result.returncode == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert len(err.strip().splitlines()) <= 1
+    assert (tmp_path / "coins_report.json").exists()
+
+
+def test_a_full_disk_is_one_error_naming_the_file(tmp_path, monkeypatch, capfd):
+    from pathlib import Path
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match=r"No space left on device: '.*out.png'") as raised:
+        gio.write_png(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
+    assert ".part" not in str(raised.value)
+    gc.collect()
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_model_problems_are_found_before_the_batch(tmp_path, capsys):
+    for target, problem in [(tmp_path / "missing" / "m.npz", "does not exist"),
+                            (tmp_path, "is a folder")]:
+        status = cli.main(["--sample", "coins", "-o", str(tmp_path / "out"),
+                           "--save-model", str(target)])
+        err = capsys.readouterr().err
+        assert status == 2 and problem in err and str(target) in err
+        assert ".part" not in err
+        assert not (tmp_path / "out").exists()
+
+
+def test_warnings_name_the_file_they_concern(tmp_path, capsys):
+    gray = (np.arange(40)[None, :] // 14 * 80 + np.zeros((30, 1))).astype(np.uint8)
+    noise = np.random.default_rng(0).integers(0, 5, size=gray.shape).astype(np.uint8)
+    rgb = np.repeat((gray + noise)[..., None], 3, axis=-1)
+    gio.write_png(tmp_path / "grey-as-rgb.png", rgb)
+    status = cli.main([str(tmp_path / "grey-as-rgb.png"), "-k", "3", "--beta", "0",
+                       "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 0
+    lines = err.strip().splitlines()
+    assert lines and all(
+        line.startswith(f"gmm-segment: warning: {tmp_path / 'grey-as-rgb.png'}: ")
+        for line in lines
+    ), err
+    assert any("linearly dependent" in line for line in lines)
