@@ -66,6 +66,7 @@ Run from the repository root::
     python benchmarks/anatomy.py --only mni      # cases whose name contains "mni"
     python benchmarks/anatomy.py --methods default "beta=0" Atropos
     python benchmarks/anatomy.py --json results.json
+    python benchmarks/anatomy.py --from-json results.json   # its tables again
 
 The peers do not depend on ``GMMSegmenter``, so their results are kept in
 a cache (``~/.cache/gmm-segmenter-benchmarks/anatomy``, or ``--cache-dir``)
@@ -100,9 +101,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _phantoms  # noqa: E402
+import _phantoms
 
-from gmm_segmenter import GMMSegmenter  # noqa: E402
+from gmm_segmenter import GMMSegmenter
 
 N_CLASSES = 3
 FIXED_BETAS = (0.25, 0.5, 1.0, 1.5)
@@ -492,6 +493,23 @@ class Cache:
         os.replace(temporary, self._results_file())
 
 
+def warm_up(methods):
+    """Run every method once on small images, so that one-off costs (imports,
+    compiling kernels on first use) do not land in the first case's time."""
+    rng = np.random.default_rng(0)
+    for shape, spacing in (((48, 48), (1.0, 1.0)), ((12, 24, 24), (1.0, 1.0, 1.0))):
+        image = (1 + np.indices(shape).sum(axis=0) % 3 + rng.normal(scale=0.1, size=shape))
+        for name, method in methods.items():
+            if method is None:
+                continue
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                try:
+                    method(image.astype(np.float32), None, spacing)
+                except Exception as error:  # noqa: BLE001 - the real run will show it again
+                    print(f"warm-up of {name} on {shape} failed: {error!r}", file=sys.stderr)
+
+
 def run(cases, methods, cache, matching="overlap", log=print):
     anatomies = {}
     rows = []
@@ -577,6 +595,12 @@ def report(rows, out=print):
         scores = [row["results"][name]["dice"] for row in rows if row["results"][name]]
         means.append(f"{np.mean(scores):.3f}" if len(scores) == len(rows) else "n/a")
     out("| **mean** | " + " | ".join(means) + " | | |" + (" |" if "bias_field=auto" in names else ""))
+    seconds = []
+    for name in names:
+        times = [row["results"][name]["seconds"] for row in rows if row["results"][name]]
+        seconds.append(f"{np.median(times):.2f} s" if times else "n/a")
+    out("| median time | " + " | ".join(seconds) + " | | |"
+        + (" |" if "bias_field=auto" in names else ""))
 
     out("")
     out(f"Targets of issue 12 (information): lead >= {TARGET_LEAD} in every case, "
@@ -607,6 +631,8 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", metavar="NAME",
                         help="only these methods (names as in the table)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="print the tables of a run saved with --json, run nothing")
     parser.add_argument("--matching", choices=("overlap", "intensity"), default="overlap",
                         help="how labels are paired with classes (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="list cases and methods and exit")
@@ -616,6 +642,10 @@ def main(argv=None):
                         help="recompute everything and keep nothing")
     args = parser.parse_args(argv)
 
+    if args.from_json:
+        with open(args.from_json) as handle:
+            report(json.load(handle)["cases"])
+        return
     methods = all_methods()
     cases = [c for c in CASES if c.quick] if args.quick else list(CASES)
     if args.only:
@@ -638,11 +668,12 @@ def main(argv=None):
     load_before = load_average()
     start = time.perf_counter()
     cache = Cache(None if args.no_cache else args.cache_dir)
+    warm_up(methods)
     rows = run(cases, methods, cache, args.matching)
     total = time.perf_counter() - start
     load_after = load_average()
     report(rows)
-    print("")
+    print()
     print(f"{len(rows)} cases in {total:.0f} s; 1-minute load average {load_before:.2f} before, "
           f"{load_after:.2f} after, on {os.cpu_count()} cores")
     if max(load_before, load_after) > (os.cpu_count() or 1) * 0.75:
