@@ -14,9 +14,25 @@ Layouts are scikit-learn's: for ``K`` components and ``d`` channels,
 
 from __future__ import annotations
 
-import numpy as np
-
 __all__ = ["COVARIANCE_TYPES", "CovarianceType", "CollapsedCovariance"]
+
+
+class _NumPyOnFirstUse:
+    """``numpy``, imported when this module first uses it.
+
+    ``gmm-segment --help`` lists the names in :data:`COVARIANCE_TYPES` and
+    must not wait for numpy; the first attribute looked up replaces this
+    placeholder with the module itself, so later calls go straight to numpy.
+    """
+
+    def __getattr__(self, name):
+        import numpy
+
+        globals()["np"] = numpy
+        return getattr(numpy, name)
+
+
+np = _NumPyOnFirstUse()
 
 
 class CollapsedCovariance(ValueError):
