@@ -5,7 +5,8 @@ fuzzing (``benchmarks/fuzz.py``) that used to hang ``read_image`` or make it
 allocate tens of GiB: a chain of pages that loops (``hostile-page-loop.tif``,
 419 bytes: endless pages and log lines), a 418-byte file declaring 274 MB of
 deflate data (seconds of decoding), a 236-byte file declaring 27 billion
-pixels and a strip byte count far beyond the file's size.
+pixels and a strip byte count far beyond the file's size; and a PNG whose
+chunk claims 2 GB (Pillow allocated the claim before reading).
 """
 
 import json
@@ -25,7 +26,7 @@ from gmm_segmenter import cli
 from gmm_segmenter import io as gio
 
 DATA = Path(__file__).parent / "data"
-HOSTILE = sorted(DATA.glob("hostile-*.tif"))
+HOSTILE = sorted(DATA.glob("hostile-*"))
 
 _READ_ALL = textwrap.dedent("""
     import json, resource, sys, time
@@ -44,16 +45,16 @@ _READ_ALL = textwrap.dedent("""
 """)
 
 
-def test_the_hostile_tiffs_are_there():
+def test_the_hostile_files_are_there():
     assert [p.name for p in HOSTILE] == [
         "hostile-deflate-claim.tif", "hostile-huge-shape.tif", "hostile-huge-strip.tif",
-        "hostile-page-loop.tif",
+        "hostile-page-loop.tif", "hostile-png-chunk-claim.png",
     ]
     assert all(p.stat().st_size < 500 for p in HOSTILE)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses an address-space limit")
-def test_hostile_tiffs_are_refused_quickly_within_two_gigabytes():
+def test_hostile_files_are_refused_quickly_within_two_gigabytes():
     # in a killable process under a 2 GB memory limit: a hang or a memory
     # blow-up fails this test instead of the test run
     result = subprocess.run(
@@ -72,7 +73,7 @@ def test_hostile_tiffs_are_refused_quickly_within_two_gigabytes():
 
 
 @pytest.mark.parametrize("path", HOSTILE, ids=lambda p: p.name)
-def test_each_hostile_tiff_gives_one_clear_line_in_the_cli(path, tmp_path, capfd):
+def test_each_hostile_file_gives_one_clear_line_in_the_cli(path, tmp_path, capfd):
     status = cli.main([str(path), "-o", str(tmp_path / "out"), "--quiet"])
     err = capfd.readouterr().err
     assert status == 1

@@ -140,8 +140,19 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
             f"{name} must be an image given as an array (or a list of arrays for "
             f"a batch); got {type(image).__name__}."
         )
+    if isinstance(channel_axis, (bool, np.bool_)):
+        raise ValueError(
+            f"channel_axis={channel_axis} is not an axis; pass an integer such as "
+            "channel_axis=-1 (the last axis), or channel_axis=None if the image is grayscale."
+        )
     if convert is not None:
         image, mask = convert(image, mask)
+    hidden = None
+    if isinstance(image, np.ma.MaskedArray):  # its mask hides pixels, as mask= would
+        hidden = np.ma.getmaskarray(image)
+        image = np.ma.getdata(image)
+    if is_dask_array(image):
+        _check_chunks(image, name)
     # a dask array stays lazy: everything below only reads its shape and dtype
     array = _real_array(image if is_dask_array(image) else np.asarray(image), name)
     if array.ndim == 0:
@@ -151,6 +162,7 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
         )
     if channel_axis is None:
         pixels = array[..., np.newaxis]
+        hidden = None if hidden is None else hidden[..., np.newaxis]
     else:
         if array.ndim < 2:
             raise ValueError(
@@ -166,6 +178,7 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
                 "image is grayscale."
             )
         pixels = np.moveaxis(array, channel_axis, -1)
+        hidden = None if hidden is None else np.moveaxis(hidden, channel_axis, -1)
     if pixels.size == 0:
         raise ValueError(
             f"{name} is empty (shape {array.shape}); pass an image with at least "
@@ -175,7 +188,31 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
         # float16 has too little precision and range for the arithmetic below:
         # one float32 copy (twice the input), the caller's array is untouched.
         pixels = pixels.astype(np.float32)
-    return ImageView(pixels=pixels, mask=_as_mask(mask, pixels.shape[:-1], name))
+    mask = _as_mask(mask, pixels.shape[:-1], name)
+    if hidden is not None and hidden.any():
+        shown = ~hidden.any(axis=-1)
+        mask = shown if mask is None else mask & shown
+    return ImageView(pixels=pixels, mask=mask)
+
+
+# Far beyond any real volume's chunk count; building a graph that size alone
+# exhausts memory.
+_MAX_CHUNKS = 10_000_000
+
+
+def _check_chunks(image, name):
+    """A dask array's chunk sizes must be known, and its chunks countable."""
+    if any(isinstance(n, float) and math.isnan(n) for n in image.shape):
+        raise ValueError(
+            f"{name} is a dask array with unknown chunk sizes (shape {image.shape}); "
+            f"call {name}.compute_chunk_sizes() first."
+        )
+    if image.npartitions > _MAX_CHUNKS:
+        raise ValueError(
+            f"{name} is a dask array of {image.npartitions} chunks (shape {image.shape}, "
+            f"chunk size {image.chunksize}), more than {_MAX_CHUNKS}; use larger chunks "
+            f"({name}.rechunk(...))."
+        )
 
 
 def _real_array(array, name):
@@ -218,6 +255,11 @@ def _as_mask(mask, spatial_shape, name) -> np.ndarray | None:
             raise TypeError(
                 f"mask for {name} has dtype {mask.dtype}; pass a boolean array "
                 "(True where pixels are used)."
+            )
+        if mask.dtype.kind == "f" and not is_dask_array(mask) and np.isnan(mask).any():
+            raise ValueError(
+                f"mask for {name} holds NaN, which is neither True nor False; pass a "
+                "boolean array (True where pixels are used), e.g. np.nan_to_num(mask) != 0."
             )
         mask = mask != 0
     return mask

@@ -243,10 +243,12 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        # in standardised units (unit variance): far above 1 only smooths away the data
+        "reg_covar": [Interval(Real, 0.0, 1e10, closed="both")],
         "max_samples": [Interval(Integral, 1, None, closed="left"), None],
         "n_components_range": [tuple, list],
-        "beta": [Interval(Real, 0.0, None, closed="left"), StrOptions({"auto"})],
+        # beyond 1e6 the prior alone decides every label (and models refuse it)
+        "beta": [Interval(Real, 0.0, 1e6, closed="both"), StrOptions({"auto"})],
         "connectivity": [Interval(Integral, 1, None, closed="left")],
         "spacing": ["array-like", None],
         "max_iter_spatial": [Interval(Integral, 1, None, closed="left")],

@@ -127,8 +127,8 @@ def read_zarr(path, *, max_pixels=MAX_LAZY_PIXELS):
     """A zarr array store as a lazy dask array (nothing is read yet).
 
     The store's shape is checked against ``max_pixels`` from its metadata.
-    A store of many small chunks is read several chunks per dask block, so
-    the task graph stays small.
+    A store of very many small chunks (over 10 000) is read several chunks
+    per dask block, so the task graph stays small.
 
     Raises ``ValueError`` naming the store when dask or zarr is missing, the
     store holds no array, or it is larger than ``max_pixels``.
@@ -149,12 +149,29 @@ def read_zarr(path, *, max_pixels=MAX_LAZY_PIXELS):
     _check_pixels(path, shape, dtype, max_pixels, in_memory=False)
     if not shape or 0 in shape:
         raise ValueError(f"{path}: the zarr array of shape {shape} holds no pixels")
+    try:
+        missing = int(array.nchunks) - int(array.nchunks_initialized)
+    except Exception:  # pragma: no cover - a store that cannot list its chunks
+        missing = 0
+    if missing:
+        warnings.warn(
+            f"{path}: {missing} of {array.nchunks} chunks are not stored; zarr reads "
+            f"them as the fill value {np.asarray(array.fill_value).item()!r}",
+            UserWarning, stacklevel=2,
+        )
     return da.from_zarr(array, chunks=_dask_chunks(shape, chunks, dtype))
 
 
+# Up to this many chunks, dask reads a store chunk by chunk (and the labels are
+# written in the same chunks); beyond, a task per chunk makes the graph itself slow.
+_MAX_ZARR_BLOCKS = 10_000
+
+
 def _dask_chunks(shape, chunks, dtype):
-    """Dask blocks of whole zarr chunks, grown along the last axes to about 4 MiB."""
+    """The store's chunks; for a store of very many, whole chunks grown to about 4 MiB."""
     blocks = [min(max(1, int(c)), n) for c, n in zip(chunks, shape)]
+    if math.prod(-(-n // c) for n, c in zip(shape, blocks)) <= _MAX_ZARR_BLOCKS:
+        return tuple(blocks)
     target = 4 * 1024 * 1024 // max(dtype.itemsize, 1)
     for axis in range(len(shape) - 1, -1, -1):  # the last axis is contiguous
         while math.prod(blocks) * 2 <= target and blocks[axis] < shape[axis]:
@@ -253,9 +270,35 @@ def _read_tiff(path, max_pixels, file_size):
         return image
 
 
-def _read_pillow(path, max_pixels):
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png_chunks(path, file_size):
+    """Refuse a PNG chunk that claims more bytes than the file holds (Pillow would
+    allocate the claim, up to 2 GiB, before finding out)."""
+    with open(path, "rb") as stream:
+        if stream.read(8) != _PNG_SIGNATURE:
+            return
+        position = 8
+        while position + 8 <= file_size:
+            stream.seek(position)
+            header = stream.read(8)
+            length = int.from_bytes(header[:4], "big")
+            if length > file_size - position - 8:
+                raise ValueError(
+                    f"a PNG chunk at byte {position} claims {length:,} bytes, more than "
+                    f"the file of {file_size:,} bytes holds"
+                )
+            if header[4:8] == b"IEND":
+                return
+            position += 12 + length
+
+
+def _read_pillow(path, max_pixels, file_size):
     import imageio.v3 as iio
     from PIL import Image
+
+    _check_png_chunks(path, file_size)
 
     with Image.open(path) as opened:  # reads the header only
         width, height = opened.size
@@ -312,7 +355,7 @@ def read_image(path, *, max_pixels=MAX_PIXELS) -> np.ndarray:
             if path.suffix.lower() in _TIFF_EXTENSIONS:
                 image = _read_tiff(path, max_pixels, file_size)
             else:
-                image = _read_pillow(path, max_pixels)
+                image = _read_pillow(path, max_pixels, file_size)
         except ValueError as error:
             if str(error).startswith(f"{path}:"):
                 raise

@@ -1,0 +1,72 @@
+"""Inputs that used to give an unclear message or a silent surprise."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gmm_segmenter import GMMSegmenter
+from gmm_segmenter import io as gio
+
+
+def _image(seed=0):
+    rng = np.random.default_rng(seed)
+    return np.repeat([10.0, 100.0], 50)[np.newaxis].repeat(6, axis=0) + rng.normal(size=(6, 100))
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"beta": 1e308}, r"'beta' parameter of GMMSegmenter must be a float in the range "
+                      r"\[0.0, 1000000.0\]"),
+    ({"reg_covar": 1e308}, r"'reg_covar' parameter of GMMSegmenter must be a float in the range"),
+])
+def test_huge_parameters_name_themselves(params, match):
+    with pytest.raises(ValueError, match=match):
+        GMMSegmenter(2, **params).fit(_image())
+
+
+def test_channel_axis_true_is_not_axis_one():
+    rgb = np.dstack([_image(), _image(1), _image(2)])
+    with pytest.raises(ValueError, match="channel_axis=True is not an axis"):
+        GMMSegmenter(2, channel_axis=True).fit(rgb)
+
+
+def test_the_mask_of_a_masked_array_is_used():
+    image = _image()
+    hidden = np.zeros(image.shape, bool)
+    hidden[:, :10] = True
+    masked = np.ma.masked_array(image, mask=hidden)
+    segmenter = GMMSegmenter(2, beta=0.0, random_state=0)
+    labels = segmenter.fit_predict(masked)
+    assert (labels[hidden] == 0).all() and (labels[~hidden] > 0).all()
+    np.testing.assert_array_equal(labels, GMMSegmenter(2, beta=0.0, random_state=0)
+                                  .fit_predict(image, mask=~hidden))
+
+
+def test_nan_in_a_mask_is_refused():
+    mask = np.ones(_image().shape)
+    mask[0, 0] = np.nan
+    with pytest.raises(ValueError, match="mask for X holds NaN"):
+        GMMSegmenter(2).fit(_image(), mask=mask)
+
+
+def test_a_dask_array_with_unknown_chunks_says_so():
+    da = pytest.importorskip("dask.array")
+    lazy = da.from_array(_image(), chunks=(3, 50))
+    lazy = lazy[lazy[:, 0] > -1e9]
+    with pytest.raises(ValueError, match=r"unknown chunk sizes .*compute_chunk_sizes\(\)"):
+        GMMSegmenter(2).fit(lazy)
+
+
+def test_missing_zarr_chunks_are_reported(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("dask")
+    store = zarr.open_array(str(tmp_path / "v.zarr"), mode="w", shape=(10, 10), chunks=(5, 5),
+                            dtype="uint8")
+    store[:5, :5] = 3
+    with pytest.warns(UserWarning, match=r"v.zarr: 3 of 4 chunks are not stored; zarr reads "
+                                         r"them as the fill value 0"):
+        gio.read_zarr(tmp_path / "v.zarr")
+    store[:] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gio.read_zarr(tmp_path / "v.zarr")
