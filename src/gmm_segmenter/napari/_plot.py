@@ -79,9 +79,13 @@ class MixturePlot(QLabel):
             _start_thread=False,
         )
         worker.returned.connect(lambda picture: self._show_picture(picture, token))
-        worker.finished.connect(lambda: setattr(self, "rendering", None))
+        worker.finished.connect(lambda: self._done_rendering(worker))
         self.rendering = worker
         worker.start()
+
+    def _done_rendering(self, worker):
+        if self.rendering is worker:  # an older picture may finish after a newer one started
+            self.rendering = None
 
     def _show_picture(self, picture, token):
         if token != self._token:
@@ -117,8 +121,8 @@ def render(model, histogram=None, colours=None, theme=None, size=(320, 220)) -> 
     foreground = theme["foreground"]
     has_curve = getattr(model, "bic_curve_", None) is not None
     n_axes = 1 + has_curve
-    figure.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.16 / n_axes,
-                           hspace=0.7)
+    figure.subplots_adjust(left=0.14, right=0.97, top=0.92 if has_curve else 0.9,
+                           bottom=0.13 if has_curve else 0.18, hspace=0.75)
     main = figure.add_subplot(n_axes, 1, 1)
     if model.n_features_in_ == 1:
         means = np.asarray(model.means_, dtype=float).ravel()

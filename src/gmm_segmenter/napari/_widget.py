@@ -226,7 +226,9 @@ class GMMSegmenterWidget(Container):
 
     def _lay_out(self):
         def row(*widgets):
-            return Container(widgets=list(widgets), layout="horizontal", labels=False)
+            buttons = Container(widgets=list(widgets), layout="horizontal", labels=False)
+            buttons.margins = (0, 0, 0, 0)  # rows of buttons, as compact as the controls
+            return buttons
 
         self._form = Container(labels=True, widgets=[
             self.image, self.channel_axis, self.leading_axis, self.auto_components,
