@@ -31,16 +31,37 @@ class _Terminated(KeyboardInterrupt):
 def main(argv=None) -> int:
     """Run ``gmm-segment`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     previous = _on_termination()
+    previous_hook = sys.unraisablehook
+    stops = []  # interrupts that arrived where Python could only print them
+
+    def unraisable(report):
+        if isinstance(report.exc_value, KeyboardInterrupt):
+            stops.append(report.exc_value)
+        else:
+            previous_hook(report)
+
+    sys.unraisablehook = unraisable
     try:
         with _warnings_name_their_file():
-            return _main(argv)
-    except _Terminated as stop:
-        _say(f"{PROG}: stopped by signal {stop.signum}")
-        return 128 + stop.signum
-    except KeyboardInterrupt:  # Ctrl-C, at any moment
-        _say(f"{PROG}: interrupted")
-        return 130
+            status = _main(argv)
+        if stops:  # the run went on past an interrupt it could not raise: report it now
+            raise stops[0]
+        return status
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP, at any moment
+        signum = getattr(stop, "signum", None)
+        _say(f"{PROG}: stopped by signal {signum}" if signum else f"{PROG}: interrupted")
+        status = 128 + signum if signum else 130
+        if argv is None:
+            # Run as the command: exit with this status now. (An interrupt that
+            # landed in code Python runs on its own would otherwise make the
+            # interpreter end by the signal on the way out.)
+            _flush_stdout()
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os._exit(status)
+        return status
     finally:
+        sys.unraisablehook = previous_hook
         _restore(previous)
         _flush_stdout()
 
