@@ -181,7 +181,7 @@ def weighted_log_prob(X, mixture: Mixture):
 EMPTY_WEIGHT = 1e-10
 
 
-def reseed_empty_components(X, weighted_resp, warn=True):
+def reseed_empty_components(X, weighted_resp):
     """Re-seed every emptied component where the others explain the data worst.
 
     An E-step can leave a component with (numerically) no weight, for
@@ -216,19 +216,18 @@ def reseed_empty_components(X, weighted_resp, warn=True):
         weighted_resp[rows] = 0.0
         weighted_resp[rows, component] = row_mass[rows]
         np.minimum(distance, to_seed, out=distance)
-    if warn:
-        warnings.warn(
-            f"Component(s) {', '.join(str(int(k)) for k in empty)} of {mass.size} lost all "
-            "their pixels during EM and were re-seeded at the pixel value(s) farthest from "
-            "the other components. If this keeps happening the data hold fewer clusters "
-            "than components: use fewer components or n_components='auto'.",
-            UserWarning,
-            stacklevel=4,
-        )
+    warnings.warn(
+        f"Component(s) {', '.join(str(int(k)) for k in empty)} of {mass.size} lost all "
+        "their pixels during EM and were re-seeded at the pixel value(s) farthest from "
+        "the other components. If this keeps happening the data hold fewer clusters "
+        "than components: use fewer components or n_components='auto'.",
+        UserWarning,
+        stacklevel=4,
+    )
     return weighted_resp
 
 
-def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight, warn=True):
+def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight):
     """M-step that survives a collapsing covariance.
 
     A component that sits on one value (common in images: saturated or
@@ -237,7 +236,7 @@ def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight, 
     the user is told which component and what to change. A component that
     lost all its weight is re-seeded first (see :func:`reseed_empty_components`).
     """
-    weighted_resp = reseed_empty_components(X, weighted_resp, warn=warn)
+    weighted_resp = reseed_empty_components(X, weighted_resp)
     regularisation = reg_covar
     while True:
         nk, means, covariances = estimate_parameters(
@@ -253,15 +252,14 @@ def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight, 
                     "Use fewer components or a simpler covariance_type."
                 ) from None
             new = max(regularisation * 10.0, 1e-12)
-            if warn:
-                warnings.warn(
-                    f"The covariance of a component collapsed (reg_covar={regularisation:g} "
-                    f"was not enough); it was regularised with {new:g} instead. This "
-                    "happens when a component covers only one or a few distinct "
-                    "values; consider fewer components or a larger reg_covar.",
-                    UserWarning,
-                    stacklevel=4,
-                )
+            warnings.warn(
+                f"The covariance of a component collapsed (reg_covar={regularisation:g} "
+                f"was not enough); it was regularised with {new:g} instead. This "
+                "happens when a component covers only one or a few distinct "
+                "values; consider fewer components or a larger reg_covar.",
+                UserWarning,
+                stacklevel=4,
+            )
             regularisation = new
             continue
         return Mixture(nk / total_weight, means, covariances, chol, covariance_type)
@@ -276,16 +274,12 @@ class FitResult:
     lower_bounds: tuple
 
 
-def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar, warn=True,
-           stop_tol=None) -> FitResult:
+def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> FitResult:
     """EM from given initial parameters, with scikit-learn's stopping rule.
 
-    The lower bound is the weighted mean log-likelihood per sample; EM has
-    converged when it changes by less than ``tol`` between iterations, and
-    stops there, or only once it changes by less than ``stop_tol`` (smaller)
-    within ``max_iter`` iterations.
+    The lower bound is the weighted mean log-likelihood per sample; EM stops
+    when it changes by less than ``tol`` between iterations.
     """
-    stop_tol = tol if stop_tol is None else stop_tol
     total_weight = float(sample_weight.sum())
     mixture = initial
     lower_bound = -np.inf
@@ -297,13 +291,13 @@ def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar, warn
         log_prob_norm, log_resp = log_normalize(weighted_log_prob(X, mixture))
         weighted_resp = np.exp(log_resp) * sample_weight[:, np.newaxis]
         mixture = regularised_fit(
-            X, weighted_resp, reg_covar, initial.covariance_type, total_weight, warn=warn
+            X, weighted_resp, reg_covar, initial.covariance_type, total_weight
         )
         lower_bound = float(sample_weight @ log_prob_norm / total_weight)
         lower_bounds.append(lower_bound)
         report("EM", n_iter, max_iter)
-        converged = converged or abs(lower_bound - previous) < tol
-        if abs(lower_bound - previous) < stop_tol:
+        if abs(lower_bound - previous) < tol:
+            converged = True
             break
     return FitResult(mixture, lower_bound, n_iter, converged, tuple(lower_bounds))
 
@@ -441,28 +435,11 @@ def quantile_labels(X, sample_weight, n_components):
     return group_of_value[inverse]
 
 
-def initial_mixture(X, sample_weight, resp, reg_covar, covariance_type, warn=True) -> Mixture:
+def initial_mixture(X, sample_weight, resp, reg_covar, covariance_type) -> Mixture:
     weighted_resp = resp * sample_weight[:, np.newaxis]
     return regularised_fit(
-        X, weighted_resp, reg_covar, covariance_type, float(sample_weight.sum()), warn=warn
+        X, weighted_resp, reg_covar, covariance_type, float(sample_weight.sum())
     )
-
-
-#: Starts that ``init_params='auto'`` screens: deterministic splits of the
-#: intensity (or first principal axis), k-means, k-means++ seeds, and single
-#: pixels drawn from the data, which can seed a tight class (saturated or
-#: zero pixels) that the others merge away.
-AUTO_STARTS = ("otsu", "quantile", "kmeans", "k-means++", "random_from_data")
-
-#: Rows and iterations of the short EM runs that screen the starts.
-_SCREEN_ROWS = 20_000
-_SCREEN_ITER = 10
-#: The best screened starts are settled: EM on the same rows until the bound
-#: changes by less than this fraction of ``tol`` (at most _SETTLE_ITER
-#: iterations); the best settled start is fitted on all the training data.
-_SCREEN_KEEP = 2
-_SETTLE_TOL = 0.01
-_SETTLE_ITER = 300
 
 
 def fit_mixture(
@@ -478,34 +455,16 @@ def fit_mixture(
     reg_covar,
     random_state,
 ) -> FitResult:
-    """Fit ``n_init`` times and keep the fit with the largest lower bound.
-
-    ``init_params='auto'`` screens :data:`AUTO_STARTS` (the random ones
-    ``n_init`` times each) with a few EM iterations on at most
-    :data:`_SCREEN_ROWS` rows, settles the best two there and runs EM on
-    all rows from the better: one start alone lands in a visibly worse
-    optimum on some photographs.
-    """
-    if init_params == "auto":
-        initial = _screened_start(
-            X, sample_weight, n_components, covariance_type, n_init, tol, reg_covar,
-            random_state,
-        )
-        best = run_em(X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
-    else:
-        best = None
-        for _ in range(n_init):
-            resp = initial_responsibilities(
-                X, sample_weight, n_components, init_params, random_state
-            )
-            initial = initial_mixture(X, sample_weight, resp, reg_covar, covariance_type)
-            result = run_em(
-                X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar
-            )
-            if best is None or result.lower_bound > best.lower_bound:
-                best = result
-            if init_params in ("quantile", "otsu"):
-                break  # deterministic: further initialisations would repeat it
+    """Fit ``n_init`` times and keep the fit with the largest lower bound."""
+    best = None
+    for _ in range(n_init):
+        resp = initial_responsibilities(X, sample_weight, n_components, init_params, random_state)
+        initial = initial_mixture(X, sample_weight, resp, reg_covar, covariance_type)
+        result = run_em(X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+        if best is None or result.lower_bound > best.lower_bound:
+            best = result
+        if init_params in ("quantile", "otsu"):
+            break  # deterministic: further initialisations would repeat it
     if not best.converged:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (last change of "
@@ -515,34 +474,3 @@ def fit_mixture(
             stacklevel=3,
         )
     return best
-
-
-def _screened_start(X, sample_weight, n_components, covariance_type, n_init, tol, reg_covar,
-                    random_state) -> Mixture:
-    """The best of several starts, each screened and the best few settled,
-    all on at most :data:`_SCREEN_ROWS` rows."""
-    if len(X) > _SCREEN_ROWS:
-        rows = np.sort(random_state.choice(len(X), size=_SCREEN_ROWS, replace=False))
-        X, sample_weight = X[rows], sample_weight[rows]
-    screened = []
-    for method in AUTO_STARTS:
-        for _ in range(1 if method in ("otsu", "quantile") else n_init):
-            resp = initial_responsibilities(X, sample_weight, n_components, method, random_state)
-            initial = initial_mixture(X, sample_weight, resp, reg_covar, covariance_type, warn=False)
-            screened.append(
-                run_em(
-                    X, sample_weight, initial, max_iter=_SCREEN_ITER, tol=tol,
-                    reg_covar=reg_covar, warn=False,
-                )
-            )
-    screened.sort(key=lambda result: -result.lower_bound)
-    # Near an optimum the bound moves slowly: stopping at the first change
-    # below tol would stop short of where EM from a cold start arrives.
-    settled = [
-        run_em(
-            X, sample_weight, result.mixture, max_iter=_SETTLE_ITER, tol=tol,
-            reg_covar=reg_covar, warn=False, stop_tol=tol * _SETTLE_TOL,
-        )
-        for result in screened[:_SCREEN_KEEP]
-    ]
-    return max(settled, key=lambda result: result.lower_bound).mixture

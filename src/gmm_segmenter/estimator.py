@@ -92,17 +92,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         ``'quantile'`` splits the pixels into groups of equal size along the
         intensity: cheaper still, deterministic, but blind to small classes.
         Both work along the first principal axis for several channels.
-        ``'auto'`` tries several starts (``'otsu'``, ``'quantile'``,
-        ``'kmeans'``, ``'k-means++'`` and ``'random_from_data'``) with a few
-        EM iterations each on up to 20 000 training pixels, lets the best two
-        settle there, and fits the training data from the better: a single
-        start lands in a visibly worse optimum on some photographs, and the
-        screening costs about as much as one fit. The other methods are
-        scikit-learn's.
+        ``'auto'`` uses ``'otsu'`` for single-channel images and ``'kmeans'``
+        otherwise. The other methods are scikit-learn's.
     n_init : int, default=1
         Number of initialisations; the best fit is kept. ``'otsu'`` and
-        ``'quantile'`` are deterministic and run once. With
-        ``init_params='auto'``, the number of starts of each random method.
+        ``'quantile'`` are deterministic and run once.
     max_iter : int, default=100
         Maximum number of EM iterations.
     tol : float, default=1e-3
@@ -361,7 +355,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         :mod:`._selection` chooses when ``n_components='auto'``."""
         standardized = (values - offset) / scale
         _training.warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
-        init_params = self.init_params  # 'auto': several short starts (_mixture.fit_mixture)
+        init_params = self.init_params
+        if init_params == "auto":
+            init_params = "otsu" if values.shape[1] == 1 else "kmeans"
         candidates = _training.candidate_n_components(
             self.n_components, self.n_components_range, standardized, raw=values
         )
