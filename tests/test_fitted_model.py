@@ -113,3 +113,13 @@ def test_a_model_file_without_its_fitted_beta_is_refused(fitted, tmp_path):
     np.savez(tmp_path / "stripped.npz", **arrays, metadata=np.array(json.dumps(metadata)))
     with pytest.raises(ValueError, match="stripped.npz: .*records no fitted beta_"):
         load_model(tmp_path / "stripped.npz")
+
+
+def test_the_fitted_arrays_cannot_be_written_in_place(fitted):
+    image = data.camera()[::4, ::4]
+    before = fitted.predict(image)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_",
+                 "intensity_offset_", "intensity_scale_"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(fitted, name)[0] = 0
+    np.testing.assert_array_equal(fitted.predict(image), before)

@@ -49,6 +49,14 @@ class FittedModel:
     connectivity: int = 1
     spacing: tuple | None = None
 
+    def __post_init__(self):
+        # frozen all the way down: the estimator's fitted attributes are these
+        # arrays, and writing into one would silently change later predictions
+        mixture = self.mixture
+        for array in (mixture.weights, mixture.means, mixture.covariances,
+                      mixture.precisions_cholesky, self.offset, self.scale):
+            array.flags.writeable = False
+
     @property
     def n_components(self) -> int:
         return self.mixture.n_components
