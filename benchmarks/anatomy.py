@@ -42,9 +42,10 @@ Methods, in the same run:
 
 Methods that take a mask (GMMSegmenter, Atropos, N4, and the pixel-table
 methods, which only see the masked pixels) get the brain mask on the MNI
-cases. dipy has no mask and sees the whole cropped image; on the clean MNI
-cases the background outside the brain is exactly 0, a class collapses onto
-it and dipy's EM returns NaN (it scores near 0.25 there).
+cases. dipy has no mask and sees the whole cropped image; where the
+background outside the brain is exactly 0 (the clean MNI cases) a class can
+collapse onto it and dipy's EM returns NaN (it scored 0.22 on the clean
+1 mm slab).
 
 Labels are matched to classes by the assignment that maximises the overlap
 (Hungarian matching on the confusion matrix), for every method alike: the
