@@ -156,7 +156,9 @@ def read_zarr(path, *, max_pixels=MAX_LAZY_PIXELS):
     if missing:
         warnings.warn(
             f"{path}: {missing} of {array.nchunks} chunks are not stored; zarr reads "
-            f"them as the fill value {np.asarray(array.fill_value).item()!r}",
+            f"them as the fill value {np.asarray(array.fill_value).item()!r} (expected where "
+            "a region holds only that value, which zarr does not store; otherwise chunks "
+            "are lost)",
             UserWarning, stacklevel=2,
         )
     return da.from_zarr(array, chunks=_dask_chunks(shape, chunks, dtype))
