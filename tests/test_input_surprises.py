@@ -70,3 +70,14 @@ def test_missing_zarr_chunks_are_reported(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gio.read_zarr(tmp_path / "v.zarr")
+
+
+def test_an_automatic_search_over_a_huge_range_ends_quickly():
+    import time
+
+    image = np.random.default_rng(0).normal(size=(40, 50))  # 2 000 pixels
+    started = time.perf_counter()
+    segmenter = GMMSegmenter("auto", n_components_range=(1, 10**6), beta=0.0,
+                             random_state=0).fit(image)
+    assert time.perf_counter() - started < 60
+    assert len(segmenter.bic_curve_) < 100
