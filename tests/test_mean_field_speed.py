@@ -417,7 +417,10 @@ def test_fit_and_predict_match_the_reference(case, monkeypatch):
     np.testing.assert_allclose(ours.spatial_lower_bounds_, theirs.spatial_lower_bounds_, rtol=RTOL)
     np.testing.assert_allclose(ours.means_, theirs.means_, rtol=RTOL)
     np.testing.assert_allclose(ours.covariances_, theirs.covariances_, rtol=RTOL)
-    np.testing.assert_allclose(proba, reference_proba, rtol=RTOL, atol=ATOL)
+    # an estimated beta agrees to rtol ~1e-6, which moves posteriors by up
+    # to ~1e-6 in absolute terms (16 float32 ulps of a probability near 1)
+    atol = 1e-6 if params.get("beta") == "auto" else ATOL
+    np.testing.assert_allclose(proba, reference_proba, rtol=RTOL, atol=atol)
     # labels: the same but where the two best posteriors tie to rounding
     top_two = np.sort(reference_proba, axis=-1)[..., -2:]
     tied = top_two[..., 1] - top_two[..., 0] < 1e-5
