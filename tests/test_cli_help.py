@@ -11,3 +11,13 @@ def test_help_names_the_original_tool_and_links_the_online_documentation():
     assert text.endswith("https://github.com/gmm-segmenter/gmm-segmenter/blob/main/docs/cli.md")
     assert "Documentation: docs/cli.md" not in text
     assert "130 interrupted" in text
+
+
+def test_a_usage_error_is_one_line_that_points_to_the_help(capsys):
+    from gmm_segmenter.cli import main
+
+    status = main(["x.png", "--covariance-type", "bogus"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "usage:" not in err
+    assert "--covariance-type" in err and "gmm-segment --help" in err
