@@ -151,13 +151,19 @@ def test_the_plot_shows_the_displayed_frames_histogram(qtbot, viewer_widget):
 def test_the_end_of_a_1024_rgb_run_costs_the_ui_thread_under_100_ms(
     qtbot, viewer_widget
 ):
-    """The plugin's own work in the UI thread at the end of a run (layers
-    updated, record, plot handed to a thread) stays under 100 ms; the longest
-    pause of the whole run, napari's painting included, is printed."""
+    """The longest UI-thread pause during and at the end of a rerun, napari's
+    painting included, stays under 100 ms, and so does the plugin's own work
+    at the end (layers updated, record, plot handed to a thread). The first
+    run's pause, which includes napari creating the Labels layer, is printed."""
     viewer, widget = viewer_widget
     viewer.add_image(astronaut_1024(), name="astronaut", rgb=True)
     widget.image.value = viewer.layers["astronaut"]
+    first = PauseTimer()
+    first.start()
     run(qtbot, widget)  # the first run adds the layers (napari's own cost)
+    qtbot.wait(200)
+    first.stop()
+    print(f"1024x1024 RGB first run: longest UI-thread pause {first.longest * 1000:.0f} ms")
     finishing = []
     show_result = widget._show_result
 
@@ -177,6 +183,7 @@ def test_the_end_of_a_1024_rgb_run_costs_the_ui_thread_under_100_ms(
     print(f"1024x1024 RGB rerun: end-of-run UI work {finishing[0] * 1000:.0f} ms, "
           f"longest UI-thread pause {pauses.longest * 1000:.0f} ms")
     assert finishing[0] <= 0.100
+    assert pauses.longest <= 0.100
 
 
 def test_the_histogram_is_drawn_in_milliseconds_whatever_the_grey_levels(qtbot, viewer_widget):
@@ -273,9 +280,7 @@ def test_progress_moves_every_second_in_the_widget_and_the_activity_panel(
     values = [value for _, value, _ in seen]
     print(f"longest time without a change: {gaps.max():.2f} s; "
           f"{len(set(values))} bar positions")
-    # the estimator's reports come at least every second; the UI thread itself
-    # may wait a little longer for a busy worker on a loaded 2-core machine
-    assert gaps.max() <= 1.5
+    assert gaps.max() <= 1.0
     assert len(set(values)) >= 5 and values == sorted(values)  # moves, never back
     assert max(activity, default=0) > 0  # napari's activity panel had the bar
     assert widget._activity is None and widget not in activity_progress._all_instances

@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from threadpoolctl import threadpool_limits
 
 from .. import io
 from .._covariance import COVARIANCE_TYPES
@@ -830,7 +831,10 @@ def _drive(job, cancel_requested, meter=None):
         if meter is not None:
             meter.report(stage, done, total)
 
-    with progress(check):
+    # one BLAS thread: the BLAS pools a second calling thread starts compete
+    # with the main thread's on a small machine, which made a fit in the
+    # worker several times slower than the same fit in a plain script
+    with progress(check), threadpool_limits(limits=1):
         while True:
             try:
                 step = next(job)
