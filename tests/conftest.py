@@ -6,6 +6,13 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import pytest
 from _images import quadrants, rgb_patches
+from hypothesis import settings
+
+# Property tests: 40 examples each by default; `pytest --hypothesis-profile=ci`
+# runs 500 (the long run the reliability page reports).
+settings.register_profile("quick", max_examples=40)
+settings.register_profile("ci", max_examples=500)
+settings.load_profile("quick")
 
 
 @pytest.fixture

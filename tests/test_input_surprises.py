@@ -18,6 +18,7 @@ def _image(seed=0):
     ({"beta": 1e308}, r"'beta' parameter of GMMSegmenter must be a float in the range "
                       r"\[0.0, 1000000.0\]"),
     ({"reg_covar": 1e308}, r"'reg_covar' parameter of GMMSegmenter must be a float in the range"),
+    ({"spacing": (1e-300, 1e300)}, r"voxel sizes 10\*\*600 times apart; they must be within"),
 ])
 def test_huge_parameters_name_themselves(params, match):
     with pytest.raises(ValueError, match=match):

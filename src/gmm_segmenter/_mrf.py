@@ -99,6 +99,10 @@ class Neighbourhood:
                 yield offset, weight
 
 
+#: Largest ratio between the voxel sizes of ``spacing`` (far beyond any image).
+MAX_SPACING_RATIO = 1e12
+
+
 def check_neighbourhood(ndim: int, connectivity, spacing, name: str = "X") -> None:
     """Raise ``ValueError`` when ``connectivity`` or ``spacing`` do not fit ``ndim``."""
     if not 1 <= connectivity <= ndim:
@@ -121,6 +125,14 @@ def check_neighbourhood(ndim: int, connectivity, spacing, name: str = "X") -> No
     if not (np.isfinite(values).all() and (values > 0).all()):
         raise ValueError(
             f"spacing must hold positive, finite voxel sizes; got spacing={spacing!r}."
+        )
+    spread = float(np.log10(values.max()) - np.log10(values.min()))
+    if spread > np.log10(MAX_SPACING_RATIO):
+        # the neighbour weights (1 / distance, normalised) would under- or overflow
+        raise ValueError(
+            f"spacing={spacing!r} has voxel sizes 10**{spread:.0f} times apart; they "
+            f"must be within {MAX_SPACING_RATIO:g} of each other. Give the sizes in one "
+            "unit (for example all in micrometres)."
         )
 
 
