@@ -64,6 +64,23 @@ def main(argv=None) -> int:
         sys.unraisablehook = previous_hook
         _restore(previous)
         _flush_stdout()
+        if argv is None:
+            _ignore_late_signals()
+
+
+def _ignore_late_signals():
+    """Run as the command, the work is done: a Ctrl-C (or SIGTERM, SIGHUP) from
+    here on is ignored. Python resets its own handlers while it shuts down, and
+    a signal landing then would end the process by the signal, with no message."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, signal.SIG_IGN)
 
 
 def _main(argv) -> int:
