@@ -466,6 +466,9 @@ class GMMSegmenterWidget(Container):
             _start_thread=False, _ignore_errors=True,
         )
         worker.yielded.connect(self._tick)
+        # the timer stops before the result is shown: a tick between the
+        # result and the end of the worker would overwrite the status line
+        worker.returned.connect(lambda *_: self._timer.stop())
         worker.returned.connect(finish)
         worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_aborted)
