@@ -27,3 +27,16 @@ def run_cli(argv, capsys=None):
         return status
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def open_widget(viewer):
+    """``(viewer, widget)``: the plugin's dock widget opened the way
+    ``napari -w gmm-segmenter`` opens it, through the installed manifest."""
+    _, widget = viewer.window.add_plugin_dock_widget("gmm-segmenter", "GMM Segmenter")
+    return viewer, widget
+
+
+def run_widget(qtbot, widget, action=None, *, timeout_ms):
+    """Start a job with ``action`` (default: the Run button's) and wait for it to end."""
+    (action or widget.run)()
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout_ms)

@@ -25,3 +25,11 @@ def quadrant_image():
 def rgb_image():
     """``(image, truth)`` of :func:`_images.rgb_patches` with its defaults."""
     return rgb_patches()
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer):
+    """``(viewer, widget)`` with the plugin's dock widget open (napari tests only)."""
+    from _helpers import open_widget
+
+    return open_widget(make_napari_viewer())

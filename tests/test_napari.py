@@ -13,6 +13,7 @@ pytest.importorskip("pytestqt", reason="pytest-qt comes with the test extra")
 from napari.layers import Image  # noqa: E402
 from napari.utils.notifications import notification_manager  # noqa: E402
 
+from _helpers import open_widget, run_widget  # noqa: E402
 from _images import quadrants, rgb_patches  # noqa: E402
 from gmm_segmenter import GMMSegmenter  # noqa: E402
 from gmm_segmenter.napari import _jobs, _layers  # noqa: E402
@@ -89,20 +90,8 @@ def test_jobs_yield_progress_and_per_frame_models():
 # ------------------------------------------------------------------- widget
 
 
-def open_widget(viewer):
-    # the path `napari -w gmm-segmenter` takes, through the installed manifest
-    _, widget = viewer.window.add_plugin_dock_widget("gmm-segmenter", "GMM Segmenter")
-    return viewer, widget
-
-
-@pytest.fixture
-def viewer_widget(make_napari_viewer):
-    return open_widget(make_napari_viewer())
-
-
 def run(qtbot, widget, action=None):
-    (action or widget.run)()
-    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    run_widget(qtbot, widget, action, timeout_ms=TIMEOUT_MS)
 
 
 def new_errors(since):

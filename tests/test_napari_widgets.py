@@ -27,6 +27,7 @@ try:  # the shared test images
     from _images import quadrants, rgb_patches  # noqa: E402
 except ImportError:
     from conftest import quadrants, rgb_patches  # noqa: E402
+from _helpers import open_widget, run_widget  # noqa: E402
 from gmm_segmenter import GMMSegmenter  # noqa: E402
 from gmm_segmenter.napari import _functions, _jobs, _record  # noqa: E402
 
@@ -34,19 +35,8 @@ TIMEOUT_MS = 60_000
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def open_widget(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("gmm-segmenter", "GMM Segmenter")
-    return viewer, widget
-
-
-@pytest.fixture
-def viewer_widget(make_napari_viewer):
-    return open_widget(make_napari_viewer())
-
-
 def run(qtbot, widget, action=None):
-    (action or widget.run)()
-    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    run_widget(qtbot, widget, action, timeout_ms=TIMEOUT_MS)
 
 
 def new_messages(since, severity="error"):
