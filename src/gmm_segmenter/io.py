@@ -26,13 +26,14 @@ import threading
 import warnings
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._covariance import COVARIANCE_TYPES, CollapsedCovariance
-from ._model import MODEL_ARRAYS, FittedModel, json_params
 from ._version import __version__
-from .estimator import GMMSegmenter
+
+if TYPE_CHECKING:
+    from .estimator import GMMSegmenter
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -63,12 +64,17 @@ MODEL_FORMAT_VERSION = 1
 
 _METADATA_KEY = "metadata"
 _FITTED_NAME = re.compile(r"^[a-z][a-z0-9_]*_$")
-# Fitted attributes that the arrays (or the lists in the metadata) hold;
-# beta_ is the model's and is written first, on its own.
-_RESERVED_FITTED = {name + "_" for name in MODEL_ARRAYS} | {
-    "n_components_", "n_features_in_", "precisions_", "precisions_cholesky_",
-    "n_components_candidates_", "bic_curve_", "lower_bounds_", "beta_", "model_",
-}
+
+
+def _reserved_fitted() -> set:
+    """Fitted attributes that the arrays (or the lists in the metadata) hold;
+    beta_ is the model's and is written first, on its own."""
+    from ._model import MODEL_ARRAYS
+
+    return {name + "_" for name in MODEL_ARRAYS} | {
+        "n_components_", "n_features_in_", "precisions_", "precisions_cholesky_",
+        "n_components_candidates_", "bic_curve_", "lower_bounds_", "beta_", "model_",
+    }
 # A model is a handful of small arrays; anything much bigger is not one of ours
 # and is refused before it is decompressed into memory.
 _MAX_MODEL_BYTES = 256 * 1024 * 1024
@@ -482,13 +488,16 @@ def save_model(segmenter, path, *, record=None) -> Path:
     """
     from sklearn.utils.validation import check_is_fitted
 
+    from ._model import json_params
+
     check_is_fitted(segmenter)
     model = segmenter.model_
     # Scalar fitted attributes (converged_, n_iter_, ...) travel in the
     # metadata, so models of estimators with extra fitted scalars round-trip.
     fitted = {"beta_": float(model.beta)}
+    reserved = _reserved_fitted()
     for name, value in vars(segmenter).items():
-        if not _FITTED_NAME.match(name) or name in _RESERVED_FITTED:
+        if not _FITTED_NAME.match(name) or name in reserved:
             continue
         value = value.item() if isinstance(value, np.generic) else value
         if isinstance(value, (bool, int, float, str)):
@@ -531,6 +540,9 @@ def load_model(path) -> GMMSegmenter:
         If the file is not a valid model file; the message names the file and
         the problem.
     """
+    from ._covariance import CollapsedCovariance
+    from ._model import FittedModel
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file")
@@ -575,6 +587,8 @@ def _read_archive(path, invalid) -> dict:
     headers that claim more data than the archive holds)."""
     if not zipfile.is_zipfile(path):
         raise invalid("it is not an .npz archive (save one with --save-model or save_model)")
+    from ._model import MODEL_ARRAYS
+
     expected = set(MODEL_ARRAYS) | {_METADATA_KEY}
     try:
         with zipfile.ZipFile(path) as archive:
@@ -631,6 +645,8 @@ def _read_array(archive, info, invalid):
 
 def _check_arrays(arrays, metadata, invalid) -> None:
     """Dtype, shape and finiteness of every array; weights and scales in range."""
+    from ._covariance import COVARIANCE_TYPES
+
     covariance_type = metadata["covariance_type"]
     n_components, n_features = metadata["n_components"], metadata["n_features"]
     shapes = {
@@ -709,6 +725,8 @@ def _check_covariances(arrays, covariance_type, invalid):
 
 def _with_params(metadata, invalid) -> GMMSegmenter:
     """An unfitted segmenter with the file's (validated) parameters."""
+    from .estimator import GMMSegmenter
+
     segmenter = GMMSegmenter()
     known = segmenter.get_params(deep=False)
     unknown = sorted(set(metadata["params"]) - set(known))
@@ -755,8 +773,9 @@ def _set_fit_summary(segmenter, fitted) -> None:
     segmenter.lower_bounds_ = []
     segmenter.fit_method_ = "loaded"
     segmenter.n_pixels_fit_ = 0
+    reserved = _reserved_fitted()
     for name, value in fitted.items():
-        if _FITTED_NAME.match(name) and name not in _RESERVED_FITTED and (
+        if _FITTED_NAME.match(name) and name not in reserved and (
             isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) < 100)
         ):
             setattr(segmenter, name, value)
@@ -824,6 +843,8 @@ def _check_probe(model, invalid):
 
 
 def _check_metadata(array, invalid) -> dict:
+    from ._covariance import COVARIANCE_TYPES
+
     if array.dtype.kind != "U" or array.ndim != 0:
         raise invalid(f"'metadata' must be a single string; got dtype {array.dtype}, shape {array.shape}")
     try:
