@@ -238,7 +238,7 @@ def reference_hmrf_em(
     tol: float,
     reg_covar: float,
 ):
-    """Re-estimate ``mixture`` (and ``beta`` when ``'auto'``) under the spatial prior.
+    """Re-estimate ``mixture`` (and ``beta`` when ``'pseudo-likelihood'``) under the prior.
 
     ``log_potential(i, mixture)`` returns ``log w_k + log p(x | k)`` for
     every pixel of image ``i`` as ``(K, *spatial_shape)`` float32 (any
@@ -250,7 +250,7 @@ def reference_hmrf_em(
         math.prod(grid.spatial_shape) if grid.valid is None else int(grid.valid.sum())
         for grid in grids
     )
-    estimate = beta == "auto"
+    estimate = beta == "pseudo-likelihood"
     posteriors = []
     for i, grid in enumerate(grids):
         posteriors.append(_mrf.padded_posteriors(log_potential(i, mixture), grid.valid))
@@ -388,12 +388,12 @@ def _images():
     uint16 = np.clip(_blobs((70, 60), 2) * 4000 + 8000, 0, 65535).astype(np.uint16)
     rgb = np.clip(np.stack([_blobs((48, 50), 3 + c) for c in range(3)], -1) * 60 + 60, 0, 255)
     return {
-        "2-D": (blobs2, {}),
-        "3-D anisotropic": (blobs3, {"spacing": (3.0, 1.0, 1.0)}),
-        "uint16 histogram": (uint16, {}),
-        "RGB": (rgb.astype(np.uint8), {"channel_axis": -1}),
-        "connectivity 2": (blobs2, {"connectivity": 2}),
-        "beta auto": (blobs2, {"beta": "auto"}),
+        "2-D": (blobs2, {"beta": 1.0}),
+        "3-D anisotropic": (blobs3, {"beta": 1.0, "spacing": (3.0, 1.0, 1.0)}),
+        "uint16 histogram": (uint16, {"beta": 1.0}),
+        "RGB": (rgb.astype(np.uint8), {"beta": 1.0, "channel_axis": -1}),
+        "connectivity 2": (blobs2, {"beta": 1.0, "connectivity": 2}),
+        "beta pseudo-likelihood": (blobs2, {"beta": "pseudo-likelihood"}),
         "noisier, beta 1.5": (_blobs((64, 64), 5, noise=0.9), {"beta": 1.5}),
     }
 
@@ -419,7 +419,7 @@ def test_fit_and_predict_match_the_reference(case, monkeypatch):
     np.testing.assert_allclose(ours.covariances_, theirs.covariances_, rtol=RTOL)
     # an estimated beta agrees to rtol ~1e-6, which moves posteriors by up
     # to ~1e-6 in absolute terms (16 float32 ulps of a probability near 1)
-    atol = 1e-6 if params.get("beta") == "auto" else ATOL
+    atol = 1e-6 if params.get("beta") == "pseudo-likelihood" else ATOL
     np.testing.assert_allclose(proba, reference_proba, rtol=RTOL, atol=atol)
     # labels: the same but where the two best posteriors tie to rounding
     top_two = np.sort(reference_proba, axis=-1)[..., -2:]

@@ -116,6 +116,7 @@ def test_2d_image_layer_updated_in_place_with_scale(qtbot, viewer_widget):
     viewer.add_image(image, name="quads", scale=(2.0, 0.5), translate=(5.0, -3.0))
     widget.image.value = viewer.layers["quads"]
     widget.n_components.value = 4
+    widget.auto_beta.value = False
     widget.beta.value = 0.0
     run(qtbot, widget)
     labels = viewer.layers["quads GMM labels"]
@@ -125,6 +126,7 @@ def test_2d_image_layer_updated_in_place_with_scale(qtbot, viewer_widget):
     assert widget.model.spacing == (2.0, 0.5)
     n_layers = len(viewer.layers)
     widget.n_components.value = 3
+    widget.auto_beta.value = False
     widget.beta.value = 1.0
     run(qtbot, widget)
     assert viewer.layers["quads GMM labels"] is labels and len(viewer.layers) == n_layers

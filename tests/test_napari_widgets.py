@@ -117,6 +117,7 @@ def test_the_plot_shows_the_displayed_frames_histogram(qtbot, viewer_widget):
     viewer.add_image(series, name="drift")
     widget.image.value = viewer.layers["drift"]
     widget.n_components.value = 4
+    widget.auto_beta.value = False
     widget.beta.value = 0.0
     widget.leading_axis.value = "per-frame"
     viewer.dims.set_current_step(0, 3)
@@ -227,6 +228,7 @@ def test_the_widget_fits_a_1366_by_768_screen_with_a_long_layer_name(qtbot, make
     widget.image.value = viewer.layers[name]
     widget.auto_components.value = True
     widget.max_components.value = 3
+    widget.auto_beta.value = False
     widget.beta.value = 0.0
     run(qtbot, widget)
     assert name in widget.status.value
@@ -298,6 +300,7 @@ def test_the_status_line_reports_an_error_before_a_job(qtbot, viewer_widget):
     image, _ = quadrants()
     viewer.add_image(image, name="quads")
     widget.image.value = viewer.layers["quads"]
+    widget.auto_beta.value = False
     widget.beta.value = 0.0
     run(qtbot, widget)
     assert widget.status.value.startswith("Fitted")
@@ -318,6 +321,7 @@ def test_outputs_are_not_offered_as_inputs(qtbot, viewer_widget):
     widget.image.value = viewer.layers["quads"]
     widget.posteriors.value = True
     widget.per_component.value = True
+    widget.auto_beta.value = False
     widget.beta.value = 0.0
     run(qtbot, widget)
     widget.reset_choices()
@@ -363,6 +367,7 @@ def test_every_control_explains_itself_and_the_plot_follows_theme_and_state(
     viewer.add_image(image, name="quads")
     widget.image.value = viewer.layers["quads"]
     widget.n_components.value = 4
+    widget.auto_beta.value = False
     widget.beta.value = 0.0
     for theme in ("dark", "light"):
         viewer.theme = theme
@@ -488,7 +493,7 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     from gmm_segmenter.io import save_model
 
     image, truth = quadrants()
-    labels = _functions.segment_image(image, n_components=4, smoothing=0.0)
+    labels = _functions.segment_image(image, n_components=4, auto_smoothing=False, smoothing=0.0)
     np.testing.assert_array_equal(labels, truth)
     rgb, rgb_truth = rgb_patches()
     model = GMMSegmenter(3, channel_axis=-1, beta=0, random_state=0).fit(rgb)
@@ -516,6 +521,7 @@ def test_a_model_for_other_channels_is_refused_before_a_job(qtbot, viewer_widget
     viewer.add_image(rgb.astype(np.uint8), name="rgb", rgb=True)
     viewer.add_image(rgb[..., 0], name="grey")
     widget.image.value = viewer.layers["rgb"]
+    widget.auto_beta.value = False
     widget.beta.value = 0.0
     run(qtbot, widget)
     since = len(notification_manager.records)

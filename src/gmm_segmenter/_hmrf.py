@@ -14,7 +14,9 @@ exact histogram, or the pixels of a seeded sample of grid positions
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -57,6 +59,57 @@ def estimate_beta(posteriors: np.ndarray, fields: np.ndarray, log_weights: np.nd
         options={"xatol": 1e-3},
     )
     return float(result.x)
+
+
+def mean_field_log_partition(beta: float, edge_density: float, log_weights: np.ndarray) -> float:
+    """The Potts prior's log normalising constant per pixel, in the mean-field approximation.
+
+    ``max_q Σ_k q_k log w_k - Σ_k q_k log q_k + beta e Σ_k q_k²`` over one
+    distribution ``q`` shared by every pixel, where ``e`` is the total
+    neighbour weight per pixel (``Σ_{i~j} c_ij / n_pixels``). Above the
+    critical ``beta`` the prior orders and several ``q`` are stationary:
+    the fixed-point iteration starts from the weights and from each
+    component and the largest value is kept. Convex in ``beta``, as a
+    maximum of functions linear in it.
+    """
+    n_components = len(log_weights)
+    weights = np.exp(log_weights)
+    starts = np.vstack([weights, 0.9 * np.eye(n_components) + 0.1 * weights])
+    q = starts
+    for _ in range(MEAN_FIELD_ITERATIONS):
+        logits = log_weights + 2.0 * beta * edge_density * q
+        logits -= logits.max(axis=1, keepdims=True)
+        updated = np.exp(logits)
+        updated /= updated.sum(axis=1, keepdims=True)
+        if np.max(np.abs(updated - q)) < 1e-10:
+            q = updated
+            break
+        q = 0.5 * (q + updated)  # damped: the undamped map can oscillate
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.sum(np.where(q > 0, q * np.log(q), 0.0), axis=1)
+    values = q @ log_weights + entropy + beta * edge_density * np.sum(q * q, axis=1)
+    return float(values.max())
+
+
+#: Fixed-point iterations for :func:`mean_field_log_partition`.
+MEAN_FIELD_ITERATIONS = 500
+
+
+def edge_density(grids) -> float:
+    """Total neighbour weight ``Σ_{i~j} c_ij`` per valid pixel over every grid."""
+    total_weight, total_pixels = 0.0, 0
+    for grid in grids:
+        shape = grid.spatial_shape
+        for offset, weight in grid.hood.half():
+            first = tuple(slice(max(0, -o), n - max(0, o)) for o, n in zip(offset, shape))
+            second = tuple(slice(max(0, o), n - max(0, -o)) for o, n in zip(offset, shape))
+            if grid.valid is None:
+                pairs = math.prod(max(0, n - abs(o)) for o, n in zip(offset, shape))
+            else:
+                pairs = int(np.count_nonzero(grid.valid[first] & grid.valid[second]))
+            total_weight += weight * pairs
+        total_pixels += math.prod(shape) if grid.valid is None else int(grid.valid.sum())
+    return total_weight / max(total_pixels, 1)
 
 
 @dataclass
@@ -117,22 +170,98 @@ def hmrf_em(
     tol: float,
     reg_covar: float,
 ) -> HMRFResult:
-    """Re-estimate ``mixture`` (and ``beta`` when ``'auto'``) under the spatial prior.
+    """Re-estimate ``mixture`` under the spatial prior, and choose ``beta`` when asked.
 
-    ``log_potential(i, mixture)`` returns ``log w_k + log p(x | k)`` for
-    every pixel of image ``i`` as ``(K, *spatial_shape)`` float32 (any
-    finite value where not valid). The objective per valid pixel is the
-    mean-field bound (see :func:`._mrf.objective`); iterations stop when it
-    changes by less than ``tol``.
+    ``beta`` is a number, ``'auto'`` (the free-energy choice of
+    :func:`_free_energy_search`) or ``'pseudo-likelihood'`` (re-estimated at
+    every iteration, :func:`estimate_beta`). ``log_potential(i, mixture)``
+    returns ``log w_k + log p(x | k)`` for every pixel of image ``i`` as
+    ``(K, *spatial_shape)`` float32 (any finite value where not valid). The
+    objective per valid pixel is the mean-field bound (see
+    :func:`._mrf.objective`); iterations stop when it changes by less than
+    ``tol``.
+    """
+    posteriors = [
+        _mrf.padded_posteriors(log_potential(i, mixture), grid.valid)
+        for i, grid in enumerate(grids)
+    ]
+    run = functools.partial(
+        _iterate, grids=grids, log_potential=log_potential, table=table, max_iter=max_iter,
+        tol=tol, reg_covar=reg_covar,
+    )
+    if beta == "auto":
+        return _free_energy_search(mixture, grids, posteriors, run)
+    return run(mixture, posteriors, beta)
+
+
+#: ``beta='auto'`` compares these multiples of the critical strength.
+BETA_FACTORS = (1.0, 0.5, 1.5)
+
+#: With fewer valid pixels than this, ``beta='auto'`` uses :data:`BETA_FALLBACK`.
+MIN_PIXELS_FOR_BETA = 256
+BETA_FALLBACK = 0.5
+
+
+def critical_beta(edge_density: float, n_components: int) -> float:
+    """Where the mean-field Potts prior with equal weights starts to order.
+
+    The uniform solution ``q_k = 1/K`` of ``q = softmax(2 beta e q)`` loses
+    stability at ``2 beta e / K = 1``.
+    """
+    return n_components / (2.0 * edge_density)
+
+
+def _free_energy_search(mixture, grids, posteriors, run) -> HMRFResult:
+    """HMRF-EM at a few strengths; the one with the largest free energy is kept.
+
+    The mean-field free energy per pixel,
+    ``F(beta) = bound(beta) - log Z(beta)``, is the objective of HMRF-EM
+    with the prior's normalising constant (:func:`mean_field_log_partition`)
+    put back, so fits at different ``beta`` can be compared: it approximates
+    the log evidence of the image under each strength. Candidates are
+    :data:`BETA_FACTORS` times :func:`critical_beta`, the first fitted from
+    the pixel-wise start and the others started from its result.
     """
     n_valid = sum(
         math.prod(grid.spatial_shape) if grid.valid is None else int(grid.valid.sum())
         for grid in grids
     )
-    estimate = beta == "auto"
-    posteriors = []
-    for i, grid in enumerate(grids):
-        posteriors.append(_mrf.padded_posteriors(log_potential(i, mixture), grid.valid))
+    density = edge_density(grids)
+    if n_valid < MIN_PIXELS_FOR_BETA or density <= 0:
+        warnings.warn(
+            f"beta='auto' needs at least {MIN_PIXELS_FOR_BETA} valid pixels with "
+            f"neighbours to choose the smoothing strength; the image (within its mask) "
+            f"has {n_valid}. "
+            f"beta={BETA_FALLBACK} is used instead; pass a number to choose it yourself.",
+            UserWarning,
+            stacklevel=5,
+        )
+        return run(mixture, posteriors, BETA_FALLBACK)
+    log_weights = np.log(mixture.weights)
+    centre = critical_beta(density, mixture.n_components)
+    best, best_energy, start = None, -np.inf, None
+    for factor in BETA_FACTORS:
+        beta = min(factor * centre, BETA_MAX)
+        if start is None:
+            result = run(mixture, posteriors, beta)
+            start = (result.mixture, [np.copy(p) for p in posteriors])
+        else:
+            result = run(start[0], [np.copy(p) for p in start[1]], beta)
+        energy = result.objectives[-1] - mean_field_log_partition(beta, density, log_weights)
+        if energy > best_energy:
+            best, best_energy = result, energy
+    return best
+
+
+def _iterate(mixture, posteriors, beta, *, grids, log_potential, table, max_iter, tol,
+             reg_covar) -> HMRFResult:
+    """HMRF-EM from ``posteriors`` (updated in place) at ``beta``, a number or
+    ``'pseudo-likelihood'``."""
+    n_valid = sum(
+        math.prod(grid.spatial_shape) if grid.valid is None else int(grid.valid.sum())
+        for grid in grids
+    )
+    estimate = beta == "pseudo-likelihood"
     if estimate:
         beta = _pseudo_likelihood_beta(posteriors, grids, mixture)
     beta = float(beta)

@@ -27,7 +27,8 @@ from scipy.special import logsumexp
 from . import _mixture
 
 __all__ = [
-    "MIN_RELATIVE_GAIN", "SELECTION_SAMPLES", "selection_data", "selection_init", "bic",
+    "MIN_RELATIVE_GAIN", "SELECTION_SAMPLES", "selection_data", "selection_init",
+    "selection_n_init", "bic",
     "pays_off", "search",
 ]
 
@@ -57,6 +58,12 @@ def selection_init(init_params: str) -> str:
     """How to start EM for the candidates: the user's choice, or for 'auto'
     the multi-Otsu start, which costs a fraction of screening several."""
     return "otsu" if init_params == "auto" else init_params
+
+
+def selection_n_init(n_init) -> int:
+    """Starts per candidate: the user's number, or one for 'auto' (the chosen
+    number is then fitted from screened starts, as a fixed one would be)."""
+    return 1 if n_init == "auto" else n_init
 
 
 def bic(X, weights, mixture, log_jacobian=0.0) -> float:

@@ -94,9 +94,16 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         Both work along the first principal axis for several channels.
         ``'auto'`` uses ``'otsu'`` for single-channel images and ``'kmeans'``
         otherwise. The other methods are scikit-learn's.
-    n_init : int, default=1
+    n_init : int or 'auto', default='auto'
         Number of initialisations; the best fit is kept. ``'otsu'`` and
-        ``'quantile'`` are deterministic and run once.
+        ``'quantile'`` are deterministic and run once. ``'auto'`` screens
+        six starts (``init_params``, then multi-Otsu, k-means, k-means++
+        twice and ``'random_from_data'``) with 20 EM iterations each on a
+        20 000-pixel subsample, runs EM to the end from the two best, and
+        keeps the better; a start may not win by putting more components on
+        a single value (a clipped or saturated level) than the
+        ``init_params`` start does. An int runs ``init_params`` that many
+        times, as scikit-learn does. See ``docs/how-it-works.md``.
     max_iter : int, default=100
         Maximum number of EM iterations.
     tol : float, default=1e-3
@@ -112,15 +119,21 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     n_components_range : tuple of two int, default=(1, 8)
         Smallest and largest number of components tried when
         ``n_components='auto'``.
-    beta : float >= 0 or 'auto', default=1.0
+    beta : float >= 0, 'auto' or 'pseudo-likelihood', default='auto'
         Strength of the spatial prior: a Potts model (hidden Markov random
         field) under which neighbouring pixels tend to share a label. The
         mixture is first fitted pixel-wise, then its means and covariances
         are re-estimated with the spatial posteriors (HMRF-EM, as in FSL
         FAST), and :meth:`predict` / :meth:`predict_proba` return mean-field
         posteriors that include the prior. ``0`` gives the pixel-wise
-        mixture exactly; ``'auto'`` estimates ``beta`` by maximum
-        pseudo-likelihood (reported as ``beta_``). See ``docs/spatial.md``.
+        mixture exactly. ``'auto'`` fits at the prior's critical strength
+        ``K / (2 e)`` (``e`` the neighbour weight per pixel: 0.75 for three
+        classes in 2-D, 0.5 in 3-D) and at half and 1.5 times it, and keeps
+        the fit of largest mean-field free energy (the bound with the
+        prior's normalising constant); with fewer than 256 valid pixels it
+        warns and uses 0.5. ``'pseudo-likelihood'`` re-estimates ``beta``
+        by Besag's maximum pseudo-likelihood, which runs high on real
+        images. The strength used is ``beta_``. See ``docs/spatial.md``.
     connectivity : int, default=1
         Which pixels are neighbours, as
         :func:`scipy.ndimage.generate_binary_structure` counts them: ``1``
@@ -183,8 +196,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         to the first that did not pay off) and the BIC of each on the
         subsample they were compared on.
     beta_ : float
-        Strength of the spatial prior used: ``beta``, or its estimate when
-        ``beta='auto'``. ``0`` means pixel-wise predictions.
+        Strength of the spatial prior used: ``beta``, or the one chosen
+        when ``beta`` is ``'auto'`` or ``'pseudo-likelihood'``. ``0`` means
+        pixel-wise predictions.
     spatial_n_iter_ : int
         HMRF-EM iterations run (0 with ``beta=0``).
     spatial_converged_ : bool
@@ -234,7 +248,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 {"auto", "otsu", "quantile", "kmeans", "k-means++", "random", "random_from_data"}
             )
         ],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0.0, None, closed="left")],
         # in standardised units (unit variance): far above 1 only smooths away the data
@@ -242,7 +256,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         "max_samples": [Interval(Integral, 1, None, closed="left"), None],
         "n_components_range": [tuple, list],
         # beyond 1e6 the prior alone decides every label (and models refuse it)
-        "beta": [Interval(Real, 0.0, 1e6, closed="both"), StrOptions({"auto"})],
+        "beta": [
+            Interval(Real, 0.0, 1e6, closed="both"), StrOptions({"auto", "pseudo-likelihood"})
+        ],
         "connectivity": [Interval(Integral, 1, None, closed="left")],
         "spacing": ["array-like", None],
         "max_iter_spatial": [Interval(Integral, 1, None, closed="left")],
@@ -256,13 +272,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         covariance_type="full",
         channel_axis=None,
         init_params="auto",
-        n_init=1,
+        n_init="auto",
         max_iter=100,
         tol=1e-3,
         reg_covar=1e-6,
         max_samples=100_000,
         n_components_range=(1, 8),
-        beta=1.0,
+        beta="auto",
         connectivity=1,
         spacing=None,
         max_iter_spatial=20,
@@ -362,14 +378,15 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             self.n_components, self.n_components_range, standardized, raw=values
         )
 
-        def fit(n_components, X, sample_weight, random_state, init_params=init_params):
+        def fit(n_components, X, sample_weight, random_state, init_params=init_params,
+                n_init=self.n_init):
             return _mixture.fit_mixture(
                 X,
                 sample_weight,
                 n_components,
                 covariance_type=self.covariance_type,
                 init_params=init_params,
-                n_init=self.n_init,
+                n_init=n_init,
                 max_iter=self.max_iter,
                 tol=self.tol,
                 reg_covar=self.reg_covar,
@@ -381,11 +398,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 standardized, weights, random_state
             )
             start = _selection.selection_init(self.init_params)
+            n_init = _selection.selection_n_init(self.n_init)
             log_jacobian = np.log(scale).sum()
             fitted, bics, n_components = _selection.search(
                 candidates,
                 lambda k: _selection.bic(
-                    X, sample_weight, fit(k, X, sample_weight, state, start).mixture,
+                    X, sample_weight,
+                    fit(k, X, sample_weight, state, start, n_init).mixture,
                     log_jacobian,
                 ),
             )

@@ -23,11 +23,11 @@ ESTIMATOR_DEFAULTS = {
     "covariance_type": "full",
     "max_samples": 100_000,
     "init_params": "auto",
-    "n_init": 1,
+    "n_init": "auto",
     "max_iter": 100,
     "tol": 1e-3,
     "reg_covar": 1e-6,
-    "beta": 1.0,
+    "beta": "auto",
     "connectivity": 1,
     "spacing": None,
 }
@@ -92,12 +92,18 @@ def _channel_axis(text):
 
 
 def _beta(text):
-    if text == "auto":
-        return "auto"
+    if text in ("auto", "pseudo-likelihood"):
+        return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a number, 'auto' or 'pseudo-likelihood', got {text!r}"
+        ) from None
+
+
+def _n_init(text):
+    return "auto" if text == "auto" else _positive_int(text)
 
 
 # ------------------------------------------------------------------ parser
@@ -222,8 +228,9 @@ def _add_em_arguments(model):
         choices=["auto", "otsu", "quantile", "kmeans", "k-means++", "random", "random_from_data"],
         help=f"how EM starts (default: {defaults['init_params']})",
     )
-    model.add_argument("--n-init", type=_positive_int, default=None, metavar="N",
-                       help=f"initialisations; the best is kept (default: {defaults['n_init']})")
+    model.add_argument("--n-init", type=_n_init, default=None, metavar="N",
+                       help="initialisations, the best is kept; 'auto' screens several "
+                       f"starts for colour images (default: {defaults['n_init']})")
     model.add_argument("--max-iter", type=_positive_int, default=None, metavar="N",
                        help=f"maximum EM iterations (default: {defaults['max_iter']})")
     model.add_argument("--tol", type=float, default=None,
@@ -237,7 +244,8 @@ def _add_spatial_arguments(model):
     model.add_argument(
         "--beta", type=_beta, default=None, metavar="B",
         help="strength of the spatial smoothing prior (0 = independent pixels, "
-        f"'auto' = estimated from the image) (default: {defaults['beta']})",
+        "'auto' = chosen from the image by free energy, 'pseudo-likelihood' = "
+        f"Besag's estimate) (default: {defaults['beta']})",
     )
     model.add_argument(
         "--connectivity", type=int, default=None, metavar="C",
@@ -317,10 +325,10 @@ def check_arguments(args, parser) -> dict:
                 f"--model applies a saved model, so {', '.join(given)} (which only "
                 "shape a new fit) cannot be used with it"
             )
-        if args.beta == "auto":
+        if args.beta in ("auto", "pseudo-likelihood"):
             parser.error(
-                "--beta auto estimates the strength while fitting, but --model applies "
-                "a saved model; give a number, such as --beta 1"
+                f"--beta {args.beta} chooses the strength while fitting, but --model "
+                "applies a saved model; give a number, such as --beta 1"
             )
     return _estimator_params(args, parser)
 

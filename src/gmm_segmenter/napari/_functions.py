@@ -21,6 +21,7 @@ CovarianceType = Literal["full", "tied", "diag", "spherical"]
 def segment_image(
     image: ImageData,
     n_components: int = 3,
+    auto_smoothing: bool = True,
     smoothing: float = 1.0,
     covariance_type: CovarianceType = "full",
     channels_last: bool = False,
@@ -28,11 +29,13 @@ def segment_image(
 ) -> LabelsData:
     """Segment ``image`` with a Gaussian mixture: labels 1..K, darkest first.
 
-    ``smoothing`` is the spatial prior's strength (0 = pixel-wise GMM);
-    tick ``channels_last`` for RGB or other channels on the last axis.
+    ``auto_smoothing`` chooses the spatial prior's strength from the image
+    (``beta='auto'``); untick it to use ``smoothing`` (0 = pixel-wise GMM).
+    Tick ``channels_last`` for RGB or other channels on the last axis.
     """
     segmenter = GMMSegmenter(
-        n_components, covariance_type=covariance_type, beta=smoothing,
+        n_components, covariance_type=covariance_type,
+        beta="auto" if auto_smoothing else smoothing,
         channel_axis=-1 if channels_last else None, random_state=random_seed,
     )
     return segmenter.fit(np.asarray(image)).predict(np.asarray(image))

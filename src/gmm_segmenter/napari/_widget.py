@@ -153,6 +153,11 @@ class GMMSegmenterWidget(Container):
             tooltip="Shape of each class in colour space, as in scikit-learn's "
             "GaussianMixture; with one channel full, diag and spherical are the same.",
         )
+        self.auto_beta = CheckBox(
+            text="Choose the smoothing from the image (auto)", value=True,
+            tooltip="Compare a few smoothing strengths by the free energy of the fit "
+            "and keep the best (beta='auto'); untick to set the strength yourself.",
+        )
         self.beta = FloatSpinBox(
             label="Smoothing", value=1.0, min=0.0, max=20.0, step=0.1,
             tooltip="Strength of the spatial prior (beta); 0 = pixel-wise GMM. "
@@ -224,6 +229,7 @@ class GMMSegmenterWidget(Container):
             tooltip="Read a model file written by Save model… or gmm-segment --save-model.",
         )
         self.max_components.visible = False
+        self.beta.visible = False
 
     def _lay_out(self):
         def row(*widgets):
@@ -233,7 +239,8 @@ class GMMSegmenterWidget(Container):
 
         self._form = Container(labels=True, widgets=[
             self.image, self.channel_axis, self.leading_axis, self.auto_components,
-            self.n_components, self.max_components, self.covariance_type, self.beta,
+            self.n_components, self.max_components, self.covariance_type, self.auto_beta,
+            self.beta,
             self.connectivity, self.seed, self.mask, self.per_component, self.posteriors,
             self.preview, row(self.run_button, self.cancel_button), self.progress,
             self.status, self.apply_target, row(self.apply_button, self.copy_button),
@@ -270,6 +277,7 @@ class GMMSegmenterWidget(Container):
     def _connect_signals(self):
         self.image.changed.connect(self.channel_axis.reset_choices)
         self.auto_components.changed.connect(self._toggle_auto)
+        self.auto_beta.changed.connect(lambda auto: setattr(self.beta, "visible", not auto))
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.apply_button.changed.connect(lambda: self.apply_model())
@@ -282,7 +290,8 @@ class GMMSegmenterWidget(Container):
             ))
         for setting in (
             self.image, self.channel_axis, self.leading_axis, self.auto_components,
-            self.n_components, self.max_components, self.covariance_type, self.beta,
+            self.n_components, self.max_components, self.covariance_type, self.auto_beta,
+            self.beta,
             self.connectivity, self.seed, self.mask, self.preview,
         ):
             setting.changed.connect(self._preview_if_on)
@@ -573,7 +582,7 @@ class GMMSegmenterWidget(Container):
             "n_components_range": (1, self.max_components.value),
             "covariance_type": self.covariance_type.value,
             "channel_axis": layout.frame_channel_axis,
-            "beta": self.beta.value,
+            "beta": "auto" if self.auto_beta.value else self.beta.value,
             "connectivity": min(self.connectivity.value, n_spatial),
             "spacing": _layers.spacing_from_scale(layer.scale, layout),
             "random_state": self.seed.value,
