@@ -9,21 +9,26 @@ pixels and a strip byte count far beyond the file's size; and a PNG whose
 chunk claims 2 GB (Pillow allocated the claim before reading).
 """
 
+import functools
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
+import _decoders
 import numpy as np
 import pytest
 import tifffile
 
 from gmm_segmenter import cli
 from gmm_segmenter import io as gio
+from gmm_segmenter.cli import _isolated
 
 DATA = Path(__file__).parent / "data"
 HOSTILE = sorted(DATA.glob("hostile-*"))
@@ -200,3 +205,239 @@ def test_tiny_zarr_chunks_are_read_in_few_blocks(tmp_path):
     volume = gio.read_zarr(tmp_path / "v.zarr")
     assert volume.npartitions == 1
     np.testing.assert_array_equal(volume.compute(), store[:])
+
+
+# ------------------------------------------------------------------ decoding in a child process
+
+needs_guard = pytest.mark.skipif(not _isolated.supported(), reason="the decode guard needs Linux")
+
+
+def _gone(pid, seconds=10.0):
+    """Whether process ``pid`` has ended and been reaped (no zombie) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not Path(f"/proc/{pid}").exists()
+
+
+def _decoding_pids(folder):
+    return [int(p.name.rpartition("-")[2]) for p in folder.glob("*.pid-*")]
+
+
+@needs_guard
+def test_a_decoder_that_hangs_is_stopped_at_the_time_limit(tmp_path):
+    _isolated.start()  # the fork server's own start is not part of a read
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"x.png: reading took longer than the limit of "
+                                         r"2 s and was stopped; .*--read-timeout"):
+        _isolated.read(tmp_path / "x.png", _decoders.slow, _isolated.Limits(seconds=2))
+    assert time.monotonic() - started < 10
+    (pid,) = _decoding_pids(tmp_path)
+    assert _gone(pid)  # killed and reaped
+    assert not _isolated._running
+
+
+@needs_guard
+def test_a_decoder_that_allocates_without_end_is_stopped_at_the_memory_limit():
+    limits = _isolated.Limits(seconds=30, memory=300 * 1024**2)
+    with pytest.raises(ValueError, match=r"^x.png: decoding needs more than the 300.0 MiB of "
+                                         r"memory allowed for reading one file; .*--read-memory"):
+        _isolated.read("x.png", _decoders.greedy, limits)
+
+
+@needs_guard
+def test_a_decoder_that_crashes_takes_only_its_process_down():
+    with pytest.raises(ValueError, match=r"^x.png: the decoder crashed \(SIGSEGV\)"):
+        _isolated.read("x.png", _decoders.crash, _isolated.Limits(seconds=30))
+
+
+@needs_guard
+def test_the_array_and_the_warnings_come_back_and_the_decoder_prints_nothing(capfd):
+    _isolated.start()
+    with pytest.warns(UserWarning, match="x.png: something odd"):
+        image = _isolated.read("x.png", _decoders.noisy, _isolated.Limits(seconds=30))
+    np.testing.assert_array_equal(image, np.arange(12, dtype=">u2").reshape(3, 4))
+    assert image.dtype == np.dtype(">u2") and image.flags.writeable
+    assert capfd.readouterr() == ("", "")
+    # the decoder ran in another process
+    pid = _isolated.read("x.png", _decoders.process_id, _isolated.Limits(seconds=30))
+    assert int(pid[0, 0]) != os.getpid()
+
+
+@needs_guard
+def test_files_read_in_a_child_equal_files_read_here(tmp_path):
+    rng = np.random.default_rng(0)
+    images = {
+        "rgb.png": rng.integers(0, 256, (300, 200, 3), dtype=np.uint8),
+        "gray16.png": rng.integers(0, 65536, (64, 50), dtype=np.uint16),
+        "stack.tif": rng.integers(0, 4096, (5, 300, 400), dtype=np.uint16),
+        "float.tif": rng.normal(size=(33, 17)).astype(np.float32),
+    }
+    for name, image in images.items():
+        if name.endswith(".png"):
+            gio.write_png(tmp_path / name, image)
+        else:
+            tifffile.imwrite(tmp_path / name, image, compression="zlib")
+    reader = functools.partial(gio.read_image, max_pixels=10**7)
+    for name, image in images.items():
+        read = _isolated.read(tmp_path / name, reader, _isolated.Limits(seconds=30))
+        assert read.dtype == image.dtype
+        np.testing.assert_array_equal(read, image)
+    # a file's own errors and warnings are those of read_image
+    with pytest.raises(FileNotFoundError, match="missing.png: no such file"):
+        _isolated.read(tmp_path / "missing.png", reader, _isolated.Limits(seconds=30))
+    for path in HOSTILE:
+        with pytest.raises(ValueError, match=f"^{path}: "):
+            _isolated.read(path, reader, _isolated.Limits(seconds=30))
+    with tifffile.TiffWriter(tmp_path / "two.tif") as writer:
+        writer.write(np.zeros((8, 9), np.uint8))
+        writer.write(np.ones((5, 6), np.uint16))
+    with pytest.warns(UserWarning, match="two.tif: holds 2 image series"):
+        _isolated.read(tmp_path / "two.tif", reader, _isolated.Limits(seconds=30))
+
+
+def test_without_limits_or_without_linux_files_are_read_here(monkeypatch):
+    here = np.array([[os.getpid()]])
+    no_limits = _isolated.Limits(seconds=None, memory=None)
+    np.testing.assert_array_equal(_isolated.read("x.png", _decoders.process_id, no_limits), here)
+    monkeypatch.setattr(_isolated, "supported", lambda: False)
+    assert not _isolated.Limits().active
+    np.testing.assert_array_equal(
+        _isolated.read("x.png", _decoders.process_id, _isolated.Limits()), here
+    )
+
+
+def _two_images(folder, *names):
+    for name in names:
+        gio.write_png(folder / name, (np.arange(400).reshape(20, 20) % 3 * 90).astype(np.uint8))
+    return [str(folder / name) for name in names]
+
+
+@needs_guard
+def test_the_cli_stops_a_hanging_decoder_and_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("gmm_segmenter.cli._inputs.read_image", _decoders.slow_when_named_slow)
+    files = _two_images(tmp_path, "a.png", "slow.png")
+    started = time.monotonic()
+    status = cli.main([*files, "-k", "2", "--beta", "0", "--read-timeout", "3", "-o",
+                       str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err == (f"gmm-segment: error: {files[1]}: reading took longer than the limit of 3 s "
+                   "and was stopped; if the file is genuine, allow more time (--read-timeout "
+                   "SECONDS, 0 for no limit)\n")
+    assert (tmp_path / "out" / "a_labels.tif").exists()
+    assert time.monotonic() - started < 30
+
+
+@needs_guard
+def test_the_cli_stops_a_decoder_at_the_memory_limit_and_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("gmm_segmenter.cli._inputs.read_image",
+                        _decoders.greedy_when_named_greedy)
+    files = _two_images(tmp_path, "greedy.png", "b.png")
+    status = cli.main([*files, "-k", "2", "--beta", "0", "--read-memory", "400M", "-o",
+                       str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith(f"gmm-segment: error: {files[0]}: decoding needs more than the "
+                          "400.0 MiB of memory allowed for reading one file")
+    assert len(err.splitlines()) == 1
+    assert (tmp_path / "out" / "b_labels.tif").exists()
+
+
+def test_the_cli_reads_in_this_process_with_both_limits_off(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("gmm_segmenter.cli._inputs.read_image",
+                        _decoders.greedy_when_named_greedy)
+    calls = []
+    monkeypatch.setattr(_isolated, "read", lambda *args: calls.append(args))
+    files = _two_images(tmp_path, "a.png")
+    assert cli.main([*files, "-k", "2", "--beta", "0", "--read-timeout", "0", "--read-memory",
+                     "none", "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    assert calls == []
+
+
+def test_the_cli_says_when_the_limits_cannot_be_kept(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_isolated, "supported", lambda: False)
+    files = _two_images(tmp_path, "a.png")
+    assert cli.main([*files, "-k", "2", "--beta", "0", "--read-timeout", "5", "-o",
+                     str(tmp_path / "out"), "--quiet"]) == 0
+    assert capsys.readouterr().err == (
+        "gmm-segment: warning: --read-timeout and --read-memory need Linux; files are read "
+        "in this process, without a time or memory limit\n"
+    )
+    # the defaults say nothing
+    assert cli.main([*files, "-k", "2", "--beta", "0", "-o", str(tmp_path / "out"),
+                     "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--read-timeout", "-1"], "--read-timeout: expected a number of seconds"),
+    (["--read-timeout", "soon"], "--read-timeout: expected a number of seconds"),
+    (["--read-memory", "4X"], "--read-memory: expected a size such as 4G"),
+    (["--read-memory=-5M"], "--read-memory: expected a size such as 4G"),
+])
+def test_bad_limits_are_usage_errors(flags, problem, capsys):
+    assert cli.main(["a.png", *flags]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and len(err.splitlines()) == 1
+
+
+def test_the_limits_the_flags_give():
+    from gmm_segmenter.cli._parser import build_parser
+
+    def limits(*flags):
+        return _isolated.Limits.from_arguments(build_parser().parse_args(["a.png", *flags]))
+
+    assert limits() == _isolated.Limits(seconds=60.0, memory="auto")
+    assert limits("--read-timeout", "none", "--read-memory", "0") == _isolated.Limits(None, None)
+    assert limits("--read-timeout", "2.5", "--read-memory", "1.5G") == _isolated.Limits(
+        2.5, int(1.5 * 1024**3))
+    assert limits("--max-pixels", "1000").max_pixels == 1000
+    # the default memory: what is free, at most 32 bytes per allowed value, at least 256 MiB
+    assert limits("--max-pixels", "1000").memory_bytes() == 256 * 1024**2
+    assert limits("--max-pixels", str(2**25)).memory_bytes() <= 2**30
+
+
+_INTERRUPTED_RUN = textwrap.dedent("""
+    import sys
+    import _decoders
+    from gmm_segmenter.cli import _inputs, main
+    _inputs.read_image = _decoders.slow_when_named_slow
+    sys.argv = ["gmm-segment", *sys.argv[1:]]
+    main()
+""")
+
+
+@needs_guard
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_while_decoding_exits_130_at_once_and_kills_the_decoder(tmp_path, jobs):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    files = _two_images(tmp_path, "slow1.png", "slow2.png")
+    env = dict(os.environ, TMPDIR=str(scratch),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
+                                           os.environ.get("PYTHONPATH", "")]),
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_RUN, *files, "-j", jobs, "-o",
+         str(tmp_path / "out"), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    deadline = time.monotonic() + 60
+    while len(_decoding_pids(tmp_path)) < int(jobs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    decoding = _decoding_pids(tmp_path)
+    assert len(decoding) == int(jobs), child.communicate(timeout=5)
+    interrupted = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    try:
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert time.monotonic() - interrupted < 10  # not after the 60 s read timeout
+    assert child.returncode == 130, err.decode()
+    assert err.decode() == "gmm-segment: interrupted\n"
+    assert all(_gone(pid) for pid in decoding)
+    # no temporary file is left behind (only the output folder's lock file, by design)
+    assert [p.name for p in scratch.iterdir() if not p.name.endswith(".lock")] == []
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []

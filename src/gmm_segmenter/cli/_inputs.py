@@ -1,12 +1,14 @@
 """The inputs of ``gmm-segment``: files, folders, globs and samples, read and made ready.
 
 Each input becomes a :class:`Source` with a unique output name, is read as
-an array, and :func:`prepare` puts its channels last and turns an alpha
-channel and ``--mask`` into one mask.
+an array (an image file decoded in a child process under ``--read-timeout``
+and ``--read-memory``, see :mod:`._isolated`), and :func:`prepare` puts its
+channels last and turns an alpha channel and ``--mask`` into one mask.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import IMAGE_EXTENSIONS, is_zarr_store, read_image, read_zarr
+from . import _isolated
 from ._folder import outputs_in
 from ._samples import load_sample
 
@@ -103,18 +106,27 @@ def _assign_names(sources):
 # ------------------------------------------------------------------ reading
 
 
-def load_source(source: Source, max_pixels=None) -> np.ndarray:
-    """The input's pixels; ``max_pixels`` (``--max-pixels``) bounds files and stores."""
+def _read_file(path, max_pixels, limits):
+    """:func:`read_image`, in a child process under ``limits`` (none: in this one)."""
+    reader = functools.partial(read_image, **({} if max_pixels is None else {"max_pixels": max_pixels}))
+    if limits is None or not limits.active:
+        return reader(path)
+    return _isolated.read(path, reader, limits)
+
+
+def load_source(source: Source, max_pixels=None, limits=None) -> np.ndarray:
+    """The input's pixels; ``max_pixels`` (``--max-pixels``) bounds files and stores,
+    ``limits`` the time and memory for decoding a file."""
     if source.sample is not None:
         return np.asarray(load_sample(source.sample))
-    limit = {} if max_pixels is None else {"max_pixels": max_pixels}
     if is_zarr_store(source.path):
+        limit = {} if max_pixels is None else {"max_pixels": max_pixels}
         return read_zarr(source.path, **limit)  # lazy: read chunk by chunk when labelled
-    return read_image(source.path, **limit)
+    return _read_file(source.path, max_pixels, limits)
 
 
-def read_mask(path, max_pixels=None) -> np.ndarray:
-    mask = read_image(path, **({} if max_pixels is None else {"max_pixels": max_pixels}))
+def read_mask(path, max_pixels=None, limits=None) -> np.ndarray:
+    mask = _read_file(path, max_pixels, limits)
     if mask.ndim == 3 and mask.shape[-1] in (3, 4):
         mask = mask[..., :3].any(axis=-1) if mask.shape[-1] == 3 else (
             mask[..., :3].any(axis=-1) & (mask[..., 3] > 0)

@@ -8,6 +8,7 @@ import os
 import sys
 import traceback
 
+from . import _isolated
 from ._console import PROG, Console, describe, is_terminal
 from ._interactive import interactive_argv
 from ._parser import build_parser, check_arguments
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
             # Run as the command: exit with this status now. (An interrupt that
             # landed in code Python runs on its own would otherwise make the
             # interpreter end by the signal on the way out.)
+            _isolated.shut_down()
             _flush_stdout()
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.flush()
@@ -171,6 +173,7 @@ def _warnings_name_their_file():
 
 
 def _run(args, parser) -> int:
+    _start_reading(args)  # the decoders load in another process meanwhile
     # Imported here, not at the top: numpy, scipy and scikit-learn load only
     # once the arguments are known to describe a run.
     from ._inputs import collect_sources
@@ -186,6 +189,9 @@ def _run(args, parser) -> int:
     if args.save_model is not None:
         _check_save_model_path(args.save_model, parser)
     console = Console(len(sources), args.quiet, args.debug)
+    if (args.read_timeout is not None or args.read_memory is not None) and not _isolated.supported():
+        console.warn("--read-timeout and --read-memory need Linux; files are read in this "
+                     "process, without a time or memory limit")
     failed = len(collect_errors)
     for message in collect_errors:
         console.error(message)
@@ -217,6 +223,15 @@ def _run(args, parser) -> int:
         f"{args.outdir}{os.sep}" + (f"; {failed} failed" if failed else "")
     )
     return 1 if failed else 0
+
+
+def _start_reading(args):
+    """Start the process that decoding children come from, if files will be read."""
+    if (args.images or args.mask is not None) and _isolated.Limits.from_arguments(args).active:
+        try:
+            _isolated.start(quiet=not args.debug)
+        except OSError:  # each read tries again, and reports a failure on one line
+            pass
 
 
 def _check_save_model_path(path, parser):
@@ -285,7 +300,7 @@ def _read_mask(args, console):
     from ._inputs import read_mask
 
     try:
-        return read_mask(args.mask, args.max_pixels)
+        return read_mask(args.mask, args.max_pixels, _isolated.Limits.from_arguments(args))
     except Exception as error:
         console.error(f"--mask {describe(error)}", traceback.format_exc())
         raise _CannotStart from error

@@ -80,6 +80,42 @@ def _max_samples(text):
     return "all" if text == "all" else _positive_int(text)
 
 
+def _seconds_or_none(text):
+    """``--read-timeout``: seconds > 0, or 0 / 'none' for no limit (0.0)."""
+    if text.strip().lower() in ("none", "0", "0.0"):
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds, or 0 or 'none' for no limit, got {text!r}"
+        )
+    return value
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _size_or_none(text):
+    """``--read-memory``: bytes with an optional K, M, G or T (powers of 1024),
+    or 0 / 'none' for no limit (0)."""
+    if text.strip().lower() in ("none", "0"):
+        return 0
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = cleaned[-1:] if cleaned[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(cleaned[: len(cleaned) - len(unit)]) * _SIZE_UNITS[unit]
+    except ValueError:
+        value = -1.0
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 4G or 500M, or 'none' for no limit, got {text!r}"
+        )
+    return int(value)
+
+
 def _channel_axis(text):
     if text in ("auto", "none"):
         return text
@@ -168,6 +204,18 @@ def _add_input_arguments(parser):
         help="largest image read from a file, in values (pixels times channels), "
         "checked from its header before decoding (default: 2**31 = 2147483648; "
         "zarr volumes, read chunk by chunk: 2**40)",
+    )
+    parser.add_argument(
+        "--read-timeout", type=_seconds_or_none, default=None, metavar="SECONDS",
+        help="longest time one image file may take to decode; each file is decoded in "
+        "a separate process, which is stopped after that time and the file reported "
+        "as failed (default: 60; 0 or 'none': no limit; Linux only)",
+    )
+    parser.add_argument(
+        "--read-memory", type=_size_or_none, default=None, metavar="SIZE",
+        help="most memory one image file may take to decode, such as 4G or 500M "
+        "(default: the memory free when the file is read, and at most 32 bytes per "
+        "value --max-pixels allows; 'none': no limit; Linux only)",
     )
     parser.add_argument(
         "-o", "--outdir", default="Result", type=Path,

@@ -19,6 +19,7 @@ from .._image import is_dask_array
 from .._progress import progress
 from ..estimator import GMMSegmenter
 from ..io import read_zarr, write_json
+from . import _isolated
 from ._console import describe, working_on
 from ._folder import ResultSet
 from ._inputs import Prepared, Source, load_source, prepare
@@ -56,6 +57,7 @@ class Runner:
         self.mask = mask
         self.options = Options(args.outdir, args.colors, not args.no_masks, args.proba,
                                protected)
+        self.read_limits = _isolated.Limits.from_arguments(args)
         self.requested_k = (
             None if args.model is not None
             else params.get("n_components", GMMSegmenter().n_components)
@@ -68,7 +70,7 @@ class Runner:
             return self._read(source)
 
     def _read(self, source) -> Prepared:
-        image = load_source(source, self.args.max_pixels)
+        image = load_source(source, self.args.max_pixels, self.read_limits)
         return prepare(image, self.args.channel_axis, self.mask)
 
     def fit(self, prepared_list) -> GMMSegmenter:
@@ -188,6 +190,7 @@ def _map(function, items, jobs):
         except BaseException:
             for future in futures:
                 future.cancel()
+            _isolated.stop_all()  # files still decoding in other threads: stop now
             raise
 
 
