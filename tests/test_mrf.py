@@ -239,20 +239,45 @@ def test_beta_auto_keeps_the_strength_of_largest_free_energy(noisy_blobs, monkey
     betas = [beta for beta, _ in tried]
     assert len(betas) == len(_hmrf.BETA_FACTORS)
     np.testing.assert_allclose(np.array(betas) / betas[0], _hmrf.BETA_FACTORS)
-    assert 0.7 < betas[0] < 0.76  # K / (2 e), e just under 2 on a 96 x 96 grid
+    assert betas[0] == pytest.approx(np.log(2.5))  # the critical strength in 2-D
     assert segmenter.beta_ in betas
     assert ari(truth, segmenter.predict(image)) > 0.8
 
 
-def test_mean_field_log_partition_is_exact_at_zero_and_orders_above_the_critical_beta():
+def _lattice(shape, spacing=None):
+    hood = _mrf.neighbourhood(len(shape), 1, spacing)
+    return _hmrf.Lattice.of([_hmrf.Grid(shape, None, hood, None)])
+
+
+def test_bethe_log_partition_is_exact_on_a_chain_and_at_zero():
     log_weights = np.log([0.2, 0.3, 0.5])
-    assert _hmrf.mean_field_log_partition(0.0, 2.0, log_weights) == pytest.approx(0.0, abs=1e-9)
-    # far above the critical strength the prior freezes on one label: log Z ≈ beta e
-    assert _hmrf.mean_field_log_partition(10.0, 2.0, log_weights) == pytest.approx(
-        10.0 * 2.0 + np.log(0.5), abs=1e-3
-    )
-    values = [_hmrf.mean_field_log_partition(b, 2.0, log_weights) for b in (0.2, 0.5, 0.8)]
-    assert values[1] <= (values[0] + values[2]) / 2 + 1e-12  # convex in beta
+    square = _lattice((40, 40))
+    assert _hmrf.bethe_log_partition(0.0, square, log_weights) == pytest.approx(0.0, abs=1e-9)
+    # a chain is a tree, where belief propagation is exact: compare with the
+    # transfer matrix (the uniform messages leave only an end effect, O(1/n))
+    n, beta = 4000, 0.8
+    transfer = np.exp(beta * np.eye(3)) * np.exp(log_weights)[np.newaxis, :]
+    vector, log_z = np.exp(log_weights), 0.0
+    for _ in range(n - 1):
+        vector = vector @ transfer
+        log_z += np.log(vector.sum())
+        vector /= vector.sum()
+    chain = _hmrf.bethe_log_partition(beta, _lattice((n,)), log_weights)
+    assert chain == pytest.approx(log_z / n, abs=1e-3)
+    # far above the critical strength the prior freezes on one label
+    frozen = _hmrf.bethe_log_partition(10.0, square, log_weights)
+    edges = square.pairs.sum() / square.n_pixels
+    assert frozen == pytest.approx(10.0 * edges + np.log(0.5), abs=1e-3)
+
+
+def test_critical_beta_is_the_bethe_transition():
+    # e^beta = 1 + K / (z - 2) for z equal neighbours
+    assert _hmrf.critical_beta(_lattice((30, 30)), 3) == pytest.approx(np.log(1 + 3 / 2))
+    assert _hmrf.critical_beta(_lattice((10, 10, 10)), 3) == pytest.approx(np.log(1 + 3 / 4))
+    assert _hmrf.critical_beta(_lattice((50,)), 3) == _hmrf.CHAIN_BETA  # a chain never orders
+    # thick slices vote less across them, so ordering needs a stronger prior
+    thick = _hmrf.critical_beta(_lattice((10, 20, 20), (3.0, 1.0, 1.0)), 3)
+    assert thick > np.log(1 + 3 / 4)
 
 
 def test_beta_auto_on_too_few_pixels_warns_and_uses_the_fallback():

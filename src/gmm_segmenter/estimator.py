@@ -127,11 +127,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         FAST), and :meth:`predict` / :meth:`predict_proba` return mean-field
         posteriors that include the prior. ``0`` gives the pixel-wise
         mixture exactly. ``'auto'`` fits at the prior's critical strength
-        ``K / (2 e)`` (``e`` the neighbour weight per pixel: 0.75 for three
-        classes in 2-D, 0.5 in 3-D) and at half and 1.5 times it, and keeps
-        the fit of largest mean-field free energy (the bound with the
-        prior's normalising constant); with fewer than 256 valid pixels it
-        warns and uses 0.5. ``'pseudo-likelihood'`` re-estimates ``beta``
+        (Bethe approximation: 0.92 for three classes in 2-D, 0.56 in 3-D)
+        and at 2/3 and 4/3 of it, and keeps the fit of largest free energy
+        (the mean-field bound less the prior's log normalising constant);
+        with fewer than 256 valid pixels it warns and uses 0.5. ``'pseudo-likelihood'`` re-estimates ``beta``
         by Besag's maximum pseudo-likelihood, which runs high on real
         images. The strength used is ``beta_``. See ``docs/spatial.md``.
     connectivity : int, default=1
