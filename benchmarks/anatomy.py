@@ -28,8 +28,8 @@ Methods, in the same run:
 
 - ``GMMSegmenter`` with the defaults of the installed package (whatever
   ``GMMSegmenter()`` is when the script runs), ``beta=0``, fixed ``beta`` in
-  (0.25, 0.5, 1.0, 1.5), ``beta='auto'`` and ``bias_field='auto'`` (only when
-  the estimator has that parameter); all with ``random_state=0`` and the
+  (0.25, 0.5, 1.0, 1.5), ``beta='pseudo-likelihood'`` and ``bias_field='auto'``
+  (only when the estimator has that parameter); all with ``random_state=0`` and the
   voxel spacing of the case;
 - ``sklearn.mixture.GaussianMixture(3, random_state=0)`` and ``KMeans`` on
   the pixels, ``skimage.filters.threshold_multiotsu``;
@@ -332,7 +332,7 @@ def all_methods():
     methods = {"default": gmm_segmenter(), "beta=0": gmm_segmenter(beta=0)}
     for beta in FIXED_BETAS:
         methods[f"beta={beta}"] = gmm_segmenter(beta=beta)
-    methods["beta=auto"] = gmm_segmenter(beta="auto")
+    methods["beta=pseudo-likelihood"] = gmm_segmenter(beta="pseudo-likelihood")
     if "bias_field" in GMMSegmenter().get_params():
         methods["bias_field=auto"] = gmm_segmenter(bias_field="auto")
     methods.update(
