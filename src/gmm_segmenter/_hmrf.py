@@ -118,33 +118,38 @@ def bethe_log_partition(beta: float, lattice: Lattice, log_weights: np.ndarray) 
     n_components = len(log_weights)
     weights = np.exp(log_weights - log_weights.max())
     couplings = beta * lattice.couplings
-    agree = np.exp(-couplings)  # exp(J [k = l]) / exp(J), computed without overflow
-    n_types = len(couplings)
-    starts = [np.full(n_components, 1.0 / n_components)]
-    starts += [0.9 * np.eye(n_components)[k] + 0.1 / n_components for k in range(n_components)]
-    best = -np.inf
-    for start in starts:
-        messages = np.tile(start, (n_types, 1))
-        for _ in range(BP_ITERATIONS):
-            cavity = _cavities(weights, messages)
-            # m_t(k) ∝ Σ_l exp(J_t [k = l]) cavity_t(l), scaled by exp(-J_t)
-            updated = agree[:, None] * cavity.sum(axis=1, keepdims=True) + (1 - agree[:, None]) * cavity
-            updated /= updated.sum(axis=1, keepdims=True)
-            done = np.max(np.abs(updated - messages)) < 1e-12
-            messages = 0.5 * (messages + updated)  # damped: undamped updates can cycle
-            if done:
-                break
-        best = max(best, _bethe_value(weights, log_weights, messages, couplings, lattice))
-    return best / lattice.n_pixels
+    agree = np.exp(-couplings)[np.newaxis, :, np.newaxis]  # exp(J [k = l] - J), no overflow
+    # every start at once: (start, edge type, component)
+    starts = np.vstack([
+        np.full(n_components, 1.0 / n_components),
+        0.9 * np.eye(n_components) + 0.1 / n_components,
+    ])
+    messages = np.repeat(starts[:, np.newaxis, :], len(couplings), axis=1)
+    for _ in range(BP_ITERATIONS):
+        cavity = _cavities(weights, messages)
+        # m_t(k) ∝ Σ_l exp(J_t [k = l]) cavity_t(l), scaled by exp(-J_t)
+        updated = agree * cavity.sum(axis=2, keepdims=True) + (1 - agree) * cavity
+        updated /= updated.sum(axis=2, keepdims=True)
+        done = np.max(np.abs(updated - messages)) < 1e-10
+        messages = 0.5 * (messages + updated)  # damped: undamped updates can cycle
+        if done:
+            break
+    values = [
+        _bethe_value(weights, log_weights, start, couplings, lattice) for start in messages
+    ]
+    return max(values) / lattice.n_pixels
 
 
 def _cavities(weights, messages):
-    """Each type's cavity: the node's field and every other incoming message."""
+    """Each type's cavity: the node's field and every other incoming message.
+
+    ``messages`` is ``(..., n_types, K)``; so is the result, normalised.
+    """
     log_messages = np.log(np.maximum(messages, 1e-300))
-    total = np.log(weights) + 2.0 * log_messages.sum(axis=0)
-    cavity = np.exp(total[None, :] - log_messages - np.max(total[None, :] - log_messages,
-                                                            axis=1, keepdims=True))
-    return cavity / cavity.sum(axis=1, keepdims=True)
+    total = np.log(weights) + 2.0 * log_messages.sum(axis=-2, keepdims=True)
+    log_cavity = total - log_messages
+    cavity = np.exp(log_cavity - log_cavity.max(axis=-1, keepdims=True))
+    return cavity / cavity.sum(axis=-1, keepdims=True)
 
 
 def _bethe_value(weights, log_weights, messages, couplings, lattice) -> float:
