@@ -101,3 +101,69 @@ def test_n_parameters_matches_sklearn(covariance_type):
     X = _blobs(60)
     reference = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
     assert _mixture.n_parameters(3, 3, covariance_type) == reference._n_parameters()
+
+
+# ------------------------------------------------------------- screened starts
+
+
+def _fit(X, n_init, init_params="kmeans", seed=0, **extra):
+    return _mixture.fit_mixture(
+        X, np.ones(len(X)), 4, covariance_type="full", init_params=init_params, n_init=n_init,
+        max_iter=200, tol=1e-6, reg_covar=1e-6, random_state=np.random.RandomState(seed), **extra,
+    )
+
+
+def _clusters_of_unequal_size(seed=0):
+    """Five clusters for four components: starts disagree on which to merge."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0, 0], [4, 0], [0, 4], [4, 4], [9, 9]], dtype=float)
+    sizes = [3000, 300, 300, 3000, 600]
+    return np.vstack([c + rng.normal(scale=s, size=(n, 2))
+                      for c, n, s in zip(centres, sizes, [1.0, 0.3, 0.3, 1.0, 2.0])])
+
+
+def test_screened_starts_are_never_worse_than_the_single_start():
+    X = _clusters_of_unequal_size()
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    for seed in range(4):
+        single = _fit(X, 1, seed=seed)
+        screened = _fit(X, "auto", seed=seed, input_scale=np.array([1.0, 1.0]))
+        assert screened.lower_bound >= single.lower_bound - 1e-6
+
+
+def test_screening_includes_kmeans_in_the_input_units(monkeypatch):
+    X = _clusters_of_unequal_size()
+    seen = []
+    original = _mixture.initial_responsibilities
+
+    def spy(X_start, *args, **kwargs):
+        seen.append(np.std(X_start, axis=0))
+        return original(X_start, *args, **kwargs)
+
+    monkeypatch.setattr(_mixture, "initial_responsibilities", spy)
+    _fit(X, "auto", input_scale=np.array([10.0, 1.0]))
+    assert len(seen) == 1 + len(_mixture.SCREENED_STARTS)  # kmeans is init_params already
+    np.testing.assert_allclose(seen[-1] / seen[0], [10.0, 1.0])
+
+
+def test_a_start_cannot_win_by_a_spike_on_a_clipped_value():
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal([1, 1], 0.6, size=(4000, 2)), rng.normal([4, 4], 0.6, size=(4000, 2))])
+    X = np.clip(X, 0, None)  # a clipped level: about 5 % of rows exactly (0, 0)
+    X[rng.random(len(X)) < 0.05] = 0.0
+    spiky = _mixture.fit_mixture(
+        X, np.ones(len(X)), 3, covariance_type="full", init_params="kmeans", n_init="auto",
+        max_iter=200, tol=1e-4, reg_covar=1e-6, random_state=np.random.RandomState(0),
+    )
+    assert _mixture.spike_count(X, np.ones(len(X)), spiky.mixture) == 0
+    # the spike exists and would have a larger likelihood: a start on it finds it
+    resp = np.zeros((len(X), 3))
+    resp[:, 0] = np.all(X == 0, axis=1)
+    resp[~resp[:, 0].astype(bool), 1 + (X[~resp[:, 0].astype(bool), 0] > 2.5)] = 1
+    initial = _mixture.initial_mixture(X, np.ones(len(X)), resp, 1e-6, "full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        on_spike = _mixture.run_em(X, np.ones(len(X)), initial, max_iter=200, tol=1e-4,
+                                   reg_covar=1e-6)
+    assert _mixture.spike_count(X, np.ones(len(X)), on_spike.mixture) == 1
+    assert on_spike.lower_bound > spiky.lower_bound

@@ -454,11 +454,14 @@ def fit_mixture(
     tol,
     reg_covar,
     random_state,
+    input_scale=None,
 ) -> FitResult:
     """Fit ``n_init`` times and keep the fit with the largest lower bound.
 
     ``n_init='auto'`` screens several starts instead (see :func:`screened_fit`)
     for several channels, and runs a deterministic start once for one channel.
+    ``input_scale`` (the standardisation's scales) lets one screened start be
+    k-means in the input's own units.
     """
     if n_init == "auto" and X.shape[1] == 1 and init_params in ("otsu", "quantile"):
         n_init = 1
@@ -466,7 +469,7 @@ def fit_mixture(
         best = screened_fit(
             X, sample_weight, n_components, covariance_type=covariance_type,
             init_params=init_params, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-            random_state=random_state,
+            random_state=random_state, input_scale=input_scale,
         )
         _warn_if_not_converged(best, max_iter)
         return best
@@ -508,9 +511,14 @@ FINALISTS = 2
 SPIKE_SHARE = 0.5
 
 
+#: The screened start that runs k-means in the input's units, as
+#: ``sklearn.mixture.GaussianMixture`` on the raw pixels starts.
+INPUT_UNITS_KMEANS = "kmeans in input units"
+
+
 def screened_fit(
     X, sample_weight, n_components, *, covariance_type, init_params, max_iter, tol,
-    reg_covar, random_state,
+    reg_covar, random_state, input_scale=None,
 ) -> FitResult:
     """EM from the best of several starts, screened cheaply on a subsample.
 
@@ -520,7 +528,9 @@ def screened_fit(
     :data:`SCREENED_STARTS` (and ``init_params`` itself) gets
     :data:`SCREEN_ITER` EM iterations on :data:`SCREEN_ROWS` of the rows;
     the :data:`FINALISTS` best by likelihood then run EM on every row, and
-    the best of those is kept. A start may not win by squeezing more
+    the best of those is kept. With ``input_scale``, k-means in the input's
+    units (scikit-learn's own start on the raw pixels, which weighs a
+    channel of wide spread more) is screened too. A start may not win by squeezing more
     components onto single values (see :func:`spike_count`) than the
     ``init_params`` start does: such a fit has a large likelihood because a
     density spike sits on a clipped or saturated level, not because it
@@ -528,14 +538,21 @@ def screened_fit(
     """
     screen_X, screen_w = _screening_rows(X, sample_weight, random_state)
     starts = (init_params,) + tuple(s for s in SCREENED_STARTS if s != init_params)
+    if input_scale is not None:
+        starts += (INPUT_UNITS_KMEANS,)
     screened = []
     for index, start in enumerate(starts):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # re-seeding and ridges are reported by the final EM
             try:
-                resp = initial_responsibilities(
-                    screen_X, screen_w, n_components, start, random_state
-                )
+                if start == INPUT_UNITS_KMEANS:
+                    resp = initial_responsibilities(
+                        screen_X * input_scale, screen_w, n_components, "kmeans", random_state
+                    )
+                else:
+                    resp = initial_responsibilities(
+                        screen_X, screen_w, n_components, start, random_state
+                    )
                 initial = initial_mixture(screen_X, screen_w, resp, reg_covar, covariance_type)
                 result = run_em(
                     screen_X, screen_w, initial, max_iter=min(SCREEN_ITER, max_iter), tol=tol,

@@ -96,14 +96,16 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         otherwise. The other methods are scikit-learn's.
     n_init : int or 'auto', default='auto'
         Number of initialisations; the best fit is kept. ``'otsu'`` and
-        ``'quantile'`` are deterministic and run once. ``'auto'`` screens
-        six starts (``init_params``, then multi-Otsu, k-means, k-means++
-        twice and ``'random_from_data'``) with 20 EM iterations each on a
-        20 000-pixel subsample, runs EM to the end from the two best, and
-        keeps the better; a start may not win by putting more components on
-        a single value (a clipped or saturated level) than the
-        ``init_params`` start does. An int runs ``init_params`` that many
-        times, as scikit-learn does. See ``docs/how-it-works.md``.
+        ``'quantile'`` are deterministic and run once. ``'auto'``, for
+        several channels, screens seven starts (``init_params``, then
+        multi-Otsu, k-means, k-means++ twice, ``'random_from_data'`` and
+        k-means in the input's units, scikit-learn's start on raw pixels)
+        with 20 EM iterations each on a 20 000-pixel subsample, runs EM to
+        the end from the two best, and keeps the better; a start may not win
+        by putting more components on a single value (a clipped or saturated
+        level) than the ``init_params`` start does. For one channel it runs
+        the exact multi-Otsu start once. An int runs ``init_params`` that
+        many times, as scikit-learn does.
     max_iter : int, default=100
         Maximum number of EM iterations.
     tol : float, default=1e-3
@@ -390,6 +392,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 tol=self.tol,
                 reg_covar=self.reg_covar,
                 random_state=random_state,
+                input_scale=scale,
             )
 
         if self.n_components == "auto":
