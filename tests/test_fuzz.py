@@ -1,16 +1,21 @@
 """Fuzzing the image readers and the model loader with mutated files.
 
 Every input is a valid PNG, TIFF or model file with random bytes changed,
-cut off or inserted (or pure noise). Reading it must either succeed or fail
-with the documented clean error, ``ValueError`` naming the file; anything
-else (a crash, another exception, a hang) fails the test. Runs a few dozen
-examples in the normal test run; set ``GMM_FUZZ_EXAMPLES=5000`` for a long
-run: ``GMM_FUZZ_EXAMPLES=5000 pytest -m fuzz``.
+cut off or inserted (or pure noise), or a valid zarr store with hostile
+metadata values and damaged, missing or extra chunks (the mutations of
+``benchmarks/fuzz.py``). Reading it must either succeed or fail with the
+documented clean error, ``ValueError`` naming the file; anything else (a
+crash, another exception, a hang) fails the test. Runs a few dozen examples
+in the normal test run; set ``GMM_FUZZ_EXAMPLES=5000`` for a long run:
+``GMM_FUZZ_EXAMPLES=5000 pytest -m fuzz``.
 """
 
+import importlib.util
 import io
 import os
 import threading
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +159,35 @@ def test_load_model_on_mutated_files_fails_only_cleanly(tmp_path_factory):
         assert labels.min() >= 1 and labels.max() <= segmenter.n_components_
 
     load()
+
+
+def _benchmark():
+    """``benchmarks/fuzz.py``, whose zarr mutations the test draws from."""
+    path = Path(__file__).parent.parent / "benchmarks" / "fuzz.py"
+    spec = importlib.util.spec_from_file_location("gmm_fuzz_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_read_zarr_on_mutated_stores_fails_only_cleanly(tmp_path_factory):
+    pytest.importorskip("zarr", minversion="3")
+    pytest.importorskip("dask")
+    fuzz = _benchmark()
+    stores = fuzz.seed_stores(tmp_path_factory.mktemp("seed-stores"))
+    folder = tmp_path_factory.mktemp("fuzz-zarr")
+    segmenter = make_segmenter(3).fit(fuzz._volume())
+
+    @FUZZ
+    @given(which=st.integers(0, len(stores) - 1), seed=st.integers(0, 2**32 - 1))
+    def read(which, seed):
+        path = folder / "fuzzed.zarr"
+        fuzz.write_store(fuzz.mutate_store(stores[which], np.random.default_rng(seed)), path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # missing chunks are reported, and allowed
+            try:
+                _bounded(fuzz._read_zarr_as_the_command_does, str(path), segmenter)
+            except ValueError as error:
+                assert str(error).startswith(str(path)), error
+
+    read()

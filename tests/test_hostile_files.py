@@ -199,12 +199,100 @@ def test_a_zarr_store_claiming_a_huge_shape_is_refused_from_its_metadata(tmp_pat
 def test_tiny_zarr_chunks_are_read_in_few_blocks(tmp_path):
     zarr = pytest.importorskip("zarr")
     pytest.importorskip("dask")
-    store = zarr.open_array(str(tmp_path / "v.zarr"), mode="w", shape=(20, 40, 60),
-                            chunks=(1, 1, 1), dtype="uint8")
-    store[:] = np.arange(20 * 40 * 60).reshape(20, 40, 60) % 7
+    # 10 100 chunks of one pixel (above 10 000, dask would make a task of each)
+    store = zarr.open_array(str(tmp_path / "v.zarr"), mode="w", shape=(101, 100),
+                            chunks=(1, 1), dtype="uint8")
+    store[:] = np.arange(101 * 100).reshape(101, 100) % 7
     volume = gio.read_zarr(tmp_path / "v.zarr")
     assert volume.npartitions == 1
     np.testing.assert_array_equal(volume.compute(), store[:])
+
+
+def _small_store(path, zarr_format=2, **settings):
+    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("dask")
+    array = zarr.create_array(str(path), shape=(4, 6, 5), chunks=(2, 3, 5), dtype="uint16",
+                              zarr_format=zarr_format, **settings)
+    array[:] = np.arange(120, dtype=np.uint16).reshape(4, 6, 5) * 50 + 7
+    return path
+
+
+def _edit_metadata(path, **changes):
+    name = ".zarray" if (path / ".zarray").exists() else "zarr.json"
+    document = json.loads((path / name).read_text())
+    document.update(changes)
+    (path / name).write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_damaged_zarr_chunk_is_one_value_error_naming_the_store(tmp_path, zarr_format, capsys):
+    # found by fuzzing (benchmarks/fuzz.py --readers zarr): zstd's RuntimeError,
+    # zlib.error and a checksum's bare ValueError escaped from compute()
+    path = _small_store(tmp_path / "v.zarr", zarr_format)
+    chunk = sorted(p for p in path.rglob("*") if p.is_file() and "zarr" not in p.name
+                   and not p.name.startswith("."))[0]
+    chunk.write_bytes(b"\x28\xb5\x2f\xfd" + b"not zstd" * 4)
+    volume = gio.read_zarr(path)  # the metadata are fine: nothing is read yet
+    with pytest.raises(ValueError, match=f"^{path}: a chunk of the zarr array cannot be read "
+                                         r"\(.*\)$"):
+        volume.compute()
+    assert cli.main([str(path), "-k", "2", "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"gmm-segment: error: {path}: a chunk of the zarr array cannot be read")
+    assert len(err.splitlines()) == 1
+
+
+def test_zarr_metadata_that_cannot_describe_pixels_are_refused(tmp_path):
+    path = _small_store(tmp_path / "zero.zarr")
+    _edit_metadata(path, chunks=[0, 3, 5])  # before: ZeroDivisionError when computed
+    with pytest.raises(ValueError, match=r"zero.zarr: the zarr array of shape \(4, 6, 5\) "
+                                         r"declares chunks of shape \(0, 3, 5\)"):
+        gio.read_zarr(path)
+    path = _small_store(tmp_path / "complex.zarr")
+    _edit_metadata(path, dtype="<c8", fill_value=[0.0, 0.0])
+    with pytest.raises(ValueError, match=r"complex.zarr: the zarr array holds values of dtype "
+                                         r"complex64, not pixel values"):
+        gio.read_zarr(path)
+
+
+def test_deeply_nested_zarr_attributes_are_no_recursion_error(tmp_path):
+    # before: dask's tokenize walked the attributes and overflowed the stack
+    path = _small_store(tmp_path / "deep.zarr")
+    nested = []
+    for _ in range(400):  # deep enough for dask, not for json
+        nested = [nested]
+    (path / ".zattrs").write_text(json.dumps({"deep": nested}))
+    volume = gio.read_zarr(path)
+    np.testing.assert_array_equal(volume.compute(), np.arange(120).reshape(4, 6, 5) * 50 + 7)
+
+
+@pytest.mark.parametrize("codecs", [
+    {"filters": [{"id": "pickle"}]},
+    {"compressor": {"id": "pickle"}},
+])
+def test_a_zarr_store_with_the_pickle_codec_is_never_read(tmp_path, codecs):
+    # zarr 2 applies any codec the metadata name: unpickling a chunk could run code
+    path = _small_store(tmp_path / "p.zarr")
+    _edit_metadata(path, **codecs)
+    with pytest.raises(ValueError, match="p.zarr: the zarr array uses the codec pickle, which "
+                                         "unpickles Python objects and could run code"):
+        gio.read_zarr(path)
+    path = _small_store(tmp_path / "p3.zarr", 3)
+    _edit_metadata(path, codecs=[{"name": "bytes"}, {"name": "numcodecs.pickle"}])
+    with pytest.raises(ValueError, match="p3.zarr: the zarr array uses the codec numcodecs.pickle"):
+        gio.read_zarr(path)
+
+
+def test_a_zarr_store_of_more_chunks_than_the_limit_allows_is_refused(tmp_path):
+    # 2 KB of metadata can declare 8 192 chunks of 30 values: walking them took
+    # 10 s per pass (found by fuzzing)
+    path = _small_store(tmp_path / "many.zarr", 3)
+    _edit_metadata(path, shape=[4, 6, 10240])
+    with pytest.raises(ValueError, match=r"many.zarr: the zarr array of shape \(4, 6, 10240\) is "
+                                         r"split into 8,192 chunks of shape \(2, 3, 5\); with "
+                                         r"the limit of 1,000,000 values it may have at most 1,000"):
+        gio.read_zarr(path, max_pixels=10**6)
+    assert gio.read_zarr(path, max_pixels=10**8).npartitions == 8192
 
 
 # ------------------------------------------------------------------ decoding in a child process

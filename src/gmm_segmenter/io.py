@@ -132,12 +132,16 @@ def _captured_log():
 def read_zarr(path, *, max_pixels=MAX_LAZY_PIXELS):
     """A zarr array store as a lazy dask array (nothing is read yet).
 
-    The store's shape is checked against ``max_pixels`` from its metadata.
-    A store of very many small chunks (over 10 000) is read several chunks
-    per dask block, so the task graph stays small.
+    The store's metadata are checked before any chunk is read: its shape
+    against ``max_pixels``, its chunk sizes (at least 1), its dtype (bool,
+    integers or floats) and its codecs (no ``pickle``, which could run code
+    with zarr 2). A store of very many small chunks (over 10 000) is read
+    several chunks per dask block, so the task graph stays small.
 
     Raises ``ValueError`` naming the store when dask or zarr is missing, the
-    store holds no array, or it is larger than ``max_pixels``.
+    store holds no array or a refused one, or it is larger than
+    ``max_pixels``; and, when the array is computed, for a chunk that cannot
+    be decoded (damaged, or not what the metadata say).
     """
     try:
         import dask.array as da
@@ -147,27 +151,138 @@ def read_zarr(path, *, max_pixels=MAX_LAZY_PIXELS):
             f"{path}: reading a zarr volume needs dask and zarr ({error}); "
             "pip install 'gmm-segmenter[dask]'"
         ) from None
+    _check_zarr_codecs(path)
     try:
         array = zarr.open_array(str(path), mode="r")
         shape, chunks, dtype = tuple(array.shape), tuple(array.chunks), np.dtype(array.dtype)
     except Exception as error:
         raise ValueError(f"{path}: cannot be read as a zarr array ({_reason(error)})") from error
+    if dtype.kind not in "biuf":
+        raise ValueError(
+            f"{path}: the zarr array holds values of dtype {dtype}, not pixel values "
+            "(expected bool, integers or floats)"
+        )
+    if len(chunks) != len(shape) or any(int(c) < 1 for c in chunks):
+        raise ValueError(
+            f"{path}: the zarr array of shape {shape} declares chunks of shape {chunks}; "
+            "every chunk needs a size of at least 1 along each axis"
+        )
     _check_pixels(path, shape, dtype, max_pixels, in_memory=False)
     if not shape or 0 in shape:
         raise ValueError(f"{path}: the zarr array of shape {shape} holds no pixels")
+    _check_chunk_count(path, shape, chunks, max_pixels)
     try:
         missing = int(array.nchunks) - int(array.nchunks_initialized)
-    except Exception:  # pragma: no cover - a store that cannot list its chunks
+    except Exception:  # a store that cannot list its chunks: reading them will say
         missing = 0
     if missing:
         warnings.warn(
             f"{path}: {missing} of {array.nchunks} chunks are not stored; zarr reads "
-            f"them as the fill value {np.asarray(array.fill_value).item()!r} (expected where "
+            f"them as the fill value {_fill_value(array)!r} (expected where "
             "a region holds only that value, which zarr does not store; otherwise chunks "
             "are lost)",
             UserWarning, stacklevel=2,
         )
-    return da.from_zarr(array, chunks=_dask_chunks(shape, chunks, dtype))
+    from dask.base import tokenize
+
+    blocks = _dask_chunks(shape, chunks, dtype)
+    # named from plain values: tokenizing the zarr array itself walks its
+    # attributes, which a hostile store nests deep enough to overflow the stack
+    name = "read-zarr-" + tokenize(str(Path(path).resolve()), shape, dtype.str, chunks, blocks)
+    return da.from_array(
+        _ZarrChunks(array, path, shape, dtype), chunks=blocks, name=name,
+        meta=np.empty((0,) * len(shape), dtype),
+    )
+
+
+# zarr spends about as long on one chunk (stored or not) as on thousands of
+# values, so the chunks count against the limit too: a store of 2 KB can
+# declare a million chunks of one value each, which takes minutes to walk.
+_VALUES_PER_CHUNK_READ = 4096
+_MIN_CHUNKS_ALLOWED = 1000
+
+
+def _check_chunk_count(path, shape, chunks, max_pixels):
+    n_chunks = math.prod(-(-int(n) // int(c)) for n, c in zip(shape, chunks))
+    allowed = max(_MIN_CHUNKS_ALLOWED, max_pixels // _VALUES_PER_CHUNK_READ)
+    if n_chunks > allowed:
+        raise ValueError(
+            f"{path}: the zarr array of shape {shape} is split into {n_chunks:,} chunks of "
+            f"shape {chunks}; with the limit of {max_pixels:,} values it may have at most "
+            f"{allowed:,}, because zarr spends as long on a chunk as on about "
+            f"{_VALUES_PER_CHUNK_READ:,} values. If the store is genuine, raise the limit "
+            "(max_pixels=, gmm-segment --max-pixels) or rewrite it in larger chunks"
+        )
+
+
+class _ZarrChunks:
+    """A zarr array for dask: a chunk that zarr cannot decode is a ``ValueError``
+    naming the store, whatever zarr or its codecs raised."""
+
+    def __init__(self, array, path, shape, dtype):
+        self.array, self.path = array, path
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+
+    def __getitem__(self, selection):
+        try:
+            block = np.asarray(self.array[selection])
+        except Exception as error:  # zlib.error, RuntimeError, checksum ValueError, ...
+            raise ValueError(
+                f"{self.path}: a chunk of the zarr array cannot be read ({_reason(error)})"
+            ) from error
+        if block.dtype != self.dtype:  # what the codecs gave is not what the metadata say
+            raise ValueError(
+                f"{self.path}: a chunk of the zarr array decodes to dtype {block.dtype}, "
+                f"not the {self.dtype} of its metadata"
+            )
+        return block
+
+
+def _fill_value(array):
+    try:
+        return np.asarray(array.fill_value).item()
+    except Exception:  # an odd fill value is reported as zarr gives it
+        return array.fill_value
+
+
+# Codecs that decode to Python objects by unpickling: reading a chunk could
+# run code (zarr 2 applies any codec the metadata name).
+_REFUSED_CODECS = ("pickle",)
+
+
+def _check_zarr_codecs(path):
+    """Refuse, from the metadata files, a store whose codecs include pickle."""
+    for name in (".zarray", "zarr.json"):
+        metadata = Path(path) / name
+        try:
+            if not metadata.is_file() or metadata.stat().st_size > 1_000_000:
+                continue
+            document = json.loads(metadata.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            continue  # zarr says what is wrong with the metadata
+        named = []
+
+        def collect(node, depth=0):
+            if depth > 50:
+                return
+            if isinstance(node, dict):
+                for key in ("id", "name"):
+                    if isinstance(node.get(key), str):
+                        named.append(node[key])
+                for value in node.values():
+                    collect(value, depth + 1)
+            elif isinstance(node, list):
+                for value in node:
+                    collect(value, depth + 1)
+
+        if isinstance(document, dict):
+            collect([document.get(key) for key in ("compressor", "filters", "codecs")])
+        refused = sorted({codec for codec in named if codec.lower().endswith(_REFUSED_CODECS)})
+        if refused:
+            raise ValueError(
+                f"{path}: the zarr array uses the codec {', '.join(refused)}, which unpickles "
+                "Python objects and could run code; it is never read"
+            )
 
 
 # Up to this many chunks, dask reads a store chunk by chunk (and the labels are
