@@ -283,6 +283,26 @@ def test_a_zarr_store_with_the_pickle_codec_is_never_read(tmp_path, codecs):
         gio.read_zarr(path)
 
 
+def test_a_shard_index_pointing_beyond_its_file_is_refused_before_zarr_reads_it(tmp_path):
+    # found by fuzzing: zarr asked for a buffer of the size the index claims
+    # (MemoryError under a 2 GB limit; OverflowError beyond 2**63)
+    path = _small_store(tmp_path / "s.zarr", 3, shards=(4, 6, 5))
+    shard = path / "c" / "0" / "0" / "0"
+    data = shard.read_bytes()
+    index = np.frombuffer(data[-68:-4], "<u8").copy()  # 4 chunks, then the checksum
+    index[1] = 2**40  # the first chunk claims a terabyte
+    shard.write_bytes(data[:-68] + index.tobytes())
+    document = json.loads((path / "zarr.json").read_text())
+    document["codecs"][0]["configuration"]["index_codecs"] = [
+        {"name": "bytes", "configuration": {"endian": "little"}}]
+    (path / "zarr.json").write_text(json.dumps(document))
+    volume = gio.read_zarr(path)
+    with pytest.raises(ValueError, match=r"s.zarr: shard c/0/0/0 declares a chunk of "
+                                         r"1,099,511,627,776 bytes at byte \d+, beyond the "
+                                         r"\d+ bytes of its file"):
+        volume.compute()
+
+
 def test_a_zarr_store_of_more_chunks_than_the_limit_allows_is_refused(tmp_path):
     # 2 KB of metadata can declare 8 192 chunks of 30 values: walking them took
     # 10 s per pass (found by fuzzing)

@@ -15,6 +15,7 @@ checks every array before it rebuilds a fitted :class:`GMMSegmenter`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -222,8 +223,11 @@ class _ZarrChunks:
     def __init__(self, array, path, shape, dtype):
         self.array, self.path = array, path
         self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+        self.shards = _ShardIndexes.of(array, path)
 
     def __getitem__(self, selection):
+        if self.shards is not None:
+            self.shards.check(selection, self.shape)
         try:
             block = np.asarray(self.array[selection])
         except Exception as error:  # zlib.error, RuntimeError, checksum ValueError, ...
@@ -236,6 +240,83 @@ class _ZarrChunks:
                 f"not the {self.dtype} of its metadata"
             )
         return block
+
+
+class _ShardIndexes:
+    """The indexes of a sharded zarr array (format 3), each checked against its
+    shard's file before zarr reads the shard: zarr asks for a buffer of the
+    size an index claims (up to 2**64 bytes) before it finds the file shorter."""
+
+    _EMPTY = 2**64 - 1  # offset and size of a chunk that is not stored
+
+    def __init__(self, path, shard_shape, n_chunks, byte_order, index_bytes, at_end, key):
+        self.path, self.shard_shape, self.n_chunks = Path(path), shard_shape, n_chunks
+        self.byte_order, self.index_bytes, self.at_end, self.key = (
+            byte_order, index_bytes, at_end, key)
+        self.checked = set()
+
+    @classmethod
+    def of(cls, array, path):
+        """The indexes of ``array`` when it is sharded on a local folder, else ``None``."""
+        try:
+            metadata = array.metadata
+            sharding = [c for c in getattr(metadata, "codecs", ()) if
+                        type(c).__name__ == "ShardingCodec"]
+            if len(sharding) != 1 or not Path(path, "zarr.json").is_file():
+                return None
+            sharding = sharding[0]
+            index_codecs = [type(c).__name__ for c in sharding.index_codecs]
+            if index_codecs not in (["BytesCodec"], ["BytesCodec", "Crc32cCodec"]):
+                return None  # an index encoded otherwise is left to zarr
+            shard_shape = tuple(int(n) for n in metadata.chunk_grid.chunk_shape)
+            n_chunks = math.prod(
+                -(-s // int(c)) for s, c in zip(shard_shape, sharding.chunk_shape)
+            )
+            little = str(getattr(sharding.index_codecs[0].endian, "value", "little")) == "little"
+            return cls(path, shard_shape, n_chunks, "<" if little else ">",
+                       16 * n_chunks + 4 * (len(index_codecs) == 2),
+                       str(getattr(sharding.index_location, "value", "end")) == "end",
+                       metadata.chunk_key_encoding.encode_chunk_key)
+        except Exception:  # another zarr than this code knows: zarr's own checks apply
+            return None
+
+    def check(self, selection, shape):
+        """Refuse a shard under ``selection`` whose index points beyond its file."""
+        if not isinstance(selection, tuple) or not all(isinstance(s, slice) for s in selection):
+            return
+        ranges = []
+        for part, n, shard in zip(selection, shape, self.shard_shape):
+            start, stop, _ = part.indices(n)
+            ranges.append(range(start // shard, (max(stop, start + 1) - 1) // shard + 1))
+        for coordinates in itertools.product(*ranges):
+            key = self.key(coordinates)
+            if key not in self.checked:
+                self._check_shard(key)
+                self.checked.add(key)
+
+    def _check_shard(self, key):
+        shard = self.path / key
+        try:
+            size = shard.stat().st_size
+        except OSError:
+            return  # not stored: the fill value
+        if size < self.index_bytes:
+            return  # zarr finds the index missing
+        try:
+            with open(shard, "rb") as stream:
+                stream.seek(size - self.index_bytes if self.at_end else 0)
+                index = np.frombuffer(stream.read(16 * self.n_chunks), f"{self.byte_order}u8")
+        except (OSError, ValueError):
+            return  # zarr reports a shard it cannot read
+        offsets, sizes = index[0::2], index[1::2]
+        stored = ~((offsets == self._EMPTY) & (sizes == self._EMPTY))
+        beyond = stored & ((offsets > size) | (sizes > size - np.minimum(offsets, size)))
+        if beyond.any():
+            first = int(np.flatnonzero(beyond)[0])
+            raise ValueError(
+                f"{self.path}: shard {key} declares a chunk of {int(sizes[first]):,} bytes at "
+                f"byte {int(offsets[first]):,}, beyond the {size:,} bytes of its file"
+            )
 
 
 def _fill_value(array):
