@@ -248,6 +248,13 @@ def test_zarr_metadata_that_cannot_describe_pixels_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"zero.zarr: the zarr array of shape \(4, 6, 5\) "
                                          r"declares chunks of shape \(0, 3, 5\)"):
         gio.read_zarr(path)
+    path = _small_store(tmp_path / "zero-shards.zarr", 3, shards=(4, 6, 5))
+    document = json.loads((path / "zarr.json").read_text())
+    document["chunk_grid"]["configuration"]["chunk_shape"] = [4, 6, 0]
+    (path / "zarr.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"zero-shards.zarr: the zarr array of shape "
+                                         r"\(4, 6, 5\) declares shards of shape \(4, 6, 0\)"):
+        gio.read_zarr(path)
     path = _small_store(tmp_path / "complex.zarr")
     _edit_metadata(path, dtype="<c8", fill_value=[0.0, 0.0])
     with pytest.raises(ValueError, match=r"complex.zarr: the zarr array holds values of dtype "

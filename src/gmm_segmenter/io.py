@@ -156,6 +156,7 @@ def read_zarr(path, *, max_pixels=MAX_LAZY_PIXELS):
     try:
         array = zarr.open_array(str(path), mode="r")
         shape, chunks, dtype = tuple(array.shape), tuple(array.chunks), np.dtype(array.dtype)
+        shards = tuple(getattr(array, "shards", None) or chunks)  # zarr 3: chunks of chunks
     except Exception as error:
         raise ValueError(f"{path}: cannot be read as a zarr array ({_reason(error)})") from error
     if dtype.kind not in "biuf":
@@ -163,11 +164,12 @@ def read_zarr(path, *, max_pixels=MAX_LAZY_PIXELS):
             f"{path}: the zarr array holds values of dtype {dtype}, not pixel values "
             "(expected bool, integers or floats)"
         )
-    if len(chunks) != len(shape) or any(int(c) < 1 for c in chunks):
-        raise ValueError(
-            f"{path}: the zarr array of shape {shape} declares chunks of shape {chunks}; "
-            "every chunk needs a size of at least 1 along each axis"
-        )
+    for what, sizes in (("chunks", chunks), ("shards", shards)):
+        if len(sizes) != len(shape) or any(int(c) < 1 for c in sizes):
+            raise ValueError(
+                f"{path}: the zarr array of shape {shape} declares {what} of shape "
+                f"{sizes}; every one needs a size of at least 1 along each axis"
+            )
     _check_pixels(path, shape, dtype, max_pixels, in_memory=False)
     if not shape or 0 in shape:
         raise ValueError(f"{path}: the zarr array of shape {shape} holds no pixels")
@@ -226,10 +228,16 @@ class _ZarrChunks:
         self.shards = _ShardIndexes.of(array, path)
 
     def __getitem__(self, selection):
-        if self.shards is not None:
-            self.shards.check(selection, self.shape)
         try:
+            if self.shards is not None:
+                self.shards.check(selection, self.shape)
             block = np.asarray(self.array[selection])
+        except ValueError as error:
+            if str(error).startswith(f"{self.path}:"):
+                raise  # the shard check's own message
+            raise ValueError(
+                f"{self.path}: a chunk of the zarr array cannot be read ({_reason(error)})"
+            ) from error
         except Exception as error:  # zlib.error, RuntimeError, checksum ValueError, ...
             raise ValueError(
                 f"{self.path}: a chunk of the zarr array cannot be read ({_reason(error)})"
