@@ -377,7 +377,7 @@ def run(kind, examples, seed, seconds, memory_bytes, keep, folder, quiet):
     rng = np.random.default_rng([seed, READERS.index(kind)])
     originals = seed_stores(folder) if kind == "zarr" else [seed_bytes(kind, folder)]
     counts = {"read": 0, "refused": 0, "hang": 0, "crash": 0, "escape": 0}
-    slowest = 0.0
+    slowest, slowest_index = 0.0, None
     path = Path(folder) / f"fuzzed{SUFFIXES[kind]}"
     reader = Worker(memory_bytes)
     try:
@@ -391,7 +391,8 @@ def run(kind, examples, seed, seconds, memory_bytes, keep, folder, quiet):
                 path.write_bytes(data)
             reader.seconds = seconds
             outcome, detail = reader.read(kind, str(path), seconds)
-            slowest = max(slowest, reader.seconds)
+            if reader.seconds > slowest:
+                slowest, slowest_index = reader.seconds, index
             counts[outcome] += 1
             if outcome in ("hang", "crash", "escape"):
                 keep.mkdir(parents=True, exist_ok=True)
@@ -405,7 +406,7 @@ def run(kind, examples, seed, seconds, memory_bytes, keep, folder, quiet):
                 print(f"  {kind}: {index + 1} examples, {counts}", flush=True)
     finally:
         reader.stop()
-    return counts, slowest
+    return counts, slowest, slowest_index
 
 
 def main(argv=None):
@@ -429,12 +430,13 @@ def main(argv=None):
     try:
         for kind in args.readers.split(","):
             started = time.perf_counter()
-            counts, slowest = run(kind, args.examples, args.seed, args.seconds,
-                                  int(args.memory * 1e9), args.keep, folder, args.quiet)
+            counts, slowest, slowest_index = run(kind, args.examples, args.seed, args.seconds,
+                                                 int(args.memory * 1e9), args.keep, folder,
+                                                 args.quiet)
             failures += counts["hang"] + counts["crash"] + counts["escape"]
             print(
                 f"{kind}: {args.examples} examples in {time.perf_counter() - started:.0f} s "
-                f"(slowest read {slowest:.2f} s): {counts['read']} read, "
+                f"(slowest read {slowest:.2f} s, #{slowest_index}): {counts['read']} read, "
                 f"{counts['refused']} refused with ValueError, {counts['hang']} hangs, "
                 f"{counts['crash']} crashes, {counts['escape']} escapes", flush=True,
             )

@@ -317,7 +317,7 @@ def test_a_zarr_store_of_more_chunks_than_the_limit_allows_is_refused(tmp_path):
     _edit_metadata(path, shape=[4, 6, 10240])
     with pytest.raises(ValueError, match=r"many.zarr: the zarr array of shape \(4, 6, 10240\) is "
                                          r"split into 8,192 chunks of shape \(2, 3, 5\); with "
-                                         r"the limit of 1,000,000 values it may have at most 1,000"):
+                                         r"the limit of 1,000,000 values it may have at most 256"):
         gio.read_zarr(path, max_pixels=10**6)
     assert gio.read_zarr(path, max_pixels=10**8).npartitions == 8192
 
