@@ -324,14 +324,16 @@ def _lazy_prediction(view, model, output):
     if output == "log_likelihood" or model.beta == 0:
         if len(tail) > 1:  # pragma: no cover - every output has at most one extra axis
             kwargs["new_axis"] = list(range(spatial + 1, spatial + len(tail)))
-        name = "gmm-labels" if not tail else "gmm-map"
-        return da.map_blocks(BlockKernel(model, output), *arrays, name=name, **kwargs)
+        # a token, not a name: a name is the output's whole key, so two
+        # predictions in one graph (frames stacked in time) would be one
+        token = "gmm-labels" if not tail else "gmm-map"
+        return da.map_blocks(BlockKernel(model, output), *arrays, token=token, **kwargs)
     # the halo cannot exceed a neighbouring chunk
     depth = tuple(min(HALO, min(chunks)) for chunks in pixels.chunks[:-1])
     depths = [dict(enumerate(depth)) | {spatial: 0}] * len(arrays)
     return da.map_overlap(
         BlockKernel(model, output, depth), *arrays, depth=depths, boundary="none",
-        trim=False, align_arrays=False, name="gmm-spatial", **kwargs,
+        trim=False, align_arrays=False, token="gmm-spatial", **kwargs,
     )
 
 
