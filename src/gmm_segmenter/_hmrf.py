@@ -116,6 +116,7 @@ def hmrf_em(
     max_iter: int,
     tol: float,
     reg_covar: float,
+    update_data: Callable | None = None,
 ) -> HMRFResult:
     """Re-estimate ``mixture`` (and ``beta`` when ``'auto'``) under the spatial prior.
 
@@ -124,6 +125,11 @@ def hmrf_em(
     finite value where not valid). The objective per valid pixel is the
     mean-field bound (see :func:`._mrf.objective`); iterations stop when it
     changes by less than ``tol``.
+
+    ``update_data(resp, mixture)``, when given, is called before every
+    M-step with the table's responsibilities; it may change what
+    ``log_potential`` and ``table.values`` give from then on (a bias field
+    refitted from the spatial posteriors).
     """
     n_valid = sum(
         math.prod(grid.spatial_shape) if grid.valid is None else int(grid.valid.sum())
@@ -148,6 +154,8 @@ def hmrf_em(
         objectives.append(current)
         if resp is None:
             resp = table.weighted_resp(posteriors, [grid.spatial_shape for grid in grids])
+        if update_data is not None:
+            update_data(resp, mixture)
         updated = _mixture.regularised_fit(
             table.values, resp, reg_covar, mixture.covariance_type, float(resp.sum())
         )
