@@ -480,6 +480,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     def _sample_fields(self, images, generator):
         """Each image's sample for its field (see :meth:`._bias.Fields.sample`)."""
         views = images.views
+        for view, name in zip(views, _names(images)):
+            # the field's coordinates need a voxel size per axis, beta or not
+            _mrf.check_neighbourhood(len(view.spatial_shape), 1, self.spacing, name)
         budget = self.max_samples or _bias.SAMPLE_LIMIT
         per_image = max(budget // len(views), _bias.MIN_SAMPLES_PER_IMAGE)
         return _bias.Fields.sample(
@@ -678,7 +681,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         def log_potential(i, mixture):
             return _kernel.log_potential(views[i], mixture, offset, scale)
 
-        update_data = None
+        hooks = {}
         if fields is not None:
             refit = fields.refiner(positions, offset, scale)
 
@@ -686,6 +689,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 table.values = refit(resp, mixture)
                 views[:] = fields.corrected_views()
 
+            hooks["update_data"] = update_data
         return _hmrf.hmrf_em(
             mixture,
             grids,
@@ -695,7 +699,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             max_iter=self.max_iter_spatial,
             tol=self.tol,
             reg_covar=self.reg_covar,
-            update_data=update_data,
+            **hooks,
         )
 
     def _training_data(self, images, random_state):
