@@ -40,3 +40,39 @@ def gray_bands(shape, seed=0):
     rng = np.random.default_rng(seed)
     levels = np.array([30.0, 120.0, 210.0])[np.arange(shape[1]) * 3 // shape[1]]
     return np.clip(levels + rng.normal(scale=8, size=shape), 0, 255).astype(np.uint8)
+
+
+def smooth_field(shape, amplitude, spacing=None, seed=0):
+    """A smooth multiplicative field, ``1 - amplitude / 2`` to ``1 + amplitude / 2``
+    over the image: a seeded slope plus a bowl in physical coordinates."""
+    rng = np.random.default_rng(seed + 11)
+    spacing = (1.0,) * len(shape) if spacing is None else spacing
+    grid = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
+    extent = max((n - 1) * s for n, s in zip(shape, spacing))
+    coords = [(g - g.mean()) / extent for g in grid]
+    direction = rng.normal(size=len(shape))
+    direction /= np.linalg.norm(direction)
+    log_field = sum(d * c for d, c in zip(direction, coords)) + 0.8 * sum(c**2 for c in coords)
+    span = log_field.max() - log_field.min()
+    return 1 + amplitude * ((log_field - log_field.min()) / span - 0.5)
+
+
+def biased_blobs(shape=(128, 128), amplitude=0.4, noise=6.0, levels=(100.0, 150.0, 200.0),
+                 spacing=None, seed=0):
+    """``(image, truth, field)``: blobs of three classes (labels 1..3, darkest
+    first) whose intensities are multiplied by :func:`smooth_field`.
+
+    With ``amplitude=0.4`` the field spans 0.8 to 1.2, more than the ratio of
+    neighbouring class levels (1.5 and 1.33): a pixel-wise threshold cannot
+    separate the classes everywhere.
+    """
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    spacing = (1.0,) * len(shape) if spacing is None else spacing
+    blur = [max(shape) / 24 / s for s in spacing]
+    smooth = ndimage.gaussian_filter(rng.normal(size=shape), blur)
+    truth = np.digitize(smooth, np.quantile(smooth, [0.35, 0.7])).astype(np.uint8) + 1
+    field = smooth_field(shape, amplitude, spacing, seed)
+    image = np.asarray(levels)[truth - 1] * field + rng.normal(scale=noise, size=shape)
+    return image, truth, field

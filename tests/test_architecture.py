@@ -13,7 +13,7 @@ import gmm_segmenter
 
 PACKAGE = Path(gmm_segmenter.__file__).parent
 ALGORITHM_MODULES = {
-    "gmm_segmenter._covariance", "gmm_segmenter._dask", "gmm_segmenter._hmrf",
+    "gmm_segmenter._bias", "gmm_segmenter._covariance", "gmm_segmenter._dask", "gmm_segmenter._hmrf",
     "gmm_segmenter._image", "gmm_segmenter._kernel", "gmm_segmenter._mixture",
     "gmm_segmenter._model", "gmm_segmenter._mrf", "gmm_segmenter._source",
     "gmm_segmenter._training", "gmm_segmenter.estimator", "gmm_segmenter.io",

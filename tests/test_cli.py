@@ -292,6 +292,8 @@ def test_fit_on_all_inputs_shares_one_model(tmp_path):
         (["x.png", "--k-range", "5", "2"], "--k-range"),
         (["--sample", "not-a-sample"], "invalid choice"),
         (["x.png", "--tol", "-1"], "tol"),
+        (["x.png", "--bias-field", "yes"], "expected 'auto' or a polynomial degree"),
+        (["x.png", "--bias-field", "11"], "expected 'auto' or a polynomial degree"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path, monkeypatch, capsys, argv, message):
@@ -467,3 +469,52 @@ def test_otsu_init_and_automatic_beta_are_flags(tmp_path):
     report = json.loads((out / "coins_report.json").read_text())
     assert report["model"]["params"]["init_params"] == "otsu"
     assert report["model"]["params"]["beta"] == "auto"
+
+
+def test_bias_field_flag_writes_the_field_and_reports_it(tmp_path):
+    from _images import biased_blobs
+
+    image, truth, field = biased_blobs((96, 96), amplitude=0.4)
+    gio.write_tiff(tmp_path / "lit.tif", image.astype(np.float32))
+    out = tmp_path / "out"
+    assert run_cli([tmp_path / "lit.tif", "-k", "3", "--bias-field", "auto", "-o", out,
+                    "--quiet", *FAST]) == 0
+    report = json.loads((out / "lit_report.json").read_text())
+    assert report["model"]["params"]["bias_field"] == "auto"
+    assert report["bias_field"]["setting"] == "auto" and report["bias_field"]["degree"] == 3
+    assert report["bias_field"]["corrected"] is True
+    assert "lit_bias.tif" in report["outputs"]
+    written = tifffile.imread(out / "lit_bias.tif")
+    assert written.shape == image.shape and written.dtype == np.float32
+    assert report["bias_field"]["min"] == pytest.approx(float(written.min()), rel=1e-6)
+    assert np.corrcoef(np.log(written).ravel(), np.log(field).ravel())[0, 1] > 0.95
+    labels = tifffile.imread(out / "lit_labels.tif")
+    segmenter = GMMSegmenter(3, beta=0, bias_field="auto", random_state=0).fit(image)
+    np.testing.assert_array_equal(labels, segmenter.predict(image))
+    # a run without the flag removes the field it no longer writes
+    assert run_cli([tmp_path / "lit.tif", "-k", "3", "-o", out, "--quiet", *FAST]) == 0
+    assert not (out / "lit_bias.tif").exists()
+    report = json.loads((out / "lit_report.json").read_text())
+    assert report["model"]["params"]["bias_field"] is None and "bias_field" not in report
+
+
+def test_bias_field_of_a_colour_image_has_a_field_per_channel(tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["--sample", "astronaut", "-k", "3", "--bias-field", "1", "-o", str(out),
+                     "--quiet", "--no-masks", *FAST]) == 0
+    field = tifffile.imread(out / "astronaut_bias.tif")
+    assert field.shape == (3, 512, 512)  # channels first, as the posteriors
+    assert np.all(field > 0)
+
+
+def test_a_saved_model_keeps_its_bias_field(tmp_path, images):
+    model = tmp_path / "model.npz"
+    assert run_cli([images / "gray.png", "-o", tmp_path / "a", "--bias-field", "1",
+                    "--save-model", model, "--quiet", *FAST]) == 0
+    assert run_cli([images / "gray.png", "-o", tmp_path / "b", "--model", model,
+                    "--quiet"]) == 0
+    assert (tmp_path / "b" / "gray_bias.tif").exists()
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "a" / "gray_labels.tif"),
+        tifffile.imread(tmp_path / "b" / "gray_labels.tif"),
+    )

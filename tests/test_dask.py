@@ -218,3 +218,14 @@ def test_uint64_above_2_63_fits_the_same_from_chunks():
     from_chunks = GMMSegmenter(2, beta=0).fit(da.from_array(image, chunks=(20, 20)))
     np.testing.assert_allclose(from_chunks.means_, in_memory.means_, rtol=1e-12)
     assert from_chunks.fit_method_ == in_memory.fit_method_ == "histogram"
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_two_lazy_predictions_in_one_graph_stay_apart(volume, beta):
+    # frames of a time series are stacked into one array: their keys must differ
+    segmenter = GMMSegmenter(3, beta=beta, random_state=0).fit(volume)
+    frames = [volume, volume[:, ::-1].copy()]
+    lazy = [segmenter.predict(da.from_array(frame, chunks=(12, 20, 18))) for frame in frames]
+    stacked = da.stack(lazy).compute()
+    for index, frame in enumerate(frames):
+        assert np.mean(stacked[index] != segmenter.predict(frame)) < SEAM_TOLERANCE

@@ -576,3 +576,54 @@ def test_a_preview_keeps_the_current_model(qtbot, viewer_widget):
     assert record["operation"].startswith("preview")
     widget.preview.value = False
     assert not widget._preview_pending
+
+
+# ------------------------------------------------------ bias field
+
+
+def test_correct_bias_field_adds_the_field_as_an_image_layer(qtbot, viewer_widget):
+    from _images import biased_blobs
+
+    viewer, widget = viewer_widget
+    image, truth, field = biased_blobs((96, 96), amplitude=0.4)
+    viewer.add_image(image, name="lit", scale=(2.0, 0.5), translate=(10.0, -3.0))
+    widget.image.value = viewer.layers["lit"]
+    widget.auto_beta.value = False
+    widget.beta.value = 0.0
+    widget.bias_field.value = True
+    run(qtbot, widget)
+    layer = viewer.layers["lit GMM bias field"]
+    assert isinstance(layer, napari.layers.Image) and not layer.visible
+    assert layer.data.shape == image.shape
+    np.testing.assert_array_equal(layer.scale, (2.0, 0.5))
+    np.testing.assert_array_equal(layer.translate, (10.0, -3.0))
+    assert np.corrcoef(np.log(layer.data).ravel(), np.log(field).ravel())[0, 1] > 0.95
+    labels = viewer.layers["lit GMM labels"].data
+    assert np.mean(labels == truth) > 0.99
+    assert widget.model.bias_field == "auto"
+    assert "lit GMM bias field" not in [name for name, _ in widget._image_choices()]
+    layer.visible = True  # the user looks at it: a second run updates it in place
+    run(qtbot, widget)
+    assert viewer.layers["lit GMM bias field"] is layer and layer.visible
+    widget.bias_field.value = False
+    run(qtbot, widget)
+    assert "lit GMM bias field" not in viewer.layers
+
+
+def test_an_rgb_layer_gets_a_field_per_channel_and_bad_input_only_warns(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, _ = rgb_patches()
+    viewer.add_image(image.astype(np.uint8), name="rgb", rgb=True)
+    widget.image.value = viewer.layers["rgb"]
+    widget.bias_field.value = True
+    run(qtbot, widget)
+    layer = viewer.layers["rgb GMM bias field"]
+    assert layer.data.shape == (3,) + image.shape[:2]  # channels on a slider of their own
+    since = len(notification_manager.records)
+    viewer.add_image(np.arange(36.0).reshape(6, 6) - 30, name="tiny")  # too small, negative
+    widget.image.value = viewer.layers["tiny"]
+    widget.n_components.value = 2
+    run(qtbot, widget)  # the field cannot be estimated: segmented as it is, no crash
+    assert "tiny GMM labels" in viewer.layers
+    assert np.all(viewer.layers["tiny GMM bias field"].data == 1)
+    assert not new_messages(since)

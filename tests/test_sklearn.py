@@ -42,7 +42,11 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    [GMMSegmenter(random_state=0), GMMSegmenter(2, covariance_type="diag", random_state=0)],
+    [
+        GMMSegmenter(random_state=0),
+        GMMSegmenter(2, covariance_type="diag", random_state=0),
+        GMMSegmenter(2, bias_field=1, random_state=0),
+    ],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_scikit_learn_contract(estimator, check):

@@ -9,6 +9,7 @@ from ._progress import Cancelled, progress
 from ._version import __version__
 
 if TYPE_CHECKING:  # for type checkers and the API docs; at run time see __getattr__
+    from ._bias import BiasFieldWarning
     from .estimator import GMMSegmenter, segment
     from .io import load_model, save_model
 
@@ -17,6 +18,7 @@ __all__ = [
     "segment",
     "save_model",
     "load_model",
+    "BiasFieldWarning",
     "progress",
     "Cancelled",
     "__version__",
@@ -30,6 +32,7 @@ _LAZY = {
     "segment": "estimator",
     "save_model": "io",
     "load_model": "io",
+    "BiasFieldWarning": "_bias",
 }
 
 

@@ -28,11 +28,14 @@ import math
 
 import numpy as np
 
-from . import _image, _kernel
+from . import _bias, _image, _kernel
 from ._image import ImageView, is_dask_array
 
 #: Pixels of the crop on which HMRF-EM (the spatial prior's fit) runs.
 SPATIAL_FIT_PIXELS = 1 << 22
+
+#: Pixels of the strided in-memory copy on which a bias field is fitted.
+FIELD_FIT_PIXELS = SPATIAL_FIT_PIXELS
 
 #: Halo (pixels per side) around each block for the spatial prior. Mean
 #: field couples a pixel to pixels farther away with every sweep, but the
@@ -59,6 +62,28 @@ class ChunkedImages(_image.Images):
 
     def spatial_fit_views(self):
         return spatial_fit_views(self.views)
+
+    def field_fit_views(self):
+        return field_fit_views(self.views)
+
+    def corrected(self, fields, names):
+        views = [
+            _lazy_corrected(view, field) if is_dask_array(view.pixels)
+            else _bias.corrected_view(view, field, name)
+            for view, field, name in zip(self.views, fields, names)
+        ]
+        return ChunkedImages(views, self.batch)
+
+    def field_maps(self, fields, log=False):
+        maps = []
+        for view, field in zip(self.views, fields):
+            if is_dask_array(view.pixels):
+                maps.append(_lazy_field(view, field, log))
+            elif log:
+                maps.append(_bias.log_field_sum(field, view.spatial_shape))
+            else:
+                maps.append(_bias.field_image(field, view.spatial_shape, view.n_channels))
+        return maps
 
     def predict(self, model, output):
         return self.unbatch(
@@ -266,6 +291,90 @@ def spatial_fit_views(views):
     return out
 
 
+def field_fit_views(views):
+    """``(view, steps)`` for the bias field: dask images as a strided in-memory copy
+    of at most :data:`FIELD_FIT_PIXELS` pixels (a field is smooth: every few
+    pixels in each direction tell it as well as all of them)."""
+    out = []
+    for view in views:
+        steps = [1] * len(view.spatial_shape)
+        if not is_dask_array(view.pixels):
+            out.append((view, tuple(steps)))
+            continue
+        shape = view.spatial_shape
+
+        def strided():
+            return [-(-n // s) for n, s in zip(shape, steps)]
+
+        while math.prod(strided()) > FIELD_FIT_PIXELS:
+            steps[int(np.argmax(strided()))] += 1
+        key = tuple(slice(None, None, s) for s in steps)
+        pixels = np.asarray(view.pixels[key].compute())
+        mask = view.mask
+        if mask is not None:
+            mask = mask[key]
+            mask = np.asarray(mask.compute() if is_dask_array(mask) else mask)
+        out.append((ImageView(pixels=pixels, mask=mask), tuple(steps)))
+    return out
+
+
+class FieldBlock:
+    """One block of an image divided by its bias field, or of the field itself (picklable)."""
+
+    def __init__(self, field, dtype, what="corrected"):
+        self.field = field
+        self.dtype = dtype
+        self.what = what
+
+    def __call__(self, block=None, block_info=None):
+        info = block_info[None]
+        location = info["array-location"]
+        n_spatial = len(self.field.geometry.shape)
+        indices = [np.arange(start, stop) for start, stop in location[:n_spatial]]
+        if self.what == "log":
+            log_field = self.field.log_on_box(indices)
+            np.clip(log_field, -_bias.LOG_LIMIT, _bias.LOG_LIMIT, out=log_field)
+            return log_field.sum(axis=-1)
+        gain = self.field.on_box(indices, self.dtype)
+        if self.what == "field":
+            return gain
+        return np.divide(block, gain, dtype=self.dtype)
+
+
+def _lazy_corrected(view, field):
+    """A dask image divided by its field, block by block (lazily)."""
+    if field is None:
+        return view
+    da = _dask_array()
+    pixels = _pixels(view)
+    dtype = np.result_type(pixels.dtype, np.float32)
+    corrected = da.map_blocks(
+        FieldBlock(field, dtype), pixels, dtype=dtype, token="gmm-bias-corrected",
+        meta=np.empty((0,) * pixels.ndim, dtype=dtype),
+    )
+    return ImageView(pixels=corrected, mask=view.mask)
+
+
+def _lazy_field(view, field, log):
+    """An image's field (or its log-Jacobian) as a dask array with the image's spatial chunks."""
+    da = _dask_array()
+    pixels = _pixels(view)
+    spatial_chunks = pixels.chunks[:-1]
+    if field is None:
+        if log:
+            return da.zeros(view.spatial_shape, chunks=spatial_chunks, dtype=np.float64)
+        return da.ones(pixels.shape, chunks=pixels.chunks, dtype=np.float32)
+    if log:
+        return da.map_blocks(
+            FieldBlock(field, np.float64, "log"), chunks=spatial_chunks, dtype=np.float64,
+            token="gmm-bias-log", meta=np.empty((0,) * len(spatial_chunks)),
+        )
+    return da.map_blocks(
+        FieldBlock(field, np.float32, "field"), chunks=pixels.chunks, dtype=np.float32,
+        token="gmm-bias-field", meta=np.empty((0,) * pixels.ndim, dtype=np.float32),
+    )
+
+
 def centre_crop(shape, max_pixels):
     """Slices of a centred box of at most ``max_pixels``, halving the longest axis."""
     size = list(shape)
@@ -324,14 +433,16 @@ def _lazy_prediction(view, model, output):
     if output == "log_likelihood" or model.beta == 0:
         if len(tail) > 1:  # pragma: no cover - every output has at most one extra axis
             kwargs["new_axis"] = list(range(spatial + 1, spatial + len(tail)))
-        name = "gmm-labels" if not tail else "gmm-map"
-        return da.map_blocks(BlockKernel(model, output), *arrays, name=name, **kwargs)
+        # a token, not a name: a name is the output's whole key, so two
+        # predictions in one graph (frames stacked in time) would be one
+        token = "gmm-labels" if not tail else "gmm-map"
+        return da.map_blocks(BlockKernel(model, output), *arrays, token=token, **kwargs)
     # the halo cannot exceed a neighbouring chunk
     depth = tuple(min(HALO, min(chunks)) for chunks in pixels.chunks[:-1])
     depths = [dict(enumerate(depth)) | {spatial: 0}] * len(arrays)
     return da.map_overlap(
         BlockKernel(model, output, depth), *arrays, depth=depths, boundary="none",
-        trim=False, align_arrays=False, name="gmm-spatial", **kwargs,
+        trim=False, align_arrays=False, token="gmm-spatial", **kwargs,
     )
 
 

@@ -259,6 +259,7 @@ def hmrf_em(
     max_iter: int,
     tol: float,
     reg_covar: float,
+    update_data: Callable | None = None,
 ) -> HMRFResult:
     """Re-estimate ``mixture`` under the spatial prior, and choose ``beta`` when asked.
 
@@ -270,14 +271,22 @@ def hmrf_em(
     objective per valid pixel is the mean-field bound (see
     :func:`._mrf.objective`); iterations stop when it changes by less than
     ``tol``.
+
+    ``update_data(resp, mixture)``, when given, is called before every
+    M-step with the table's responsibilities; it may change what
+    ``log_potential`` and ``table.values`` give from then on (a bias field
+    refitted from the spatial posteriors). It needs a numeric ``beta``: the
+    runs ``'auto'`` compares would each move the data.
     """
+    if update_data is not None and isinstance(beta, str):
+        raise ValueError(f"update_data needs a numeric beta, not {beta!r}")
     posteriors = [
         _mrf.padded_posteriors(log_potential(i, mixture), grid.valid)
         for i, grid in enumerate(grids)
     ]
     run = functools.partial(
         _iterate, grids=grids, log_potential=log_potential, table=table, max_iter=max_iter,
-        tol=tol, reg_covar=reg_covar,
+        tol=tol, reg_covar=reg_covar, update_data=update_data,
     )
     if beta == "auto":
         return _free_energy_search(mixture, grids, posteriors, run)
@@ -335,7 +344,7 @@ def _free_energy_search(mixture, grids, posteriors, run) -> HMRFResult:
 
 
 def _iterate(mixture, posteriors, beta, *, grids, log_potential, table, max_iter, tol,
-             reg_covar) -> HMRFResult:
+             reg_covar, update_data=None) -> HMRFResult:
     """HMRF-EM from ``posteriors`` (updated in place) at ``beta``, a number or
     ``'pseudo-likelihood'``."""
     n_valid = sum(
@@ -358,6 +367,8 @@ def _iterate(mixture, posteriors, beta, *, grids, log_potential, table, max_iter
         objectives.append(current)
         if resp is None:
             resp = table.weighted_resp(posteriors, [grid.spatial_shape for grid in grids])
+        if update_data is not None:
+            update_data(resp, mixture)
         updated = _mixture.regularised_fit(
             table.values, resp, reg_covar, mixture.covariance_type, float(resp.sum())
         )

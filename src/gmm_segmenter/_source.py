@@ -1,24 +1,29 @@
 """Where images enter: the one place that decides how they are held.
 
 :func:`open_images` validates what the caller passed and returns one object
-that everything below speaks to through four operations:
+that everything below speaks to through these operations:
 
 - ``histogram()``: the exact ``(distinct values, counts)`` of integer images;
 - ``sample(n_samples, random_state)``: a seeded uniform sample of valid pixels;
 - ``spatial_fit_views()``: in-memory views on which the spatial prior is fitted;
+- ``field_fit_views()``: in-memory views on which a bias field is fitted, and
+  the step between their pixels in the full image;
+- ``corrected(fields, names)``: the same images divided by their bias fields;
+- ``field_maps(fields, log)``: each image's field ``(*spatial_shape, C)``, or
+  with ``log=True`` its ``sum_c log b_c`` (the correction's log-Jacobian);
 - ``predict(model, output)``: labels, posteriors or log-likelihoods, one per
   image, computed by :func:`._kernel.predict_image`.
 
 NumPy images get :class:`InMemoryImages` here; dask and zarr arrays get
 :class:`._dask.ChunkedImages`, which answers the same operations from the
 chunks and returns lazy outputs. Another backend (CuPy, or any array-API
-namespace) would be one more class with these four methods, chosen in
+namespace) would be one more class with these methods, chosen in
 :func:`open_images`; see ``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
-from . import _dask, _image, _kernel
+from . import _bias, _dask, _image, _kernel
 
 __all__ = ["open_images", "InMemoryImages"]
 
@@ -34,6 +39,18 @@ class InMemoryImages(_image.Images):
 
     def spatial_fit_views(self):
         return self.views
+
+    def field_fit_views(self):
+        return [(view, (1,) * len(view.spatial_shape)) for view in self.views]
+
+    def corrected(self, fields, names):
+        views = [_bias.corrected_view(v, f, n) for v, f, n in zip(self.views, fields, names)]
+        return InMemoryImages(views, self.batch)
+
+    def field_maps(self, fields, log=False):
+        if log:
+            return [_bias.log_field_sum(f, v.spatial_shape) for v, f in zip(self.views, fields)]
+        return [_bias.field_image(f, v.spatial_shape, v.n_channels) for v, f in zip(self.views, fields)]
 
     def predict(self, model, output):
         if output != "log_likelihood" and model.beta > 0:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _hmrf, _image, _kernel, _mixture, _mrf, _selection, _source, _training
+from . import _bias, _hmrf, _image, _kernel, _mixture, _mrf, _selection, _source, _training
 from ._covariance import COVARIANCE_TYPES
 from ._model import FittedModel
 
@@ -103,8 +104,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         with 20 EM iterations each on a 20 000-pixel subsample, runs EM to
         the end from the two best, and keeps the better; a start may not win
         by putting more components on a single value (a clipped or saturated
-        level) than the ``init_params`` start does. For one channel it runs
-        the exact multi-Otsu start once. An int runs ``init_params`` that
+        level) than the ``init_params`` start does. For one channel, and with
+        a ``bias_field``, it runs ``init_params`` once. An int runs ``init_params`` that
         many times, as scikit-learn does.
     max_iter : int, default=100
         Maximum number of EM iterations.
@@ -150,6 +151,22 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     max_iter_spatial : int, default=20
         Maximum number of HMRF-EM iterations; they stop earlier when the
         mean-field bound per pixel changes by less than ``tol``.
+    bias_field : None, 'auto' or int in [1, 10], default=None
+        Correct a smooth multiplicative bias field (uneven illumination,
+        vignetting, coil sensitivity) while fitting, as FSL FAST does.
+        ``None`` fits the intensities as they are. Otherwise each image's
+        field is a polynomial of total degree ``bias_field`` in the physical
+        coordinates (``spacing``), one per channel, fitted in the log domain
+        jointly with the mixture; ``'auto'`` is degree 3 (slopes, bowls and
+        saddles; a higher degree follows faster changes, and risks
+        explaining large structures away). The field's mean log over the
+        valid pixels is 0, so intensities keep their units. Prediction
+        estimates each new image's field with the mixture held fixed (see
+        :meth:`estimate_bias_field`) and labels the corrected image. Only
+        positive values enter the field's fit; an image with too few of them
+        for the degree, mostly negative values or a field that would vary
+        more than tenfold is segmented uncorrected, with a
+        :class:`BiasFieldWarning`. See ``docs/bias-field.md``.
     random_state : int, RandomState instance or None, default=None
         Seeds the pixel subsample and the random initialisations. An int makes
         every result reproducible.
@@ -207,6 +224,12 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     spatial_lower_bounds_ : list of float
         Mean-field bound per pixel after every HMRF-EM iteration (input
         units; the prior's normalising constant left out).
+    bias_field_ : ndarray, dask array or list of them
+        With ``bias_field`` set: the multiplicative field fitted on each
+        training image, float32, shaped like the image (channels on
+        ``channel_axis``; none for a grayscale image), 1 where nothing is
+        corrected; ``X / bias_field_`` is the corrected image. Lazy for a
+        dask image; a list for a batch. Absent with ``bias_field=None``.
 
     See Also
     --------
@@ -222,6 +245,16 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     EM; :meth:`score`, :meth:`score_samples` and :meth:`bic` use the
     mixture likelihood without the prior. Each image of a batch is
     regularised on its own grid.
+
+    With ``bias_field`` set, ``means_`` and ``covariances_`` describe the
+    corrected intensities; :meth:`score_samples` is the density of the
+    observed values (the corrected value's density divided by the field);
+    :meth:`bic` and :meth:`aic` count the mixture's parameters only. With
+    ``beta=0`` the pixel-wise EM alternates with the field (``n_iter_``
+    counts both); with the spatial prior, HMRF-EM first runs without a field,
+    then again refitting the field from its posteriors before every M-step
+    (``spatial_n_iter_`` counts both runs). Each image of a batch has its
+    own field.
 
     Examples
     --------
@@ -263,6 +296,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         "connectivity": [Interval(Integral, 1, None, closed="left")],
         "spacing": ["array-like", None],
         "max_iter_spatial": [Interval(Integral, 1, None, closed="left")],
+        "bias_field": [
+            None, StrOptions({"auto"}), Interval(Integral, 1, _bias.MAX_DEGREE, closed="both")
+        ],
         "random_state": ["random_state"],
     }
 
@@ -283,6 +319,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         connectivity=1,
         spacing=None,
         max_iter_spatial=20,
+        bias_field=None,
         random_state=None,
     ):
         self.n_components = n_components
@@ -299,7 +336,19 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.connectivity = connectivity
         self.spacing = spacing
         self.max_iter_spatial = max_iter_spatial
+        self.bias_field = bias_field
         self.random_state = random_state
+
+    def _validate_params(self):
+        super()._validate_params()
+        if isinstance(self.bias_field, (bool, np.bool_)):
+            # bool is an int to Python: bias_field=True would silently mean degree 1
+            raise InvalidParameterError(
+                "The 'bias_field' parameter of GMMSegmenter must be None, a str among "
+                f"{{'auto'}} or an int in the range [1, {_bias.MAX_DEGREE}]. Got "
+                f"{self.bias_field!r} instead; use bias_field='auto' for the default "
+                "smoothness, or bias_field=None for no correction."
+            )
 
     # ------------------------------------------------------------------ fit
 
@@ -337,6 +386,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             )
         offset, scale = _training.standardisation(values, weights, self.covariance_type)
         result = self._fit_pixelwise(values, weights, offset, scale, random_state)
+        fields = None
+        if self.bias_field is not None and self.beta == 0:
+            result, fields = self._fit_bias_field(images, result, offset, scale, random_state)
         mixture, beta = result.mixture, 0.0
         log_jacobian = np.log(scale).sum()
         spatial = None
@@ -346,6 +398,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 images.spatial_fit_views(), hoods, mixture, values, offset, scale, method,
                 random_state,
             )
+            if self.bias_field is not None:
+                spatial, fields = self._fit_spatial_bias_field(
+                    images, spatial, offset, scale, random_state
+                )
             mixture, beta = spatial.mixture, spatial.beta
         self.spatial_n_iter_ = 0 if spatial is None else spatial.n_iter
         self.spatial_converged_ = True if spatial is None else spatial.converged
@@ -365,6 +421,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.lower_bounds_ = [bound - log_jacobian for bound in result.lower_bounds]
         self.fit_method_ = method
         self.n_pixels_fit_ = n_valid
+        self._set_bias_field(images, fields)
         return self
 
     def _fit_pixelwise(self, values, weights, offset, scale, random_state):
@@ -379,8 +436,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             self.n_components, self.n_components_range, standardized, raw=values
         )
 
+        # With a bias field the screened start that best explains the uncorrected
+        # pixels tends to spend a component on the field, a basin the field's
+        # alternation does not leave: one start, as the field's fit expects.
+        screened = self.n_init if self.bias_field is None or self.n_init != "auto" else 1
+
         def fit(n_components, X, sample_weight, random_state, init_params=init_params,
-                n_init=self.n_init):
+                n_init=screened):
             return _mixture.fit_mixture(
                 X,
                 sample_weight,
@@ -419,6 +481,182 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         # the chosen number is fitted as a fixed one would be: same data, same draws
         return fit(n_components, standardized, weights, random_state)
 
+    # ------------------------------------------------------------ bias field
+
+    def _fit_bias_field(self, images, result, offset, scale, random_state):
+        """Pixel-wise EM again with a bias field per image, from the pixel-wise fit.
+
+        Returns the fit's result and the :class:`._bias.Fields`.
+        """
+        generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+        fields = self._sample_fields(images, generator)
+        if not fields.any:
+            return result, fields
+        mixture, bounds, converged = fields.fit(
+            result.mixture, offset, scale, max_iter=self.max_iter, tol=self.tol,
+            reg_covar=self.reg_covar,
+        )
+        bounds = list(result.lower_bounds) + bounds
+        result = _mixture.FitResult(
+            mixture, bounds[-1], result.n_iter + len(bounds) - len(result.lower_bounds),
+            converged, tuple(bounds),
+        )
+        return result, fields
+
+    def _sample_fields(self, images, generator):
+        """Each image's sample for its field (see :meth:`._bias.Fields.sample`)."""
+        views = images.views
+        for view, name in zip(views, _names(images)):
+            # the field's coordinates need a voxel size per axis, beta or not
+            _mrf.check_neighbourhood(len(view.spatial_shape), 1, self.spacing, name)
+        budget = self.max_samples or _bias.SAMPLE_LIMIT
+        per_image = max(budget // len(views), _bias.MIN_SAMPLES_PER_IMAGE)
+        return _bias.Fields.sample(
+            images.field_fit_views(), [view.spatial_shape for view in views], self.spacing,
+            _bias.degree_of(self.bias_field), per_image, generator, _names(images),
+        )
+
+    def _fit_spatial_bias_field(self, images, spatial, offset, scale, random_state):
+        """HMRF-EM again, from its converged state, now with a field per image.
+
+        Starting once the mixture has settled without a field keeps the field
+        from absorbing anatomy while the first posteriors are still poor (a
+        noisy image's pixel-wise fit can miss a class that HMRF-EM then
+        finds). A first field is estimated with that mixture held fixed; then
+        HMRF-EM refits it from the spatial posteriors before every M-step.
+
+        Dask images too large for memory at full resolution are fitted on
+        strided copies; HMRF-EM then runs once more, with the fields as they
+        are, on the corrected crop at full resolution (a coarse copy's
+        partial volumes shift the means).
+
+        Returns HMRF-EM's result over both runs and the :class:`._bias.Fields`.
+        """
+        generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+        fields = self._sample_fields(images, generator)
+        if not fields.any:
+            return spatial, fields
+        fields.estimate(spatial.mixture, offset, scale, check=False)
+        hoods = [
+            _mrf.neighbourhood(len(step), self.connectivity, self._field_spacing(step))
+            for step in fields.steps
+        ]
+        # the strength chosen without the field (a fixed beta stays as given)
+        refined = self._fit_spatial(
+            fields.views, hoods, spatial.mixture, None, offset, scale, "subsample",
+            random_state, fields=fields, beta=spatial.beta,
+        )
+        if any(set(step) != {1} for step in fields.steps):
+            # the mixture of a coarse copy, refitted at full resolution
+            corrected = images.corrected(fields.fields, _names(images))
+            again = self._fit_spatial(
+                corrected.spatial_fit_views(), self._neighbourhoods(images.views),
+                refined.mixture, None, offset, scale, "subsample", random_state,
+                beta=spatial.beta,
+            )
+            refined = replace(
+                again, n_iter=refined.n_iter + again.n_iter,
+                objectives=refined.objectives + again.objectives,
+            )
+        merged = replace(
+            refined, n_iter=spatial.n_iter + refined.n_iter,
+            objectives=spatial.objectives + refined.objectives,
+        )
+        return merged, fields
+
+    def _set_bias_field(self, images, fields):
+        """``bias_field_`` (and the fields ``fit_predict`` reuses), or neither without a field."""
+        if fields is None:
+            for name in ("bias_field_", "_training_fields"):
+                vars(self).pop(name, None)
+            return
+        self._training_fields = fields.fields
+        self.bias_field_ = images.unbatch(
+            [self._field_layout(m) for m in images.field_maps(self._training_fields)]
+        )
+
+    def _field_layout(self, field_map):
+        """A ``(*spatial_shape, C)`` field laid out as the input: channels on
+        ``channel_axis``, none for a grayscale image."""
+        if self.channel_axis is None:
+            return field_map[..., 0]
+        return np.moveaxis(field_map, -1, self.channel_axis)
+
+    def _estimate_fields(self, images, model):
+        """Each image's field with the fitted mixture held fixed."""
+        random_state = check_random_state(self.random_state)
+        generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+        fields = self._sample_fields(images, generator)
+        spatial_posteriors = None if model.beta == 0 else self._spatial_posteriors(model, fields)
+        fields.estimate(model.standardized, model.offset, model.scale, spatial_posteriors)
+        return fields.fields
+
+    def _spatial_posteriors(self, model, fields):
+        """The spatial prior's posterior maps of the views a field is fitted on
+        (strided copies have voxels ``steps`` times larger)."""
+        models = [model.with_settings(spacing=self._field_spacing(step)) for step in fields.steps]
+
+        def spatial_posteriors(views):
+            return [
+                _kernel.predict_image(view, view_model, "posteriors")
+                for view, view_model in zip(views, models)
+            ]
+
+        return spatial_posteriors
+
+    def _field_spacing(self, steps):
+        """The voxel size of an image's copy strided by ``steps``."""
+        spacing = (1.0,) * len(steps) if self.spacing is None else self.spacing
+        return tuple(float(s) * step for s, step in zip(spacing, steps))
+
+    @_single_threaded_blas
+    def estimate_bias_field(self, X, *, mask=None):
+        """Estimate the multiplicative bias field of each image, the mixture held fixed.
+
+        This is the field :meth:`predict`, :meth:`predict_proba`,
+        :meth:`transform` and :meth:`score_samples` divide ``X`` by (they
+        estimate it the same way, with the same seed). Needs ``bias_field``
+        set (it may be set after fitting, with ``set_params``).
+
+        Parameters
+        ----------
+        X : (M[, N[, ...]][, C]) array or list of such arrays
+            Image(s) laid out as in :meth:`fit`; a dask array gives a lazy field.
+        mask : bool array, list of such arrays, or None
+            Pixels the field is fitted on; it is evaluated everywhere.
+
+        Returns
+        -------
+        field : array of the shape of ``X`` (without a channel axis for a grayscale image), or a list
+            float32, 1 where nothing is corrected; ``X / field`` is the
+            corrected image. All ones, with a :class:`BiasFieldWarning`, for an
+            image whose field cannot be estimated.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from gmm_segmenter import GMMSegmenter
+        >>> rng = np.random.default_rng(0)
+        >>> classes = np.where(np.indices((120, 120)).sum(axis=0) % 40 < 20, 100.0, 200.0)
+        >>> ramp = np.linspace(0.8, 1.25, 120)[np.newaxis, :]
+        >>> image = classes * ramp + rng.normal(scale=5, size=classes.shape)
+        >>> segmenter = GMMSegmenter(2, bias_field=1, random_state=0).fit(image)
+        >>> field = segmenter.estimate_bias_field(image)
+        >>> field.shape, bool(field[:, -1].mean() > 1.3 * field[:, 0].mean())
+        ((120, 120), True)
+        """
+        check_is_fitted(self)
+        if self.bias_field is None:
+            raise ValueError(
+                "estimate_bias_field needs a bias_field setting, but this GMMSegmenter "
+                "has bias_field=None; call set_params(bias_field='auto') (or a degree "
+                "such as 2) first."
+            )
+        model = self._prediction_model()
+        images = self._open_for_prediction(X, mask, model)
+        fields = self._estimate_fields(images, model)
+        return images.unbatch([self._field_layout(m) for m in images.field_maps(fields)])
+
     def _neighbourhoods(self, views):
         """Each image's spatial neighbourhood, checked against its dimensions."""
         hoods = []
@@ -429,12 +667,20 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             hoods.append(_mrf.neighbourhood(ndim, self.connectivity, self.spacing))
         return hoods
 
-    def _fit_spatial(self, views, hoods, mixture, values, offset, scale, method, random_state):
+    def _fit_spatial(
+        self, views, hoods, mixture, values, offset, scale, method, random_state, fields=None,
+        beta=None,
+    ):
         """HMRF-EM from the pixel-wise fit, over the full grid of every image.
 
         ``values`` are the training data in input units; only a histogram's
         distinct values are used here (a subsample is drawn anew from the grid).
+        ``fields`` (a :class:`._bias.Fields` over these very images), when
+        given, corrects the images and is refitted from the spatial posteriors
+        before every M-step. ``beta`` overrides the estimator's ``beta``.
         """
+        if fields is not None:
+            views = fields.corrected_views()
         _kernel.check_spatial_memory(
             views, mixture.n_components, "Fitting with the spatial prior"
         )
@@ -464,15 +710,25 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         def log_potential(i, mixture):
             return _kernel.log_potential(views[i], mixture, offset, scale)
 
+        hooks = {}
+        if fields is not None:
+            refit = fields.refiner(positions, offset, scale)
+
+            def update_data(resp, mixture):
+                table.values = refit(resp, mixture)
+                views[:] = fields.corrected_views()
+
+            hooks["update_data"] = update_data
         return _hmrf.hmrf_em(
             mixture,
             grids,
             log_potential,
             table,
-            beta=self.beta,
+            beta=self.beta if beta is None else beta,
             max_iter=self.max_iter_spatial,
             tol=self.tol,
             reg_covar=self.reg_covar,
+            **hooks,
         )
 
     def _training_data(self, images, random_state):
@@ -530,12 +786,22 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         return self.predict_proba(X, mask=mask)
 
     def fit_predict(self, X, y=None, *, mask=None):
-        """Fit to ``X`` and return its labels (see :meth:`predict`)."""
-        return self.fit(X, mask=mask).predict(X, mask=mask)
+        """Fit to ``X`` and return its labels (see :meth:`predict`).
+
+        With ``bias_field`` set, ``X`` is corrected by the field fitted with
+        the mixture (``bias_field_``) rather than by a new estimate.
+        """
+        self.fit(X, mask=mask)
+        return self._predict(X, mask, "labels", fields=vars(self).get("_training_fields"))
 
     def fit_transform(self, X, y=None, *, mask=None):
-        """Fit to ``X`` and return its posterior maps (see :meth:`transform`)."""
-        return self.fit(X, mask=mask).transform(X, mask=mask)
+        """Fit to ``X`` and return its posterior maps (see :meth:`transform`).
+
+        With ``bias_field`` set, ``X`` is corrected by ``bias_field_``, as in
+        :meth:`fit_predict`.
+        """
+        self.fit(X, mask=mask)
+        return self._predict(X, mask, "posteriors", fields=vars(self).get("_training_fields"))
 
     def score_samples(self, X, *, mask=None):
         """Log-likelihood of each pixel under the mixture (NaN where not used).
@@ -618,10 +884,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         return self.model_.with_settings(connectivity=self.connectivity, spacing=self.spacing)
 
-    @_single_threaded_blas
-    def _predict(self, X, mask, output):
-        """``output`` (see :data:`._kernel.OUTPUTS`) for each image of ``X``."""
-        model = self._prediction_model()
+    def _open_for_prediction(self, X, mask, model):
         images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
         if images.n_channels != model.n_features:
             raise ValueError(
@@ -629,9 +892,30 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 f"{self.channel_axis}, but this GMMSegmenter was fitted on images with "
                 f"{model.n_features}; pass images with the same channels as in fit."
             )
+        return images
+
+    @_single_threaded_blas
+    def _predict(self, X, mask, output, fields=None):
+        """``output`` (see :data:`._kernel.OUTPUTS`) for each image of ``X``.
+
+        With ``bias_field`` set, each image is divided by its field first:
+        ``fields`` (one per image), or the field estimated with the mixture fixed.
+        """
+        model = self._prediction_model()
+        images = self._open_for_prediction(X, mask, model)
         if output != "log_likelihood" and model.beta > 0:
             self._neighbourhoods(images.views)
-        return images.predict(model, output)
+        if self.bias_field is None:
+            return images.predict(model, output)
+        if fields is None:
+            fields = self._estimate_fields(images, model)
+        outputs = images.corrected(fields, _names(images)).predict(model, output)
+        if output != "log_likelihood":
+            return outputs
+        # the density of the observed values: divided by the field's Jacobian
+        outputs = outputs if images.batch else [outputs]
+        jacobians = images.field_maps(fields, log=True)
+        return images.unbatch([out - jacobian for out, jacobian in zip(outputs, jacobians)])
 
     # ------------------------------------------- fitted attributes (views of model_)
 
@@ -659,6 +943,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True
         tags.transformer_tags.preserves_dtype = []
         return tags
+
+
+def _names(images):
+    """How messages name each image: ``X``, or ``X[i]`` in a batch."""
+    return ["X"] if not images.batch else [f"X[{i}]" for i in range(len(images.views))]
 
 
 def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state=None, **params):

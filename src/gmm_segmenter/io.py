@@ -711,6 +711,11 @@ def save_model(segmenter, path, *, record=None) -> Path:
     if hasattr(segmenter, "bic_curve_"):
         fitted["n_components_candidates_"] = [int(n) for n in segmenter.n_components_candidates_]
         fitted["bic_curve_"] = [float(b) for b in segmenter.bic_curve_]
+    params = json_params(segmenter)
+    if params.get("bias_field", "set") is None:
+        # without a field, the file stays one that versions before the
+        # parameter load (they refuse parameters they do not know)
+        del params["bias_field"]
     metadata = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
@@ -718,7 +723,7 @@ def save_model(segmenter, path, *, record=None) -> Path:
         "covariance_type": model.covariance_type,
         "n_components": int(model.n_components),
         "n_features": int(model.n_features),
-        "params": json_params(segmenter),
+        "params": params,
         "fitted": fitted,
     }
     if record is not None:

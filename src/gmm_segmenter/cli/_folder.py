@@ -38,7 +38,7 @@ _LEFTOVER = re.compile(r"^\..+(\.[0-9a-f]{8}|_labels\.zarr)\.part$")
 _READY = re.compile(r"^\..+\.[0-9a-f]{8}\.ready$")
 _OUTPUT_SUFFIX = re.compile(
     r"_(labels\.tif|labels\.zarr|segmented\.png|segmented\.tif|Mask\d+\.png|Mask\d+\.tif"
-    r"|proba\.tif|report\.json)"
+    r"|proba\.tif|bias\.tif|report\.json)"
 )
 # A report is a few kB (plus the BIC curve); a much larger "report" is not ours.
 _MAX_REPORT_BYTES = 16 * 1024 * 1024

@@ -14,7 +14,7 @@ from ._interactive import interactive_argv
 from ._parser import build_parser, check_arguments
 
 # Saved-model settings that act when labelling, so a run can change them.
-_LABELLING_PARAMETERS = ("beta", "connectivity", "spacing")
+_LABELLING_PARAMETERS = ("beta", "connectivity", "spacing", "bias_field")
 
 
 class _CannotStart(Exception):

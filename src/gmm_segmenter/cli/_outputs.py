@@ -1,7 +1,8 @@
 """What ``gmm-segment`` writes into the Result folder for each input.
 
 ``NAME_labels.tif``, the segmented picture, one mask per component, the
-posteriors with ``--proba`` and ``NAME_report.json``.
+posteriors with ``--proba``, the bias field with ``--bias-field`` and
+``NAME_report.json``.
 """
 
 from __future__ import annotations
@@ -79,8 +80,12 @@ def segmented_image(labels, prepared, segmenter, colors) -> tuple[np.ndarray, st
 # ------------------------------------------------------------------ files
 
 
-def write_outputs(name, labels, posteriors, picture, report, options: Options) -> list[str]:
-    """Write every file of one input and swap them in as one set; return their names."""
+def write_outputs(name, labels, posteriors, picture, report, options: Options,
+                  bias=None) -> list[str]:
+    """Write every file of one input and swap them in as one set; return their names.
+
+    ``bias`` is the field the labels were made with (channels last, if any), or None.
+    """
     is_plane = labels.ndim == 2
     picture_ext = ".png" if is_plane else ".tif"
     written = []
@@ -105,6 +110,13 @@ def write_outputs(name, labels, posteriors, picture, report, options: Options) -
         if posteriors is not None:
             axes = {2: "CYX", 3: "CZYX"}.get(labels.ndim)
             write_tiff(path(f"{name}_proba.tif"), np.moveaxis(posteriors, -1, 0), axes=axes)
+        if bias is not None:
+            if bias.ndim > labels.ndim:  # one field per channel: channels first, as proba
+                axes = {2: "CYX", 3: "CZYX"}.get(labels.ndim)
+                bias = np.moveaxis(bias, -1, 0)
+            else:
+                axes = {2: "YX", 3: "ZYX"}.get(labels.ndim)
+            write_tiff(path(f"{name}_bias.tif"), bias.astype(np.float32), axes=axes)
         report["outputs"] = written + [f"{name}_report.json"]
         write_json(result.path(f"{name}_report.json"), report)
         result.commit()
@@ -138,8 +150,9 @@ def _float(value):
 
 
 def build_report(source, prepared, segmenter, labels, model_source, requested_k, seconds,
-                 counts=None):
-    """``NAME_report.json``: the input, the model and its fit, pixels per label, timings."""
+                 counts=None, bias=None):
+    """``NAME_report.json``: the input, the model and its fit, pixels per label, timings;
+    with a bias field (``bias``, the field the labels were made with) its range."""
     if counts is not None:  # a lazy volume: no extra passes over it
         mean_log_likelihood = bic = float("nan")
     else:
@@ -162,12 +175,27 @@ def build_report(source, prepared, segmenter, labels, model_source, requested_k,
         "seconds": timings(seconds),
         "versions": _versions(),
     }
+    if segmenter.bias_field is not None:
+        report["bias_field"] = _bias_report(segmenter, prepared, bias)
     if hasattr(segmenter, "bic_curve_"):
         report["bic_curve"] = {
             "n_components": [int(n) for n in segmenter.n_components_candidates_],
             "bic": [_float(b) for b in segmenter.bic_curve_],
         }
     return report
+
+
+def _bias_report(segmenter, prepared, bias):
+    """The field's setting and, when it was computed, its range over the used pixels."""
+    from .._bias import degree_of
+
+    out = {"setting": segmenter.bias_field, "degree": degree_of(segmenter.bias_field)}
+    if bias is not None:
+        values = bias if prepared.mask is None else bias[prepared.mask]
+        out["min"] = _float(values.min()) if values.size else None
+        out["max"] = _float(values.max()) if values.size else None
+        out["corrected"] = bool(values.size and (values.min() != 1 or values.max() != 1))
+    return out
 
 
 def _model_report(segmenter, model_source):

@@ -30,6 +30,7 @@ ESTIMATOR_DEFAULTS = {
     "beta": "auto",
     "connectivity": 1,
     "spacing": None,
+    "bias_field": None,
 }
 
 class _CovarianceTypes:
@@ -140,6 +141,21 @@ def _beta(text):
 
 def _n_init(text):
     return "auto" if text == "auto" else _positive_int(text)
+
+
+def _bias_field(text):
+    """``--bias-field``: 'auto', or the degree of the field's polynomial (1 to 10)."""
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 10:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a polynomial degree from 1 to 10, got {text!r}"
+        )
+    return value
 
 
 # ------------------------------------------------------------------ parser
@@ -305,6 +321,12 @@ def _add_spatial_arguments(model):
         help="pixel/voxel size along each spatial axis, for the spatial prior "
         f"(default: {defaults['spacing']})",
     )
+    model.add_argument(
+        "--bias-field", type=_bias_field, default=None, metavar="{auto,N}",
+        help="correct a smooth multiplicative bias field (uneven illumination, "
+        "vignetting) while fitting: 'auto' (a polynomial of degree 3) or the degree "
+        "N (1-10). Each image's field is written to NAME_bias.tif (default: none)",
+    )
 
 
 def _add_model_file_arguments(model):
@@ -386,7 +408,7 @@ def _estimator_params(args, parser) -> dict:
 
     params = {"random_state": args.seed}
     for name in ("covariance_type", "init_params", "n_init", "max_iter", "tol", "reg_covar",
-                 "n_components", "beta", "connectivity"):
+                 "n_components", "beta", "connectivity", "bias_field"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     if args.max_samples is not None:

@@ -116,18 +116,26 @@ class Runner:
                     segmenter.predict_proba(prepared.pixels, mask=prepared.mask)
                     if self.options.proba else None
                 )
+                # the field predict divided by (the same estimate, the same seed)
+                bias = (
+                    None if segmenter.bias_field is None
+                    else segmenter.estimate_bias_field(prepared.pixels, mask=prepared.mask)
+                )
             seconds["predict"] = time.perf_counter() - tick
             tick = time.perf_counter()
             self.status(f"{source.name}: writing")
             picture, colours = segmented_image(labels, prepared, segmenter, self.options.colors)
             report = build_report(
-                source, prepared, segmenter, labels, model_source, self.requested_k, seconds
+                source, prepared, segmenter, labels, model_source, self.requested_k, seconds,
+                bias=bias,
             )
             report["colors"] = colours
             seconds["report_and_write"] = time.perf_counter() - tick
             seconds["total"] = time.perf_counter() - started + read_seconds
             report["seconds"] = timings(seconds)
-            outputs = write_outputs(source.name, labels, posteriors, picture, report, self.options)
+            outputs = write_outputs(
+                source.name, labels, posteriors, picture, report, self.options, bias=bias
+            )
             return Outcome(source, outputs=outputs, n_components=segmenter.n_components_,
                            segmenter=segmenter)
         except KeyboardInterrupt:
@@ -163,7 +171,9 @@ class Runner:
             seconds["total"] = time.perf_counter() - started
             report["seconds"] = timings(seconds)
             report["outputs"] = [path.name, f"{source.name}_report.json"]
-            report["skipped"] = "segmented picture, masks and posteriors: the input is a lazy volume"
+            report["skipped"] = (
+                "segmented picture, masks, posteriors and bias field: the input is a lazy volume"
+            )
             write_json(result.path(f"{source.name}_report.json"), report)
             result.commit()
         except BaseException:

@@ -25,18 +25,21 @@ def segment_image(
     smoothing: float = 1.0,
     covariance_type: CovarianceType = "full",
     channels_last: bool = False,
+    correct_bias_field: bool = False,
     random_seed: int = 0,
 ) -> LabelsData:
     """Segment ``image`` with a Gaussian mixture: labels 1..K, darkest first.
 
     ``auto_smoothing`` chooses the spatial prior's strength from the image
     (``beta='auto'``); untick it to use ``smoothing`` (0 = pixel-wise GMM).
-    Tick ``channels_last`` for RGB or other channels on the last axis.
+    Tick ``channels_last`` for RGB or other channels on the last axis, and
+    ``correct_bias_field`` for uneven illumination (``bias_field='auto'``).
     """
     segmenter = GMMSegmenter(
         n_components, covariance_type=covariance_type,
         beta="auto" if auto_smoothing else smoothing,
-        channel_axis=-1 if channels_last else None, random_state=random_seed,
+        channel_axis=-1 if channels_last else None,
+        bias_field="auto" if correct_bias_field else None, random_state=random_seed,
     )
     return segmenter.fit(np.asarray(image)).predict(np.asarray(image))
 

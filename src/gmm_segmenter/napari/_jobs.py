@@ -51,11 +51,13 @@ class Request:
 
 @dataclass
 class Result:
-    """Labels (and optional posteriors) per frame, and the fitted models."""
+    """Labels (and optional posteriors) per frame, the fitted models, and the
+    bias field of each frame when the model corrects one."""
 
     labels: list
     posteriors: list | None
     models: list = field(default_factory=list)
+    fields: list | None = None
 
 
 def _mask(request, index):
@@ -72,7 +74,7 @@ def segment(request: Request):
     else:
         total = 1 + n_frames * steps_per_frame
     step = 0
-    models, labels, posteriors = [], [], [] if request.posteriors else None
+    models, labels, posteriors, fields = [], [], [] if request.posteriors else None, []
 
     yield Progress(step, total, "Fitting the mixture…")
     if not request.per_frame:
@@ -90,17 +92,22 @@ def segment(request: Request):
             model = GMMSegmenter(**request.params).fit(frame, mask=_mask(request, index))
             models.append(model)
             step += 1
-        yield from _label(models[-1], request, index, labels, posteriors, step, total)
+        yield from _label(models[-1], request, index, labels, posteriors, step, total, fields)
         step += steps_per_frame
     yield Progress(total, total, "Done")
-    return Result(labels, posteriors, models)
+    return Result(labels, posteriors, models, fields or None)
 
 
-def _label(model, request, index, labels, posteriors, step, total):
-    """Append frame ``index``'s labels (and posteriors) to the lists, yielding progress."""
+def _label(model, request, index, labels, posteriors, step, total, fields):
+    """Append frame ``index``'s labels (and posteriors, and bias field) to the
+    lists, yielding progress."""
     frame, mask = request.frames[index], _mask(request, index)
     n_frames = len(request.frames)
     where = f" frame {index + 1} of {n_frames}" if n_frames > 1 else ""
+    if model.bias_field is not None:
+        yield Progress(step, total, f"Estimating the bias field{where}…")
+        # the field predict divides by: the same estimate, with the same seed
+        fields.append(model.estimate_bias_field(frame, mask=mask))
     if not request.posteriors:
         yield Progress(step, total, f"Labelling{where}…")
         labels.append(model.predict(frame, mask=mask))
@@ -134,12 +141,12 @@ def apply(model, request: Request):
     steps_per_frame = 2 if request.posteriors else 1
     total = n_frames * steps_per_frame
     step = 0
-    labels, posteriors = [], [] if request.posteriors else None
+    labels, posteriors, fields = [], [] if request.posteriors else None, []
     for index in range(n_frames):
-        yield from _label(model, request, index, labels, posteriors, step, total)
+        yield from _label(model, request, index, labels, posteriors, step, total, fields)
         step += steps_per_frame
     yield Progress(total, total, "Done")
-    return Result(labels, posteriors, [model])
+    return Result(labels, posteriors, [model], fields or None)
 
 
 def stack(arrays: list, time_axis: int | None) -> np.ndarray:
@@ -161,7 +168,9 @@ class Outputs:
     components first (a slider of their own) and ``uncertainty``, or None;
     ``components`` the one-component Labels arrays, or None; ``histograms``
     one ``(counts, edges)`` per model (per frame when each frame has its
-    own model), or None when the plot shows no histogram.
+    own model), or None when the plot shows no histogram; ``bias_field``
+    the fields the labels were made with (time first, channels before
+    that), or None without a correction.
     """
 
     labels: object
@@ -170,6 +179,7 @@ class Outputs:
     uncertainty: object = None
     components: list | None = None
     histograms: list | None = None
+    bias_field: object = None
 
 
 def then(job, finish):
@@ -186,6 +196,14 @@ def outputs(result: Result, request: Request, *, time_axis, per_component, histo
     """
     labels = stack(result.labels, time_axis)
     out = Outputs(labels=labels, models=result.models)
+    if result.fields is not None:
+        fields = stack(result.fields, time_axis)
+        channel_axis = request.params.get("channel_axis")
+        if channel_axis is not None:  # one field per channel: on an axis of their own
+            frame_ndim = result.fields[0].ndim
+            axis = channel_axis % frame_ndim + (0 if time_axis is None else 1)
+            fields = np.moveaxis(fields, axis, 0)
+        out.bias_field = fields
     if result.posteriors is not None:
         posteriors = stack(result.posteriors, time_axis)
         if is_dask_array(posteriors):

@@ -13,6 +13,9 @@ from . import _layers
 #: The labels layer of image ``name`` is called ``name + LABELS_SUFFIX``.
 LABELS_SUFFIX = " GMM labels"
 
+#: ... and its bias field ``name + BIAS_FIELD_SUFFIX``.
+BIAS_FIELD_SUFFIX = " GMM bias field"
+
 _ADD = {Image: "add_image", Labels: "add_labels"}
 
 
@@ -110,3 +113,22 @@ def show_posteriors(viewer, image_name, posteriors, uncertainty, transform, *, m
         viewer, Image, names[1], uncertainty, transform, added=hidden,
         contrast_limits=(0.0, 1.0), colormap="inferno", metadata=dict(metadata or {}),
     )
+
+
+def show_bias_field(viewer, image_name, field, transform, *, metadata=None):
+    """``<image> GMM bias field``: the multiplicative field the labels were made with.
+
+    ``field`` has the labels' axes, with the channels (one field each) on a
+    first axis of their own; ``None`` (no correction) removes the layer of
+    an earlier run. A new layer starts hidden, as the posteriors do; an
+    existing one keeps the visibility the user gave it.
+    """
+    name = f"{image_name}{BIAS_FIELD_SUFFIX}"
+    if field is None:
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+        return
+    if field.ndim > len(transform["scale"]):
+        transform = _layers.prepend_axis(transform)
+    put_layer(viewer, Image, name, field, transform, added={"visible": False},
+              colormap="viridis", metadata=dict(metadata or {}))

@@ -168,6 +168,13 @@ class GMMSegmenterWidget(Container):
             tooltip="Which neighbours the smoothing counts. Voxel sizes come from the "
             "layer's scale.",
         )
+        self.bias_field = CheckBox(
+            text="Correct bias field",
+            tooltip="Estimate a smooth multiplicative field (uneven illumination, "
+            "vignetting, coil sensitivity) together with the classes and segment the "
+            "corrected image; the field is added as '<image> GMM bias field' (hidden at "
+            "first; the image divided by it is the corrected image).",
+        )
         self.seed = SpinBox(
             label="Random seed", value=0, min=0, max=2**31 - 1,
             tooltip="The same seed gives the same result every time.",
@@ -240,9 +247,9 @@ class GMMSegmenterWidget(Container):
         self._form = Container(labels=True, widgets=[
             self.image, self.channel_axis, self.leading_axis, self.auto_components,
             self.n_components, self.max_components, self.covariance_type, self.auto_beta,
-            self.beta,
-            self.connectivity, self.seed, self.mask, self.per_component, self.posteriors,
-            self.preview, row(self.run_button, self.cancel_button), self.progress,
+            self.beta, self.connectivity, self.bias_field, self.seed, self.mask,
+            self.per_component, self.posteriors, self.preview,
+            row(self.run_button, self.cancel_button), self.progress,
             self.status, self.apply_target, row(self.apply_button, self.copy_button),
             row(self.save_button, self.load_button),
         ])
@@ -291,8 +298,7 @@ class GMMSegmenterWidget(Container):
         for setting in (
             self.image, self.channel_axis, self.leading_axis, self.auto_components,
             self.n_components, self.max_components, self.covariance_type, self.auto_beta,
-            self.beta,
-            self.connectivity, self.seed, self.mask, self.preview,
+            self.beta, self.connectivity, self.bias_field, self.seed, self.mask, self.preview,
         ):
             setting.changed.connect(self._preview_if_on)
         self._viewer.dims.events.current_step.connect(self._on_step_changed)
@@ -585,6 +591,7 @@ class GMMSegmenterWidget(Container):
             "beta": "auto" if self.auto_beta.value else self.beta.value,
             "connectivity": min(self.connectivity.value, n_spatial),
             "spacing": _layers.spacing_from_scale(layer.scale, layout),
+            "bias_field": "auto" if self.bias_field.value else None,
             "random_state": self.seed.value,
         }
 
@@ -785,6 +792,9 @@ class GMMSegmenterWidget(Container):
             self._viewer, layer.name, outputs.posteriors, outputs.uncertainty, transform,
             metadata=metadata,
         )
+        _output.show_bias_field(
+            self._viewer, layer.name, outputs.bias_field, transform, metadata=metadata
+        )
         self.record = record
         if not applied:
             self.model = model
@@ -861,7 +871,8 @@ def _is_output(layer) -> bool:
     """Whether ``layer`` is one of the plugin's outputs (never offered as an input)."""
     if _record.METADATA_KEY in getattr(layer, "metadata", {}):
         return True
-    suffixes = (_output.LABELS_SUFFIX, " GMM posteriors", " GMM uncertainty")
+    suffixes = (_output.LABELS_SUFFIX, " GMM posteriors", " GMM uncertainty",
+                _output.BIAS_FIELD_SUFFIX)
     return layer.name.endswith(suffixes) or " GMM component " in layer.name
 
 

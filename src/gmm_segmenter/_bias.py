@@ -1,0 +1,695 @@
+"""Bias-field correction: a smooth multiplicative field, estimated with the mixture.
+
+An image is modelled as ``y(x) = b(x) z(x)``: the values ``z`` come from the
+mixture and ``b`` is a smooth positive field (uneven illumination,
+vignetting, a receive coil's sensitivity). As in FSL FAST (Zhang, Brady &
+Smith 2001, after Wells et al. 1996) and Van Leemput et al. (1999), ``log b``
+is estimated jointly with the mixture: given the posteriors, it is the
+weighted least-squares fit, on a low-order smooth basis, of the pixels'
+log-residuals ``log y - log mean_k``, each weighted by how sharply its
+components pin it down (the inverse variance of ``log z``, ``mean_k**2 /
+var_k``). EM then alternates posteriors, mixture and field (an ECM
+algorithm); with the spatial prior, HMRF-EM's posteriors drive the field.
+
+The basis is the Legendre polynomials of total degree at most ``degree`` in
+the physical coordinates (pixel index times ``spacing``), centred and scaled
+so that the image's longest physical side spans [-1, 1]: the field is as
+smooth per unit of length along every axis. Each basis function is a
+product of one polynomial per axis, so the field on any box of pixels comes
+from ``degree + 1`` values per axis: a dask block computes its own part of
+the field, and no more than the corrected image is ever held in memory.
+
+One field per channel, as in FAST: the channels of a multichannel image are
+often recorded through different paths (excitation wavelengths, filters,
+coils), whose fields differ; a field common to all channels is a special
+case that per-channel fields can represent, for a few dozen coefficients
+more. Each field's mean ``log b`` over its image's valid pixels is 0, so
+corrected intensities keep the units of the input.
+
+The field is fitted on the pixels with positive values (the log of the
+others does not exist) at a seeded sample of positions; it is then evaluated
+and applied everywhere, masked-out pixels included.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.polynomial import legendre
+
+from . import _hmrf, _image, _mixture, _training
+from ._progress import report
+
+__all__ = [
+    "AUTO_DEGREE",
+    "BiasFieldWarning",
+    "BiasField",
+    "Fields",
+    "corrected_view",
+    "degree_of",
+    "field_image",
+    "n_coefficients",
+]
+
+#: Degree of the field for ``bias_field='auto'``: a cubic polynomial holds
+#: the slopes, bowls and saddles of illumination, vignetting and coil fields
+#: without bending round structures of the size of an organ or a cell colony.
+AUTO_DEGREE = 3
+
+#: Largest degree accepted (286 coefficients per channel in 3-D).
+MAX_DEGREE = 10
+
+#: Valid pixels with a positive value needed per coefficient of the field.
+MIN_PIXELS_PER_COEFFICIENT = 30
+
+#: Above this share of negative values among the valid pixels, an image is
+#: not an intensity image that a multiplicative field acts on (differences,
+#: z-scores, phases): it is segmented without correction. Zeros (a padded
+#: background) and the noise of a background-subtracted image stay below.
+MAX_NEGATIVE_SHARE = 0.3
+
+#: A field whose largest value over an image is more than this many times
+#: its smallest is refused: no illumination or coil field varies that much
+#: across an image, and such an estimate has explained structure away.
+MAX_FIELD_RATIO = 10.0
+
+#: Sampled pixels per image on which the field is fitted: at most this many,
+#: at least ``MIN_SAMPLES_PER_IMAGE`` (the field of each image of a batch
+#: needs its own), and at most ``MAX_DESIGN_VALUES`` basis values in all.
+SAMPLE_LIMIT = 1 << 18
+MIN_SAMPLES_PER_IMAGE = 20_000
+MAX_DESIGN_VALUES = 1 << 25
+
+#: Pixels (an evenly spread subset of the sample) each least-squares fit of
+#: the field uses.
+FIELD_ROWS = 1 << 15
+
+#: Alternations of posteriors and field when a new image's field is
+#: estimated with the mixture held fixed; they stop earlier once the field
+#: changes by less than ``FIELD_TOL`` (in log units) at every sampled pixel.
+ESTIMATE_ITERATIONS = 10
+FIELD_TOL = 1e-3
+
+#: Then, under the spatial prior, alternations of the prior's posteriors and
+#: the field: the pixel-wise posteriors of a noisy image bias the field.
+SPATIAL_ITERATIONS = 1
+
+#: A component's spread in the log domain is taken as at least 1 %: a
+#: component on one value (saturation, zero padding) would otherwise weigh
+#: without limit, and a saturated region does not follow the field anyway.
+MIN_LOG_SD = 0.01
+
+#: ``log b`` is clipped to this range when evaluated: the field stays finite
+#: and positive whatever its coefficients (the checks above refuse fields
+#: long before).
+LOG_LIMIT = 20.0
+
+
+class BiasFieldWarning(UserWarning):
+    """An image's bias field could not be estimated; it is segmented without correction."""
+
+
+def degree_of(bias_field) -> int | None:
+    """The polynomial degree a ``bias_field`` setting asks for (``None``: no field)."""
+    if bias_field is None:
+        return None
+    if isinstance(bias_field, str):
+        return AUTO_DEGREE
+    return int(bias_field)
+
+
+def n_coefficients(ndim: int, degree: int) -> int:
+    """Coefficients of a polynomial of total degree ``degree`` in ``ndim`` variables."""
+    return math.comb(ndim + degree, degree)
+
+
+@functools.cache
+def exponents(ndim: int, degree: int) -> np.ndarray:
+    """The degree of each basis function along each axis, ``(n_coefficients, ndim)``.
+
+    The constant comes first, then by total degree.
+    """
+    terms = [e for e in itertools.product(range(degree + 1), repeat=ndim) if sum(e) <= degree]
+    terms.sort(key=lambda e: (sum(e), tuple(-x for x in e)))
+    table = np.array(terms, dtype=np.intp).reshape(-1, ndim)
+    table.flags.writeable = False
+    return table
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """An image's grid in the field's coordinates.
+
+    Pixel index ``i`` along ``axis`` sits at ``(i - (n - 1) / 2) * spacing``
+    from the centre; positions are divided by half the longest physical side.
+    """
+
+    shape: tuple
+    spacing: tuple
+
+    @classmethod
+    def of(cls, shape, spacing=None) -> "Geometry":
+        shape = tuple(int(n) for n in shape)
+        spacing = (1.0,) * len(shape) if spacing is None else tuple(float(s) for s in spacing)
+        return cls(shape, spacing)
+
+    @functools.cached_property
+    def half_extent(self) -> float:
+        extent = max((n - 1) * s for n, s in zip(self.shape, self.spacing))
+        return extent / 2 if extent > 0 else 1.0
+
+    def coordinates(self, axis: int, indices) -> np.ndarray:
+        centre = (self.shape[axis] - 1) / 2
+        indices = np.asarray(indices, dtype=np.float64)
+        return (indices - centre) * (self.spacing[axis] / self.half_extent)
+
+    def vandermonde(self, axis: int, indices, degree: int) -> np.ndarray:
+        """Legendre polynomials ``0..degree`` at pixel ``indices`` of ``axis``."""
+        return legendre.legvander(self.coordinates(axis, indices), degree)
+
+
+@dataclass(frozen=True, eq=False)
+class BiasField:
+    """The multiplicative field of one image: ``log b = sum_t coefficients[t] * basis_t``.
+
+    ``coefficients`` has shape ``(n_coefficients, n_channels)``, in the
+    order of :func:`exponents`.
+    """
+
+    geometry: Geometry
+    degree: int
+    coefficients: np.ndarray
+
+    @property
+    def n_channels(self) -> int:
+        return self.coefficients.shape[1]
+
+    @functools.cached_property
+    def _tensor(self) -> np.ndarray:
+        ndim = len(self.geometry.shape)
+        tensor = np.zeros((self.degree + 1,) * ndim + (self.n_channels,))
+        tensor[tuple(exponents(ndim, self.degree).T)] = self.coefficients
+        return tensor
+
+    def log_on_box(self, indices) -> np.ndarray:
+        """``log b`` on the box of pixels ``indices`` (one index array per axis),
+        shape ``(*lengths, n_channels)``, float64."""
+        result = self._tensor
+        for axis, axis_indices in enumerate(indices):
+            # contracts the leading (polynomial) axis and appends the pixel axis
+            vander = self.geometry.vandermonde(axis, axis_indices, self.degree)
+            result = np.tensordot(result, vander, axes=([0], [1]))
+        # (n_channels, *lengths) -> channels last
+        return np.moveaxis(result, 0, -1)
+
+    def on_box(self, indices, dtype=np.float32) -> np.ndarray:
+        """The field ``b`` on a box of pixels, ``(*lengths, n_channels)``."""
+        log_field = self.log_on_box(indices)
+        np.clip(log_field, -LOG_LIMIT, LOG_LIMIT, out=log_field)
+        return np.exp(log_field).astype(dtype, copy=False)
+
+
+def box_indices(key, shape, steps=None) -> list[np.ndarray]:
+    """The pixel indices along each axis of the block ``image[key]`` (see
+    :func:`._image.blocks`), in the full image when the view is strided by ``steps``."""
+    indices = []
+    for axis, n in enumerate(shape):
+        part = key[axis] if axis < len(key) else slice(None)
+        if part is Ellipsis:
+            part = slice(None)
+        axis_indices = np.arange(n)[part] if isinstance(part, slice) else np.array([part])
+        if steps is not None:
+            axis_indices = axis_indices * steps[axis]
+        indices.append(axis_indices)
+    return indices
+
+
+def corrected_view(
+    view: _image.ImageView, field: BiasField | None, name="X", steps=None
+) -> _image.ImageView:
+    """An in-memory image divided by its field (a float copy; the caller's array is untouched).
+
+    float32 for images that float32 holds exactly (8- and 16-bit, float32),
+    float64 otherwise. ``steps``: the view is the image strided by them.
+    """
+    if field is None:
+        return view
+    dtype = np.result_type(view.dtype, np.float32)
+    _image.check_memory(
+        view.pixels.size * dtype.itemsize,
+        f"The bias-corrected copy of {name} (shape {view.pixels.shape}, {dtype.name})",
+    )
+    out = np.empty(view.pixels.shape, dtype=dtype)
+    for key, _, _ in _image.blocks(view.spatial_shape):
+        target = out[key]
+        gain = field.on_box(box_indices(key, view.spatial_shape, steps), dtype)
+        np.divide(view.pixels[key], gain.reshape(target.shape), out=target)
+    return _image.ImageView(pixels=out, mask=view.mask)
+
+
+def field_image(field: BiasField | None, spatial_shape, n_channels, dtype=np.float32):
+    """The field on a whole in-memory grid, ``(*spatial_shape, n_channels)``; ones for ``None``."""
+    out = np.ones(tuple(spatial_shape) + (n_channels,), dtype=dtype)
+    if field is None:
+        return out
+    for key, _, _ in _image.blocks(spatial_shape):
+        target = out[key]
+        target[...] = field.on_box(box_indices(key, spatial_shape), dtype).reshape(target.shape)
+    return out
+
+
+def log_field_sum(field: BiasField | None, spatial_shape) -> np.ndarray:
+    """``sum_c log b_c`` on a whole grid (the log-Jacobian of the correction), float64."""
+    out = np.zeros(tuple(spatial_shape), dtype=np.float64)
+    if field is None:
+        return out
+    for key, _, _ in _image.blocks(spatial_shape):
+        target = out[key]
+        log_field = field.log_on_box(box_indices(key, spatial_shape))
+        np.clip(log_field, -LOG_LIMIT, LOG_LIMIT, out=log_field)
+        target[...] = log_field.sum(axis=-1).reshape(target.shape)
+    return out
+
+
+def basis_means(geometry: Geometry, degree: int, view_shape, steps, valid) -> np.ndarray:
+    """The mean of each basis function over the valid pixels of a (strided) view.
+
+    Exact, at the cost of one pass over the valid map: the map is contracted
+    with each axis's polynomials in turn, slab by slab.
+    """
+    ndim = len(view_shape)
+    vanders = [
+        geometry.vandermonde(axis, np.arange(n) * step, degree)
+        for axis, (n, step) in enumerate(zip(view_shape, steps))
+    ]
+    if valid is None:  # separable: a product of one mean per axis
+        tensor = functools.reduce(np.multiply.outer, [v.mean(axis=0) for v in vanders])
+    else:
+        tensor = np.zeros((degree + 1,) * ndim)
+        rows = max(1, _image.CHUNK_PIXELS // max(1, math.prod(view_shape[1:])))
+        count = 0
+        for start in range(0, view_shape[0], rows):
+            slab = valid[start : start + rows].astype(np.float64)
+            count += float(slab.sum())
+            part = np.tensordot(slab, vanders[0][start : start + rows], axes=([0], [0]))
+            for vander in vanders[1:]:
+                part = np.tensordot(part, vander, axes=([0], [0]))
+            tensor += part
+        tensor /= max(count, 1.0)
+    return tensor[tuple(exponents(ndim, degree).T)]
+
+
+def design_matrix(geometry: Geometry, degree: int, indices) -> np.ndarray:
+    """The basis functions at pixels given by one index array per axis, ``(n, n_coefficients)``."""
+    terms = exponents(len(indices), degree)
+    design = np.ones((len(indices[0]), len(terms)))
+    for axis, axis_indices in enumerate(indices):
+        vander = geometry.vandermonde(axis, axis_indices, degree)
+        design *= vander[:, terms[:, axis]]
+    return design
+
+
+# --------------------------------------------------------------------------
+# fitting
+
+
+@dataclass
+class ImageSample:
+    """One image's pixels at a seeded sample of positions, and the field's basis there.
+
+    ``weight`` is the number of valid pixels each sampled one stands for;
+    ``coefficients`` is ``None`` while the image is not corrected (too small,
+    not positive, or its field was refused).
+    """
+
+    name: str
+    geometry: Geometry
+    degree: int
+    positions: np.ndarray  # flat positions in the view
+    values: np.ndarray  # (n, n_channels), input units
+    design: np.ndarray  # (n, n_coefficients)
+    moments: np.ndarray  # (n_coefficients,): basis means over the valid pixels
+    weight: float
+    coefficients: np.ndarray | None
+
+    @functools.cached_property
+    def positive(self) -> np.ndarray:
+        return self.values > 0
+
+    @functools.cached_property
+    def log_values(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(np.where(self.positive, self.values, 1.0))
+
+    def log_field(self) -> np.ndarray:
+        """``log b`` at the sampled pixels, ``(n, n_channels)``."""
+        if self.coefficients is None:
+            return np.zeros(self.values.shape)
+        cached = self.__dict__.get("_log_field")
+        if cached is None or cached[0] is not self.coefficients:
+            log_field = np.clip(self.design @ self.coefficients, -LOG_LIMIT, LOG_LIMIT)
+            cached = self.__dict__["_log_field"] = (self.coefficients, log_field)
+        return cached[1]
+
+    def field(self) -> BiasField | None:
+        if self.coefficients is None:
+            return None
+        return BiasField(self.geometry, self.degree, self.coefficients.copy())
+
+    def at(self, positions, values, design) -> "ImageSample":
+        """The same image and field at other sampled pixels."""
+        return replace(self, positions=positions, values=values, design=design)
+
+
+class Fields:
+    """The field of each image of a batch while it is fitted or estimated.
+
+    Built from the views the field is fitted on (the images themselves, or
+    strided in-memory copies of dask images, ``steps`` apart) and the full
+    images' spatial shapes.
+    """
+
+    def __init__(self, views, steps, samples):
+        self.views = views
+        self.steps = steps
+        self.samples = samples
+
+    @classmethod
+    def sample(cls, field_views, shapes, spacing, degree, n_samples, random_state, names):
+        """Draw each image's sample and check that the image can hold a field;
+        every field starts flat."""
+        views = [view for view, _ in field_views]
+        steps = [tuple(step) for _, step in field_views]
+        samples = []
+        for (view, step), shape, name in zip(field_views, shapes, names):
+            geometry = Geometry.of(shape, spacing)
+            ndim = len(shape)
+            valid = _image.valid_map(view)
+            n_valid = view.n_pixels if valid is None else int(np.count_nonzero(valid))
+            size = n_coefficients(ndim, degree)
+            n_drawn = min(n_samples, SAMPLE_LIMIT, max(1, MAX_DESIGN_VALUES // size))
+            positions = _hmrf.sample_positions([valid], [view.spatial_shape], n_drawn, random_state)[0]
+            values = _hmrf.values_at([view], [positions])
+            indices = [i * s for i, s in zip(np.unravel_index(positions, view.spatial_shape), step)]
+            design = design_matrix(geometry, degree, indices)
+            moments = basis_means(geometry, degree, view.spatial_shape, step, valid)
+            sample = ImageSample(
+                name, geometry, degree, positions, values, design, moments,
+                weight=n_valid / max(len(positions), 1),
+                coefficients=np.zeros((size, view.n_channels)),
+            )
+            if not _can_hold_field(sample, n_valid, size, degree):
+                sample.coefficients = None
+            samples.append(sample)
+        return cls(views, steps, samples)
+
+    @property
+    def fields(self) -> list[BiasField | None]:
+        return [sample.field() for sample in self.samples]
+
+    @property
+    def any(self) -> bool:
+        """Whether some image has a field to fit (the others cannot hold one)."""
+        return any(sample.coefficients is not None for sample in self.samples)
+
+    def corrected_views(self) -> list[_image.ImageView]:
+        return [
+            corrected_view(view, sample.field(), sample.name, steps)
+            for view, sample, steps in zip(self.views, self.samples, self.steps)
+        ]
+
+    # ------------------------------------------------------------ the loops
+
+    def fit(self, mixture, offset, scale, *, max_iter, tol, reg_covar):
+        """Fit mixture and fields together from ``mixture`` (standardised units).
+
+        Returns the mixture, the mean log-likelihood per pixel after each
+        iteration (standardised units, the correction's Jacobian included),
+        and whether it converged. A field that does not explain the images
+        better than no field at all is dropped (with a warning), and the
+        mixture is then ``mixture`` as given.
+        """
+        weights = np.concatenate([np.full(len(s.values), s.weight) for s in self.samples])
+        total = float(weights.sum())
+        initial = mixture
+        bounds, previous, converged = [], -np.inf, False
+        for n_iter in range(1, max_iter + 1):
+            X, jacobian = self._standardised(offset, scale)
+            log_prob_norm, log_resp = _mixture.log_normalize(_mixture.weighted_log_prob(X, mixture))
+            bound = float(weights @ (log_prob_norm - jacobian) / total)
+            bounds.append(bound)
+            resp = np.exp(log_resp)
+            mixture = _mixture.regularised_fit(
+                X, resp * weights[:, np.newaxis], reg_covar, mixture.covariance_type, total
+            )
+            change = self._update(resp, mixture.rescaled(offset, scale))
+            report("bias field", n_iter, max_iter)
+            if abs(bound - previous) < tol and change < FIELD_TOL:
+                converged = True
+                break
+            previous = bound
+        if not self._better_than_none(initial, mixture, offset, scale, weights):
+            return initial, bounds, converged
+        return mixture, bounds, converged
+
+    def estimate(self, mixture, offset, scale, spatial_posteriors=None, check=True):
+        """Each image's field with ``mixture`` (standardised units) held fixed.
+
+        Alternates pixel-wise posteriors and field; then, with
+        ``spatial_posteriors`` (a function from corrected views to each
+        view's posterior maps, the spatial prior's), a few alternations more
+        with those. With ``check``, a field that does not explain its image
+        better than none is dropped, with a warning.
+        """
+        if not self.any:
+            return
+        fitted = mixture.rescaled(offset, scale)
+        for n_iter in range(1, ESTIMATE_ITERATIONS + 1):
+            X, _ = self._standardised(offset, scale)
+            _, log_resp = _mixture.log_normalize(_mixture.weighted_log_prob(X, mixture))
+            change = self._update(np.exp(log_resp), fitted)
+            report("bias field", n_iter, ESTIMATE_ITERATIONS)
+            if change < FIELD_TOL:
+                break
+        if spatial_posteriors is not None:
+            for _ in range(SPATIAL_ITERATIONS):
+                maps = spatial_posteriors(self.corrected_views())
+                resp = np.concatenate([
+                    m.reshape(-1, m.shape[-1])[s.positions] for m, s in zip(maps, self.samples)
+                ])
+                del maps
+                if self._update(resp, fitted) < FIELD_TOL:
+                    break
+        if not check:
+            return
+        weights = np.concatenate([np.full(len(s.values), s.weight) for s in self.samples])
+        for sample, rows in zip(self.samples, self._rows()):
+            if sample.coefficients is not None and not self._helps(
+                [sample], mixture, offset, scale, weights[rows]
+            ):
+                self._refuse(sample, "does not explain the image better than no field")
+
+    def refiner(self, positions, offset, scale):
+        """A function ``update(resp, mixture)`` for HMRF-EM: refits the fields
+        from the posteriors ``resp`` of the pixels at ``positions`` (one
+        array of flat positions per image, as HMRF-EM's table holds them) and
+        returns the table's corrected values in standardised units."""
+        at_table = []
+        for view, sample, where, steps in zip(self.views, self.samples, positions, self.steps):
+            values = _hmrf.values_at([view], [where])
+            indices = [i * s for i, s in zip(np.unravel_index(where, view.spatial_shape), steps)]
+            design = design_matrix(sample.geometry, sample.degree, indices)
+            at_table.append(sample.at(where, values, design))
+        rows = _rows_of(at_table)
+
+        def update(resp, mixture):
+            self._update(resp, mixture.rescaled(offset, scale), at_table, rows)
+            for sample, table_sample in zip(self.samples, at_table):
+                table_sample.coefficients = sample.coefficients
+            return self._standardised(offset, scale, at_table)[0]
+
+        return update
+
+    # ------------------------------------------------------------ steps
+
+    def _rows(self):
+        return _rows_of(self.samples)
+
+    def _standardised(self, offset, scale, samples=None):
+        """The samples' corrected values in standardised units, and each
+        pixel's ``sum_c log b_c``."""
+        samples = self.samples if samples is None else samples
+        values, jacobian = [], []
+        for sample in samples:
+            log_field = sample.log_field()
+            values.append(sample.values / np.exp(log_field))
+            jacobian.append(log_field.sum(axis=1))
+        X = (np.concatenate(values) - offset) / scale
+        return X, np.concatenate(jacobian)
+
+    def _update(self, resp, fitted, at=None, rows=None) -> float:
+        """Refit every field from the posteriors; the largest change of ``log b``.
+
+        ``resp`` are the posteriors of the samples' pixels, or of the pixels of
+        ``at`` (the same images at other pixels, ``rows`` of ``resp`` each).
+        """
+        at = self.samples if at is None else at
+        rows = self._rows() if rows is None else rows
+        change = 0.0
+        for sample, fit_at, image_rows in zip(self.samples, at, rows):
+            if sample.coefficients is None:
+                continue
+            size = fit_at.design.shape[1]
+            if len(fit_at.values) < size * MIN_PIXELS_PER_COEFFICIENT:
+                continue  # too few of these pixels in this image: its field stays
+            coefficients = _solve(fit_at, resp[image_rows], fitted)
+            if coefficients is None:
+                self._refuse(sample, "has no pixel whose components pin the field down")
+                continue
+            new_log = sample.design @ coefficients
+            if _spread_too_large(new_log):
+                self._refuse(sample, _ratio_text(new_log))
+                continue
+            change = max(change, float(np.max(np.abs(new_log - sample.log_field()))))
+            sample.coefficients = coefficients
+        return change
+
+    def _helps(self, samples, mixture, offset, scale, weights) -> bool:
+        """Whether ``samples`` are explained better with their fields than without."""
+        X, jacobian = self._standardised(offset, scale, samples)
+        with_field = weights @ (_mixture.log_sum_exp(_mixture.weighted_log_prob(X, mixture)) - jacobian)
+        bare = [replace(s, coefficients=None) for s in samples]
+        X, _ = self._standardised(offset, scale, bare)
+        without = weights @ _mixture.log_sum_exp(_mixture.weighted_log_prob(X, mixture))
+        return bool(with_field >= without)
+
+    def _better_than_none(self, initial, mixture, offset, scale, weights) -> bool:
+        corrected = [s for s in self.samples if s.coefficients is not None]
+        if not corrected:
+            return True
+        X, jacobian = self._standardised(offset, scale)
+        with_fields = weights @ (_mixture.log_sum_exp(_mixture.weighted_log_prob(X, mixture)) - jacobian)
+        bare = [replace(s, coefficients=None) for s in self.samples]
+        X, _ = self._standardised(offset, scale, bare)
+        without = weights @ _mixture.log_sum_exp(_mixture.weighted_log_prob(X, initial))
+        if with_fields >= without:
+            return True
+        for sample in corrected:
+            self._refuse(sample, "does not explain the image better than no field")
+        return False
+
+    def _refuse(self, sample, why):
+        sample.coefficients = None
+        warnings.warn(
+            f"bias_field: the field estimated for {sample.name} {why}; {sample.name} is "
+            "segmented without bias-field correction. Try a lower degree (bias_field=1 "
+            "or 2) or bias_field=None.",
+            BiasFieldWarning,
+            stacklevel=_training.caller_stacklevel(),
+        )
+
+
+def _rows_of(samples):
+    """The rows of each sample in their concatenation."""
+    offsets = np.cumsum([0] + [len(s.values) for s in samples])
+    return [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def _can_hold_field(sample, n_valid, size, degree) -> bool:
+    """Whether an image has enough positive valid pixels for a field; warns if not."""
+    n = len(sample.values)
+    positive = float(np.mean(np.all(sample.positive, axis=1))) if n else 0.0
+    negative = float(np.mean(np.any(sample.values < 0, axis=1))) if n else 0.0
+    needed = size * MIN_PIXELS_PER_COEFFICIENT
+    name = sample.name
+    if negative > MAX_NEGATIVE_SHARE:
+        warnings.warn(
+            f"bias_field: {negative:.0%} of the valid pixels of {name} are negative; a "
+            "multiplicative field acts on intensities (zero for no signal) and is "
+            f"estimated from the logarithm of the positive ones, so {name} is segmented "
+            "without bias-field correction. For differences or standardised values use "
+            "bias_field=None.",
+            BiasFieldWarning,
+            stacklevel=_training.caller_stacklevel(),
+        )
+        return False
+    if positive * n_valid < needed:
+        what = "valid pixels" if positive == 1.0 else "valid pixels with positive values"
+        warnings.warn(
+            f"bias_field: {name} has {int(round(positive * n_valid))} {what}, too few to "
+            f"estimate a field of degree {degree} ({size} coefficients per channel; at "
+            f"least {needed} pixels needed); {name} is segmented without bias-field "
+            "correction. Use a lower degree (bias_field=1 needs "
+            f"{n_coefficients(len(sample.geometry.shape), 1) * MIN_PIXELS_PER_COEFFICIENT}) "
+            "or bias_field=None.",
+            BiasFieldWarning,
+            stacklevel=_training.caller_stacklevel(),
+        )
+        return False
+    return True
+
+
+def _spread_too_large(log_field) -> bool:
+    spread = np.max(log_field, axis=0) - np.min(log_field, axis=0)
+    return bool(np.any(~np.isfinite(spread)) or np.any(spread > math.log(MAX_FIELD_RATIO)))
+
+
+def _ratio_text(log_field) -> str:
+    spread = np.max(log_field, axis=0) - np.min(log_field, axis=0)
+    with np.errstate(over="ignore"):
+        ratio = float(np.exp(np.nanmax(spread))) if np.all(np.isfinite(spread)) else np.inf
+    return (
+        f"would scale intensities by up to {ratio:.3g} times from one place to another "
+        f"(more than {MAX_FIELD_RATIO:g}, which no smooth illumination or coil field does)"
+    )
+
+
+def _solve(sample: ImageSample, resp, fitted: _mixture.Mixture) -> np.ndarray | None:
+    """Weighted least-squares ``log b`` of one image from its pixels' posteriors.
+
+    ``fitted`` is the mixture in input units. Each channel's field is fitted
+    to the log-residuals of its positive values by the normal equations (a
+    few hundred coefficients at most, in a well-conditioned basis); its mean
+    over the image's valid pixels is then set to 0.
+    """
+    means = fitted.means
+    variances = np.broadcast_to(
+        fitted.kind.variances(fitted.covariances, fitted.n_components), means.shape
+    )
+    # an evenly spread subset of the (spatially ordered) pixels is plenty for
+    # a few dozen coefficients, and keeps each refit cheap
+    every = max(1, -(-len(sample.values) // FIELD_ROWS))
+    design = sample.design[::every]
+    resp = resp[::every]
+    positive = sample.positive[::every]
+    log_values = sample.log_values[::every]
+    coefficients = np.zeros((design.shape[1], means.shape[1]))
+    for channel in range(means.shape[1]):
+        mean = means[:, channel]
+        usable = mean > 0
+        if not usable.any():
+            return None
+        safe_mean = np.where(usable, mean, 1.0)
+        log_variance = np.maximum(variances[:, channel] / safe_mean**2, MIN_LOG_SD**2)
+        precision = np.where(usable, 1.0 / log_variance, 0.0)
+        weights = resp * precision
+        omega = weights.sum(axis=1)
+        omega *= positive[:, channel]  # the log of the others does not exist
+        if np.count_nonzero(omega) < design.shape[1]:
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            component_log = (weights @ np.log(safe_mean)) / omega
+        residual = np.where(omega > 0, log_values[:, channel] - component_log, 0.0)
+        weighted = design * omega[:, np.newaxis]
+        gram = weighted.T @ design
+        solution, *_ = np.linalg.lstsq(gram, weighted.T @ residual, rcond=None)
+        solution[0] -= sample.moments @ solution  # mean log b over the valid pixels: 0
+        coefficients[:, channel] = solution
+    if not np.all(np.isfinite(coefficients)):
+        return None
+    return coefficients

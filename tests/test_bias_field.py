@@ -1,0 +1,352 @@
+"""Bias-field correction: a smooth multiplicative field estimated with the mixture."""
+
+import warnings
+
+import numpy as np
+import pytest
+from _helpers import ari
+from _images import biased_blobs, smooth_field
+
+from gmm_segmenter import BiasFieldWarning, GMMSegmenter, _bias, _hmrf, load_model, save_model
+
+
+def _log_correlation(estimate, truth, where=None):
+    """Correlation of two fields' logs (a field is known up to a constant factor)."""
+    estimate, truth = np.log(estimate), np.log(truth)
+    if where is not None:
+        estimate, truth = estimate[where], truth[where]
+    return np.corrcoef(estimate.ravel(), truth.ravel())[0, 1]
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """A 2-D image under a 40 % field (0.8 to 1.2), its truth and its field."""
+    return biased_blobs((128, 128), amplitude=0.4)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_a_known_field_is_recovered_and_the_labels_improve(blobs, beta):
+    image, truth, field = blobs
+    plain = GMMSegmenter(3, beta=beta, random_state=0).fit_predict(image)
+    corrected = GMMSegmenter(3, beta=beta, bias_field="auto", random_state=0)
+    labels = corrected.fit_predict(image)
+    assert _log_correlation(corrected.bias_field_, field) > 0.95
+    assert ari(truth, plain) < 0.7  # the field defeats the plain model...
+    assert ari(truth, labels) > 0.95  # ...and not the corrected one
+    # a new image of the same scene under another field: estimated with the mixture fixed
+    other_field = smooth_field(image.shape, 0.4, seed=5)
+    other = image / field * other_field
+    assert _log_correlation(corrected.estimate_bias_field(other), other_field) > 0.95
+    assert ari(truth, corrected.predict(other)) > 0.95
+
+
+def test_the_field_keeps_the_intensity_units(blobs):
+    image, _, _ = blobs
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0).fit(image)
+    field = segmenter.bias_field_
+    assert field.shape == image.shape and field.dtype == np.float32
+    assert np.all(field > 0)
+    assert abs(np.mean(np.log(field.astype(np.float64)))) < 1e-6
+    # the corrected means stay where the image's classes are, not rescaled
+    assert 90 < segmenter.means_[0, 0] < 110 and 180 < segmenter.means_[2, 0] < 220
+
+
+def test_none_runs_none_of_the_field_machinery(blobs, monkeypatch):
+    image, _, _ = blobs
+    before = GMMSegmenter(3, random_state=0).fit(image)
+    expected = before.predict(image), before.predict_proba(image), before.score(image)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the bias field was estimated with bias_field=None")
+
+    monkeypatch.setattr(_bias.Fields, "sample", refuse)
+    segmenter = GMMSegmenter(3, random_state=0)
+    assert segmenter.bias_field is None
+    segmenter.fit(image)
+    assert not hasattr(segmenter, "bias_field_")
+    np.testing.assert_array_equal(segmenter.predict(image), expected[0])
+    np.testing.assert_array_equal(segmenter.predict_proba(image), expected[1])
+    assert segmenter.score(image) == expected[2]
+    with pytest.raises(ValueError, match="bias_field=None.*set_params"):
+        segmenter.estimate_bias_field(image)
+
+
+def test_spatial_posteriors_drive_the_field(blobs, monkeypatch):
+    image, _, _ = blobs
+    calls = []
+    original = _hmrf.hmrf_em
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("update_data") is not None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_hmrf, "hmrf_em", spy)
+    GMMSegmenter(3, beta=1.0, bias_field="auto", random_state=0).fit(image)
+    # without the field first, then refitting the field before every M-step
+    assert calls == [False, True]
+
+
+def test_mask_fits_the_field_inside_and_evaluates_it_everywhere(blobs):
+    image, truth, field = blobs
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[16:112, 16:112] = True
+    spoiled = image.copy()
+    spoiled[~mask] = 5000.0  # outside the mask: nothing a field could explain
+    segmenter = GMMSegmenter(3, bias_field=2, random_state=0)
+    labels = segmenter.fit_predict(spoiled, mask=mask)
+    estimate = segmenter.bias_field_
+    assert np.all(np.isfinite(estimate)) and np.all(estimate > 0)
+    assert _log_correlation(estimate, field, mask) > 0.95
+    assert abs(np.mean(np.log(estimate[mask].astype(np.float64)))) < 1e-6
+    assert np.all(labels[~mask] == 0)
+    assert ari(truth[mask], labels[mask]) > 0.95
+
+
+def test_three_dimensional_volume():
+    image, truth, field = biased_blobs((20, 48, 48), noise=5.0, seed=1)
+    plain = GMMSegmenter(3, random_state=0).fit_predict(image)
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0)
+    labels = segmenter.fit_predict(image)
+    assert segmenter.bias_field_.shape == image.shape
+    assert _log_correlation(segmenter.bias_field_, field) > 0.95
+    assert ari(truth, labels) > 0.95 > ari(truth, plain) + 0.05
+
+
+def test_thick_slices_with_their_spacing():
+    spacing = (3.0, 1.0, 1.0)
+    image, truth, field = biased_blobs((12, 48, 48), noise=5.0, spacing=spacing, seed=2)
+    segmenter = GMMSegmenter(3, bias_field=2, spacing=spacing, random_state=0)
+    labels = segmenter.fit_predict(image)
+    assert _log_correlation(segmenter.bias_field_, field) > 0.95
+    assert ari(truth, labels) > 0.95
+
+
+def test_field_coordinates_are_physical():
+    geometry = _bias.Geometry.of((11, 41), (4.0, 1.0))
+    # the longest physical side (40 along axis 1) spans [-1, 1]; axis 0 is 40 long too
+    np.testing.assert_allclose(geometry.coordinates(1, [0, 20, 40]), [-1, 0, 1])
+    np.testing.assert_allclose(geometry.coordinates(0, [0, 5, 10]), [-1, 0, 1])
+    thin = _bias.Geometry.of((11, 41))
+    np.testing.assert_allclose(thin.coordinates(0, [0, 10]), [-0.25, 0.25])
+
+
+def test_one_field_per_channel():
+    _, truth, _ = biased_blobs((120, 120))
+    rng = np.random.default_rng(3)
+    colours = np.array([[100.0, 90.0], [135.0, 125.0], [175.0, 165.0]])
+    fields = np.stack([smooth_field((120, 120), 0.4, seed=s) for s in (0, 1)])
+    image = colours[truth - 1].transpose(2, 0, 1) * fields + rng.normal(scale=4, size=(2, 120, 120))
+    plain = GMMSegmenter(3, channel_axis=0, beta=0, random_state=0).fit_predict(image)
+    segmenter = GMMSegmenter(3, channel_axis=0, bias_field=2, beta=0, random_state=0)
+    labels = segmenter.fit_predict(image)
+    estimate = segmenter.bias_field_
+    assert estimate.shape == image.shape  # channels on channel_axis, as in X
+    for channel in range(2):
+        assert _log_correlation(estimate[channel], fields[channel]) > 0.95
+    assert ari(truth, labels) > 0.95 > ari(truth, plain) + 0.05
+
+
+def test_batch_has_a_field_per_image(blobs):
+    image, truth, field = blobs
+    other_field = smooth_field(image.shape, 0.4, seed=9)
+    other = image / field * other_field
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0)
+    labels = segmenter.fit_predict([image, other[:100, :90]])
+    fields = segmenter.bias_field_
+    assert isinstance(fields, list) and [f.shape for f in fields] == [(128, 128), (100, 90)]
+    assert _log_correlation(fields[0], field) > 0.95
+    assert _log_correlation(fields[1], other_field[:100, :90]) > 0.95
+    assert ari(truth[:100, :90], labels[1]) > 0.95
+
+
+def test_dask_images_are_corrected_lazily_and_match_memory(blobs, monkeypatch):
+    da = pytest.importorskip("dask.array")
+    image, truth, _ = blobs
+    lazy = da.from_array(image, chunks=(48, 40))
+    in_memory = GMMSegmenter(3, bias_field="auto", random_state=0).fit(image)
+    chunked = GMMSegmenter(3, bias_field="auto", random_state=0).fit(lazy)
+    assert isinstance(chunked.bias_field_, da.Array)
+    np.testing.assert_allclose(chunked.bias_field_.compute(), in_memory.bias_field_, rtol=1e-5)
+    labels = chunked.predict(lazy)
+    assert isinstance(labels, da.Array) and labels.chunks == lazy.chunks
+    assert np.mean(labels.compute() != in_memory.predict(image)) < 1e-3
+    field = chunked.estimate_bias_field(lazy)
+    assert isinstance(field, da.Array)
+    np.testing.assert_allclose(field.compute(), in_memory.estimate_bias_field(image), rtol=1e-5)
+    log_likelihood = chunked.score_samples(lazy)
+    assert isinstance(log_likelihood, da.Array)
+    np.testing.assert_allclose(log_likelihood.compute(), in_memory.score_samples(image))
+
+
+def test_a_large_dask_image_is_fitted_on_a_strided_copy(blobs, monkeypatch):
+    da = pytest.importorskip("dask.array")
+    from gmm_segmenter import _dask
+
+    image, truth, field = blobs
+    monkeypatch.setattr(_dask, "FIELD_FIT_PIXELS", 2500)  # every third pixel or so
+    lazy = da.from_array(image, chunks=(64, 64))
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0).fit(lazy)
+    assert _log_correlation(segmenter.bias_field_.compute(), field) > 0.95
+    assert ari(truth, segmenter.predict(lazy).compute()) > 0.95
+
+
+def test_an_image_too_small_for_the_field_warns_and_is_not_corrected(quadrant_image):
+    image, _ = quadrant_image
+    small = image[:12, :12]
+    plain = GMMSegmenter(2, beta=0, random_state=0).fit(small)
+    segmenter = GMMSegmenter(2, beta=0, bias_field="auto", random_state=0)
+    with pytest.warns(BiasFieldWarning, match=r"bias_field.*144 valid pixels.*degree 3"):
+        segmenter.fit(small)
+    np.testing.assert_array_equal(segmenter.bias_field_, np.ones(small.shape, np.float32))
+    np.testing.assert_array_equal(segmenter.means_, plain.means_)
+    with pytest.warns(BiasFieldWarning):
+        labels = segmenter.predict(small)
+    np.testing.assert_array_equal(labels, plain.predict(small))
+
+
+def test_an_image_of_differences_warns_and_is_not_corrected(blobs):
+    image, truth, _ = blobs
+    centred = image - np.percentile(image, 60)  # differences, not intensities
+    segmenter = GMMSegmenter(3, beta=0, bias_field="auto", random_state=0)
+    with pytest.warns(BiasFieldWarning, match="60% of the valid pixels of X are negative"):
+        labels = segmenter.fit_predict(centred)
+    assert np.all(segmenter.bias_field_ == 1)
+    assert labels.min() >= 1 and labels.max() <= 3
+
+
+def test_zero_pixels_are_left_out_of_the_field_and_labelled(blobs):
+    image, truth, field = blobs
+    padded = np.pad(image, ((0, 0), (0, 40)))  # a zero-filled border, as scanners write
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BiasFieldWarning)
+        segmenter = GMMSegmenter(4, beta=0, bias_field="auto", random_state=0)
+        labels = segmenter.fit_predict(padded)
+    assert np.all(np.isfinite(segmenter.bias_field_))
+    assert _log_correlation(segmenter.bias_field_[:, :128], field) > 0.9
+    assert np.all(labels[:, 128:] == 1)
+
+
+def test_a_field_that_would_explode_is_refused(blobs, monkeypatch):
+    image, _, _ = blobs
+    monkeypatch.setattr(_bias, "MAX_FIELD_RATIO", 1.1)  # the true field spans 1.5
+    segmenter = GMMSegmenter(3, beta=0, bias_field="auto", random_state=0)
+    with pytest.warns(BiasFieldWarning, match="would scale intensities by up to"):
+        labels = segmenter.fit_predict(image)
+    assert np.all(segmenter.bias_field_ == 1)
+    assert np.all(labels >= 1)
+
+
+def test_non_finite_pixels_are_label_zero_never_nan(blobs):
+    image, _, _ = blobs
+    holed = image.copy()
+    holed[10:20, 30:40] = np.nan
+    holed[50, 50] = np.inf
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0)
+    labels = segmenter.fit_predict(holed)
+    assert np.all(labels[10:20, 30:40] == 0) and labels[50, 50] == 0
+    assert np.all(np.isfinite(segmenter.bias_field_))
+    posteriors = segmenter.predict_proba(holed)
+    assert not np.isnan(posteriors).any()
+
+
+def test_the_callers_arrays_are_left_alone(blobs):
+    image, _, _ = blobs
+    image = image.astype(np.uint16)
+    mask = np.ones(image.shape, dtype=bool)
+    mask[:5] = False
+    image_copy, mask_copy = image.copy(), mask.copy()
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0)
+    segmenter.fit(image, mask=mask)
+    segmenter.predict(image, mask=mask)
+    segmenter.predict_proba(image, mask=mask)
+    segmenter.estimate_bias_field(image, mask=mask)
+    segmenter.score(image, mask=mask)
+    np.testing.assert_array_equal(image, image_copy)
+    np.testing.assert_array_equal(mask, mask_copy)
+
+
+def test_predict_divides_by_the_field_estimate_bias_field_returns(blobs):
+    image, _, _ = blobs
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0).fit(image)
+    field = segmenter.estimate_bias_field(image)
+    posteriors = segmenter.predict_proba(image)
+    log_likelihood = segmenter.score_samples(image)
+    plain = GMMSegmenter(3, random_state=0).fit(image)
+    plain.model_ = segmenter.model_  # the same mixture, without the field
+    corrected = image / field.astype(np.float64)
+    np.testing.assert_allclose(posteriors, plain.predict_proba(corrected), atol=1e-4)
+    # the density of the observed values includes the correction's Jacobian
+    np.testing.assert_allclose(
+        log_likelihood, plain.score_samples(corrected) - np.log(field), atol=1e-4
+    )
+
+
+def test_fit_predict_uses_the_field_fitted_with_the_mixture(blobs):
+    image, truth, _ = blobs
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0)
+    labels = segmenter.fit_predict(image)
+    np.testing.assert_allclose(segmenter.estimate_bias_field(image), segmenter.bias_field_,
+                               rtol=0.02)
+    assert np.mean(labels != segmenter.predict(image)) < 0.01
+    posteriors = segmenter.fit_transform(image)
+    np.testing.assert_array_equal(np.argmax(posteriors, axis=-1) + 1, labels)
+
+
+def test_model_files_keep_the_setting(blobs, tmp_path):
+    image, _, _ = blobs
+    for setting in ("auto", 2):
+        segmenter = GMMSegmenter(3, bias_field=setting, random_state=0).fit(image)
+        path = save_model(segmenter, tmp_path / f"model-{setting}.npz")
+        loaded = load_model(path)
+        assert loaded.bias_field == setting
+        np.testing.assert_array_equal(loaded.predict(image), segmenter.predict(image))
+
+
+def test_model_files_without_a_field_are_as_before(quadrant_image, tmp_path):
+    import json
+
+    image, _ = quadrant_image
+    path = save_model(GMMSegmenter(2, random_state=0).fit(image), tmp_path / "model.npz")
+    with np.load(path) as archive:
+        params = json.loads(str(archive["metadata"]))["params"]
+    # older versions refuse parameters they do not know: leave the default out
+    assert "bias_field" not in params
+    assert load_model(path).bias_field is None
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (0, r"'bias_field' parameter.*Got 0 instead"),
+        (11, r"'bias_field' parameter.*range \[1, 10\]"),
+        ("yes", r"'bias_field' parameter.*\{'auto'\}.*Got 'yes'"),
+        (2.5, r"'bias_field' parameter.*Got 2.5"),
+        (True, r"'bias_field' parameter.*Got True instead; use bias_field='auto'"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(quadrant_image, value, match):
+    image, _ = quadrant_image
+    with pytest.raises(ValueError, match=match):
+        GMMSegmenter(bias_field=value).fit(image)
+
+
+def test_a_spacing_for_other_dimensions_is_refused_without_the_prior_too(blobs):
+    image, _, _ = blobs
+    segmenter = GMMSegmenter(3, beta=0, bias_field="auto", random_state=0).fit(image)
+    segmenter.set_params(spacing=(1.0, 1.0, 2.0))
+    with pytest.raises(ValueError, match="spacing must be None or a sequence of 2"):
+        segmenter.predict(image)
+
+
+@pytest.mark.parametrize(
+    ("shape", "amplitude"),
+    # a line under a 40 % field can trap EM in a wrong optimum (docs/bias-field.md)
+    [((1000,), 0.2), ((6, 8, 10, 12), 0.4)],
+)
+def test_one_and_four_dimensional_images(shape, amplitude):
+    image, truth, field = biased_blobs(shape, amplitude=amplitude, noise=5.0, seed=4)
+    segmenter = GMMSegmenter(3, beta=0, bias_field=2, random_state=0)
+    labels = segmenter.fit_predict(image)
+    assert segmenter.bias_field_.shape == shape
+    assert _log_correlation(segmenter.bias_field_, field) > 0.9
+    assert ari(truth, labels) > 0.9
