@@ -159,9 +159,10 @@ def test_labels_do_not_change_under_positive_scale_and_offset(case, factor, shif
     - The offset b is at most 1e3 times the scaled intensities: a larger one
       would round the image itself away (1e-6 * x + 65536 keeps ~5 digits of x).
     - Symmetric data have equally good fits (values 1, 2, 3 in two classes:
-      {1}{2, 3} or {1, 2}{3}); rounding may pick the other one. Then both fits
-      must explain the data equally well (same likelihood, in input units,
-      counting the change of units of the channels that vary).
+      {1}{2, 3} or {1, 2}{3}); rounding may pick the other one. Then both
+      pixel-wise fits must explain the data equally well (same likelihood, in
+      input units, counting the change of units of the channels that vary);
+      under the spatial prior the two groupings are different optima.
     - Otherwise the fits agree to rounding, and labels may differ only where
       two components nearly tie (posterior margin below 1e-3).
     """
@@ -184,6 +185,12 @@ def test_labels_do_not_change_under_positive_scale_and_offset(case, factor, shif
         # ridges, and then their likelihoods differ by design
         assume(not _collapses(image, channel_axis, mask, n_components, beta))
         assume(not _collapses(transformed, channel_axis, mask, n_components, beta))
+        # Under the spatial prior mirrored groupings are not equally good: which
+        # values are neighbours breaks the symmetry ([0, 3, 6, -3] in 3 classes:
+        # {-3}{0, 3}{6} keeps neighbours together, {-3, 0}{3}{6} does not), so
+        # a tie that rounding breaks leads to a different optimum, whose mixture
+        # likelihood differs (by 1e-5 there). Only the pixel-wise fits must tie.
+        assume(beta == 0)
         assert other.score(transformed, mask=mask) + jacobian == pytest.approx(
             segmenter.score(image, mask=mask), rel=1e-6, abs=1e-6
         )
