@@ -167,15 +167,22 @@ def test_dask_images_are_corrected_lazily_and_match_memory(blobs, monkeypatch):
     chunked = GMMSegmenter(3, bias_field="auto", random_state=0).fit(lazy)
     assert isinstance(chunked.bias_field_, da.Array)
     np.testing.assert_allclose(chunked.bias_field_.compute(), in_memory.bias_field_, rtol=1e-5)
+    # a lazy image's field is always estimated (it is not recognised as the
+    # training image); an all-True mask makes the in-memory side estimate too
+    everywhere = np.ones(image.shape, bool)
     labels = chunked.predict(lazy)
     assert isinstance(labels, da.Array) and labels.chunks == lazy.chunks
-    assert np.mean(labels.compute() != in_memory.predict(image)) < 1e-3
+    assert np.mean(labels.compute() != in_memory.predict(image, mask=everywhere)) < 1e-3
     field = chunked.estimate_bias_field(lazy)
     assert isinstance(field, da.Array)
-    np.testing.assert_allclose(field.compute(), in_memory.estimate_bias_field(image), rtol=1e-5)
+    np.testing.assert_allclose(
+        field.compute(), in_memory.estimate_bias_field(image, mask=everywhere), rtol=1e-5
+    )
     log_likelihood = chunked.score_samples(lazy)
     assert isinstance(log_likelihood, da.Array)
-    np.testing.assert_allclose(log_likelihood.compute(), in_memory.score_samples(image))
+    np.testing.assert_allclose(
+        log_likelihood.compute(), in_memory.score_samples(image, mask=everywhere)
+    )
 
 
 def test_a_large_dask_image_is_fitted_on_a_strided_copy(blobs, monkeypatch):
@@ -199,9 +206,11 @@ def test_an_image_too_small_for_the_field_warns_and_is_not_corrected(quadrant_im
         segmenter.fit(small)
     np.testing.assert_array_equal(segmenter.bias_field_, np.ones(small.shape, np.float32))
     np.testing.assert_array_equal(segmenter.means_, plain.means_)
+    np.testing.assert_array_equal(segmenter.predict(small), plain.predict(small))
+    flipped = small[::-1]  # a new image: its field is estimated, and cannot be
     with pytest.warns(BiasFieldWarning):
-        labels = segmenter.predict(small)
-    np.testing.assert_array_equal(labels, plain.predict(small))
+        labels = segmenter.predict(flipped)
+    np.testing.assert_array_equal(labels, plain.predict(flipped))
 
 
 def test_an_image_of_differences_warns_and_is_not_corrected(blobs):
@@ -350,3 +359,22 @@ def test_one_and_four_dimensional_images(shape, amplitude):
     assert segmenter.bias_field_.shape == shape
     assert _log_correlation(segmenter.bias_field_, field) > 0.9
     assert ari(truth, labels) > 0.9
+
+
+def test_predict_on_the_training_image_uses_the_fitted_field(blobs):
+    image, _, _ = blobs
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0).fit(image)
+    np.testing.assert_array_equal(
+        segmenter.predict(image.copy()), GMMSegmenter(3, bias_field="auto",
+                                                      random_state=0).fit_predict(image)
+    )
+    np.testing.assert_array_equal(segmenter.estimate_bias_field(image), segmenter.bias_field_)
+    # another image (here one pixel changed) gets its own estimate
+    other = image.copy()
+    other[0, 0] *= 1.5
+    assert not np.array_equal(segmenter.estimate_bias_field(other), segmenter.bias_field_)
+    # so does the training image under another mask
+    mask = np.ones(image.shape, bool)
+    mask[:10] = False
+    assert not np.array_equal(segmenter.estimate_bias_field(image, mask=mask),
+                              segmenter.bias_field_)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import replace
 from numbers import Integral, Real
 
@@ -565,12 +566,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         return merged, fields
 
     def _set_bias_field(self, images, fields):
-        """``bias_field_`` (and the fields ``fit_predict`` reuses), or neither without a field."""
+        """``bias_field_`` (and the fields ``fit_predict`` and ``predict`` on the
+        training images reuse), or neither without a field."""
         if fields is None:
-            for name in ("bias_field_", "_training_fields"):
+            for name in ("bias_field_", "_training_fields", "_training_digest"):
                 vars(self).pop(name, None)
             return
         self._training_fields = fields.fields
+        self._training_digest = _digest(images)
         self.bias_field_ = images.unbatch(
             [self._field_layout(m) for m in images.field_maps(self._training_fields)]
         )
@@ -581,6 +584,15 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         if self.channel_axis is None:
             return field_map[..., 0]
         return np.moveaxis(field_map, -1, self.channel_axis)
+
+    def _fields_for(self, images, model):
+        """The training images' fields when given them again (the usual fit,
+        then predict: those were fitted with the mixture, better than an
+        estimate with it held fixed); otherwise each image's estimate."""
+        trained_on = vars(self).get("_training_digest")
+        if trained_on is not None and _digest(images) == trained_on:
+            return self._training_fields
+        return self._estimate_fields(images, model)
 
     def _estimate_fields(self, images, model):
         """Each image's field with the fitted mixture held fixed."""
@@ -615,8 +627,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
         This is the field :meth:`predict`, :meth:`predict_proba`,
         :meth:`transform` and :meth:`score_samples` divide ``X`` by (they
-        estimate it the same way, with the same seed). Needs ``bias_field``
-        set (it may be set after fitting, with ``set_params``).
+        estimate it the same way, with the same seed). Given the training
+        images again (same values, mask and layout), it is ``bias_field_``,
+        the field fitted together with the mixture, and so is what they use.
+        Needs ``bias_field`` set (it may be set after fitting, with
+        ``set_params``).
 
         Parameters
         ----------
@@ -654,7 +669,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             )
         model = self._prediction_model()
         images = self._open_for_prediction(X, mask, model)
-        fields = self._estimate_fields(images, model)
+        self._neighbourhoods(images.views)  # the field's coordinates use spacing
+        fields = self._fields_for(images, model)
         return images.unbatch([self._field_layout(m) for m in images.field_maps(fields)])
 
     def _neighbourhoods(self, views):
@@ -907,8 +923,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             self._neighbourhoods(images.views)
         if self.bias_field is None:
             return images.predict(model, output)
+        self._neighbourhoods(images.views)  # the field's coordinates use spacing too
         if fields is None:
-            fields = self._estimate_fields(images, model)
+            fields = self._fields_for(images, model)
         outputs = images.corrected(fields, _names(images)).predict(model, output)
         if output != "log_likelihood":
             return outputs
@@ -943,6 +960,27 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True
         tags.transformer_tags.preserves_dtype = []
         return tags
+
+
+def _digest(images):
+    """A digest of in-memory images, their masks and layout; ``None`` for lazy ones.
+
+    Tells ``predict`` that it was given the training images again, so that
+    it can reuse the bias fields fitted with the mixture.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((images.batch, len(images.views))).encode())
+    for view in images.views:
+        if not isinstance(view.pixels, np.ndarray):
+            return None
+        digest.update(repr((view.pixels.shape, view.pixels.dtype.str)).encode())
+        for part in (view.pixels, view.mask):
+            if part is None:
+                digest.update(b"no mask")
+                continue
+            for plane in part if part.ndim > 1 else [part]:  # no whole copy at once
+                digest.update(np.ascontiguousarray(plane).data)
+    return digest.hexdigest()
 
 
 def _names(images):
