@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -481,6 +483,7 @@ class GMMSegmenterWidget(Container):
             _start_thread=False, _ignore_errors=True,
         )
         worker.yielded.connect(self._tick)
+        worker.yielded.connect(self._show_warning)
         # the timer stops before the result is shown: a tick between the
         # result and the end of the worker would overwrite the status line
         worker.returned.connect(lambda *_: self._timer.stop())
@@ -503,6 +506,11 @@ class GMMSegmenterWidget(Container):
         self._set_status("Starting…")
         self._timer.start()
         worker.start()
+
+    def _show_warning(self, step):
+        """A warning the estimator gave in the worker, as a napari notification."""
+        if isinstance(step, _Warned):
+            show_warning(f"{_PREFIX}{step.message}")
 
     def _tick(self, *args):
         """Refresh the progress bars and the elapsed time (every 200 ms while a job runs)."""
@@ -855,16 +863,40 @@ def _drive(job, cancel_requested, meter=None):
 
     # one BLAS thread: the BLAS pools a second calling thread starts compete
     # with the main thread's on a small machine, which made a fit in the
-    # worker several times slower than the same fit in a plain script
-    with progress(check), threadpool_limits(limits=1):
+    # worker several times slower than the same fit in a plain script.
+    # Warnings are collected here and passed on as steps: napari's worker
+    # does not turn them into notifications, so they would be lost.
+    shown = set()
+    with progress(check), threadpool_limits(limits=1), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
         while True:
             try:
                 step = next(job)
             except StopIteration as stop:
+                yield from _new_warnings(caught, shown)
                 return stop.value
+            yield from _new_warnings(caught, shown)
             if meter is not None and isinstance(step, _jobs.Progress):
                 meter.job(step)
             yield step
+
+
+@dataclass(frozen=True)
+class _Warned:
+    """A warning from the worker thread, to be shown on the main thread."""
+
+    message: str
+
+
+def _new_warnings(caught, shown):
+    """Each warning ``caught`` since the last call, once per message."""
+    for record in caught:
+        message = str(record.message)
+        if message not in shown:
+            shown.add(message)
+            yield _Warned(message)
+    caught.clear()
 
 
 def _is_output(layer) -> bool:
