@@ -117,6 +117,15 @@ def test_report_contents(tmp_path, images):
     np.testing.assert_allclose(sorted(np.ravel(report["model"]["means"])), [30, 120, 210], atol=5)
 
 
+def test_the_report_gives_the_smoothing_strength_chosen(tmp_path, images):
+    assert run_cli([images / "gray.png", "-k", "3", "-o", tmp_path, "--seed", "0"]) == 0
+    report = json.loads((tmp_path / "gray_report.json").read_text())
+    assert report["model"]["params"]["beta"] == "auto"
+    chosen = report["model"]["beta"]
+    again = GMMSegmenter(3, random_state=0).fit(gray_image())
+    assert chosen == pytest.approx(again.beta_) and chosen > 0
+
+
 def test_auto_k_reports_the_bic_curve(tmp_path, images):
     assert run_cli([images / "gray.png", "-k", "auto", "--k-range", "1", "4", "-o", tmp_path,
                     *FAST]) == 0

@@ -207,6 +207,8 @@ def _model_report(segmenter, model_source):
         "covariances": segmenter.covariances_.tolist(),
         "converged": bool(getattr(segmenter, "converged_", True)),
         "n_iter": int(getattr(segmenter, "n_iter_", 0)),
+        # the strength used: the one chosen when params say beta 'auto'
+        "beta": float(segmenter.beta_),
         "fit_method": getattr(segmenter, "fit_method_", None),
         "params": json_params(segmenter),
     }

@@ -325,7 +325,7 @@ def _add_spatial_arguments(model):
         "--bias-field", type=_bias_field, default=None, metavar="{auto,N}",
         help="correct a smooth multiplicative bias field (uneven illumination, "
         "vignetting) while fitting: 'auto' (a polynomial of degree 3) or the degree "
-        "N (1-10). Each image's field is written to NAME_bias.tif (default: none)",
+        "N (1-10). Each image's field is written to NAME_bias.tif (default: off)",
     )
 
 
