@@ -378,3 +378,17 @@ def test_predict_on_the_training_image_uses_the_fitted_field(blobs):
     mask[:10] = False
     assert not np.array_equal(segmenter.estimate_bias_field(image, mask=mask),
                               segmenter.bias_field_)
+
+
+def test_a_colour_image_whose_field_is_refused_is_segmented_as_without_one(monkeypatch):
+    from skimage import data
+
+    image = data.astronaut()[::2, ::2]
+    monkeypatch.setattr(_bias, "MAX_FIELD_RATIO", 1.0001)  # refuse any field
+    segmenter = GMMSegmenter(3, channel_axis=-1, beta=0, bias_field=1, random_state=0)
+    with pytest.warns(BiasFieldWarning):
+        labels = segmenter.fit_predict(image)
+    plain = GMMSegmenter(3, channel_axis=-1, beta=0, random_state=0).fit(image)
+    np.testing.assert_array_equal(segmenter.means_, plain.means_)  # the screened starts too
+    np.testing.assert_array_equal(labels, plain.predict(image))
+    assert np.all(segmenter.bias_field_ == 1)

@@ -8,7 +8,7 @@ from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -422,8 +422,19 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.lower_bounds_ = [bound - log_jacobian for bound in result.lower_bounds]
         self.fit_method_ = method
         self.n_pixels_fit_ = n_valid
+        if fields is not None and not fields.any and self._screens_starts(images):
+            # Every field was refused: segment as without one, with the starts
+            # that fit screens (a fit with a field runs one).
+            plain = clone(self).set_params(bias_field=None).fit(X, mask=mask)
+            vars(self).update(
+                (name, value) for name, value in vars(plain).items() if name.endswith("_")
+            )
         self._set_bias_field(images, fields)
         return self
+
+    def _screens_starts(self, images) -> bool:
+        """Whether ``n_init='auto'`` screens several starts for these images."""
+        return self.n_init == "auto" and images.n_channels > 1
 
     def _fit_pixelwise(self, values, weights, offset, scale, random_state):
         """EM for the fixed number of components, or for the one
