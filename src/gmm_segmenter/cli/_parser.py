@@ -359,7 +359,7 @@ def _add_output_arguments(output):
     output.add_argument(
         "--proba", action="store_true",
         help="also write NAME_proba.tif: float32 posterior probabilities, component "
-        "axis FIRST (K, M, N[, P]), one page per component",
+        "axis FIRST (K, M, N, or K, P, M, N for a volume), one page per component",
     )
 
 
