@@ -1,6 +1,7 @@
 """The spatial prior: hidden Markov random field EM in GMMSegmenter and _mrf."""
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -500,3 +501,20 @@ def test_masked_out_pixels_do_not_dilute_the_mean_change():
                                max_sweeps=30)
     assert embedded[0] == alone[0] > 3
     assert embedded[1] == pytest.approx(alone[1], rel=1e-5)
+
+
+def test_a_component_the_prior_empties_is_reported():
+    rng = np.random.default_rng(0)
+    z, y, x = np.indices((48, 64, 64))
+    image = np.zeros(z.shape)
+    image[(z - 24) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 < 100] = 1
+    image[(z - 24) ** 2 + (y - 44) ** 2 + (x - 44) ** 2 < 100] = 2
+    image += rng.normal(0, 0.2, image.shape)  # 92 % background: split in two pixel-wise
+    with pytest.warns(UserWarning, match=r"1 of the 3 components keep almost none of their "
+                                         r"pixels.*fewer components"):
+        segmenter = GMMSegmenter(3, beta=1.0, random_state=0).fit(image)
+    assert np.bincount(segmenter.predict(image).ravel(), minlength=4).min() < 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # two classes for two components: no warning
+        GMMSegmenter(2, beta=1.0, random_state=0).fit(np.where(image > 0.5, 1.0, 0.0)
+                                                     + rng.normal(0, 0.2, image.shape))

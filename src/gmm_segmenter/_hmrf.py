@@ -247,6 +247,12 @@ class HMRFResult:
     n_iter: int
     converged: bool
     objectives: tuple
+    masses: tuple = ()  # each component's share of the posteriors at the end
+
+
+#: A component whose share under the prior falls below this fraction of its
+#: pixel-wise weight has been swallowed by its neighbours' classes.
+SWALLOWED = 0.01
 
 
 def hmrf_em(
@@ -289,8 +295,27 @@ def hmrf_em(
         tol=tol, reg_covar=reg_covar, update_data=update_data,
     )
     if beta == "auto":
-        return _free_energy_search(mixture, grids, posteriors, run)
-    return run(mixture, posteriors, beta)
+        result = _free_energy_search(mixture, grids, posteriors, run)
+    else:
+        result = run(mixture, posteriors, beta)
+    _warn_if_swallowed(result)
+    return result
+
+
+def _warn_if_swallowed(result: HMRFResult) -> None:
+    weights = result.mixture.weights
+    swallowed = [k for k, share in enumerate(result.masses) if share < SWALLOWED * weights[k]]
+    if swallowed:
+        warnings.warn(
+            f"Under the spatial prior (beta={result.beta:.3g}) {len(swallowed)} of the "
+            f"{len(weights)} components keep almost none of their pixels (pixel-wise they "
+            f"had {', '.join(f'{weights[k]:.2g}' for k in swallowed)} of them), so some "
+            "labels are (nearly) empty: at this smoothing the image holds fewer classes "
+            "than components. Use fewer components (or n_components='auto'), or a "
+            "smaller beta.",
+            UserWarning,
+            stacklevel=5,
+        )
 
 
 #: ``beta='auto'`` compares these multiples of the critical strength.
@@ -384,7 +409,8 @@ def _iterate(mixture, posteriors, beta, *, grids, log_potential, table, max_iter
             converged = True
             break
         previous = current
-    return HMRFResult(mixture, beta, n_iter, converged, tuple(objectives))
+    masses = resp.sum(axis=0) / max(float(resp.sum()), 1e-300)
+    return HMRFResult(mixture, beta, n_iter, converged, tuple(objectives), tuple(masses))
 
 
 def _sweep(grids, posteriors, log_potential, mixture, beta, rows=None, resp=None) -> float:
