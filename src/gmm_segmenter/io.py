@@ -428,7 +428,8 @@ def _check_pixels(path, shape, dtype, max_pixels, in_memory=True):
         raise ValueError(
             f"{path}: declares an image of shape {tuple(shape)} that needs "
             f"{format_bytes(n_bytes)} of memory, but only {format_bytes(max(available, 0))} "
-            "is available"
+            "is available (the free memory, or less under an address-space limit such "
+            "as gmm-segment --read-memory sets)"
         )
 
 
