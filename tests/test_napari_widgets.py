@@ -598,6 +598,10 @@ def test_correct_bias_field_adds_the_field_as_an_image_layer(qtbot, viewer_widge
     np.testing.assert_array_equal(layer.scale, (2.0, 0.5))
     np.testing.assert_array_equal(layer.translate, (10.0, -3.0))
     assert np.corrcoef(np.log(layer.data).ravel(), np.log(field).ravel())[0, 1] > 0.95
+    # the plot's histogram is of the corrected values, which the model describes
+    counts, edges = widget._shown["histograms"][0]
+    expected, _ = np.histogram(image / layer.data, bins=edges)
+    assert np.abs(counts / counts.sum() - expected / expected.sum()).sum() < 0.1
     labels = viewer.layers["lit GMM labels"].data
     assert np.mean(labels == truth) > 0.99
     assert widget.model.bias_field == "auto"

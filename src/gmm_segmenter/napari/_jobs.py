@@ -219,13 +219,18 @@ def outputs(result: Result, request: Request, *, time_axis, per_component, histo
             _component(labels, k) for k in range(1, n_components + 1)
         ]
     if histogram:
+        frames = request.frames
+        if result.fields is not None:  # the models describe the corrected values
+            listed = frames if isinstance(frames, list) else [frames]
+            corrected = [frame / field for frame, field in zip(listed, result.fields)]
+            frames = corrected if isinstance(frames, list) else corrected[0]
         if len(result.models) > 1:
             out.histograms = [
                 pixel_histogram(frame, _mask(request, index))
-                for index, frame in enumerate(request.frames)
+                for index, frame in enumerate(frames)
             ]
         else:
-            out.histograms = [pixel_histogram(request.frames, request.masks)]
+            out.histograms = [pixel_histogram(frames, request.masks)]
     return out
 
 
