@@ -297,6 +297,8 @@ def test_fit_on_all_inputs_shares_one_model(tmp_path):
         (["x.png", "--covariance-type", "round"], "invalid choice"),
         (["x.png", "--model", "m.npz", "-k", "3"], "--model applies a saved model"),
         (["x.png", "--model", "m.npz", "--beta", "auto"], "--beta auto chooses the strength"),
+        (["x.png", "--beta=-1"], "--beta: expected a number from 0 to 1e6"),
+        (["x.png", "--beta", "nan"], "--beta: expected a number from 0 to 1e6"),
         (["x.png", "y.png", "--save-model", "m.npz"], "add --fit-on"),
         (["x.png", "--k-range", "5", "2"], "--k-range"),
         (["--sample", "not-a-sample"], "invalid choice"),

@@ -8,6 +8,7 @@ estimator is imported only to validate the parameters of a real run.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from .._version import __version__
@@ -132,11 +133,14 @@ def _beta(text):
     if text in ("auto", "pseudo-likelihood"):
         return text
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1e6:  # as GMMSegmenter's beta (NaN fails too)
         raise argparse.ArgumentTypeError(
-            f"expected a number, 'auto' or 'pseudo-likelihood', got {text!r}"
-        ) from None
+            f"expected a number from 0 to 1e6, 'auto' or 'pseudo-likelihood', got {text!r}"
+        )
+    return value
 
 
 def _n_init(text):
