@@ -252,7 +252,7 @@ class HMRFResult:
 
 #: A component whose share under the prior falls below this fraction of its
 #: pixel-wise weight has been swallowed by its neighbours' classes.
-SWALLOWED = 0.01
+SWALLOWED = 0.05
 
 
 def hmrf_em(
