@@ -587,8 +587,10 @@ class Fields:
         sample.coefficients = None
         warnings.warn(
             f"bias_field: the field estimated for {sample.name} {why}; {sample.name} is "
-            "segmented without bias-field correction. Try a lower degree (bias_field=1 "
-            "or 2) or bias_field=None.",
+            "segmented without bias-field correction. "
+            + ("Try a lower degree (bias_field=1 or 2) or bias_field=None."
+               if sample.degree > 1 else
+               "The image may hold no smooth field; use bias_field=None."),
             BiasFieldWarning,
             stacklevel=_training.caller_stacklevel(),
         )
