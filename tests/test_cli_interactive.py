@@ -116,18 +116,25 @@ def _controlling_terminal():
 
 def _answer_on_a_terminal(cwd, keystrokes):
     """Run ``gmm-segment`` on a pseudo-terminal, typing each ``(prompt, keys)``
-    once ``prompt`` shows; return the exit status and the transcript."""
+    once ``prompt`` shows after the previous one; return the exit status and
+    the transcript.
+
+    A Ctrl-C typed at the very moment ``input()`` sets up the terminal can be
+    lost (readline flushes pending input), as it can for a person, who then
+    presses it again: the last keys are typed again every 2 s until the
+    program ends."""
     master, slave = os.openpty()
     child = subprocess.Popen([sys.executable, "-m", "gmm_segmenter"], stdin=slave,
                              stdout=slave, stderr=slave, cwd=cwd, close_fds=True,
                              preexec_fn=_controlling_terminal)
     os.close(slave)
     transcript = b""
+    seen = 0  # prompts are looked for after the previous one
 
     def read_until(text, timeout=60):
-        nonlocal transcript
+        nonlocal transcript, seen
         deadline = time.monotonic() + timeout
-        while text not in transcript and time.monotonic() < deadline:
+        while text not in transcript[seen:] and time.monotonic() < deadline:
             ready, _, _ = select.select([master], [], [], 0.2)
             if ready:
                 try:
@@ -137,13 +144,23 @@ def _answer_on_a_terminal(cwd, keystrokes):
                 if not chunk:
                     break
                 transcript += chunk
-        return text in transcript
+        found = transcript.find(text, seen)
+        if found >= 0:
+            seen = found + len(text)
+        return found >= 0
 
     try:
         for prompt, keys in keystrokes:
             assert read_until(prompt), transcript
             os.write(master, keys)
-        status = child.wait(timeout=60)
+        for _ in range(30):
+            try:
+                status = child.wait(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                os.write(master, keystrokes[-1][1])
+        else:
+            status = child.wait(timeout=1)
         read_until(b"\0", timeout=1)  # whatever is left
     finally:
         if child.poll() is None:

@@ -272,7 +272,9 @@ def test_progress_moves_every_second_in_the_widget_and_the_activity_panel(
     values = [value for _, value, _ in seen]
     print(f"longest time without a change: {gaps.max():.2f} s; "
           f"{len(set(values))} bar positions")
-    assert gaps.max() <= 1.0
+    # the status shows whole seconds, so it changes every second; sampled every
+    # 50 ms on a loaded machine, a change can be seen up to a few samples late
+    assert gaps.max() <= 1.25
     assert len(set(values)) >= 5 and values == sorted(values)  # moves, never back
     assert max(activity, default=0) > 0  # napari's activity panel had the bar
     assert widget._activity is None and widget not in activity_progress._all_instances
