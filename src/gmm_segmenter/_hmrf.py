@@ -290,12 +290,16 @@ def hmrf_em(
         _mrf.padded_posteriors(log_potential(i, mixture), grid.valid)
         for i, grid in enumerate(grids)
     ]
+    n_valid = sum(
+        math.prod(grid.spatial_shape) if grid.valid is None else int(grid.valid.sum())
+        for grid in grids
+    )
     run = functools.partial(
-        _iterate, grids=grids, log_potential=log_potential, table=table, max_iter=max_iter,
-        tol=tol, reg_covar=reg_covar, update_data=update_data,
+        _iterate, grids=grids, n_valid=n_valid, log_potential=log_potential,
+        table=table, max_iter=max_iter, tol=tol, reg_covar=reg_covar, update_data=update_data,
     )
     if beta == "auto":
-        result = _free_energy_search(mixture, grids, posteriors, run)
+        result = _free_energy_search(mixture, Lattice.of(grids), posteriors, run)
     else:
         result = run(mixture, posteriors, beta)
     _warn_if_swallowed(result)
@@ -326,7 +330,7 @@ MIN_PIXELS_FOR_BETA = 256
 BETA_FALLBACK = 0.5
 
 
-def _free_energy_search(mixture, grids, posteriors, run) -> HMRFResult:
+def _free_energy_search(mixture, lattice, posteriors, run) -> HMRFResult:
     """HMRF-EM at a few strengths; the one with the largest free energy is kept.
 
     The free energy per pixel, ``F(beta) = bound(beta) - log Z(beta)``, is
@@ -337,11 +341,7 @@ def _free_energy_search(mixture, grids, posteriors, run) -> HMRFResult:
     :data:`BETA_FACTORS` times :func:`critical_beta`, the first fitted from
     the pixel-wise start and the others started from its result.
     """
-    n_valid = sum(
-        math.prod(grid.spatial_shape) if grid.valid is None else int(grid.valid.sum())
-        for grid in grids
-    )
-    lattice = Lattice.of(grids)
+    n_valid = lattice.n_pixels
     if n_valid < MIN_PIXELS_FOR_BETA or lattice.pairs.sum() == 0:
         warnings.warn(
             f"beta='auto' needs at least {MIN_PIXELS_FOR_BETA} valid pixels with "
@@ -368,14 +368,10 @@ def _free_energy_search(mixture, grids, posteriors, run) -> HMRFResult:
     return best
 
 
-def _iterate(mixture, posteriors, beta, *, grids, log_potential, table, max_iter, tol,
-             reg_covar, update_data=None) -> HMRFResult:
+def _iterate(mixture, posteriors, beta, *, grids, n_valid, log_potential, table, max_iter,
+             tol, reg_covar, update_data=None) -> HMRFResult:
     """HMRF-EM from ``posteriors`` (updated in place) at ``beta``, a number or
-    ``'pseudo-likelihood'``."""
-    n_valid = sum(
-        math.prod(grid.spatial_shape) if grid.valid is None else int(grid.valid.sum())
-        for grid in grids
-    )
+    ``'pseudo-likelihood'``; ``n_valid`` pixels over all ``grids``."""
     estimate = beta == "pseudo-likelihood"
     if estimate:
         beta = _pseudo_likelihood_beta(posteriors, grids, mixture)
