@@ -463,7 +463,7 @@ def fit_mixture(
     ``input_scale`` (the standardisation's scales) lets one screened start be
     k-means in the input's own units.
     """
-    if n_init == "auto" and X.shape[1] == 1 and init_params in ("otsu", "quantile"):
+    if n_init == "auto" and not screens_starts(n_init, X.shape[1], init_params):
         n_init = 1
     if n_init == "auto":
         best = screened_fit(
@@ -484,6 +484,13 @@ def fit_mixture(
             break  # deterministic: further initialisations would repeat it
     _warn_if_not_converged(best, max_iter)
     return best
+
+
+def screens_starts(n_init, n_features: int, init_params: str) -> bool:
+    """Whether ``n_init`` makes :func:`fit_mixture` screen several starts: with
+    ``'auto'``, except for a deterministic start on one channel."""
+    deterministic = n_features == 1 and init_params in ("otsu", "quantile")
+    return n_init == "auto" and not deterministic
 
 
 def _warn_if_not_converged(result: FitResult, max_iter: int) -> None:
@@ -537,6 +544,7 @@ def screened_fit(
     describes the image better.
     """
     screen_X, screen_w = _screening_rows(X, sample_weight, random_state)
+    rows = distinct_rows(screen_X)  # the same for every start
     starts = (init_params,) + tuple(s for s in SCREENED_STARTS if s != init_params)
     if input_scale is not None:
         starts += (INPUT_UNITS_KMEANS,)
@@ -560,7 +568,7 @@ def screened_fit(
                 )
             except ValueError:  # e.g. fewer distinct rows than components for this start
                 continue
-        spikes = spike_count(screen_X, screen_w, result.mixture)
+        spikes = spike_count(screen_X, screen_w, result.mixture, rows)
         screened.append((index, spikes, result))
     allowed = screened[0][1] if screened and screened[0][0] == 0 else 0
     ranked = sorted(
@@ -593,10 +601,18 @@ def _screening_rows(X, sample_weight, random_state):
     return X[rows], sample_weight[rows]
 
 
-def spike_count(X, sample_weight, mixture: Mixture) -> int:
-    """Components with more than :data:`SPIKE_SHARE` of their weight on one distinct row."""
+def distinct_rows(X) -> np.ndarray:
+    """For each row of ``X``, the index of its distinct value (for :func:`spike_count`)."""
     _, inverse = np.unique(X, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    return inverse.reshape(-1)
+
+
+def spike_count(X, sample_weight, mixture: Mixture, rows=None) -> int:
+    """Components with more than :data:`SPIKE_SHARE` of their weight on one distinct row.
+
+    ``rows`` is :func:`distinct_rows` of ``X``, when it is already known.
+    """
+    inverse = distinct_rows(X) if rows is None else rows
     _, log_resp = log_normalize(weighted_log_prob(X, mixture))
     resp = np.exp(log_resp) * sample_weight[:, np.newaxis]
     count = 0
