@@ -422,7 +422,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.lower_bounds_ = [bound - log_jacobian for bound in result.lower_bounds]
         self.fit_method_ = method
         self.n_pixels_fit_ = n_valid
-        if fields is not None and not fields.any and self._screens_starts(images):
+        n_channels = images.n_channels
+        if fields is not None and not fields.any and _mixture.screens_starts(
+            self.n_init, n_channels, self._init_params(n_channels)
+        ):
             # Every field was refused: segment as without one, with the starts
             # that fit screens (a fit with a field runs one).
             plain = clone(self).set_params(bias_field=None).fit(X, mask=mask)
@@ -432,18 +435,18 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self._set_bias_field(images, fields)
         return self
 
-    def _screens_starts(self, images) -> bool:
-        """Whether ``n_init='auto'`` screens several starts for these images."""
-        return self.n_init == "auto" and images.n_channels > 1
+    def _init_params(self, n_channels: int) -> str:
+        """``init_params``, with ``'auto'`` resolved for images of ``n_channels``."""
+        if self.init_params != "auto":
+            return self.init_params
+        return "otsu" if n_channels == 1 else "kmeans"
 
     def _fit_pixelwise(self, values, weights, offset, scale, random_state):
         """EM for the fixed number of components, or for the one
         :mod:`._selection` chooses when ``n_components='auto'``."""
         standardized = (values - offset) / scale
         _training.warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
-        init_params = self.init_params
-        if init_params == "auto":
-            init_params = "otsu" if values.shape[1] == 1 else "kmeans"
+        init_params = self._init_params(values.shape[1])
         candidates = _training.candidate_n_components(
             self.n_components, self.n_components_range, standardized, raw=values
         )
@@ -930,11 +933,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         model = self._prediction_model()
         images = self._open_for_prediction(X, mask, model)
-        if output != "log_likelihood" and model.beta > 0:
+        if self.bias_field is not None or (output != "log_likelihood" and model.beta > 0):
+            # the prior's neighbourhood, and the field's coordinates, use spacing
             self._neighbourhoods(images.views)
         if self.bias_field is None:
             return images.predict(model, output)
-        self._neighbourhoods(images.views)  # the field's coordinates use spacing too
         if fields is None:
             fields = self._fields_for(images, model)
         outputs = images.corrected(fields, _names(images)).predict(model, output)
