@@ -40,3 +40,9 @@ def run_widget(qtbot, widget, action=None, *, timeout_ms):
     """Start a job with ``action`` (default: the Run button's) and wait for it to end."""
     (action or widget.run)()
     qtbot.waitUntil(lambda: not widget.running, timeout=timeout_ms)
+
+
+def fixed_smoothing(widget, beta):
+    """Untick the widget's automatic smoothing and set the strength to ``beta``."""
+    widget.auto_beta.value = False
+    widget.beta.value = beta

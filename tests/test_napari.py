@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt", reason="pytest-qt comes with the test extra")
 from napari.layers import Image  # noqa: E402
 from napari.utils.notifications import notification_manager  # noqa: E402
 
-from _helpers import open_widget, run_widget  # noqa: E402
+from _helpers import fixed_smoothing, open_widget, run_widget  # noqa: E402
 from _images import quadrants, rgb_patches  # noqa: E402
 from gmm_segmenter import GMMSegmenter  # noqa: E402
 from gmm_segmenter.napari import _jobs, _layers  # noqa: E402
@@ -116,8 +116,7 @@ def test_2d_image_layer_updated_in_place_with_scale(qtbot, viewer_widget):
     viewer.add_image(image, name="quads", scale=(2.0, 0.5), translate=(5.0, -3.0))
     widget.image.value = viewer.layers["quads"]
     widget.n_components.value = 4
-    widget.auto_beta.value = False
-    widget.beta.value = 0.0
+    fixed_smoothing(widget, 0.0)
     run(qtbot, widget)
     labels = viewer.layers["quads GMM labels"]
     np.testing.assert_array_equal(labels.data, truth)
@@ -126,8 +125,7 @@ def test_2d_image_layer_updated_in_place_with_scale(qtbot, viewer_widget):
     assert widget.model.spacing == (2.0, 0.5)
     n_layers = len(viewer.layers)
     widget.n_components.value = 3
-    widget.auto_beta.value = False
-    widget.beta.value = 1.0
+    fixed_smoothing(widget, 1.0)
     run(qtbot, widget)
     assert viewer.layers["quads GMM labels"] is labels and len(viewer.layers) == n_layers
     assert labels.data.max() == 3

@@ -27,7 +27,7 @@ try:  # the shared test images
     from _images import quadrants, rgb_patches  # noqa: E402
 except ImportError:
     from conftest import quadrants, rgb_patches  # noqa: E402
-from _helpers import open_widget, run_widget  # noqa: E402
+from _helpers import fixed_smoothing, open_widget, run_widget  # noqa: E402
 from gmm_segmenter import GMMSegmenter  # noqa: E402
 from gmm_segmenter.napari import _functions, _jobs, _record  # noqa: E402
 
@@ -117,8 +117,7 @@ def test_the_plot_shows_the_displayed_frames_histogram(qtbot, viewer_widget):
     viewer.add_image(series, name="drift")
     widget.image.value = viewer.layers["drift"]
     widget.n_components.value = 4
-    widget.auto_beta.value = False
-    widget.beta.value = 0.0
+    fixed_smoothing(widget, 0.0)
     widget.leading_axis.value = "per-frame"
     viewer.dims.set_current_step(0, 3)
     run(qtbot, widget)
@@ -228,8 +227,7 @@ def test_the_widget_fits_a_1366_by_768_screen_with_a_long_layer_name(qtbot, make
     widget.image.value = viewer.layers[name]
     widget.auto_components.value = True
     widget.max_components.value = 3
-    widget.auto_beta.value = False
-    widget.beta.value = 0.0
+    fixed_smoothing(widget, 0.0)
     run(qtbot, widget)
     assert name in widget.status.value
     narrow = widget.native.minimumSizeHint()
@@ -302,8 +300,7 @@ def test_the_status_line_reports_an_error_before_a_job(qtbot, viewer_widget):
     image, _ = quadrants()
     viewer.add_image(image, name="quads")
     widget.image.value = viewer.layers["quads"]
-    widget.auto_beta.value = False
-    widget.beta.value = 0.0
+    fixed_smoothing(widget, 0.0)
     run(qtbot, widget)
     assert widget.status.value.startswith("Fitted")
     viewer.add_labels(np.ones((10, 10), dtype=np.uint8), name="small mask")
@@ -323,8 +320,7 @@ def test_outputs_are_not_offered_as_inputs(qtbot, viewer_widget):
     widget.image.value = viewer.layers["quads"]
     widget.posteriors.value = True
     widget.per_component.value = True
-    widget.auto_beta.value = False
-    widget.beta.value = 0.0
+    fixed_smoothing(widget, 0.0)
     run(qtbot, widget)
     widget.reset_choices()
     assert [layer.name for layer in widget.image.choices] == ["quads"]
@@ -369,8 +365,7 @@ def test_every_control_explains_itself_and_the_plot_follows_theme_and_state(
     viewer.add_image(image, name="quads")
     widget.image.value = viewer.layers["quads"]
     widget.n_components.value = 4
-    widget.auto_beta.value = False
-    widget.beta.value = 0.0
+    fixed_smoothing(widget, 0.0)
     for theme in ("dark", "light"):
         viewer.theme = theme
         run(qtbot, widget)
@@ -523,8 +518,7 @@ def test_a_model_for_other_channels_is_refused_before_a_job(qtbot, viewer_widget
     viewer.add_image(rgb.astype(np.uint8), name="rgb", rgb=True)
     viewer.add_image(rgb[..., 0], name="grey")
     widget.image.value = viewer.layers["rgb"]
-    widget.auto_beta.value = False
-    widget.beta.value = 0.0
+    fixed_smoothing(widget, 0.0)
     run(qtbot, widget)
     since = len(notification_manager.records)
     widget.apply_model(viewer.layers["grey"])
@@ -590,8 +584,7 @@ def test_correct_bias_field_adds_the_field_as_an_image_layer(qtbot, viewer_widge
     image, truth, field = biased_blobs((96, 96), amplitude=0.4)
     viewer.add_image(image, name="lit", scale=(2.0, 0.5), translate=(10.0, -3.0))
     widget.image.value = viewer.layers["lit"]
-    widget.auto_beta.value = False
-    widget.beta.value = 0.0
+    fixed_smoothing(widget, 0.0)
     widget.bias_field.value = True
     run(qtbot, widget)
     layer = viewer.layers["lit GMM bias field"]
