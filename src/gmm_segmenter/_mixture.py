@@ -274,12 +274,27 @@ class FitResult:
     lower_bounds: tuple
 
 
-def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> FitResult:
+#: One-channel tables of at most this many rows are fitted past ``tol``, to
+#: ``tol * POLISH_TOL`` (see :func:`run_em`).
+POLISH_ROWS = 70_000
+POLISH_TOL = 1e-3
+
+
+def run_em(
+    X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar, polish=True
+) -> FitResult:
     """EM from given initial parameters, with scikit-learn's stopping rule.
 
-    The lower bound is the weighted mean log-likelihood per sample; EM stops
-    when it changes by less than ``tol`` between iterations.
+    The lower bound is the weighted mean log-likelihood per sample; EM has
+    converged when it changes by less than ``tol`` between iterations. On a
+    small table of one channel (at most :data:`POLISH_ROWS` rows: the
+    histogram of a grey integer image) it goes on, within ``max_iter``, until the change is below
+    ``tol * POLISH_TOL``: an iteration costs microseconds there, and stopping
+    at ``tol`` can leave a slow climb unfinished (0.011 nats per pixel on
+    scikit-image's ``moon``). ``polish=False`` stops at ``tol``.
     """
+    small = X.shape[1] == 1 and X.shape[0] <= POLISH_ROWS
+    polish_tol = tol * POLISH_TOL if polish and small else tol
     total_weight = float(sample_weight.sum())
     mixture = initial
     lower_bound = -np.inf
@@ -296,8 +311,9 @@ def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> F
         lower_bound = float(sample_weight @ log_prob_norm / total_weight)
         lower_bounds.append(lower_bound)
         report("EM", n_iter, max_iter)
-        if abs(lower_bound - previous) < tol:
-            converged = True
+        change = abs(lower_bound - previous)
+        converged = converged or change < tol
+        if change < polish_tol:
             break
     return FitResult(mixture, lower_bound, n_iter, converged, tuple(lower_bounds))
 
@@ -455,13 +471,14 @@ def fit_mixture(
     reg_covar,
     random_state,
     input_scale=None,
+    polish=True,
 ) -> FitResult:
     """Fit ``n_init`` times and keep the fit with the largest lower bound.
 
     ``n_init='auto'`` screens several starts instead (see :func:`screened_fit`)
     for several channels, and runs a deterministic start once for one channel.
     ``input_scale`` (the standardisation's scales) lets one screened start be
-    k-means in the input's own units.
+    k-means in the input's own units. ``polish`` is :func:`run_em`'s.
     """
     if n_init == "auto" and not screens_starts(n_init, X.shape[1], init_params):
         n_init = 1
@@ -469,7 +486,7 @@ def fit_mixture(
         best = screened_fit(
             X, sample_weight, n_components, covariance_type=covariance_type,
             init_params=init_params, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-            random_state=random_state, input_scale=input_scale,
+            random_state=random_state, input_scale=input_scale, polish=polish,
         )
         _warn_if_not_converged(best, max_iter)
         return best
@@ -477,7 +494,10 @@ def fit_mixture(
     for _ in range(n_init):
         resp = initial_responsibilities(X, sample_weight, n_components, init_params, random_state)
         initial = initial_mixture(X, sample_weight, resp, reg_covar, covariance_type)
-        result = run_em(X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+        result = run_em(
+            X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+            polish=polish,
+        )
         if best is None or result.lower_bound > best.lower_bound:
             best = result
         if init_params in ("quantile", "otsu"):
@@ -525,7 +545,7 @@ INPUT_UNITS_KMEANS = "kmeans in input units"
 
 def screened_fit(
     X, sample_weight, n_components, *, covariance_type, init_params, max_iter, tol,
-    reg_covar, random_state, input_scale=None,
+    reg_covar, random_state, input_scale=None, polish=True,
 ) -> FitResult:
     """EM from the best of several starts, screened cheaply on a subsample.
 
@@ -564,7 +584,7 @@ def screened_fit(
                 initial = initial_mixture(screen_X, screen_w, resp, reg_covar, covariance_type)
                 result = run_em(
                     screen_X, screen_w, initial, max_iter=min(SCREEN_ITER, max_iter), tol=tol,
-                    reg_covar=reg_covar,
+                    reg_covar=reg_covar, polish=polish,
                 )
             except ValueError:  # e.g. fewer distinct rows than components for this start
                 continue
@@ -582,14 +602,17 @@ def screened_fit(
         else:
             result = run_em(
                 X, sample_weight, screened_result.mixture, max_iter=max_iter, tol=tol,
-                reg_covar=reg_covar,
+                reg_covar=reg_covar, polish=polish,
             )
         if best is None or result.lower_bound > best.lower_bound:
             best = result
     if best is None:  # every start failed: the default start says why
         resp = initial_responsibilities(X, sample_weight, n_components, init_params, random_state)
         initial = initial_mixture(X, sample_weight, resp, reg_covar, covariance_type)
-        best = run_em(X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+        best = run_em(
+            X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+            polish=polish,
+        )
     return best
 
 

@@ -422,12 +422,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.lower_bounds_ = [bound - log_jacobian for bound in result.lower_bounds]
         self.fit_method_ = method
         self.n_pixels_fit_ = n_valid
-        n_channels = images.n_channels
-        if fields is not None and not fields.any and _mixture.screens_starts(
-            self.n_init, n_channels, self._init_params(n_channels)
-        ):
-            # Every field was refused: segment as without one, with the starts
-            # that fit screens (a fit with a field runs one).
+        if fields is not None and not fields.any:
+            # Every field was refused: segment as without one (a fit with a
+            # field runs one start and stops EM at tol).
             plain = clone(self).set_params(bias_field=None).fit(X, mask=mask)
             vars(self).update(
                 (name, value) for name, value in vars(plain).items() if name.endswith("_")
@@ -470,6 +467,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 reg_covar=self.reg_covar,
                 random_state=random_state,
                 input_scale=scale,
+                # EM past tol only where this mixture is the model: run
+                # further, it spends a component on an uncorrected field or,
+                # as HMRF-EM's start, on noise and partial volume
+                polish=self.bias_field is None and self.beta == 0,
             )
 
         if self.n_components == "auto":
