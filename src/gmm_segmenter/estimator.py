@@ -111,7 +111,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     max_iter : int, default=100
         Maximum number of EM iterations.
     tol : float, default=1e-3
-        EM stops when the mean log-likelihood per pixel changes by less.
+        EM has converged when the mean log-likelihood per pixel changes by
+        less. With ``beta=0`` (the mixture is the model) EM goes on to
+        ``tol / 10``, or ``tol / 1000`` on the histogram of a grey integer
+        image, within ``max_iter``; see docs/how-it-works.md.
     reg_covar : float, default=1e-6
         Added to the diagonal of every covariance. Pixel values are
         standardised (zero mean, unit variance per channel) for the fit, so
