@@ -370,3 +370,12 @@ def test_cli_scribbles_of_another_size_fail_clearly(tmp_path, capsys):
                               tmp_path / "scribbles.tif", "-o", tmp_path / "out"], capsys)
     assert status != 0
     assert "(10, 10)" in err and "(60, 90)" in err
+
+
+def test_cli_scribbles_with_a_saved_model_is_a_usage_error(tmp_path, capsys):
+    image, truth = stripes()
+    path = tmp_path / "model.npz"
+    save_model(make_segmenter(3).fit(image), path)
+    status, _, err = run_cli(["x.png", "--model", path, "--scribbles", "s.tif"], capsys)
+    assert status == 2
+    assert "--scribbles guides a new fit, but --model applies a saved model" in err
