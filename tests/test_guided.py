@@ -379,3 +379,14 @@ def test_cli_scribbles_with_a_saved_model_is_a_usage_error(tmp_path, capsys):
     status, _, err = run_cli(["x.png", "--model", path, "--scribbles", "s.tif"], capsys)
     assert status == 2
     assert "--scribbles guides a new fit, but --model applies a saved model" in err
+
+
+def test_histogram_and_pixel_fits_agree_with_scribbles():
+    image, truth = stripes(noise=25.0)
+    as_uint8 = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    y = scribble(truth, {1: 2, 2: 1})  # the bright class unscribbled
+    histogram = make_segmenter(3).fit(as_uint8, y)
+    pixels = make_segmenter(3).fit(as_uint8.astype(np.float64), y)
+    assert (histogram.fit_method_, pixels.fit_method_) == ("histogram", "subsample")
+    np.testing.assert_allclose(histogram.means_, pixels.means_, atol=0.5)
+    np.testing.assert_allclose(histogram.weights_, pixels.weights_, atol=0.01)

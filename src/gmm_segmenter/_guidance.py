@@ -482,6 +482,7 @@ def training_rows(guidance: Guidance, views, values, weights, method, n_valid, m
     free_pixels = max(n_valid - n_scribbled, 0)
     anchored = max(n_scribbled, ANCHOR_SHARE * free_pixels)
     scribble_weights = np.full(n_picked, anchored / max(n_picked, 1))
+    pixels_each = n_scribbled / max(n_picked, 1)  # the pixels each scribbled row stands for
     picked_positions = [g.positions[p] for g, p in zip(guides, picked)]
 
     def scribble_prior(n_components, prior_weight):
@@ -508,7 +509,7 @@ def training_rows(guidance: Guidance, views, values, weights, method, n_valid, m
     elif method == "histogram":
         rows = np.searchsorted(values[:, 0], scribble_values[:, 0])
         scribbled_counts = np.bincount(
-            rows, weights=scribble_weights, minlength=len(values)
+            rows, weights=np.full(n_picked, pixels_each), minlength=len(values)
         )
         weights = np.maximum(weights - scribbled_counts, 0.0)
     else:
