@@ -390,3 +390,22 @@ def test_histogram_and_pixel_fits_agree_with_scribbles():
     assert (histogram.fit_method_, pixels.fit_method_) == ("histogram", "subsample")
     np.testing.assert_allclose(histogram.means_, pixels.means_, atol=0.5)
     np.testing.assert_allclose(histogram.weights_, pixels.weights_, atol=0.01)
+
+
+def test_segment_takes_scribbles():
+    from gmm_segmenter import segment
+
+    image, truth = stripes()
+    labels = segment(image, 3, scribbles=scribble(truth, {3: 1}), beta=0, random_state=0)
+    assert [label_of(labels, truth, c) for c in (3, 1, 2)] == [1, 2, 3]
+
+
+def test_prior_maps_for_a_batch_and_refused_for_dask():
+    (a, truth_a), (b, truth_b) = stripes(noise=70.0, seed=0), stripes(noise=70.0, seed=1)
+    priors = [one_hot_prior(truth_a, 3), one_hot_prior(truth_b, 3)]
+    labels = make_segmenter(3).fit_predict([a, b], prior=priors)
+    for image_labels, truth in zip(labels, (truth_a, truth_b)):
+        assert [label_of(image_labels, truth, c) for c in (1, 2, 3)] == [1, 2, 3]
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(TypeError, match=r"prior maps need images in memory.*X.compute\(\)"):
+        make_segmenter(3).fit(da.from_array(a, chunks=30), prior=priors[0])

@@ -110,7 +110,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         by putting more components on a single value (a clipped or saturated
         level) than the ``init_params`` start does. For one channel, and with
         a ``bias_field``, it runs ``init_params`` once. An int runs ``init_params`` that
-        many times, as scikit-learn does.
+        many times, as scikit-learn does. A fit with scribbles or prior maps
+        starts once, from them (see :meth:`fit`).
     max_iter : int, default=100
         Maximum number of EM iterations.
     tol : float, default=1e-3
@@ -171,6 +172,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         for the degree, mostly negative values or a field that would vary
         more than tenfold is segmented uncorrected, with a
         :class:`BiasFieldWarning`. See ``docs/bias-field.md``.
+    prior_weight : float >= 0, default=1.0
+        Weight of the prior probability maps passed to :meth:`fit` as
+        ``prior``: ``prior_weight * log(prior)`` is added to each pixel's
+        ``log w_k + log p(x | k)``. ``1`` takes the maps as the class
+        probabilities before the pixel is seen; smaller values trust them
+        less, ``0`` ignores them (they still name the classes). A
+        hyper-parameter like the others (tunable with ``GridSearchCV``);
+        the maps themselves belong to the image and go to :meth:`fit`.
     random_state : int, RandomState instance or None, default=None
         Seeds the pixel subsample and the random initialisations. An int makes
         every result reproducible.
@@ -249,6 +258,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     EM; :meth:`score`, :meth:`score_samples` and :meth:`bic` use the
     mixture likelihood without the prior. Each image of a batch is
     regularised on its own grid.
+
+    Fitted with scribbles or prior maps (see :meth:`fit` and
+    ``docs/guided.md``), component ``k`` is class ``k + 1`` of the guidance
+    rather than the ``k``-th darkest; with the spatial prior the external
+    field is flat (``weights_`` are equal), the guidance being the
+    per-pixel field; ``lower_bound_`` weighs the scribbled pixels as the
+    fit did (together at least a tenth of the others).
 
     With ``bias_field`` set, ``means_`` and ``covariances_`` describe the
     corrected intensities; :meth:`score_samples` is the density of the
@@ -1149,7 +1165,8 @@ def _names(images):
     return ["X"] if not images.batch else [f"X[{i}]" for i in range(len(images.views))]
 
 
-def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state=None, **params):
+def segment(image, n_components=3, *, channel_axis=None, mask=None, scribbles=None,
+            random_state=None, **params):
     """Segment an image in one call: fit a :class:`GMMSegmenter` and label it.
 
     Parameters
@@ -1162,6 +1179,9 @@ def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state
         Axis holding colour channels; ``None`` for grayscale.
     mask : bool array or None
         Pixels to segment; the others get label 0.
+    scribbles : (M[, N[, ...]]) int array or None
+        Scribbles guiding the fit: 0 unknown, ``k`` for class ``k``, which
+        becomes label ``k`` (see :meth:`GMMSegmenter.fit`).
     random_state : int or None
         Seed for reproducible results.
     **params
@@ -1170,8 +1190,9 @@ def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state
     Returns
     -------
     labels : (M[, N[, ...]]) uint8 array (uint16 above 255 components)
-        ``1..n_components``, darkest first; 0 outside the mask and where the
-        image is not finite.
+        ``1..n_components``, darkest first (scribbled classes first, by their
+        numbers, with ``scribbles``); 0 outside the mask and where the image
+        is not finite.
 
     Examples
     --------
@@ -1184,4 +1205,4 @@ def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state
     segmenter = GMMSegmenter(
         n_components, channel_axis=channel_axis, random_state=random_state, **params
     )
-    return segmenter.fit_predict(image, mask=mask)
+    return segmenter.fit_predict(image, scribbles, mask=mask)
