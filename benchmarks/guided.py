@@ -232,7 +232,7 @@ def report(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one noise level, smaller phantoms")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=int, default=5,
                         help="fits timed per method for the fit-time ratio (median)")
     args = parser.parse_args(argv)
     report(run(args.quick, args.repeat))
