@@ -409,3 +409,13 @@ def test_prior_maps_for_a_batch_and_refused_for_dask():
     da = pytest.importorskip("dask.array")
     with pytest.raises(TypeError, match=r"prior maps need images in memory.*X.compute\(\)"):
         make_segmenter(3).fit(da.from_array(a, chunks=30), prior=priors[0])
+
+
+def test_the_identical_values_warning_points_at_the_caller():
+    image, truth = stripes()
+    image[5:7, 0:3] = 30.0
+    y = np.zeros(truth.shape, dtype=int)
+    y[5, 0:3], y[6, 0:3] = 1, 2
+    with pytest.warns(UserWarning, match="identical pixel values") as caught:
+        make_segmenter(3).fit(image, y)
+    assert any(w.filename == __file__ for w in caught)

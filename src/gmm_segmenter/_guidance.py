@@ -27,7 +27,7 @@ import numpy as np
 
 from collections.abc import Callable
 
-from . import _hmrf, _image, _mixture
+from . import _hmrf, _image, _mixture, _training
 from ._image import is_batch, is_dask_array
 
 __all__ = [
@@ -399,7 +399,7 @@ def _warn_if_indistinct(values, classes):
                     "mixture cannot tell these classes apart by intensity; merge them into "
                     "one label, or scribble pixels that show how they differ.",
                     UserWarning,
-                    stacklevel=5,
+                    stacklevel=_training.caller_stacklevel(),
                 )
 
 
