@@ -419,3 +419,11 @@ def test_the_identical_values_warning_points_at_the_caller():
     with pytest.warns(UserWarning, match="identical pixel values") as caught:
         make_segmenter(3).fit(image, y)
     assert any(w.filename == __file__ for w in caught)
+
+
+def test_empty_scribbles_fit_as_unguided():
+    image, _ = stripes()
+    plain = GMMSegmenter(3, random_state=0).fit(image)
+    empty = GMMSegmenter(3, random_state=0).fit(image, np.zeros(image.shape, dtype=np.uint8))
+    np.testing.assert_array_equal(plain.means_, empty.means_)
+    np.testing.assert_array_equal(plain.weights_, empty.weights_)
