@@ -436,13 +436,13 @@ def check_arguments(args, parser) -> dict:
                     f"{flag} guides a new fit, but --model applies a saved model; "
                     "leave out one of them"
                 )
-    if args.prior_weight is not None and args.prior is None:
-        parser.error("--prior-weight weighs the --prior maps; give --prior PRIORFILE too")
         if args.beta in ("auto", "pseudo-likelihood"):
             parser.error(
                 f"--beta {args.beta} chooses the strength while fitting, but --model "
                 "applies a saved model; give a number, such as --beta 1"
             )
+    if args.prior_weight is not None and args.prior is None:
+        parser.error("--prior-weight weighs the --prior maps; give --prior PRIORFILE too")
     return _estimator_params(args, parser)
 
 
