@@ -459,3 +459,18 @@ def test_cli_prior_of_another_shape_and_a_weight_alone_fail_clearly(tmp_path, ca
     assert status != 0 and "--prior has shape (3, 10, 10)" in err and "(60, 90)" in err
     status, _, err = run_cli([tmp_path / "bands.tif", "--prior-weight", "2"], capsys)
     assert status == 2 and "give --prior PRIORFILE too" in err
+
+
+def test_model_files_record_prior_weight_only_when_it_is_not_the_default(tmp_path):
+    image, truth = stripes()
+    prior = one_hot_prior(truth, 3)
+    for weight, recorded in ((1.0, False), (0.5, True)):
+        segmenter = make_segmenter(3, prior_weight=weight).fit(image, prior=prior)
+        path = tmp_path / f"weight{weight}.npz"
+        save_model(segmenter, path)
+        with np.load(path) as stored:
+            text = " ".join(str(stored[name]) for name in stored.files)
+        assert ("prior_weight" in text) == recorded
+        loaded = load_model(path)
+        assert loaded.prior_weight == weight
+        np.testing.assert_array_equal(loaded.predict(image), segmenter.predict(image))
