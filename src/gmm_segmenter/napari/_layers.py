@@ -140,6 +140,40 @@ def mask_array(mask, layout: Layout) -> list | None:
     return frames
 
 
+def scribble_arrays(scribbles, layout: Layout) -> list | None:
+    """One integer scribble image per frame (``y`` of a guided fit), or None.
+
+    ``scribbles`` is a Labels layer's data: ``0`` unknown, ``k`` "this pixel
+    is class k". Like a mask it covers the whole output (time included) or
+    one frame, which is then used for every frame. None when nothing is
+    painted, so an empty layer leaves the fit unguided. The values
+    themselves (classes above K, negative numbers) are the estimator's to
+    check.
+    """
+    if scribbles is None:
+        return None
+    scribbles = np.asarray(scribbles)
+    frame_shape = layout.spatial_shape
+    n_frames = 1 if layout.time_axis is None else layout.shape[layout.time_axis]
+    if scribbles.shape == layout.output_shape and layout.time_axis is not None:
+        frames = [scribbles[t] for t in range(n_frames)]
+    elif scribbles.shape == frame_shape:
+        frames = [scribbles] * n_frames
+    else:
+        expected = (
+            f"{frame_shape}" if layout.time_axis is None
+            else f"{frame_shape} (one frame) or {layout.output_shape} (every frame)"
+        )
+        raise ValueError(
+            f"The scribbles have shape {scribbles.shape}, but the image's pixels have "
+            f"shape {expected}; paint on a Labels layer of the image's shape (New "
+            "scribble layer makes one)."
+        )
+    if not any(frame.any() for frame in frames):
+        return None
+    return frames
+
+
 def output_transform(layer, layout: Layout) -> dict:
     """``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` for the output.
 
