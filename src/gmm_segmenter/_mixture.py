@@ -274,11 +274,15 @@ class FitResult:
     lower_bounds: tuple
 
 
-def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> FitResult:
+def run_em(
+    X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar, log_prior=None
+) -> FitResult:
     """EM from given initial parameters, with scikit-learn's stopping rule.
 
     The lower bound is the weighted mean log-likelihood per sample; EM stops
-    when it changes by less than ``tol`` between iterations.
+    when it changes by less than ``tol`` between iterations. ``log_prior``,
+    an ``(n, K)`` array, is added to every E-step's ``log w_k + log p(x | k)``
+    (guidance: a very negative entry fixes a row's responsibilities).
     """
     total_weight = float(sample_weight.sum())
     mixture = initial
@@ -288,7 +292,10 @@ def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> F
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         previous = lower_bound
-        log_prob_norm, log_resp = log_normalize(weighted_log_prob(X, mixture))
+        log_prob = weighted_log_prob(X, mixture)
+        if log_prior is not None:
+            log_prob += log_prior
+        log_prob_norm, log_resp = log_normalize(log_prob)
         weighted_resp = np.exp(log_resp) * sample_weight[:, np.newaxis]
         mixture = regularised_fit(
             X, weighted_resp, reg_covar, initial.covariance_type, total_weight
@@ -484,6 +491,18 @@ def fit_mixture(
             break  # deterministic: further initialisations would repeat it
     _warn_if_not_converged(best, max_iter)
     return best
+
+
+def fit_from(X, sample_weight, initial: Mixture, *, log_prior, max_iter, tol,
+             reg_covar) -> FitResult:
+    """EM from ``initial`` under a per-row ``log_prior`` (see :func:`run_em`),
+    warning when it does not converge."""
+    result = run_em(
+        X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+        log_prior=log_prior,
+    )
+    _warn_if_not_converged(result, max_iter)
+    return result
 
 
 def screens_starts(n_init, n_features: int, init_params: str) -> bool:

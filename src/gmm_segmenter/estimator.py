@@ -13,7 +13,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _bias, _hmrf, _image, _kernel, _mixture, _mrf, _selection, _source, _training
+from . import (
+    _bias, _guidance, _hmrf, _image, _kernel, _mixture, _mrf, _selection, _source, _training,
+)
 from ._covariance import COVARIANCE_TYPES
 from ._model import FittedModel
 
@@ -300,6 +302,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         "bias_field": [
             None, StrOptions({"auto"}), Interval(Integral, 1, _bias.MAX_DEGREE, closed="both")
         ],
+        "prior_weight": [Interval(Real, 0.0, None, closed="left")],
         "random_state": ["random_state"],
     }
 
@@ -321,6 +324,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         spacing=None,
         max_iter_spatial=20,
         bias_field=None,
+        prior_weight=1.0,
         random_state=None,
     ):
         self.n_components = n_components
@@ -338,6 +342,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.spacing = spacing
         self.max_iter_spatial = max_iter_spatial
         self.bias_field = bias_field
+        self.prior_weight = prior_weight
         self.random_state = random_state
 
     def _validate_params(self):
@@ -356,7 +361,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     @_fit_context(prefer_skip_nested_validation=True)
     @_all_or_nothing
     @_single_threaded_blas
-    def fit(self, X, y=None, *, mask=None):
+    def fit(self, X, y=None, *, mask=None, prior=None):
         """Fit the mixture to the pixels of one image or a batch of images.
 
         Parameters
@@ -364,20 +369,51 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         X : (M[, N[, ...]][, C]) array or list of such arrays
             The image, with channels on ``channel_axis``, or a list of images
             (shapes may differ; channels must agree). Any real dtype.
-        y : None
-            Ignored; present for scikit-learn's API.
+        y : (M[, N[, ...]]) int array, list of such arrays, or None
+            Scribbles: ``0`` where nothing is known, ``k`` (``1..K``) where the
+            pixel belongs to class ``k``; a list (one per image, ``None`` for
+            an image without) for a batch; a NumPy or dask array. Scribbled
+            classes get the scribbles' numbers (label ``k`` is class ``k``);
+            classes without a scribble are found freely and take the
+            remaining numbers, darkest first. Scribbled pixels are clamped:
+            their responsibilities are fixed to their class in every E-step
+            (semi-supervised EM) and in the spatial prior's mean field, so
+            they shape their class's mean and covariance and their
+            neighbours' labels. Unlike scikit-learn's semi-supervised
+            estimators, where ``-1`` is unlabelled, ``0`` means unknown here,
+            because ``0`` is napari's background (unpainted) label. Floats
+            holding whole numbers are accepted as labels; other floats,
+            negative labels and labels above ``n_components`` are refused.
+            Scribbles on masked-out or non-finite pixels are ignored.
+            ``None`` fits unsupervised. See ``docs/guided.md``.
         mask : (M[, N[, ...]]) bool array, list of such arrays, or None
             Pixels to use (``True``); others are ignored. Non-finite pixels
             are always ignored.
+        prior : (M[, N[, ...]], K) float array, list of such arrays, or None
+            Prior probability maps, as FSL FAST and ANTs Atropos take them
+            (an atlas, or a previous segmentation): the probability of each
+            of the ``K = n_components`` classes at each pixel, summing to 1.
+            ``prior_weight * log(prior)`` is added to every pixel's
+            ``log w_k + log p(x | k)``, in EM, in HMRF-EM and in the labels of
+            :meth:`fit_predict`; component ``k`` is the prior's class ``k``
+            (label ``k + 1``). In-memory images only.
 
         Returns
         -------
         self : GMMSegmenter
             The fitted estimator.
         """
+        self._fit(X, y, mask, prior)
+        return self
+
+    def _fit(self, X, y, mask, prior):
+        """:meth:`fit`; returns the guidance (or ``None``), for :meth:`fit_predict`."""
         images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
         hoods = self._neighbourhoods(images.views)
         random_state = check_random_state(self.random_state)
+        guidance = _guidance.prepare(
+            y, prior, images, self.n_components, self.prior_weight, images.pixels_at
+        )
         values, weights, method, n_valid = self._training_data(images, random_state)
         if n_valid == 0:
             raise ValueError(
@@ -386,10 +422,19 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 "finite values."
             )
         offset, scale = _training.standardisation(values, weights, self.covariance_type)
-        result = self._fit_pixelwise(values, weights, offset, scale, random_state)
+        guided = None
+        if guidance is not None:
+            generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+            guided = _guidance.training_rows(
+                guidance, images.views, values, weights, method, n_valid, self.max_samples,
+                generator,
+            )
+        result = self._fit_pixelwise(values, weights, offset, scale, random_state, guided)
         fields = None
         if self.bias_field is not None and self.beta == 0:
-            result, fields = self._fit_bias_field(images, result, offset, scale, random_state)
+            result, fields = self._fit_bias_field(
+                images, result, offset, scale, random_state, guidance
+            )
         mixture, beta = result.mixture, 0.0
         log_jacobian = np.log(scale).sum()
         spatial = None
@@ -398,10 +443,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             spatial = self._fit_spatial(
                 images.spatial_fit_views(), hoods, mixture, values, offset, scale, method,
                 random_state,
+                guidance=None if guidance is None else guidance.restricted(
+                    images.spatial_fit_keys()
+                ),
             )
             if self.bias_field is not None:
                 spatial, fields = self._fit_spatial_bias_field(
-                    images, spatial, offset, scale, random_state
+                    images, spatial, offset, scale, random_state, guidance
                 )
             mixture, beta = spatial.mixture, spatial.beta
         self.spatial_n_iter_ = 0 if spatial is None else spatial.n_iter
@@ -410,8 +458,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             [] if spatial is None else [b - log_jacobian for b in spatial.objectives]
         )
         mixture = mixture.rescaled(offset, scale)
-        # HMRF-EM may move the means past each other: sort again, darkest first
-        mixture = mixture.reorder(np.argsort(mixture.means.mean(axis=1), kind="stable"))
+        if guidance is None:
+            # HMRF-EM may move the means past each other: sort again, darkest first
+            order = np.argsort(mixture.means.mean(axis=1), kind="stable")
+        else:
+            order = _guidance.label_order(
+                mixture.means, guidance.scribbled, fixed=guidance.has_prior
+            )
+        mixture = mixture.reorder(order)
         self.model_ = FittedModel(
             mixture, offset, scale, beta=beta, connectivity=self.connectivity,
             spacing=None if self.spacing is None else tuple(float(s) for s in self.spacing),
@@ -428,12 +482,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         ):
             # Every field was refused: segment as without one, with the starts
             # that fit screens (a fit with a field runs one).
-            plain = clone(self).set_params(bias_field=None).fit(X, mask=mask)
+            plain = clone(self).set_params(bias_field=None).fit(X, y, mask=mask, prior=prior)
             vars(self).update(
                 (name, value) for name, value in vars(plain).items() if name.endswith("_")
             )
         self._set_bias_field(images, fields)
-        return self
+        # scribbled components keep their index and a prior's keep theirs, so
+        # the guidance already speaks of the components in label order
+        return guidance
 
     def _init_params(self, n_channels: int) -> str:
         """``init_params``, with ``'auto'`` resolved for images of ``n_channels``."""
@@ -441,9 +497,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             return self.init_params
         return "otsu" if n_channels == 1 else "kmeans"
 
-    def _fit_pixelwise(self, values, weights, offset, scale, random_state):
+    def _fit_pixelwise(self, values, weights, offset, scale, random_state, guided=None):
         """EM for the fixed number of components, or for the one
-        :mod:`._selection` chooses when ``n_components='auto'``."""
+        :mod:`._selection` chooses when ``n_components='auto'``.
+
+        With ``guided`` (:class:`._guidance.GuidedRows`), ``n_components='auto'``
+        chooses at least as many components as the scribbles and prior name,
+        and the final fit is guided EM from :func:`._guidance.guided_start`.
+        """
         standardized = (values - offset) / scale
         _training.warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
         init_params = self._init_params(values.shape[1])
@@ -472,7 +533,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 input_scale=scale,
             )
 
-        if self.n_components == "auto":
+        named = guided is not None and guided.n_prior_classes
+        if named:
+            candidates = [guided.n_prior_classes]  # the prior names every class
+        if self.n_components == "auto" and not named:
             X, sample_weight, state = _selection.selection_data(
                 standardized, weights, random_state
             )
@@ -493,12 +557,32 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             n_components = candidates[0]
             for name in ("n_components_candidates_", "bic_curve_"):
                 vars(self).pop(name, None)  # a refit with a fixed K must not keep an earlier curve
+        if guided is not None:
+            n_components = max(n_components, guided.min_components)
+            return self._fit_guided(guided, n_components, offset, scale, init_params,
+                                    random_state)
         # the chosen number is fitted as a fixed one would be: same data, same draws
         return fit(n_components, standardized, weights, random_state)
 
+    def _fit_guided(self, guided, n_components, offset, scale, init_params, random_state):
+        """Semi-supervised EM: the scribbled rows' responsibilities fixed, prior
+        maps added to every E-step."""
+        X = (np.vstack([guided.free_values, guided.scribble_values]) - offset) / scale
+        sample_weight = np.concatenate([guided.free_weights, guided.scribble_weights])
+        log_prior = guided.log_prior(n_components, self.prior_weight)
+        initial = _guidance.guided_start(
+            X, sample_weight, guided.scribble_classes, log_prior, n_components,
+            covariance_type=self.covariance_type, init_params=init_params,
+            reg_covar=self.reg_covar, random_state=random_state,
+        )
+        return _mixture.fit_from(
+            X, sample_weight, initial, log_prior=log_prior, max_iter=self.max_iter,
+            tol=self.tol, reg_covar=self.reg_covar,
+        )
+
     # ------------------------------------------------------------ bias field
 
-    def _fit_bias_field(self, images, result, offset, scale, random_state):
+    def _fit_bias_field(self, images, result, offset, scale, random_state, guidance=None):
         """Pixel-wise EM again with a bias field per image, from the pixel-wise fit.
 
         Returns the fit's result and the :class:`._bias.Fields`.
@@ -507,9 +591,19 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         fields = self._sample_fields(images, generator)
         if not fields.any:
             return result, fields
+        log_prior = None
+        if guidance is not None:
+            n_components = result.mixture.n_components
+            log_prior = np.vstack([
+                guide.log_prior_at(
+                    np.ravel_multi_index(coordinates, guide.spatial_shape), n_components,
+                    guidance.prior_weight,
+                )
+                for guide, coordinates in zip(guidance.images, fields.sample_coordinates())
+            ])
         mixture, bounds, converged = fields.fit(
             result.mixture, offset, scale, max_iter=self.max_iter, tol=self.tol,
-            reg_covar=self.reg_covar,
+            reg_covar=self.reg_covar, log_prior=log_prior,
         )
         bounds = list(result.lower_bounds) + bounds
         result = _mixture.FitResult(
@@ -531,7 +625,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             _bias.degree_of(self.bias_field), per_image, generator, _names(images),
         )
 
-    def _fit_spatial_bias_field(self, images, spatial, offset, scale, random_state):
+    def _fit_spatial_bias_field(self, images, spatial, offset, scale, random_state,
+                                guidance=None):
         """HMRF-EM again, from its converged state, now with a field per image.
 
         Starting once the mixture has settled without a field keeps the field
@@ -560,6 +655,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         refined = self._fit_spatial(
             fields.views, hoods, spatial.mixture, None, offset, scale, "subsample",
             random_state, fields=fields, beta=spatial.beta,
+            guidance=None if guidance is None else guidance.restricted(
+                [tuple(slice(None, None, s) for s in step) for step in fields.steps]
+            ),
         )
         if any(set(step) != {1} for step in fields.steps):
             # the mixture of a coarse copy, refitted at full resolution
@@ -568,6 +666,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 corrected.spatial_fit_views(), self._neighbourhoods(images.views),
                 refined.mixture, None, offset, scale, "subsample", random_state,
                 beta=spatial.beta,
+                guidance=None if guidance is None else guidance.restricted(
+                    corrected.spatial_fit_keys()
+                ),
             )
             refined = replace(
                 again, n_iter=refined.n_iter + again.n_iter,
@@ -699,7 +800,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     def _fit_spatial(
         self, views, hoods, mixture, values, offset, scale, method, random_state, fields=None,
-        beta=None,
+        beta=None, guidance=None,
     ):
         """HMRF-EM from the pixel-wise fit, over the full grid of every image.
 
@@ -708,6 +809,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         ``fields`` (a :class:`._bias.Fields` over these very images), when
         given, corrects the images and is refitted from the spatial posteriors
         before every M-step. ``beta`` overrides the estimator's ``beta``.
+        ``guidance`` (over these very views) is added to the unary term.
         """
         if fields is not None:
             views = fields.corrected_views()
@@ -737,8 +839,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             for shape, valid, hood, probe in zip(shapes, valid_maps, hoods, probes)
         ]
 
+        adjust = [None] * len(views) if guidance is None else guidance.adjusters()
+
         def log_potential(i, mixture):
-            return _kernel.log_potential(views[i], mixture, offset, scale)
+            potential = _kernel.log_potential(views[i], mixture, offset, scale)
+            if adjust[i] is not None:
+                adjust[i](potential)
+            return potential
 
         hooks = {}
         if fields is not None:
@@ -815,23 +922,41 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         return self.predict_proba(X, mask=mask)
 
-    def fit_predict(self, X, y=None, *, mask=None):
+    @_fit_context(prefer_skip_nested_validation=True)
+    @_all_or_nothing
+    @_single_threaded_blas
+    def fit_predict(self, X, y=None, *, mask=None, prior=None):
         """Fit to ``X`` and return its labels (see :meth:`predict`).
 
         With ``bias_field`` set, ``X`` is corrected by the field fitted with
-        the mixture (``bias_field_``) rather than by a new estimate.
+        the mixture (``bias_field_``) rather than by a new estimate. With
+        scribbles ``y`` or ``prior`` maps (see :meth:`fit`), the labels
+        include them as the fit did: scribbled pixels keep their class and,
+        with the spatial prior, pass it on to their neighbours; the prior
+        maps weigh every pixel. (:meth:`predict` on the same image uses the
+        fitted model alone.) For a dask image the scribbled pixels keep
+        their class, without passing it on.
         """
-        self.fit(X, mask=mask)
-        return self._predict(X, mask, "labels", fields=vars(self).get("_training_fields"))
+        guidance = self._fit(X, y, mask, prior)
+        return self._predict(
+            X, mask, "labels", fields=vars(self).get("_training_fields"), guidance=guidance
+        )
 
-    def fit_transform(self, X, y=None, *, mask=None):
+    @_fit_context(prefer_skip_nested_validation=True)
+    @_all_or_nothing
+    @_single_threaded_blas
+    def fit_transform(self, X, y=None, *, mask=None, prior=None):
         """Fit to ``X`` and return its posterior maps (see :meth:`transform`).
 
-        With ``bias_field`` set, ``X`` is corrected by ``bias_field_``, as in
-        :meth:`fit_predict`.
+        With ``bias_field`` set, ``X`` is corrected by ``bias_field_``, and
+        scribbles ``y`` and ``prior`` maps enter the posteriors, as in
+        :meth:`fit_predict` (a scribbled pixel's posterior is 1 for its class).
         """
-        self.fit(X, mask=mask)
-        return self._predict(X, mask, "posteriors", fields=vars(self).get("_training_fields"))
+        guidance = self._fit(X, y, mask, prior)
+        return self._predict(
+            X, mask, "posteriors", fields=vars(self).get("_training_fields"),
+            guidance=guidance,
+        )
 
     def score_samples(self, X, *, mask=None):
         """Log-likelihood of each pixel under the mixture (NaN where not used).
@@ -925,11 +1050,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         return images
 
     @_single_threaded_blas
-    def _predict(self, X, mask, output, fields=None):
+    def _predict(self, X, mask, output, fields=None, guidance=None):
         """``output`` (see :data:`._kernel.OUTPUTS`) for each image of ``X``.
 
         With ``bias_field`` set, each image is divided by its field first:
         ``fields`` (one per image), or the field estimated with the mixture fixed.
+        ``guidance`` (:class:`._guidance.Guidance` of these images) enters
+        labels and posteriors.
         """
         model = self._prediction_model()
         images = self._open_for_prediction(X, mask, model)
@@ -937,10 +1064,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             # the prior's neighbourhood, and the field's coordinates, use spacing
             self._neighbourhoods(images.views)
         if self.bias_field is None:
-            return images.predict(model, output)
+            return images.predict(model, output, guidance)
         if fields is None:
             fields = self._fields_for(images, model)
-        outputs = images.corrected(fields, _names(images)).predict(model, output)
+        outputs = images.corrected(fields, _names(images)).predict(model, output, guidance)
         if output != "log_likelihood":
             return outputs
         # the density of the observed values: divided by the field's Jacobian
