@@ -104,6 +104,20 @@ def test_jobs_pass_scribbles_as_y_and_only_where_painted(monkeypatch):
     assert len(seen) == 2 and seen[0][2, 2] == 1 and seen[1] is None
 
 
+def test_a_coarse_preview_grid_keeps_every_stroke():
+    assert _layers.preview_stride((512, 512)) == 1
+    assert _layers.preview_stride((1024, 1024)) == 2
+    assert _layers.preview_stride((2048, 1536)) == 4
+    painted = np.zeros((5, 7), np.uint8)
+    painted[1, 3] = 2  # a one-pixel stroke, off the strided grid
+    painted[4, 6] = 1  # in the last, partial block
+    coarse = _layers.coarse_scribbles(painted, 2)
+    assert coarse.shape == painted[::2, ::2].shape
+    assert coarse[0, 1] == 2 and coarse[2, 3] == 1 and coarse.sum() == 3
+    fine = _layers.fine_labels(np.arange(12).reshape(3, 4), 2, (5, 7))
+    assert fine.shape == (5, 7) and fine[1, 1] == 0 and fine[4, 6] == 11
+
+
 # ------------------------------------------------------ the widget
 
 
@@ -191,6 +205,28 @@ def test_a_stroke_updates_the_preview(qtbot, viewer_widget):
     assert record["operation"].startswith("preview")
     assert record["settings"]["scribbles"]["layer"] == "quads scribbles"
     assert np.mean(labels.data[truth == 4] == 1) > 0.99
+
+
+def test_a_large_slice_is_previewed_on_a_coarser_grid(qtbot, viewer_widget, monkeypatch):
+    monkeypatch.setattr(_layers, "PREVIEW_PIXELS", 32 * 32)  # the 64 x 64 image is large
+    viewer, widget = viewer_widget
+    _, truth = quadrant_widget(viewer, widget)
+    scribbles = widget.add_scribble_layer()
+    widget.preview.value = True
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    stroke(scribbles, 1, [(49, 49)], brush_size=1)  # one pixel, off the strided grid
+    stroke(scribbles, 2, [TOP_LEFT])
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    labels = viewer.layers["quads GMM labels"]
+    assert "every 2nd pixel" in widget.status.value
+    assert labels.data.shape == truth.shape
+    assert np.mean(labels.data[truth == 4] == 1) > 0.95
+    assert np.mean(labels.data[truth == 1] == 2) > 0.95
+    record = labels.metadata["gmm_segmenter"]
+    assert record["params"]["spacing"] == [4.0, 1.0]  # the layer's scale, times 2
+    namespace = {"viewer": viewer}
+    exec(record["python"], namespace)
+    np.testing.assert_array_equal(namespace["labels"], labels.data)
 
 
 def test_strokes_during_a_preview_supersede_it(qtbot, viewer_widget):

@@ -14,6 +14,10 @@ from .._covariance import COVARIANCE_TYPES
 #: How a leading axis is treated.
 SPACE, SHARED_MODEL, PER_FRAME = "space", "shared", "per-frame"
 
+#: A preview segments at most about this many pixels of its slice (a laptop
+#: screen shows no more of it at once); a larger slice is strided.
+PREVIEW_PIXELS = 512 * 512
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -280,3 +284,33 @@ def preview_plane_axes(layout: Layout, displayed_axes) -> tuple:
     if len(shown) >= 2:
         return tuple(shown[-2:])
     return tuple(spatial[-2:])
+
+
+def preview_stride(plane_shape, limit: int | None = None) -> int:
+    """The step along each axis that leaves at most about ``limit`` pixels of a plane
+    (default :data:`PREVIEW_PIXELS`)."""
+    limit = PREVIEW_PIXELS if limit is None else limit
+    n_pixels = int(np.prod(plane_shape))
+    return max(1, int(np.ceil(np.sqrt(n_pixels / limit))))
+
+
+def coarse_scribbles(scribbles: np.ndarray, stride: int) -> np.ndarray:
+    """Scribbles on the grid of ``image[::stride, ::stride]``: each block's largest label.
+
+    Striding the scribbles as well would lose thin strokes; a block keeps
+    any class painted in it (the larger label where two meet).
+    """
+    if stride == 1:
+        return scribbles
+    from skimage.measure import block_reduce
+
+    return block_reduce(scribbles, (stride,) * scribbles.ndim, np.max)
+
+
+def fine_labels(labels: np.ndarray, stride: int, shape) -> np.ndarray:
+    """Labels of a strided plane back on the plane's own ``shape``, in blocks."""
+    if stride == 1:
+        return labels
+    for axis in range(labels.ndim):
+        labels = np.repeat(labels, stride, axis=axis)
+    return labels[tuple(slice(0, n) for n in shape)]

@@ -62,8 +62,12 @@ def _constructor(params: dict, indent: str = "") -> str:
 
 
 def _index_literal(index) -> str:
-    parts = [":" if isinstance(i, slice) else str(int(i)) for i in index]
-    return "[" + ", ".join(parts) + "]"
+    def part(i):
+        if not isinstance(i, slice):
+            return str(int(i))
+        return ":" if i.step is None else f"::{i.step}"
+
+    return "[" + ", ".join(part(i) for i in index) + "]"
 
 
 def mask_code(mask: dict | None) -> list:
@@ -88,7 +92,7 @@ def scribble_code(scribbles: dict | None) -> list:
 
 def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | None = None,
                 preview_index=None, source: str | None = None,
-                scribbles: dict | None = None) -> str:
+                scribbles: dict | None = None, preview_grid: dict | None = None) -> str:
     """Python that recomputes the labels in napari's console (``viewer`` is defined there).
 
     ``leading_axis`` is ``"space"``, ``"shared"`` (one model for every
@@ -96,7 +100,9 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
     (``layer``, ``kind``, ``shape``, ``per_frame`` when it covers every
     frame); ``scribbles`` the Labels layer that guides the fit, described
     the same way (``layer``, ``per_frame``, ``index``); ``preview_index``
-    the slice a preview segmented. ``source``, for
+    the slice a preview segmented, and ``preview_grid`` the coarser grid of
+    a large one (``stride``, the ``image`` index that strides the slice, the
+    slice's ``shape``). ``source``, for
     a model applied to another layer, is the code that made the model (it
     defines ``segmenter``); ``params`` then holds what applying sets.
     """
@@ -120,11 +126,26 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
                          "for t, frame in enumerate(image)])")
         return "\n".join(lines) + "\n"
     lines += scribble_code(scribbles)
+    if preview_grid is not None:
+        stride = preview_grid["stride"]
+        lines.append(f"# the preview segments a grid {stride} times coarser; a scribbled "
+                     f"{stride} x {stride} block keeps its largest label")
+        lines.append(f"image = image{_index_literal(preview_grid['image'])}")
+        if mask is not None:
+            lines.append(f"mask = mask[::{stride}, ::{stride}]")
+        if scribbles is not None:
+            lines.append("from skimage.measure import block_reduce")
+            lines.append(f"scribbles = block_reduce(scribbles, ({stride}, {stride}), np.max)")
     if leading_axis == "space" or preview_index is not None:
         guide = "" if scribbles is None else "y=scribbles, "
         fit_args = f"image, {guide}{fit_mask[2:]}".rstrip(", ")
         lines.append(f"segmenter = {_constructor(params)}")
         lines.append(f"labels = segmenter.fit({fit_args}).predict(image{predict_mask})")
+        if preview_grid is not None:
+            stride = preview_grid["stride"]
+            rows, columns = preview_grid["shape"]
+            lines.append(f"labels = np.repeat(np.repeat(labels, {stride}, axis=0), {stride}, "
+                         f"axis=1)[:{rows}, :{columns}]")
     elif leading_axis == "shared":
         lines.append("frames = list(image)  # time is the first axis")
         if mask is not None:

@@ -840,17 +840,32 @@ class GMMSegmenterWidget(Container):
             guide = scribbles[time_index][spatial_index]
             if not guide.any():  # strokes on other slices only: this one is unguided
                 guide = scribble_description = None
+        # a large slice is segmented on a coarser grid, so a preview (one per
+        # stroke) keeps up with the brush; Run segments every pixel
+        plane_shape = tuple(layout.shape[axis] for axis in sorted(plane))
+        stride = _layers.preview_stride(plane_shape)
+        coarse = tuple(slice(None) if axis == layout.channel_axis else slice(None, None, stride)
+                       for axis in kept)
         params = self._params(layout, layer, n_spatial=2)
         params["channel_axis"] = channel_axis
-        params["spacing"] = _layers.spacing_from_scale(layer.scale, layout, plane)
-        request = _jobs.Request(frames=[frame], params=params,
-                                masks=None if mask is None else [mask],
-                                scribbles=None if guide is None else [guide])
+        params["spacing"] = tuple(
+            stride * size for size in _layers.spacing_from_scale(layer.scale, layout, plane)
+        )
+        request = _jobs.Request(
+            frames=[frame[coarse]], params=params,
+            masks=None if mask is None else [mask[::stride, ::stride]],
+            scribbles=None if guide is None else [_layers.coarse_scribbles(guide, stride)],
+        )
         output_index = tuple(index[axis] for axis in layout.output_axes)
-        job = _jobs.then(_jobs.segment(request), lambda result: _jobs.outputs(
+
+        def fine(outputs):
+            outputs.labels = _layers.fine_labels(outputs.labels, stride, plane_shape)
+            return outputs
+
+        job = _jobs.then(_jobs.segment(request), lambda result: fine(_jobs.outputs(
             result, request, time_axis=None, per_component=False,
             histogram=channel_axis is None,
-        ))
+        )))
         code_mask = None
         if mask_description is not None:
             mask_axes = layout.spatial_axes
@@ -873,6 +888,8 @@ class GMMSegmenterWidget(Container):
             code = _record.python_code(
                 image=layer.name, params=params, leading_axis=_layers.SPACE,
                 preview_index=index, mask=code_mask, scribbles=code_scribbles,
+                preview_grid=None if stride == 1 else {
+                    "stride": stride, "image": coarse, "shape": plane_shape},
             )
             record = _record.make_record(
                 operation="preview of the displayed slice", image_layer=layer, model=model,
@@ -889,8 +906,9 @@ class GMMSegmenterWidget(Container):
             self._shown = {"models": outputs.models, "histograms": outputs.histograms,
                            "labels_layer": labels_layer, "layer": layer}
             self._plot_shown()
-            self._set_status("Preview of the displayed slice (press Run to segment all "
-                             "of it and keep the model)")
+            grid = "" if stride == 1 else f", every {_ordinal(stride)} pixel"
+            self._set_status(f"Preview of the displayed slice{grid} (press Run to segment "
+                             "all of it and keep the model)")
 
         return job, finish
 
@@ -1034,6 +1052,10 @@ def _is_output(layer) -> bool:
     suffixes = (_output.LABELS_SUFFIX, " GMM posteriors", " GMM uncertainty",
                 _output.BIAS_FIELD_SUFFIX)
     return layer.name.endswith(suffixes) or " GMM component " in layer.name
+
+
+def _ordinal(n):
+    return {2: "2nd", 3: "3rd"}.get(n, f"{n}th")
 
 
 def _data_of(layer):
