@@ -170,6 +170,10 @@ def test_labels_follow_the_scribble_numbering_and_a_rerun_updates_in_place(
     stroke(scribbles, 2, [TOP_LEFT])  # the darkest is class 2
     run(qtbot, widget)
     labels = viewer.layers["quads GMM labels"]
+    # the new labels go under the strokes, in their colours
+    assert viewer.layers.index(labels) < viewer.layers.index(scribbles)
+    for k in range(1, 5):
+        np.testing.assert_array_equal(labels.get_color(k), scribbles.get_color(k))
     assert np.mean(labels.data[truth == 4] == 1) > 0.99
     assert np.mean(labels.data[truth == 1] == 2) > 0.99
     assert set(np.unique(labels.data[(truth == 2) | (truth == 3)])) == {3, 4}
@@ -227,6 +231,27 @@ def test_a_large_slice_is_previewed_on_a_coarser_grid(qtbot, viewer_widget, monk
     namespace = {"viewer": viewer}
     exec(record["python"], namespace)
     np.testing.assert_array_equal(namespace["labels"], labels.data)
+
+
+def test_previews_of_a_slice_reuse_the_smoothing_auto_chose(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    quadrant_widget(viewer, widget)
+    widget.auto_beta.value = True
+    scribbles = widget.add_scribble_layer()
+    widget.preview.value = True
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    labels = viewer.layers["quads GMM labels"]
+    first = labels.metadata["gmm_segmenter"]
+    assert first["params"]["beta"] == "auto"
+    assert first["params"]["max_samples"] == _layers.PREVIEW_SAMPLES
+    stroke(scribbles, 1, [BOTTOM_RIGHT])
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    record = labels.metadata["gmm_segmenter"]
+    assert record["settings"]["scribbles"] is not None
+    assert record["params"]["beta"] == first["model"]["beta"]  # no second search
+    widget.n_components.value = 3  # another setting: auto chooses afresh
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert labels.metadata["gmm_segmenter"]["params"]["beta"] == "auto"
 
 
 def test_strokes_during_a_preview_supersede_it(qtbot, viewer_widget):

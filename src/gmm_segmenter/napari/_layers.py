@@ -18,6 +18,10 @@ SPACE, SHARED_MODEL, PER_FRAME = "space", "shared", "per-frame"
 #: screen shows no more of it at once); a larger slice is strided.
 PREVIEW_PIXELS = 512 * 512
 
+#: ... and fits its mixture on a sample of at most this many pixels (Run: the
+#: estimator's default, 100 000): a stroke's preview must keep up with the brush.
+PREVIEW_SAMPLES = 25_000
+
 
 @dataclass(frozen=True)
 class Layout:

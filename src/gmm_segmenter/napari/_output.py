@@ -50,13 +50,14 @@ def _same(current, value) -> bool:
         return False
 
 
-def labels_layer(viewer, layer, layout, data=None, metadata=None, colours_of=None):
+def labels_layer(viewer, layer, layout, data=None, metadata=None, scribbles=None):
     """The ``<image> GMM labels`` layer, updated or added with the image's transform.
 
     Without ``data`` an existing layer keeps its labels if they have the
     output's shape (a preview writes one plane into them); else they start
     as zeros. A new layer takes the colours of the Labels layer
-    ``colours_of`` (the scribbles), so class k looks the same in both.
+    ``scribbles``, so class k looks the same in both, and goes under it, so
+    the strokes stay in sight.
     """
     name = f"{layer.name}{LABELS_SUFFIX}"
     existing = viewer.layers[name] if name in viewer.layers else None
@@ -64,12 +65,16 @@ def labels_layer(viewer, layer, layout, data=None, metadata=None, colours_of=Non
         if not (isinstance(existing, Labels) and existing.data.shape == layout.output_shape):
             data = np.zeros(layout.output_shape, dtype=np.uint8)
     properties = {} if metadata is None else {"metadata": metadata}
-    added = None
+    guided = isinstance(scribbles, Labels) and not isinstance(existing, Labels)
     # a copy: napari keeps per-layer state (the selected label) on the colormap
-    if isinstance(colours_of, Labels) and not isinstance(existing, Labels):
-        added = {"colormap": colours_of.colormap.model_copy(deep=True)}
-    return put_layer(viewer, Labels, name, data, _layers.output_transform(layer, layout),
-                     added=added, **properties)
+    added = {"colormap": scribbles.colormap.model_copy(deep=True)} if guided else None
+    labels = put_layer(viewer, Labels, name, data, _layers.output_transform(layer, layout),
+                       added=added, **properties)
+    if guided and scribbles in viewer.layers:
+        below = viewer.layers.index(scribbles)
+        if viewer.layers.index(labels) > below:
+            viewer.layers.move(viewer.layers.index(labels), below)
+    return labels
 
 
 def scribble_layer(viewer, layer, layout):

@@ -105,6 +105,7 @@ class GMMSegmenterWidget(Container):
         self._job = None  # what the running job works on
         self._preview_pending = False
         self._watched = None  # the scribble layer whose strokes trigger a preview
+        self._preview_beta = {}  # beta='auto' of a previewed slice -> the smoothing chosen
         self._shown = None  # the last result's models and histograms, for the plot
         self._meter = _jobs.Meter()
         self._activity = None
@@ -851,6 +852,14 @@ class GMMSegmenterWidget(Container):
         params["spacing"] = tuple(
             stride * size for size in _layers.spacing_from_scale(layer.scale, layout, plane)
         )
+        params["max_samples"] = _layers.PREVIEW_SAMPLES
+        # beta='auto' reads the smoothing off the image, which strokes do not
+        # change: the slice's next previews reuse the first one's choice
+        beta_key = (id(layer), id(data), repr(index), json.dumps(
+            {**params, "beta": None}, sort_keys=True, default=str))
+        auto_beta = params["beta"] == "auto"
+        if auto_beta and beta_key in self._preview_beta:
+            params["beta"] = self._preview_beta[beta_key]
         request = _jobs.Request(
             frames=[frame[coarse]], params=params,
             masks=None if mask is None else [mask[::stride, ::stride]],
@@ -885,6 +894,8 @@ class GMMSegmenterWidget(Container):
             if not self._still_there(layer):
                 return
             model = outputs.models[-1]
+            if auto_beta:
+                self._preview_beta = {beta_key: float(model.beta_)}  # this slice's only
             code = _record.python_code(
                 image=layer.name, params=params, leading_axis=_layers.SPACE,
                 preview_index=index, mask=code_mask, scribbles=code_scribbles,
@@ -897,7 +908,7 @@ class GMMSegmenterWidget(Container):
             )
             labels_layer = _output.labels_layer(
                 self._viewer, layer, layout, metadata={_record.METADATA_KEY: record},
-                colours_of=self.scribbles.value,
+                scribbles=self.scribbles.value,
             )
             labels_layer.data[output_index] = outputs.labels
             labels_layer.refresh()
@@ -936,7 +947,7 @@ class GMMSegmenterWidget(Container):
         metadata = {_record.METADATA_KEY: record}
         labels_layer = _output.labels_layer(
             self._viewer, layer, layout, data=outputs.labels, metadata=metadata,
-            colours_of=self.scribbles.value,
+            scribbles=self.scribbles.value,
         )
         transform = _layers.output_transform(layer, layout)
         _output.show_components(
