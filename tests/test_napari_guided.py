@@ -191,6 +191,71 @@ def test_labels_follow_the_scribble_numbering_and_a_rerun_updates_in_place(
     assert np.mean(labels.data[truth == 3] == 4) > 0.99
 
 
+@pytest.mark.parametrize("mode", ["shared", "per-frame"])
+def test_a_time_series_is_guided_frame_by_frame_and_its_code_reproduces_it(
+    qtbot, viewer_widget, mode
+):
+    viewer, widget = viewer_widget
+    image, truth = quadrants((32, 32))
+    viewer.add_image(np.stack([image, image + 15, image - 10]), name="movie")
+    widget.image.value = viewer.layers["movie"]
+    widget.leading_axis.value = mode
+    widget.n_components.value = 4
+    fixed_smoothing(widget, 0.0)
+    scribbles = widget.add_scribble_layer()
+    assert scribbles.data.shape == (3, 32, 32)  # one plane per frame
+    painted = np.zeros((3, 32, 32), np.uint8)
+    painted[:2, 20:28, 20:28] = 1  # bottom right (the brightest) is class 1 ...
+    painted[:2, 4:12, 4:12] = 2  # ... and top left (the darkest) class 2, in frames 0 and 1
+    scribbles.data = painted
+    run(qtbot, widget)
+    labels = viewer.layers["movie GMM labels"].data
+    for t in (0, 1) if mode == "per-frame" else (0, 1, 2):
+        assert np.mean(labels[t][truth == 4] == 1) > 0.99
+        assert np.mean(labels[t][truth == 1] == 2) > 0.99
+    if mode == "per-frame":  # frame 2 has no strokes: unguided, darkest first
+        np.testing.assert_array_equal(labels[2], truth)
+    namespace = {"viewer": viewer}
+    exec(widget.record["python"], namespace)
+    np.testing.assert_array_equal(namespace["labels"], labels)
+
+
+def test_a_stroke_on_a_slice_of_a_stack_guides_that_slices_preview(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, truth = quadrants((48, 48))
+    viewer.add_image(np.stack([image] * 4), name="stack")
+    widget.image.value = viewer.layers["stack"]
+    widget.n_components.value = 4
+    fixed_smoothing(widget, 0.0)
+    scribbles = widget.add_scribble_layer()
+    viewer.dims.set_current_step(0, 2)
+    widget.preview.value = True
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    stroke(scribbles, 1, [(2, 36, 36)], brush_size=5)  # on the displayed slice, 2
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert scribbles.data[2].any() and not scribbles.data[[0, 1, 3]].any()
+    labels = viewer.layers["stack GMM labels"].data
+    assert np.mean(labels[2][truth == 4] == 1) > 0.99
+    assert not labels[[0, 1, 3]].any()  # a preview writes its slice only
+
+
+def test_a_dask_layer_is_guided_too(qtbot, viewer_widget):
+    da = pytest.importorskip("dask.array")
+    viewer, widget = viewer_widget
+    image, truth = quadrants()
+    viewer.add_image(da.from_array(image, chunks=(32, 32)), name="lazy")
+    widget.image.value = viewer.layers["lazy"]
+    widget.n_components.value = 4
+    fixed_smoothing(widget, 0.0)
+    scribbles = widget.add_scribble_layer()
+    stroke(scribbles, 1, [BOTTOM_RIGHT])
+    stroke(scribbles, 2, [TOP_LEFT])
+    run(qtbot, widget)
+    labels = np.asarray(viewer.layers["lazy GMM labels"].data)
+    assert np.mean(labels[truth == 4] == 1) > 0.99
+    assert np.mean(labels[truth == 1] == 2) > 0.99
+
+
 def test_a_stroke_updates_the_preview(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     _, truth = quadrant_widget(viewer, widget)
@@ -231,6 +296,26 @@ def test_a_large_slice_is_previewed_on_a_coarser_grid(qtbot, viewer_widget, monk
     namespace = {"viewer": viewer}
     exec(record["python"], namespace)
     np.testing.assert_array_equal(namespace["labels"], labels.data)
+
+
+def test_undoing_a_stroke_updates_the_preview(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    _, truth = quadrant_widget(viewer, widget)
+    scribbles = widget.add_scribble_layer()
+    widget.preview.value = True
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    stroke(scribbles, 1, [BOTTOM_RIGHT])
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    labels = viewer.layers["quads GMM labels"]
+    assert np.mean(labels.data[truth == 4] == 1) > 0.99
+    guided = labels.metadata["gmm_segmenter"]
+    qtbot.wait(500)  # the stroke's own redraws start no second preview
+    assert labels.metadata["gmm_segmenter"] is guided
+    scribbles.undo()  # emits no paint event, only a redraw
+    qtbot.waitUntil(lambda: labels.metadata["gmm_segmenter"] is not guided
+                    and not widget.running, timeout=TIMEOUT_MS)
+    assert labels.metadata["gmm_segmenter"]["settings"]["scribbles"] is None
+    np.testing.assert_array_equal(labels.data, truth)  # unguided again: darkest first
 
 
 def test_previews_of_a_slice_reuse_the_smoothing_auto_chose(qtbot, viewer_widget):
