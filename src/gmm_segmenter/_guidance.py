@@ -32,7 +32,7 @@ from ._image import is_batch, is_dask_array
 
 __all__ = [
     "CLAMP", "PRIOR_FLOOR", "ImageGuidance", "Guidance", "prepare", "dask_nonzero",
-    "guided_start", "label_order", "GuidedRows", "training_rows",
+    "guided_start", "label_order", "GuidedRows", "training_rows", "anchor_rows",
 ]
 
 #: Gap in log-probability that pins a scribbled pixel to its class. Far
@@ -49,6 +49,14 @@ PRIOR_FLOOR = 1e-6
 #: a scribbled class starts from: strokes on a flat region would otherwise
 #: start the class as a spike on one value.
 START_VARIANCE = 1e-3
+
+#: Together the scribbled pixels weigh at least this share of the other
+#: pixels in every M-step (EM-lambda, Nigam et al. 2000): at their natural
+#: weight (0.5 % of an image) a scribbled class whose level overlaps a larger
+#: class drifted into it, and its label with it. The mixing weights are
+#: estimated from the unscribbled pixels alone, so the scribbles' extent
+#: does not bias them.
+ANCHOR_SHARE = 0.1
 
 #: How far a prior map's row may sum from 1 before it is refused.
 PRIOR_SUM_TOLERANCE = 1e-3
@@ -198,7 +206,7 @@ def prepare(y, prior, images, n_components, prior_weight, pixels_at) -> Guidance
             )
         prior_names = [n.replace("y", "prior", 1) for n in names]
         prior_list = [
-            _check_prior(p, shape, view.mask, name)
+            _check_prior(p, shape, view.mask, name, n_components)
             for p, shape, view, name in zip(prior_list, shapes, views, prior_names)
         ]
         n_prior = prior_list[0].shape[-1]
@@ -304,14 +312,14 @@ def _scribbles(labels, spatial_shape, name, n_components, n_prior):
         bad = ~np.isfinite(values) | (values != np.round(values))
         if bad.any():
             raise ValueError(
-                f"Scribbles {name} hold the value {values[bad][0]!r}, which is not a "
+                f"Scribbles {name} hold the value {float(values[bad][0]):g}, which is not a "
                 "whole number; scribbles are class labels (0 = unknown, k = class k): pass "
                 f"an integer image, e.g. np.rint({name}).astype(int) if the values are "
                 "labels stored as floats."
             )
     if kind != "b" and len(values) and values.min() < 0:
         raise ValueError(
-            f"Scribbles {name} hold the negative label {values.min()!r}; labels are 0 "
+            f"Scribbles {name} hold the negative label {values.min():g}; labels are 0 "
             "(unknown) or 1..K (the class). scikit-learn's -1 for 'unlabelled' is 0 "
             f"here: pass np.where({name} < 0, 0, {name})."
         )
@@ -327,7 +335,7 @@ def _scribbles(labels, spatial_shape, name, n_components, n_prior):
     return where.astype(np.intp), values
 
 
-def _check_prior(prior, spatial_shape, mask, name):
+def _check_prior(prior, spatial_shape, mask, name, n_components):
     if prior is None:
         raise ValueError(
             f"{name} is None; with prior maps every image of the batch needs one."
@@ -343,6 +351,12 @@ def _check_prior(prior, spatial_shape, mask, name):
         raise TypeError(f"{name} has dtype {prior.dtype}; pass probabilities as floats.")
     if prior.shape[-1] < 1:
         raise ValueError(f"{name} has no classes on its last axis (shape {prior.shape}).")
+    if n_components != "auto" and prior.shape[-1] != n_components:
+        raise ValueError(
+            f"{name} has {prior.shape[-1]} classes on its last axis (shape {prior.shape}) "
+            f"but n_components={n_components}; pass n_components={prior.shape[-1]} (or "
+            "'auto'), or one map per component."
+        )
     flat = prior.reshape(-1, prior.shape[-1])
     used = None if mask is None else np.asarray(mask).reshape(-1)
     rows = flat if used is None else flat[used]
@@ -441,12 +455,12 @@ class GuidedRows:
     n_prior_classes: int
 
     def log_prior(self, n_components: int, prior_weight: float) -> np.ndarray:
-        """``(n_free + n_scribbled, K)`` log-prior rows for :func:`._mixture.run_em`."""
-        free = (
-            np.zeros((len(self.free_values), n_components)) if self.free_prior is None
-            else self.free_prior(n_components, prior_weight)
-        )
-        return np.vstack([free, self.scribble_prior(n_components, prior_weight)])
+        """Log-prior rows for :func:`._mixture.run_em`: of every row with prior
+        maps, of the scribbled rows (the last ones) alone without."""
+        scribbled = self.scribble_prior(n_components, prior_weight)
+        if self.free_prior is None:
+            return scribbled
+        return np.vstack([self.free_prior(n_components, prior_weight), scribbled])
 
 
 def training_rows(guidance: Guidance, views, values, weights, method, n_valid, max_rows,
@@ -465,7 +479,10 @@ def training_rows(guidance: Guidance, views, values, weights, method, n_valid, m
     scribble_classes = np.concatenate([g.classes[p] for g, p in zip(guides, picked)]) \
         if n_scribbled else np.empty(0, dtype=np.intp)
     n_picked = len(scribble_classes)
-    scribble_weights = np.full(n_picked, n_scribbled / max(n_picked, 1))
+    free_pixels = max(n_valid - n_scribbled, 0)
+    anchored = max(n_scribbled, ANCHOR_SHARE * free_pixels)
+    scribble_weights = np.full(n_picked, anchored / max(n_picked, 1))
+    pixels_each = n_scribbled / max(n_picked, 1)  # the pixels each scribbled row stands for
     picked_positions = [g.positions[p] for g, p in zip(guides, picked)]
 
     def scribble_prior(n_components, prior_weight):
@@ -476,7 +493,6 @@ def training_rows(guidance: Guidance, views, values, weights, method, n_valid, m
         ])
 
     free_prior = None
-    free_pixels = max(n_valid - n_scribbled, 0)
     if guidance.has_prior:
         valid_maps = [_image.valid_map(view) for view in views]
         shapes = [view.spatial_shape for view in views]
@@ -493,7 +509,7 @@ def training_rows(guidance: Guidance, views, values, weights, method, n_valid, m
     elif method == "histogram":
         rows = np.searchsorted(values[:, 0], scribble_values[:, 0])
         scribbled_counts = np.bincount(
-            rows, weights=scribble_weights, minlength=len(values)
+            rows, weights=np.full(n_picked, pixels_each), minlength=len(values)
         )
         weights = np.maximum(weights - scribbled_counts, 0.0)
     else:
@@ -528,7 +544,7 @@ def guided_start(X, sample_weight, classes, log_prior, n_components, *, covarian
     scribbled = np.unique(classes)
     one_hot = np.zeros((len(classes), n_components))
     one_hot[np.arange(len(classes)), classes] = 1.0
-    if log_prior is not None and np.any(log_prior[:n_free_rows]):
+    if log_prior is not None and len(log_prior) == len(X):  # prior maps
         _, log_resp = _mixture.log_normalize(log_prior[:n_free_rows])
         resp = np.exp(log_resp)
     else:
@@ -552,6 +568,8 @@ def guided_start(X, sample_weight, classes, log_prior, n_components, *, covarian
     start = _mixture.regularised_fit(
         X, weighted, reg_covar, covariance_type, float(sample_weight.sum())
     )
+    mass = weighted[:n_free_rows].sum(axis=0) + 1e-300
+    start = replace(start, weights=mass / mass.sum())  # from the unscribbled pixels
     if not len(scribbled):
         return start
     _, means, covariances = _mixture.estimate_parameters(
@@ -567,6 +585,21 @@ def guided_start(X, sample_weight, classes, log_prior, n_components, *, covarian
         start.weights, all_means, all_covariances,
         _mixture.precision_cholesky(all_covariances, covariance_type), covariance_type,
     )
+
+
+def anchor_rows(guidance: Guidance, n_components: int, table_weight: float, offset, scale):
+    """``(values, weighted_resp)`` of the scribbled pixels for
+    :class:`._hmrf.ResponsibilityTable`'s ``fixed`` rows: standardised values,
+    one-hot responsibilities weighing :data:`ANCHOR_SHARE` of ``table_weight``
+    together (at least one per pixel)."""
+    values = [g.values for g in guidance.images if len(g.positions)]
+    if not values:
+        return None
+    classes = np.concatenate([g.classes for g in guidance.images if len(g.positions)])
+    weight = max(1.0, ANCHOR_SHARE * table_weight / len(classes))
+    resp = np.zeros((len(classes), n_components))
+    resp[np.arange(len(classes)), classes] = weight
+    return (np.concatenate(values) - offset) / scale, resp
 
 
 def label_order(means: np.ndarray, scribbled, fixed: bool) -> np.ndarray:

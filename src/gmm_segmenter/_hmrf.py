@@ -218,12 +218,15 @@ class ResponsibilityTable:
     Either every valid pixel is summarised through ``rows`` (a map from
     pixel to row of ``values``, -1 where not used: the exact histogram), or
     the rows are the pixels at ``positions`` of each image (a sample).
+    ``fixed``, when given, is ``(values, weighted_resp)``: rows with fixed
+    responsibilities added to every M-step (guidance's scribbles).
     """
 
-    def __init__(self, values: np.ndarray, *, rows=None, positions=None):
+    def __init__(self, values: np.ndarray, *, rows=None, positions=None, fixed=None):
         self.values = values
         self.rows = rows
         self.positions = positions
+        self.fixed = fixed
 
     def weighted_resp(self, posteriors: Sequence[np.ndarray], shapes) -> np.ndarray:
         """Responsibilities of the rows from the maps of images of ``shapes``."""
@@ -390,8 +393,11 @@ def _iterate(mixture, posteriors, beta, *, grids, n_valid, log_potential, table,
             resp = table.weighted_resp(posteriors, [grid.spatial_shape for grid in grids])
         if update_data is not None:
             update_data(resp, mixture)
+        values, weighted = table.values, resp
+        if table.fixed is not None:
+            values, weighted = np.vstack([values, table.fixed[0]]), np.vstack([resp, table.fixed[1]])
         updated = _mixture.regularised_fit(
-            table.values, resp, reg_covar, mixture.covariance_type, float(resp.sum())
+            values, weighted, reg_covar, mixture.covariance_type, float(weighted.sum())
         )
         # The weights are the prior's external field and stay those of the
         # pixel-wise fit: re-estimating them as the mean posterior feeds back

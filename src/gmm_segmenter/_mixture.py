@@ -275,14 +275,18 @@ class FitResult:
 
 
 def run_em(
-    X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar, log_prior=None
+    X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar, log_prior=None,
+    mixing_rows=None,
 ) -> FitResult:
     """EM from given initial parameters, with scikit-learn's stopping rule.
 
     The lower bound is the weighted mean log-likelihood per sample; EM stops
     when it changes by less than ``tol`` between iterations. ``log_prior``,
-    an ``(n, K)`` array, is added to every E-step's ``log w_k + log p(x | k)``
-    (guidance: a very negative entry fixes a row's responsibilities).
+    an ``(m, K)`` array, is added to every E-step's ``log w_k + log p(x | k)``
+    of the last ``m`` rows (guidance: a very negative entry fixes a row's
+    responsibilities).
+    With ``mixing_rows`` (a slice), the mixing weights are estimated from
+    those rows alone, while every row shapes the means and covariances.
     """
     total_weight = float(sample_weight.sum())
     mixture = initial
@@ -293,13 +297,16 @@ def run_em(
     for n_iter in range(1, max_iter + 1):
         previous = lower_bound
         log_prob = weighted_log_prob(X, mixture)
-        if log_prior is not None:
-            log_prob += log_prior
+        if log_prior is not None and len(log_prior):
+            log_prob[len(log_prob) - len(log_prior):] += log_prior
         log_prob_norm, log_resp = log_normalize(log_prob)
         weighted_resp = np.exp(log_resp) * sample_weight[:, np.newaxis]
         mixture = regularised_fit(
             X, weighted_resp, reg_covar, initial.covariance_type, total_weight
         )
+        if mixing_rows is not None:
+            mass = weighted_resp[mixing_rows].sum(axis=0)
+            mixture = replace(mixture, weights=mass / mass.sum())
         lower_bound = float(sample_weight @ log_prob_norm / total_weight)
         lower_bounds.append(lower_bound)
         report("EM", n_iter, max_iter)
@@ -494,12 +501,12 @@ def fit_mixture(
 
 
 def fit_from(X, sample_weight, initial: Mixture, *, log_prior, max_iter, tol,
-             reg_covar) -> FitResult:
+             reg_covar, mixing_rows=None) -> FitResult:
     """EM from ``initial`` under a per-row ``log_prior`` (see :func:`run_em`),
     warning when it does not converge."""
     result = run_em(
         X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-        log_prior=log_prior,
+        log_prior=log_prior, mixing_rows=mixing_rows,
     )
     _warn_if_not_converged(result, max_iter)
     return result

@@ -134,6 +134,18 @@ def read_mask(path, max_pixels=None, limits=None) -> np.ndarray:
     return np.asarray(mask) != 0
 
 
+def read_scribbles(path, max_pixels=None, limits=None) -> np.ndarray:
+    """A label image: one integer per pixel (checked against each input by the estimator)."""
+    scribbles = np.asarray(_read_file(path, max_pixels, limits))
+    if scribbles.ndim == 3 and scribbles.shape[-1] in (3, 4) and scribbles.dtype == np.uint8:
+        raise ValueError(
+            f"{path} is a colour image (shape {scribbles.shape}); scribbles are a label "
+            "image with one integer per pixel (0 = unknown, k = class k), as napari "
+            "saves a Labels layer"
+        )
+    return scribbles
+
+
 def prepare(image, channel_axis_option, mask) -> Prepared:
     """Put channels last (or none) as ``--channel-axis`` says; alpha becomes a mask."""
     pixels, axis, alpha = _channels_last(image, channel_axis_option)

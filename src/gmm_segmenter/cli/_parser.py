@@ -278,6 +278,14 @@ def _add_pixel_arguments(model):
         "Must have the spatial shape of every input.",
     )
     model.add_argument(
+        "--scribbles", type=Path, default=None, metavar="LABELFILE",
+        help="label image guiding the fit (one integer per pixel, the input's "
+        "spatial shape): 0 where nothing is known, k where the pixel belongs to "
+        "class k. Scribbled classes get their number as label; the others are "
+        "found freely and numbered after them, darkest first. Scribbled pixels keep "
+        "their class. Applies to every input.",
+    )
+    model.add_argument(
         "--seed", type=int, default=0,
         help="random seed for the pixel subsample and initialisation (default: 0, "
         "so every run gives the same result)",
@@ -398,6 +406,11 @@ def check_arguments(args, parser) -> dict:
             parser.error(
                 f"--model applies a saved model, so {', '.join(given)} (which only "
                 "shape a new fit) cannot be used with it"
+            )
+        if args.scribbles is not None:
+            parser.error(
+                "--scribbles guides a new fit, but --model applies a saved model; "
+                "leave out one of them"
             )
         if args.beta in ("auto", "pseudo-likelihood"):
             parser.error(

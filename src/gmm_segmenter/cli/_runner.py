@@ -14,6 +14,8 @@ import time
 import traceback
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import _dask
 from .._image import is_dask_array
 from .._progress import progress
@@ -48,13 +50,14 @@ class Runner:
     """Everything one invocation needs to turn a source into its outputs."""
 
     def __init__(self, args, params, shared_model, model_source, mask, status=None,
-                 protected=frozenset()):
+                 protected=frozenset(), scribbles=None):
         self.status = status or (lambda text: None)
         self.args = args
         self.params = params
         self.shared_model = shared_model
         self.model_source = model_source
         self.mask = mask
+        self.scribbles = scribbles
         self.options = Options(args.outdir, args.colors, not args.no_masks, args.proba,
                                protected)
         self.read_limits = _isolated.Limits.from_arguments(args)
@@ -79,20 +82,42 @@ class Runner:
         segmenter = GMMSegmenter(**self.params, channel_axis=first.channel_axis)
         pixels = [p.pixels for p in prepared_list] if batch else first.pixels
         masks = [p.mask for p in prepared_list] if batch else first.mask
+        scribbles = self.scribbles
+        if batch and scribbles is not None:
+            scribbles = [scribbles] * len(prepared_list)
         with progress(self.on_stage):
-            return segmenter.fit(pixels, mask=masks)
+            return segmenter.fit(pixels, scribbles, mask=masks)
 
     def segmenter_for(self, source, prepared, seconds):
-        """The shared model, or one fitted on this input (timed into ``seconds``)."""
+        """The shared model, or one fitted on this input (timed into ``seconds``),
+        and the input's labels when the fit made them (guided by ``--scribbles``,
+        which the labels keep); ``None`` when they are still to be predicted."""
         if self.shared_model is not None:
             segmenter = copy.copy(self.shared_model)
             segmenter.set_params(channel_axis=prepared.channel_axis)
-            return segmenter, self.model_source
+            return segmenter, self.model_source, None
         tick = time.perf_counter()
         self.status(f"{source.name}: fitting")
-        segmenter = self.fit([prepared])
+        labels = None
+        if self.scribbles is None:
+            segmenter = self.fit([prepared])
+        else:
+            segmenter = GMMSegmenter(**self.params, channel_axis=prepared.channel_axis)
+            with progress(self.on_stage):
+                labels = segmenter.fit_predict(prepared.pixels, self.scribbles,
+                                               mask=prepared.mask)
         seconds["fit"] = time.perf_counter() - tick
-        return segmenter, "fitted on this image"
+        return segmenter, "fitted on this image", labels
+
+    def guidance_report(self):
+        """What the report says about ``--scribbles`` (nothing without them)."""
+        if self.scribbles is None:
+            return {}
+        classes, counts = np.unique(self.scribbles[self.scribbles > 0], return_counts=True)
+        return {"scribbles": {
+            "file": str(self.args.scribbles),
+            "pixels_per_label": {str(int(k)): int(n) for k, n in zip(classes, counts)},
+        }}
 
     def process(self, source, prepared=None, read_seconds=0.0) -> Outcome:
         with working_on(source.label):
@@ -107,11 +132,12 @@ class Runner:
             seconds = {"read": read_seconds + time.perf_counter() - started}
             if is_dask_array(prepared.pixels):
                 return self.process_volume(source, prepared, seconds, started)
-            segmenter, model_source = self.segmenter_for(source, prepared, seconds)
+            segmenter, model_source, labels = self.segmenter_for(source, prepared, seconds)
             tick = time.perf_counter()
             self.status(f"{source.name}: labelling")
             with progress(self.on_stage):
-                labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
+                if labels is None:
+                    labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
                 posteriors = (
                     segmenter.predict_proba(prepared.pixels, mask=prepared.mask)
                     if self.options.proba else None
@@ -130,6 +156,7 @@ class Runner:
                 bias=bias,
             )
             report["colors"] = colours
+            report.update(self.guidance_report())
             seconds["report_and_write"] = time.perf_counter() - tick
             seconds["total"] = time.perf_counter() - started + read_seconds
             report["seconds"] = timings(seconds)
@@ -156,10 +183,11 @@ class Runner:
         result = ResultSet(self.options.outdir, source.name, self.options.protected)
         try:
             with bar:
-                segmenter, model_source = self.segmenter_for(source, prepared, seconds)
+                segmenter, model_source, labels = self.segmenter_for(source, prepared, seconds)
                 tick = time.perf_counter()
                 self.status(f"{source.name}: labelling")
-                labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
+                if labels is None:
+                    labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
                 path = result.path(f"{source.name}_labels.zarr")
                 labels.to_zarr(str(path))
                 seconds["predict_and_write"] = time.perf_counter() - tick
@@ -170,6 +198,7 @@ class Runner:
             )
             seconds["total"] = time.perf_counter() - started
             report["seconds"] = timings(seconds)
+            report.update(self.guidance_report())
             report["outputs"] = [path.name, f"{source.name}_report.json"]
             report["skipped"] = (
                 "segmented picture, masks, posteriors and bias field: the input is a lazy volume"
