@@ -65,7 +65,6 @@ def main():
     # the controls scroll: show the guide's choice and the run's status
     widget.scroll_area.ensureWidgetVisible(widget.status.native, 0, 50)
     widget.scroll_area.ensureWidgetVisible(widget.scribbles.native, 0, 50)
-    widget.scroll_area.horizontalScrollBar().setValue(0)  # the labels' left edge
     viewer.reset_view()
     QApplication.processEvents()
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils import progress as activity_progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QApplication,
     QComboBox,
@@ -302,8 +302,12 @@ class GMMSegmenterWidget(Container):
         self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll_area.setWidget(content)
-        scrollbar = self.scroll_area.verticalScrollBar().sizeHint().width()
-        self.scroll_area.setMinimumWidth(content.minimumSizeHint().width() + scrollbar)
+        # napari styles the dock after it is built, which widens the controls:
+        # the scroll area follows, so no control is cut off on the right
+        self._width_keeper = _MinimumWidth(self.scroll_area, content)
+        content.installEventFilter(self._width_keeper)
+        self.scroll_area.installEventFilter(self._width_keeper)
+        self._width_keeper.fit()
         layout = self.native.layout()
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.scroll_area)
@@ -1064,6 +1068,26 @@ def _drive(job, cancel_requested, meter=None):
             if meter is not None and isinstance(step, _jobs.Progress):
                 meter.job(step)
             yield step
+
+
+class _MinimumWidth(QObject):
+    """Keeps a scroll area as wide as its content's minimum width plus the scroll bar."""
+
+    def __init__(self, scroll_area, content):
+        super().__init__(content)
+        self._scroll_area, self._content = scroll_area, content
+
+    def fit(self):
+        area = self._scroll_area
+        scrollbar = area.verticalScrollBar().sizeHint().width()
+        if area.isVisible():  # the bar as drawn, and the frame
+            scrollbar = max(scrollbar, area.width() - area.viewport().width())
+        area.setMinimumWidth(self._content.minimumSizeHint().width() + scrollbar)
+
+    def eventFilter(self, watched, event):
+        if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Show):
+            self.fit()
+        return False
 
 
 @dataclass(frozen=True)
