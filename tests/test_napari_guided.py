@@ -256,6 +256,36 @@ def test_a_dask_layer_is_guided_too(qtbot, viewer_widget):
     assert np.mean(labels[truth == 1] == 2) > 0.99
 
 
+def test_guidance_with_bias_field_posteriors_and_component_layers(qtbot, viewer_widget):
+    from _images import biased_blobs
+
+    viewer, widget = viewer_widget
+    image, truth, _ = biased_blobs((96, 96), amplitude=0.4)
+    viewer.add_image(image, name="lit")
+    widget.image.value = viewer.layers["lit"]
+    widget.n_components.value = int(truth.max())
+    fixed_smoothing(widget, 0.0)
+    widget.bias_field.value = True
+    widget.posteriors.value = True
+    widget.per_component.value = True
+    scribbles = widget.add_scribble_layer()
+    # the brightest class painted 1, the darkest 2, wherever the truth says so
+    brightest, darkest = int(truth.max()), int(truth[truth > 0].min())
+    painted = np.zeros_like(scribbles.data)
+    painted[::7, ::7][truth[::7, ::7] == brightest] = 1
+    painted[::7, ::7][truth[::7, ::7] == darkest] = 2
+    scribbles.data = painted
+    run(qtbot, widget)
+    labels = viewer.layers["lit GMM labels"].data
+    assert np.mean(labels[truth == brightest] == 1) > 0.95
+    assert np.mean(labels[truth == darkest] == 2) > 0.95
+    for name in ("lit GMM bias field", "lit GMM posteriors", "lit GMM uncertainty",
+                 "lit GMM component 1"):
+        assert name in viewer.layers, name
+    uncertainty = viewer.layers["lit GMM uncertainty"].data
+    assert uncertainty.shape == truth.shape and 0 <= uncertainty.min() <= uncertainty.max() <= 1
+
+
 def test_a_stroke_updates_the_preview(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     _, truth = quadrant_widget(viewer, widget)
