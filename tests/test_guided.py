@@ -409,3 +409,68 @@ def test_prior_maps_for_a_batch_and_refused_for_dask():
     da = pytest.importorskip("dask.array")
     with pytest.raises(TypeError, match=r"prior maps need images in memory.*X.compute\(\)"):
         make_segmenter(3).fit(da.from_array(a, chunks=30), prior=priors[0])
+
+
+def test_the_identical_values_warning_points_at_the_caller():
+    image, truth = stripes()
+    image[5:7, 0:3] = 30.0
+    y = np.zeros(truth.shape, dtype=int)
+    y[5, 0:3], y[6, 0:3] = 1, 2
+    with pytest.warns(UserWarning, match="identical pixel values") as caught:
+        make_segmenter(3).fit(image, y)
+    assert any(w.filename == __file__ for w in caught)
+
+
+def test_empty_scribbles_fit_as_unguided():
+    image, _ = stripes()
+    plain = GMMSegmenter(3, random_state=0).fit(image)
+    empty = GMMSegmenter(3, random_state=0).fit(image, np.zeros(image.shape, dtype=np.uint8))
+    np.testing.assert_array_equal(plain.means_, empty.means_)
+    np.testing.assert_array_equal(plain.weights_, empty.weights_)
+
+
+@pytest.mark.parametrize("classes_first", [True, False])
+def test_cli_prior(tmp_path, classes_first):
+    import tifffile
+
+    image, truth = stripes(noise=20.0)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    prior = one_hot_prior(truth, 3)[..., [2, 0, 1]].astype(np.float32)
+    tifffile.imwrite(tmp_path / "bands.tif", image)
+    tifffile.imwrite(tmp_path / "prior.tif", np.moveaxis(prior, -1, 0) if classes_first else prior)
+    out = tmp_path / "out"
+    status = run_cli([tmp_path / "bands.tif", "-k", "3", "--prior", tmp_path / "prior.tif",
+                      "--prior-weight", "0.8", "--beta", "0", "-o", out])
+    assert status == 0
+    labels = tifffile.imread(next(out.rglob("*labels*.tif")))
+    assert [label_of(labels, truth, c) for c in (3, 1, 2)] == [1, 2, 3]
+    report = json.loads(next(out.rglob("*.json")).read_text())
+    assert report["prior"]["weight"] == 0.8
+
+
+def test_cli_prior_of_another_shape_and_a_weight_alone_fail_clearly(tmp_path, capsys):
+    import tifffile
+
+    image, _ = stripes()
+    tifffile.imwrite(tmp_path / "bands.tif", np.clip(image, 0, 255).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "prior.tif", np.full((3, 10, 10), 1 / 3, dtype=np.float32))
+    status, _, err = run_cli([tmp_path / "bands.tif", "--prior", tmp_path / "prior.tif",
+                              "-o", tmp_path / "out"], capsys)
+    assert status != 0 and "--prior has shape (3, 10, 10)" in err and "(60, 90)" in err
+    status, _, err = run_cli([tmp_path / "bands.tif", "--prior-weight", "2"], capsys)
+    assert status == 2 and "give --prior PRIORFILE too" in err
+
+
+def test_model_files_record_prior_weight_only_when_it_is_not_the_default(tmp_path):
+    image, truth = stripes()
+    prior = one_hot_prior(truth, 3)
+    for weight, recorded in ((1.0, False), (0.5, True)):
+        segmenter = make_segmenter(3, prior_weight=weight).fit(image, prior=prior)
+        path = tmp_path / f"weight{weight}.npz"
+        save_model(segmenter, path)
+        with np.load(path) as stored:
+            text = " ".join(str(stored[name]) for name in stored.files)
+        assert ("prior_weight" in text) == recorded
+        loaded = load_model(path)
+        assert loaded.prior_weight == weight
+        np.testing.assert_array_equal(loaded.predict(image), segmenter.predict(image))

@@ -27,7 +27,7 @@ import numpy as np
 
 from collections.abc import Callable
 
-from . import _hmrf, _image, _mixture
+from . import _hmrf, _image, _mixture, _training
 from ._image import is_batch, is_dask_array
 
 __all__ = [
@@ -103,6 +103,17 @@ class ImageGuidance:
             prior=prior, values=None if self.values is None else self.values[keep],
         )
 
+    @functools.cached_property
+    def log_prior_planes(self) -> np.ndarray:
+        """``log(max(prior, PRIOR_FLOOR))`` as ``(K, n_pixels)`` float32, computed
+        once: HMRF-EM adds it at every iteration."""
+        n_components = self.prior.shape[-1]
+        flat = self.prior.reshape(-1, n_components)
+        planes = np.empty((n_components, len(flat)), dtype=np.float32)
+        for k in range(n_components):
+            np.log(np.maximum(flat[:, k], PRIOR_FLOOR), out=planes[k], casting="same_kind")
+        return planes
+
     def add_to(self, potential: np.ndarray, prior_weight: float) -> None:
         """Add the log-prior to ``(K, *spatial_shape)`` potentials, in place.
 
@@ -111,10 +122,8 @@ class ImageGuidance:
         n_components = potential.shape[0]
         if self.prior is not None and prior_weight != 0:
             planes = potential.reshape(n_components, -1)
-            flat_prior = self.prior.reshape(-1, n_components)
-            for k in range(n_components):
-                log_prior = np.log(np.maximum(flat_prior[:, k], PRIOR_FLOOR))
-                planes[k] += (prior_weight * log_prior).astype(planes.dtype)
+            for plane, log_prior in zip(planes, self.log_prior_planes):
+                plane += np.float32(prior_weight) * log_prior
         if len(self.positions):
             planes = potential.reshape(n_components, -1)
             own = planes[self.classes, self.positions]
@@ -182,7 +191,8 @@ class Guidance:
 
 
 def prepare(y, prior, images, n_components, prior_weight, pixels_at) -> Guidance | None:
-    """Check scribbles ``y`` and ``prior`` against ``images``; ``None`` when neither is given.
+    """Check scribbles ``y`` and ``prior`` against ``images``; ``None`` when
+    neither is given, or the scribbles are all 0 and there are no prior maps.
 
     ``pixels_at(positions)`` gives each image's values and validity at flat
     positions (one array of positions per image), from the images' backend.
@@ -232,6 +242,8 @@ def prepare(y, prior, images, n_components, prior_weight, pixels_at) -> Guidance
         positions.append(where)
         classes.append(values - 1)
     given = sorted({int(k) for c in classes for k in np.unique(c)})
+    if not given and prior is None:
+        return None  # an empty Labels layer: the unguided fit, exactly
     # scribbles on pixels that are masked out or not finite are dropped
     kept_positions, kept_classes, values_kept = [], [], []
     n_channels = images.n_channels
@@ -399,7 +411,7 @@ def _warn_if_indistinct(values, classes):
                     "mixture cannot tell these classes apart by intensity; merge them into "
                     "one label, or scribble pixels that show how they differ.",
                     UserWarning,
-                    stacklevel=5,
+                    stacklevel=_training.caller_stacklevel(),
                 )
 
 

@@ -143,6 +143,16 @@ def _beta(text):
     return value
 
 
+def _prior_weight(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _n_init(text):
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -286,6 +296,19 @@ def _add_pixel_arguments(model):
         "their class. Applies to every input.",
     )
     model.add_argument(
+        "--prior", type=Path, default=None, metavar="PRIORFILE",
+        help="prior probability maps (an atlas, a previous segmentation), as FSL "
+        "FAST and ANTs Atropos take them: one float map per class, the class axis "
+        "first (a multi-page TIFF) or last, the other axes the input's spatial "
+        "shape, summing to 1 at every pixel. Class k of the file is label k+1. "
+        "Applies to every input.",
+    )
+    model.add_argument(
+        "--prior-weight", type=_prior_weight, default=None, metavar="W",
+        help="weight of the --prior maps: W * log(prior) is added to each pixel's "
+        "log-probability (default: 1; 0 ignores them)",
+    )
+    model.add_argument(
         "--seed", type=int, default=0,
         help="random seed for the pixel subsample and initialisation (default: 0, "
         "so every run gives the same result)",
@@ -407,16 +430,19 @@ def check_arguments(args, parser) -> dict:
                 f"--model applies a saved model, so {', '.join(given)} (which only "
                 "shape a new fit) cannot be used with it"
             )
-        if args.scribbles is not None:
-            parser.error(
-                "--scribbles guides a new fit, but --model applies a saved model; "
-                "leave out one of them"
-            )
+        for flag, value in (("--scribbles", args.scribbles), ("--prior", args.prior)):
+            if value is not None:
+                parser.error(
+                    f"{flag} guides a new fit, but --model applies a saved model; "
+                    "leave out one of them"
+                )
         if args.beta in ("auto", "pseudo-likelihood"):
             parser.error(
                 f"--beta {args.beta} chooses the strength while fitting, but --model "
                 "applies a saved model; give a number, such as --beta 1"
             )
+    if args.prior_weight is not None and args.prior is None:
+        parser.error("--prior-weight weighs the --prior maps; give --prior PRIORFILE too")
     return _estimator_params(args, parser)
 
 
@@ -425,7 +451,7 @@ def _estimator_params(args, parser) -> dict:
 
     params = {"random_state": args.seed}
     for name in ("covariance_type", "init_params", "n_init", "max_iter", "tol", "reg_covar",
-                 "n_components", "beta", "connectivity", "bias_field"):
+                 "n_components", "beta", "connectivity", "bias_field", "prior_weight"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     if args.max_samples is not None:

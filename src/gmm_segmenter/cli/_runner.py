@@ -24,7 +24,7 @@ from ..io import read_zarr, write_json
 from . import _isolated
 from ._console import describe, working_on
 from ._folder import ResultSet
-from ._inputs import Prepared, Source, load_source, prepare
+from ._inputs import Prepared, Source, load_source, prepare, prior_for
 from ._outputs import Options, build_report, segmented_image, timings, write_outputs
 
 
@@ -50,7 +50,7 @@ class Runner:
     """Everything one invocation needs to turn a source into its outputs."""
 
     def __init__(self, args, params, shared_model, model_source, mask, status=None,
-                 protected=frozenset(), scribbles=None):
+                 protected=frozenset(), scribbles=None, prior=None):
         self.status = status or (lambda text: None)
         self.args = args
         self.params = params
@@ -58,6 +58,7 @@ class Runner:
         self.model_source = model_source
         self.mask = mask
         self.scribbles = scribbles
+        self.prior = prior
         self.options = Options(args.outdir, args.colors, not args.no_masks, args.proba,
                                protected)
         self.read_limits = _isolated.Limits.from_arguments(args)
@@ -85,8 +86,12 @@ class Runner:
         scribbles = self.scribbles
         if batch and scribbles is not None:
             scribbles = [scribbles] * len(prepared_list)
+        prior = None
+        if self.prior is not None:
+            prior = [prior_for(self.prior, p.spatial_shape) for p in prepared_list]
+            prior = prior if batch else prior[0]
         with progress(self.on_stage):
-            return segmenter.fit(pixels, scribbles, mask=masks)
+            return segmenter.fit(pixels, scribbles, mask=masks, prior=prior)
 
     def segmenter_for(self, source, prepared, seconds):
         """The shared model, or one fitted on this input (timed into ``seconds``),
@@ -99,25 +104,32 @@ class Runner:
         tick = time.perf_counter()
         self.status(f"{source.name}: fitting")
         labels = None
-        if self.scribbles is None:
+        if self.scribbles is None and self.prior is None:
             segmenter = self.fit([prepared])
         else:
             segmenter = GMMSegmenter(**self.params, channel_axis=prepared.channel_axis)
+            prior = None if self.prior is None else prior_for(self.prior, prepared.spatial_shape)
             with progress(self.on_stage):
                 labels = segmenter.fit_predict(prepared.pixels, self.scribbles,
-                                               mask=prepared.mask)
+                                               mask=prepared.mask, prior=prior)
         seconds["fit"] = time.perf_counter() - tick
         return segmenter, "fitted on this image", labels
 
     def guidance_report(self):
-        """What the report says about ``--scribbles`` (nothing without them)."""
-        if self.scribbles is None:
-            return {}
-        classes, counts = np.unique(self.scribbles[self.scribbles > 0], return_counts=True)
-        return {"scribbles": {
-            "file": str(self.args.scribbles),
-            "pixels_per_label": {str(int(k)): int(n) for k, n in zip(classes, counts)},
-        }}
+        """What the report says about ``--scribbles`` and ``--prior`` (nothing without them)."""
+        report = {}
+        if self.scribbles is not None:
+            classes, counts = np.unique(self.scribbles[self.scribbles > 0], return_counts=True)
+            report["scribbles"] = {
+                "file": str(self.args.scribbles),
+                "pixels_per_label": {str(int(k)): int(n) for k, n in zip(classes, counts)},
+            }
+        if self.prior is not None:
+            report["prior"] = {
+                "file": str(self.args.prior),
+                "weight": self.params.get("prior_weight", GMMSegmenter().prior_weight),
+            }
+        return report
 
     def process(self, source, prepared=None, read_seconds=0.0) -> Outcome:
         with working_on(source.label):
