@@ -409,7 +409,9 @@ def test_bad_scribbles_end_in_a_notification_not_a_crash(qtbot, viewer_widget, c
     scribbles = widget.add_scribble_layer()
     if case == "class above K":
         stroke(scribbles, 7, [TOP_LEFT])
-        severity, expected = "error", "label 7 but the model has 3 components"
+        severity, expected = "error", (
+            "Guide with labels 'quads scribbles': Scribbles y hold label 7 but the model has 3 "
+            "components")
     elif case == "outside the mask":
         inside = np.zeros((64, 64), np.uint8)
         inside[32:] = 1

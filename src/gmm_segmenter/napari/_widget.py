@@ -789,7 +789,7 @@ class GMMSegmenterWidget(Container):
         if kind == "preview":
             job, finish = self._prepare_preview(layer, layout, data, masks, mask_description,
                                                 scribbles, scribble_description)
-            return job, finish, layer
+            return _naming_scribbles(job, self.scribbles.value), finish, layer
         request = _jobs.Request(
             frames=layout.frames(data),
             params=self._params(layout, layer),
@@ -818,9 +818,9 @@ class GMMSegmenterWidget(Container):
         else:
             job = _jobs.segment(request)
         want_histogram = layout.channel_axis is None
-        job = _jobs.then(job, lambda result: _jobs.outputs(
-            result, request, time_axis=layout.time_axis,
-            per_component=self.per_component.value, histogram=want_histogram,
+        job = _jobs.then(_naming_scribbles(job, self.scribbles.value), lambda result: (
+            _jobs.outputs(result, request, time_axis=layout.time_axis,
+                          per_component=self.per_component.value, histogram=want_histogram)
         ))
         settings = self._settings(layout, mask_description, scribble_description)
 
@@ -1114,6 +1114,16 @@ def _is_output(layer) -> bool:
     suffixes = (_output.LABELS_SUFFIX, " GMM posteriors", " GMM uncertainty",
                 _output.BIAS_FIELD_SUFFIX)
     return layer.name.endswith(suffixes) or " GMM component " in layer.name
+
+
+def _naming_scribbles(job, layer):
+    """``job``, whose errors about the scribbles name the layer they were painted on."""
+    try:
+        return (yield from job)
+    except ValueError as error:
+        if layer is None or "scribble" not in str(error).lower():
+            raise
+        raise ValueError(f"Guide with labels {layer.name!r}: {error}") from None
 
 
 def _fingerprint(array):
