@@ -474,3 +474,22 @@ def test_model_files_record_prior_weight_only_when_it_is_not_the_default(tmp_pat
         loaded = load_model(path)
         assert loaded.prior_weight == weight
         np.testing.assert_array_equal(loaded.predict(image), segmenter.predict(image))
+
+
+def test_a_small_free_class_kept_under_the_prior_raises_no_swallowed_warning():
+    # Guided HMRF-EM starts from equal weights; the warning must compare a
+    # component's posterior share with its pixel-wise share, not with 1/K.
+    rng = np.random.default_rng(4)
+    level = np.zeros((128, 128))
+    level[:, 64:] = 40.0
+    for r, c in rng.integers(4, 124, size=(25, 2)):
+        level[r - 1:r + 2, c - 1:c + 2] = 250.0  # specks, about 1.4 % of the pixels
+    image = rng.poisson(level + 3).astype(np.float32)
+    scribbles = np.zeros(image.shape, np.uint8)
+    scribbles[10:14, 10:40] = 1
+    scribbles[10:14, 80:110] = 2
+    scribbles[level == 250.0] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        labels = GMMSegmenter(3, random_state=0).fit_predict(image, y=scribbles)
+    assert np.mean(labels[level == 250.0] == 3) > 0.9

@@ -269,6 +269,7 @@ def hmrf_em(
     tol: float,
     reg_covar: float,
     update_data: Callable | None = None,
+    shares: np.ndarray | None = None,
 ) -> HMRFResult:
     """Re-estimate ``mixture`` under the spatial prior, and choose ``beta`` when asked.
 
@@ -286,6 +287,10 @@ def hmrf_em(
     ``log_potential`` and ``table.values`` give from then on (a bias field
     refitted from the spatial posteriors). It needs a numeric ``beta``: the
     runs ``'auto'`` compares would each move the data.
+
+    A warning says when the prior all but empties a component: its share of
+    the posteriors falls below :data:`SWALLOWED` times its pixel-wise share,
+    ``shares`` (default: ``mixture``'s weights).
     """
     if update_data is not None and isinstance(beta, str):
         raise ValueError(f"update_data needs a numeric beta, not {beta!r}")
@@ -305,12 +310,11 @@ def hmrf_em(
         result = _free_energy_search(mixture, Lattice.of(grids), posteriors, run)
     else:
         result = run(mixture, posteriors, beta)
-    _warn_if_swallowed(result)
+    _warn_if_swallowed(result, mixture.weights if shares is None else shares)
     return result
 
 
-def _warn_if_swallowed(result: HMRFResult) -> None:
-    weights = result.mixture.weights
+def _warn_if_swallowed(result: HMRFResult, weights: np.ndarray) -> None:
     swallowed = [k for k, share in enumerate(result.masses) if share < SWALLOWED * weights[k]]
     if swallowed:
         warnings.warn(

@@ -459,6 +459,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         log_jacobian = np.log(scale).sum()
         spatial = None
         if self.beta != 0:
+            shares = mixture.weights  # what HMRF-EM may not empty a component of
             if guidance is not None:
                 # Guided, the classes are the user's and the per-pixel guidance
                 # is the prior's field: the pixel-wise shares (poorly determined
@@ -474,10 +475,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 guidance=None if guidance is None else guidance.restricted(
                     images.spatial_fit_keys()
                 ),
+                shares=shares,
             )
             if self.bias_field is not None:
                 spatial, fields = self._fit_spatial_bias_field(
-                    images, spatial, offset, scale, random_state, guidance
+                    images, spatial, offset, scale, random_state, guidance, shares
                 )
             mixture, beta = spatial.mixture, spatial.beta
         self.spatial_n_iter_ = 0 if spatial is None else spatial.n_iter
@@ -656,7 +658,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         )
 
     def _fit_spatial_bias_field(self, images, spatial, offset, scale, random_state,
-                                guidance=None):
+                                guidance=None, shares=None):
         """HMRF-EM again, from its converged state, now with a field per image.
 
         Starting once the mixture has settled without a field keeps the field
@@ -688,6 +690,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             guidance=None if guidance is None else guidance.restricted(
                 [tuple(slice(None, None, s) for s in step) for step in fields.steps]
             ),
+            shares=shares,
         )
         if any(set(step) != {1} for step in fields.steps):
             # the mixture of a coarse copy, refitted at full resolution
@@ -699,6 +702,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 guidance=None if guidance is None else guidance.restricted(
                     corrected.spatial_fit_keys()
                 ),
+                shares=shares,
             )
             refined = replace(
                 again, n_iter=refined.n_iter + again.n_iter,
@@ -830,9 +834,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     def _fit_spatial(
         self, views, hoods, mixture, values, offset, scale, method, random_state, fields=None,
-        beta=None, guidance=None,
+        beta=None, guidance=None, shares=None,
     ):
         """HMRF-EM from the pixel-wise fit, over the full grid of every image.
+
+        ``shares`` are the pixel-wise fit's weights, when ``mixture``'s are
+        not (guided fits start HMRF-EM from equal weights); see
+        :func:`._hmrf.hmrf_em`.
 
         ``values`` are the training data in input units; only a histogram's
         distinct values are used here (a subsample is drawn anew from the grid).
@@ -905,6 +913,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             max_iter=self.max_iter_spatial,
             tol=self.tol,
             reg_covar=self.reg_covar,
+            shares=shares,
             **hooks,
         )
 
