@@ -481,12 +481,24 @@ def _nth_true(flags: np.ndarray, ranks: np.ndarray) -> np.ndarray:
 def histogram_rows(
     view: _image.ImageView, valid: np.ndarray | None, distinct: np.ndarray
 ) -> np.ndarray:
-    """The row of ``distinct`` each pixel's value is in (-1 where not valid)."""
+    """The row of ``distinct`` each pixel's value is in (-1 where not valid).
+
+    Integer images go through their lookup table (one row per possible
+    value): a table index per pixel instead of a binary search.
+    """
     rows = np.empty(view.spatial_shape, dtype=np.int32)
     flat = rows.reshape(-1)
-    for start, stop, values, _ in _image.iter_chunks(view):
-        index = np.searchsorted(distinct, values[:, 0].astype(np.float64))
-        flat[start:stop] = np.minimum(index, len(distinct) - 1)
+    plan = _image.lookup_plan(view)
+    if plan is not None:
+        table_values, index_of = plan
+        row_of = np.searchsorted(distinct, table_values[:, 0])
+        row_of = np.minimum(row_of, len(distinct) - 1).astype(np.int32)
+        for start, stop, values, _ in _image.iter_chunks(view):
+            np.take(row_of, index_of(values), out=flat[start:stop])
+    else:
+        for start, stop, values, _ in _image.iter_chunks(view):
+            index = np.searchsorted(distinct, values[:, 0].astype(np.float64))
+            flat[start:stop] = np.minimum(index, len(distinct) - 1)
     if valid is not None:
         rows[~valid] = -1
     return rows
