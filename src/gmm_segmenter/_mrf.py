@@ -47,7 +47,9 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -218,9 +220,12 @@ def padded_posteriors(log_potential: np.ndarray, valid: np.ndarray | None) -> np
     n_components = log_potential.shape[0]
     padded = np.zeros(map_shape(n_components, log_potential.shape[1:]), dtype=np.float32)
     kernel = _Kernel(log_potential, padded, valid, None)
-    for first, stop in kernel.chunks(("smoothing", 0, None)):
+
+    def softmax(first, stop, scratch):
         _softmax_rows(kernel.q, kernel.potential, kernel.valid, kernel.rows, first, stop,
-                      kernel.plan.n_last, kernel.scratch, kernel.bits, kernel.scale)
+                      kernel.plan.n_last, *scratch)
+
+    kernel.run(softmax, ("smoothing", 0, None))
     return padded
 
 
@@ -340,16 +345,18 @@ class _Plan:
     lead_padded: tuple  # padded lengths of every axis but the last
     n_last: int  # length of the last axis
     half_width: int  # length of one parity of a padded row
+    colour_starts: np.ndarray  # first row of each colour, and the number of rows
 
     @property
     def plane(self) -> int:
         return math.prod(self.lead_padded) * 2 * self.half_width
 
     def row_chunks(self, call_pixels: int):
-        """Ranges of rows of about ``call_pixels`` pixels each."""
+        """Ranges of rows of about ``call_pixels`` pixels each, none across two colours."""
         step = max(1, int(call_pixels / max(1.0, self.n_last / 2)))
-        for first in range(0, len(self.row_map), step):
-            yield first, min(first + step, len(self.row_map))
+        for colour_first, colour_stop in zip(self.colour_starts[:-1], self.colour_starts[1:]):
+            for first in range(int(colour_first), int(colour_stop), step):
+                yield first, min(first + step, int(colour_stop))
 
     def deltas(self, offsets: np.ndarray) -> np.ndarray:
         """``(2, n_neighbours)`` flat distances to the neighbours, per column parity."""
@@ -385,11 +392,14 @@ def _plan(grid: tuple) -> _Plan:
         maps.append(map_start + (column % 2) * half_width + column // 2)
         flats.append(flat_start + parity)
         parities.append(np.full(key.shape, parity, dtype=np.int64))
-    order = np.argsort(np.concatenate(keys), kind="stable")
+    keys = np.concatenate(keys)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    colour_starts = np.concatenate([[0], np.flatnonzero(np.diff(keys)) + 1, [len(keys)]])
     return _Plan(
         row_map=np.concatenate(maps)[order], row_flat=np.concatenate(flats)[order],
         row_parity=np.concatenate(parities)[order], lead_padded=lead_padded,
-        n_last=n_last, half_width=half_width,
+        n_last=n_last, half_width=half_width, colour_starts=colour_starts,
     )
 
 
@@ -646,6 +656,39 @@ def _softmax_rows(q, potential, valid, plan_rows, first, stop, n_last, scratch, 
                     q[k, here + t] = new
 
 
+#: Fewest pixels a thread gets in one call: smaller passes run in one thread.
+_THREAD_PIXELS = 1 << 16
+
+
+@functools.cache
+def n_threads() -> int:
+    """Threads a pass of the compiled kernels is split between: the usable cores.
+
+    The rows of one colour are independent, so each thread takes a share
+    of them; the colours still follow each other, so the result is that of
+    one thread (sums are taken per share, in order). Plain threads, not
+    numba's ``prange``: its fallback threading layer is not safe to call
+    from several threads at once, as dask's workers and napari's do.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max(1, n_threads() - 1), thread_name_prefix="gmm-segmenter-mrf")
+
+
+def _split(first: int, stop: int, parts: int, n_pixels: int) -> list[tuple[int, int]]:
+    """``first:stop`` in up to ``parts`` ranges of rows, none under :data:`_THREAD_PIXELS`."""
+    parts = max(1, min(parts, n_pixels // _THREAD_PIXELS, stop - first))
+    bounds = [first + (stop - first) * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 class _Kernel:
     """What the compiled kernels need to walk one image's map."""
 
@@ -670,24 +713,41 @@ class _Kernel:
             np.empty(0, dtype=np.uint8) if valid is None else
             np.ascontiguousarray(valid.reshape(-1)).view(np.uint8)
         )
-        # per-segment scratch; ``scale`` is ``bits`` read as float32
-        self.scratch = np.empty((max(n_components, 2), _SEGMENT), dtype=np.float32)
-        self.bits = np.empty(_SEGMENT, dtype=np.int32)
-        self.scale = self.bits.view(np.float32)
+        # per-segment scratch of each thread: values, and int32 bits also
+        # read as float32
+        self.scratch = [
+            (np.empty((max(n_components, 2), _SEGMENT), dtype=np.float32), bits, bits.view(np.float32))
+            for bits in (np.empty(_SEGMENT, dtype=np.int32) for _ in range(n_threads()))
+        ]
 
     def dirty_flags(self) -> np.ndarray:
         """One flag per segment of every half-row of the map, all set."""
         per_half_row = -(-self.plan.half_width // _SEGMENT)
         return np.ones(self.plan.plane // self.plan.half_width * per_half_row, dtype=np.uint8)
 
-    def chunks(self, progress_at, call_pixels=None):
-        """Row ranges of one pass; reports ``progress_at`` every ~0.25 s meanwhile."""
+    def run(self, call, progress_at, call_pixels=None) -> list:
+        """``call(first, stop, scratch)`` over all rows: one pass; the results in row order.
+
+        The rows go in chunks of one colour, each split between the threads
+        (see :func:`n_threads`); ``progress_at`` is reported every ~0.25 s
+        between chunks, from the calling thread.
+        """
+        workers = len(self.scratch)
+        call_pixels = call_pixels or _CALL_PIXELS
+        results = []
         last = time.monotonic()
-        for first, stop in self.plan.row_chunks(call_pixels or _CALL_PIXELS):
-            yield first, stop
+        for first, stop in self.plan.row_chunks(call_pixels * workers):
+            parts = _split(first, stop, workers, (stop - first) * self.plan.n_last // 2)
+            futures = [
+                _pool().submit(call, a, b, scratch)
+                for (a, b), scratch in zip(parts[1:], self.scratch[1:])
+            ]
+            results.append(call(*parts[0], self.scratch[0]))
+            results.extend(future.result() for future in futures)
             if time.monotonic() - last > _REPORT_SECONDS:
                 report(*progress_at)
                 last = time.monotonic()
+        return results
 
 
 def mean_field(
@@ -725,15 +785,17 @@ def mean_field(
     n_values = log_potential.shape[0] * max(n_valid, 1)
     change = np.inf
     sweep = 0
+
+    def update(first, stop, scratch):
+        return _sweep_rows(
+            kernel.q, kernel.potential, kernel.valid, dirty, kernel.rows, first, stop,
+            plan.n_last, plan.half_width, kernel.deltas, kernel.weights, beta, skip_below,
+            *scratch,
+        )
+
     for sweep in range(1, max_sweeps + 1):
-        change = 0.0
-        for first, stop in kernel.chunks(("smoothing", sweep - 1, max_sweeps), block_pixels):
-            change += _sweep_rows(
-                kernel.q, kernel.potential, kernel.valid, dirty, kernel.rows, first, stop,
-                plan.n_last, plan.half_width, kernel.deltas, kernel.weights, beta, skip_below,
-                kernel.scratch, kernel.bits, kernel.scale,
-            )
-        change /= n_values
+        changes = kernel.run(update, ("smoothing", sweep - 1, max_sweeps), block_pixels)
+        change = math.fsum(changes) / n_values
         report("smoothing", sweep, max_sweeps)
         if change < tol:
             break
@@ -768,14 +830,24 @@ def objective(
     else:
         rows_of_pixels = np.ascontiguousarray(rows_map.reshape(-1), dtype=np.int32)
     q_bits = kernel.q.view(np.int32)
-    mantissa = kernel.bits.view(np.float32)
-    total = 0.0
-    for first, stop in kernel.chunks(progress_at):
-        total += _bound_rows(
+    # each thread sums the posteriors of its rows into a table of its own
+    tables = {id(kernel.scratch[0]): resp}
+
+    def bound(first, stop, scratch):
+        table = tables.get(id(scratch))
+        if table is None:
+            table = tables[id(scratch)] = np.zeros_like(resp)
+        values, bits, mantissa = scratch
+        return _bound_rows(
             kernel.q, q_bits, kernel.potential, kernel.rows, first, stop, kernel.plan.n_last,
-            kernel.deltas, kernel.weights, np.float32(beta), rows_of_pixels, resp,
-            kernel.scratch, kernel.bits, mantissa,
+            kernel.deltas, kernel.weights, np.float32(beta), rows_of_pixels, table,
+            values, bits, mantissa,
         )
+
+    total = math.fsum(kernel.run(bound, progress_at))
+    for scratch in kernel.scratch[1:]:
+        if id(scratch) in tables and resp.size:
+            resp += tables[id(scratch)]
     return total
 
 
