@@ -478,6 +478,116 @@ def _nth_true(flags: np.ndarray, ranks: np.ndarray) -> np.ndarray:
 # from images to grids
 
 
+#: Images holding more valid pixels than this are fitted (HMRF-EM and the
+#: choice of ``beta``) on tiles spread over them that total about as many;
+#: prediction then runs the mean field once over the whole image.
+FIT_PIXELS = 1 << 20
+
+#: A tile covers about this many pixels: the last axis (the rows the
+#: mean-field kernel walks) up to :data:`TILE_ROW` long, the others cut
+#: alike, none below :data:`TILE_MIN_SIDE`; axes up to twice their side
+#: long stay whole.
+TILE_PIXELS = 1 << 16
+TILE_ROW = 512
+TILE_MIN_SIDE = 16
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A box of image ``image``: ``key`` slices its spatial axes."""
+
+    image: int
+    key: tuple
+
+
+def representative_tiles(
+    shapes: Sequence[tuple], valid_maps: Sequence[np.ndarray | None],
+    max_pixels: int | None = None,
+) -> list[Tile] | None:
+    """Tiles spread over the images with about ``max_pixels`` valid pixels in all.
+
+    ``None`` when the images hold no more than that: they are fitted whole.
+    ``max_pixels`` defaults to :data:`FIT_PIXELS`.
+    Each image gets a share of ``max_pixels`` in proportion to its valid
+    pixels. The image is cut into cells of a tile each and the cells are
+    visited in the order of an ``R_d`` low-discrepancy sequence (Roberts
+    2018), so any number of tiles covers the image evenly and falls on no
+    period of its content (a lattice of every n-th cell would, on a tiled
+    or periodic image). Tiles without a valid pixel are passed over.
+    """
+    counts = [
+        math.prod(shape) if valid is None else int(np.count_nonzero(valid))
+        for shape, valid in zip(shapes, valid_maps)
+    ]
+    total = sum(counts)
+    max_pixels = FIT_PIXELS if max_pixels is None else max_pixels
+    if total <= max_pixels:
+        return None
+    tiles, kept = [], 0
+    for image, (shape, valid, count) in enumerate(zip(shapes, valid_maps, counts)):
+        wanted = max_pixels * count / total
+        sizes = _tile_sizes(shape)
+        cells = [n // size for n, size in zip(shape, sizes)]
+        got = 0
+        for cell in _spread_cells(cells):
+            # cells' tiles spread to both ends of each axis
+            starts = [
+                (c * (n - size)) // max(1, m - 1)
+                for c, n, size, m in zip(cell, shape, sizes, cells)
+            ]
+            key = tuple(slice(a, a + size) for a, size in zip(starts, sizes))
+            inside = math.prod(sizes) if valid is None else int(np.count_nonzero(valid[key]))
+            if inside == 0:
+                continue
+            tiles.append(Tile(image, key))
+            got += inside
+            if got >= wanted:
+                break
+        kept += got
+    return tiles if kept < total else None  # a batch of small images stays whole
+
+
+def _tile_sizes(shape) -> list[int]:
+    row = shape[-1] if shape[-1] <= 2 * TILE_ROW else TILE_ROW
+    lead = shape[:-1]
+    side = max(TILE_MIN_SIDE, round((TILE_PIXELS / row) ** (1.0 / max(1, len(lead)))))
+    return [n if n <= 2 * side else side for n in lead] + [row]
+
+
+def _spread_cells(cells: Sequence[int]):
+    """Every cell of a grid of ``cells`` cells once, in ``R_d`` order first."""
+    ndim = len(cells)
+    phi = 2.0
+    for _ in range(50):  # the root of x**(ndim + 1) = x + 1
+        phi = (1.0 + phi) ** (1.0 / (ndim + 1))
+    alpha = phi ** -np.arange(1.0, ndim + 1)
+    n_cells = math.prod(cells)
+    points = np.modf(0.5 + np.arange(2 * n_cells)[:, np.newaxis] * alpha)[0]
+    flat = np.ravel_multi_index(
+        tuple((points * np.asarray(cells)).astype(np.intp).T), cells
+    )
+    _, first = np.unique(flat, return_index=True)
+    order = flat[np.sort(first)]
+    missing = np.setdiff1d(np.arange(n_cells), order, assume_unique=True)
+    for index in np.concatenate([order, missing]):
+        yield np.unravel_index(index, cells)
+
+
+def tile_views(
+    views: Sequence[_image.ImageView], tiles: Sequence[Tile]
+) -> list[_image.ImageView]:
+    """In-memory copies of the tiles of ``views``."""
+    out = []
+    for tile in tiles:
+        view = views[tile.image]
+        if all(k.stop - k.start == n for k, n in zip(tile.key, view.spatial_shape)):
+            out.append(view)
+            continue
+        mask = None if view.mask is None else np.ascontiguousarray(view.mask[tile.key])
+        out.append(_image.ImageView(np.ascontiguousarray(view.pixels[tile.key]), mask))
+    return out
+
+
 def histogram_rows(
     view: _image.ImageView, valid: np.ndarray | None, distinct: np.ndarray
 ) -> np.ndarray:

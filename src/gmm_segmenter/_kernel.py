@@ -152,11 +152,7 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
         view.n_pixels * mixture.n_components * 4, f"An output of shape {shape} (float32)"
     )
     table_values, index_of = plan
-    table = np.empty((mixture.n_components, len(table_values)), dtype=np.float32)
-    for first in range(0, len(table_values), _image.CHUNK_PIXELS):
-        rows = slice(first, first + _image.CHUNK_PIXELS)
-        standardized = standardize(table_values[rows], offset, scale, np.float32)
-        table[:, rows] = function.compute(standardized.astype(np.float64, copy=False)).T
+    table = _potential_table(function, table_values, mixture, offset, scale)
     out = np.empty(shape, dtype=np.float32)
     planes = out.reshape(mixture.n_components, view.n_pixels)
     for start, stop, values, valid in _image.iter_chunks(view):
@@ -167,6 +163,32 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
                 plane[start:stop][~valid] = 0.0
         report("labelling", stop, view.n_pixels)
     return out
+
+
+_last_table = threading.local()
+
+
+def _potential_table(function, table_values, mixture, offset, scale):
+    """``function`` at every row of ``table_values``, ``(K, n)`` float32.
+
+    The last grey-level table is kept (per thread) for the same mixture
+    objects: HMRF-EM on the tiles of an image asks for it once per tile.
+    """
+    grey = table_values.shape[1] == 1  # a range of integers: known by its ends
+    key = (len(table_values), float(table_values[0, 0]), float(table_values[-1, 0])) if grey else None
+    last = getattr(_last_table, "entry", None)
+    if key is not None and last is not None and last[0] == key and all(
+        a is b for a, b in zip(last[1], (mixture, offset, scale))
+    ):
+        return last[2]
+    table = np.empty((mixture.n_components, len(table_values)), dtype=np.float32)
+    for first in range(0, len(table_values), _image.CHUNK_PIXELS):
+        rows = slice(first, first + _image.CHUNK_PIXELS)
+        standardized = standardize(table_values[rows], offset, scale, np.float32)
+        table[:, rows] = function.compute(standardized.astype(np.float64, copy=False)).T
+    # the mixture objects themselves are held, so their ids cannot be reused
+    _last_table.entry = None if key is None else (key, (mixture, offset, scale), table)
+    return table
 
 
 def map_pixels(view: _image.ImageView, function: PixelFunction, offset, scale):
