@@ -299,6 +299,10 @@ def _reference_sweep(grids, posteriors, log_potential, mixture, beta) -> float:
 
 
 def reference_spatial_posteriors(log_potential, valid, beta, hood):
+    if isinstance(log_potential, _mrf.TablePotential):  # the dense map it stands for
+        log_potential = log_potential.table[:, log_potential.index]
+        if valid is not None:
+            log_potential[:, ~valid] = 0.0
     padded = _mrf.padded_posteriors(log_potential, valid)
     if beta:
         reference_mean_field(
@@ -533,6 +537,21 @@ def test_threads_give_the_result_of_one_thread(shape, masked, monkeypatch):
     assert one[1][0] == three[1][0]
     assert one[2] == pytest.approx(three[2], rel=1e-12)
     np.testing.assert_allclose(one[3], three[3], rtol=1e-12)
+
+
+def test_prediction_through_a_table_matches_the_dense_log_potentials(monkeypatch):
+    rng = np.random.default_rng(0)
+    for image, mask in [
+        (np.clip(rng.normal(30000, 8000, (120, 97)), 0, 65535).astype(np.uint16), None),
+        (rng.integers(0, 256, (9, 33, 41)).astype(np.uint8), rng.uniform(size=(9, 33, 41)) > 0.2),
+    ]:
+        segmenter = GMMSegmenter(3, beta=1.0, random_state=0).fit(image, mask=mask)
+        proba = segmenter.predict_proba(image, mask=mask)
+        labels = segmenter.predict(image, mask=mask)
+        with monkeypatch.context() as patch:
+            patch.setattr(_kernel, "table_log_potential", lambda *args: None)
+            np.testing.assert_array_equal(proba, segmenter.predict_proba(image, mask=mask))
+            np.testing.assert_array_equal(labels, segmenter.predict(image, mask=mask))
 
 
 def test_histogram_rows_by_lookup_match_the_binary_search():

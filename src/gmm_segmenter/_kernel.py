@@ -118,7 +118,9 @@ def _spatial_prediction(view, model, output):
     hood = model.neighbourhood(len(view.spatial_shape))
     check_spatial_memory([view], model.n_components, "Labelling with the spatial prior")
     valid = _image.valid_map(view)
-    potential = log_potential(view, model.standardized, model.offset, model.scale)
+    potential = table_log_potential(view, model.standardized, model.offset, model.scale)
+    if potential is None:
+        potential = log_potential(view, model.standardized, model.offset, model.scale)
     padded = _mrf.spatial_posteriors(potential, valid, model.beta, hood)
     if output == "labels":
         labels = _mrf.most_probable(padded, potential.shape[1:], label_dtype(model.n_components))
@@ -126,9 +128,33 @@ def _spatial_prediction(view, model, output):
         if valid is not None:
             labels[~valid] = 0
         return labels
-    # posteriors: reuse the (K, *spatial_shape) buffer, component axis last
-    out = potential.reshape(potential.shape[1:] + potential.shape[:1])
+    if isinstance(potential, _mrf.TablePotential):
+        out = np.empty(potential.shape[1:] + potential.shape[:1], dtype=np.float32)
+    else:  # reuse the (K, *spatial_shape) buffer, component axis last
+        out = potential.reshape(potential.shape[1:] + potential.shape[:1])
     return _mrf.channel_last(padded, out)
+
+
+def table_log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, scale):
+    """The log-potentials of an 8- or 16-bit grey image as a :class:`._mrf.TablePotential`.
+
+    One table column per possible value, indexed by the image's values seen
+    as unsigned (a copy to 16 bits for 8-bit images): no ``(K, *spatial_shape)``
+    float32 map is made. ``None`` for other images.
+    """
+    if not _through_table(view):
+        return None
+    small = _image.SMALL_INTEGER_KINDS[view.dtype]
+    table_values, _ = _image.lookup_plan(view)
+    function = PixelFunction(
+        compute=lambda values: _mixture.weighted_log_prob(values, mixture),
+        tail=(mixture.n_components,), dtype=np.dtype(np.float32), fill=0.0,
+    )
+    table = _potential_table(function, table_values, mixture, offset, scale)
+    index = np.ascontiguousarray(view.pixels[..., 0]).view(small)
+    if index.dtype != np.uint16:
+        index = index.astype(np.uint16)
+    return _mrf.TablePotential(np.ascontiguousarray(table), index)
 
 
 def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, scale):
@@ -284,17 +310,26 @@ def check_spatial_memory(views, n_components, what):
 
     Every image keeps a map of K posteriors per pixel inside a zero border
     (the outputs, or the fit's state), and the largest also needs its pixel
-    log-potentials, its valid-pixel flags and the sweep's flags (one byte
-    per segment of a row).
+    log-potentials (K float32 a pixel, or a 2-byte table index for 8- and
+    16-bit grey images, see :func:`table_log_potential`), its valid-pixel
+    flags and the sweep's flags (one byte per segment of a row).
     """
     maps = [math.prod(_mrf.map_shape(n_components, view.spatial_shape)) for view in views]
     largest = max(view.n_pixels for view in views)
+    unary = max(
+        view.n_pixels * (2 if _through_table(view) else n_components * 4) for view in views
+    )
     shapes = ", ".join(str(view.spatial_shape) for view in views)
     _image.check_memory(
-        (sum(maps) + largest * n_components) * np.dtype(np.float32).itemsize
+        sum(maps) * np.dtype(np.float32).itemsize + unary
         + largest + max(maps) // n_components // 32,
         f"{what} ({n_components} components, image shape(s) {shapes})",
     )
+
+
+def _through_table(view) -> bool:
+    dtype = getattr(view, "dtype", None)
+    return dtype in _image.SMALL_INTEGER_KINDS and getattr(view, "n_channels", 0) == 1
 
 
 _blas_lock = threading.Lock()

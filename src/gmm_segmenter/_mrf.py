@@ -222,7 +222,8 @@ def padded_posteriors(log_potential: np.ndarray, valid: np.ndarray | None) -> np
     kernel = _Kernel(log_potential, padded, valid, None)
 
     def softmax(first, stop, scratch):
-        _softmax_rows(kernel.q, kernel.potential, kernel.valid, kernel.rows, first, stop,
+        _softmax_rows(kernel.q, kernel.potential, kernel.index, kernel.valid, kernel.rows,
+                      first, stop,
                       kernel.plan.n_last, *scratch)
 
     kernel.run(softmax, ("smoothing", 0, None))
@@ -479,12 +480,13 @@ def _q_log_q(q, q_bits, start, count, bits, mantissa):  # pragma: no cover - com
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy",
             fastmath=_VECTORISE)
-def _sweep_rows(q, potential, valid, dirty, plan_rows, first, stop, n_last, half_width,
+def _sweep_rows(q, potential, index, valid, dirty, plan_rows, first, stop, n_last, half_width,
                 deltas, weights, beta, skip_below, scratch, bits, scale):  # pragma: no cover
     """Update the dirty segments of rows ``first:stop``; the summed change of the posteriors.
 
-    ``q`` is the map ``(K, plane)``, ``potential`` ``(K, n_pixels)``,
-    ``valid`` ``(n_pixels,)`` uint8 or empty, ``dirty`` one flag per
+    ``q`` is the map ``(K, plane)``, ``potential`` ``(K, n_pixels)``, or
+    with ``index`` (``(n_pixels,)``, else empty) a table ``(K, n_values)``
+    whose column ``index[i]`` pixel ``i`` takes; ``valid`` ``(n_pixels,)`` uint8 or empty, ``dirty`` one flag per
     segment of every half-row of the map. A segment in which a posterior
     moved by more than ``skip_below`` marks the segments of its neighbours
     dirty; the others stay as they are until a neighbour moves.
@@ -522,8 +524,12 @@ def _sweep_rows(q, potential, valid, dirty, plan_rows, first, stop, n_last, half
                     for t in range(size):
                         out[t] += weight * qk[neighbour + t]
                 pk = potential[k]
-                for t in range(size):
-                    out[t] = out[t] * beta + pk[pixel + 2 * t]
+                if index.size:
+                    for t in range(size):
+                        out[t] = out[t] * beta + pk[index[pixel + 2 * t]]
+                else:
+                    for t in range(size):
+                        out[t] = out[t] * beta + pk[pixel + 2 * t]
             for t in range(size):
                 top[t] = scratch[0, t]
             for k in range(1, n_components):
@@ -620,9 +626,12 @@ def _bound_rows(q, q_bits, potential, plan_rows, first, stop, n_last, deltas, we
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
-def _softmax_rows(q, potential, valid, plan_rows, first, stop, n_last, scratch, bits,
+def _softmax_rows(q, potential, index, valid, plan_rows, first, stop, n_last, scratch, bits,
                   scale):  # pragma: no cover - compiled
-    """Pixel-wise posteriors ``softmax(potential)`` into the map, for rows ``first:stop``."""
+    """Pixel-wise posteriors ``softmax(potential)`` into the map, for rows ``first:stop``.
+
+    ``potential`` and ``index`` as in :func:`_sweep_rows`.
+    """
     n_components = q.shape[0]
     top = np.empty(_SEGMENT, dtype=np.float32)
     norm = np.empty(_SEGMENT, dtype=np.float32)
@@ -633,15 +642,24 @@ def _softmax_rows(q, potential, valid, plan_rows, first, stop, n_last, scratch, 
             size = min(count - lo, _SEGMENT)
             here = plan_rows[0, row] + lo
             pixel = plan_rows[1, row] + 2 * lo
+            for k in range(n_components):
+                out = scratch[k]
+                pk = potential[k]
+                if index.size:
+                    for t in range(size):
+                        out[t] = pk[index[pixel + 2 * t]]
+                else:
+                    for t in range(size):
+                        out[t] = pk[pixel + 2 * t]
             for t in range(size):
-                top[t] = potential[0, pixel + 2 * t]
+                top[t] = scratch[0, t]
             for k in range(1, n_components):
                 for t in range(size):
-                    top[t] = max(top[t], potential[k, pixel + 2 * t])
+                    top[t] = max(top[t], scratch[k, t])
             for k in range(n_components):
                 out = scratch[k]
                 for t in range(size):
-                    out[t] = potential[k, pixel + 2 * t] - top[t]
+                    out[t] -= top[t]
                 _exp_nonpositive(out, size, bits, scale)
             for t in range(size):
                 norm[t] = scratch[0, t]
@@ -655,6 +673,26 @@ def _softmax_rows(q, potential, valid, plan_rows, first, stop, n_last, scratch, 
                         new *= valid[pixel + 2 * t]
                     q[k, here + t] = new
 
+
+@dataclass(frozen=True)
+class TablePotential:
+    """Log-potentials through a table: pixel ``i`` has column ``index[i]`` of ``table``.
+
+    ``table`` is ``(K, n_values)`` float32, ``index`` a uint16 map of the
+    image's spatial shape: an 8- or 16-bit image's values (as unsigned), 2
+    bytes a pixel where the dense log-potentials take ``4 K``. Mean field
+    and the pixel-wise posteriors take it wherever they take dense ones.
+    """
+
+    table: np.ndarray
+    index: np.ndarray
+
+    @property
+    def shape(self) -> tuple:
+        return self.table.shape[:1] + self.index.shape
+
+
+_NO_INDEX = np.empty(0, dtype=np.uint16)
 
 #: Fewest pixels a thread gets in one call: smaller passes run in one thread.
 _THREAD_PIXELS = 1 << 16
@@ -705,9 +743,15 @@ class _Kernel:
         self.deltas = self.plan.deltas(offsets)
         self.weights = weights.astype(np.float32)
         self.rows = np.stack([self.plan.row_map, self.plan.row_flat, self.plan.row_parity])
-        self.potential = np.ascontiguousarray(
-            log_potential.reshape(n_components, -1), dtype=np.float32
-        )
+        if isinstance(log_potential, TablePotential):
+            self.potential = log_potential.table
+            self.index = log_potential.index.reshape(-1)
+        else:
+            self.potential = np.ascontiguousarray(
+                log_potential.reshape(n_components, -1), dtype=np.float32
+            )
+            self.index = _NO_INDEX
+        self.n_pixels = math.prod(log_potential.shape[1:])
         self.q = None if padded is None else padded.reshape(n_components, -1)
         self.valid = (
             np.empty(0, dtype=np.uint8) if valid is None else
@@ -781,15 +825,15 @@ def mean_field(
     beta = np.float32(beta)
     skip_below = np.float32(skip_below)
     # the mean over the pixels that can change: masked ones stay at zero
-    n_valid = kernel.potential.shape[1] if valid is None else int(np.count_nonzero(valid))
+    n_valid = kernel.n_pixels if valid is None else int(np.count_nonzero(valid))
     n_values = log_potential.shape[0] * max(n_valid, 1)
     change = np.inf
     sweep = 0
 
     def update(first, stop, scratch):
         return _sweep_rows(
-            kernel.q, kernel.potential, kernel.valid, dirty, kernel.rows, first, stop,
-            plan.n_last, plan.half_width, kernel.deltas, kernel.weights, beta, skip_below,
+            kernel.q, kernel.potential, kernel.index, kernel.valid, dirty, kernel.rows, first,
+            stop, plan.n_last, plan.half_width, kernel.deltas, kernel.weights, beta, skip_below,
             *scratch,
         )
 
@@ -824,6 +868,8 @@ def objective(
     :func:`add_posteriors_by_row` does. ``progress_at`` is what to report
     while it runs.
     """
+    if isinstance(log_potential, TablePotential):
+        log_potential = log_potential.table[:, log_potential.index]
     kernel = _Kernel(log_potential, padded, None, hood)
     if rows_map is None:
         rows_of_pixels, resp = np.empty(0, dtype=np.int32), np.empty((0, 0))
