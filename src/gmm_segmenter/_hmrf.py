@@ -487,8 +487,8 @@ FIT_PIXELS = 1 << 20
 #: mean-field kernel walks) up to :data:`TILE_ROW` long, the others cut
 #: alike, none below :data:`TILE_MIN_SIDE`; axes up to twice their side
 #: long stay whole.
-TILE_PIXELS = 1 << 16
-TILE_ROW = 512
+TILE_PIXELS = 1 << 14
+TILE_ROW = 128
 TILE_MIN_SIDE = 16
 
 
@@ -574,18 +574,31 @@ def _spread_cells(cells: Sequence[int]):
 
 
 def tile_views(
-    views: Sequence[_image.ImageView], tiles: Sequence[Tile]
-) -> list[_image.ImageView]:
-    """In-memory copies of the tiles of ``views``."""
-    out = []
-    for tile in tiles:
-        view = views[tile.image]
-        if all(k.stop - k.start == n for k, n in zip(tile.key, view.spatial_shape)):
-            out.append(view)
+    views: Sequence[_image.ImageView], hoods: Sequence[_mrf.Neighbourhood],
+    tiles: Sequence[Tile],
+) -> tuple[list[_image.ImageView], list[_mrf.Neighbourhood]]:
+    """Each image's tiles stacked along a new first axis, and its neighbourhood there.
+
+    The tiles of an image all have one shape, so they make one grid (and
+    one call of the compiled kernels per pass, not one per tile); the
+    neighbourhood has no offset along the new axis, so no tile sees
+    another. Images without tiles are left out.
+    """
+    out_views, out_hoods = [], []
+    for image, (view, hood) in enumerate(zip(views, hoods)):
+        keys = [tile.key for tile in tiles if tile.image == image]
+        if not keys:
             continue
-        mask = None if view.mask is None else np.ascontiguousarray(view.mask[tile.key])
-        out.append(_image.ImageView(np.ascontiguousarray(view.pixels[tile.key]), mask))
-    return out
+        mask = None if view.mask is None else stack_tiles(view.mask, keys)
+        out_views.append(_image.ImageView(stack_tiles(view.pixels, keys), mask))
+        lead = np.zeros((len(hood.offsets), 1), dtype=hood.offsets.dtype)
+        out_hoods.append(_mrf.Neighbourhood(np.hstack([lead, hood.offsets]), hood.weights))
+    return out_views, out_hoods
+
+
+def stack_tiles(array: np.ndarray, keys: Sequence[tuple]) -> np.ndarray:
+    """The boxes ``keys`` of ``array`` (spatial axes first), stacked along a new first axis."""
+    return np.stack([array[key] for key in keys])
 
 
 def histogram_rows(

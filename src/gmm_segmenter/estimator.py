@@ -720,8 +720,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             [view.spatial_shape for view in views], valid_maps
         )
         if tiles is not None:  # large images: HMRF-EM on tiles spread over them
-            views = _hmrf.tile_views(views, tiles)
-            hoods = [hoods[tile.image] for tile in tiles]
+            views, hoods = _hmrf.tile_views(views, hoods, tiles)
             valid_maps = [_image.valid_map(view) for view in views]
         shapes = [view.spatial_shape for view in views]
         probes = _hmrf.sample_positions(
