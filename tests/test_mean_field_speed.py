@@ -640,3 +640,17 @@ def test_a_large_image_is_fitted_on_tiles_and_segments_as_well(monkeypatch):
         return adjusted_rand_score(truth.ravel(), segmenter.predict(image).ravel())
 
     assert score(tiled) > score(whole) - 0.01
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_smooths_with_threads_of_its_own(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(_mrf, "_THREAD_PIXELS", 64)
+    monkeypatch.setattr(_mrf, "n_threads", lambda: 2)
+    potential = noisy_potential((60, 70))
+    hood = _mrf.neighbourhood(2, 1)
+    here = _mrf.spatial_posteriors(potential, None, 1.0, hood)  # the parent's threads start
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        there = pool.apply_async(_mrf.spatial_posteriors, (potential, None, 1.0, hood)).get(60)
+    np.testing.assert_array_equal(here, there)

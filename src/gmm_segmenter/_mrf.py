@@ -48,6 +48,7 @@ import functools
 import itertools
 import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -715,9 +716,20 @@ def n_threads() -> int:
     return max(1, min(cores, 8))
 
 
-@functools.cache
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max(1, n_threads() - 1), thread_name_prefix="gmm-segmenter-mrf")
+    """The helper threads of this process (a forked child gets its own: the
+    parent's threads do not exist there)."""
+    with _pools_lock:
+        pool = _pools.get(os.getpid())
+        if pool is None:
+            pool = _pools[os.getpid()] = ThreadPoolExecutor(
+                max(1, n_threads() - 1), thread_name_prefix="gmm-segmenter-mrf"
+            )
+        return pool
 
 
 def _split(first: int, stop: int, parts: int, n_pixels: int) -> list[tuple[int, int]]:
