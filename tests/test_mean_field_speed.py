@@ -525,6 +525,7 @@ def test_threads_give_the_result_of_one_thread(shape, masked, monkeypatch):
     monkeypatch.setattr(_mrf, "_THREAD_PIXELS", 64)
     monkeypatch.setattr(_mrf, "_CALL_PIXELS", 500)
     results = {}
+    monkeypatch.setattr(_mrf, "spare_threads", lambda most: most)
     for threads in (1, 3):
         monkeypatch.setattr(_mrf, "n_threads", lambda threads=threads: threads)
         padded = _mrf.padded_posteriors(potential, valid)
@@ -643,11 +644,21 @@ def test_a_large_image_is_fitted_on_tiles_and_segments_as_well(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_pass_takes_a_second_thread_only_when_a_core_is_idle(monkeypatch):
+    monkeypatch.setattr(_mrf, "n_threads", lambda: 2)
+    # (load average, threads of the last pass) -> threads now
+    for load, last, threads in ((0.2, 1, 2), (1.2, 1, 2), (2.0, 2, 2), (2.0, 1, 1), (4.0, 2, 1)):
+        monkeypatch.setattr(_mrf.os, "getloadavg", lambda load=load: (load, load, load))
+        monkeypatch.setattr(_mrf, "_recent_threads", last)
+        assert _mrf.spare_threads(2) == threads
+
+
 def test_a_forked_child_smooths_with_threads_of_its_own(monkeypatch):
     import multiprocessing
 
     monkeypatch.setattr(_mrf, "_THREAD_PIXELS", 64)
     monkeypatch.setattr(_mrf, "n_threads", lambda: 2)
+    monkeypatch.setattr(_mrf, "spare_threads", lambda most: most)
     potential = noisy_potential((60, 70))
     hood = _mrf.neighbourhood(2, 1)
     here = _mrf.spatial_posteriors(potential, None, 1.0, hood)  # the parent's threads start
