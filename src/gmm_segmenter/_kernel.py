@@ -195,10 +195,12 @@ _last_table = threading.local()
 
 
 def _potential_table(function, table_values, mixture, offset, scale):
-    """``function`` at every row of ``table_values``, ``(K, n)`` float32.
+    """The log-potentials ``function`` gives at every row of ``table_values``, ``(K, n)`` float32.
 
-    The last grey-level table is kept (per thread) for the same mixture
-    objects: HMRF-EM on the tiles of an image asks for it once per tile.
+    ``function`` computes ``log w_k + log p(x | k)`` under ``mixture`` (the
+    cache below knows no other). The last grey-level table is kept (per
+    thread) for the same mixture objects: HMRF-EM asks for it at every
+    iteration, and prediction again with the final mixture.
     """
     grey = table_values.shape[1] == 1  # a range of integers: known by its ends
     key = (len(table_values), float(table_values[0, 0]), float(table_values[-1, 0])) if grey else None
