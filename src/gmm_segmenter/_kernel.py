@@ -199,8 +199,8 @@ def _potential_table(function, table_values, mixture, offset, scale):
 
     ``function`` computes ``log w_k + log p(x | k)`` under ``mixture`` (the
     cache below knows no other). The last grey-level table is kept (per
-    thread) for the same mixture objects: HMRF-EM asks for it at every
-    iteration, and prediction again with the final mixture.
+    thread) for calls with the same mixture objects, such as the images of
+    a batch in one HMRF-EM iteration.
     """
     grey = table_values.shape[1] == 1  # a range of integers: known by its ends
     key = (len(table_values), float(table_values[0, 0]), float(table_values[-1, 0])) if grey else None
