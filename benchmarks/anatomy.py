@@ -56,7 +56,7 @@ matter in two under a bias field and merged grey matter into CSF) the two
 differ, and intensity order is the stricter, what a user would see.
 
 The lead of a method is its mean Dice minus the best mean Dice of the
-methods that are not GMMSegmenter. The targets of issue 12 are printed as
+methods that are not GMMSegmenter. The project's quality targets are printed as
 information: a lead of the default (and of ``bias_field='auto'`` where a
 field is present) of at least 0.03 in every case, 0.05 with a 40 % field.
 
@@ -604,7 +604,7 @@ def report(rows, out=print):
         + (" |" if "bias_field=auto" in names else ""))
 
     out("")
-    out(f"Targets of issue 12 (information): lead >= {TARGET_LEAD} in every case, "
+    out(f"Targets (information): lead >= {TARGET_LEAD} in every case, "
         f">= {TARGET_LEAD_STRONG_FIELD} with a 40 % field")
     for name in ("default", "bias_field=auto"):
         if name not in names:

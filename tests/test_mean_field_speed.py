@@ -237,8 +237,12 @@ def reference_hmrf_em(
     max_iter: int,
     tol: float,
     reg_covar: float,
+    shares=None,
 ):
     """Re-estimate ``mixture`` (and ``beta`` when ``'pseudo-likelihood'``) under the prior.
+
+    ``shares`` is only for the emptied-component warning, which this
+    reference does not give.
 
     ``log_potential(i, mixture)`` returns ``log w_k + log p(x | k)`` for
     every pixel of image ``i`` as ``(K, *spatial_shape)`` float32 (any

@@ -37,20 +37,64 @@ EXPECTED_FAILED_CHECKS = {
 }
 
 
+_SCRIBBLES_NOT_TARGETS = (
+    _IMAGE_NOT_TABLE + "y is a scribble image of X's spatial shape, so the check's "
+    "one-target-per-row y is refused with a shape error"
+)
+#: Checks that pass a tabular ``y`` to ``fit``: GMMSegmenter itself refuses it
+#: (see test_tabular_y_is_refused), so they run on _IgnoresY as well.
+TABULAR_Y_CHECKS = (
+    "check_array_api_input",
+    "check_dict_unchanged", "check_dont_overwrite_parameters", "check_dtype_object",
+    "check_estimators_dtypes", "check_estimators_fit_returns_self",
+    "check_estimators_overwrite_params", "check_estimators_pickle",
+    "check_estimators_pickle(readonly_memmap=True)", "check_f_contiguous_array_estimator",
+    "check_fit2d_1feature", "check_fit2d_1sample", "check_fit_check_is_fitted",
+    "check_fit_idempotent", "check_fit_score_takes_y", "check_methods_sample_order_invariance",
+    "check_methods_subset_invariance", "check_pipeline_consistency",
+    "check_positive_only_tag_during_fit", "check_readonly_memmap_input",
+    "check_transformer_n_iter",
+)
+
+
+class _IgnoresY(GMMSegmenter):
+    """GMMSegmenter without scribbles, so that the checks that pass a tabular
+    y still test everything else (pickling, dtypes, idempotence, ...)."""
+
+    def fit(self, X, y=None, **params):
+        return super().fit(X, **params)
+
+    def fit_predict(self, X, y=None, **params):
+        return super().fit_predict(X, **params)
+
+    def fit_transform(self, X, y=None, **params):
+        return super().fit_transform(X, **params)
+
+
 def _expected_failed_checks(estimator):
-    return EXPECTED_FAILED_CHECKS
+    if isinstance(estimator, _IgnoresY):
+        return EXPECTED_FAILED_CHECKS
+    return EXPECTED_FAILED_CHECKS | dict.fromkeys(TABULAR_Y_CHECKS, _SCRIBBLES_NOT_TARGETS)
 
 
 @parametrize_with_checks(
     [
         GMMSegmenter(random_state=0),
-        GMMSegmenter(2, covariance_type="diag", random_state=0),
-        GMMSegmenter(2, bias_field=1, random_state=0),
+        _IgnoresY(random_state=0),
+        _IgnoresY(2, covariance_type="diag", random_state=0),
+        _IgnoresY(2, bias_field=1, random_state=0),
     ],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_scikit_learn_contract(estimator, check):
     check(estimator)
+
+
+def test_tabular_y_is_refused():
+    table = np.random.default_rng(0).normal(size=(30, 3))
+    with pytest.raises(ValueError, match=r"Scribbles y have shape \(30,\) but the image's "
+                       r"spatial shape is \(30, 3\)"):
+        GMMSegmenter(2, random_state=0).fit(table, np.arange(30) % 2)
 
 
 def test_clone_params_and_repr():

@@ -30,7 +30,7 @@ SCRIPTS = Path(__file__).resolve().parent
 OUTPUT = SCRIPTS / "output"
 ROOT = SCRIPTS.parents[1]
 # Need Qt, OpenGL and a display: run by hand (see each script's docstring).
-NEEDS_DISPLAY = {"napari_screenshot.py"}
+NEEDS_DISPLAY = {"napari_screenshot.py", "napari_guided_screenshot.py"}
 
 
 def on_startup(command, dirty):

@@ -408,6 +408,14 @@ class Fields:
             samples.append(sample)
         return cls(views, steps, samples)
 
+    def sample_coordinates(self) -> list[tuple]:
+        """Each image's sampled pixels as coordinates in the full image (a
+        strided copy's scaled back by its steps)."""
+        return [
+            tuple(c * s for c, s in zip(np.unravel_index(sample.positions, view.spatial_shape), step))
+            for view, step, sample in zip(self.views, self.steps, self.samples)
+        ]
+
     @property
     def fields(self) -> list[BiasField | None]:
         return [sample.field() for sample in self.samples]
@@ -425,14 +433,16 @@ class Fields:
 
     # ------------------------------------------------------------ the loops
 
-    def fit(self, mixture, offset, scale, *, max_iter, tol, reg_covar):
+    def fit(self, mixture, offset, scale, *, max_iter, tol, reg_covar, log_prior=None):
         """Fit mixture and fields together from ``mixture`` (standardised units).
 
         Returns the mixture, the mean log-likelihood per pixel after each
         iteration (standardised units, the correction's Jacobian included),
         and whether it converged. A field that does not explain the images
         better than no field at all is dropped (with a warning), and the
-        mixture is then ``mixture`` as given.
+        mixture is then ``mixture`` as given. ``log_prior`` (one row per
+        sampled pixel, the samples in order; see :meth:`sample_coordinates`)
+        is added to every E-step, as guidance does.
         """
         weights = np.concatenate([np.full(len(s.values), s.weight) for s in self.samples])
         total = float(weights.sum())
@@ -440,7 +450,10 @@ class Fields:
         bounds, previous, converged = [], -np.inf, False
         for n_iter in range(1, max_iter + 1):
             X, jacobian = self._standardised(offset, scale)
-            log_prob_norm, log_resp = _mixture.log_normalize(_mixture.weighted_log_prob(X, mixture))
+            log_prob = _mixture.weighted_log_prob(X, mixture)
+            if log_prior is not None:
+                log_prob += log_prior
+            log_prob_norm, log_resp = _mixture.log_normalize(log_prob)
             bound = float(weights @ (log_prob_norm - jacobian) / total)
             bounds.append(bound)
             resp = np.exp(log_resp)

@@ -63,6 +63,16 @@ class ChunkedImages(_image.Images):
     def spatial_fit_views(self):
         return spatial_fit_views(self.views)
 
+    def spatial_fit_keys(self):
+        return [
+            centre_crop(view.spatial_shape, SPATIAL_FIT_PIXELS)
+            if is_dask_array(view.pixels) else None
+            for view in self.views
+        ]
+
+    def pixels_at(self, positions):
+        return [pixels_at(view, where) for view, where in zip(self.views, positions)]
+
     def field_fit_views(self):
         return field_fit_views(self.views)
 
@@ -85,15 +95,19 @@ class ChunkedImages(_image.Images):
                 maps.append(_bias.field_image(field, view.spatial_shape, view.n_channels))
         return maps
 
-    def predict(self, model, output):
-        return self.unbatch(
-            [
-                _lazy_prediction(view, model, output)
-                if is_dask_array(view.pixels)
-                else _kernel.predict_image(view, model, output)
-                for view in self.views
-            ]
-        )
+    def predict(self, model, output, guidance=None):
+        adjust = [None] * len(self.views) if guidance is None else guidance.adjusters()
+        outputs = []
+        for i, (view, add) in enumerate(zip(self.views, adjust)):
+            if not is_dask_array(view.pixels):
+                outputs.append(_kernel.predict_image(view, model, output, adjust_potential=add))
+                continue
+            lazy = _lazy_prediction(view, model, output)
+            if guidance is not None and output != "log_likelihood":
+                # the scribbled pixels themselves keep their class
+                lazy = _pinned(lazy, guidance.images[i], output, model.n_components)
+            outputs.append(lazy)
+        return self.unbatch(outputs)
 
 
 def lazy_inputs(image, mask):
@@ -272,6 +286,62 @@ def sample_pixels(views, n_samples, random_state):
     ]
     values = np.concatenate(dask.compute(*draws)) if draws else np.empty((0, n_channels))
     return values, n_valid
+
+
+def pixels_at(view, positions):
+    """:func:`_image.pixels_at` for a dask image: only the chunks holding the positions are read."""
+    if not is_dask_array(view.pixels):
+        return _image.pixels_at(view, positions)
+    coordinates = np.unravel_index(positions, view.spatial_shape)
+    if not len(positions):
+        return np.empty((0, view.n_channels)), np.empty(0, dtype=bool)
+    values = np.asarray(view.pixels.vindex[coordinates].compute(), dtype=np.float64)
+    valid = np.isfinite(values).all(axis=1)
+    if view.mask is not None:
+        mask = view.mask
+        at = mask.vindex[coordinates].compute() if is_dask_array(mask) else mask[coordinates]
+        valid &= np.asarray(at)
+    return values, valid
+
+
+def _pinned(lazy, guide, output, n_components):
+    """A lazy output with each valid scribbled pixel set to its class."""
+    if not len(guide.positions):
+        return lazy
+    return lazy.map_blocks(
+        PinBlock(guide, output == "labels"), dtype=lazy.dtype, token="gmm-pinned",
+        meta=np.empty((0,) * lazy.ndim, dtype=lazy.dtype),
+    )
+
+
+class PinBlock:
+    """Sets the scribbled pixels of one output block to their class (picklable;
+    holds the scribbles' coordinates only, not an image)."""
+
+    def __init__(self, guide, labels):
+        self.coordinates = np.stack(np.unravel_index(guide.positions, guide.spatial_shape))
+        self.classes = guide.classes
+        self.labels = labels
+
+    def __call__(self, block, block_info=None):
+        location = block_info[0]["array-location"][: len(self.coordinates)]
+        inside = np.ones(len(self.classes), dtype=bool)
+        for axis_coordinates, (start, stop) in zip(self.coordinates, location):
+            inside &= (axis_coordinates >= start) & (axis_coordinates < stop)
+        if not inside.any():
+            return block
+        local = tuple(c[inside] - start for c, (start, _) in zip(self.coordinates, location))
+        classes = self.classes[inside]
+        block = block.copy()
+        if self.labels:
+            used = block[local] > 0  # masked-out pixels stay 0
+            block[tuple(c[used] for c in local)] = classes[used] + 1
+        else:
+            used = block[local].sum(axis=-1) > 0
+            where = tuple(c[used] for c in local)
+            block[where] = 0.0
+            block[where + (classes[used],)] = 1.0
+        return block
 
 
 def spatial_fit_views(views):

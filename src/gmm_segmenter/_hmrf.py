@@ -218,12 +218,15 @@ class ResponsibilityTable:
     Either every valid pixel is summarised through ``rows`` (a map from
     pixel to row of ``values``, -1 where not used: the exact histogram), or
     the rows are the pixels at ``positions`` of each image (a sample).
+    ``fixed``, when given, is ``(values, weighted_resp)``: rows with fixed
+    responsibilities added to every M-step (guidance's scribbles).
     """
 
-    def __init__(self, values: np.ndarray, *, rows=None, positions=None):
+    def __init__(self, values: np.ndarray, *, rows=None, positions=None, fixed=None):
         self.values = values
         self.rows = rows
         self.positions = positions
+        self.fixed = fixed
 
     def weighted_resp(self, posteriors: Sequence[np.ndarray], shapes) -> np.ndarray:
         """Responsibilities of the rows from the maps of images of ``shapes``."""
@@ -266,6 +269,7 @@ def hmrf_em(
     tol: float,
     reg_covar: float,
     update_data: Callable | None = None,
+    shares: np.ndarray | None = None,
 ) -> HMRFResult:
     """Re-estimate ``mixture`` under the spatial prior, and choose ``beta`` when asked.
 
@@ -283,6 +287,10 @@ def hmrf_em(
     ``log_potential`` and ``table.values`` give from then on (a bias field
     refitted from the spatial posteriors). It needs a numeric ``beta``: the
     runs ``'auto'`` compares would each move the data.
+
+    A warning says when the prior all but empties a component: its share of
+    the posteriors falls below :data:`SWALLOWED` times its pixel-wise share,
+    ``shares`` (default: ``mixture``'s weights).
     """
     if update_data is not None and isinstance(beta, str):
         raise ValueError(f"update_data needs a numeric beta, not {beta!r}")
@@ -302,12 +310,11 @@ def hmrf_em(
         result = _free_energy_search(mixture, Lattice.of(grids), posteriors, run)
     else:
         result = run(mixture, posteriors, beta)
-    _warn_if_swallowed(result)
+    _warn_if_swallowed(result, mixture.weights if shares is None else shares)
     return result
 
 
-def _warn_if_swallowed(result: HMRFResult) -> None:
-    weights = result.mixture.weights
+def _warn_if_swallowed(result: HMRFResult, weights: np.ndarray) -> None:
     swallowed = [k for k, share in enumerate(result.masses) if share < SWALLOWED * weights[k]]
     if swallowed:
         warnings.warn(
@@ -390,8 +397,11 @@ def _iterate(mixture, posteriors, beta, *, grids, n_valid, log_potential, table,
             resp = table.weighted_resp(posteriors, [grid.spatial_shape for grid in grids])
         if update_data is not None:
             update_data(resp, mixture)
+        values, weighted = table.values, resp
+        if table.fixed is not None:
+            values, weighted = np.vstack([values, table.fixed[0]]), np.vstack([resp, table.fixed[1]])
         updated = _mixture.regularised_fit(
-            table.values, resp, reg_covar, mixture.covariance_type, float(resp.sum())
+            values, weighted, reg_covar, mixture.covariance_type, float(weighted.sum())
         )
         # The weights are the prior's external field and stay those of the
         # pixel-wise fit: re-estimating them as the mean posterior feeds back

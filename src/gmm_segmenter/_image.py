@@ -473,6 +473,16 @@ def sample_pixels(views: list[ImageView], n_samples: int, random_state: np.rando
     return np.concatenate(parts).astype(np.float64, copy=False), n_valid
 
 
+def pixels_at(view: ImageView, positions: np.ndarray):
+    """Values ``(n, n_channels)`` float64 at flat positions, and whether each is valid."""
+    coordinates = np.unravel_index(positions, view.spatial_shape)
+    values = np.asarray(view.pixels[coordinates], dtype=np.float64)
+    valid = np.isfinite(values).all(axis=1)
+    if view.mask is not None:
+        valid &= np.asarray(view.mask[coordinates])
+    return values, valid
+
+
 @dataclass(frozen=True)
 class Images:
     """Validated images, and whether they came as a batch (a list).

@@ -99,14 +99,22 @@ def _pixel_function(model: FittedModel, output: str) -> PixelFunction:
     )
 
 
-def predict_image(view: _image.ImageView, model: FittedModel, output: str) -> np.ndarray:
+def predict_image(
+    view: _image.ImageView, model: FittedModel, output: str, adjust_potential=None
+) -> np.ndarray:
     """``output`` (one of :data:`OUTPUTS`) for every pixel of one image.
 
     Labels and posteriors include the spatial prior when ``model.beta > 0``;
     log-likelihoods are always those of the mixture alone. Shapes: labels
     and log-likelihoods ``spatial_shape``, posteriors ``spatial_shape + (K,)``.
+    ``adjust_potential``, when given, changes the ``(K, *spatial_shape)``
+    log-potentials in place before labels or posteriors are computed from
+    them (guidance: a per-pixel log-prior).
     """
     output_layout(model, output)  # refuses an unknown output before any work
+    if adjust_potential is not None and output != "log_likelihood":
+        with one_blas_thread():
+            return _spatial_prediction(view, model, output, adjust_potential)
     if output == "log_likelihood" or model.beta == 0:
         with one_blas_thread():
             return map_pixels(view, _pixel_function(model, output), model.offset, model.scale)
@@ -114,13 +122,17 @@ def predict_image(view: _image.ImageView, model: FittedModel, output: str) -> np
         return _spatial_prediction(view, model, output)
 
 
-def _spatial_prediction(view, model, output):
+def _spatial_prediction(view, model, output, adjust_potential=None):
     hood = model.neighbourhood(len(view.spatial_shape))
     check_spatial_memory([view], model.n_components, "Labelling with the spatial prior")
     valid = _image.valid_map(view)
-    potential = table_log_potential(view, model.standardized, model.offset, model.scale)
+    potential = None
+    if adjust_potential is None:  # a per-pixel prior needs a map of its own
+        potential = table_log_potential(view, model.standardized, model.offset, model.scale)
     if potential is None:
         potential = log_potential(view, model.standardized, model.offset, model.scale)
+    if adjust_potential is not None:
+        adjust_potential(potential)
     padded = _mrf.spatial_posteriors(potential, valid, model.beta, hood)
     if output == "labels":
         labels = _mrf.most_probable(padded, potential.shape[1:], label_dtype(model.n_components))

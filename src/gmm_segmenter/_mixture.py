@@ -274,12 +274,42 @@ class FitResult:
     lower_bounds: tuple
 
 
-def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> FitResult:
+#: With ``polish``, EM goes on past ``tol`` to ``tol * POLISH_TOL``, and to
+#: ``tol * POLISH_TOL_SMALL`` on one-channel tables of at most
+#: :data:`POLISH_ROWS` rows (see :func:`run_em`).
+POLISH_TOL = 0.1
+POLISH_ROWS = 70_000
+POLISH_TOL_SMALL = 1e-3
+
+
+def run_em(
+    X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar, log_prior=None,
+    mixing_rows=None, polish=False,
+) -> FitResult:
     """EM from given initial parameters, with scikit-learn's stopping rule.
 
-    The lower bound is the weighted mean log-likelihood per sample; EM stops
-    when it changes by less than ``tol`` between iterations.
+    The lower bound is the weighted mean log-likelihood per sample; EM has
+    converged when it changes by less than ``tol`` between iterations. With
+    ``polish`` (where this mixture is the final model) it goes on, within
+    ``max_iter``, until the change is below ``tol * POLISH_TOL``, or
+    ``tol * POLISH_TOL_SMALL`` on a small one-channel table (the histogram of
+    a grey integer image, where an iteration costs microseconds). Stopping
+    at ``tol`` can leave a slow climb unfinished: 0.011 nats per pixel below
+    scikit-learn's fit on scikit-image's ``moon``, 0.053 on ``chelsea`` with
+    five components.
+
+    ``log_prior``, an ``(m, K)`` array, is added to every E-step's
+    ``log w_k + log p(x | k)`` of the last ``m`` rows (guidance: a very
+    negative entry fixes a row's responsibilities).
+    With ``mixing_rows`` (a slice), the mixing weights are estimated from
+    those rows alone, while every row shapes the means and covariances.
     """
+    if not polish:
+        polish_tol = tol
+    elif X.shape[1] == 1 and X.shape[0] <= POLISH_ROWS:
+        polish_tol = tol * POLISH_TOL_SMALL
+    else:
+        polish_tol = tol * POLISH_TOL
     total_weight = float(sample_weight.sum())
     mixture = initial
     lower_bound = -np.inf
@@ -288,16 +318,23 @@ def run_em(X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar) -> F
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         previous = lower_bound
-        log_prob_norm, log_resp = log_normalize(weighted_log_prob(X, mixture))
+        log_prob = weighted_log_prob(X, mixture)
+        if log_prior is not None and len(log_prior):
+            log_prob[len(log_prob) - len(log_prior):] += log_prior
+        log_prob_norm, log_resp = log_normalize(log_prob)
         weighted_resp = np.exp(log_resp) * sample_weight[:, np.newaxis]
         mixture = regularised_fit(
             X, weighted_resp, reg_covar, initial.covariance_type, total_weight
         )
+        if mixing_rows is not None:
+            mass = weighted_resp[mixing_rows].sum(axis=0)
+            mixture = replace(mixture, weights=mass / mass.sum())
         lower_bound = float(sample_weight @ log_prob_norm / total_weight)
         lower_bounds.append(lower_bound)
         report("EM", n_iter, max_iter)
-        if abs(lower_bound - previous) < tol:
-            converged = True
+        change = abs(lower_bound - previous)
+        converged = converged or change < tol
+        if change < polish_tol:
             break
     return FitResult(mixture, lower_bound, n_iter, converged, tuple(lower_bounds))
 
@@ -455,13 +492,14 @@ def fit_mixture(
     reg_covar,
     random_state,
     input_scale=None,
+    polish=False,
 ) -> FitResult:
     """Fit ``n_init`` times and keep the fit with the largest lower bound.
 
     ``n_init='auto'`` screens several starts instead (see :func:`screened_fit`)
     for several channels, and runs a deterministic start once for one channel.
     ``input_scale`` (the standardisation's scales) lets one screened start be
-    k-means in the input's own units.
+    k-means in the input's own units. ``polish`` is :func:`run_em`'s.
     """
     if n_init == "auto" and not screens_starts(n_init, X.shape[1], init_params):
         n_init = 1
@@ -469,7 +507,7 @@ def fit_mixture(
         best = screened_fit(
             X, sample_weight, n_components, covariance_type=covariance_type,
             init_params=init_params, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-            random_state=random_state, input_scale=input_scale,
+            random_state=random_state, input_scale=input_scale, polish=polish,
         )
         _warn_if_not_converged(best, max_iter)
         return best
@@ -477,13 +515,28 @@ def fit_mixture(
     for _ in range(n_init):
         resp = initial_responsibilities(X, sample_weight, n_components, init_params, random_state)
         initial = initial_mixture(X, sample_weight, resp, reg_covar, covariance_type)
-        result = run_em(X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+        result = run_em(
+            X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+            polish=polish,
+        )
         if best is None or result.lower_bound > best.lower_bound:
             best = result
         if init_params in ("quantile", "otsu"):
             break  # deterministic: further initialisations would repeat it
     _warn_if_not_converged(best, max_iter)
     return best
+
+
+def fit_from(X, sample_weight, initial: Mixture, *, log_prior, max_iter, tol,
+             reg_covar, mixing_rows=None) -> FitResult:
+    """EM from ``initial`` under a per-row ``log_prior`` (see :func:`run_em`),
+    warning when it does not converge."""
+    result = run_em(
+        X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+        log_prior=log_prior, mixing_rows=mixing_rows,
+    )
+    _warn_if_not_converged(result, max_iter)
+    return result
 
 
 def screens_starts(n_init, n_features: int, init_params: str) -> bool:
@@ -525,7 +578,7 @@ INPUT_UNITS_KMEANS = "kmeans in input units"
 
 def screened_fit(
     X, sample_weight, n_components, *, covariance_type, init_params, max_iter, tol,
-    reg_covar, random_state, input_scale=None,
+    reg_covar, random_state, input_scale=None, polish=False,
 ) -> FitResult:
     """EM from the best of several starts, screened cheaply on a subsample.
 
@@ -564,7 +617,7 @@ def screened_fit(
                 initial = initial_mixture(screen_X, screen_w, resp, reg_covar, covariance_type)
                 result = run_em(
                     screen_X, screen_w, initial, max_iter=min(SCREEN_ITER, max_iter), tol=tol,
-                    reg_covar=reg_covar,
+                    reg_covar=reg_covar, polish=False,
                 )
             except ValueError:  # e.g. fewer distinct rows than components for this start
                 continue
@@ -577,19 +630,22 @@ def screened_fit(
     )
     best = None
     for index, _, screened_result in ranked[:FINALISTS]:
-        if len(X) <= SCREEN_ROWS and screened_result.converged:
+        if len(X) <= SCREEN_ROWS and screened_result.converged and not polish:
             result = screened_result  # the screening saw every row already
         else:
             result = run_em(
                 X, sample_weight, screened_result.mixture, max_iter=max_iter, tol=tol,
-                reg_covar=reg_covar,
+                reg_covar=reg_covar, polish=polish,
             )
         if best is None or result.lower_bound > best.lower_bound:
             best = result
     if best is None:  # every start failed: the default start says why
         resp = initial_responsibilities(X, sample_weight, n_components, init_params, random_state)
         initial = initial_mixture(X, sample_weight, resp, reg_covar, covariance_type)
-        best = run_em(X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+        best = run_em(
+            X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+            polish=polish,
+        )
     return best
 
 

@@ -11,8 +11,13 @@ that everything below speaks to through these operations:
 - ``corrected(fields, names)``: the same images divided by their bias fields;
 - ``field_maps(fields, log)``: each image's field ``(*spatial_shape, C)``, or
   with ``log=True`` its ``sum_c log b_c`` (the correction's log-Jacobian);
-- ``predict(model, output)``: labels, posteriors or log-likelihoods, one per
-  image, computed by :func:`._kernel.predict_image`.
+- ``pixels_at(positions)``: each image's values at flat positions, and
+  whether each is valid (inside the mask and finite): the scribbled pixels;
+- ``spatial_fit_keys()``: where in each image its spatial fit view lies
+  (``None`` for the whole image), so that guidance can be cropped to it;
+- ``predict(model, output, guidance)``: labels, posteriors or
+  log-likelihoods, one per image, computed by :func:`._kernel.predict_image`
+  (with ``guidance``, a :class:`._guidance.Guidance`, added to the unary term).
 
 NumPy images get :class:`InMemoryImages` here; dask and zarr arrays get
 :class:`._dask.ChunkedImages`, which answers the same operations from the
@@ -40,6 +45,12 @@ class InMemoryImages(_image.Images):
     def spatial_fit_views(self):
         return self.views
 
+    def spatial_fit_keys(self):
+        return [None] * len(self.views)
+
+    def pixels_at(self, positions):
+        return [_image.pixels_at(view, where) for view, where in zip(self.views, positions)]
+
     def field_fit_views(self):
         return [(view, (1,) * len(view.spatial_shape)) for view in self.views]
 
@@ -52,13 +63,17 @@ class InMemoryImages(_image.Images):
             return [_bias.log_field_sum(f, v.spatial_shape) for v, f in zip(self.views, fields)]
         return [_bias.field_image(f, v.spatial_shape, v.n_channels) for v, f in zip(self.views, fields)]
 
-    def predict(self, model, output):
+    def predict(self, model, output, guidance=None):
         if output != "log_likelihood" and model.beta > 0:
             # the whole batch's maps at once: each image keeps its output
             _kernel.check_spatial_memory(
                 self.views, model.n_components, "Labelling with the spatial prior"
             )
-        return self.unbatch([_kernel.predict_image(view, model, output) for view in self.views])
+        adjust = [None] * len(self.views) if guidance is None else guidance.adjusters()
+        return self.unbatch([
+            _kernel.predict_image(view, model, output, adjust_potential=add)
+            for view, add in zip(self.views, adjust)
+        ])
 
 
 def open_images(X, *, channel_axis, mask=None, param_name="X") -> _image.Images:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from dataclasses import replace
 from numbers import Integral, Real
 
@@ -13,7 +14,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _bias, _hmrf, _image, _kernel, _mixture, _mrf, _selection, _source, _training
+from . import (
+    _bias, _guidance, _hmrf, _image, _kernel, _mixture, _mrf, _selection, _source, _training,
+)
 from ._covariance import COVARIANCE_TYPES
 from ._model import FittedModel
 
@@ -107,11 +110,15 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         by putting more components on a single value (a clipped or saturated
         level) than the ``init_params`` start does. For one channel, and with
         a ``bias_field``, it runs ``init_params`` once. An int runs ``init_params`` that
-        many times, as scikit-learn does.
+        many times, as scikit-learn does. A fit with scribbles or prior maps
+        starts once, from them (see :meth:`fit`).
     max_iter : int, default=100
         Maximum number of EM iterations.
     tol : float, default=1e-3
-        EM stops when the mean log-likelihood per pixel changes by less.
+        EM has converged when the mean log-likelihood per pixel changes by
+        less. With ``beta=0`` (the mixture is the model) EM goes on to
+        ``tol / 10``, or ``tol / 1000`` on the histogram of a grey integer
+        image, within ``max_iter``; see docs/how-it-works.md.
     reg_covar : float, default=1e-6
         Added to the diagonal of every covariance. Pixel values are
         standardised (zero mean, unit variance per channel) for the fit, so
@@ -168,6 +175,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         for the degree, mostly negative values or a field that would vary
         more than tenfold is segmented uncorrected, with a
         :class:`BiasFieldWarning`. See ``docs/bias-field.md``.
+    prior_weight : float >= 0, default=1.0
+        Weight of the prior probability maps passed to :meth:`fit` as
+        ``prior``: ``prior_weight * log(prior)`` is added to each pixel's
+        ``log w_k + log p(x | k)``. ``1`` takes the maps as the class
+        probabilities before the pixel is seen; smaller values trust them
+        less, ``0`` ignores them (they still name the classes). A
+        hyper-parameter like the others (tunable with ``GridSearchCV``);
+        the maps themselves belong to the image and go to :meth:`fit`.
     random_state : int, RandomState instance or None, default=None
         Seeds the pixel subsample and the random initialisations. An int makes
         every result reproducible.
@@ -247,6 +262,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     mixture likelihood without the prior. Each image of a batch is
     regularised on its own grid.
 
+    Fitted with scribbles or prior maps (see :meth:`fit` and
+    ``docs/guided.md``), component ``k`` is class ``k + 1`` of the guidance
+    rather than the ``k``-th darkest; with the spatial prior the external
+    field is flat (``weights_`` are equal), the guidance being the
+    per-pixel field; ``lower_bound_`` weighs the scribbled pixels as the
+    fit did (together at least a tenth of the others).
+
     With ``bias_field`` set, ``means_`` and ``covariances_`` describe the
     corrected intensities; :meth:`score_samples` is the density of the
     observed values (the corrected value's density divided by the field);
@@ -300,6 +322,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         "bias_field": [
             None, StrOptions({"auto"}), Interval(Integral, 1, _bias.MAX_DEGREE, closed="both")
         ],
+        "prior_weight": [Interval(Real, 0.0, None, closed="left")],
         "random_state": ["random_state"],
     }
 
@@ -321,6 +344,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         spacing=None,
         max_iter_spatial=20,
         bias_field=None,
+        prior_weight=1.0,
         random_state=None,
     ):
         self.n_components = n_components
@@ -338,6 +362,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.spacing = spacing
         self.max_iter_spatial = max_iter_spatial
         self.bias_field = bias_field
+        self.prior_weight = prior_weight
         self.random_state = random_state
 
     def _validate_params(self):
@@ -356,7 +381,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     @_fit_context(prefer_skip_nested_validation=True)
     @_all_or_nothing
     @_single_threaded_blas
-    def fit(self, X, y=None, *, mask=None):
+    def fit(self, X, y=None, *, mask=None, prior=None):
         """Fit the mixture to the pixels of one image or a batch of images.
 
         Parameters
@@ -364,20 +389,51 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         X : (M[, N[, ...]][, C]) array or list of such arrays
             The image, with channels on ``channel_axis``, or a list of images
             (shapes may differ; channels must agree). Any real dtype.
-        y : None
-            Ignored; present for scikit-learn's API.
+        y : (M[, N[, ...]]) int array, list of such arrays, or None
+            Scribbles: ``0`` where nothing is known, ``k`` (``1..K``) where the
+            pixel belongs to class ``k``; a list (one per image, ``None`` for
+            an image without) for a batch; a NumPy or dask array. Scribbled
+            classes get the scribbles' numbers (label ``k`` is class ``k``);
+            classes without a scribble are found freely and take the
+            remaining numbers, darkest first. Scribbled pixels are clamped:
+            their responsibilities are fixed to their class in every E-step
+            (semi-supervised EM) and in the spatial prior's mean field, so
+            they shape their class's mean and covariance and their
+            neighbours' labels. Unlike scikit-learn's semi-supervised
+            estimators, where ``-1`` is unlabelled, ``0`` means unknown here,
+            because ``0`` is napari's background (unpainted) label. Floats
+            holding whole numbers are accepted as labels; other floats,
+            negative labels and labels above ``n_components`` are refused.
+            Scribbles on masked-out or non-finite pixels are ignored.
+            ``None`` fits unsupervised. See ``docs/guided.md``.
         mask : (M[, N[, ...]]) bool array, list of such arrays, or None
             Pixels to use (``True``); others are ignored. Non-finite pixels
             are always ignored.
+        prior : (M[, N[, ...]], K) float array, list of such arrays, or None
+            Prior probability maps, as FSL FAST and ANTs Atropos take them
+            (an atlas, or a previous segmentation): the probability of each
+            of the ``K = n_components`` classes at each pixel, summing to 1.
+            ``prior_weight * log(prior)`` is added to every pixel's
+            ``log w_k + log p(x | k)``, in EM, in HMRF-EM and in the labels of
+            :meth:`fit_predict`; component ``k`` is the prior's class ``k``
+            (label ``k + 1``). In-memory images only.
 
         Returns
         -------
         self : GMMSegmenter
             The fitted estimator.
         """
+        self._fit(X, y, mask, prior)
+        return self
+
+    def _fit(self, X, y, mask, prior):
+        """:meth:`fit`; returns the guidance (or ``None``), for :meth:`fit_predict`."""
         images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
         hoods = self._neighbourhoods(images.views)
         random_state = check_random_state(self.random_state)
+        guidance = _guidance.prepare(
+            y, prior, images, self.n_components, self.prior_weight, images.pixels_at
+        )
         values, weights, method, n_valid = self._training_data(images, random_state)
         if n_valid == 0:
             raise ValueError(
@@ -386,22 +442,44 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 "finite values."
             )
         offset, scale = _training.standardisation(values, weights, self.covariance_type)
-        result = self._fit_pixelwise(values, weights, offset, scale, random_state)
+        guided = None
+        if guidance is not None:
+            generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+            guided = _guidance.training_rows(
+                guidance, images.views, values, weights, method, n_valid, self.max_samples,
+                generator,
+            )
+        result = self._fit_pixelwise(values, weights, offset, scale, random_state, guided)
         fields = None
         if self.bias_field is not None and self.beta == 0:
-            result, fields = self._fit_bias_field(images, result, offset, scale, random_state)
+            result, fields = self._fit_bias_field(
+                images, result, offset, scale, random_state, guidance
+            )
         mixture, beta = result.mixture, 0.0
         log_jacobian = np.log(scale).sum()
         spatial = None
         if self.beta != 0:
+            shares = mixture.weights  # what HMRF-EM may not empty a component of
+            if guidance is not None:
+                # Guided, the classes are the user's and the per-pixel guidance
+                # is the prior's field: the pixel-wise shares (poorly determined
+                # where levels overlap) would pull every ambiguous pixel toward
+                # the largest class. Equal weights gained up to 0.16 ARI on the
+                # phantoms of benchmarks/guided.py and lost none beyond 0.01.
+                n_components = mixture.n_components
+                mixture = replace(mixture, weights=np.full(n_components, 1.0 / n_components))
             # dask images: HMRF-EM on an in-memory crop of each
             spatial = self._fit_spatial(
                 images.spatial_fit_views(), hoods, mixture, values, offset, scale, method,
                 random_state,
+                guidance=None if guidance is None else guidance.restricted(
+                    images.spatial_fit_keys()
+                ),
+                shares=shares,
             )
             if self.bias_field is not None:
                 spatial, fields = self._fit_spatial_bias_field(
-                    images, spatial, offset, scale, random_state
+                    images, spatial, offset, scale, random_state, guidance, shares
                 )
             mixture, beta = spatial.mixture, spatial.beta
         self.spatial_n_iter_ = 0 if spatial is None else spatial.n_iter
@@ -410,8 +488,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             [] if spatial is None else [b - log_jacobian for b in spatial.objectives]
         )
         mixture = mixture.rescaled(offset, scale)
-        # HMRF-EM may move the means past each other: sort again, darkest first
-        mixture = mixture.reorder(np.argsort(mixture.means.mean(axis=1), kind="stable"))
+        if guidance is None:
+            # HMRF-EM may move the means past each other: sort again, darkest first
+            order = np.argsort(mixture.means.mean(axis=1), kind="stable")
+        else:
+            order = _guidance.label_order(
+                mixture.means, guidance.scribbled, fixed=guidance.has_prior
+            )
+        mixture = mixture.reorder(order)
         self.model_ = FittedModel(
             mixture, offset, scale, beta=beta, connectivity=self.connectivity,
             spacing=None if self.spacing is None else tuple(float(s) for s in self.spacing),
@@ -422,18 +506,17 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.lower_bounds_ = [bound - log_jacobian for bound in result.lower_bounds]
         self.fit_method_ = method
         self.n_pixels_fit_ = n_valid
-        n_channels = images.n_channels
-        if fields is not None and not fields.any and _mixture.screens_starts(
-            self.n_init, n_channels, self._init_params(n_channels)
-        ):
-            # Every field was refused: segment as without one, with the starts
-            # that fit screens (a fit with a field runs one).
-            plain = clone(self).set_params(bias_field=None).fit(X, mask=mask)
+        if fields is not None and not fields.any:
+            # Every field was refused: segment as without one (a fit with a
+            # field runs one start and stops EM at tol).
+            plain = clone(self).set_params(bias_field=None).fit(X, y, mask=mask, prior=prior)
             vars(self).update(
                 (name, value) for name, value in vars(plain).items() if name.endswith("_")
             )
         self._set_bias_field(images, fields)
-        return self
+        # scribbled components keep their index and a prior's keep theirs, so
+        # the guidance already speaks of the components in label order
+        return guidance
 
     def _init_params(self, n_channels: int) -> str:
         """``init_params``, with ``'auto'`` resolved for images of ``n_channels``."""
@@ -441,9 +524,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             return self.init_params
         return "otsu" if n_channels == 1 else "kmeans"
 
-    def _fit_pixelwise(self, values, weights, offset, scale, random_state):
+    def _fit_pixelwise(self, values, weights, offset, scale, random_state, guided=None):
         """EM for the fixed number of components, or for the one
-        :mod:`._selection` chooses when ``n_components='auto'``."""
+        :mod:`._selection` chooses when ``n_components='auto'``.
+
+        With ``guided`` (:class:`._guidance.GuidedRows`), ``n_components='auto'``
+        chooses at least as many components as the scribbles and prior name,
+        and the final fit is guided EM from :func:`._guidance.guided_start`.
+        """
         standardized = (values - offset) / scale
         _training.warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
         init_params = self._init_params(values.shape[1])
@@ -470,9 +558,16 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 reg_covar=self.reg_covar,
                 random_state=random_state,
                 input_scale=scale,
+                # EM past tol only where this mixture is the model: run
+                # further, it spends a component on an uncorrected field or,
+                # as HMRF-EM's start, on noise and partial volume
+                polish=self.bias_field is None and self.beta == 0,
             )
 
-        if self.n_components == "auto":
+        named = guided is not None and guided.n_prior_classes
+        if named:
+            candidates = [guided.n_prior_classes]  # the prior names every class
+        if self.n_components == "auto" and not named:
             X, sample_weight, state = _selection.selection_data(
                 standardized, weights, random_state
             )
@@ -493,12 +588,33 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             n_components = candidates[0]
             for name in ("n_components_candidates_", "bic_curve_"):
                 vars(self).pop(name, None)  # a refit with a fixed K must not keep an earlier curve
+        if guided is not None:
+            n_components = max(n_components, guided.min_components)
+            return self._fit_guided(guided, n_components, offset, scale, init_params,
+                                    random_state)
         # the chosen number is fitted as a fixed one would be: same data, same draws
         return fit(n_components, standardized, weights, random_state)
 
+    def _fit_guided(self, guided, n_components, offset, scale, init_params, random_state):
+        """Semi-supervised EM: the scribbled rows' responsibilities fixed, prior
+        maps added to every E-step."""
+        X = (np.vstack([guided.free_values, guided.scribble_values]) - offset) / scale
+        sample_weight = np.concatenate([guided.free_weights, guided.scribble_weights])
+        log_prior = guided.log_prior(n_components, self.prior_weight)
+        initial = _guidance.guided_start(
+            X, sample_weight, guided.scribble_classes, log_prior, n_components,
+            covariance_type=self.covariance_type, init_params=init_params,
+            reg_covar=self.reg_covar, random_state=random_state,
+        )
+        return _mixture.fit_from(
+            X, sample_weight, initial, log_prior=log_prior, max_iter=self.max_iter,
+            tol=self.tol, reg_covar=self.reg_covar,
+            mixing_rows=slice(0, len(guided.free_values)),
+        )
+
     # ------------------------------------------------------------ bias field
 
-    def _fit_bias_field(self, images, result, offset, scale, random_state):
+    def _fit_bias_field(self, images, result, offset, scale, random_state, guidance=None):
         """Pixel-wise EM again with a bias field per image, from the pixel-wise fit.
 
         Returns the fit's result and the :class:`._bias.Fields`.
@@ -507,9 +623,19 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         fields = self._sample_fields(images, generator)
         if not fields.any:
             return result, fields
+        log_prior = None
+        if guidance is not None:
+            n_components = result.mixture.n_components
+            log_prior = np.vstack([
+                guide.log_prior_at(
+                    np.ravel_multi_index(coordinates, guide.spatial_shape), n_components,
+                    guidance.prior_weight,
+                )
+                for guide, coordinates in zip(guidance.images, fields.sample_coordinates())
+            ])
         mixture, bounds, converged = fields.fit(
             result.mixture, offset, scale, max_iter=self.max_iter, tol=self.tol,
-            reg_covar=self.reg_covar,
+            reg_covar=self.reg_covar, log_prior=log_prior,
         )
         bounds = list(result.lower_bounds) + bounds
         result = _mixture.FitResult(
@@ -531,7 +657,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             _bias.degree_of(self.bias_field), per_image, generator, _names(images),
         )
 
-    def _fit_spatial_bias_field(self, images, spatial, offset, scale, random_state):
+    def _fit_spatial_bias_field(self, images, spatial, offset, scale, random_state,
+                                guidance=None, shares=None):
         """HMRF-EM again, from its converged state, now with a field per image.
 
         Starting once the mixture has settled without a field keeps the field
@@ -560,6 +687,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         refined = self._fit_spatial(
             fields.views, hoods, spatial.mixture, None, offset, scale, "subsample",
             random_state, fields=fields, beta=spatial.beta,
+            guidance=None if guidance is None else guidance.restricted(
+                [tuple(slice(None, None, s) for s in step) for step in fields.steps]
+            ),
+            shares=shares,
         )
         if any(set(step) != {1} for step in fields.steps):
             # the mixture of a coarse copy, refitted at full resolution
@@ -568,6 +699,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 corrected.spatial_fit_views(), self._neighbourhoods(images.views),
                 refined.mixture, None, offset, scale, "subsample", random_state,
                 beta=spatial.beta,
+                guidance=None if guidance is None else guidance.restricted(
+                    corrected.spatial_fit_keys()
+                ),
+                shares=shares,
             )
             refined = replace(
                 again, n_iter=refined.n_iter + again.n_iter,
@@ -699,15 +834,20 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     def _fit_spatial(
         self, views, hoods, mixture, values, offset, scale, method, random_state, fields=None,
-        beta=None,
+        beta=None, guidance=None, shares=None,
     ):
         """HMRF-EM from the pixel-wise fit, over the full grid of every image.
+
+        ``shares`` are the pixel-wise fit's weights, when ``mixture``'s are
+        not (guided fits start HMRF-EM from equal weights); see
+        :func:`._hmrf.hmrf_em`.
 
         ``values`` are the training data in input units; only a histogram's
         distinct values are used here (a subsample is drawn anew from the grid).
         ``fields`` (a :class:`._bias.Fields` over these very images), when
         given, corrects the images and is refitted from the spatial posteriors
         before every M-step. ``beta`` overrides the estimator's ``beta``.
+        ``guidance`` (over these very views) is added to the unary term.
         """
         if fields is not None:
             views = fields.corrected_views()
@@ -716,8 +856,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         )
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
         valid_maps = [_image.valid_map(view) for view in views]
-        tiles = None if fields is not None else _hmrf.representative_tiles(
-            [view.spatial_shape for view in views], valid_maps
+        # Guided fits keep whole images: a tile set could miss every stroke.
+        tiles = None if fields is not None or guidance is not None else (
+            _hmrf.representative_tiles([view.spatial_shape for view in views], valid_maps)
         )
         if tiles is not None:  # large images: HMRF-EM on tiles spread over them
             views, hoods = _hmrf.tile_views(views, hoods, tiles)
@@ -738,13 +879,28 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             table = _hmrf.ResponsibilityTable(
                 (_hmrf.values_at(views, positions) - offset) / scale, positions=positions
             )
+        if guidance is not None and fields is None:
+            # the scribbles anchor their classes in every M-step (not with a
+            # field, which changes the values they would be compared with)
+            table_weight = sum(
+                math.prod(shape) if valid is None else int(np.count_nonzero(valid))
+                for shape, valid in zip(shapes, valid_maps)
+            ) if method == "histogram" else sum(len(p) for p in positions)
+            table.fixed = _guidance.anchor_rows(
+                guidance, mixture.n_components, table_weight, offset, scale
+            )
         grids = [
             _hmrf.Grid(shape, valid, hood, probe)
             for shape, valid, hood, probe in zip(shapes, valid_maps, hoods, probes)
         ]
 
+        adjust = [None] * len(views) if guidance is None else guidance.adjusters()
+
         def log_potential(i, mixture):
-            return _kernel.log_potential(views[i], mixture, offset, scale)
+            potential = _kernel.log_potential(views[i], mixture, offset, scale)
+            if adjust[i] is not None:
+                adjust[i](potential)
+            return potential
 
         hooks = {}
         if fields is not None:
@@ -764,6 +920,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             max_iter=self.max_iter_spatial,
             tol=self.tol,
             reg_covar=self.reg_covar,
+            shares=shares,
             **hooks,
         )
 
@@ -821,23 +978,41 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         return self.predict_proba(X, mask=mask)
 
-    def fit_predict(self, X, y=None, *, mask=None):
+    @_fit_context(prefer_skip_nested_validation=True)
+    @_all_or_nothing
+    @_single_threaded_blas
+    def fit_predict(self, X, y=None, *, mask=None, prior=None):
         """Fit to ``X`` and return its labels (see :meth:`predict`).
 
         With ``bias_field`` set, ``X`` is corrected by the field fitted with
-        the mixture (``bias_field_``) rather than by a new estimate.
+        the mixture (``bias_field_``) rather than by a new estimate. With
+        scribbles ``y`` or ``prior`` maps (see :meth:`fit`), the labels
+        include them as the fit did: scribbled pixels keep their class and,
+        with the spatial prior, pass it on to their neighbours; the prior
+        maps weigh every pixel. (:meth:`predict` on the same image uses the
+        fitted model alone.) For a dask image the scribbled pixels keep
+        their class, without passing it on.
         """
-        self.fit(X, mask=mask)
-        return self._predict(X, mask, "labels", fields=vars(self).get("_training_fields"))
+        guidance = self._fit(X, y, mask, prior)
+        return self._predict(
+            X, mask, "labels", fields=vars(self).get("_training_fields"), guidance=guidance
+        )
 
-    def fit_transform(self, X, y=None, *, mask=None):
+    @_fit_context(prefer_skip_nested_validation=True)
+    @_all_or_nothing
+    @_single_threaded_blas
+    def fit_transform(self, X, y=None, *, mask=None, prior=None):
         """Fit to ``X`` and return its posterior maps (see :meth:`transform`).
 
-        With ``bias_field`` set, ``X`` is corrected by ``bias_field_``, as in
-        :meth:`fit_predict`.
+        With ``bias_field`` set, ``X`` is corrected by ``bias_field_``, and
+        scribbles ``y`` and ``prior`` maps enter the posteriors, as in
+        :meth:`fit_predict` (a scribbled pixel's posterior is 1 for its class).
         """
-        self.fit(X, mask=mask)
-        return self._predict(X, mask, "posteriors", fields=vars(self).get("_training_fields"))
+        guidance = self._fit(X, y, mask, prior)
+        return self._predict(
+            X, mask, "posteriors", fields=vars(self).get("_training_fields"),
+            guidance=guidance,
+        )
 
     def score_samples(self, X, *, mask=None):
         """Log-likelihood of each pixel under the mixture (NaN where not used).
@@ -931,11 +1106,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         return images
 
     @_single_threaded_blas
-    def _predict(self, X, mask, output, fields=None):
+    def _predict(self, X, mask, output, fields=None, guidance=None):
         """``output`` (see :data:`._kernel.OUTPUTS`) for each image of ``X``.
 
         With ``bias_field`` set, each image is divided by its field first:
         ``fields`` (one per image), or the field estimated with the mixture fixed.
+        ``guidance`` (:class:`._guidance.Guidance` of these images) enters
+        labels and posteriors.
         """
         model = self._prediction_model()
         images = self._open_for_prediction(X, mask, model)
@@ -943,10 +1120,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             # the prior's neighbourhood, and the field's coordinates, use spacing
             self._neighbourhoods(images.views)
         if self.bias_field is None:
-            return images.predict(model, output)
+            return images.predict(model, output, guidance)
         if fields is None:
             fields = self._fields_for(images, model)
-        outputs = images.corrected(fields, _names(images)).predict(model, output)
+        outputs = images.corrected(fields, _names(images)).predict(model, output, guidance)
         if output != "log_likelihood":
             return outputs
         # the density of the observed values: divided by the field's Jacobian
@@ -1008,7 +1185,8 @@ def _names(images):
     return ["X"] if not images.batch else [f"X[{i}]" for i in range(len(images.views))]
 
 
-def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state=None, **params):
+def segment(image, n_components=3, *, channel_axis=None, mask=None, scribbles=None,
+            random_state=None, **params):
     """Segment an image in one call: fit a :class:`GMMSegmenter` and label it.
 
     Parameters
@@ -1021,6 +1199,9 @@ def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state
         Axis holding colour channels; ``None`` for grayscale.
     mask : bool array or None
         Pixels to segment; the others get label 0.
+    scribbles : (M[, N[, ...]]) int array or None
+        Scribbles guiding the fit: 0 unknown, ``k`` for class ``k``, which
+        becomes label ``k`` (see :meth:`GMMSegmenter.fit`).
     random_state : int or None
         Seed for reproducible results.
     **params
@@ -1029,8 +1210,9 @@ def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state
     Returns
     -------
     labels : (M[, N[, ...]]) uint8 array (uint16 above 255 components)
-        ``1..n_components``, darkest first; 0 outside the mask and where the
-        image is not finite.
+        ``1..n_components``, darkest first (scribbled classes first, by their
+        numbers, with ``scribbles``); 0 outside the mask and where the image
+        is not finite.
 
     Examples
     --------
@@ -1043,4 +1225,4 @@ def segment(image, n_components=3, *, channel_axis=None, mask=None, random_state
     segmenter = GMMSegmenter(
         n_components, channel_axis=channel_axis, random_state=random_state, **params
     )
-    return segmenter.fit_predict(image, mask=mask)
+    return segmenter.fit_predict(image, scribbles, mask=mask)

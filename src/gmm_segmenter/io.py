@@ -713,10 +713,12 @@ def save_model(segmenter, path, *, record=None) -> Path:
         fitted["n_components_candidates_"] = [int(n) for n in segmenter.n_components_candidates_]
         fitted["bic_curve_"] = [float(b) for b in segmenter.bic_curve_]
     params = json_params(segmenter)
-    if params.get("bias_field", "set") is None:
-        # without a field, the file stays one that versions before the
-        # parameter load (they refuse parameters they do not know)
-        del params["bias_field"]
+    for name, before in _ADDED_PARAMS.items():
+        if name in params and params[name] == before:
+            # at the value that means "as before", the file stays one that
+            # versions before the parameter load (they refuse parameters
+            # they do not know)
+            del params[name]
     metadata = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
@@ -933,6 +935,11 @@ def _check_covariances(arrays, covariance_type, invalid):
             f"range from {standardized.min():.3g} to {standardized.max():.3g}; a fit gives "
             f"values between {low:g} and {high:g})"
         )
+
+
+#: Parameters added after model files first shipped, and the value that
+#: behaves as the versions before them did.
+_ADDED_PARAMS = {"bias_field": None, "prior_weight": 1.0}
 
 
 def _with_params(metadata, invalid) -> GMMSegmenter:

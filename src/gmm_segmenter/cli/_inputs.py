@@ -134,6 +134,37 @@ def read_mask(path, max_pixels=None, limits=None) -> np.ndarray:
     return np.asarray(mask) != 0
 
 
+def read_scribbles(path, max_pixels=None, limits=None) -> np.ndarray:
+    """A label image: one integer per pixel (checked against each input by the estimator)."""
+    scribbles = np.asarray(_read_file(path, max_pixels, limits))
+    if scribbles.ndim == 3 and scribbles.shape[-1] in (3, 4) and scribbles.dtype == np.uint8:
+        raise ValueError(
+            f"{path} is a colour image (shape {scribbles.shape}); scribbles are a label "
+            "image with one integer per pixel (0 = unknown, k = class k), as napari "
+            "saves a Labels layer"
+        )
+    return scribbles
+
+
+def read_prior(path, max_pixels=None, limits=None) -> np.ndarray:
+    """``--prior`` maps as the file holds them (see :func:`prior_for`)."""
+    return np.asarray(_read_file(path, max_pixels, limits))
+
+
+def prior_for(prior, spatial_shape) -> np.ndarray:
+    """``--prior`` maps laid out for an input: the class axis last."""
+    if prior.ndim == len(spatial_shape) + 1:
+        if prior.shape[:-1] == spatial_shape:
+            return prior
+        if prior.shape[1:] == spatial_shape:
+            return np.moveaxis(prior, 0, -1)
+    raise ValueError(
+        f"--prior has shape {prior.shape} but the input's spatial shape is "
+        f"{spatial_shape}; give one map per class, the class axis first "
+        f"(K, {', '.join(map(str, spatial_shape))}) or last"
+    )
+
+
 def prepare(image, channel_axis_option, mask) -> Prepared:
     """Put channels last (or none) as ``--channel-axis`` says; alpha becomes a mask."""
     pixels, axis, alpha = _channels_last(image, channel_axis_option)

@@ -197,12 +197,14 @@ def _run(args, parser) -> int:
         console.error(message)
     try:
         mask, shared_model = _read_mask(args, console), _read_model(args, params, console)
+        scribbles = _read_scribbles(args, console)
+        prior = _read_prior(args, console)
         if not sources:
             return 1
         _make_outdir(args.outdir, console)
         model_source = None if shared_model is None else f"loaded from {args.model}"
         runner = Runner(args, params, shared_model, model_source, mask, console.status,
-                        protected=_input_paths(sources))
+                        protected=_input_paths(sources), scribbles=scribbles, prior=prior)
         if args.jobs == 1:  # one stage bar cannot follow several images at once
             runner.on_stage = console.stage
         with _locked(args.outdir, console):
@@ -227,7 +229,10 @@ def _run(args, parser) -> int:
 
 def _start_reading(args):
     """Start the process that decoding children come from, if files will be read."""
-    if (args.images or args.mask is not None) and _isolated.Limits.from_arguments(args).active:
+    reads_files = args.images or any(
+        path is not None for path in (args.mask, args.scribbles, args.prior)
+    )
+    if reads_files and _isolated.Limits.from_arguments(args).active:
         try:
             _isolated.start(quiet=not args.debug)
         except OSError:  # each read tries again, and reports a failure on one line
@@ -303,6 +308,34 @@ def _read_mask(args, console):
         return read_mask(args.mask, args.max_pixels, _isolated.Limits.from_arguments(args))
     except Exception as error:
         console.error(f"--mask {describe(error)}", traceback.format_exc())
+        raise _CannotStart from error
+
+
+def _read_scribbles(args, console):
+    """The ``--scribbles`` label image, or ``None`` without one."""
+    if args.scribbles is None:
+        return None
+    from ._inputs import read_scribbles
+
+    try:
+        return read_scribbles(
+            args.scribbles, args.max_pixels, _isolated.Limits.from_arguments(args)
+        )
+    except Exception as error:
+        console.error(f"--scribbles {describe(error)}", traceback.format_exc())
+        raise _CannotStart from error
+
+
+def _read_prior(args, console):
+    """The ``--prior`` maps as read (laid out per input later), or ``None``."""
+    if args.prior is None:
+        return None
+    from ._inputs import read_prior
+
+    try:
+        return read_prior(args.prior, args.max_pixels, _isolated.Limits.from_arguments(args))
+    except Exception as error:
+        console.error(f"--prior {describe(error)}", traceback.format_exc())
         raise _CannotStart from error
 
 

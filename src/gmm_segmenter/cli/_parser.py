@@ -143,6 +143,16 @@ def _beta(text):
     return value
 
 
+def _prior_weight(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _n_init(text):
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -278,6 +288,27 @@ def _add_pixel_arguments(model):
         "Must have the spatial shape of every input.",
     )
     model.add_argument(
+        "--scribbles", type=Path, default=None, metavar="LABELFILE",
+        help="label image guiding the fit (one integer per pixel, the input's "
+        "spatial shape): 0 where nothing is known, k where the pixel belongs to "
+        "class k. Scribbled classes get their number as label; the others are "
+        "found freely and numbered after them, darkest first. Scribbled pixels keep "
+        "their class. Applies to every input.",
+    )
+    model.add_argument(
+        "--prior", type=Path, default=None, metavar="PRIORFILE",
+        help="prior probability maps (an atlas, a previous segmentation), as FSL "
+        "FAST and ANTs Atropos take them: one float map per class, the class axis "
+        "first (a multi-page TIFF) or last, the other axes the input's spatial "
+        "shape, summing to 1 at every pixel. Class k of the file is label k+1. "
+        "Applies to every input.",
+    )
+    model.add_argument(
+        "--prior-weight", type=_prior_weight, default=None, metavar="W",
+        help="weight of the --prior maps: W * log(prior) is added to each pixel's "
+        "log-probability (default: 1; 0 ignores them)",
+    )
+    model.add_argument(
         "--seed", type=int, default=0,
         help="random seed for the pixel subsample and initialisation (default: 0, "
         "so every run gives the same result)",
@@ -399,11 +430,19 @@ def check_arguments(args, parser) -> dict:
                 f"--model applies a saved model, so {', '.join(given)} (which only "
                 "shape a new fit) cannot be used with it"
             )
+        for flag, value in (("--scribbles", args.scribbles), ("--prior", args.prior)):
+            if value is not None:
+                parser.error(
+                    f"{flag} guides a new fit, but --model applies a saved model; "
+                    "leave out one of them"
+                )
         if args.beta in ("auto", "pseudo-likelihood"):
             parser.error(
                 f"--beta {args.beta} chooses the strength while fitting, but --model "
                 "applies a saved model; give a number, such as --beta 1"
             )
+    if args.prior_weight is not None and args.prior is None:
+        parser.error("--prior-weight weighs the --prior maps; give --prior PRIORFILE too")
     return _estimator_params(args, parser)
 
 
@@ -412,7 +451,7 @@ def _estimator_params(args, parser) -> dict:
 
     params = {"random_state": args.seed}
     for name in ("covariance_type", "init_params", "n_init", "max_iter", "tol", "reg_covar",
-                 "n_components", "beta", "connectivity", "bias_field"):
+                 "n_components", "beta", "connectivity", "bias_field", "prior_weight"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     if args.max_samples is not None:

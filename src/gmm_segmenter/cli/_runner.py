@@ -14,6 +14,8 @@ import time
 import traceback
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import _dask
 from .._image import is_dask_array
 from .._progress import progress
@@ -22,7 +24,7 @@ from ..io import read_zarr, write_json
 from . import _isolated
 from ._console import describe, working_on
 from ._folder import ResultSet
-from ._inputs import Prepared, Source, load_source, prepare
+from ._inputs import Prepared, Source, load_source, prepare, prior_for
 from ._outputs import Options, build_report, segmented_image, timings, write_outputs
 
 
@@ -48,13 +50,15 @@ class Runner:
     """Everything one invocation needs to turn a source into its outputs."""
 
     def __init__(self, args, params, shared_model, model_source, mask, status=None,
-                 protected=frozenset()):
+                 protected=frozenset(), scribbles=None, prior=None):
         self.status = status or (lambda text: None)
         self.args = args
         self.params = params
         self.shared_model = shared_model
         self.model_source = model_source
         self.mask = mask
+        self.scribbles = scribbles
+        self.prior = prior
         self.options = Options(args.outdir, args.colors, not args.no_masks, args.proba,
                                protected)
         self.read_limits = _isolated.Limits.from_arguments(args)
@@ -79,20 +83,53 @@ class Runner:
         segmenter = GMMSegmenter(**self.params, channel_axis=first.channel_axis)
         pixels = [p.pixels for p in prepared_list] if batch else first.pixels
         masks = [p.mask for p in prepared_list] if batch else first.mask
+        scribbles = self.scribbles
+        if batch and scribbles is not None:
+            scribbles = [scribbles] * len(prepared_list)
+        prior = None
+        if self.prior is not None:
+            prior = [prior_for(self.prior, p.spatial_shape) for p in prepared_list]
+            prior = prior if batch else prior[0]
         with progress(self.on_stage):
-            return segmenter.fit(pixels, mask=masks)
+            return segmenter.fit(pixels, scribbles, mask=masks, prior=prior)
 
     def segmenter_for(self, source, prepared, seconds):
-        """The shared model, or one fitted on this input (timed into ``seconds``)."""
+        """The shared model, or one fitted on this input (timed into ``seconds``),
+        and the input's labels when the fit made them (guided by ``--scribbles``,
+        which the labels keep); ``None`` when they are still to be predicted."""
         if self.shared_model is not None:
             segmenter = copy.copy(self.shared_model)
             segmenter.set_params(channel_axis=prepared.channel_axis)
-            return segmenter, self.model_source
+            return segmenter, self.model_source, None
         tick = time.perf_counter()
         self.status(f"{source.name}: fitting")
-        segmenter = self.fit([prepared])
+        labels = None
+        if self.scribbles is None and self.prior is None:
+            segmenter = self.fit([prepared])
+        else:
+            segmenter = GMMSegmenter(**self.params, channel_axis=prepared.channel_axis)
+            prior = None if self.prior is None else prior_for(self.prior, prepared.spatial_shape)
+            with progress(self.on_stage):
+                labels = segmenter.fit_predict(prepared.pixels, self.scribbles,
+                                               mask=prepared.mask, prior=prior)
         seconds["fit"] = time.perf_counter() - tick
-        return segmenter, "fitted on this image"
+        return segmenter, "fitted on this image", labels
+
+    def guidance_report(self):
+        """What the report says about ``--scribbles`` and ``--prior`` (nothing without them)."""
+        report = {}
+        if self.scribbles is not None:
+            classes, counts = np.unique(self.scribbles[self.scribbles > 0], return_counts=True)
+            report["scribbles"] = {
+                "file": str(self.args.scribbles),
+                "pixels_per_label": {str(int(k)): int(n) for k, n in zip(classes, counts)},
+            }
+        if self.prior is not None:
+            report["prior"] = {
+                "file": str(self.args.prior),
+                "weight": self.params.get("prior_weight", GMMSegmenter().prior_weight),
+            }
+        return report
 
     def process(self, source, prepared=None, read_seconds=0.0) -> Outcome:
         with working_on(source.label):
@@ -107,11 +144,12 @@ class Runner:
             seconds = {"read": read_seconds + time.perf_counter() - started}
             if is_dask_array(prepared.pixels):
                 return self.process_volume(source, prepared, seconds, started)
-            segmenter, model_source = self.segmenter_for(source, prepared, seconds)
+            segmenter, model_source, labels = self.segmenter_for(source, prepared, seconds)
             tick = time.perf_counter()
             self.status(f"{source.name}: labelling")
             with progress(self.on_stage):
-                labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
+                if labels is None:
+                    labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
                 posteriors = (
                     segmenter.predict_proba(prepared.pixels, mask=prepared.mask)
                     if self.options.proba else None
@@ -130,6 +168,7 @@ class Runner:
                 bias=bias,
             )
             report["colors"] = colours
+            report.update(self.guidance_report())
             seconds["report_and_write"] = time.perf_counter() - tick
             seconds["total"] = time.perf_counter() - started + read_seconds
             report["seconds"] = timings(seconds)
@@ -156,10 +195,11 @@ class Runner:
         result = ResultSet(self.options.outdir, source.name, self.options.protected)
         try:
             with bar:
-                segmenter, model_source = self.segmenter_for(source, prepared, seconds)
+                segmenter, model_source, labels = self.segmenter_for(source, prepared, seconds)
                 tick = time.perf_counter()
                 self.status(f"{source.name}: labelling")
-                labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
+                if labels is None:
+                    labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
                 path = result.path(f"{source.name}_labels.zarr")
                 labels.to_zarr(str(path))
                 seconds["predict_and_write"] = time.perf_counter() - tick
@@ -170,6 +210,7 @@ class Runner:
             )
             seconds["total"] = time.perf_counter() - started
             report["seconds"] = timings(seconds)
+            report.update(self.guidance_report())
             report["outputs"] = [path.name, f"{source.name}_report.json"]
             report["skipped"] = (
                 "segmented picture, masks, posteriors and bias field: the input is a lazy volume"

@@ -38,12 +38,14 @@ class Request:
 
     ``frames`` are the images to segment (one, or one per time point), each
     laid out with its channels on ``channel_axis``; ``masks`` the matching
-    boolean masks or ``None``.
+    boolean masks or ``None``; ``scribbles`` the matching integer images
+    that guide the fit (``y``: 0 unknown, k "class k") or ``None``.
     """
 
     frames: list
     params: dict
     masks: list | None = None
+    scribbles: list | None = None
     per_frame: bool = False
     shared: bool = False
     posteriors: bool = False
@@ -64,6 +66,13 @@ def _mask(request, index):
     return None if request.masks is None else request.masks[index]
 
 
+def _guide(request, index) -> dict:
+    """``y=`` for fitting frame ``index``: its scribbles, or nothing where none are painted."""
+    if request.scribbles is None or not np.any(request.scribbles[index]):
+        return {}
+    return {"y": request.scribbles[index]}
+
+
 def segment(request: Request):
     """Fit and predict; a generator that yields :class:`Progress` and returns a :class:`Result`."""
     frames = request.frames
@@ -81,15 +90,18 @@ def segment(request: Request):
         model = GMMSegmenter(**request.params)
         if request.shared and n_frames > 1:
             masks = None if request.masks is None else list(request.masks)
-            model.fit(list(frames), mask=masks)
+            guide = {} if request.scribbles is None else {"y": list(request.scribbles)}
+            model.fit(list(frames), mask=masks, **guide)
         else:
-            model.fit(frames[0], mask=_mask(request, 0))
+            model.fit(frames[0], mask=_mask(request, 0), **_guide(request, 0))
         models.append(model)
         step += 1
     for index, frame in enumerate(frames):
         if request.per_frame:
             yield Progress(step, total, f"Fitting frame {index + 1} of {n_frames}…")
-            model = GMMSegmenter(**request.params).fit(frame, mask=_mask(request, index))
+            model = GMMSegmenter(**request.params).fit(
+                frame, mask=_mask(request, index), **_guide(request, index)
+            )
             models.append(model)
             step += 1
         yield from _label(models[-1], request, index, labels, posteriors, step, total, fields)

@@ -14,6 +14,14 @@ from .._covariance import COVARIANCE_TYPES
 #: How a leading axis is treated.
 SPACE, SHARED_MODEL, PER_FRAME = "space", "shared", "per-frame"
 
+#: A preview segments at most about this many pixels of its slice (a laptop
+#: screen shows no more of it at once); a larger slice is strided.
+PREVIEW_PIXELS = 512 * 512
+
+#: ... and fits its mixture on a sample of at most this many pixels (Run: the
+#: estimator's default, 100 000): a stroke's preview must keep up with the brush.
+PREVIEW_SAMPLES = 25_000
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -140,6 +148,40 @@ def mask_array(mask, layout: Layout) -> list | None:
     return frames
 
 
+def scribble_arrays(scribbles, layout: Layout) -> list | None:
+    """One integer scribble image per frame (``y`` of a guided fit), or None.
+
+    ``scribbles`` is a Labels layer's data: ``0`` unknown, ``k`` "this pixel
+    is class k". Like a mask it covers the whole output (time included) or
+    one frame, which is then used for every frame. None when nothing is
+    painted, so an empty layer leaves the fit unguided. The values
+    themselves (classes above K, negative numbers) are the estimator's to
+    check.
+    """
+    if scribbles is None:
+        return None
+    scribbles = np.asarray(scribbles)
+    frame_shape = layout.spatial_shape
+    n_frames = 1 if layout.time_axis is None else layout.shape[layout.time_axis]
+    if scribbles.shape == layout.output_shape and layout.time_axis is not None:
+        frames = [scribbles[t] for t in range(n_frames)]
+    elif scribbles.shape == frame_shape:
+        frames = [scribbles] * n_frames
+    else:
+        expected = (
+            f"{frame_shape}" if layout.time_axis is None
+            else f"{frame_shape} (one frame) or {layout.output_shape} (every frame)"
+        )
+        raise ValueError(
+            f"The scribbles have shape {scribbles.shape}, but the image's pixels have "
+            f"shape {expected}; paint on a Labels layer of the image's shape (New "
+            "scribble layer makes one)."
+        )
+    if not any(frame.any() for frame in frames):
+        return None
+    return frames
+
+
 def output_transform(layer, layout: Layout) -> dict:
     """``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` for the output.
 
@@ -246,3 +288,33 @@ def preview_plane_axes(layout: Layout, displayed_axes) -> tuple:
     if len(shown) >= 2:
         return tuple(shown[-2:])
     return tuple(spatial[-2:])
+
+
+def preview_stride(plane_shape, limit: int | None = None) -> int:
+    """The step along each axis that leaves at most about ``limit`` pixels of a plane
+    (default :data:`PREVIEW_PIXELS`)."""
+    limit = PREVIEW_PIXELS if limit is None else limit
+    n_pixels = int(np.prod(plane_shape))
+    return max(1, int(np.ceil(np.sqrt(n_pixels / limit))))
+
+
+def coarse_scribbles(scribbles: np.ndarray, stride: int) -> np.ndarray:
+    """Scribbles on the grid of ``image[::stride, ::stride]``: each block's largest label.
+
+    Striding the scribbles as well would lose thin strokes; a block keeps
+    any class painted in it (the larger label where two meet).
+    """
+    if stride == 1:
+        return scribbles
+    from skimage.measure import block_reduce
+
+    return block_reduce(scribbles, (stride,) * scribbles.ndim, np.max)
+
+
+def fine_labels(labels: np.ndarray, stride: int, shape) -> np.ndarray:
+    """Labels of a strided plane back on the plane's own ``shape``, in blocks."""
+    if stride == 1:
+        return labels
+    for axis in range(labels.ndim):
+        labels = np.repeat(labels, stride, axis=axis)
+    return labels[tuple(slice(0, n) for n in shape)]

@@ -16,6 +16,9 @@ LABELS_SUFFIX = " GMM labels"
 #: ... and its bias field ``name + BIAS_FIELD_SUFFIX``.
 BIAS_FIELD_SUFFIX = " GMM bias field"
 
+#: ... and the Labels layer painted to guide its fit ``name + SCRIBBLES_SUFFIX``.
+SCRIBBLES_SUFFIX = " scribbles"
+
 _ADD = {Image: "add_image", Labels: "add_labels"}
 
 
@@ -47,21 +50,50 @@ def _same(current, value) -> bool:
         return False
 
 
-def labels_layer(viewer, layer, layout, data=None, metadata=None):
+def labels_layer(viewer, layer, layout, data=None, metadata=None, scribbles=None):
     """The ``<image> GMM labels`` layer, updated or added with the image's transform.
 
     Without ``data`` an existing layer keeps its labels if they have the
     output's shape (a preview writes one plane into them); else they start
-    as zeros.
+    as zeros. A new layer takes the colours of the Labels layer
+    ``scribbles``, so class k looks the same in both, and goes under it, so
+    the strokes stay in sight.
     """
     name = f"{layer.name}{LABELS_SUFFIX}"
+    existing = viewer.layers[name] if name in viewer.layers else None
     if data is None:
-        existing = viewer.layers[name] if name in viewer.layers else None
         if not (isinstance(existing, Labels) and existing.data.shape == layout.output_shape):
             data = np.zeros(layout.output_shape, dtype=np.uint8)
     properties = {} if metadata is None else {"metadata": metadata}
-    return put_layer(viewer, Labels, name, data, _layers.output_transform(layer, layout),
-                     **properties)
+    guided = isinstance(scribbles, Labels) and not isinstance(existing, Labels)
+    # a copy: napari keeps per-layer state (the selected label) on the colormap
+    added = {"colormap": scribbles.colormap.model_copy(deep=True)} if guided else None
+    labels = put_layer(viewer, Labels, name, data, _layers.output_transform(layer, layout),
+                       added=added, **properties)
+    if guided and scribbles in viewer.layers:
+        below = viewer.layers.index(scribbles)
+        if viewer.layers.index(labels) > below:
+            viewer.layers.move(viewer.layers.index(labels), below)
+    return labels
+
+
+def scribble_layer(viewer, layer, layout):
+    """A new, empty ``<image> scribbles`` Labels layer to paint classes on.
+
+    It has the labels' shape and transform, and the colours of the image's
+    ``<image> GMM labels`` layer when there is one (napari's default
+    colours otherwise, which a new labels layer also gets), so label k has
+    the same colour in both.
+    """
+    labels = viewer.layers[f"{layer.name}{LABELS_SUFFIX}"] if (
+        f"{layer.name}{LABELS_SUFFIX}" in viewer.layers) else None
+    colours = {}
+    if isinstance(labels, Labels):
+        colours = {"colormap": labels.colormap.model_copy(deep=True)}
+    return viewer.add_labels(
+        np.zeros(layout.output_shape, dtype=np.uint8), name=f"{layer.name}{SCRIBBLES_SUFFIX}",
+        **_layers.output_transform(layer, layout), **colours,
+    )
 
 
 def show_components(viewer, image_name, components, transform, *, metadata=None):

@@ -62,8 +62,12 @@ def _constructor(params: dict, indent: str = "") -> str:
 
 
 def _index_literal(index) -> str:
-    parts = [":" if isinstance(i, slice) else str(int(i)) for i in index]
-    return "[" + ", ".join(parts) + "]"
+    def part(i):
+        if not isinstance(i, slice):
+            return str(int(i))
+        return ":" if i.step is None else f"::{i.step}"
+
+    return "[" + ", ".join(part(i) for i in index) + "]"
 
 
 def mask_code(mask: dict | None) -> list:
@@ -78,14 +82,27 @@ def mask_code(mask: dict | None) -> list:
     return [f"mask = (np.asarray({layer}.data) != 0){select}"]
 
 
+def scribble_code(scribbles: dict | None) -> list:
+    """Lines that define ``scribbles`` (the ``y`` of a guided fit) from their layer, or none."""
+    if scribbles is None:
+        return []
+    select = "" if scribbles.get("index") is None else _index_literal(scribbles["index"])
+    return [f"scribbles = np.asarray(viewer.layers[{scribbles['layer']!r}].data){select}"]
+
+
 def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | None = None,
-                preview_index=None, source: str | None = None) -> str:
+                preview_index=None, source: str | None = None,
+                scribbles: dict | None = None, preview_grid: dict | None = None) -> str:
     """Python that recomputes the labels in napari's console (``viewer`` is defined there).
 
     ``leading_axis`` is ``"space"``, ``"shared"`` (one model for every
     frame) or ``"per-frame"``; ``mask`` describes the mask layer
     (``layer``, ``kind``, ``shape``, ``per_frame`` when it covers every
-    frame); ``preview_index`` the slice a preview segmented. ``source``, for
+    frame); ``scribbles`` the Labels layer that guides the fit, described
+    the same way (``layer``, ``per_frame``, ``index``); ``preview_index``
+    the slice a preview segmented, and ``preview_grid`` the coarser grid of
+    a large one (``stride``, the ``image`` index that strides the slice, the
+    slice's ``shape``). ``source``, for
     a model applied to another layer, is the code that made the model (it
     defines ``segmenter``); ``params`` then holds what applying sets.
     """
@@ -108,25 +125,53 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
             lines.append(f"labels = np.stack([segmenter.predict(frame{frame_mask}) "
                          "for t, frame in enumerate(image)])")
         return "\n".join(lines) + "\n"
+    lines += scribble_code(scribbles)
+    if preview_grid is not None:
+        stride = preview_grid["stride"]
+        lines.append(f"# the preview segments a grid {stride} times coarser; a scribbled "
+                     f"{stride} x {stride} block keeps its largest label")
+        lines.append(f"image = image{_index_literal(preview_grid['image'])}")
+        if mask is not None:
+            lines.append(f"mask = mask[::{stride}, ::{stride}]")
+        if scribbles is not None:
+            lines.append("from skimage.measure import block_reduce")
+            lines.append(f"scribbles = block_reduce(scribbles, ({stride}, {stride}), np.max)")
     if leading_axis == "space" or preview_index is not None:
+        guide = "" if scribbles is None else "y=scribbles, "
+        fit_args = f"image, {guide}{fit_mask[2:]}".rstrip(", ")
         lines.append(f"segmenter = {_constructor(params)}")
-        lines.append(f"labels = segmenter.fit(image{fit_mask}).predict(image{predict_mask})")
+        lines.append(f"labels = segmenter.fit({fit_args}).predict(image{predict_mask})")
+        if preview_grid is not None:
+            stride = preview_grid["stride"]
+            rows, columns = preview_grid["shape"]
+            lines.append(f"labels = np.repeat(np.repeat(labels, {stride}, axis=0), {stride}, "
+                         f"axis=1)[:{rows}, :{columns}]")
     elif leading_axis == "shared":
         lines.append("frames = list(image)  # time is the first axis")
         if mask is not None:
             masks = "list(mask)" if mask.get("per_frame") else "[mask] * len(frames)"
             lines.append(f"masks = {masks}")
+        if scribbles is not None:
+            guides = ("list(scribbles)" if scribbles.get("per_frame")
+                      else "[scribbles] * len(frames)")
+            lines.append(f"guides = {guides}")
         lines.append(f"segmenter = {_constructor(params)}")
-        lines.append("segmenter.fit(frames" + (", mask=masks" if mask is not None else "") + ")")
+        lines.append("segmenter.fit(frames" + (", y=guides" if scribbles is not None else "")
+                     + (", mask=masks" if mask is not None else "") + ")")
         frame_mask = ", mask=masks[t]" if mask is not None else ""
         lines.append(f"labels = np.stack([segmenter.predict(frame{frame_mask}) "
                      "for t, frame in enumerate(frames)])")
     else:
         frame_mask = _frame_mask(mask)
+        guide = ""
+        if scribbles is not None:
+            frame_guide = "scribbles[t]" if scribbles.get("per_frame") else "scribbles"
+            # a frame without strokes is fitted unguided
+            guide = f", y={frame_guide} if {frame_guide}.any() else None"
         lines.append("labels = []")
         lines.append("for t, frame in enumerate(image):  # a model per frame")
         lines.append(f"    segmenter = {_constructor(params, '    ')}")
-        lines.append(f"    labels.append(segmenter.fit(frame{frame_mask})"
+        lines.append(f"    labels.append(segmenter.fit(frame{guide}{frame_mask})"
                      f".predict(frame{frame_mask}))")
         lines.append("labels = np.stack(labels)")
     return "\n".join(lines) + "\n"

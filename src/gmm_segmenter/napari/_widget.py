@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils import progress as activity_progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QApplication,
     QComboBox,
@@ -66,6 +67,8 @@ _LEADING_AXIS = [
 _BAR_STEPS = 1000
 #: How often the progress bar and the elapsed time are refreshed.
 _TICK_MS = 200
+#: Quiet time after the scribbles' last change (an undo, a redo) before a preview.
+_SETTLE_MS = 300
 _PREFIX = "GMM Segmenter: "
 _MEMORY_ADVICE = (
     " Open the image as a lazy (dask or zarr) layer, crop or bin it, or fit on a "
@@ -104,6 +107,9 @@ class GMMSegmenterWidget(Container):
         self.worker = None
         self._job = None  # what the running job works on
         self._preview_pending = False
+        self._watched = None  # the scribble layer whose strokes trigger a preview
+        self._scribbles_seen = None  # fingerprint of the scribbles the last job read
+        self._preview_beta = {}  # beta='auto' of a previewed slice -> the smoothing chosen
         self._shown = None  # the last result's models and histograms, for the plot
         self._meter = _jobs.Meter()
         self._activity = None
@@ -113,6 +119,10 @@ class GMMSegmenterWidget(Container):
         self._timer = QTimer(self.native)
         self._timer.setInterval(_TICK_MS)
         self._timer.timeout.connect(self._tick)
+        self._settle_timer = QTimer(self.native)
+        self._settle_timer.setSingleShot(True)
+        self._settle_timer.setInterval(_SETTLE_MS)
+        self._settle_timer.timeout.connect(self._on_scribbles_settled)
         self._connect_signals()
         self._apply_theme()
         self.reset_choices()
@@ -186,6 +196,19 @@ class GMMSegmenterWidget(Container):
             tooltip="A Labels or Shapes layer: only pixels inside it are segmented; the "
             "others get label 0.",
         )
+        self.scribbles = ComboBox(
+            label="Guide with labels", choices=self._scribble_choices, nullable=True,
+            value=None,
+            tooltip="A Labels layer painted with napari's brush: label k on a pixel says "
+            "'this is class k', 0 says nothing. The result's classes follow that "
+            "numbering; unpainted classes come after. Leave empty for an unguided fit.",
+        )
+        self.new_scribbles_button = PushButton(
+            text="New scribble layer",
+            tooltip="Add an empty Labels layer the shape of the image ('<image> "
+            "scribbles'), in the output's colours, choose it here and start painting "
+            "class 1.",
+        )
         self.per_component = CheckBox(
             text="One Labels layer per component",
             tooltip="Also add '<image> GMM component k' layers (hidden at first), one "
@@ -250,13 +273,15 @@ class GMMSegmenterWidget(Container):
             self.image, self.channel_axis, self.leading_axis, self.auto_components,
             self.n_components, self.max_components, self.covariance_type, self.auto_beta,
             self.beta, self.connectivity, self.bias_field, self.seed, self.mask,
+            self.scribbles, self.new_scribbles_button,
             self.per_component, self.posteriors, self.preview,
             row(self.run_button, self.cancel_button), self.progress,
             self.status, self.apply_target, row(self.apply_button, self.copy_button),
             row(self.save_button, self.load_button),
         ])
         for combo in (self.image, self.channel_axis, self.leading_axis,
-                      self.covariance_type, self.connectivity, self.mask, self.apply_target):
+                      self.covariance_type, self.connectivity, self.mask, self.scribbles,
+                      self.apply_target):
             # a long layer name must not widen the dock: show what fits
             combo.native.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
@@ -277,8 +302,12 @@ class GMMSegmenterWidget(Container):
         self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll_area.setWidget(content)
-        scrollbar = self.scroll_area.verticalScrollBar().sizeHint().width()
-        self.scroll_area.setMinimumWidth(content.minimumSizeHint().width() + scrollbar)
+        # napari styles the dock after it is built, which widens the controls:
+        # the scroll area follows, so no control is cut off on the right
+        self._width_keeper = _MinimumWidth(self.scroll_area, content)
+        content.installEventFilter(self._width_keeper)
+        self.scroll_area.installEventFilter(self._width_keeper)
+        self._width_keeper.fit()
         layout = self.native.layout()
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.scroll_area)
@@ -293,14 +322,17 @@ class GMMSegmenterWidget(Container):
         self.copy_button.changed.connect(lambda: self.copy_code())
         self.save_button.changed.connect(lambda: self.save_model())
         self.load_button.changed.connect(lambda: self.load_model())
-        for combo in (self.image, self.mask, self.apply_target):
+        self.new_scribbles_button.changed.connect(lambda: self.add_scribble_layer())
+        self.scribbles.changed.connect(self._watch_scribbles)
+        for combo in (self.image, self.mask, self.scribbles, self.apply_target):
             combo.changed.connect(lambda value, combo=combo: combo.native.setToolTip(
                 f"{combo.current_choice}\n\n{combo.tooltip}"
             ))
         for setting in (
             self.image, self.channel_axis, self.leading_axis, self.auto_components,
             self.n_components, self.max_components, self.covariance_type, self.auto_beta,
-            self.beta, self.connectivity, self.bias_field, self.seed, self.mask, self.preview,
+            self.beta, self.connectivity, self.bias_field, self.seed, self.mask,
+            self.scribbles, self.preview,
         ):
             setting.changed.connect(self._preview_if_on)
         self._viewer.dims.events.current_step.connect(self._on_step_changed)
@@ -335,6 +367,13 @@ class GMMSegmenterWidget(Container):
             (layer.name, layer)
             for layer in self._viewer.layers
             if isinstance(layer, (Labels, Shapes)) and not _is_output(layer)
+        ]
+
+    def _scribble_choices(self, widget=None):
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Labels) and not _is_output(layer)
         ]
 
     def _channel_choices(self, widget=None):
@@ -378,6 +417,74 @@ class GMMSegmenterWidget(Container):
     def preview_now(self):
         """Segment only the displayed 2-D slice of the image, with the current settings."""
         self._start("preview")
+
+    def add_scribble_layer(self):
+        """Add an empty ``<image> scribbles`` Labels layer, choose it, and start painting class 1.
+
+        It has the labels' shape and transform, and the colours of the
+        image's labels layer, so a stroke of label k looks like class k of
+        the result. An existing ``<image> scribbles`` layer of that shape is
+        chosen instead of adding a second one. Returns the layer, or None.
+        """
+        layer = self.image.value
+        try:
+            if layer is None:
+                raise ValueError("There is no Image layer to paint on; open or add an "
+                                 "image first.")
+            layout = self._image_layout(layer)
+        except ValueError as error:
+            show_error(f"{_PREFIX}{error}")
+            self._set_status(f"No scribble layer added: {error}")
+            return None
+        name = f"{layer.name}{_output.SCRIBBLES_SUFFIX}"
+        existing = self._viewer.layers[name] if name in self._viewer.layers else None
+        if isinstance(existing, Labels) and existing.data.shape == layout.output_shape:
+            scribbles = existing
+        else:
+            scribbles = _output.scribble_layer(self._viewer, layer, layout)
+        self.scribbles.reset_choices()
+        self.scribbles.value = scribbles
+        self._viewer.layers.selection.active = scribbles
+        scribbles.mode = "paint"
+        scribbles.selected_label = 1
+        self._set_status(f"Paint class 1, 2, … into {scribbles.name!r}, then press Run "
+                         "(or tick Preview).")
+        return scribbles
+
+    def _watch_scribbles(self, layer):
+        """Follow the strokes on the chosen scribble layer only."""
+        previous, self._watched = self._watched, layer
+        for watched, connect in ((previous, False), (layer, True)):
+            if watched is None:
+                continue
+            # a stroke ends in `paint`, replacing the whole data in `data`;
+            # undo and redo emit only `set_data`, as every brush move and
+            # redraw do, so those are followed once the data settle
+            handlers = ((watched.events.paint, self._on_scribbled),
+                        (watched.events.data, self._on_scribbled),
+                        (watched.events.set_data, self._on_scribbles_redrawn))
+            for event, handler in handlers:
+                if connect:
+                    event.connect(handler)
+                else:
+                    event.disconnect(handler)
+
+    def _on_scribbled(self, event=None):
+        """A stroke ended: with Preview on, re-segment the slice, superseding a stale preview."""
+        self._preview_if_on()
+
+    def _on_scribbles_redrawn(self, event=None):
+        try:
+            self._settle_timer.start()  # restarts: waits for the last change
+        except RuntimeError:  # the dock was closed and its timer deleted; the layer lives on
+            pass
+
+    def _on_scribbles_settled(self):
+        """The scribbles have not changed for a moment: preview if they differ from the last job's."""
+        layer = self.scribbles.value
+        if layer is not None and self.preview.value and (
+                _fingerprint(_data_of(layer)) != self._scribbles_seen):
+            self.preview_now()
 
     def copy_code(self):
         """Put the Python code that reproduces the last result on the clipboard; returns it."""
@@ -466,6 +573,10 @@ class GMMSegmenterWidget(Container):
         if self.running:
             if kind == "preview":
                 self._preview_pending = True
+                if self._job is not None and self._job["kind"] == "preview":
+                    # a stale preview: stop it at its next step, the new one follows
+                    self._job["superseded"] = True
+                    self._cancel_requested.set()
             else:
                 show_info(f"{_PREFIX}a job is already running; wait for it or press Cancel.")
             return
@@ -529,12 +640,20 @@ class GMMSegmenterWidget(Container):
         if isinstance(error, Cancelled):
             self._on_aborted()
             return
+        if self._superseded():
+            return  # a newer preview follows and reports for itself
         advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
         show_error(f"{_PREFIX}{error}{advice}")
         self._set_status("Failed; see the notification.")
         self.plot.message("No new model: the run failed (see the notification).")
 
+    def _superseded(self) -> bool:
+        return self._job is not None and self._job.get("superseded", False)
+
     def _on_aborted(self):
+        if self._superseded():
+            self._set_status("Updating the preview…")
+            return
         self._set_status("Cancelled")
         self.progress.value = 0
         self._plot_shown()
@@ -636,6 +755,26 @@ class GMMSegmenterWidget(Container):
         )
         return masks, description
 
+    def _scribbles(self, layout):
+        """The scribbles per frame (None if no layer is chosen or nothing is painted),
+        and how the code that reproduces a run reads them."""
+        layer = self.scribbles.value
+        if layer is None:
+            return None, None
+        if not isinstance(layer, Labels):
+            raise ValueError(f"{_name(layer)} is not a Labels layer; paint the scribbles "
+                             "on a Labels layer (New scribble layer makes one).")
+        data = np.array(_data_of(layer))  # a copy: the user paints on while the job runs
+        self._scribbles_seen = _fingerprint(data)
+        try:
+            arrays = _layers.scribble_arrays(data, layout)
+        except ValueError as error:
+            raise ValueError(f"Scribbles {layer.name!r}: {error}") from None
+        if arrays is None:
+            return None, None
+        per_frame = layout.time_axis is not None and tuple(np.shape(data)) == layout.output_shape
+        return arrays, {"layer": layer.name, "per_frame": per_frame}
+
     def _prepare(self, kind):
         layer = self.apply_target.value if kind == "apply" else self.image.value
         if layer is None:
@@ -645,13 +784,17 @@ class GMMSegmenterWidget(Container):
         if not is_dask_array(data):
             data = np.asarray(data)  # dask and zarr layers stay lazy
         masks, mask_description = self._masks(layout)
+        scribbles, scribble_description = (None, None) if kind == "apply" else (
+            self._scribbles(layout))
         if kind == "preview":
-            job, finish = self._prepare_preview(layer, layout, data, masks, mask_description)
-            return job, finish, layer
+            job, finish = self._prepare_preview(layer, layout, data, masks, mask_description,
+                                                scribbles, scribble_description)
+            return _naming_scribbles(job, self.scribbles.value), finish, layer
         request = _jobs.Request(
             frames=layout.frames(data),
             params=self._params(layout, layer),
             masks=masks,
+            scribbles=scribbles,
             per_frame=self.leading_axis.value == _layers.PER_FRAME,
             shared=self.leading_axis.value == _layers.SHARED_MODEL,
             posteriors=self.posteriors.value,
@@ -675,29 +818,31 @@ class GMMSegmenterWidget(Container):
         else:
             job = _jobs.segment(request)
         want_histogram = layout.channel_axis is None
-        job = _jobs.then(job, lambda result: _jobs.outputs(
-            result, request, time_axis=layout.time_axis,
-            per_component=self.per_component.value, histogram=want_histogram,
+        job = _jobs.then(_naming_scribbles(job, self.scribbles.value), lambda result: (
+            _jobs.outputs(result, request, time_axis=layout.time_axis,
+                          per_component=self.per_component.value, histogram=want_histogram)
         ))
-        settings = self._settings(layout, mask_description)
+        settings = self._settings(layout, mask_description, scribble_description)
 
         def finish(outputs):
             if self._still_there(layer):
                 self._show_result(kind, layer, layout, outputs, request, settings,
-                                  mask_description)
+                                  mask_description, scribble_description)
 
         return job, finish, layer
 
-    def _settings(self, layout, mask_description):
+    def _settings(self, layout, mask_description, scribble_description=None):
         return {
             "channel_axis": layout.channel_axis,
             "leading_axis": self.leading_axis.value,
             "mask": mask_description,
+            "scribbles": scribble_description,
             "one_layer_per_component": bool(self.per_component.value),
             "posteriors": bool(self.posteriors.value),
         }
 
-    def _prepare_preview(self, layer, layout, data, masks, mask_description):
+    def _prepare_preview(self, layer, layout, data, masks, mask_description, scribbles,
+                         scribble_description):
         dims = self._viewer.dims
         offset = dims.ndim - layer.ndim
         displayed = [axis - offset for axis in dims.displayed if axis - offset >= 0]
@@ -716,45 +861,85 @@ class GMMSegmenterWidget(Container):
         frame = np.asarray(data[index])
         kept = [axis for axis in range(data.ndim) if isinstance(index[axis], slice)]
         channel_axis = None if layout.channel_axis is None else kept.index(layout.channel_axis)
-        mask = None
+        mask = guide = None
+        spatial_index = tuple(index[axis] for axis in layout.spatial_axes)
+        time_index = 0 if layout.time_axis is None else index[layout.time_axis]
         if masks is not None:
-            spatial_index = tuple(index[axis] for axis in layout.spatial_axes)
-            time_index = 0 if layout.time_axis is None else index[layout.time_axis]
             mask = masks[time_index][spatial_index]
             if not mask.any():
                 raise ValueError("The mask is empty on the displayed slice; move to a slice inside it.")
+        if scribbles is not None:
+            guide = scribbles[time_index][spatial_index]
+            if not guide.any():  # strokes on other slices only: this one is unguided
+                guide = scribble_description = None
+        # a large slice is segmented on a coarser grid, so a preview (one per
+        # stroke) keeps up with the brush; Run segments every pixel
+        plane_shape = tuple(layout.shape[axis] for axis in sorted(plane))
+        stride = _layers.preview_stride(plane_shape)
+        coarse = tuple(slice(None) if axis == layout.channel_axis else slice(None, None, stride)
+                       for axis in kept)
         params = self._params(layout, layer, n_spatial=2)
         params["channel_axis"] = channel_axis
-        params["spacing"] = _layers.spacing_from_scale(layer.scale, layout, plane)
-        request = _jobs.Request(frames=[frame], params=params,
-                                masks=None if mask is None else [mask])
+        params["spacing"] = tuple(
+            stride * size for size in _layers.spacing_from_scale(layer.scale, layout, plane)
+        )
+        params["max_samples"] = _layers.PREVIEW_SAMPLES
+        # beta='auto' reads the smoothing off the image, which strokes do not
+        # change: the slice's next previews reuse the first one's choice
+        beta_key = (id(layer), id(data), repr(index), json.dumps(
+            {**params, "beta": None}, sort_keys=True, default=str))
+        auto_beta = params["beta"] == "auto"
+        if auto_beta and beta_key in self._preview_beta:
+            params["beta"] = self._preview_beta[beta_key]
+        request = _jobs.Request(
+            frames=[frame[coarse]], params=params,
+            masks=None if mask is None else [mask[::stride, ::stride]],
+            scribbles=None if guide is None else [_layers.coarse_scribbles(guide, stride)],
+        )
         output_index = tuple(index[axis] for axis in layout.output_axes)
-        job = _jobs.then(_jobs.segment(request), lambda result: _jobs.outputs(
+
+        def fine(outputs):
+            outputs.labels = _layers.fine_labels(outputs.labels, stride, plane_shape)
+            return outputs
+
+        job = _jobs.then(_jobs.segment(request), lambda result: fine(_jobs.outputs(
             result, request, time_axis=None, per_component=False,
             histogram=channel_axis is None,
-        ))
+        )))
         code_mask = None
         if mask_description is not None:
             mask_axes = layout.spatial_axes
             if mask_description["per_frame"]:
                 mask_axes = (layout.time_axis,) + mask_axes
             code_mask = dict(mask_description, index=[index[axis] for axis in mask_axes])
-        settings = self._settings(layout, mask_description)
+        code_scribbles = None
+        if scribble_description is not None:
+            scribble_axes = layout.spatial_axes
+            if scribble_description["per_frame"]:
+                scribble_axes = (layout.time_axis,) + scribble_axes
+            code_scribbles = dict(scribble_description,
+                                  index=[index[axis] for axis in scribble_axes])
+        settings = self._settings(layout, mask_description, scribble_description)
 
         def finish(outputs):
             if not self._still_there(layer):
                 return
             model = outputs.models[-1]
+            if auto_beta:
+                self._preview_beta = {beta_key: float(model.beta_)}  # this slice's only
             code = _record.python_code(
                 image=layer.name, params=params, leading_axis=_layers.SPACE,
-                preview_index=index, mask=code_mask,
+                preview_index=index, mask=code_mask, scribbles=code_scribbles,
+                preview_grid=None if stride == 1 else {
+                    "stride": stride, "image": coarse, "shape": plane_shape},
             )
             record = _record.make_record(
                 operation="preview of the displayed slice", image_layer=layer, model=model,
                 params=json_params(model), settings=settings, code=code,
             )
             labels_layer = _output.labels_layer(
-                self._viewer, layer, layout, metadata={_record.METADATA_KEY: record}
+                self._viewer, layer, layout, metadata={_record.METADATA_KEY: record},
+                scribbles=self.scribbles.value,
             )
             labels_layer.data[output_index] = outputs.labels
             labels_layer.refresh()
@@ -763,14 +948,16 @@ class GMMSegmenterWidget(Container):
             self._shown = {"models": outputs.models, "histograms": outputs.histograms,
                            "labels_layer": labels_layer, "layer": layer}
             self._plot_shown()
-            self._set_status("Preview of the displayed slice (press Run to segment all "
-                             "of it and keep the model)")
+            grid = "" if stride == 1 else f", every {_ordinal(stride)} pixel"
+            self._set_status(f"Preview of the displayed slice{grid} (press Run to segment "
+                             "all of it and keep the model)")
 
         return job, finish
 
     # ------------------------------------------------------------- output
 
-    def _show_result(self, kind, layer, layout, outputs, request, settings, mask_description):
+    def _show_result(self, kind, layer, layout, outputs, request, settings, mask_description,
+                     scribble_description=None):
         applied = kind == "apply"
         models = outputs.models
         model = models[self._displayed_frame(layer, len(models))]
@@ -782,7 +969,7 @@ class GMMSegmenterWidget(Container):
         else:
             code = _record.python_code(
                 image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
-                mask=mask_description,
+                mask=mask_description, scribbles=scribble_description,
             )
         record = _record.make_record(
             operation="apply model" if applied else "fit and predict", image_layer=layer,
@@ -790,7 +977,8 @@ class GMMSegmenterWidget(Container):
         )
         metadata = {_record.METADATA_KEY: record}
         labels_layer = _output.labels_layer(
-            self._viewer, layer, layout, data=outputs.labels, metadata=metadata
+            self._viewer, layer, layout, data=outputs.labels, metadata=metadata,
+            scribbles=self.scribbles.value,
         )
         transform = _layers.output_transform(layer, layout)
         _output.show_components(
@@ -882,6 +1070,26 @@ def _drive(job, cancel_requested, meter=None):
             yield step
 
 
+class _MinimumWidth(QObject):
+    """Keeps a scroll area as wide as its content's minimum width plus the scroll bar."""
+
+    def __init__(self, scroll_area, content):
+        super().__init__(content)
+        self._scroll_area, self._content = scroll_area, content
+
+    def fit(self):
+        area = self._scroll_area
+        scrollbar = area.verticalScrollBar().sizeHint().width()
+        if area.isVisible():  # the bar as drawn, and the frame
+            scrollbar = max(scrollbar, area.width() - area.viewport().width())
+        area.setMinimumWidth(self._content.minimumSizeHint().width() + scrollbar)
+
+    def eventFilter(self, watched, event):
+        if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Show):
+            self.fit()
+        return False
+
+
 @dataclass(frozen=True)
 class _Warned:
     """A warning from the worker thread, to be shown on the main thread."""
@@ -906,6 +1114,26 @@ def _is_output(layer) -> bool:
     suffixes = (_output.LABELS_SUFFIX, " GMM posteriors", " GMM uncertainty",
                 _output.BIAS_FIELD_SUFFIX)
     return layer.name.endswith(suffixes) or " GMM component " in layer.name
+
+
+def _naming_scribbles(job, layer):
+    """``job``, whose errors about the scribbles name the layer they were painted on."""
+    try:
+        return (yield from job)
+    except ValueError as error:
+        if layer is None or "scribble" not in str(error).lower():
+            raise
+        raise ValueError(f"Guide with labels {layer.name!r}: {error}") from None
+
+
+def _fingerprint(array):
+    """A cheap checksum of an array's contents (1 ms for a 1024 x 1024 uint8 layer)."""
+    array = np.ascontiguousarray(array)
+    return array.shape, array.dtype.str, zlib.crc32(array.view(np.uint8).reshape(-1))
+
+
+def _ordinal(n):
+    return {2: "2nd", 3: "3rd"}.get(n, f"{n}th")
 
 
 def _data_of(layer):

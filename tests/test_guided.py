@@ -1,0 +1,515 @@
+"""Guided segmentation: scribbles (``fit(X, y)``) and prior maps (``fit(X, prior=...)``)."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from _helpers import ari, make_segmenter, run_cli
+from _images import biased_blobs, quadrants
+from scipy import ndimage
+
+from gmm_segmenter import GMMSegmenter, load_model, save_model
+
+
+def stripes(shape=(60, 90), levels=(30.0, 120.0, 210.0), noise=10.0, seed=0):
+    """Three vertical bands, darkest (truth 1) to brightest (truth 3)."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(1, 4), shape[1] // 3)[np.newaxis].repeat(shape[0], axis=0)
+    return np.asarray(levels)[truth - 1] + rng.normal(scale=noise, size=shape), truth
+
+
+def scribble(truth, numbering):
+    """A short stroke in the middle of each true class ``c``, labelled
+    ``numbering[c]`` (``numbering`` maps a truth label to a scribble label)."""
+    y = np.zeros(truth.shape, dtype=np.int32)
+    for c, label in numbering.items():
+        rows = np.flatnonzero((truth == c).any(axis=1))
+        columns = np.flatnonzero((truth == c).any(axis=0))
+        row, column = rows[len(rows) // 2], columns[len(columns) // 2]
+        stroke = (slice(row - 1, row + 2), slice(column - 4, column + 4))
+        assert np.all(truth[stroke] == c)
+        y[stroke] = label
+    return y
+
+
+def close_pair(seed=0):
+    """A large background and two small blobs whose levels are close: the
+    unguided mixture spends two components on the background's tails and
+    merges the blobs."""
+    rng = np.random.default_rng(seed)
+    truth = np.ones((96, 96), dtype=np.uint8)
+    truth[20:36, 20:36] = 2
+    truth[56:72, 56:72] = 3
+    levels = np.array([100.0, 130.0, 150.0])
+    return levels[truth - 1] + rng.normal(scale=15.0, size=truth.shape), truth
+
+
+def label_of(labels, truth, c):
+    """The most frequent label on true class ``c``."""
+    return int(np.bincount(labels[truth == c]).argmax())
+
+
+# ------------------------------------------------------------------ numbering
+
+
+@pytest.mark.parametrize("beta", [0.0, "auto"])
+def test_labels_follow_the_scribble_numbering(beta):
+    image, truth = stripes()
+    numbering = {1: 2, 2: 3, 3: 1}  # the bright class scribbled as 1
+    y = scribble(truth, numbering)
+    segmenter = GMMSegmenter(3, beta=beta, random_state=0).fit(image, y)
+    labels = segmenter.predict(image)
+    for c, label in numbering.items():
+        assert label_of(labels, truth, c) == label
+    np.testing.assert_allclose(segmenter.means_.ravel(), [210, 30, 120], atol=5)
+
+
+def test_unscribbled_classes_come_after_the_scribbled_ones_darkest_first():
+    image, truth = quadrants()
+    y = scribble(truth, {4: 1, 2: 2})  # brightest as 1, the second darkest as 2
+    labels = make_segmenter(4).fit_predict(image, y)
+    assert [label_of(labels, truth, c) for c in (4, 2, 1, 3)] == [1, 2, 3, 4]
+
+
+def test_labels_may_skip_a_number_that_an_unscribbled_class_then_takes():
+    image, truth = stripes()
+    y = scribble(truth, {3: 1, 1: 3})  # label 2 unused: the middle class takes it
+    labels = make_segmenter(3).fit_predict(image, y)
+    assert [label_of(labels, truth, c) for c in (3, 2, 1)] == [1, 2, 3]
+
+
+def test_guided_separates_classes_the_unguided_fit_merges():
+    image, truth = close_pair()
+    unguided = GMMSegmenter(3, random_state=0).fit_predict(image)
+    y = scribble(truth, {1: 1, 2: 2, 3: 3})
+    guided = GMMSegmenter(3, random_state=0).fit_predict(image, y)
+    assert ari(truth, unguided) < 0.75
+    assert ari(truth, guided) > ari(truth, unguided) + 0.1
+    assert [label_of(guided, truth, c) for c in (1, 2, 3)] == [1, 2, 3]
+
+
+def test_fit_predict_and_fit_transform_keep_the_scribbled_pixels():
+    image, truth = stripes(noise=60.0)  # noisy: some scribbled pixels look like another class
+    y = scribble(truth, {1: 1, 2: 2, 3: 3})
+    labels = make_segmenter(3).fit_predict(image, y)
+    np.testing.assert_array_equal(labels[y > 0], y[y > 0])
+    posteriors = make_segmenter(3).fit_transform(image, y)
+    np.testing.assert_array_equal(posteriors[y > 0].argmax(axis=-1) + 1, y[y > 0])
+    np.testing.assert_allclose(posteriors[y > 0].max(axis=-1), 1.0)
+
+
+def test_scribbles_pass_their_class_to_neighbours_under_the_spatial_prior():
+    image, truth = stripes(noise=60.0)
+    y = scribble(truth, {1: 1, 2: 2, 3: 3})
+    model = GMMSegmenter(3, beta=1.0, random_state=0)
+    guided = model.fit_predict(image, y)
+    plain = model.predict(image)  # the fitted model alone
+    ring = ndimage.binary_dilation(y > 0, iterations=2) & (y == 0)
+    agree_guided = np.mean(guided[ring] == truth[ring])
+    agree_plain = np.mean(plain[ring] == truth[ring])
+    assert agree_guided >= agree_plain
+
+
+def test_n_components_auto_keeps_at_least_the_scribbled_classes():
+    image, truth = stripes()
+    y = scribble(truth, {1: 1, 2: 2})
+    y[20:22, 10:20] = 5  # a fifth class, scribbled on the dark band
+    segmenter = GMMSegmenter("auto", beta=0, random_state=0).fit(image, y)
+    assert segmenter.n_components_ >= 5
+
+
+def test_saved_model_round_trips(tmp_path):
+    image, truth = stripes()
+    y = scribble(truth, {1: 3, 2: 1, 3: 2})
+    segmenter = GMMSegmenter(3, random_state=0).fit(image, y)
+    path = tmp_path / "guided.npz"
+    save_model(segmenter, path)
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.predict(image), segmenter.predict(image))
+    assert label_of(loaded.predict(image), truth, 1) == 3
+
+
+# ------------------------------------------------------------ with the rest
+
+
+def test_mask_ignores_scribbles_outside_it():
+    image, truth = stripes()
+    y = scribble(truth, {1: 1, 2: 2, 3: 3})
+    mask = np.ones(truth.shape, dtype=bool)
+    mask[:, :10] = False
+    y_outside = y.copy()
+    y_outside[40:45, :8] = 3  # wrong, but masked out: ignored
+    labels = make_segmenter(3).fit_predict(image, y_outside, mask=mask)
+    assert np.all(labels[~mask] == 0)
+    assert [label_of(labels, truth, c) for c in (1, 2, 3)] == [1, 2, 3]
+
+
+def test_bias_field_with_scribbles():
+    image, truth, _ = biased_blobs()
+    y = np.zeros(truth.shape, dtype=np.int32)
+    rng = np.random.default_rng(1)
+    for c, label in {1: 3, 2: 1, 3: 2}.items():
+        inside = np.argwhere(ndimage.binary_erosion(truth == c, iterations=3))
+        picks = inside[rng.choice(len(inside), 40, replace=False)]
+        y[tuple(picks.T)] = label
+    for beta in (0.0, "auto"):
+        segmenter = GMMSegmenter(3, bias_field="auto", beta=beta, random_state=0)
+        labels = segmenter.fit_predict(image, y)
+        assert [label_of(labels, truth, c) for c in (1, 2, 3)] == [3, 1, 2]
+        assert ari(truth, labels) > 0.8
+        assert segmenter.bias_field_.shape == image.shape
+
+
+def test_batch_with_scribbles_on_one_image_only():
+    (a, truth_a), (b, truth_b) = stripes(seed=0), stripes(seed=1)
+    y = [scribble(truth_a, {1: 2, 2: 3, 3: 1}), None]
+    labels = make_segmenter(3).fit_predict([a, b], y)
+    for image_labels, truth in zip(labels, (truth_a, truth_b)):
+        assert [label_of(image_labels, truth, c) for c in (1, 2, 3)] == [2, 3, 1]
+
+
+def test_dask_images_and_scribbles():
+    da = pytest.importorskip("dask.array")
+    image, truth = stripes(shape=(64, 96))
+    y = scribble(truth, {1: 3, 2: 1, 3: 2})
+    expected = make_segmenter(3).fit(image, y)
+    for lazy_y in (y, da.from_array(y, chunks=(32, 32))):
+        segmenter = make_segmenter(3).fit(da.from_array(image, chunks=(32, 32)), lazy_y)
+        np.testing.assert_allclose(segmenter.means_, expected.means_, rtol=0.02)
+        labels = segmenter.fit_predict(da.from_array(image, chunks=(32, 32)), lazy_y)
+        assert hasattr(labels, "compute")
+        labels = labels.compute()
+        assert [label_of(labels, truth, c) for c in (1, 2, 3)] == [3, 1, 2]
+        np.testing.assert_array_equal(labels[y > 0], y[y > 0])
+
+
+def test_dask_scribbles_with_the_spatial_prior():
+    da = pytest.importorskip("dask.array")
+    image, truth = stripes(shape=(64, 96))
+    y = scribble(truth, {1: 3, 2: 1, 3: 2})
+    segmenter = GMMSegmenter(3, random_state=0)
+    labels = segmenter.fit_predict(
+        da.from_array(image, chunks=(32, 48)), da.from_array(y, chunks=(16, 16))
+    ).compute()
+    assert [label_of(labels, truth, c) for c in (1, 2, 3)] == [3, 1, 2]
+
+
+def test_rgb_and_histogram_paths():
+    image, truth = stripes()
+    y = scribble(truth, {1: 2, 2: 1, 3: 3})
+    as_uint8 = np.clip(image, 0, 255).astype(np.uint8)
+    segmenter = make_segmenter(3).fit(as_uint8, y)
+    assert segmenter.fit_method_ == "histogram"
+    assert [label_of(segmenter.predict(as_uint8), truth, c) for c in (1, 2, 3)] == [2, 1, 3]
+    rgb = np.stack([image, image[:, ::-1], 255 - image], axis=-1)
+    labels = make_segmenter(3, channel_axis=-1).fit_predict(rgb, y)
+    assert [label_of(labels, truth, c) for c in (1, 2, 3)] == [2, 1, 3]
+
+
+# ------------------------------------------------------------------ prior maps
+
+
+def one_hot_prior(truth, n_classes, confidence=0.8):
+    prior = np.stack([truth == c for c in range(1, n_classes + 1)], axis=-1).astype(float)
+    return prior * confidence + (1 - confidence) / n_classes
+
+
+def test_prior_maps_name_the_classes_and_help_a_noisy_image():
+    image, truth = stripes(noise=70.0)
+    order = [2, 0, 1]  # class k of the prior is truth order[k] + 1
+    prior = one_hot_prior(truth, 3)[..., order]
+    unguided = make_segmenter(3).fit_predict(image)
+    segmenter = make_segmenter(3)
+    labels = segmenter.fit_predict(image, prior=prior)
+    for k, c in enumerate(order):
+        assert label_of(labels, truth, c + 1) == k + 1
+    assert ari(truth, labels) > ari(truth, unguided) + 0.2
+    # prior_weight=0 leaves the data alone (as unguided, in the prior's order)
+    plain = make_segmenter(3, prior_weight=0.0).fit_predict(image, prior=prior)
+    assert ari(truth, plain) < ari(truth, labels)
+
+
+def test_prior_maps_with_the_spatial_prior():
+    image, truth = stripes(noise=70.0)
+    labels = GMMSegmenter(3, random_state=0).fit_predict(image, prior=one_hot_prior(truth, 3))
+    assert [label_of(labels, truth, c) for c in (1, 2, 3)] == [1, 2, 3]
+    assert ari(truth, labels) > 0.9
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _unchanged(*arrays):
+    return [np.array(a, copy=True) for a in arrays]
+
+
+@pytest.mark.parametrize(
+    "make_y, match",
+    [
+        (lambda y: y[:, :-1], r"Scribbles y have shape \(60, 89\) but the image's spatial shape "
+                              r"is \(60, 90\); pass an integer label image of shape \(60, 90\)"),
+        (lambda y: np.where(y == 3, 4, y), r"Scribbles y hold label 4 but the model has 3 "
+                                           r"components \(labels 1..3\); pass n_components=4"),
+        (lambda y: np.where(y == 3, -1, y), r"negative label -1; .*-1 for 'unlabelled' is 0 here"),
+        (lambda y: y + 0.5 * (y > 0), r"hold the value 1.5, which is not a whole number"),
+        (lambda y: np.where(y == 3, np.nan, y), r"hold the value nan, which is not a whole number"),
+        (lambda y: y.astype(str), r"Scribbles y have dtype <U\d+; pass an integer label image"),
+    ],
+)
+def test_bad_scribbles_are_refused_clearly(make_y, match):
+    image, truth = stripes()
+    y = make_y(scribble(truth, {1: 1, 2: 2, 3: 3}))
+    before = _unchanged(image, y)
+    with pytest.raises((ValueError, TypeError), match=match):
+        make_segmenter(3).fit(image, y)
+    np.testing.assert_array_equal(image, before[0])
+    np.testing.assert_array_equal(y, before[1])
+
+
+def test_whole_number_floats_are_labels():
+    image, truth = stripes()
+    y = scribble(truth, {1: 2, 2: 3, 3: 1})
+    as_ints = make_segmenter(3).fit(image, y)
+    as_floats = make_segmenter(3).fit(image, y.astype(np.float32))
+    np.testing.assert_array_equal(as_ints.means_, as_floats.means_)
+
+
+def test_scribbles_entirely_outside_the_mask_are_refused():
+    image, truth = stripes()
+    y = scribble(truth, {1: 1, 2: 2, 3: 3})
+    mask = ~(y == 2)
+    with pytest.raises(ValueError, match=r"Every scribble of class\(es\) 2 lies on pixels that "
+                                         r"are masked out"):
+        make_segmenter(3).fit(image, y, mask=mask)
+
+
+def test_classes_with_identical_scribbled_values_warn():
+    image, truth = stripes()
+    image[5:7, 0:3] = 30.0  # a flat patch, scribbled as two classes
+    y = np.zeros(truth.shape, dtype=int)
+    y[5, 0:3], y[6, 0:3] = 1, 2
+    y[5:8, 40:44] = 3
+    with pytest.warns(UserWarning, match=r"scribbles of classes 1 and 2 cover identical pixel "
+                                         r"values \(30\).*merge them into one label"):
+        make_segmenter(3).fit(image, y)
+
+
+def test_batch_scribbles_must_match_the_batch():
+    image, truth = stripes()
+    y = scribble(truth, {1: 1})
+    with pytest.raises(ValueError, match=r"X is a list of 2 images, so y must be a list of 2"):
+        make_segmenter(3).fit([image, image], y)
+    with pytest.raises(ValueError, match=r"y is a list of 1 arrays but X is one image"):
+        make_segmenter(3).fit(image, [y])
+
+
+@pytest.mark.parametrize(
+    "make_prior, match",
+    [
+        (lambda p: p[..., :2], r"prior has 2 classes on its last axis .* but n_components=3"),
+        (lambda p: p[:-1], r"prior has shape \(59, 90, 3\) but the image's spatial shape is "
+                           r"\(60, 90\); .* shape \(60, 90, 'K'\)"),
+        (lambda p: p - 0.3, r"prior holds the negative value"),
+        (lambda p: p * 2, r"must sum to 1 at every pixel .* sum to 2.*normalise them first"),
+        (lambda p: np.where(p > 0.5, np.nan, p), r"prior holds NaN or infinite values"),
+    ],
+)
+def test_bad_prior_maps_are_refused_clearly(make_prior, match):
+    image, truth = stripes()
+    prior = make_prior(one_hot_prior(truth, 3))
+    before = prior.copy()
+    with pytest.raises(ValueError, match=match):
+        make_segmenter(3).fit(image, prior=prior)
+    np.testing.assert_array_equal(prior, before)
+
+
+def test_prior_weight_is_validated():
+    image, truth = stripes()
+    with pytest.raises(ValueError, match="prior_weight"):
+        make_segmenter(3, prior_weight=-1.0).fit(image, prior=one_hot_prior(truth, 3))
+
+
+def test_unguided_fit_is_unchanged_by_a_none_y():
+    image, _ = stripes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = make_segmenter(3).fit(image)
+        b = make_segmenter(3).fit(image, None)
+    np.testing.assert_array_equal(a.means_, b.means_)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_scribbles(tmp_path):
+    import tifffile
+
+    image, truth = stripes()
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    y = scribble(truth, {1: 3, 2: 1, 3: 2}).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "bands.tif", image)
+    tifffile.imwrite(tmp_path / "scribbles.tif", y)
+    out = tmp_path / "out"
+    status = run_cli([tmp_path / "bands.tif", "-k", "3", "--scribbles", tmp_path / "scribbles.tif",
+                      "-o", out, "--seed", "0"])
+    assert status == 0
+    labels = tifffile.imread(next(out.rglob("*labels*.tif")))
+    assert [label_of(labels, truth, c) for c in (1, 2, 3)] == [3, 1, 2]
+    report = json.loads(next(out.rglob("*.json")).read_text())
+    assert "scribbles" in json.dumps(report)
+
+
+def test_cli_scribbles_of_another_size_fail_clearly(tmp_path, capsys):
+    import tifffile
+
+    image, truth = stripes()
+    tifffile.imwrite(tmp_path / "bands.tif", np.clip(image, 0, 255).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "scribbles.tif", np.zeros((10, 10), dtype=np.uint8))
+    status, _, err = run_cli([tmp_path / "bands.tif", "-k", "3", "--scribbles",
+                              tmp_path / "scribbles.tif", "-o", tmp_path / "out"], capsys)
+    assert status != 0
+    assert "(10, 10)" in err and "(60, 90)" in err
+
+
+def test_cli_scribbles_with_a_saved_model_is_a_usage_error(tmp_path, capsys):
+    image, truth = stripes()
+    path = tmp_path / "model.npz"
+    save_model(make_segmenter(3).fit(image), path)
+    status, _, err = run_cli(["x.png", "--model", path, "--scribbles", "s.tif"], capsys)
+    assert status == 2
+    assert "--scribbles guides a new fit, but --model applies a saved model" in err
+
+
+def test_histogram_and_pixel_fits_agree_with_scribbles():
+    image, truth = stripes(noise=25.0)
+    as_uint8 = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    y = scribble(truth, {1: 2, 2: 1})  # the bright class unscribbled
+    histogram = make_segmenter(3).fit(as_uint8, y)
+    pixels = make_segmenter(3).fit(as_uint8.astype(np.float64), y)
+    assert (histogram.fit_method_, pixels.fit_method_) == ("histogram", "subsample")
+    np.testing.assert_allclose(histogram.means_, pixels.means_, atol=0.5)
+    np.testing.assert_allclose(histogram.weights_, pixels.weights_, atol=0.01)
+
+
+def test_segment_takes_scribbles():
+    from gmm_segmenter import segment
+
+    image, truth = stripes()
+    labels = segment(image, 3, scribbles=scribble(truth, {3: 1}), beta=0, random_state=0)
+    assert [label_of(labels, truth, c) for c in (3, 1, 2)] == [1, 2, 3]
+
+
+def test_prior_maps_for_a_batch_and_refused_for_dask():
+    (a, truth_a), (b, truth_b) = stripes(noise=70.0, seed=0), stripes(noise=70.0, seed=1)
+    priors = [one_hot_prior(truth_a, 3), one_hot_prior(truth_b, 3)]
+    labels = make_segmenter(3).fit_predict([a, b], prior=priors)
+    for image_labels, truth in zip(labels, (truth_a, truth_b)):
+        assert [label_of(image_labels, truth, c) for c in (1, 2, 3)] == [1, 2, 3]
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(TypeError, match=r"prior maps need images in memory.*X.compute\(\)"):
+        make_segmenter(3).fit(da.from_array(a, chunks=30), prior=priors[0])
+
+
+def test_the_identical_values_warning_points_at_the_caller():
+    image, truth = stripes()
+    image[5:7, 0:3] = 30.0
+    y = np.zeros(truth.shape, dtype=int)
+    y[5, 0:3], y[6, 0:3] = 1, 2
+    with pytest.warns(UserWarning, match="identical pixel values") as caught:
+        make_segmenter(3).fit(image, y)
+    assert any(w.filename == __file__ for w in caught)
+
+
+def test_empty_scribbles_fit_as_unguided():
+    image, _ = stripes()
+    plain = GMMSegmenter(3, random_state=0).fit(image)
+    empty = GMMSegmenter(3, random_state=0).fit(image, np.zeros(image.shape, dtype=np.uint8))
+    np.testing.assert_array_equal(plain.means_, empty.means_)
+    np.testing.assert_array_equal(plain.weights_, empty.weights_)
+
+
+@pytest.mark.parametrize("classes_first", [True, False])
+def test_cli_prior(tmp_path, classes_first):
+    import tifffile
+
+    image, truth = stripes(noise=20.0)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    prior = one_hot_prior(truth, 3)[..., [2, 0, 1]].astype(np.float32)
+    tifffile.imwrite(tmp_path / "bands.tif", image)
+    tifffile.imwrite(tmp_path / "prior.tif", np.moveaxis(prior, -1, 0) if classes_first else prior)
+    out = tmp_path / "out"
+    status = run_cli([tmp_path / "bands.tif", "-k", "3", "--prior", tmp_path / "prior.tif",
+                      "--prior-weight", "0.8", "--beta", "0", "-o", out])
+    assert status == 0
+    labels = tifffile.imread(next(out.rglob("*labels*.tif")))
+    assert [label_of(labels, truth, c) for c in (3, 1, 2)] == [1, 2, 3]
+    report = json.loads(next(out.rglob("*.json")).read_text())
+    assert report["prior"]["weight"] == 0.8
+
+
+def test_cli_prior_of_another_shape_and_a_weight_alone_fail_clearly(tmp_path, capsys):
+    import tifffile
+
+    image, _ = stripes()
+    tifffile.imwrite(tmp_path / "bands.tif", np.clip(image, 0, 255).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "prior.tif", np.full((3, 10, 10), 1 / 3, dtype=np.float32))
+    status, _, err = run_cli([tmp_path / "bands.tif", "--prior", tmp_path / "prior.tif",
+                              "-o", tmp_path / "out"], capsys)
+    assert status != 0 and "--prior has shape (3, 10, 10)" in err and "(60, 90)" in err
+    status, _, err = run_cli([tmp_path / "bands.tif", "--prior-weight", "2"], capsys)
+    assert status == 2 and "give --prior PRIORFILE too" in err
+
+
+def test_model_files_record_prior_weight_only_when_it_is_not_the_default(tmp_path):
+    image, truth = stripes()
+    prior = one_hot_prior(truth, 3)
+    for weight, recorded in ((1.0, False), (0.5, True)):
+        segmenter = make_segmenter(3, prior_weight=weight).fit(image, prior=prior)
+        path = tmp_path / f"weight{weight}.npz"
+        save_model(segmenter, path)
+        with np.load(path) as stored:
+            text = " ".join(str(stored[name]) for name in stored.files)
+        assert ("prior_weight" in text) == recorded
+        loaded = load_model(path)
+        assert loaded.prior_weight == weight
+        np.testing.assert_array_equal(loaded.predict(image), segmenter.predict(image))
+
+
+def test_a_small_free_class_kept_under_the_prior_raises_no_swallowed_warning():
+    # Guided HMRF-EM starts from equal weights; the warning must compare a
+    # component's posterior share with its pixel-wise share, not with 1/K.
+    rng = np.random.default_rng(4)
+    level = np.zeros((128, 128))
+    level[:, 64:] = 40.0
+    for r, c in rng.integers(4, 124, size=(25, 2)):
+        level[r - 1:r + 2, c - 1:c + 2] = 250.0  # specks, about 1.4 % of the pixels
+    image = rng.poisson(level + 3).astype(np.float32)
+    scribbles = np.zeros(image.shape, np.uint8)
+    scribbles[10:14, 10:40] = 1
+    scribbles[10:14, 80:110] = 2
+    scribbles[level == 250.0] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        labels = GMMSegmenter(3, random_state=0).fit_predict(image, y=scribbles)
+    assert np.mean(labels[level == 250.0] == 3) > 0.9
+
+
+def test_a_large_guided_image_is_fitted_whole_not_on_tiles(monkeypatch):
+    # unguided, an image above 2**20 pixels is fitted on tiles, which could
+    # miss every stroke; guided it is fitted whole
+    from gmm_segmenter import _hmrf
+
+    image, truth = stripes(shape=(1030, 1032))
+    called = []
+    original = _hmrf.representative_tiles
+    monkeypatch.setattr(
+        _hmrf, "representative_tiles", lambda *a, **k: called.append(1) or original(*a, **k)
+    )
+    GMMSegmenter(3, beta=0.5, random_state=0).fit(image)
+    assert called  # the unguided fit would use tiles here
+    called.clear()
+    y = scribble(truth, {1: 3, 2: 1, 3: 2})
+    labels = GMMSegmenter(3, beta=0.5, random_state=0).fit_predict(image, y=y)
+    assert not called
+    assert ari(truth, labels) > 0.99 and labels[truth == 1].mean() > 2.9
