@@ -493,3 +493,23 @@ def test_a_small_free_class_kept_under_the_prior_raises_no_swallowed_warning():
         warnings.simplefilter("error", UserWarning)
         labels = GMMSegmenter(3, random_state=0).fit_predict(image, y=scribbles)
     assert np.mean(labels[level == 250.0] == 3) > 0.9
+
+
+def test_a_large_guided_image_is_fitted_whole_not_on_tiles(monkeypatch):
+    # unguided, an image above 2**20 pixels is fitted on tiles, which could
+    # miss every stroke; guided it is fitted whole
+    from gmm_segmenter import _hmrf
+
+    image, truth = stripes(shape=(1030, 1032))
+    called = []
+    original = _hmrf.representative_tiles
+    monkeypatch.setattr(
+        _hmrf, "representative_tiles", lambda *a, **k: called.append(1) or original(*a, **k)
+    )
+    GMMSegmenter(3, beta=0.5, random_state=0).fit(image)
+    assert called  # the unguided fit would use tiles here
+    called.clear()
+    y = scribble(truth, {1: 3, 2: 1, 3: 2})
+    labels = GMMSegmenter(3, beta=0.5, random_state=0).fit_predict(image, y=y)
+    assert not called
+    assert ari(truth, labels) > 0.99 and labels[truth == 1].mean() > 2.9

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from gmm_segmenter import GMMSegmenter, _hmrf, _kernel, _mixture, _mrf
+from gmm_segmenter import GMMSegmenter, _hmrf, _image, _kernel, _mixture, _mrf
 
 # --------------------------------------------------------------------------
 # the reference: the numpy implementation before the compiled kernel
@@ -303,6 +303,10 @@ def _reference_sweep(grids, posteriors, log_potential, mixture, beta) -> float:
 
 
 def reference_spatial_posteriors(log_potential, valid, beta, hood):
+    if isinstance(log_potential, _mrf.TablePotential):  # the dense map it stands for
+        log_potential = log_potential.table[:, log_potential.index]
+        if valid is not None:
+            log_potential[:, ~valid] = 0.0
     padded = _mrf.padded_posteriors(log_potential, valid)
     if beta:
         reference_mean_field(
@@ -508,3 +512,160 @@ def test_the_memory_estimate_counts_the_maps_with_their_border(monkeypatch):
     _kernel.check_spatial_memory([thin], 3, "Fitting")
     map_bytes = 3 * 4 * 4 * 502 * 2  # (K, 2 + 2, 2, (1000 + 3) // 2) float32
     assert asked[0] >= map_bytes + 3 * 4 * 2000
+
+
+# --------------------------------------------------------------------------
+# threads, tiles and lookups: the same work, less of it, or split
+
+
+@pytest.mark.parametrize("shape, masked", [((90, 131), False), ((9, 20, 33), True)])
+def test_threads_give_the_result_of_one_thread(shape, masked, monkeypatch):
+    """Each colour's rows split between threads: the same posteriors, bound
+    and responsibilities as in one thread (the sums are taken per share)."""
+    potential = noisy_potential(shape, noise=0.9)
+    valid = np.random.default_rng(1).uniform(size=shape) > 0.2 if masked else None
+    rows = np.random.default_rng(2).integers(-1, 10, size=shape).astype(np.int32)
+    hood = _mrf.neighbourhood(len(shape), 1)
+    monkeypatch.setattr(_mrf, "_THREAD_PIXELS", 64)
+    monkeypatch.setattr(_mrf, "_CALL_PIXELS", 500)
+    results = {}
+    monkeypatch.setattr(_mrf, "spare_threads", lambda most: most)
+    for threads in (1, 3):
+        monkeypatch.setattr(_mrf, "n_threads", lambda threads=threads: threads)
+        padded = _mrf.padded_posteriors(potential, valid)
+        sweeps = _mrf.mean_field(potential, padded, valid, 1.2, hood, max_sweeps=8)
+        resp = np.zeros((10, 3))
+        bound = _mrf.objective(potential, padded, 1.2, hood, rows_map=rows, resp=resp)
+        results[threads] = (padded, sweeps, bound, resp)
+    one, three = results[1], results[3]
+    np.testing.assert_array_equal(one[0], three[0])
+    assert one[1][0] == three[1][0]
+    assert one[2] == pytest.approx(three[2], rel=1e-12)
+    np.testing.assert_allclose(one[3], three[3], rtol=1e-12)
+
+
+def test_prediction_through_a_table_matches_the_dense_log_potentials(monkeypatch):
+    rng = np.random.default_rng(0)
+    for image, mask in [
+        (np.clip(rng.normal(30000, 8000, (120, 97)), 0, 65535).astype(np.uint16), None),
+        (rng.integers(0, 256, (9, 33, 41)).astype(np.uint8), rng.uniform(size=(9, 33, 41)) > 0.2),
+    ]:
+        segmenter = GMMSegmenter(3, beta=1.0, random_state=0).fit(image, mask=mask)
+        proba = segmenter.predict_proba(image, mask=mask)
+        labels = segmenter.predict(image, mask=mask)
+        with monkeypatch.context() as patch:
+            patch.setattr(_kernel, "table_log_potential", lambda *args: None)
+            np.testing.assert_array_equal(proba, segmenter.predict_proba(image, mask=mask))
+            np.testing.assert_array_equal(labels, segmenter.predict(image, mask=mask))
+
+
+def test_histogram_rows_by_lookup_match_the_binary_search():
+    rng = np.random.default_rng(0)
+    for image, mask in [
+        (rng.integers(0, 65536, (60, 50)).astype(np.uint16), None),
+        (rng.integers(-100, 100, (20, 30)).astype(np.int8), rng.uniform(size=(20, 30)) > 0.4),
+        (rng.integers(-5000, 90000, (40, 40)).astype(np.int32), None),
+    ]:
+        view = _image.as_images(image, channel_axis=None, mask=mask)[0]
+        valid = _image.valid_map(view)
+        distinct = np.unique(image if mask is None else image[mask]).astype(np.float64)
+        expected = np.minimum(np.searchsorted(distinct, image.astype(np.float64)), len(distinct) - 1)
+        if mask is not None:
+            expected[~mask] = -1
+        np.testing.assert_array_equal(_hmrf.histogram_rows(view, valid, distinct), expected)
+
+
+def test_the_grey_level_table_is_reused_only_for_the_same_mixture():
+    image = np.random.default_rng(0).integers(0, 4000, (30, 40)).astype(np.uint16)
+    segmenter = GMMSegmenter(3, beta=0, random_state=0).fit(image)
+    view = _image.as_images(image, channel_axis=None)[0]
+    model = segmenter.model_
+    first = _kernel.log_potential(view, model.standardized, model.offset, model.scale)
+    again = _kernel.log_potential(view, model.standardized, model.offset, model.scale)
+    np.testing.assert_array_equal(first, again)
+    moved = replace(model.standardized, means=model.standardized.means + 0.5)
+    other = _kernel.log_potential(view, moved, model.offset, model.scale)
+    assert not np.allclose(first, other)
+
+
+def test_tiles_are_spread_over_the_image_and_total_the_budget():
+    shape = (2048, 1536)
+    assert _hmrf.representative_tiles([shape], [None], max_pixels=shape[0] * shape[1]) is None
+    tiles = _hmrf.representative_tiles([shape], [None], max_pixels=1 << 18)
+    pixels = [math.prod(k.stop - k.start for k in tile.key) for tile in tiles]
+    assert 1 << 18 <= sum(pixels) < (1 << 18) + max(pixels)
+    covered = np.zeros(shape, dtype=bool)
+    for tile in tiles:
+        assert not covered[tile.key].any()  # no overlaps
+        covered[tile.key] = True
+    # every quarter of the image gets some
+    for rows in (slice(0, 1024), slice(1024, None)):
+        for columns in (slice(0, 768), slice(768, None)):
+            assert covered[rows, columns].any()
+
+
+def test_tiles_pass_over_masked_out_cells_and_share_a_batch():
+    mask = np.zeros((1024, 1024), dtype=bool)
+    mask[:, :300] = True
+    tiles = _hmrf.representative_tiles([(1024, 1024), (512, 512)], [mask, None], 1 << 16)
+    assert {tile.image for tile in tiles} == {0, 1}
+    assert all(mask[tile.key].any() for tile in tiles if tile.image == 0)
+
+
+def test_a_large_image_is_fitted_on_tiles_and_segments_as_well(monkeypatch):
+    rng = np.random.default_rng(3)
+    from scipy import ndimage as ndi
+
+    field = ndi.gaussian_filter(rng.normal(size=(384, 384)), 6.0)
+    truth = np.digitize(field, np.quantile(field, [1 / 3, 2 / 3]))
+    image = truth + rng.normal(scale=0.5, size=truth.shape)
+    whole = GMMSegmenter(3, random_state=0).fit(image)
+    monkeypatch.setattr(_hmrf, "FIT_PIXELS", 1 << 15)
+    monkeypatch.setattr(_hmrf, "TILE_PIXELS", 1 << 12)
+    monkeypatch.setattr(_hmrf, "TILE_ROW", 64)
+    seen = []
+    real = _hmrf.hmrf_em
+    monkeypatch.setattr(
+        _hmrf, "hmrf_em", lambda mixture, grids, *a, **k: seen.append(
+            [grid.spatial_shape for grid in grids]) or real(mixture, grids, *a, **k)
+    )
+    tiled = GMMSegmenter(3, random_state=0).fit(image)
+    (shape,) = seen[0]  # the tiles stacked into one grid
+    assert len(shape) == 3 and shape[0] > 1
+    assert (1 << 15) <= math.prod(shape) < 1.2 * (1 << 15)
+    # beta is one of the same candidates; on this image two of them are
+    # within 0.005 nats a pixel of each other, and the tiles may pick either
+    lattice = _hmrf.Lattice.of([_hmrf.Grid(image.shape, None, _mrf.neighbourhood(2), None)])
+    centre = _hmrf.critical_beta(lattice, 3)
+    assert min(abs(tiled.beta_ - f * centre) for f in _hmrf.BETA_FACTORS) < 1e-9
+    np.testing.assert_allclose(tiled.means_, whole.means_, atol=0.05)
+    from sklearn.metrics import adjusted_rand_score
+
+    def score(segmenter):
+        return adjusted_rand_score(truth.ravel(), segmenter.predict(image).ravel())
+
+    assert score(tiled) > score(whole) - 0.01
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_pass_takes_a_second_thread_only_when_a_core_is_idle(monkeypatch):
+    monkeypatch.setattr(_mrf, "n_threads", lambda: 2)
+    # (load average, threads of the last pass) -> threads now
+    for load, last, threads in ((0.2, 1, 2), (1.2, 1, 2), (2.0, 2, 2), (2.0, 1, 1), (4.0, 2, 1)):
+        monkeypatch.setattr(_mrf.os, "getloadavg", lambda load=load: (load, load, load))
+        monkeypatch.setattr(_mrf, "_recent_threads", last)
+        assert _mrf.spare_threads(2) == threads
+
+
+def test_a_forked_child_smooths_with_threads_of_its_own(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(_mrf, "_THREAD_PIXELS", 64)
+    monkeypatch.setattr(_mrf, "n_threads", lambda: 2)
+    monkeypatch.setattr(_mrf, "spare_threads", lambda most: most)
+    potential = noisy_potential((60, 70))
+    hood = _mrf.neighbourhood(2, 1)
+    here = _mrf.spatial_posteriors(potential, None, 1.0, hood)  # the parent's threads start
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        there = pool.apply_async(_mrf.spatial_posteriors, (potential, None, 1.0, hood)).get(60)
+    np.testing.assert_array_equal(here, there)

@@ -488,15 +488,150 @@ def _nth_true(flags: np.ndarray, ranks: np.ndarray) -> np.ndarray:
 # from images to grids
 
 
+#: Images holding more valid pixels than this are fitted (HMRF-EM and the
+#: choice of ``beta``) on tiles spread over them that total about as many;
+#: prediction then runs the mean field once over the whole image.
+FIT_PIXELS = 1 << 20
+
+#: A tile covers about this many pixels: the last axis (the rows the
+#: mean-field kernel walks) up to :data:`TILE_ROW` long, the others cut
+#: alike, none below :data:`TILE_MIN_SIDE`; axes up to twice their side
+#: long stay whole.
+TILE_PIXELS = 1 << 14
+TILE_ROW = 128
+TILE_MIN_SIDE = 16
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A box of image ``image``: ``key`` slices its spatial axes."""
+
+    image: int
+    key: tuple
+
+
+def representative_tiles(
+    shapes: Sequence[tuple], valid_maps: Sequence[np.ndarray | None],
+    max_pixels: int | None = None,
+) -> list[Tile] | None:
+    """Tiles spread over the images with about ``max_pixels`` valid pixels in all.
+
+    ``None`` when the images hold no more than that: they are fitted whole.
+    ``max_pixels`` defaults to :data:`FIT_PIXELS`.
+    Each image gets a share of ``max_pixels`` in proportion to its valid
+    pixels. The image is cut into cells of a tile each and the cells are
+    visited in the order of an ``R_d`` low-discrepancy sequence (Roberts
+    2018), so any number of tiles covers the image evenly and falls on no
+    period of its content (a lattice of every n-th cell would, on a tiled
+    or periodic image). Tiles without a valid pixel are passed over.
+    """
+    counts = [
+        math.prod(shape) if valid is None else int(np.count_nonzero(valid))
+        for shape, valid in zip(shapes, valid_maps)
+    ]
+    total = sum(counts)
+    max_pixels = FIT_PIXELS if max_pixels is None else max_pixels
+    if total <= max_pixels:
+        return None
+    tiles, kept = [], 0
+    for image, (shape, valid, count) in enumerate(zip(shapes, valid_maps, counts)):
+        wanted = max_pixels * count / total
+        sizes = _tile_sizes(shape)
+        cells = [n // size for n, size in zip(shape, sizes)]
+        got = 0
+        for cell in _spread_cells(cells):
+            # cells' tiles spread to both ends of each axis
+            starts = [
+                (c * (n - size)) // max(1, m - 1)
+                for c, n, size, m in zip(cell, shape, sizes, cells)
+            ]
+            key = tuple(slice(a, a + size) for a, size in zip(starts, sizes))
+            inside = math.prod(sizes) if valid is None else int(np.count_nonzero(valid[key]))
+            if inside == 0:
+                continue
+            tiles.append(Tile(image, key))
+            got += inside
+            if got >= wanted:
+                break
+        kept += got
+    return tiles if kept < total else None  # a batch of small images stays whole
+
+
+def _tile_sizes(shape) -> list[int]:
+    row = shape[-1] if shape[-1] <= 2 * TILE_ROW else TILE_ROW
+    lead = shape[:-1]
+    side = max(TILE_MIN_SIDE, round((TILE_PIXELS / row) ** (1.0 / max(1, len(lead)))))
+    return [n if n <= 2 * side else side for n in lead] + [row]
+
+
+def _spread_cells(cells: Sequence[int]):
+    """Every cell of a grid of ``cells`` cells once, in ``R_d`` order first."""
+    ndim = len(cells)
+    phi = 2.0
+    for _ in range(50):  # the root of x**(ndim + 1) = x + 1
+        phi = (1.0 + phi) ** (1.0 / (ndim + 1))
+    alpha = phi ** -np.arange(1.0, ndim + 1)
+    n_cells = math.prod(cells)
+    points = np.modf(0.5 + np.arange(2 * n_cells)[:, np.newaxis] * alpha)[0]
+    flat = np.ravel_multi_index(
+        tuple((points * np.asarray(cells)).astype(np.intp).T), cells
+    )
+    _, first = np.unique(flat, return_index=True)
+    order = flat[np.sort(first)]
+    missing = np.setdiff1d(np.arange(n_cells), order, assume_unique=True)
+    for index in np.concatenate([order, missing]):
+        yield np.unravel_index(index, cells)
+
+
+def tile_views(
+    views: Sequence[_image.ImageView], hoods: Sequence[_mrf.Neighbourhood],
+    tiles: Sequence[Tile],
+) -> tuple[list[_image.ImageView], list[_mrf.Neighbourhood]]:
+    """Each image's tiles stacked along a new first axis, and its neighbourhood there.
+
+    The tiles of an image all have one shape, so they make one grid (and
+    one call of the compiled kernels per pass, not one per tile); the
+    neighbourhood has no offset along the new axis, so no tile sees
+    another. Images without tiles are left out.
+    """
+    out_views, out_hoods = [], []
+    for image, (view, hood) in enumerate(zip(views, hoods)):
+        keys = [tile.key for tile in tiles if tile.image == image]
+        if not keys:
+            continue
+        mask = None if view.mask is None else stack_tiles(view.mask, keys)
+        out_views.append(_image.ImageView(stack_tiles(view.pixels, keys), mask))
+        lead = np.zeros((len(hood.offsets), 1), dtype=hood.offsets.dtype)
+        out_hoods.append(_mrf.Neighbourhood(np.hstack([lead, hood.offsets]), hood.weights))
+    return out_views, out_hoods
+
+
+def stack_tiles(array: np.ndarray, keys: Sequence[tuple]) -> np.ndarray:
+    """The boxes ``keys`` of ``array`` (spatial axes first), stacked along a new first axis."""
+    return np.stack([array[key] for key in keys])
+
+
 def histogram_rows(
     view: _image.ImageView, valid: np.ndarray | None, distinct: np.ndarray
 ) -> np.ndarray:
-    """The row of ``distinct`` each pixel's value is in (-1 where not valid)."""
+    """The row of ``distinct`` each pixel's value is in (-1 where not valid).
+
+    Integer images go through their lookup table (one row per possible
+    value): a table index per pixel instead of a binary search.
+    """
     rows = np.empty(view.spatial_shape, dtype=np.int32)
     flat = rows.reshape(-1)
-    for start, stop, values, _ in _image.iter_chunks(view):
-        index = np.searchsorted(distinct, values[:, 0].astype(np.float64))
-        flat[start:stop] = np.minimum(index, len(distinct) - 1)
+    plan = _image.lookup_plan(view)
+    if plan is not None:
+        table_values, index_of = plan
+        row_of = np.searchsorted(distinct, table_values[:, 0])
+        row_of = np.minimum(row_of, len(distinct) - 1).astype(np.int32)
+        for start, stop, values, _ in _image.iter_chunks(view):
+            np.take(row_of, index_of(values), out=flat[start:stop])
+    else:
+        for start, stop, values, _ in _image.iter_chunks(view):
+            index = np.searchsorted(distinct, values[:, 0].astype(np.float64))
+            flat[start:stop] = np.minimum(index, len(distinct) - 1)
     if valid is not None:
         rows[~valid] = -1
     return rows

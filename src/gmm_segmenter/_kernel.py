@@ -126,7 +126,11 @@ def _spatial_prediction(view, model, output, adjust_potential=None):
     hood = model.neighbourhood(len(view.spatial_shape))
     check_spatial_memory([view], model.n_components, "Labelling with the spatial prior")
     valid = _image.valid_map(view)
-    potential = log_potential(view, model.standardized, model.offset, model.scale)
+    potential = None
+    if adjust_potential is None:  # a per-pixel prior needs a map of its own
+        potential = table_log_potential(view, model.standardized, model.offset, model.scale)
+    if potential is None:
+        potential = log_potential(view, model.standardized, model.offset, model.scale)
     if adjust_potential is not None:
         adjust_potential(potential)
     padded = _mrf.spatial_posteriors(potential, valid, model.beta, hood)
@@ -136,9 +140,33 @@ def _spatial_prediction(view, model, output, adjust_potential=None):
         if valid is not None:
             labels[~valid] = 0
         return labels
-    # posteriors: reuse the (K, *spatial_shape) buffer, component axis last
-    out = potential.reshape(potential.shape[1:] + potential.shape[:1])
+    if isinstance(potential, _mrf.TablePotential):
+        out = np.empty(potential.shape[1:] + potential.shape[:1], dtype=np.float32)
+    else:  # reuse the (K, *spatial_shape) buffer, component axis last
+        out = potential.reshape(potential.shape[1:] + potential.shape[:1])
     return _mrf.channel_last(padded, out)
+
+
+def table_log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, scale):
+    """The log-potentials of an 8- or 16-bit grey image as a :class:`._mrf.TablePotential`.
+
+    One table column per possible value, indexed by the image's values seen
+    as unsigned (a copy to 16 bits for 8-bit images): no ``(K, *spatial_shape)``
+    float32 map is made. ``None`` for other images.
+    """
+    if not _through_table(view):
+        return None
+    small = _image.SMALL_INTEGER_KINDS[view.dtype]
+    table_values, _ = _image.lookup_plan(view)
+    function = PixelFunction(
+        compute=lambda values: _mixture.weighted_log_prob(values, mixture),
+        tail=(mixture.n_components,), dtype=np.dtype(np.float32), fill=0.0,
+    )
+    table = _potential_table(function, table_values, mixture, offset, scale)
+    index = np.ascontiguousarray(view.pixels[..., 0]).view(small)
+    if index.dtype != np.uint16:
+        index = index.astype(np.uint16)
+    return _mrf.TablePotential(np.ascontiguousarray(table), index)
 
 
 def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, scale):
@@ -162,11 +190,7 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
         view.n_pixels * mixture.n_components * 4, f"An output of shape {shape} (float32)"
     )
     table_values, index_of = plan
-    table = np.empty((mixture.n_components, len(table_values)), dtype=np.float32)
-    for first in range(0, len(table_values), _image.CHUNK_PIXELS):
-        rows = slice(first, first + _image.CHUNK_PIXELS)
-        standardized = standardize(table_values[rows], offset, scale, np.float32)
-        table[:, rows] = function.compute(standardized.astype(np.float64, copy=False)).T
+    table = _potential_table(function, table_values, mixture, offset, scale)
     out = np.empty(shape, dtype=np.float32)
     planes = out.reshape(mixture.n_components, view.n_pixels)
     for start, stop, values, valid in _image.iter_chunks(view):
@@ -177,6 +201,34 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
                 plane[start:stop][~valid] = 0.0
         report("labelling", stop, view.n_pixels)
     return out
+
+
+_last_table = threading.local()
+
+
+def _potential_table(function, table_values, mixture, offset, scale):
+    """The log-potentials ``function`` gives at every row of ``table_values``, ``(K, n)`` float32.
+
+    ``function`` computes ``log w_k + log p(x | k)`` under ``mixture`` (the
+    cache below knows no other). The last grey-level table is kept (per
+    thread) for calls with the same mixture objects, such as the images of
+    a batch in one HMRF-EM iteration.
+    """
+    grey = table_values.shape[1] == 1  # a range of integers: known by its ends
+    key = (len(table_values), float(table_values[0, 0]), float(table_values[-1, 0])) if grey else None
+    last = getattr(_last_table, "entry", None)
+    if key is not None and last is not None and last[0] == key and all(
+        a is b for a, b in zip(last[1], (mixture, offset, scale))
+    ):
+        return last[2]
+    table = np.empty((mixture.n_components, len(table_values)), dtype=np.float32)
+    for first in range(0, len(table_values), _image.CHUNK_PIXELS):
+        rows = slice(first, first + _image.CHUNK_PIXELS)
+        standardized = standardize(table_values[rows], offset, scale, np.float32)
+        table[:, rows] = function.compute(standardized.astype(np.float64, copy=False)).T
+    # the mixture objects themselves are held, so their ids cannot be reused
+    _last_table.entry = None if key is None else (key, (mixture, offset, scale), table)
+    return table
 
 
 def map_pixels(view: _image.ImageView, function: PixelFunction, offset, scale):
@@ -272,17 +324,26 @@ def check_spatial_memory(views, n_components, what):
 
     Every image keeps a map of K posteriors per pixel inside a zero border
     (the outputs, or the fit's state), and the largest also needs its pixel
-    log-potentials, its valid-pixel flags and the sweep's flags (one byte
-    per segment of a row).
+    log-potentials (K float32 a pixel, or a 2-byte table index for 8- and
+    16-bit grey images, see :func:`table_log_potential`), its valid-pixel
+    flags and the sweep's flags (one byte per segment of a row).
     """
     maps = [math.prod(_mrf.map_shape(n_components, view.spatial_shape)) for view in views]
     largest = max(view.n_pixels for view in views)
+    unary = max(
+        view.n_pixels * (2 if _through_table(view) else n_components * 4) for view in views
+    )
     shapes = ", ".join(str(view.spatial_shape) for view in views)
     _image.check_memory(
-        (sum(maps) + largest * n_components) * np.dtype(np.float32).itemsize
+        sum(maps) * np.dtype(np.float32).itemsize + unary
         + largest + max(maps) // n_components // 32,
         f"{what} ({n_components} components, image shape(s) {shapes})",
     )
+
+
+def _through_table(view) -> bool:
+    dtype = getattr(view, "dtype", None)
+    return dtype in _image.SMALL_INTEGER_KINDS and getattr(view, "n_channels", 0) == 1
 
 
 _blas_lock = threading.Lock()

@@ -47,7 +47,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -218,9 +221,13 @@ def padded_posteriors(log_potential: np.ndarray, valid: np.ndarray | None) -> np
     n_components = log_potential.shape[0]
     padded = np.zeros(map_shape(n_components, log_potential.shape[1:]), dtype=np.float32)
     kernel = _Kernel(log_potential, padded, valid, None)
-    for first, stop in kernel.chunks(("smoothing", 0, None)):
-        _softmax_rows(kernel.q, kernel.potential, kernel.valid, kernel.rows, first, stop,
-                      kernel.plan.n_last, kernel.scratch, kernel.bits, kernel.scale)
+
+    def softmax(first, stop, scratch):
+        _softmax_rows(kernel.q, kernel.potential, kernel.index, kernel.valid, kernel.rows,
+                      first, stop,
+                      kernel.plan.n_last, *scratch)
+
+    kernel.run(softmax, ("smoothing", 0, None))
     return padded
 
 
@@ -340,16 +347,18 @@ class _Plan:
     lead_padded: tuple  # padded lengths of every axis but the last
     n_last: int  # length of the last axis
     half_width: int  # length of one parity of a padded row
+    colour_starts: np.ndarray  # first row of each colour, and the number of rows
 
     @property
     def plane(self) -> int:
         return math.prod(self.lead_padded) * 2 * self.half_width
 
     def row_chunks(self, call_pixels: int):
-        """Ranges of rows of about ``call_pixels`` pixels each."""
+        """Ranges of rows of about ``call_pixels`` pixels each, none across two colours."""
         step = max(1, int(call_pixels / max(1.0, self.n_last / 2)))
-        for first in range(0, len(self.row_map), step):
-            yield first, min(first + step, len(self.row_map))
+        for colour_first, colour_stop in zip(self.colour_starts[:-1], self.colour_starts[1:]):
+            for first in range(int(colour_first), int(colour_stop), step):
+                yield first, min(first + step, int(colour_stop))
 
     def deltas(self, offsets: np.ndarray) -> np.ndarray:
         """``(2, n_neighbours)`` flat distances to the neighbours, per column parity."""
@@ -385,11 +394,14 @@ def _plan(grid: tuple) -> _Plan:
         maps.append(map_start + (column % 2) * half_width + column // 2)
         flats.append(flat_start + parity)
         parities.append(np.full(key.shape, parity, dtype=np.int64))
-    order = np.argsort(np.concatenate(keys), kind="stable")
+    keys = np.concatenate(keys)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    colour_starts = np.concatenate([[0], np.flatnonzero(np.diff(keys)) + 1, [len(keys)]])
     return _Plan(
         row_map=np.concatenate(maps)[order], row_flat=np.concatenate(flats)[order],
         row_parity=np.concatenate(parities)[order], lead_padded=lead_padded,
-        n_last=n_last, half_width=half_width,
+        n_last=n_last, half_width=half_width, colour_starts=colour_starts,
     )
 
 
@@ -469,12 +481,13 @@ def _q_log_q(q, q_bits, start, count, bits, mantissa):  # pragma: no cover - com
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy",
             fastmath=_VECTORISE)
-def _sweep_rows(q, potential, valid, dirty, plan_rows, first, stop, n_last, half_width,
+def _sweep_rows(q, potential, index, valid, dirty, plan_rows, first, stop, n_last, half_width,
                 deltas, weights, beta, skip_below, scratch, bits, scale):  # pragma: no cover
     """Update the dirty segments of rows ``first:stop``; the summed change of the posteriors.
 
-    ``q`` is the map ``(K, plane)``, ``potential`` ``(K, n_pixels)``,
-    ``valid`` ``(n_pixels,)`` uint8 or empty, ``dirty`` one flag per
+    ``q`` is the map ``(K, plane)``, ``potential`` ``(K, n_pixels)``, or
+    with ``index`` (``(n_pixels,)``, else empty) a table ``(K, n_values)``
+    whose column ``index[i]`` pixel ``i`` takes; ``valid`` ``(n_pixels,)`` uint8 or empty, ``dirty`` one flag per
     segment of every half-row of the map. A segment in which a posterior
     moved by more than ``skip_below`` marks the segments of its neighbours
     dirty; the others stay as they are until a neighbour moves.
@@ -512,8 +525,12 @@ def _sweep_rows(q, potential, valid, dirty, plan_rows, first, stop, n_last, half
                     for t in range(size):
                         out[t] += weight * qk[neighbour + t]
                 pk = potential[k]
-                for t in range(size):
-                    out[t] = out[t] * beta + pk[pixel + 2 * t]
+                if index.size:
+                    for t in range(size):
+                        out[t] = out[t] * beta + pk[index[pixel + 2 * t]]
+                else:
+                    for t in range(size):
+                        out[t] = out[t] * beta + pk[pixel + 2 * t]
             for t in range(size):
                 top[t] = scratch[0, t]
             for k in range(1, n_components):
@@ -610,9 +627,12 @@ def _bound_rows(q, q_bits, potential, plan_rows, first, stop, n_last, deltas, we
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
-def _softmax_rows(q, potential, valid, plan_rows, first, stop, n_last, scratch, bits,
+def _softmax_rows(q, potential, index, valid, plan_rows, first, stop, n_last, scratch, bits,
                   scale):  # pragma: no cover - compiled
-    """Pixel-wise posteriors ``softmax(potential)`` into the map, for rows ``first:stop``."""
+    """Pixel-wise posteriors ``softmax(potential)`` into the map, for rows ``first:stop``.
+
+    ``potential`` and ``index`` as in :func:`_sweep_rows`.
+    """
     n_components = q.shape[0]
     top = np.empty(_SEGMENT, dtype=np.float32)
     norm = np.empty(_SEGMENT, dtype=np.float32)
@@ -623,15 +643,24 @@ def _softmax_rows(q, potential, valid, plan_rows, first, stop, n_last, scratch, 
             size = min(count - lo, _SEGMENT)
             here = plan_rows[0, row] + lo
             pixel = plan_rows[1, row] + 2 * lo
+            for k in range(n_components):
+                out = scratch[k]
+                pk = potential[k]
+                if index.size:
+                    for t in range(size):
+                        out[t] = pk[index[pixel + 2 * t]]
+                else:
+                    for t in range(size):
+                        out[t] = pk[pixel + 2 * t]
             for t in range(size):
-                top[t] = potential[0, pixel + 2 * t]
+                top[t] = scratch[0, t]
             for k in range(1, n_components):
                 for t in range(size):
-                    top[t] = max(top[t], potential[k, pixel + 2 * t])
+                    top[t] = max(top[t], scratch[k, t])
             for k in range(n_components):
                 out = scratch[k]
                 for t in range(size):
-                    out[t] = potential[k, pixel + 2 * t] - top[t]
+                    out[t] -= top[t]
                 _exp_nonpositive(out, size, bits, scale)
             for t in range(size):
                 norm[t] = scratch[0, t]
@@ -644,6 +673,91 @@ def _softmax_rows(q, potential, valid, plan_rows, first, stop, n_last, scratch, 
                     if valid.size:
                         new *= valid[pixel + 2 * t]
                     q[k, here + t] = new
+
+
+@dataclass(frozen=True)
+class TablePotential:
+    """Log-potentials through a table: pixel ``i`` has column ``index[i]`` of ``table``.
+
+    ``table`` is ``(K, n_values)`` float32, ``index`` a uint16 map of the
+    image's spatial shape: an 8- or 16-bit image's values (as unsigned), 2
+    bytes a pixel where the dense log-potentials take ``4 K``. Mean field
+    and the pixel-wise posteriors take it wherever they take dense ones.
+    """
+
+    table: np.ndarray
+    index: np.ndarray
+
+    @property
+    def shape(self) -> tuple:
+        return self.table.shape[:1] + self.index.shape
+
+
+_NO_INDEX = np.empty(0, dtype=np.uint16)
+
+#: Fewest pixels a thread gets in one call: smaller passes run in one thread.
+_THREAD_PIXELS = 1 << 16
+
+
+@functools.cache
+def n_threads() -> int:
+    """Threads a pass of the compiled kernels is split between: the usable cores.
+
+    The rows of one colour are independent, so each thread takes a share
+    of them; the colours still follow each other, so the result is that of
+    one thread (sums are taken per share, in order). Plain threads, not
+    numba's ``prange``: its fallback threading layer is not safe to call
+    from several threads at once, as dask's workers and napari's do.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def spare_threads(most: int) -> int:
+    """How many of ``most`` threads a pass uses: those the load average leaves a core.
+
+    A pass waits for its slowest share, so on a machine whose cores are
+    taken a second thread only adds the hand-over (measured: no faster at a
+    load of 4-5 on 2 cores); one thread then, as many as there are idle
+    cores otherwise. The threads of this process's last pass are part of
+    the load and are not counted against it.
+    """
+    global _recent_threads
+    try:
+        others = os.getloadavg()[0] - _recent_threads
+    except (AttributeError, OSError):  # not on Unix
+        return most
+    _recent_threads = max(1, min(most, int(n_threads() + 0.5 - others)))
+    return _recent_threads
+
+
+_recent_threads = 1
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The helper threads of this process (a forked child gets its own: the
+    parent's threads do not exist there)."""
+    with _pools_lock:
+        pool = _pools.get(os.getpid())
+        if pool is None:
+            pool = _pools[os.getpid()] = ThreadPoolExecutor(
+                max(1, n_threads() - 1), thread_name_prefix="gmm-segmenter-mrf"
+            )
+        return pool
+
+
+def _split(first: int, stop: int, parts: int, n_pixels: int) -> list[tuple[int, int]]:
+    """``first:stop`` in up to ``parts`` ranges of rows, none under :data:`_THREAD_PIXELS`."""
+    parts = max(1, min(parts, n_pixels // _THREAD_PIXELS, stop - first))
+    bounds = [first + (stop - first) * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 class _Kernel:
@@ -662,32 +776,55 @@ class _Kernel:
         self.deltas = self.plan.deltas(offsets)
         self.weights = weights.astype(np.float32)
         self.rows = np.stack([self.plan.row_map, self.plan.row_flat, self.plan.row_parity])
-        self.potential = np.ascontiguousarray(
-            log_potential.reshape(n_components, -1), dtype=np.float32
-        )
+        if isinstance(log_potential, TablePotential):
+            self.potential = log_potential.table
+            self.index = log_potential.index.reshape(-1)
+        else:
+            self.potential = np.ascontiguousarray(
+                log_potential.reshape(n_components, -1), dtype=np.float32
+            )
+            self.index = _NO_INDEX
+        self.n_pixels = math.prod(log_potential.shape[1:])
         self.q = None if padded is None else padded.reshape(n_components, -1)
         self.valid = (
             np.empty(0, dtype=np.uint8) if valid is None else
             np.ascontiguousarray(valid.reshape(-1)).view(np.uint8)
         )
-        # per-segment scratch; ``scale`` is ``bits`` read as float32
-        self.scratch = np.empty((max(n_components, 2), _SEGMENT), dtype=np.float32)
-        self.bits = np.empty(_SEGMENT, dtype=np.int32)
-        self.scale = self.bits.view(np.float32)
+        # per-segment scratch of each thread: values, and int32 bits also
+        # read as float32
+        self.scratch = [
+            (np.empty((max(n_components, 2), _SEGMENT), dtype=np.float32), bits, bits.view(np.float32))
+            for bits in (np.empty(_SEGMENT, dtype=np.int32) for _ in range(n_threads()))
+        ]
 
     def dirty_flags(self) -> np.ndarray:
         """One flag per segment of every half-row of the map, all set."""
         per_half_row = -(-self.plan.half_width // _SEGMENT)
         return np.ones(self.plan.plane // self.plan.half_width * per_half_row, dtype=np.uint8)
 
-    def chunks(self, progress_at, call_pixels=None):
-        """Row ranges of one pass; reports ``progress_at`` every ~0.25 s meanwhile."""
+    def run(self, call, progress_at, call_pixels=None) -> list:
+        """``call(first, stop, scratch)`` over all rows: one pass; the results in row order.
+
+        The rows go in chunks of one colour, each split between the threads
+        (see :func:`n_threads`); ``progress_at`` is reported every ~0.25 s
+        between chunks, from the calling thread.
+        """
+        workers = spare_threads(len(self.scratch))
+        call_pixels = call_pixels or _CALL_PIXELS
+        results = []
         last = time.monotonic()
-        for first, stop in self.plan.row_chunks(call_pixels or _CALL_PIXELS):
-            yield first, stop
+        for first, stop in self.plan.row_chunks(call_pixels * workers):
+            parts = _split(first, stop, workers, (stop - first) * self.plan.n_last // 2)
+            futures = [
+                _pool().submit(call, a, b, scratch)
+                for (a, b), scratch in zip(parts[1:], self.scratch[1:])
+            ]
+            results.append(call(*parts[0], self.scratch[0]))
+            results.extend(future.result() for future in futures)
             if time.monotonic() - last > _REPORT_SECONDS:
                 report(*progress_at)
                 last = time.monotonic()
+        return results
 
 
 def mean_field(
@@ -721,19 +858,21 @@ def mean_field(
     beta = np.float32(beta)
     skip_below = np.float32(skip_below)
     # the mean over the pixels that can change: masked ones stay at zero
-    n_valid = kernel.potential.shape[1] if valid is None else int(np.count_nonzero(valid))
+    n_valid = kernel.n_pixels if valid is None else int(np.count_nonzero(valid))
     n_values = log_potential.shape[0] * max(n_valid, 1)
     change = np.inf
     sweep = 0
+
+    def update(first, stop, scratch):
+        return _sweep_rows(
+            kernel.q, kernel.potential, kernel.index, kernel.valid, dirty, kernel.rows, first,
+            stop, plan.n_last, plan.half_width, kernel.deltas, kernel.weights, beta, skip_below,
+            *scratch,
+        )
+
     for sweep in range(1, max_sweeps + 1):
-        change = 0.0
-        for first, stop in kernel.chunks(("smoothing", sweep - 1, max_sweeps), block_pixels):
-            change += _sweep_rows(
-                kernel.q, kernel.potential, kernel.valid, dirty, kernel.rows, first, stop,
-                plan.n_last, plan.half_width, kernel.deltas, kernel.weights, beta, skip_below,
-                kernel.scratch, kernel.bits, kernel.scale,
-            )
-        change /= n_values
+        changes = kernel.run(update, ("smoothing", sweep - 1, max_sweeps), block_pixels)
+        change = math.fsum(changes) / n_values
         report("smoothing", sweep, max_sweeps)
         if change < tol:
             break
@@ -762,20 +901,32 @@ def objective(
     :func:`add_posteriors_by_row` does. ``progress_at`` is what to report
     while it runs.
     """
+    if isinstance(log_potential, TablePotential):
+        log_potential = log_potential.table[:, log_potential.index]
     kernel = _Kernel(log_potential, padded, None, hood)
     if rows_map is None:
         rows_of_pixels, resp = np.empty(0, dtype=np.int32), np.empty((0, 0))
     else:
         rows_of_pixels = np.ascontiguousarray(rows_map.reshape(-1), dtype=np.int32)
     q_bits = kernel.q.view(np.int32)
-    mantissa = kernel.bits.view(np.float32)
-    total = 0.0
-    for first, stop in kernel.chunks(progress_at):
-        total += _bound_rows(
+    # each thread sums the posteriors of its rows into a table of its own
+    tables = {id(kernel.scratch[0]): resp}
+
+    def bound(first, stop, scratch):
+        table = tables.get(id(scratch))
+        if table is None:
+            table = tables[id(scratch)] = np.zeros_like(resp)
+        values, bits, mantissa = scratch
+        return _bound_rows(
             kernel.q, q_bits, kernel.potential, kernel.rows, first, stop, kernel.plan.n_last,
-            kernel.deltas, kernel.weights, np.float32(beta), rows_of_pixels, resp,
-            kernel.scratch, kernel.bits, mantissa,
+            kernel.deltas, kernel.weights, np.float32(beta), rows_of_pixels, table,
+            values, bits, mantissa,
         )
+
+    total = math.fsum(kernel.run(bound, progress_at))
+    for scratch in kernel.scratch[1:]:
+        if id(scratch) in tables and resp.size:
+            resp += tables[id(scratch)]
     return total
 
 

@@ -856,6 +856,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         )
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
         valid_maps = [_image.valid_map(view) for view in views]
+        # Guided fits keep whole images: a tile set could miss every stroke.
+        tiles = None if fields is not None or guidance is not None else (
+            _hmrf.representative_tiles([view.spatial_shape for view in views], valid_maps)
+        )
+        if tiles is not None:  # large images: HMRF-EM on tiles spread over them
+            views, hoods = _hmrf.tile_views(views, hoods, tiles)
+            valid_maps = [_image.valid_map(view) for view in views]
         shapes = [view.spatial_shape for view in views]
         probes = _hmrf.sample_positions(
             valid_maps, shapes, _hmrf.PSEUDO_LIKELIHOOD_PIXELS, generator
