@@ -513,3 +513,11 @@ def test_a_large_guided_image_is_fitted_whole_not_on_tiles(monkeypatch):
     labels = GMMSegmenter(3, beta=0.5, random_state=0).fit_predict(image, y=y)
     assert not called
     assert ari(truth, labels) > 0.99 and labels[truth == 1].mean() > 2.9
+
+
+def test_scribbles_for_a_colour_image_fitted_as_a_volume_suggest_channel_axis():
+    rgb = np.random.default_rng(0).integers(0, 255, size=(20, 30, 3)).astype(np.uint8)
+    y = np.zeros((20, 30), np.uint8)
+    y[2, 2] = 1
+    with pytest.raises(ValueError, match=r"shape \(20, 30\).*\(20, 30, 3\).*channel_axis=-1"):
+        GMMSegmenter(2, beta=0, random_state=0).fit(rgb, y=y)

@@ -138,7 +138,7 @@ def test_the_layer_choice_and_a_new_scribble_layer_in_the_outputs_colours(
     widget.new_scribbles_button.clicked.emit()
     scribbles = viewer.layers["quads scribbles"]
     assert widget.scribbles.value is scribbles
-    assert viewer.layers.selection.active is scribbles and scribbles.mode == "paint"
+    assert viewer.layers.selection.active.name == scribbles.name and scribbles.mode == "paint"
     assert scribbles.data.shape == labels.data.shape and not scribbles.data.any()
     np.testing.assert_allclose(scribbles.scale, (2.0, 0.5))
     for k in range(1, 5):
@@ -177,6 +177,8 @@ def test_labels_follow_the_scribble_numbering_and_a_rerun_updates_in_place(
     assert np.mean(labels.data[truth == 4] == 1) > 0.99
     assert np.mean(labels.data[truth == 1] == 2) > 0.99
     assert set(np.unique(labels.data[(truth == 2) | (truth == 3)])) == {3, 4}
+    # the next strokes go on the scribble layer, not on the new labels
+    assert viewer.layers.selection.active.name == scribbles.name
     record = labels.metadata["gmm_segmenter"]
     assert record["settings"]["scribbles"]["layer"] == "quads scribbles"
     namespace = {"viewer": viewer}
@@ -443,3 +445,22 @@ def test_bad_scribbles_end_in_a_notification_not_a_crash(qtbot, viewer_widget, c
     widget.mask.value = None
     run(qtbot, widget)  # the widget still works
     assert viewer.layers["quads GMM labels"].data.max() == 3
+
+
+def test_scribbled_pixels_keep_their_class_in_the_labels_and_the_recorded_code(
+    qtbot, viewer_widget
+):
+    viewer, widget = viewer_widget
+    _, truth = quadrant_widget(viewer, widget)
+    scribbles = widget.add_scribble_layer()
+    stroke(scribbles, 1, [BOTTOM_RIGHT, (52, 44)])
+    stroke(scribbles, 2, [TOP_LEFT])
+    scribbles.data[20, 20] = 1  # one pixel of the darkest quadrant called class 1
+    scribbles.refresh()
+    run(qtbot, widget)
+    labels = viewer.layers["quads GMM labels"]
+    assert labels.data[20, 20] == 1  # as fit_predict(X, y) gives it
+    assert np.mean(labels.data[truth == 1] == 2) > 0.99
+    namespace = {"viewer": viewer}
+    exec(labels.metadata["gmm_segmenter"]["python"], namespace)
+    np.testing.assert_array_equal(namespace["labels"], labels.data)

@@ -303,10 +303,16 @@ def _scribbles(labels, spatial_shape, name, n_components, n_prior):
     if not is_dask_array(labels):
         labels = np.asarray(labels)
     if labels.shape != spatial_shape:
+        hint = ""
+        if labels.shape == spatial_shape[:-1] and spatial_shape[-1] in (3, 4):
+            hint = (
+                f" If the last axis of length {spatial_shape[-1]} holds colour channels, "
+                "pass channel_axis=-1 to GMMSegmenter."
+            )
         raise ValueError(
             f"Scribbles {name} have shape {labels.shape} but the image's spatial shape is "
             f"{spatial_shape}; pass an integer label image of shape {spatial_shape} "
-            "(0 = unknown, k = class k)."
+            f"(0 = unknown, k = class k).{hint}"
         )
     kind = labels.dtype.kind
     if kind not in "biuf":

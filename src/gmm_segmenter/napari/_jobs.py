@@ -120,9 +120,10 @@ def _label(model, request, index, labels, posteriors, step, total, fields):
         yield Progress(step, total, f"Estimating the bias field{where}…")
         # the field predict divides by: the same estimate, with the same seed
         fields.append(model.estimate_bias_field(frame, mask=mask))
+    scribbles = _guide(request, index).get("y")
     if not request.posteriors:
         yield Progress(step, total, f"Labelling{where}…")
-        labels.append(model.predict(frame, mask=mask))
+        labels.append(_keep_scribbled(model.predict(frame, mask=mask), scribbles))
         return
     # one pass gives both: labels are the posteriors' argmax (0 where all are 0)
     yield Progress(step, total, f"Computing posteriors{where}…")
@@ -130,10 +131,26 @@ def _label(model, request, index, labels, posteriors, step, total, fields):
     yield Progress(step + 1, total, f"Labelling{where}…")
     if is_dask_array(maps):  # stays lazy: napari computes what it displays
         dtype = label_dtype(maps.shape[-1])
-        labels.append(maps.map_blocks(labels_of, drop_axis=maps.ndim - 1, dtype=dtype))
+        frame_labels = maps.map_blocks(labels_of, drop_axis=maps.ndim - 1, dtype=dtype)
     else:
-        labels.append(labels_of(maps))
+        frame_labels = labels_of(maps)
+    labels.append(_keep_scribbled(frame_labels, scribbles))
     posteriors.append(maps)
+
+
+def _keep_scribbled(frame_labels, scribbles):
+    """The labels with every scribbled pixel in its scribbled class, as
+    ``fit_predict(X, y)`` gives them (where the pixel is labelled at all)."""
+    if scribbles is None:
+        return frame_labels
+    if is_dask_array(frame_labels) or is_dask_array(scribbles):
+        import dask.array as da
+
+        keep = (da.asarray(scribbles) > 0) & (frame_labels > 0)
+        return da.where(keep, da.asarray(scribbles).astype(frame_labels.dtype), frame_labels)
+    keep = (scribbles > 0) & (frame_labels > 0)
+    frame_labels[keep] = scribbles[keep]
+    return frame_labels
 
 
 def labels_of(maps):

@@ -141,6 +141,7 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
         fit_args = f"image, {guide}{fit_mask[2:]}".rstrip(", ")
         lines.append(f"segmenter = {_constructor(params)}")
         lines.append(f"labels = segmenter.fit({fit_args}).predict(image{predict_mask})")
+        lines += _keep_scribbled_code(scribbles)
         if preview_grid is not None:
             stride = preview_grid["stride"]
             rows, columns = preview_grid["shape"]
@@ -161,6 +162,7 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
         frame_mask = ", mask=masks[t]" if mask is not None else ""
         lines.append(f"labels = np.stack([segmenter.predict(frame{frame_mask}) "
                      "for t, frame in enumerate(frames)])")
+        lines += _keep_scribbled_code(scribbles)
     else:
         frame_mask = _frame_mask(mask)
         guide = ""
@@ -174,7 +176,18 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
         lines.append(f"    labels.append(segmenter.fit(frame{guide}{frame_mask})"
                      f".predict(frame{frame_mask}))")
         lines.append("labels = np.stack(labels)")
+        lines += _keep_scribbled_code(scribbles)
     return "\n".join(lines) + "\n"
+
+
+def _keep_scribbled_code(scribbles) -> list:
+    """The line that gives every scribbled (and labelled) pixel its scribbled
+    class, as the widget's labels have it; the scribbles of one frame apply to
+    every frame."""
+    if scribbles is None:
+        return []
+    return ["labels = np.where((scribbles > 0) & (labels > 0), scribbles, labels)"
+            ".astype(labels.dtype)  # scribbled pixels keep their class"]
 
 
 def _frame_mask(mask):

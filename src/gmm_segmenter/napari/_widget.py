@@ -991,6 +991,10 @@ class GMMSegmenterWidget(Container):
         _output.show_bias_field(
             self._viewer, layer.name, outputs.bias_field, transform, metadata=metadata
         )
+        guide = self.scribbles.value
+        if guide is not None and guide in self._viewer.layers:
+            # new layers take the selection; the strokes go on the scribble layer
+            self._viewer.layers.selection.active = guide
         self.record = record
         if not applied:
             self.model = model
