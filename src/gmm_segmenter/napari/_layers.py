@@ -124,28 +124,35 @@ def mask_array(mask, layout: Layout) -> list | None:
     """
     if mask is None:
         return None
-    mask = np.asarray(mask) != 0
-    frame_shape = layout.spatial_shape
-    n_frames = 1 if layout.time_axis is None else layout.shape[layout.time_axis]
-    if mask.shape == layout.output_shape and layout.time_axis is not None:
-        frames = [mask[t] for t in range(n_frames)]
-    elif mask.shape == frame_shape:
-        frames = [mask] * n_frames
-    else:
-        expected = (
-            f"{frame_shape}" if layout.time_axis is None
-            else f"{frame_shape} (one frame) or {layout.output_shape} (every frame)"
-        )
-        raise ValueError(
-            f"The mask has shape {mask.shape}, but the image's pixels have shape "
-            f"{expected}; draw the mask on a layer of the same shape as the image."
-        )
+    frames = _per_frame(
+        np.asarray(mask) != 0, layout, "The mask has",
+        "draw the mask on a layer of the same shape as the image.",
+    )
     if not any(frame.any() for frame in frames):
         raise ValueError(
             "The mask is empty: no pixel is inside it. Paint or draw the region "
             "to segment, or choose no mask."
         )
     return frames
+
+
+def _per_frame(array, layout: Layout, subject: str, advice: str) -> list:
+    """``array`` as one array per frame: it covers the whole output (time
+    included) or one frame, which is then used for every frame."""
+    frame_shape = layout.spatial_shape
+    n_frames = 1 if layout.time_axis is None else layout.shape[layout.time_axis]
+    if array.shape == layout.output_shape and layout.time_axis is not None:
+        return [array[t] for t in range(n_frames)]
+    if array.shape == frame_shape:
+        return [array] * n_frames
+    expected = (
+        f"{frame_shape}" if layout.time_axis is None
+        else f"{frame_shape} (one frame) or {layout.output_shape} (every frame)"
+    )
+    raise ValueError(
+        f"{subject} shape {array.shape}, but the image's pixels have shape {expected}; "
+        f"{advice}"
+    )
 
 
 def scribble_arrays(scribbles, layout: Layout) -> list | None:
@@ -160,23 +167,10 @@ def scribble_arrays(scribbles, layout: Layout) -> list | None:
     """
     if scribbles is None:
         return None
-    scribbles = np.asarray(scribbles)
-    frame_shape = layout.spatial_shape
-    n_frames = 1 if layout.time_axis is None else layout.shape[layout.time_axis]
-    if scribbles.shape == layout.output_shape and layout.time_axis is not None:
-        frames = [scribbles[t] for t in range(n_frames)]
-    elif scribbles.shape == frame_shape:
-        frames = [scribbles] * n_frames
-    else:
-        expected = (
-            f"{frame_shape}" if layout.time_axis is None
-            else f"{frame_shape} (one frame) or {layout.output_shape} (every frame)"
-        )
-        raise ValueError(
-            f"The scribbles have shape {scribbles.shape}, but the image's pixels have "
-            f"shape {expected}; paint on a Labels layer of the image's shape (New "
-            "scribble layer makes one)."
-        )
+    frames = _per_frame(
+        np.asarray(scribbles), layout, "The scribbles have",
+        "paint on a Labels layer of the image's shape (New scribble layer makes one).",
+    )
     if not any(frame.any() for frame in frames):
         return None
     return frames
