@@ -196,9 +196,10 @@ def _run(args, parser) -> int:
     for message in collect_errors:
         console.error(message)
     try:
-        mask, shared_model = _read_mask(args, console), _read_model(args, params, console)
-        scribbles = _read_scribbles(args, console)
-        prior = _read_prior(args, console)
+        mask = _read_file_option(args, console, "mask")
+        shared_model = _read_model(args, params, console)
+        scribbles = _read_file_option(args, console, "scribbles")
+        prior = _read_file_option(args, console, "prior")
         if not sources:
             return 1
         _make_outdir(args.outdir, console)
@@ -298,44 +299,22 @@ def _locked(outdir, console):
         lock.__exit__(None, None, None)
 
 
-def _read_mask(args, console):
-    """The ``--mask`` as booleans, or ``None`` without one."""
-    if args.mask is None:
+def _read_file_option(args, console, option):
+    """The file of ``--mask``, ``--scribbles`` or ``--prior`` (``option``) as
+    its reader in :mod:`._inputs` returns it, or ``None`` without one."""
+    path = getattr(args, option)
+    if path is None:
         return None
-    from ._inputs import read_mask
+    from . import _inputs
 
+    reader = {
+        "mask": _inputs.read_mask, "scribbles": _inputs.read_scribbles,
+        "prior": _inputs.read_prior,
+    }[option]
     try:
-        return read_mask(args.mask, args.max_pixels, _isolated.Limits.from_arguments(args))
+        return reader(path, args.max_pixels, _isolated.Limits.from_arguments(args))
     except Exception as error:
-        console.error(f"--mask {describe(error)}", traceback.format_exc())
-        raise _CannotStart from error
-
-
-def _read_scribbles(args, console):
-    """The ``--scribbles`` label image, or ``None`` without one."""
-    if args.scribbles is None:
-        return None
-    from ._inputs import read_scribbles
-
-    try:
-        return read_scribbles(
-            args.scribbles, args.max_pixels, _isolated.Limits.from_arguments(args)
-        )
-    except Exception as error:
-        console.error(f"--scribbles {describe(error)}", traceback.format_exc())
-        raise _CannotStart from error
-
-
-def _read_prior(args, console):
-    """The ``--prior`` maps as read (laid out per input later), or ``None``."""
-    if args.prior is None:
-        return None
-    from ._inputs import read_prior
-
-    try:
-        return read_prior(args.prior, args.max_pixels, _isolated.Limits.from_arguments(args))
-    except Exception as error:
-        console.error(f"--prior {describe(error)}", traceback.format_exc())
+        console.error(f"--{option} {describe(error)}", traceback.format_exc())
         raise _CannotStart from error
 
 
