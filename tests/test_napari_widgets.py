@@ -470,6 +470,38 @@ def test_qt6_by_default_and_a_quiet_launch(tmp_path):
     assert "Warning" not in launched.stderr, launched.stderr
 
 
+@pytest.mark.parametrize("remove_the_image_first", [False, True])
+def test_closing_napari_during_a_run_ends_cleanly(tmp_path, remove_the_image_first):
+    # In a subprocess: before the fix Qt deleted the dock's widgets (and the
+    # worker's signals) under the running job, and the process aborted.
+    script = (
+        "import time\n"
+        "import napari, numpy as np\n"
+        "from qtpy.QtWidgets import QApplication\n"
+        "viewer = napari.Viewer(show=False)\n"
+        "_, widget = viewer.window.add_plugin_dock_widget('gmm-segmenter', 'GMM Segmenter')\n"
+        "layer = viewer.add_image(np.random.default_rng(0).normal(size=(1500, 1500)))\n"
+        "widget.image.value = layer\n"
+        "widget.run()\n"
+        "time.sleep(0.3)\n"
+        "QApplication.processEvents()\n"
+        "assert widget.running\n"
+        f"if {remove_the_image_first}:\n"
+        "    viewer.layers.clear()\n"
+        "viewer.close()\n"
+        "end = time.monotonic() + 10\n"
+        "while time.monotonic() < end:\n"
+        "    QApplication.processEvents()\n"
+        "    time.sleep(0.01)\n"
+        "print('still here')\n"
+    )
+    launched = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr
+    assert "still here" in launched.stdout, launched.stderr
+    assert "has been deleted" not in launched.stderr, launched.stderr
+
+
 # ------------------------------------------- function widgets (assistant)
 
 

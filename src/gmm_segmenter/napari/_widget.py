@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -70,6 +71,23 @@ _TICK_MS = 200
 #: Quiet time after the scribbles' last change (an undo, a redo) before a preview.
 _SETTLE_MS = 300
 _PREFIX = "GMM Segmenter: "
+
+#: Workers still running, kept here until they end: a worker whose dock was
+#: closed (napari closed mid-run) must outlive the widget, or Qt deletes its
+#: signals under the running thread and the process aborts.
+_LIVE_WORKERS = set()
+
+
+def _while_open(method):
+    """Do nothing once the dock is closed: its Qt widgets are gone."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if self._closed:
+            return None
+        return method(self, *args, **kwargs)
+
+    return guarded
 _MEMORY_ADVICE = (
     " Open the image as a lazy (dask or zarr) layer, crop or bin it, or fit on a "
     "smaller layer and label the large one with Apply current model."
@@ -123,6 +141,8 @@ class GMMSegmenterWidget(Container):
         self._settle_timer.setSingleShot(True)
         self._settle_timer.setInterval(_SETTLE_MS)
         self._settle_timer.timeout.connect(self._on_scribbles_settled)
+        self._closed = False
+        self.native.destroyed.connect(self._on_closed)
         self._connect_signals()
         self._apply_theme()
         self.reset_choices()
@@ -343,6 +363,7 @@ class GMMSegmenterWidget(Container):
         """Refresh the layer lists (napari calls this when layers change)."""
         self._form.reset_choices()
 
+    @_while_open
     def _apply_theme(self, *args):
         from napari.utils.theme import get_theme
 
@@ -469,6 +490,7 @@ class GMMSegmenterWidget(Container):
                 else:
                     event.disconnect(handler)
 
+    @_while_open
     def _on_scribbled(self, event=None):
         """A stroke ended: with Preview on, re-segment the slice, superseding a stale preview."""
         self._preview_if_on()
@@ -479,6 +501,7 @@ class GMMSegmenterWidget(Container):
         except RuntimeError:  # the dock was closed and its timer deleted; the layer lives on
             pass
 
+    @_while_open
     def _on_scribbles_settled(self):
         """The scribbles have not changed for a moment: preview if they differ from the last job's."""
         layer = self.scribbles.value
@@ -556,10 +579,12 @@ class GMMSegmenterWidget(Container):
             parent=self.native,
         )
 
+    @_while_open
     def _preview_if_on(self, *args):
         if self.preview.value:
             self.preview_now()
 
+    @_while_open
     def _on_step_changed(self, *args):
         self._preview_if_on()
         if self._shown is not None and len(self._shown["models"]) > 1 and not self.running:
@@ -595,13 +620,18 @@ class GMMSegmenterWidget(Container):
         )
         worker.yielded.connect(self._tick)
         worker.yielded.connect(self._show_warning)
+        def while_open(slot):
+            return lambda *args: None if self._closed else slot(*args)
+
         # the timer stops before the result is shown: a tick between the
         # result and the end of the worker would overwrite the status line
-        worker.returned.connect(lambda *_: self._timer.stop())
-        worker.returned.connect(finish)
+        worker.returned.connect(while_open(lambda *_: self._timer.stop()))
+        worker.returned.connect(while_open(finish))
         worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
+        _LIVE_WORKERS.add(worker)
+        worker.finished.connect(lambda: _LIVE_WORKERS.discard(worker))
         self.worker = worker
         self._job = {"kind": kind, "layer": layer, "removed": False}
         self.run_button.enabled = False
@@ -618,11 +648,28 @@ class GMMSegmenterWidget(Container):
         self._timer.start()
         worker.start()
 
+    @_while_open
+    def _on_closed(self, *args):
+        """The dock was closed (or napari quit): stop the job, and listen no more.
+
+        Its Qt widgets are gone: every handler a running worker or the viewer
+        would still call returns at once (:func:`_while_open`)."""
+        self._closed = True
+        self._cancel_requested.set()
+        for event, handler in (
+            (self._viewer.dims.events.current_step, self._on_step_changed),
+            (self._viewer.layers.events.removed, self._on_layer_removed),
+            (self._viewer.events.theme, self._apply_theme),
+        ):
+            event.disconnect(handler)
+
+    @_while_open
     def _show_warning(self, step):
         """A warning the estimator gave in the worker, as a napari notification."""
         if isinstance(step, _Warned):
             show_warning(f"{_PREFIX}{step.message}")
 
+    @_while_open
     def _tick(self, *args):
         """Refresh the progress bars and the elapsed time (every 200 ms while a job runs)."""
         if self.worker is None:
@@ -636,6 +683,7 @@ class GMMSegmenterWidget(Container):
         if activity is not None and value > activity.n:
             activity.update(value - activity.n)
 
+    @_while_open
     def _on_error(self, error):
         if isinstance(error, Cancelled):
             self._on_aborted()
@@ -650,6 +698,7 @@ class GMMSegmenterWidget(Container):
     def _superseded(self) -> bool:
         return self._job is not None and self._job.get("superseded", False)
 
+    @_while_open
     def _on_aborted(self):
         if self._superseded():
             self._set_status("Updating the preview…")
@@ -658,6 +707,7 @@ class GMMSegmenterWidget(Container):
         self.progress.value = 0
         self._plot_shown()
 
+    @_while_open
     def _on_finished(self):
         self._timer.stop()
         if self._activity is not None:
@@ -672,6 +722,7 @@ class GMMSegmenterWidget(Container):
         if pending and self.preview.value:
             self.preview_now()
 
+    @_while_open
     def _on_layer_removed(self, event):
         job = self._job
         if job is None or event.value is not job["layer"]:
