@@ -521,3 +521,83 @@ def test_scribbles_for_a_colour_image_fitted_as_a_volume_suggest_channel_axis():
     y[2, 2] = 1
     with pytest.raises(ValueError, match=r"shape \(20, 30\).*\(20, 30, 3\).*channel_axis=-1"):
         GMMSegmenter(2, beta=0, random_state=0).fit(rgb, y=y)
+
+
+# ------------------------------------------------- the smoothing, from the strokes
+
+
+def two_strokes_per_class(truth):
+    """Two short separate strokes inside each true class ``c``, labelled ``c``."""
+    y = np.zeros(truth.shape, dtype=np.int32)
+    for c in np.unique(truth):
+        inside = np.argwhere(ndimage.binary_erosion(truth == c, iterations=3))
+        for row, column in (inside[len(inside) // 4], inside[3 * len(inside) // 4]):
+            y[row, column - 2 : column + 3] = c
+    assert all(ndimage.label(y == c)[1] == 2 for c in np.unique(truth))
+    return y
+
+
+def test_held_out_split_alternates_each_classs_strokes():
+    from gmm_segmenter import _guidance
+
+    y = np.zeros((20, 30), dtype=np.int32)
+    y[2, 2:6] = 1  # class 1: three strokes
+    y[10, 2:6] = 1
+    y[17, 20:25] = 1
+    y[5, 10:14] = 2  # class 2: one stroke, which is kept
+    y[6, 14] = 2  # touching it diagonally: the same stroke
+    def guidance_of(y):
+        positions = np.flatnonzero(y)
+        image = _guidance.ImageGuidance(y.shape, positions, y.ravel()[positions] - 1)
+        return _guidance.Guidance([image], scribbled=(0, 1), min_components=2, prior_weight=1.0)
+
+    kept, held_out = guidance_of(y).held_out_split()
+    (positions, classes), = held_out
+    held = np.zeros(y.size, dtype=np.int32)
+    held[positions] = classes + 1
+    assert np.array_equal(held.reshape(y.shape) > 0, np.pad(y[10:11, 2:6] > 0, ((10, 9), (2, 24))))
+    kept_map = np.zeros(y.size, dtype=np.int32)
+    kept_map[kept.images[0].positions] = kept.images[0].classes + 1
+    assert np.array_equal(kept_map.reshape(y.shape) + held.reshape(y.shape), y)
+    single = np.where(y == 2, 2, 0) + np.where(np.arange(20)[:, None] == 2, y, 0)
+    assert guidance_of(single).held_out_split() is None
+
+
+def test_guided_auto_smooths_as_much_as_the_held_out_strokes_need():
+    from gmm_segmenter import _hmrf
+
+    clean, truth = quadrants(noise=8.0)
+    noisy, _ = quadrants(noise=45.0)
+    y = two_strokes_per_class(truth)
+    # 4 neighbours on a square grid, 4 components
+    critical = _hmrf.critical_beta(_hmrf.Lattice(np.ones(2), np.ones(2), 1), 4)
+    tried = [f * critical for f in _hmrf.HELD_OUT_FACTORS]
+    chosen = {
+        name: GMMSegmenter(4, random_state=0).fit(image, y).beta_
+        for name, image in (("clean", clean), ("noisy", noisy))
+    }
+    assert chosen["clean"] == pytest.approx(critical)  # the weakest tried suffices
+    assert chosen["noisy"] > chosen["clean"]
+    assert any(chosen["noisy"] == pytest.approx(beta) for beta in tried)
+    labels = GMMSegmenter(4, random_state=0).fit_predict(noisy, y)
+    unguided = GMMSegmenter(4, random_state=0).fit_predict(noisy)
+    assert ari(truth, labels) >= ari(truth, unguided)
+
+
+def test_guided_auto_with_one_stroke_per_class_chooses_by_free_energy(monkeypatch):
+    from gmm_segmenter import _hmrf
+
+    image, truth = stripes(noise=40.0)
+    y = scribble(truth, {1: 1, 2: 2, 3: 3})
+    called = []
+    monkeypatch.setattr(_hmrf, "held_out_beta", lambda *a: called.append(a))
+    segmenter = GMMSegmenter(3, random_state=0).fit(image, y)
+    assert not called
+    centre = _hmrf.critical_beta(_hmrf.Lattice(np.ones(2), np.ones(2), 1), 3)
+    assert any(segmenter.beta_ == pytest.approx(f * centre) for f in _hmrf.BETA_FACTORS)
+
+
+def test_a_fixed_beta_is_kept_with_many_strokes():
+    image, truth = quadrants(noise=45.0)
+    y = two_strokes_per_class(truth)
+    assert GMMSegmenter(4, beta=0.7, random_state=0).fit(image, y).beta_ == 0.7

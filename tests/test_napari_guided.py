@@ -350,7 +350,7 @@ def test_undoing_a_stroke_updates_the_preview(qtbot, viewer_widget):
     np.testing.assert_array_equal(labels.data, truth)  # unguided again: darkest first
 
 
-def test_previews_of_a_slice_reuse_the_smoothing_auto_chose(qtbot, viewer_widget):
+def test_previews_of_a_slice_reuse_the_smoothing_auto_chose_until_the_strokes_can(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     quadrant_widget(viewer, widget)
     widget.auto_beta.value = True
@@ -366,6 +366,10 @@ def test_previews_of_a_slice_reuse_the_smoothing_auto_chose(qtbot, viewer_widget
     record = labels.metadata["gmm_segmenter"]
     assert record["settings"]["scribbles"] is not None
     assert record["params"]["beta"] == first["model"]["beta"]  # no second search
+    stroke(scribbles, 1, [(56, 40)])  # a second stroke of class 1: the strokes choose
+    qtbot.waitUntil(lambda: labels.metadata["gmm_segmenter"] is not record
+                    and not widget.running, timeout=TIMEOUT_MS)
+    assert labels.metadata["gmm_segmenter"]["params"]["beta"] == "auto"
     widget.n_components.value = 3  # another setting: auto chooses afresh
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert labels.metadata["gmm_segmenter"]["params"]["beta"] == "auto"

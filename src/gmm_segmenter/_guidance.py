@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from collections.abc import Callable
 
@@ -184,6 +185,61 @@ class Guidance:
         return replace(
             self, images=[g.restricted(key) for g, key in zip(self.images, keys)]
         )
+
+    def held_out_split(self) -> "tuple[Guidance, list] | None":
+        """Every other stroke of each class held out, to choose ``beta='auto'`` by.
+
+        A stroke is a connected group (any connectivity) of one class's
+        scribbled pixels in one image. Each class's strokes, in the order of
+        their first pixel, alternate between kept and held out; a class with
+        one stroke keeps it. Returns the guidance of the kept strokes and,
+        per image, ``(positions, classes)`` of the held-out pixels; ``None``
+        when no class has two strokes (or a prior map is given: it would
+        speak for the held-out pixels too).
+        """
+        if self.has_prior:
+            return None
+        kept_images, held_out = [], []
+        for image in self.images:
+            keep = np.ones(len(image.positions), dtype=bool)
+            for k in np.unique(image.classes):
+                ours = np.flatnonzero(image.classes == k)
+                keep[ours] = _kept_strokes(image.positions[ours], image.spatial_shape)
+            kept_images.append(replace(
+                image, positions=image.positions[keep], classes=image.classes[keep],
+                values=None if image.values is None else image.values[keep],
+            ))
+            held_out.append((image.positions[~keep], image.classes[~keep]))
+        if not any(len(positions) for positions, _ in held_out):
+            return None
+        return replace(self, images=kept_images), held_out
+
+
+def has_held_out_strokes(labels: np.ndarray) -> bool:
+    """Whether some class of a scribble image has two or more strokes, so
+    that ``beta='auto'`` is chosen from the strokes (:meth:`Guidance.held_out_split`)."""
+    structure = np.ones((3,) * labels.ndim, dtype=bool)
+    return any(ndi.label(labels == k, structure=structure)[1] > 1
+               for k in np.unique(labels) if k > 0)
+
+
+def _kept_strokes(positions: np.ndarray, spatial_shape) -> np.ndarray:
+    """Whether each of one class's scribbled pixels (sorted flat
+    ``positions``) is in a kept stroke: strokes alternate, the first kept."""
+    # the strokes' bounding box, not the whole image, is labelled
+    coordinates = np.unravel_index(positions, spatial_shape)
+    low = [int(c.min()) for c in coordinates]
+    box = tuple(int(c.max()) - lo + 1 for c, lo in zip(coordinates, low))
+    local = tuple(c - lo for c, lo in zip(coordinates, low))
+    drawn = np.zeros(box, dtype=bool)
+    drawn[local] = True
+    strokes, _ = ndi.label(drawn, structure=np.ones((3,) * len(box), dtype=bool))
+    stroke = strokes[local]
+    # number the strokes by their first pixel (positions are sorted)
+    _, first = np.unique(stroke, return_index=True)
+    rank = np.empty(stroke.max() + 1, dtype=np.intp)
+    rank[stroke[np.sort(first)]] = np.arange(len(first))
+    return rank[stroke] % 2 == 0
 
 
 # --------------------------------------------------------------------------

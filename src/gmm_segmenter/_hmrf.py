@@ -375,6 +375,64 @@ def _free_energy_search(mixture, lattice, posteriors, run) -> HMRFResult:
     return best
 
 
+#: Guided ``beta='auto'``: multiples of the critical strength tried, weakest first.
+HELD_OUT_FACTORS = (1.0, 4 / 3, 5 / 3, 2.0, 7 / 3, 8 / 3)
+
+#: ... until the held-out strokes' mean posterior of their own class reaches this,
+HELD_OUT_CONFIDENCE = 0.995
+#: ... or a step raises it by less than this: strokes that stray over an edge,
+#: or pixels the image cannot tell apart, never reach the confidence, and
+#: stronger smoothing would only flatten the rest of the image.
+HELD_OUT_PLATEAU = 1e-3
+
+
+def held_out_beta(mixture, grids, log_potential, held_out) -> float:
+    """The weakest smoothing under which the held-out strokes come out as painted.
+
+    ``log_potential(i, mixture)`` clamps the kept strokes only;
+    ``held_out`` is, per grid, ``(positions, classes)`` of the other
+    strokes' pixels. At each of :data:`HELD_OUT_FACTORS` times
+    :func:`critical_beta` in turn, mean field (at the pixel-wise
+    ``mixture``, from the previous strength's posteriors) gives the
+    held-out pixels' posteriors; the first strength at which their mean
+    probability of the painted class reaches :data:`HELD_OUT_CONFIDENCE`
+    is returned; if a step raised that probability by less than
+    :data:`HELD_OUT_PLATEAU`, the strength before it; else the strongest
+    tried. See ``docs/guided.md``.
+    ``None`` when the grids are too small to choose on (``'auto'``'s fallback).
+    """
+    lattice = Lattice.of(grids)
+    if lattice.n_pixels < MIN_PIXELS_FOR_BETA or lattice.pairs.sum() == 0:
+        return None
+    potentials = [log_potential(i, mixture) for i in range(len(grids))]
+    posteriors = [
+        _mrf.padded_posteriors(potential, grid.valid) for potential, grid in zip(potentials, grids)
+    ]
+    centre = critical_beta(lattice, mixture.n_components)
+    n_held = sum(len(positions) for positions, _ in held_out)
+    beta, previous = centre, (centre, -np.inf)
+    for step, factor in enumerate(HELD_OUT_FACTORS, 1):
+        beta = min(factor * centre, BETA_MAX)
+        painted = 0.0
+        for potential, padded, grid, (positions, classes) in zip(
+            potentials, posteriors, grids, held_out
+        ):
+            _mrf.mean_field(
+                potential, padded, grid.valid, beta, grid.hood, max_sweeps=_mrf.PREDICT_MAX_SWEEPS
+            )
+            if len(positions):
+                at = _mrf.posteriors_at(padded, grid.spatial_shape, positions)
+                painted += float(at[np.arange(len(positions)), classes].sum())
+        report("choosing the smoothing", step, len(HELD_OUT_FACTORS))
+        painted /= n_held
+        if painted - previous[1] < HELD_OUT_PLATEAU:
+            return previous[0]  # stronger smoothing no longer brings them closer
+        if painted >= HELD_OUT_CONFIDENCE or beta >= BETA_MAX:
+            break
+        previous = (beta, painted)
+    return beta
+
+
 def _iterate(mixture, posteriors, beta, *, grids, n_valid, log_potential, table, max_iter,
              tol, reg_covar, update_data=None) -> HMRFResult:
     """HMRF-EM from ``posteriors`` (updated in place) at ``beta``, a number or

@@ -141,7 +141,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         (Bethe approximation: 0.92 for three classes in 2-D, 0.56 in 3-D)
         and at 2/3 and 4/3 of it, and keeps the fit of largest free energy
         (the mean-field bound less the prior's log normalising constant);
-        with fewer than 256 valid pixels it warns and uses 0.5. ``'pseudo-likelihood'`` re-estimates ``beta``
+        with fewer than 256 valid pixels it warns and uses 0.5. Guided by
+        scribbles with two or more strokes of some class, ``'auto'`` instead
+        holds out every other stroke and uses the weakest of 1, 4/3, ... 8/3
+        times the critical strength that labels them as painted (see
+        ``docs/guided.md``). ``'pseudo-likelihood'`` re-estimates ``beta``
         by Besag's maximum pseudo-likelihood, which runs high on real
         images. The strength used is ``beta_``. See ``docs/spatial.md``.
     connectivity : int, default=1
@@ -902,6 +906,21 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 adjust[i](potential)
             return potential
 
+        beta = self.beta if beta is None else beta
+        split = None
+        if beta == "auto" and guidance is not None and fields is None:
+            split = guidance.held_out_split()
+        if split is not None:
+            # guided: the smoothing is chosen by the strokes (see docs/guided.md)
+            kept_adjust = split[0].adjusters()
+
+            def kept_potential(i, mixture):
+                potential = _kernel.log_potential(views[i], mixture, offset, scale)
+                if kept_adjust[i] is not None:
+                    kept_adjust[i](potential)
+                return potential
+
+            beta = _hmrf.held_out_beta(mixture, grids, kept_potential, split[1]) or beta
         hooks = {}
         if fields is not None:
             refit = fields.refiner(positions, offset, scale)
@@ -916,7 +935,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             grids,
             log_potential,
             table,
-            beta=self.beta if beta is None else beta,
+            beta=beta,
             max_iter=self.max_iter_spatial,
             tol=self.tol,
             reg_covar=self.reg_covar,

@@ -40,7 +40,7 @@ from qtpy.QtWidgets import (
 )
 from threadpoolctl import threadpool_limits
 
-from .. import io
+from .. import _guidance, io
 from .._covariance import COVARIANCE_TYPES
 from .._image import is_dask_array
 from .._model import json_params
@@ -935,17 +935,21 @@ class GMMSegmenterWidget(Container):
             stride * size for size in _layers.spacing_from_scale(layer.scale, layout, plane)
         )
         params["max_samples"] = _layers.PREVIEW_SAMPLES
-        # beta='auto' reads the smoothing off the image, which strokes do not
-        # change: the slice's next previews reuse the first one's choice
+        coarse_guide = None if guide is None else _layers.coarse_scribbles(guide, stride)
+        # beta='auto' without two strokes of a class reads the smoothing off
+        # the image (three fits), which strokes do not change: the slice's
+        # next previews reuse the first one's choice. With them, the strokes
+        # choose it, cheaply, at every preview.
         beta_key = (id(layer), id(data), repr(index), json.dumps(
             {**params, "beta": None}, sort_keys=True, default=str))
-        auto_beta = params["beta"] == "auto"
+        auto_beta = params["beta"] == "auto" and (
+            coarse_guide is None or not _guidance.has_held_out_strokes(coarse_guide))
         if auto_beta and beta_key in self._preview_beta:
             params["beta"] = self._preview_beta[beta_key]
         request = _jobs.Request(
             frames=[frame[coarse]], params=params,
             masks=None if mask is None else [mask[::stride, ::stride]],
-            scribbles=None if guide is None else [_layers.coarse_scribbles(guide, stride)],
+            scribbles=None if coarse_guide is None else [coarse_guide],
         )
         output_index = tuple(index[axis] for axis in layout.output_axes)
 
