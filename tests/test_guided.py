@@ -255,6 +255,12 @@ def _unchanged(*arrays):
         (lambda y: y + 0.5 * (y > 0), r"hold the value 1.5, which is not a whole number"),
         (lambda y: np.where(y == 3, np.nan, y), r"hold the value nan, which is not a whole number"),
         (lambda y: y.astype(str), r"Scribbles y have dtype <U\d+; pass an integer label image"),
+        (lambda y: np.where(y == 3, 255, y).astype(np.uint8),
+         r"hold label 255 .*if 255 marks pixels to leave out, set them to 0"),
+        (lambda y: np.where(y == 3, 1e20, y), r"hold the label 1e\+20, far above any number "
+                                              r"of classes \(at most 65535\)"),
+        (lambda y: np.where(y == 3, 2**64 - 5, y).astype(np.uint64),
+         r"hold the label 1.84467e\+19, far above any number of classes"),
     ],
 )
 def test_bad_scribbles_are_refused_clearly(make_y, match):

@@ -59,6 +59,10 @@ START_VARIANCE = 1e-3
 #: does not bias them.
 ANCHOR_SHARE = 0.1
 
+#: The largest scribble label taken (the largest uint16 label): a larger one
+#: is a marker (an "ignore" value, a float's garbage), not a class.
+MAX_LABEL = 65535
+
 #: How far a prior map's row may sum from 1 before it is refused.
 PRIOR_SUM_TOLERANCE = 1e-3
 
@@ -397,6 +401,13 @@ def _scribbles(labels, spatial_shape, name, n_components, n_prior):
             "(unknown) or 1..K (the class). scikit-learn's -1 for 'unlabelled' is 0 "
             f"here: pass np.where({name} < 0, 0, {name})."
         )
+    if len(values) and values.max() > MAX_LABEL:
+        raise ValueError(
+            f"Scribbles {name} hold the label {values.max():g}, far above any number of "
+            f"classes (at most {MAX_LABEL}); labels are 0 (unknown) or 1..K (the class). "
+            f"If that value marks pixels to leave out, set them to 0: "
+            f"np.where({name} > K, 0, {name})."
+        )
     values = values.astype(np.int64)
     highest = int(values.max()) if len(values) else 0
     limit = n_prior if n_prior is not None else n_components
@@ -404,7 +415,7 @@ def _scribbles(labels, spatial_shape, name, n_components, n_prior):
         raise ValueError(
             f"Scribbles {name} hold label {highest} but the model has {limit} components "
             f"(labels 1..{limit}); pass n_components={highest} or more (or 'auto'), or "
-            "relabel the scribbles."
+            f"relabel the scribbles (if {highest} marks pixels to leave out, set them to 0)."
         )
     return where.astype(np.intp), values
 
