@@ -468,3 +468,34 @@ def test_scribbled_pixels_keep_their_class_in_the_labels_and_the_recorded_code(
     namespace = {"viewer": viewer}
     exec(labels.metadata["gmm_segmenter"]["python"], namespace)
     np.testing.assert_array_equal(namespace["labels"], labels.data)
+
+
+def test_the_first_preview_leaves_the_scribble_layer_selected_for_painting(
+        qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    quadrant_widget(viewer, widget)
+    scribbles = widget.add_scribble_layer()
+    assert viewer.layers.selection.active.name == scribbles.name  # napari wraps it: no `is`
+    assert scribbles.mode == "paint"
+    widget.preview.value = True  # the first preview adds the labels layer
+    qtbot.waitUntil(lambda: "quads GMM labels" in viewer.layers and not widget.running,
+                    timeout=TIMEOUT_MS)
+    assert viewer.layers.selection.active.name == scribbles.name
+    assert scribbles.mode == "paint"
+    viewer.layers.selection.active = viewer.layers["quads"]  # the user's own choice
+    stroke(scribbles, 1, [BOTTOM_RIGHT])
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert viewer.layers.selection.active.name == "quads"  # is kept
+
+
+def test_removing_the_image_during_a_preview_stops_it_without_a_warning(
+        qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    quadrant_widget(viewer, widget)
+    widget.preview.value = True
+    assert widget.running
+    since = len(notification_manager.records)
+    viewer.layers.remove("quads")
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert new_messages(since, "warning") == []
+    assert "quads GMM labels" not in viewer.layers

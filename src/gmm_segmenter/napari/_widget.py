@@ -729,11 +729,20 @@ class GMMSegmenterWidget(Container):
             return
         job["removed"] = True
         self.cancel()
+        if job["kind"] == "preview":
+            return  # nothing the user asked to keep (and napari, closing, removes every layer)
         show_warning(
             f"{_PREFIX}the layer {event.value.name!r} was deleted while it was being "
             "segmented; the job was stopped and no layer was added. Add the image again "
             "and press Run."
         )
+
+    def _select_scribbles(self):
+        """A new layer takes napari's selection: give it back to the scribble
+        layer, so the next stroke paints instead of panning the result."""
+        guide = self.scribbles.value
+        if guide is not None and guide in self._viewer.layers:
+            self._viewer.layers.selection.active = guide
 
     def _still_there(self, layer):
         """Whether ``layer`` is still in the viewer (results of a deleted layer are dropped)."""
@@ -992,10 +1001,13 @@ class GMMSegmenterWidget(Container):
                 operation="preview of the displayed slice", image_layer=layer, model=model,
                 params=json_params(model), settings=settings, code=code,
             )
+            before = list(self._viewer.layers)
             labels_layer = _output.labels_layer(
                 self._viewer, layer, layout, metadata={_record.METADATA_KEY: record},
                 scribbles=self.scribbles.value,
             )
+            if labels_layer not in before:
+                self._select_scribbles()
             labels_layer.data[output_index] = outputs.labels
             labels_layer.refresh()
             self.record = record
@@ -1046,10 +1058,7 @@ class GMMSegmenterWidget(Container):
         _output.show_bias_field(
             self._viewer, layer.name, outputs.bias_field, transform, metadata=metadata
         )
-        guide = self.scribbles.value
-        if guide is not None and guide in self._viewer.layers:
-            # new layers take the selection; the strokes go on the scribble layer
-            self._viewer.layers.selection.active = guide
+        self._select_scribbles()
         self.record = record
         if not applied:
             self.model = model
