@@ -378,6 +378,26 @@ def test_cli_scribbles_of_another_size_fail_clearly(tmp_path, capsys):
     assert "(10, 10)" in err and "(60, 90)" in err
 
 
+@pytest.mark.parametrize("label, expected", [
+    (5, "pass -k 5 or more (or -k auto)"),
+    (-1, "set those pixels to 0 in the label file"),
+])
+def test_cli_scribble_errors_speak_of_options_not_of_python(tmp_path, capsys, label, expected):
+    import tifffile
+
+    image, truth = stripes()
+    tifffile.imwrite(tmp_path / "bands.tif", np.clip(image, 0, 255).astype(np.uint8))
+    y = scribble(truth, {1: 1, 2: 2, 3: 3}).astype(np.int16)
+    y[y == 3] = label
+    tifffile.imwrite(tmp_path / "scribbles.tif", y)
+    status, _, err = run_cli([tmp_path / "bands.tif", "-k", "3", "--scribbles",
+                              tmp_path / "scribbles.tif", "-o", tmp_path / "out"], capsys)
+    assert status != 0
+    assert "The --scribbles labels hold" in err and expected in err, err
+    for python in ("n_components", "np.where", "Scribbles y"):
+        assert python not in err, err
+
+
 def test_cli_scribbles_with_a_saved_model_is_a_usage_error(tmp_path, capsys):
     image, truth = stripes()
     path = tmp_path / "model.npz"

@@ -6,6 +6,7 @@ Errors always go to stderr, one line each; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import threading
 
@@ -30,9 +31,37 @@ def working_on(label):
         _current.label = previous
 
 
+#: The estimator's messages speak of its parameters and of the arrays passed
+#: to it; here they become the options that set them.
+_CLI_WORDS = [
+    # code that fixes the scribbles array: what to do to the label file instead
+    (re.compile(r"pass np\.where\(y(\[\d+\])? < 0, 0, y(\[\d+\])?\)"),
+     "set those pixels to 0 in the label file"),
+    (re.compile(r": np\.where\(y(\[\d+\])? > K, 0, y(\[\d+\])?\)"), " in the label file"),
+    (re.compile(r"e\.g\. np\.rint\(y(\[\d+\])?\)\.astype\(int\) if the values are labels "
+                r"stored as floats"), "e.g. rounded and saved as integers"),
+    (re.compile(r"\bScribbles y(\[\d+\])?"), "The --scribbles labels"),
+    (re.compile(r"\bn_components=('auto'|auto|\d+)"), r"-k \1"),
+    (re.compile(r"\(or 'auto'\)"), "(or -k auto)"),
+    (re.compile(r"\bn_components\b"), "-k"),
+]
+for _name, _option in (
+    ("bias_field", "--bias-field"), ("channel_axis", "--channel-axis"), ("beta", "--beta"),
+    ("max_samples", "--max-samples"), ("covariance_type", "--covariance-type"),
+    ("connectivity", "--connectivity"), ("init_params", "--init"), ("n_init", "--n-init"),
+    ("prior_weight", "--prior-weight"), ("reg_covar", "--reg-covar"), ("max_iter", "--max-iter"),
+    ("random_state", "--seed"),
+):
+    _CLI_WORDS.append((re.compile(rf"\b{_name}=('[^']*'|[-\w.]+)"), rf"{_option} \1"))
+_QUOTED = re.compile(r"(-k|--[a-z-]+) '([^']*)'")
+
+
 def describe(error) -> str:
-    """An exception as one line of text."""
-    return " ".join(str(error).split()) or type(error).__name__
+    """An exception (or warning) as one line of text, in the command's words."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    for pattern, words in _CLI_WORDS:
+        text = pattern.sub(words, text)
+    return _QUOTED.sub(r"\1 \2", text)
 
 
 def is_terminal(stream) -> bool:
