@@ -416,8 +416,9 @@ def test_bad_scribbles_end_in_a_notification_not_a_crash(qtbot, viewer_widget, c
     if case == "class above K":
         stroke(scribbles, 7, [TOP_LEFT])
         severity, expected = "error", (
-            "Guide with labels 'quads scribbles': Scribbles y hold label 7 but the model has 3 "
-            "components")
+            "Guide with labels 'quads scribbles': The scribbles hold label 7 but the model has "
+            "3 components (labels 1..3); raise Components to 7 or more (or tick its auto box), "
+            "or paint fewer classes")
     elif case == "outside the mask":
         inside = np.zeros((64, 64), np.uint8)
         inside[32:] = 1
@@ -434,6 +435,7 @@ def test_bad_scribbles_end_in_a_notification_not_a_crash(qtbot, viewer_widget, c
     run(qtbot, widget)
     messages = new_messages(since, severity)
     assert any(expected in m for m in messages), messages
+    assert not any("n_components" in m or "Scribbles y" in m for m in messages), messages
     assert widget.run_button.enabled and not widget.running
 
     widget.preview.value = True  # the same through a stroke's preview

@@ -663,5 +663,6 @@ def test_an_rgb_layer_gets_a_field_per_channel_and_bad_input_only_warns(qtbot, v
     assert not new_messages(since)
     # the estimator's warnings in the worker reach the user as notifications
     warned = new_messages(since, severity="warning")
-    assert any("bias_field" in message for message in warned), warned
-    assert any("beta='auto' needs at least 256 valid pixels" in m for m in warned), warned
+    assert any("untick Correct bias field" in message for message in warned), warned
+    assert any("automatic smoothing needs at least 256 valid pixels" in m for m in warned), warned
+    assert not any("beta=" in m for m in warned), warned

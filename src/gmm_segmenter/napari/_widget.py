@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 import time
 import warnings
@@ -76,6 +77,31 @@ _PREFIX = "GMM Segmenter: "
 #: closed (napari closed mid-run) must outlive the widget, or Qt deletes its
 #: signals under the running thread and the process aborts.
 _LIVE_WORKERS = set()
+
+
+#: The estimator's messages speak of its parameters and of the scribbles
+#: array; in the widget they become its controls and the scribble layer.
+_WIDGET_WORDS = [
+    (re.compile(r"pass n_components=(\d+) or more \(or 'auto'\)"),
+     r"raise Components to \1 or more (or tick its auto box), or paint fewer classes"),
+    (re.compile(r"\bn_components='auto'"), "Components' auto box"),
+    (re.compile(r"\bn_components=(\d+)"), r"Components \1"),
+    (re.compile(r"\bbeta='auto'"), "automatic smoothing"),
+    (re.compile(r"\bbeta=([\d.]+)"), r"Smoothing \1"),
+    (re.compile(r"pass np\.where\(y(\[\d+\])? < 0, 0, y(\[\d+\])?\)"),
+     "erase those strokes"),
+    (re.compile(r": np\.where\(y(\[\d+\])? > K, 0, y(\[\d+\])?\)"), " (erase those strokes)"),
+    (re.compile(r"\bScribbles y(\[\d+\])?"), "The scribbles"),
+    (re.compile(r"(?:use )?bias_field=None"), "untick Correct bias field"),
+    (re.compile(r"\(bias_field=1 or 2\)"), "(in Python: bias_field=1 or 2)"),
+]
+
+
+def _in_widget_words(error) -> str:
+    text = str(error)
+    for pattern, words in _WIDGET_WORDS:
+        text = pattern.sub(words, text)
+    return text
 
 
 def _while_open(method):
@@ -188,7 +214,9 @@ class GMMSegmenterWidget(Container):
         self.auto_beta = CheckBox(
             text="Choose the smoothing from the image (auto)", value=True,
             tooltip="Compare a few smoothing strengths by the free energy of the fit "
-            "and keep the best (beta='auto'); untick to set the strength yourself.",
+            "and keep the best (beta='auto'); with two strokes of a class to guide "
+            "it, the weakest that labels half of them as painted from the other "
+            "half. Untick to set the strength yourself.",
         )
         self.beta = FloatSpinBox(
             label="Smoothing", value=1.0, min=0.0, max=20.0, step=0.1,
@@ -609,8 +637,8 @@ class GMMSegmenterWidget(Container):
             job, finish, layer = self._prepare(kind)
         except (ValueError, MemoryError) as error:
             advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
-            show_error(f"{_PREFIX}{error}{advice}")
-            self._set_status(f"Not started: {error}")
+            show_error(f"{_PREFIX}{_in_widget_words(error)}{advice}")
+            self._set_status(f"Not started: {_in_widget_words(error)}")
             return
         self._cancel_requested = threading.Event()
         self._meter = _jobs.Meter()
@@ -667,7 +695,7 @@ class GMMSegmenterWidget(Container):
     def _show_warning(self, step):
         """A warning the estimator gave in the worker, as a napari notification."""
         if isinstance(step, _Warned):
-            show_warning(f"{_PREFIX}{step.message}")
+            show_warning(f"{_PREFIX}{_in_widget_words(step.message)}")
 
     @_while_open
     def _tick(self, *args):
@@ -691,7 +719,7 @@ class GMMSegmenterWidget(Container):
         if self._superseded():
             return  # a newer preview follows and reports for itself
         advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
-        show_error(f"{_PREFIX}{error}{advice}")
+        show_error(f"{_PREFIX}{_in_widget_words(error)}{advice}")
         self._set_status("Failed; see the notification.")
         self.plot.message("No new model: the run failed (see the notification).")
 
