@@ -361,6 +361,7 @@ def test_previews_of_a_slice_reuse_the_smoothing_auto_chose_until_the_strokes_ca
     first = labels.metadata["gmm_segmenter"]
     assert first["params"]["beta"] == "auto"
     assert first["params"]["max_samples"] == _layers.PREVIEW_SAMPLES
+    assert first["params"]["max_iter_spatial"] == _layers.PREVIEW_SPATIAL_ITERATIONS
     stroke(scribbles, 1, [BOTTOM_RIGHT])
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     record = labels.metadata["gmm_segmenter"]

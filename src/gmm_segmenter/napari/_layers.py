@@ -22,6 +22,12 @@ PREVIEW_PIXELS = 512 * 512
 #: estimator's default, 100 000): a stroke's preview must keep up with the brush.
 PREVIEW_SAMPLES = 25_000
 
+#: ... and runs at most this many HMRF-EM iterations (Run: the estimator's
+#: 20). Guided fits of a photo ran 16-18; at 8, 0.6 % of a 512 x 512
+#: preview of camera changed label (none of astronaut's), and the slowest
+#: stroke of benchmarks/napari_guided_timing.py took 0.3 s less.
+PREVIEW_SPATIAL_ITERATIONS = 8
+
 
 @dataclass(frozen=True)
 class Layout:

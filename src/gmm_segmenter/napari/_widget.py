@@ -972,6 +972,7 @@ class GMMSegmenterWidget(Container):
             stride * size for size in _layers.spacing_from_scale(layer.scale, layout, plane)
         )
         params["max_samples"] = _layers.PREVIEW_SAMPLES
+        params["max_iter_spatial"] = _layers.PREVIEW_SPATIAL_ITERATIONS
         coarse_guide = None if guide is None else _layers.coarse_scribbles(guide, stride)
         # beta='auto' without two strokes of a class reads the smoothing off
         # the image (three fits), which strokes do not change: the slice's
