@@ -496,9 +496,30 @@ def test_removing_the_image_during_a_preview_stops_it_without_a_warning(
     viewer, widget = viewer_widget
     quadrant_widget(viewer, widget)
     widget.preview.value = True
-    assert widget.running
+    qtbot.waitUntil(lambda: widget.running, timeout=TIMEOUT_MS)
     since = len(notification_manager.records)
     viewer.layers.remove("quads")
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert new_messages(since, "warning") == []
     assert "quads GMM labels" not in viewer.layers
+
+
+def test_another_image_lets_go_of_the_last_ones_scribbles(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    quadrant_widget(viewer, widget)
+    first = widget.add_scribble_layer()
+    stroke(first, 1, [TOP_LEFT])
+    viewer.add_image(np.random.default_rng(0).normal(size=(40, 50)), name="other")
+    since = len(notification_manager.records)
+    widget.preview.value = True
+    widget.image.value = viewer.layers["other"]
+    assert widget.scribbles.value is None  # (64, 64) strokes cannot guide a (40, 50) image
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert new_messages(since) == []
+    own = widget.add_scribble_layer()  # guides "other"
+    widget.image.value = viewer.layers["quads"]
+    assert widget.scribbles.value.name == first.name  # each image's own scribble layer
+    widget.image.value = viewer.layers["other"]
+    assert widget.scribbles.value.name == own.name
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert new_messages(since) == []

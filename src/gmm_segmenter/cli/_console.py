@@ -41,6 +41,7 @@ _CLI_WORDS = [
     (re.compile(r"e\.g\. np\.rint\(y(\[\d+\])?\)\.astype\(int\) if the values are labels "
                 r"stored as floats"), "e.g. rounded and saved as integers"),
     (re.compile(r"\bScribbles y(\[\d+\])?"), "The --scribbles labels"),
+    (re.compile(r"\bn_components<=(\d+)"), r"-k \1 or fewer"),
     (re.compile(r"\bn_components=('auto'|auto|\d+)"), r"-k \1"),
     (re.compile(r"\(or 'auto'\)"), "(or -k auto)"),
     (re.compile(r"\bn_components\b"), "-k"),

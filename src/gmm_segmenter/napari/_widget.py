@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import re
@@ -29,7 +30,7 @@ from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils import progress as activity_progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import (
     QApplication,
     QComboBox,
@@ -76,7 +77,17 @@ _PREFIX = "GMM Segmenter: "
 #: Workers still running, kept here until they end: a worker whose dock was
 #: closed (napari closed mid-run) must outlive the widget, or Qt deletes its
 #: signals under the running thread and the process aborts.
-_LIVE_WORKERS = set()
+_LIVE_WORKERS = {}  # worker -> its cancel event
+
+
+@atexit.register
+def _stop_live_workers():
+    """A script that closes the viewer mid-run and ends: stop the jobs and
+    let their threads finish before Python tears down what they report to."""
+    for cancel_requested in list(_LIVE_WORKERS.values()):
+        cancel_requested.set()
+    if _LIVE_WORKERS:
+        QThreadPool.globalInstance().waitForDone(30_000)
 
 
 #: The estimator's messages speak of its parameters and of the scribbles
@@ -84,6 +95,7 @@ _LIVE_WORKERS = set()
 _WIDGET_WORDS = [
     (re.compile(r"pass n_components=(\d+) or more \(or 'auto'\)"),
      r"raise Components to \1 or more (or tick its auto box), or paint fewer classes"),
+    (re.compile(r"\bn_components<=(\d+)"), r"Components \1 or fewer"),
     (re.compile(r"\bn_components='auto'"), "Components' auto box"),
     (re.compile(r"\bn_components=(\d+)"), r"Components \1"),
     (re.compile(r"\bbeta='auto'"), "automatic smoothing"),
@@ -167,6 +179,18 @@ class GMMSegmenterWidget(Container):
         self._settle_timer.setSingleShot(True)
         self._settle_timer.setInterval(_SETTLE_MS)
         self._settle_timer.timeout.connect(self._on_scribbles_settled)
+        # settings that change together (napari removing every layer as it
+        # closes, a new image resetting the lists) start one preview, once
+        # the event loop runs again; none if the dock is gone by then
+        self._settings_timer = QTimer(self.native)
+        self._settings_timer.setSingleShot(True)
+        self._settings_timer.setInterval(0)
+        self._settings_timer.timeout.connect(self._on_settings_settled)
+        self._removed_warning = None
+        self._warning_timer = QTimer(self.native)
+        self._warning_timer.setSingleShot(True)
+        self._warning_timer.setInterval(0)
+        self._warning_timer.timeout.connect(self._warn_removed)
         self._closed = False
         self.native.destroyed.connect(self._on_closed)
         self._connect_signals()
@@ -362,6 +386,7 @@ class GMMSegmenterWidget(Container):
 
     def _connect_signals(self):
         self.image.changed.connect(self.channel_axis.reset_choices)
+        self.image.changed.connect(self._follow_image_with_scribbles)
         self.auto_components.changed.connect(self._toggle_auto)
         self.auto_beta.changed.connect(lambda auto: setattr(self.beta, "visible", not auto))
         self.run_button.changed.connect(self.run)
@@ -382,7 +407,7 @@ class GMMSegmenterWidget(Container):
             self.beta, self.connectivity, self.bias_field, self.seed, self.mask,
             self.scribbles, self.preview,
         ):
-            setting.changed.connect(self._preview_if_on)
+            setting.changed.connect(self._on_setting_changed)
         self._viewer.dims.events.current_step.connect(self._on_step_changed)
         self._viewer.layers.events.removed.connect(self._on_layer_removed)
         self._viewer.events.theme.connect(self._apply_theme)
@@ -436,6 +461,24 @@ class GMMSegmenterWidget(Container):
             (f"axis {axis} (size {size})", axis) for axis, size in enumerate(shape)
         ]
 
+    def _follow_image_with_scribbles(self, layer):
+        """Another image: strokes made for one of another shape no longer guide;
+        the new image's own scribble layer, if it has one, does."""
+        guide = self.scribbles.value
+        if guide is None:
+            return
+        try:
+            shape = None if layer is None else self._image_layout(layer).output_shape
+        except ValueError:
+            return
+        if shape is not None and guide.data.shape == shape:
+            return
+        own = f"{layer.name}{_output.SCRIBBLES_SUFFIX}" if layer is not None else None
+        candidate = self._viewer.layers[own] if own in self._viewer.layers else None
+        self.scribbles.value = (
+            candidate if isinstance(candidate, Labels) and candidate.data.shape == shape else None
+        )
+
     def _toggle_auto(self, auto):
         self.n_components.visible = not auto
         self.max_components.visible = auto
@@ -444,7 +487,13 @@ class GMMSegmenterWidget(Container):
 
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        """Whether a job runs, or a preview the settings asked for is about to start."""
+        if self.worker is not None:
+            return True
+        try:
+            return self._settings_timer.isActive()
+        except RuntimeError:  # the dock was closed and its timer deleted
+            return False
 
     def run(self):
         """Fit a model to the chosen image and label it (in a background thread)."""
@@ -613,9 +662,23 @@ class GMMSegmenterWidget(Container):
             self.preview_now()
 
     @_while_open
+    def _on_setting_changed(self, *args):
+        if self.preview.value:
+            try:
+                self._settings_timer.start()
+            except RuntimeError:  # the dock is being closed: its timer is gone
+                pass
+
+    @_while_open
+    def _on_settings_settled(self):
+        layer = self.image.value
+        if layer is not None and layer in self._viewer.layers:
+            self._preview_if_on()
+
+    @_while_open
     def _on_step_changed(self, *args):
-        self._preview_if_on()
-        if self._shown is not None and len(self._shown["models"]) > 1 and not self.running:
+        self._on_setting_changed()  # napari closing moves the sliders as it removes layers
+        if self._shown is not None and len(self._shown["models"]) > 1 and self.worker is None:
             self._plot_shown()  # fit each frame: the plot follows the time slider
 
     def _set_status(self, text):
@@ -623,7 +686,7 @@ class GMMSegmenterWidget(Container):
         self.status.native.setToolTip(text)
 
     def _start(self, kind):
-        if self.running:
+        if self.worker is not None:
             if kind == "preview":
                 self._preview_pending = True
                 if self._job is not None and self._job["kind"] == "preview":
@@ -658,8 +721,8 @@ class GMMSegmenterWidget(Container):
         worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
-        _LIVE_WORKERS.add(worker)
-        worker.finished.connect(lambda: _LIVE_WORKERS.discard(worker))
+        _LIVE_WORKERS[worker] = self._cancel_requested
+        worker.finished.connect(lambda: _LIVE_WORKERS.pop(worker, None))
         self.worker = worker
         self._job = {"kind": kind, "layer": layer, "removed": False}
         self.run_button.enabled = False
@@ -759,11 +822,23 @@ class GMMSegmenterWidget(Container):
         self.cancel()
         if job["kind"] == "preview":
             return  # nothing the user asked to keep (and napari, closing, removes every layer)
-        show_warning(
+        # said once the event loop runs again: napari closing removes every
+        # layer, then the dock, and a closed dock has nothing to say
+        self._removed_warning = (
             f"{_PREFIX}the layer {event.value.name!r} was deleted while it was being "
             "segmented; the job was stopped and no layer was added. Add the image again "
             "and press Run."
         )
+        try:
+            self._warning_timer.start()
+        except RuntimeError:  # the dock is being closed: nothing to say
+            pass
+
+    @_while_open
+    def _warn_removed(self):
+        if self._removed_warning is not None:
+            show_warning(self._removed_warning)
+            self._removed_warning = None
 
     def _select_scribbles(self):
         """A new layer takes napari's selection: give it back to the scribble
