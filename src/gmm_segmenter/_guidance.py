@@ -222,14 +222,24 @@ class Guidance:
 def has_held_out_strokes(labels: np.ndarray) -> bool:
     """Whether some class of a scribble image has two or more strokes, so
     that ``beta='auto'`` is chosen from the strokes (:meth:`Guidance.held_out_split`)."""
-    structure = np.ones((3,) * labels.ndim, dtype=bool)
-    return any(ndi.label(labels == k, structure=structure)[1] > 1
-               for k in np.unique(labels) if k > 0)
+    flat = labels.reshape(-1)
+    positions = np.flatnonzero(flat)
+    return any(
+        _stroke_ranks(positions[flat[positions] == k], labels.shape).max() > 0
+        for k in np.unique(flat[positions])
+    )
 
 
 def _kept_strokes(positions: np.ndarray, spatial_shape) -> np.ndarray:
     """Whether each of one class's scribbled pixels (sorted flat
     ``positions``) is in a kept stroke: strokes alternate, the first kept."""
+    return _stroke_ranks(positions, spatial_shape) % 2 == 0
+
+
+def _stroke_ranks(positions: np.ndarray, spatial_shape) -> np.ndarray:
+    """The stroke of each of one class's scribbled pixels (sorted flat
+    ``positions``, at least one): strokes are connected groups, any
+    connectivity, numbered 0, 1, ... by their first pixel."""
     # the strokes' bounding box, not the whole image, is labelled
     coordinates = np.unravel_index(positions, spatial_shape)
     low = [int(c.min()) for c in coordinates]
@@ -239,11 +249,10 @@ def _kept_strokes(positions: np.ndarray, spatial_shape) -> np.ndarray:
     drawn[local] = True
     strokes, _ = ndi.label(drawn, structure=np.ones((3,) * len(box), dtype=bool))
     stroke = strokes[local]
-    # number the strokes by their first pixel (positions are sorted)
     _, first = np.unique(stroke, return_index=True)
     rank = np.empty(stroke.max() + 1, dtype=np.intp)
     rank[stroke[np.sort(first)]] = np.arange(len(first))
-    return rank[stroke] % 2 == 0
+    return rank[stroke]
 
 
 # --------------------------------------------------------------------------

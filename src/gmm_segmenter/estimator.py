@@ -898,29 +898,27 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             for shape, valid, hood, probe in zip(shapes, valid_maps, hoods, probes)
         ]
 
-        adjust = [None] * len(views) if guidance is None else guidance.adjusters()
+        def guided_by(guidance):
+            """``log_potential(i, mixture)`` of image ``i``, with ``guidance`` added."""
+            adjust = [None] * len(views) if guidance is None else guidance.adjusters()
 
-        def log_potential(i, mixture):
-            potential = _kernel.log_potential(views[i], mixture, offset, scale)
-            if adjust[i] is not None:
-                adjust[i](potential)
-            return potential
+            def log_potential(i, mixture):
+                potential = _kernel.log_potential(views[i], mixture, offset, scale)
+                if adjust[i] is not None:
+                    adjust[i](potential)
+                return potential
 
+            return log_potential
+
+        log_potential = guided_by(guidance)
         beta = self.beta if beta is None else beta
         split = None
         if beta == "auto" and guidance is not None and fields is None:
             split = guidance.held_out_split()
         if split is not None:
             # guided: the smoothing is chosen by the strokes (see docs/guided.md)
-            kept_adjust = split[0].adjusters()
-
-            def kept_potential(i, mixture):
-                potential = _kernel.log_potential(views[i], mixture, offset, scale)
-                if kept_adjust[i] is not None:
-                    kept_adjust[i](potential)
-                return potential
-
-            beta = _hmrf.held_out_beta(mixture, grids, kept_potential, split[1]) or beta
+            kept, held_out = split
+            beta = _hmrf.held_out_beta(mixture, grids, guided_by(kept), held_out) or beta
         hooks = {}
         if fields is not None:
             refit = fields.refiner(positions, offset, scale)
