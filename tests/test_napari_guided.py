@@ -61,6 +61,17 @@ def quadrant_widget(viewer, widget, n_components=4):
     return image, truth
 
 
+def previewing(qtbot, viewer, widget):
+    """The quadrants image, a new scribble layer and Preview on, its first
+    (unguided) preview shown; returns ``(truth, scribbles)``."""
+    _, truth = quadrant_widget(viewer, widget)
+    scribbles = widget.add_scribble_layer()
+    widget.preview.value = True
+    qtbot.waitUntil(lambda: not widget.running and "quads GMM labels" in viewer.layers,
+                    timeout=TIMEOUT_MS)
+    return truth, scribbles
+
+
 # ------------------------------------------------------- pure helpers
 
 
@@ -290,11 +301,7 @@ def test_guidance_with_bias_field_posteriors_and_component_layers(qtbot, viewer_
 
 def test_a_stroke_updates_the_preview(qtbot, viewer_widget):
     viewer, widget = viewer_widget
-    _, truth = quadrant_widget(viewer, widget)
-    scribbles = widget.add_scribble_layer()
-    widget.preview.value = True
-    qtbot.waitUntil(lambda: not widget.running and "quads GMM labels" in viewer.layers,
-                    timeout=TIMEOUT_MS)
+    truth, scribbles = previewing(qtbot, viewer, widget)
     labels = viewer.layers["quads GMM labels"]
     assert labels.metadata["gmm_segmenter"]["settings"]["scribbles"] is None
     np.testing.assert_array_equal(labels.data, truth)  # unguided: darkest first
@@ -311,10 +318,7 @@ def test_a_stroke_updates_the_preview(qtbot, viewer_widget):
 def test_a_large_slice_is_previewed_on_a_coarser_grid(qtbot, viewer_widget, monkeypatch):
     monkeypatch.setattr(_layers, "PREVIEW_PIXELS", 32 * 32)  # the 64 x 64 image is large
     viewer, widget = viewer_widget
-    _, truth = quadrant_widget(viewer, widget)
-    scribbles = widget.add_scribble_layer()
-    widget.preview.value = True
-    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    truth, scribbles = previewing(qtbot, viewer, widget)
     stroke(scribbles, 1, [(49, 49)], brush_size=1)  # one pixel, off the strided grid
     stroke(scribbles, 2, [TOP_LEFT])
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
@@ -332,10 +336,7 @@ def test_a_large_slice_is_previewed_on_a_coarser_grid(qtbot, viewer_widget, monk
 
 def test_undoing_a_stroke_updates_the_preview(qtbot, viewer_widget):
     viewer, widget = viewer_widget
-    _, truth = quadrant_widget(viewer, widget)
-    scribbles = widget.add_scribble_layer()
-    widget.preview.value = True
-    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    truth, scribbles = previewing(qtbot, viewer, widget)
     stroke(scribbles, 1, [BOTTOM_RIGHT])
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     labels = viewer.layers["quads GMM labels"]
@@ -378,10 +379,7 @@ def test_previews_of_a_slice_reuse_the_smoothing_auto_chose_until_the_strokes_ca
 
 def test_strokes_during_a_preview_supersede_it(qtbot, viewer_widget):
     viewer, widget = viewer_widget
-    _, truth = quadrant_widget(viewer, widget)
-    scribbles = widget.add_scribble_layer()
-    widget.preview.value = True
-    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    truth, scribbles = previewing(qtbot, viewer, widget)
     stroke(scribbles, 1, [BOTTOM_RIGHT])
     stroke(scribbles, 2, [TOP_LEFT])  # while the first stroke's preview runs
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)

@@ -470,18 +470,34 @@ def test_qt6_by_default_and_a_quiet_launch(tmp_path):
     assert "Warning" not in launched.stderr, launched.stderr
 
 
+_SCRIPT_START = (
+    "import time\n"
+    "import napari, numpy as np\n"
+    "from qtpy.QtWidgets import QApplication\n"
+    "viewer = napari.Viewer(show=False)\n"
+    "_, widget = viewer.window.add_plugin_dock_widget('gmm-segmenter', 'GMM Segmenter')\n"
+    "def pump(seconds, until=lambda: True):\n"
+    "    end = time.monotonic() + seconds\n"
+    "    while time.monotonic() < end and not until():\n"
+    "        QApplication.processEvents()\n"
+    "        time.sleep(0.01)\n"
+)
+
+
+def run_napari_script(tmp_path, body):
+    """``body`` after a viewer with the dock (``viewer``, ``widget``, ``pump``),
+    in a Python process of its own: a crash there fails the test, not the run."""
+    return subprocess.run([sys.executable, "-c", _SCRIPT_START + body], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+
+
 @pytest.mark.parametrize("remove_the_image_first, wait_after", [
     (False, True), (True, True), (False, False),  # the last: the script ends at once
 ])
 def test_closing_napari_during_a_run_ends_cleanly(tmp_path, remove_the_image_first, wait_after):
-    # In a subprocess: before the fix Qt deleted the dock's widgets (and the
-    # worker's signals) under the running job, and the process aborted.
-    script = (
-        "import time\n"
-        "import napari, numpy as np\n"
-        "from qtpy.QtWidgets import QApplication\n"
-        "viewer = napari.Viewer(show=False)\n"
-        "_, widget = viewer.window.add_plugin_dock_widget('gmm-segmenter', 'GMM Segmenter')\n"
+    # before the fix Qt deleted the dock's widgets (and the worker's signals)
+    # under the running job, and the process aborted
+    launched = run_napari_script(tmp_path, (
         "layer = viewer.add_image(np.random.default_rng(0).normal(size=(1500, 1500)))\n"
         "widget.image.value = layer\n"
         "widget.run()\n"
@@ -492,14 +508,9 @@ def test_closing_napari_during_a_run_ends_cleanly(tmp_path, remove_the_image_fir
         "    viewer.layers.clear()\n"
         "viewer.close()\n"
         f"if {wait_after}:\n"
-        "    end = time.monotonic() + 10\n"
-        "    while time.monotonic() < end:\n"
-        "        QApplication.processEvents()\n"
-        "        time.sleep(0.01)\n"
+        "    pump(10, until=lambda: False)\n"
         "print('still here')\n"
-    )
-    launched = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=120, cwd=tmp_path)
+    ))
     assert launched.returncode == 0, launched.stderr
     assert "still here" in launched.stdout, launched.stderr
     assert "has been deleted" not in launched.stderr, launched.stderr
@@ -510,33 +521,19 @@ def test_closing_napari_during_a_run_ends_cleanly(tmp_path, remove_the_image_fir
 def test_closing_napari_with_preview_on_starts_no_job(tmp_path):
     # napari removes every layer as it closes, which moves the sliders and
     # resets the layer lists: none of that may start a preview
-    script = (
-        "import time\n"
-        "import napari, numpy as np\n"
-        "from qtpy.QtWidgets import QApplication\n"
-        "viewer = napari.Viewer(show=False)\n"
-        "_, widget = viewer.window.add_plugin_dock_widget('gmm-segmenter', 'GMM Segmenter')\n"
+    launched = run_napari_script(tmp_path, (
         "rng = np.random.default_rng(0)\n"
         "viewer.add_image(rng.normal(size=(3, 64, 64)), name='stack')\n"
         "viewer.add_image(rng.normal(size=(64, 64)), name='plane')\n"
         "widget.image.value = viewer.layers['stack']\n"
         "widget.preview.value = True\n"
-        "end = time.monotonic() + 60\n"
-        "while (widget.running or 'stack GMM labels' not in viewer.layers) "
-        "and time.monotonic() < end:\n"
-        "    QApplication.processEvents()\n"
-        "    time.sleep(0.01)\n"
+        "pump(60, until=lambda: not widget.running and 'stack GMM labels' in viewer.layers)\n"
         "started = []\n"
         "widget._start = lambda kind: started.append(kind)\n"
         "viewer.close()\n"
-        "end = time.monotonic() + 2\n"
-        "while time.monotonic() < end:\n"
-        "    QApplication.processEvents()\n"
-        "    time.sleep(0.01)\n"
+        "pump(2, until=lambda: False)\n"
         "print('started', started, widget.running)\n"
-    )
-    launched = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=120, cwd=tmp_path)
+    ))
     assert launched.returncode == 0, launched.stderr
     assert "started [] False" in launched.stdout, (launched.stdout, launched.stderr)
     assert "Traceback" not in launched.stderr, launched.stderr
