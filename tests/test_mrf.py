@@ -225,24 +225,57 @@ def test_beta_pseudo_likelihood_is_estimated_and_reported(noisy_blobs):
     assert ari(truth, segmenter.predict(image)) > 0.85
 
 
-def test_beta_auto_keeps_the_strength_of_largest_free_energy(noisy_blobs, monkeypatch):
-    image, truth = noisy_blobs
-    tried = []
-    original = _hmrf._iterate
+def _spy_on_the_search(monkeypatch, energies=None):
+    """Record the HMRF-EM runs and the candidates' free energies of ``beta='auto'``;
+    ``energies(beta)``, when given, replaces the candidates' scores."""
+    runs, scored = [], []
+    original_run, original_energy = _hmrf._iterate, _hmrf._candidate_energy
 
-    def spy(mixture, posteriors, beta, **kwargs):
-        result = original(mixture, posteriors, beta, **kwargs)
-        tried.append((beta, result))
+    def run(mixture, posteriors, beta, **kwargs):
+        result = original_run(mixture, posteriors, beta, **kwargs)
+        runs.append((beta, mixture, result))
         return result
 
-    monkeypatch.setattr(_hmrf, "_iterate", spy)
+    def energy(beta, *args):
+        value = original_energy(beta, *args)
+        value = value if energies is None else energies(beta)
+        scored.append((beta, value))
+        return value
+
+    monkeypatch.setattr(_hmrf, "_iterate", run)
+    monkeypatch.setattr(_hmrf, "_candidate_energy", energy)
+    return runs, scored
+
+
+def test_beta_auto_keeps_the_strength_of_largest_free_energy(noisy_blobs, monkeypatch):
+    image, truth = noisy_blobs
+    runs, scored = _spy_on_the_search(monkeypatch)
     segmenter = GMMSegmenter(3, random_state=0).fit(image)
-    betas = [beta for beta, _ in tried]
-    assert len(betas) == len(_hmrf.BETA_FACTORS)
-    np.testing.assert_allclose(np.array(betas) / betas[0], _hmrf.BETA_FACTORS)
-    assert betas[0] == pytest.approx(np.log(2.5))  # the critical strength in 2-D
-    assert segmenter.beta_ in betas
+    centre = runs[0][0]
+    assert centre == pytest.approx(np.log(2.5))  # the critical strength in 2-D
+    betas = [beta for beta, _ in scored]
+    np.testing.assert_allclose(np.array(betas) / centre, _hmrf.BETA_FACTORS)
+    best = max(scored, key=lambda item: item[1])[0]
+    assert segmenter.beta_ == best
+    # HMRF-EM runs at the critical strength, and again only at another winner
+    assert [beta for beta, _, _ in runs] == ([centre] if best == centre else [centre, best])
     assert ari(truth, segmenter.predict(image)) > 0.8
+
+
+@pytest.mark.parametrize("factor", [2 / 3, 4 / 3])
+def test_beta_auto_goes_on_from_the_critical_fit_at_another_winner(noisy_blobs, monkeypatch, factor):
+    image, _ = noisy_blobs
+    centre = np.log(2.5)
+    runs, _ = _spy_on_the_search(
+        monkeypatch, lambda beta: 1.0 if beta == pytest.approx(factor * centre) else 0.0
+    )
+    segmenter = GMMSegmenter(3, random_state=0).fit(image)
+    assert segmenter.beta_ == pytest.approx(factor * centre)
+    assert len(runs) == 2
+    (_, _, first), (beta, start, _) = runs
+    assert beta == pytest.approx(factor * centre)
+    assert start is first.mixture  # warm started from the fit at the critical strength
+    assert segmenter.spatial_n_iter_ == runs[1][2].n_iter
 
 
 def _lattice(shape, spacing=None):
