@@ -1,7 +1,7 @@
 """What the default costs: ``GMMSegmenter(K)`` against the former default and ``beta=0``.
 
 The default chooses the smoothing strength from the image (``beta='auto'``:
-three HMRF-EM runs, see docs/spatial.md) and screens several EM starts for
+one or two HMRF-EM runs, see docs/spatial.md) and screens several EM starts for
 colour images (``n_init='auto'``). This script times fit + predict of
 
 - the default,
@@ -10,7 +10,7 @@ colour images (``n_init='auto'``). This script times fit + predict of
 
 on bundled pictures and synthetic volumes, best of ``--repeat`` runs each, all
 in the same process, and prints the ratios (default / former default, the
-figure issue targets are stated in; default / ``beta=0``).
+figure the targets are stated in; default / ``beta=0``).
 
     python benchmarks/default_cost.py
     python benchmarks/default_cost.py --repeat 3 --only camera

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 from scipy.optimize import minimize_scalar
 
@@ -125,19 +126,55 @@ def bethe_log_partition(beta: float, lattice: Lattice, log_weights: np.ndarray) 
         0.9 * np.eye(n_components) + 0.1 / n_components,
     ])
     messages = np.repeat(starts[:, np.newaxis, :], len(couplings), axis=1)
-    for _ in range(BP_ITERATIONS):
-        cavity = _cavities(weights, messages)
-        # m_t(k) ∝ Σ_l exp(J_t [k = l]) cavity_t(l), scaled by exp(-J_t)
-        updated = agree * cavity.sum(axis=2, keepdims=True) + (1 - agree) * cavity
-        updated /= updated.sum(axis=2, keepdims=True)
-        done = np.max(np.abs(updated - messages)) < 1e-10
-        messages = 0.5 * (messages + updated)  # damped: undamped updates can cycle
-        if done:
-            break
+    _propagate(np.log(weights), agree[0, :, 0], messages, BP_ITERATIONS)
     values = [
         _bethe_value(weights, log_weights, start, couplings, lattice) for start in messages
     ]
     return max(values) / lattice.n_pixels
+
+
+@numba.njit(cache=True, nogil=True)
+def _propagate(log_weights, agree, messages, max_iter):  # pragma: no cover - compiled
+    """Damped belief propagation on ``messages`` ``(start, type, K)``, in place.
+
+    The same update as ``m_t(k) ∝ Σ_l exp(J_t [k = l]) cavity_t(l)`` (scaled
+    by ``agree_t = exp(-J_t)``) with :func:`_cavities`, until no message
+    moves by ``1e-10``. Compiled: the messages are a few dozen numbers, so
+    numpy spent its time on the calls (7 ms of a 256² image's choice).
+    """
+    n_starts, n_types, n_components = messages.shape
+    cavity = np.empty(n_components)
+    updated = np.empty((n_types, n_components))
+    for start in range(n_starts):
+        m = messages[start]
+        for _ in range(max_iter):
+            largest = 0.0
+            for t in range(n_types):
+                top = -np.inf
+                for k in range(n_components):
+                    log_total = log_weights[k]
+                    for s in range(n_types):
+                        log_total += 2.0 * np.log(max(m[s, k], 1e-300))
+                    cavity[k] = log_total - np.log(max(m[t, k], 1e-300))
+                    top = max(top, cavity[k])
+                total = 0.0
+                for k in range(n_components):
+                    cavity[k] = np.exp(cavity[k] - top)
+                    total += cavity[k]
+                for k in range(n_components):
+                    cavity[k] /= total
+                norm = 0.0
+                for k in range(n_components):
+                    updated[t, k] = agree[t] * 1.0 + (1.0 - agree[t]) * cavity[k]
+                    norm += updated[t, k]
+                for k in range(n_components):
+                    updated[t, k] /= norm
+                    largest = max(largest, abs(updated[t, k] - m[t, k]))
+            for t in range(n_types):
+                for k in range(n_components):
+                    m[t, k] = 0.5 * (m[t, k] + updated[t, k])  # damped: undamped can cycle
+            if largest < 1e-10:
+                break
 
 
 def _cavities(weights, messages):
@@ -341,7 +378,7 @@ BETA_FALLBACK = 0.5
 
 #: Mean-field sweeps with which ``beta='auto'`` scores each candidate strength
 #: at the mixture fitted at the critical one (from its posteriors).
-CANDIDATE_SWEEPS = 10
+CANDIDATE_SWEEPS = 3
 
 
 def _free_energy_search(mixture, grids, lattice, posteriors, log_potential, run) -> HMRFResult:
