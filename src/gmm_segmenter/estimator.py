@@ -138,10 +138,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         FAST), and :meth:`predict` / :meth:`predict_proba` return mean-field
         posteriors that include the prior. ``0`` gives the pixel-wise
         mixture exactly. ``'auto'`` fits at the prior's critical strength
-        (Bethe approximation: 0.92 for three classes in 2-D, 0.56 in 3-D)
-        and at 2/3 and 4/3 of it, and keeps the fit of largest free energy
-        (the mean-field bound less the prior's log normalising constant);
-        with fewer than 256 valid pixels it warns and uses 0.5. Guided by
+        (Bethe approximation: 0.92 for three classes in 2-D, 0.56 in 3-D),
+        scores it and 2/3 and 4/3 of it by their free energy (the mean-field
+        bound less the prior's log normalising constant) at that fit, and
+        refits at the winner; with fewer than 256 valid pixels it warns and
+        uses 0.5. Guided by
         scribbles with two or more strokes of some class, ``'auto'`` instead
         holds out every other stroke and uses the weakest of 1, 4/3, ... 8/3
         times the critical strength that labels them as painted (see
