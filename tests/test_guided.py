@@ -610,6 +610,34 @@ def test_guided_auto_smooths_as_much_as_the_held_out_strokes_need():
     assert ari(truth, labels) >= ari(truth, unguided)
 
 
+def test_guided_hmrf_em_starts_from_the_held_out_search(monkeypatch):
+    from gmm_segmenter import _hmrf
+
+    image, truth = quadrants(noise=45.0)
+    y = two_strokes_per_class(truth)
+    searched, started = [], []
+    search, fit = _hmrf.held_out_beta, _hmrf.hmrf_em
+
+    def spy_search(*args):
+        result = search(*args)
+        searched.append((result[0], [np.copy(p) for p in result[1]], result[1]))
+        return result
+
+    def spy_fit(*args, **kwargs):
+        started.append(kwargs)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(_hmrf, "held_out_beta", spy_search)
+    monkeypatch.setattr(_hmrf, "hmrf_em", spy_fit)
+    segmenter = GMMSegmenter(4, random_state=0).fit(image, y)
+    (beta, maps, passed), = searched
+    assert segmenter.beta_ == beta
+    assert started[0]["beta"] == beta
+    assert started[0]["start"] is passed  # the search's maps, updated in place by HMRF-EM
+    assert not np.array_equal(passed[0], maps[0])
+    assert ari(truth, segmenter.predict(image)) > 0.9
+
+
 def test_guided_auto_with_one_stroke_per_class_chooses_by_free_energy(monkeypatch):
     from gmm_segmenter import _hmrf
 

@@ -916,11 +916,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         split = None
         if beta == "auto" and guidance is not None and fields is None:
             split = guidance.held_out_split()
+        hooks = {}
         if split is not None:
             # guided: the smoothing is chosen by the strokes (see docs/guided.md)
             kept, held_out = split
-            beta = _hmrf.held_out_beta(mixture, grids, guided_by(kept), held_out) or beta
-        hooks = {}
+            chosen = _hmrf.held_out_beta(mixture, grids, guided_by(kept), held_out)
+            if chosen is not None:
+                beta, hooks["start"] = chosen
         if fields is not None:
             refit = fields.refiner(positions, offset, scale)
 
