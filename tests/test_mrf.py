@@ -227,23 +227,25 @@ def test_beta_pseudo_likelihood_is_estimated_and_reported(noisy_blobs):
 
 def _spy_on_the_search(monkeypatch, energies=None):
     """Record the HMRF-EM runs and the candidates' free energies of ``beta='auto'``;
-    ``energies(beta)``, when given, replaces the candidates' scores."""
+    ``energies(beta)``, when given, replaces the candidates' free energies."""
     runs, scored = [], []
-    original_run, original_energy = _hmrf._iterate, _hmrf._candidate_energy
+    original_run, original_bound = _hmrf._iterate, _hmrf._candidate_energy
 
     def run(mixture, posteriors, beta, **kwargs):
         result = original_run(mixture, posteriors, beta, **kwargs)
         runs.append((beta, mixture, result))
         return result
 
-    def energy(beta, *args):
-        value = original_energy(beta, *args)
-        value = value if energies is None else energies(beta)
-        scored.append((beta, value))
-        return value
+    def bound(beta, potentials, maps, grids, lattice):
+        value = original_bound(beta, potentials, maps, grids, lattice)
+        log_weights = np.log(runs[0][1].weights)
+        log_z = _hmrf.bethe_log_partition(beta, lattice, log_weights)
+        energy = value - log_z if energies is None else energies(beta)
+        scored.append((beta, energy, log_z))
+        return energy + log_z
 
     monkeypatch.setattr(_hmrf, "_iterate", run)
-    monkeypatch.setattr(_hmrf, "_candidate_energy", energy)
+    monkeypatch.setattr(_hmrf, "_candidate_energy", bound)
     return runs, scored
 
 
@@ -253,12 +255,23 @@ def test_beta_auto_keeps_the_strength_of_largest_free_energy(noisy_blobs, monkey
     segmenter = GMMSegmenter(3, random_state=0).fit(image)
     centre = runs[0][0]
     assert centre == pytest.approx(np.log(2.5))  # the critical strength in 2-D
-    betas = [beta for beta, _ in scored]
-    np.testing.assert_allclose(np.array(betas) / centre, _hmrf.BETA_FACTORS)
-    best = max(scored, key=lambda item: item[1])[0]
-    assert segmenter.beta_ == best
-    # HMRF-EM runs at the critical strength, and again only at another winner
-    assert [beta for beta, _, _ in runs] == ([centre] if best == centre else [centre, best])
+    betas = [beta for beta, _, _ in scored]
+    np.testing.assert_allclose(sorted(np.array(betas) / centre), sorted(_hmrf.BETA_FACTORS))
+    assert betas[-1] == centre  # scored last, on the fit's own maps
+    top = max(energy for _, energy, _ in scored)
+    contenders = [beta for beta, energy, _ in scored if energy >= top - _hmrf.REFIT_MARGIN]
+    # HMRF-EM runs at the critical strength, then at every other contender
+    assert [beta for beta, _, _ in runs] == [centre] + [b for b in contenders if b != centre]
+    if len(contenders) == 1:
+        assert segmenter.beta_ == contenders[0]
+    else:
+        refitted = {
+            beta: result.objectives[-1] - _hmrf.bethe_log_partition(
+                beta, _hmrf.Lattice.of([_hmrf.Grid(image.shape, None, _mrf.neighbourhood(2), None)]),
+                np.log(runs[0][1].weights))
+            for beta, _, result in runs if beta in contenders
+        }
+        assert segmenter.beta_ == max(refitted, key=refitted.get)
     assert ari(truth, segmenter.predict(image)) > 0.8
 
 
@@ -276,6 +289,24 @@ def test_beta_auto_goes_on_from_the_critical_fit_at_another_winner(noisy_blobs, 
     assert beta == pytest.approx(factor * centre)
     assert start is first.mixture  # warm started from the fit at the critical strength
     assert segmenter.spatial_n_iter_ == runs[1][2].n_iter
+
+
+def test_beta_auto_refits_near_ties_and_keeps_the_better_refit(noisy_blobs, monkeypatch):
+    image, _ = noisy_blobs
+    centre = np.log(2.5)
+    near = 0.5 * _hmrf.REFIT_MARGIN
+    runs, scored = _spy_on_the_search(
+        monkeypatch,
+        lambda beta: {1.0: 0.0, round(4 / 3, 6): -near}.get(round(beta / centre, 6), -1.0),
+    )
+    segmenter = GMMSegmenter(3, random_state=0).fit(image)
+    assert [beta / centre for beta, _, _ in runs] == pytest.approx([1.0, 4 / 3])
+    log_z = {round(beta / centre, 6): value for beta, _, value in scored}
+    refitted = {
+        beta: result.objectives[-1] - log_z[round(beta / centre, 6)] for beta, _, result in runs
+    }
+    assert segmenter.beta_ == max(refitted, key=refitted.get)
+    assert segmenter.beta_ == runs[0][0] or segmenter.spatial_n_iter_ == runs[1][2].n_iter
 
 
 def _lattice(shape, spacing=None):

@@ -384,6 +384,11 @@ BETA_FALLBACK = 0.5
 #: Mean-field sweeps with which ``beta='auto'`` scores each candidate strength
 #: at the mixture fitted at the critical one (from its posteriors).
 CANDIDATE_SWEEPS = 3
+#: Candidates scored within this many nats per pixel of the best are refitted
+#: and compared again: scoring at one mixture favours the strength it was
+#: fitted at by what refitting would gain the others, up to 0.0024 on the
+#: phantoms of benchmarks/quality.py.
+REFIT_MARGIN = 0.005
 
 
 def _free_energy_search(mixture, grids, lattice, posteriors, log_potential, run) -> HMRFResult:
@@ -398,10 +403,11 @@ def _free_energy_search(mixture, grids, lattice, posteriors, log_potential, run)
     the pixel-wise start; each candidate is then scored by mean field
     (:data:`CANDIDATE_SWEEPS` sweeps from those posteriors) at the mixture
     it fitted, and when another candidate scores higher, HMRF-EM goes on
-    from its posteriors at its strength. Refitting the mixture at every
-    candidate instead (three HMRF-EM runs) chose the same strength in all
-    19 cases of benchmarks/anatomy.py and in 13 of the 15 of
-    benchmarks/quality.py, at about 1.3 times the cost.
+    from its posteriors at its strength. When candidates score within
+    :data:`REFIT_MARGIN` of the best, each is refitted so and the refitted
+    free energies decide (the weaker strength on a tie). See
+    ``docs/spatial.md`` for how this compares with refitting every
+    candidate.
     """
     n_valid = lattice.n_pixels
     if n_valid < MIN_PIXELS_FOR_BETA or lattice.pairs.sum() == 0:
@@ -418,27 +424,36 @@ def _free_energy_search(mixture, grids, lattice, posteriors, log_potential, run)
     centre = critical_beta(lattice, mixture.n_components)
     first = run(mixture, posteriors, centre)
     potentials = [log_potential(i, first.mixture) for i in range(len(grids))]
-    best_beta, best_energy, best_maps = centre, -np.inf, None
-    for step, factor in enumerate(BETA_FACTORS, 1):
+    scored = []  # (free energy, beta, log Z, maps), the critical strength last: in place
+    for step, factor in enumerate(sorted(BETA_FACTORS, key=lambda f: f == 1.0), 1):
         beta = min(factor * centre, BETA_MAX)
-        maps = [np.copy(padded) for padded in posteriors]
-        energy = _candidate_energy(beta, potentials, maps, grids, lattice, log_weights)
+        maps = posteriors if factor == 1.0 else [np.copy(padded) for padded in posteriors]
+        log_z = bethe_log_partition(beta, lattice, log_weights)
+        energy = _candidate_energy(beta, potentials, maps, grids, lattice) - log_z
+        scored.append((energy, beta, log_z, maps))
         report("choosing the smoothing", step, len(BETA_FACTORS))
-        if energy > best_energy:
-            best_beta, best_energy, best_maps = beta, energy, maps
     del potentials
-    if best_beta == centre:
-        return first
-    return run(first.mixture, best_maps, best_beta)
+    top = max(item[0] for item in scored)
+    contenders = [item for item in scored if item[0] >= top - REFIT_MARGIN]
+    del scored
+    if len(contenders) == 1:
+        _, beta, _, maps = contenders[0]
+        return first if beta == centre else run(first.mixture, maps, beta)
+    # a near tie: each contender refitted at its strength, compared refitted
+    refitted = []
+    for _, beta, log_z, maps in contenders:
+        result = first if beta == centre else run(first.mixture, maps, beta)
+        refitted.append((result.objectives[-1] - log_z, -beta, result))
+    return max(refitted, key=lambda item: item[:2])[2]
 
 
-def _candidate_energy(beta, potentials, maps, grids, lattice, log_weights) -> float:
-    """Free energy per pixel at ``beta`` after mean field on ``maps`` (updated in place)."""
+def _candidate_energy(beta, potentials, maps, grids, lattice) -> float:
+    """Mean-field bound per pixel at ``beta`` after mean field on ``maps`` (updated in place)."""
     total = 0.0
     for potential, padded, grid in zip(potentials, maps, grids):
         _mrf.mean_field(potential, padded, grid.valid, beta, grid.hood, max_sweeps=CANDIDATE_SWEEPS)
         total += _mrf.objective(potential, padded, beta, grid.hood)
-    return total / lattice.n_pixels - bethe_log_partition(beta, lattice, log_weights)
+    return total / lattice.n_pixels
 
 
 #: Guided ``beta='auto'``: multiples of the critical strength tried, weakest first.
