@@ -314,6 +314,56 @@ def _lattice(shape, spacing=None):
     return _hmrf.Lattice.of([_hmrf.Grid(shape, None, hood, None)])
 
 
+def test_mean_field_stops_when_settled_says_so(noisy_blobs):
+    image, _ = noisy_blobs
+    potential = np.stack([-(image - m) ** 2 for m in (0.0, 1.0, 2.0)]).astype(np.float32)
+    hood = _mrf.neighbourhood(2)
+    asked = []
+
+    def settled():
+        asked.append(True)
+        return len(asked) == 2
+
+    padded = _mrf.padded_posteriors(potential, None)
+    sweeps, _ = _mrf.mean_field(potential, padded, None, 1.0, hood, max_sweeps=10, tol=0,
+                                settled=settled)
+    assert sweeps == 2 and len(asked) == 2
+    again = _mrf.padded_posteriors(potential, None)
+    assert _mrf.mean_field(potential, again, None, 1.0, hood, max_sweeps=2, tol=0)[0] == 2
+    np.testing.assert_array_equal(padded, again)  # the same two sweeps
+
+
+def test_held_out_search_stops_a_strength_once_the_strokes_settle(monkeypatch):
+    rng = np.random.default_rng(5)
+    truth = np.zeros((64, 64), dtype=int)
+    truth[:, 32:] = 1
+    image = truth + rng.normal(scale=0.6, size=truth.shape)
+    potential = np.stack([-0.5 * (image - m) ** 2 / 0.36 for m in (0, 1)]).astype(np.float32)
+    grids = [_hmrf.Grid(truth.shape, None, _mrf.neighbourhood(2), None)]
+    positions = np.ravel_multi_index(np.nonzero(truth[30:34, :] >= 0), truth.shape)[::7]
+    held_out = [(positions, truth.reshape(-1)[positions])]
+    mixture = _mixture.Mixture(
+        np.array([0.5, 0.5]), np.array([[0.0], [1.0]]), np.array([[[0.36]], [[0.36]]]),
+        np.array([[[1 / 0.6]], [[1 / 0.6]]]), "full",
+    )
+    sweeps = {}
+    original = _mrf.mean_field
+
+    def count(*args, **kwargs):
+        result = original(*args, **kwargs)
+        sweeps.setdefault(kwargs.get("settled") is not None, []).append(result[0])
+        return result
+
+    monkeypatch.setattr(_mrf, "mean_field", count)
+    chosen = _hmrf.held_out_beta(mixture, grids, lambda i, m: potential.copy(), held_out)
+    assert chosen is not None and chosen[0] >= _hmrf.critical_beta(_hmrf.Lattice.of(grids), 2)
+    assert list(sweeps) == [True]  # every strength's sweeps ask the strokes
+    settling = sweeps.pop(True)
+    monkeypatch.setattr(_hmrf, "HELD_OUT_SETTLED", 0.0)  # never settled: sweeps to SWEEP_TOL
+    assert _hmrf.held_out_beta(mixture, grids, lambda i, m: potential.copy(), held_out)[0] == chosen[0]
+    assert sum(settling) < sum(sweeps[True])
+
+
 def test_bethe_log_partition_is_exact_on_a_chain_and_at_zero():
     log_weights = np.log([0.2, 0.3, 0.5])
     square = _lattice((40, 40))

@@ -838,6 +838,7 @@ def mean_field(
     tol: float = SWEEP_TOL,
     block_pixels: int | None = None,
     skip_below: float = SKIP_BELOW,
+    settled=None,
 ) -> tuple[int, float]:
     """Update the posteriors in ``padded`` in place, one colour at a time.
 
@@ -850,7 +851,8 @@ def mean_field(
     since their last update: the others would come out as they are, up to
     that. ``skip_below=-1`` updates every pixel every sweep. ``block_pixels``
     sets how many pixels one call of the compiled kernel covers (the result
-    does not depend on it).
+    does not depend on it). ``settled()``, when given, is asked after every
+    sweep and stops the sweeps when it answers true.
     """
     kernel = _Kernel(log_potential, padded, valid, hood)
     plan = kernel.plan
@@ -874,7 +876,7 @@ def mean_field(
         changes = kernel.run(update, ("smoothing", sweep - 1, max_sweeps), block_pixels)
         change = math.fsum(changes) / n_values
         report("smoothing", sweep, max_sweeps)
-        if change < tol:
+        if change < tol or (settled is not None and settled()):
             break
     return sweep, change
 
