@@ -288,7 +288,10 @@ def test_beta_auto_goes_on_from_the_critical_fit_at_another_winner(noisy_blobs, 
     (_, _, first), (beta, start, _) = runs
     assert beta == pytest.approx(factor * centre)
     assert start is first.mixture  # warm started from the fit at the critical strength
-    assert segmenter.spatial_n_iter_ == runs[1][2].n_iter
+    # the iterations of both runs are counted, the convergence is the last one's
+    assert segmenter.spatial_n_iter_ == first.n_iter + runs[1][2].n_iter
+    assert len(segmenter.spatial_lower_bounds_) == segmenter.spatial_n_iter_
+    assert segmenter.spatial_converged_ == runs[1][2].converged
 
 
 def test_beta_auto_refits_near_ties_and_keeps_the_better_refit(noisy_blobs, monkeypatch):
@@ -306,7 +309,9 @@ def test_beta_auto_refits_near_ties_and_keeps_the_better_refit(noisy_blobs, monk
         beta: result.objectives[-1] - log_z[round(beta / centre, 6)] for beta, _, result in runs
     }
     assert segmenter.beta_ == max(refitted, key=refitted.get)
-    assert segmenter.beta_ == runs[0][0] or segmenter.spatial_n_iter_ == runs[1][2].n_iter
+    assert segmenter.beta_ == runs[0][0] or (
+        segmenter.spatial_n_iter_ == runs[0][2].n_iter + runs[1][2].n_iter
+    )
 
 
 def _lattice(shape, spacing=None):

@@ -703,3 +703,41 @@ def test_an_rgb_layer_gets_a_field_per_channel_and_bad_input_only_warns(qtbot, v
     assert any("untick Correct bias field" in message for message in warned), warned
     assert any("automatic smoothing needs at least 256 valid pixels" in m for m in warned), warned
     assert not any("beta=" in m for m in warned), warned
+
+
+def test_the_status_line_names_the_smoothing_the_fit_used(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, _ = quadrants()
+    viewer.add_image(image, name="quads")
+    widget.image.value = viewer.layers["quads"]
+    run(qtbot, widget)  # the default: the smoothing chosen from the image
+    assert widget.status.value.startswith("Fitted")
+    assert f"smoothing {widget.model.beta_:.2f}" in widget.status.value
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    assert "smoothing" not in widget.status.value
+
+
+def test_messages_in_the_widgets_words_read_as_sentences():
+    from gmm_segmenter.napari._widget import _in_widget_words
+
+    constant = (
+        "n_components=3 asks for at least 3 components, but the valid pixels of X hold "
+        "only 1 distinct pixel values (a constant image); each component needs its own "
+        "value to model. Use n_components<=1 or n_components='auto'."
+    )
+    assert _in_widget_words(ValueError(constant)).endswith(
+        "Lower Components to 1 or fewer, or tick its auto box."
+    )
+    assert "n_components" not in _in_widget_words(ValueError(constant))
+    few = (
+        "beta='auto' needs at least 256 valid pixels with neighbours to choose the "
+        "smoothing strength; the image (within its mask) has 100. beta=0.5 is used "
+        "instead; pass a number to choose it yourself."
+    )
+    words = _in_widget_words(few)
+    assert "pass a number" not in words and "beta" not in words
+    assert words.endswith(
+        "Smoothing 0.5 is used instead; untick 'Choose the smoothing from the image' "
+        "and set Smoothing to choose it yourself."
+    )

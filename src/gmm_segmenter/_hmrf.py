@@ -436,13 +436,23 @@ def _free_energy_search(mixture, grids, lattice, posteriors, log_potential, run)
     top = max(item[0] for item in scored)
     contenders = [item for item in scored if item[0] >= top - REFIT_MARGIN]
     del scored
+    def go_on(beta, maps):
+        """HMRF-EM at ``beta`` from ``maps``, counted with the run before it."""
+        if beta == centre:
+            return first
+        result = run(first.mixture, maps, beta)
+        return replace(
+            result, n_iter=first.n_iter + result.n_iter,
+            objectives=first.objectives + result.objectives,
+        )
+
     if len(contenders) == 1:
         _, beta, _, maps = contenders[0]
-        return first if beta == centre else run(first.mixture, maps, beta)
+        return go_on(beta, maps)
     # a near tie: each contender refitted at its strength, compared refitted
     refitted = []
     for _, beta, log_z, maps in contenders:
-        result = first if beta == centre else run(first.mixture, maps, beta)
+        result = go_on(beta, maps)
         refitted.append((result.objectives[-1] - log_z, -beta, result))
     return max(refitted, key=lambda item: item[:2])[2]
 

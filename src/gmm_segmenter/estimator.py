@@ -239,12 +239,15 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         when ``beta`` is ``'auto'`` or ``'pseudo-likelihood'``. ``0`` means
         pixel-wise predictions.
     spatial_n_iter_ : int
-        HMRF-EM iterations run (0 with ``beta=0``).
+        HMRF-EM iterations run (0 with ``beta=0``); with ``beta='auto'``,
+        those at the critical strength and at the strength kept.
     spatial_converged_ : bool
-        Whether HMRF-EM met ``tol`` before ``max_iter_spatial``.
+        Whether HMRF-EM met ``tol`` before ``max_iter_spatial`` (at the
+        strength kept).
     spatial_lower_bounds_ : list of float
-        Mean-field bound per pixel after every HMRF-EM iteration (input
-        units; the prior's normalising constant left out).
+        Mean-field bound per pixel after every HMRF-EM iteration counted in
+        ``spatial_n_iter_`` (input units; the prior's normalising constant
+        left out, so bounds at two strengths do not compare).
     bias_field_ : ndarray, dask array or list of them
         With ``bias_field`` set: the multiplicative field fitted on each
         training image, float32, shaped like the image (channels on

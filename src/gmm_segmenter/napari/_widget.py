@@ -95,8 +95,12 @@ def _stop_live_workers():
 _WIDGET_WORDS = [
     (re.compile(r"pass n_components=(\d+) or more \(or 'auto'\)"),
      r"raise Components to \1 or more (or tick its auto box), or paint fewer classes"),
+    (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
+     r"Lower Components to \1 or fewer, or tick its auto box"),
     (re.compile(r"\bn_components<=(\d+)"), r"Components \1 or fewer"),
-    (re.compile(r"\bn_components='auto'"), "Components' auto box"),
+    (re.compile(r"\bn_components='auto'"), "the auto box of Components"),
+    (re.compile(r"; pass a number to choose it yourself"),
+     "; untick 'Choose the smoothing from the image' and set Smoothing to choose it yourself"),
     (re.compile(r"\bn_components=(\d+)"), r"Components \1"),
     (re.compile(r"\bbeta='auto'"), "automatic smoothing"),
     (re.compile(r"\bbeta=([\d.]+)"), r"Smoothing \1"),
@@ -1172,7 +1176,10 @@ class GMMSegmenterWidget(Container):
                        "labels_layer": labels_layer, "layer": layer}
         self._plot_shown()
         verb = "Applied the model" if applied else "Fitted"
-        self._set_status(f"{verb}: {model.n_components_} components → {labels_layer.name!r}")
+        smoothing = f", smoothing {model.beta_:.2f}" if model.beta_ else ""
+        self._set_status(
+            f"{verb}: {model.n_components_} components{smoothing} → {labels_layer.name!r}"
+        )
 
     def _displayed_frame(self, layer, n_frames):
         if n_frames == 1:
