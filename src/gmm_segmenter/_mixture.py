@@ -196,9 +196,11 @@ def reseed_empty_components(X, weighted_resp):
     """
     mass = weighted_resp.sum(axis=0)
     empty = np.flatnonzero(mass <= EMPTY_WEIGHT * mass.sum())
+    if empty.size == 0 or empty.size == mass.size:
+        return weighted_resp  # (before the row sums: they cost more than the M-step)
     row_mass = weighted_resp.sum(axis=1)
     candidates = np.flatnonzero(row_mass > 0)
-    if empty.size == 0 or empty.size == mass.size or candidates.size <= empty.size:
+    if candidates.size <= empty.size:
         return weighted_resp
     kept = np.setdiff1d(np.arange(mass.size), empty)
     means = weighted_resp[:, kept].T @ X / mass[kept, np.newaxis]
