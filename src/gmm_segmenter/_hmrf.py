@@ -386,8 +386,9 @@ BETA_FALLBACK = 0.5
 CANDIDATE_SWEEPS = 3
 #: Candidates scored within this many nats per pixel of the best are refitted
 #: and compared again: scoring at one mixture favours the strength it was
-#: fitted at by what refitting would gain the others, up to 0.0024 on the
-#: phantoms of benchmarks/quality.py.
+#: fitted at by what refitting would gain the others (0.0024 for 4/3 of the
+#: critical strength on the 2-D blobs of benchmarks/quality.py at noise 0.5,
+#: which changed the winner).
 REFIT_MARGIN = 0.005
 
 
