@@ -82,3 +82,23 @@ def test_an_automatic_search_over_a_huge_range_ends_quickly():
                              random_state=0).fit(image)
     assert time.perf_counter() - started < 60
     assert len(segmenter.bic_curve_) < 100
+
+
+def test_a_colour_image_without_channel_axis_is_segmented_as_a_volume_with_a_warning():
+    from skimage import data
+
+    from gmm_segmenter import GMMSegmenter
+
+    photo = data.astronaut()[::4, ::4]  # 128 x 128 x 3
+    with pytest.warns(UserWarning, match=r"X has shape \(128, 128, 3\): its last axis of 3 "
+                                         r"looks like colour channels.*channel_axis=-1") as seen:
+        labels = GMMSegmenter(3, beta=0, random_state=0).fit_predict(photo)
+    assert labels.shape == photo.shape  # still a volume: the caller may mean one
+    assert all(w.filename == __file__ for w in seen if "colour channels" in str(w.message))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GMMSegmenter(3, beta=0, channel_axis=-1, random_state=0).fit_predict(photo)
+        # thin volumes and small stacks are volumes
+        volume = np.random.default_rng(0).normal(size=(3, 64, 64))
+        GMMSegmenter(2, beta=0, random_state=0).fit_predict(volume)
+        GMMSegmenter(2, beta=0, random_state=0).fit_predict(volume[:, :20, :20].T.copy())

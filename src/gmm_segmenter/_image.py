@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
+
+from . import _training
 
 #: Pixels handled at once when an image is walked chunk by chunk.
 CHUNK_PIXELS = 1 << 17
@@ -161,6 +164,7 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
             "spatial axis."
         )
     if channel_axis is None:
+        _warn_if_colour(array.shape, name)
         pixels = array[..., np.newaxis]
         hidden = None if hidden is None else hidden[..., np.newaxis]
     else:
@@ -193,6 +197,24 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
         shown = ~hidden.any(axis=-1)
         mask = shown if mask is None else mask & shown
     return ImageView(pixels=pixels, mask=mask)
+
+
+#: A last axis of 3 or 4 with both other axes at least this long reads as
+#: colour channels (a photograph), not as a volume of 3 or 4 slices.
+COLOUR_SIDE = 32
+
+
+def _warn_if_colour(shape, name) -> None:
+    """Warn when ``channel_axis=None`` would segment a colour image as a volume."""
+    if len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) >= COLOUR_SIDE:
+        warnings.warn(
+            f"{name} has shape {shape}: its last axis of {shape[-1]} looks like colour "
+            f"channels, but with channel_axis=None it is segmented as a 3-D volume of "
+            f"{shape[-1]} slices. Pass channel_axis=-1 for a colour image; for a "
+            "volume, ignore this warning.",
+            UserWarning,
+            stacklevel=_training.caller_stacklevel(),
+        )
 
 
 # Far beyond any real volume's chunk count; building a graph that size alone
