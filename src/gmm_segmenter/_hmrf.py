@@ -137,56 +137,53 @@ def bethe_log_partition(beta: float, lattice: Lattice, log_weights: np.ndarray) 
 def _propagate(log_weights, agree, messages, max_iter):  # pragma: no cover - compiled
     """Damped belief propagation on ``messages`` ``(start, type, K)``, in place.
 
-    The same update as ``m_t(k) ∝ Σ_l exp(J_t [k = l]) cavity_t(l)`` (scaled
-    by ``agree_t = exp(-J_t)``) with :func:`_cavities`, until no message
-    moves by ``1e-10``. Compiled: the messages are a few dozen numbers, so
-    numpy spent its time on the calls (7 ms of a 256² image's choice).
+    ``m_t(k) ∝ Σ_l exp(J_t [k = l]) cavity_t(l)``, scaled by
+    ``agree_t = exp(-J_t)``, until no message moves by ``1e-10``. Compiled:
+    the messages are a few dozen numbers, so numpy spent its time on the
+    calls (7 ms of a 256² image's choice).
     """
     n_starts, n_types, n_components = messages.shape
-    cavity = np.empty(n_components)
-    updated = np.empty((n_types, n_components))
+    cavity = np.empty((n_types, n_components))
     for start in range(n_starts):
         m = messages[start]
         for _ in range(max_iter):
+            _cavities(log_weights, m, cavity)
             largest = 0.0
             for t in range(n_types):
-                top = -np.inf
-                for k in range(n_components):
-                    log_total = log_weights[k]
-                    for s in range(n_types):
-                        log_total += 2.0 * np.log(max(m[s, k], 1e-300))
-                    cavity[k] = log_total - np.log(max(m[t, k], 1e-300))
-                    top = max(top, cavity[k])
-                total = 0.0
-                for k in range(n_components):
-                    cavity[k] = np.exp(cavity[k] - top)
-                    total += cavity[k]
-                for k in range(n_components):
-                    cavity[k] /= total
+                # the cavity sums to 1: Σ_l exp(J [k = l]) cavity(l) e^-J
                 norm = 0.0
                 for k in range(n_components):
-                    updated[t, k] = agree[t] * 1.0 + (1.0 - agree[t]) * cavity[k]
-                    norm += updated[t, k]
+                    cavity[t, k] = agree[t] * 1.0 + (1.0 - agree[t]) * cavity[t, k]
+                    norm += cavity[t, k]
                 for k in range(n_components):
-                    updated[t, k] /= norm
-                    largest = max(largest, abs(updated[t, k] - m[t, k]))
+                    cavity[t, k] /= norm
+                    largest = max(largest, abs(cavity[t, k] - m[t, k]))
             for t in range(n_types):
                 for k in range(n_components):
-                    m[t, k] = 0.5 * (m[t, k] + updated[t, k])  # damped: undamped can cycle
+                    m[t, k] = 0.5 * (m[t, k] + cavity[t, k])  # damped: undamped can cycle
             if largest < 1e-10:
                 break
 
 
-def _cavities(weights, messages):
-    """Each type's cavity: the node's field and every other incoming message.
-
-    ``messages`` is ``(..., n_types, K)``; so is the result, normalised.
-    """
-    log_messages = np.log(np.maximum(messages, 1e-300))
-    total = np.log(weights) + 2.0 * log_messages.sum(axis=-2, keepdims=True)
-    log_cavity = total - log_messages
-    cavity = np.exp(log_cavity - log_cavity.max(axis=-1, keepdims=True))
-    return cavity / cavity.sum(axis=-1, keepdims=True)
+@numba.njit(cache=True, nogil=True)
+def _cavities(log_weights, messages, out):  # pragma: no cover - compiled
+    """Each type's cavity into ``out``: the node's field and every other
+    incoming message, normalised. ``messages`` and ``out`` are ``(n_types, K)``."""
+    n_types, n_components = messages.shape
+    for t in range(n_types):
+        top = -np.inf
+        for k in range(n_components):
+            log_total = log_weights[k]
+            for s in range(n_types):
+                log_total += 2.0 * np.log(max(messages[s, k], 1e-300))
+            out[t, k] = log_total - np.log(max(messages[t, k], 1e-300))
+            top = max(top, out[t, k])
+        total = 0.0
+        for k in range(n_components):
+            out[t, k] = np.exp(out[t, k] - top)
+            total += out[t, k]
+        for k in range(n_components):
+            out[t, k] /= total
 
 
 def _bethe_value(weights, log_weights, messages, couplings, lattice) -> float:
@@ -195,7 +192,8 @@ def _bethe_value(weights, log_weights, messages, couplings, lattice) -> float:
     log_belief = np.log(weights) + 2.0 * log_messages.sum(axis=0)
     belief = np.exp(log_belief - log_belief.max())
     belief /= belief.sum()
-    cavity = _cavities(weights, messages)
+    cavity = np.empty_like(messages)
+    _cavities(np.log(weights), messages, cavity)
     value = lattice.n_pixels * float(belief @ log_weights)
     node_entropy = -float(np.sum(belief * np.log(np.maximum(belief, 1e-300))))
     degree_sum = 2.0 * lattice.pairs.sum()
@@ -437,6 +435,7 @@ def _free_energy_search(mixture, grids, lattice, posteriors, log_potential, run)
     top = max(item[0] for item in scored)
     contenders = [item for item in scored if item[0] >= top - REFIT_MARGIN]
     del scored
+
     def go_on(beta, maps):
         """HMRF-EM at ``beta`` from ``maps``, counted with the run before it."""
         if beta == centre:
@@ -527,24 +526,24 @@ def held_out_beta(mixture, grids, log_potential, held_out):
         for potential, padded, grid, (positions, classes) in zip(
             potentials, posteriors, grids, held_out
         ):
-            def held(padded=padded, grid=grid, positions=positions, classes=classes):
-                """The held-out pixels' summed posterior of their painted class."""
-                at = _mrf.posteriors_at(padded, grid.spatial_shape, positions)
-                return float(at[np.arange(len(positions)), classes].sum())
+            if not len(positions):
+                _mrf.mean_field(
+                    potential, padded, grid.valid, beta, grid.hood, max_sweeps=HELD_OUT_SWEEPS
+                )
+                continue
+            last = _painted(padded, grid, positions, classes)
 
-            last = [held()] if len(positions) else None
-
-            def settled(held=held, last=last, n=len(positions)):
-                now = held()
-                moved, last[0] = abs(now - last[0]), now
-                return moved < HELD_OUT_SETTLED * max(n - now, 1e-3 * n)
+            def settled():
+                nonlocal last
+                now = _painted(padded, grid, positions, classes)
+                moved, last = abs(now - last), now
+                return moved < HELD_OUT_SETTLED * max(len(positions) - now, 1e-3 * len(positions))
 
             _mrf.mean_field(
                 potential, padded, grid.valid, beta, grid.hood, max_sweeps=HELD_OUT_SWEEPS,
-                settled=None if last is None else settled,
+                settled=settled,
             )
-            if len(positions):
-                painted += held()
+            painted += _painted(padded, grid, positions, classes)
         report("choosing the smoothing", step, len(HELD_OUT_FACTORS))
         painted /= n_held
         if 1.0 - painted > (1.0 - HELD_OUT_MIN_GAIN) * (1.0 - previous[1]):
@@ -554,6 +553,12 @@ def held_out_beta(mixture, grids, log_potential, held_out):
             break
         previous = (beta, painted)
     return beta, posteriors
+
+
+def _painted(padded, grid, positions, classes) -> float:
+    """The summed posterior of ``positions`` (held-out pixels) of their painted ``classes``."""
+    at = _mrf.posteriors_at(padded, grid.spatial_shape, positions)
+    return float(at[np.arange(len(positions)), classes].sum())
 
 
 def _iterate(mixture, posteriors, beta, *, grids, n_valid, log_potential, table, max_iter,
