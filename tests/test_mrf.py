@@ -256,8 +256,13 @@ def test_beta_auto_keeps_the_strength_of_largest_free_energy(noisy_blobs, monkey
     centre = runs[0][0]
     assert centre == pytest.approx(np.log(2.5))  # the critical strength in 2-D
     betas = [beta for beta, _, _ in scored]
-    np.testing.assert_allclose(sorted(np.array(betas) / centre), sorted(_hmrf.BETA_FACTORS))
-    assert betas[-1] == centre  # scored last, on the fit's own maps
+    weaker, critical, stronger = (f * centre for f in _hmrf.BETA_FACTORS)
+    # the stronger one first, then the critical one on the fit's own maps;
+    # the weaker one only when the stronger one did not win
+    assert betas[:2] == pytest.approx([stronger, critical])
+    assert (len(betas) == 3) == (scored[0][1] <= scored[1][1])
+    if len(betas) == 3:
+        assert betas[2] == pytest.approx(weaker)
     top = max(energy for _, energy, _ in scored)
     contenders = [beta for beta, energy, _ in scored if energy >= top - _hmrf.REFIT_MARGIN]
     # HMRF-EM runs at the critical strength, then at every other contender
@@ -273,6 +278,43 @@ def test_beta_auto_keeps_the_strength_of_largest_free_energy(noisy_blobs, monkey
         }
         assert segmenter.beta_ == max(refitted, key=refitted.get)
     assert ari(truth, segmenter.predict(image)) > 0.8
+
+
+@pytest.mark.parametrize(
+    "winner, expected", [(4 / 3, [4 / 3, 1.0]), (1.0, [4 / 3, 1.0, 2 / 3]), (2 / 3, [4 / 3, 1.0, 2 / 3])]
+)
+def test_beta_auto_scores_the_weaker_strength_only_when_the_stronger_loses(
+    noisy_blobs, monkeypatch, winner, expected
+):
+    image, _ = noisy_blobs
+    centre = np.log(2.5)
+    runs, scored = _spy_on_the_search(
+        monkeypatch, lambda beta: 1.0 if beta == pytest.approx(winner * centre) else 0.0
+    )
+    segmenter = GMMSegmenter(3, random_state=0).fit(image)
+    assert [beta / centre for beta, _, _ in scored] == pytest.approx(expected)
+    assert segmenter.beta_ == pytest.approx(winner * centre)
+
+
+def test_beta_auto_goes_on_with_the_scoring_as_its_first_e_step(noisy_blobs, monkeypatch):
+    image, _ = noisy_blobs
+    centre = np.log(2.5)
+    runs, scored = _spy_on_the_search(
+        monkeypatch, lambda beta: 1.0 if beta == pytest.approx(4 / 3 * centre) else 0.0
+    )
+    sweeps = []
+    original_sweep = _hmrf._sweep
+    monkeypatch.setattr(
+        _hmrf, "_sweep", lambda *args, **kwargs: sweeps.append(1) or original_sweep(*args, **kwargs)
+    )
+    segmenter = GMMSegmenter(3, random_state=0).fit(image)
+    (_, _, first), (beta, _, second) = runs
+    # the go-on run's first objective is the strength's score (the bound at
+    # the critical fit's mixture), and it sweeps once less than it iterates
+    bound = next(energy + log_z for b, energy, log_z in scored if b == beta)
+    assert second.objectives[0] == pytest.approx(bound, rel=1e-12)
+    assert len(sweeps) == first.n_iter + second.n_iter - 1
+    assert second.n_iter >= 2 and segmenter.spatial_converged_
 
 
 @pytest.mark.parametrize("factor", [2 / 3, 4 / 3])
