@@ -559,6 +559,42 @@ def test_prediction_through_a_table_matches_the_dense_log_potentials(monkeypatch
             np.testing.assert_array_equal(labels, segmenter.predict(image, mask=mask))
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_log_potentials_from_kept_standardized_pixels_are_the_same(masked):
+    from gmm_segmenter import _source
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 30.0, (60, 70, 3))
+    mask = None
+    if masked:
+        image[5, 7, 1] = np.nan
+        mask = rng.uniform(size=(60, 70)) > 0.3
+    model = GMMSegmenter(3, channel_axis=-1, beta=0, random_state=0).fit(image, mask=mask).model_
+    (view,) = _source.open_images(image, channel_axis=-1, mask=mask).views
+    (kept,) = _kernel.standardized_pixels([view], model.offset, model.scale)
+    assert kept[0].dtype == np.float32 and (kept[1] is not None) == masked
+    dense = _kernel.log_potential(view, model.standardized, model.offset, model.scale)
+    again = _kernel.log_potential(view, model.standardized, model.offset, model.scale, kept)
+    np.testing.assert_array_equal(again, dense)
+    if masked:
+        assert np.all(again[:, ~_image.valid_map(view)] == 0)
+
+
+def test_fits_keep_standardized_pixels_only_within_their_budget(monkeypatch):
+    image = np.random.default_rng(0).normal(size=(40, 50))
+    calls = []
+    original = _kernel.log_potential
+    monkeypatch.setattr(_kernel, "log_potential", lambda *args, **kwargs: calls.append(
+        kwargs.get("standardized")) or original(*args, **kwargs))
+    fitted = GMMSegmenter(3, beta=1.0, random_state=0).fit(image)
+    assert calls and all(kept is not None for kept in calls)
+    calls.clear()
+    monkeypatch.setattr(_kernel, "STANDARDIZED_MAX_VALUES", image.size - 1)
+    again = GMMSegmenter(3, beta=1.0, random_state=0).fit(image)
+    assert calls and all(kept is None for kept in calls)
+    np.testing.assert_array_equal(again.means_, fitted.means_)
+
+
 def test_histogram_rows_by_lookup_match_the_binary_search():
     rng = np.random.default_rng(0)
     for image, mask in [

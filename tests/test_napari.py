@@ -294,6 +294,16 @@ def test_sample_data_and_screenshot_not_blank(qtbot, make_napari_viewer):
     assert shot[..., :3].std() > 10
 
 
+def test_the_noisy_blobs_sample_holds_as_many_classes_as_the_widget_fits():
+    from gmm_segmenter.napari import _sample_data
+
+    ((image, meta, kind),) = _sample_data.noisy_blobs()
+    assert kind == "image" and image.dtype == np.uint8 and image.shape == (32, 128, 128)
+    searched = GMMSegmenter("auto", beta=0, random_state=0).fit(image)
+    assert searched.n_components_ == 3  # the widget's default number of components
+    assert np.array_equal(_sample_data.noisy_blobs()[0][0], image)  # seeded
+
+
 def test_cancel_stops_a_fit_inside_em():
     import threading
 

@@ -408,6 +408,14 @@ def test_output_metadata_records_the_python_that_reproduces_the_labels(qtbot, vi
 
     code = widget.copy_code()
     assert code == record["python"] and QApplication.clipboard().text() == code
+    # the search range is shown only when the number of components is searched
+    assert "n_components_range" not in code and "n_components=3," in code
+    widget.auto_components.value = True
+    widget.max_components.value = 4
+    run(qtbot, widget)
+    searched = viewer.layers["rgb GMM labels"].metadata["gmm_segmenter"]["python"]
+    assert "n_components='auto'," in searched and "n_components_range=(1, 4)," in searched
+    widget.auto_components.value = False
 
     viewer.add_image(image[::-1].astype(np.uint8), name="flipped", rgb=True)
     run(qtbot, widget, lambda: widget.apply_model(viewer.layers["flipped"]))

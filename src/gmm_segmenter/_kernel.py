@@ -169,12 +169,49 @@ def table_log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offse
     return _mrf.TablePotential(np.ascontiguousarray(table), index)
 
 
-def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, scale):
+#: :func:`standardized_pixels` keeps at most this many values (128 MiB as float32).
+STANDARDIZED_MAX_VALUES = 1 << 25
+
+
+def standardized_pixels(views, offset, scale):
+    """The valid pixels of each image in the fit's units, to compute log-potentials from again.
+
+    HMRF-EM computes every image's log-potentials once an iteration, under a
+    new mixture; standardising the same pixel values each time cost 9 % of
+    the default's fit + predict on a 2048² RGB image. One entry per image:
+    ``(values, valid)``, ``(n_valid, n_channels)`` float32 as
+    :func:`log_potential` computes them and the flat valid flags (``None``:
+    all), or ``None`` for an image read through a lookup table (cheaper
+    still). All ``None`` when the values would take more than
+    :data:`STANDARDIZED_MAX_VALUES`.
+    """
+    if sum(view.n_pixels * view.n_channels for view in views) > STANDARDIZED_MAX_VALUES:
+        return [None] * len(views)
+    kept = []
+    for view in views:
+        if _image.lookup_plan(view) is not None:
+            kept.append(None)
+            continue
+        parts, flags = [], []
+        for start, stop, values, valid in _image.iter_chunks(view):
+            flags.append(np.ones(stop - start, dtype=bool) if valid is None else valid)
+            parts.append(standardize(values if valid is None else values[valid], offset, scale,
+                                     np.float32))
+        valid = np.concatenate(flags)
+        kept.append((np.ascontiguousarray(np.concatenate(parts)), None if valid.all() else valid))
+    return kept
+
+
+def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, scale,
+                  standardized=None):
     """``log w_k + log p(x | k)`` at every pixel, ``(K, *spatial_shape)`` float32.
 
     ``mixture`` is in the standardised units ``(x - offset) / scale``. Component first:
     the layout of :mod:`._mrf`'s maps. Pixels that are not valid hold 0.
+    ``standardized`` is the image's entry of :func:`standardized_pixels`, if any.
     """
+    if standardized is not None:
+        return _from_standardized(view, mixture, *standardized)
     function = PixelFunction(
         compute=lambda values: _mixture.weighted_log_prob(values, mixture),
         tail=(mixture.n_components,), dtype=np.dtype(np.float32), fill=0.0,
@@ -200,6 +237,23 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
             if valid is not None:
                 plane[start:stop][~valid] = 0.0
         report("labelling", stop, view.n_pixels)
+    return out
+
+
+def _from_standardized(view, mixture, values, valid):
+    shape = (mixture.n_components,) + view.spatial_shape
+    _image.check_memory(
+        view.n_pixels * mixture.n_components * 4, f"An output of shape {shape} (float32)"
+    )
+    out = (np.empty if valid is None else np.zeros)(shape, dtype=np.float32)
+    planes = out.reshape(mixture.n_components, view.n_pixels)
+    into = planes if valid is None else np.empty((mixture.n_components, len(values)), np.float32)
+    for first in range(0, len(values), _image.CHUNK_PIXELS):
+        stop = min(first + _image.CHUNK_PIXELS, len(values))
+        into[:, first:stop] = _mixture.weighted_log_prob(values[first:stop], mixture).T
+        report("labelling", stop, len(values))
+    if valid is not None:
+        planes[:, valid] = into
     return out
 
 

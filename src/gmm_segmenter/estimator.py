@@ -902,12 +902,20 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             for shape, valid, hood, probe in zip(shapes, valid_maps, hoods, probes)
         ]
 
+        # a field changes the corrected values every iteration
+        standardized = (
+            [None] * len(views) if fields is not None
+            else _kernel.standardized_pixels(views, offset, scale)
+        )
+
         def guided_by(guidance):
             """``log_potential(i, mixture)`` of image ``i``, with ``guidance`` added."""
             adjust = [None] * len(views) if guidance is None else guidance.adjusters()
 
             def log_potential(i, mixture):
-                potential = _kernel.log_potential(views[i], mixture, offset, scale)
+                potential = _kernel.log_potential(
+                    views[i], mixture, offset, scale, standardized=standardized[i]
+                )
                 if adjust[i] is not None:
                     adjust[i](potential)
                 return potential

@@ -17,12 +17,19 @@ def astronaut():
 
 
 def noisy_blobs():
-    """A noisy 3-D stack of blobs (32 x 128 x 128): spatial smoothing cleans it up.
+    """A noisy 3-D stack of blobs of two kinds on a background (32 x 128 x 128).
 
-    Generated from a fixed seed, so it is the same every time.
+    Three classes, as many as the widget's default number of components,
+    with voxels twice as long along the first axis (the layer's scale);
+    spatial smoothing cleans it up. Generated from fixed seeds, so it is
+    the same every time.
     """
-    blobs = data.binary_blobs(length=128, n_dim=3, volume_fraction=0.3, rng=0)[:32]
+    first, second = (
+        data.binary_blobs(length=128, n_dim=3, volume_fraction=0.35, rng=seed)[:32]
+        for seed in (0, 1)
+    )
+    classes = np.where(first, 1, np.where(second, 2, 0))
     rng = np.random.default_rng(0)
-    image = np.where(blobs, 160.0, 90.0) + rng.normal(scale=35.0, size=blobs.shape)
+    image = np.choose(classes, [70.0, 130.0, 190.0]) + rng.normal(scale=30.0, size=classes.shape)
     image = np.clip(image, 0, 255).astype(np.uint8)
     return [(image, {"name": "noisy blobs", "scale": (2.0, 1.0, 1.0)}, "image")]

@@ -877,9 +877,13 @@ class GMMSegmenterWidget(Container):
     def _params(self, layout, layer, *, n_spatial=None):
         n_spatial = len(layout.spatial_axes) if n_spatial is None else n_spatial
         auto = self.auto_components.value
+        # the range only where it is used: the copied code shows these settings
+        components = (
+            {"n_components": "auto", "n_components_range": (1, self.max_components.value)}
+            if auto else {"n_components": self.n_components.value}
+        )
         return {
-            "n_components": "auto" if auto else self.n_components.value,
-            "n_components_range": (1, self.max_components.value),
+            **components,
             "covariance_type": self.covariance_type.value,
             "channel_axis": layout.frame_channel_axis,
             "beta": "auto" if self.auto_beta.value else self.beta.value,
