@@ -559,6 +559,18 @@ def test_prediction_through_a_table_matches_the_dense_log_potentials(monkeypatch
             np.testing.assert_array_equal(labels, segmenter.predict(image, mask=mask))
 
 
+@pytest.mark.parametrize("shape", [(37, 50), (5, 9, 12)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_pixelwise_posteriors_through_a_table_are_those_of_the_dense_potentials(shape, masked):
+    rng = np.random.default_rng(0)
+    table = rng.normal(scale=4.0, size=(3, 300)).astype(np.float32)
+    index = rng.integers(0, 300, size=shape).astype(np.uint16)
+    valid = rng.uniform(size=shape) > 0.3 if masked else None
+    dense = np.ascontiguousarray(table[:, index])
+    through = _mrf.padded_posteriors(_mrf.TablePotential(table, index), valid)
+    np.testing.assert_array_equal(through, _mrf.padded_posteriors(dense, valid))
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_log_potentials_from_kept_standardized_pixels_are_the_same(masked):
     from gmm_segmenter import _source

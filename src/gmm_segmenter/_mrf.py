@@ -221,6 +221,20 @@ def padded_posteriors(log_potential: np.ndarray, valid: np.ndarray | None) -> np
     n_components = log_potential.shape[0]
     padded = np.zeros(map_shape(n_components, log_potential.shape[1:]), dtype=np.float32)
     kernel = _Kernel(log_potential, padded, valid, None)
+    if isinstance(log_potential, TablePotential):
+        # each value's posteriors once (the same arithmetic), then read per pixel
+        table = log_potential.table
+        columns = channel_last(
+            padded_posteriors(table, None), np.empty(table.shape[::-1], dtype=np.float32)
+        )
+        columns = np.ascontiguousarray(columns.T)
+
+        def gather(first, stop, scratch):
+            _gather_rows(kernel.q, columns, kernel.index, kernel.valid, kernel.rows, first, stop,
+                         kernel.plan.n_last)
+
+        kernel.run(gather, ("smoothing", 0, None))
+        return padded
 
     def softmax(first, stop, scratch):
         _softmax_rows(kernel.q, kernel.potential, kernel.index, kernel.valid, kernel.rows,
@@ -673,6 +687,26 @@ def _softmax_rows(q, potential, index, valid, plan_rows, first, stop, n_last, sc
                     if valid.size:
                         new *= valid[pixel + 2 * t]
                     q[k, here + t] = new
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+def _gather_rows(q, columns, index, valid, plan_rows, first, stop, n_last):  # pragma: no cover
+    """Posteriors read from ``columns`` ``(K, n_values)`` at each pixel's value, for rows
+    ``first:stop``; ``index`` and ``valid`` as in :func:`_sweep_rows`."""
+    n_components = q.shape[0]
+    for row in range(first, stop):
+        count = (n_last - plan_rows[2, row] + 1) // 2
+        here = plan_rows[0, row]
+        pixel = plan_rows[1, row]
+        for k in range(n_components):
+            qk = q[k]
+            column = columns[k]
+            if valid.size:
+                for t in range(count):
+                    qk[here + t] = column[index[pixel + 2 * t]] * valid[pixel + 2 * t]
+            else:
+                for t in range(count):
+                    qk[here + t] = column[index[pixel + 2 * t]]
 
 
 @dataclass(frozen=True)
