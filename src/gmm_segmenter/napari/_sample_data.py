@@ -30,6 +30,6 @@ def noisy_blobs():
     )
     classes = np.where(first, 1, np.where(second, 2, 0))
     rng = np.random.default_rng(0)
-    image = np.choose(classes, [70.0, 130.0, 190.0]) + rng.normal(scale=30.0, size=classes.shape)
+    image = np.choose(classes, [60.0, 130.0, 200.0]) + rng.normal(scale=30.0, size=classes.shape)
     image = np.clip(image, 0, 255).astype(np.uint8)
     return [(image, {"name": "noisy blobs", "scale": (2.0, 1.0, 1.0)}, "image")]
