@@ -102,3 +102,23 @@ def test_a_colour_image_without_channel_axis_is_segmented_as_a_volume_with_a_war
         volume = np.random.default_rng(0).normal(size=(3, 64, 64))
         GMMSegmenter(2, beta=0, random_state=0).fit_predict(volume)
         GMMSegmenter(2, beta=0, random_state=0).fit_predict(volume[:, :20, :20].T.copy())
+
+
+def test_a_spatial_axis_given_as_channel_axis_warns_with_the_likely_one():
+    from skimage import data
+
+    from gmm_segmenter import GMMSegmenter
+
+    photo = data.astronaut()[::4, ::4]  # 128 x 128 x 3
+    with pytest.warns(UserWarning, match=r"X has shape \(128, 128, 3\): channel_axis=0 makes "
+                                         r"128 channels of only 384 pixels.*channel_axis=-1") as seen:
+        GMMSegmenter(3, beta=0, random_state=0, channel_axis=0).fit(photo)
+    assert all(w.filename == __file__ for w in seen if "channel_axis=0 makes" in str(w.message))
+    grey = data.camera()[::8, ::8]  # 64 x 64
+    with pytest.warns(UserWarning, match=r"64 channels of only 64 pixels.*channel_axis=None"):
+        GMMSegmenter(3, beta=0, random_state=0, channel_axis=-1).fit(grey)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # many channels over many pixels (a spectral image) are channels
+        spectra = np.random.default_rng(0).normal(size=(40, 40, 64))
+        GMMSegmenter(2, beta=0, random_state=0, channel_axis=-1).fit(spectra)

@@ -181,6 +181,7 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
                 f"[{-array.ndim}, {array.ndim - 1}], or channel_axis=None if the "
                 "image is grayscale."
             )
+        _warn_if_not_channels(array.shape, channel_axis, name)
         pixels = np.moveaxis(array, channel_axis, -1)
         hidden = None if hidden is None else np.moveaxis(hidden, channel_axis, -1)
     if pixels.size == 0:
@@ -215,6 +216,40 @@ def _warn_if_colour(shape, name) -> None:
             UserWarning,
             stacklevel=_training.caller_stacklevel(),
         )
+
+
+#: A channel axis at least this long, with fewer than :data:`PIXELS_PER_CHANNEL`
+#: pixels per channel, reads as a spatial axis given as ``channel_axis``.
+MANY_CHANNELS = 32
+PIXELS_PER_CHANNEL = 8
+
+
+def _warn_if_not_channels(shape, channel_axis, name) -> None:
+    """Warn when ``channel_axis`` names an axis that looks spatial, not one of channels.
+
+    ``channel_axis=0`` on an RGB photograph, or ``-1`` on a grayscale one,
+    makes hundreds of channels of a few pixels each: a full covariance of
+    that many channels cannot be estimated from so few pixels.
+    """
+    n_channels = shape[channel_axis]
+    n_pixels = math.prod(shape) // max(n_channels, 1)
+    if n_channels < MANY_CHANNELS or n_pixels >= PIXELS_PER_CHANNEL * n_channels:
+        return
+    others = [axis for axis in range(len(shape)) if shape[axis] in (3, 4)
+              and axis != channel_axis % len(shape)]
+    if others:
+        axis = others[-1] - len(shape) if others[-1] == len(shape) - 1 else others[-1]
+        advice = f"Pass channel_axis={axis} if axis {axis} holds the colour channels"
+    else:
+        advice = "Pass channel_axis=None for a grayscale image"
+    warnings.warn(
+        f"{name} has shape {tuple(shape)}: channel_axis={channel_axis} makes {n_channels} "
+        f"channels of only {n_pixels} pixels each (fewer than {PIXELS_PER_CHANNEL} per "
+        f"channel), which looks like a spatial axis. {advice}; for an image of that many "
+        "channels, ignore this warning.",
+        UserWarning,
+        stacklevel=_training.caller_stacklevel(),
+    )
 
 
 # Far beyond any real volume's chunk count; building a graph that size alone
