@@ -104,6 +104,20 @@ def test_batch_folder_with_good_and_bad_files(tmp_path, images, capsys):
     assert "2 of 5 input(s) segmented" in out
 
 
+def test_a_run_that_segments_nothing_leaves_no_empty_output_folder(tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    outdir = tmp_path / "Result"
+    status, out, err = run_cli([broken, "-k", "3", "-o", outdir, *FAST], capsys)
+    assert status == 1 and "broken.png" in err
+    assert not outdir.exists()
+    assert "0 of 1 input(s) segmented; 1 failed" in out
+    # a folder that was there before stays, even when nothing lands in it
+    outdir.mkdir()
+    assert run_cli([broken, "-k", "3", "-o", outdir, *FAST], capsys)[0] == 1
+    assert outdir.is_dir()
+
+
 def test_report_contents(tmp_path, images):
     assert run_cli([images / "gray.png", "-k", "3", "-o", tmp_path, *FAST]) == 0
     labels, report = check_outputs(tmp_path, "gray", gray_image())

@@ -202,6 +202,7 @@ def _run(args, parser) -> int:
         prior = _read_file_option(args, console, "prior")
         if not sources:
             return 1
+        created = not args.outdir.exists()
         _make_outdir(args.outdir, console)
         model_source = None if shared_model is None else f"loaded from {args.model}"
         runner = Runner(args, params, shared_model, model_source, mask, console.status,
@@ -210,6 +211,8 @@ def _run(args, parser) -> int:
             runner.on_stage = console.stage
         with _locked(args.outdir, console):
             outcomes, failed_without_outcome = run_all(runner, sources, console, args)
+            if created:
+                _remove_if_empty(args.outdir)
         failed += failed_without_outcome
     except _CannotStart:
         return 1
@@ -221,9 +224,10 @@ def _run(args, parser) -> int:
     if args.save_model is not None and succeeded:
         model = runner.shared_model if runner.shared_model is not None else succeeded[0].segmenter
         failed += not _save_model(model, args.save_model, console)
+    where = f" into {args.outdir}{os.sep}" if succeeded else ""
     console.info(
-        f"{len(succeeded)} of {len(succeeded) + failed} input(s) segmented into "
-        f"{args.outdir}{os.sep}" + (f"; {failed} failed" if failed else "")
+        f"{len(succeeded)} of {len(succeeded) + failed} input(s) segmented{where}"
+        + (f"; {failed} failed" if failed else "")
     )
     return 1 if failed else 0
 
@@ -262,6 +266,14 @@ def _make_outdir(outdir, console):
         console.error(f"-o {outdir}: cannot create the output folder "
                       f"({error.strerror or describe(error)})")
         raise _CannotStart from error
+
+
+def _remove_if_empty(outdir):
+    """Remove the output folder this run made when nothing was written into it."""
+    try:
+        outdir.rmdir()  # only ever removes an empty folder
+    except OSError:
+        pass
 
 
 def _input_paths(sources):
