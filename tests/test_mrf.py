@@ -449,6 +449,15 @@ def test_beta_auto_on_too_few_pixels_warns_and_uses_the_fallback():
     assert segmenter.beta_ == _hmrf.BETA_FALLBACK
 
 
+def test_beta_auto_with_one_component_on_few_pixels_does_not_warn():
+    image = np.arange(120, dtype=np.uint8).reshape(10, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one component: there is nothing to smooth
+        segmenter = GMMSegmenter(1, random_state=0).fit(image)
+    assert segmenter.beta_ == _hmrf.BETA_FALLBACK
+    assert np.all(segmenter.predict(image) == 1)
+
+
 def test_one_dimensional_signal_and_four_dimensional_image():
     signal = np.repeat([0.0, 1.0, 0.0, 1.0], 50) + np.random.default_rng(11).normal(
         scale=0.45, size=200

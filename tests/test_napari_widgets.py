@@ -731,13 +731,19 @@ def test_messages_in_the_widgets_words_read_as_sentences():
 
     constant = (
         "n_components=3 asks for at least 3 components, but the valid pixels of X hold "
-        "only 1 distinct pixel values (a constant image); each component needs its own "
+        "only 1 distinct pixel value (a constant image); each component needs its own "
         "value to model. Use n_components<=1 or n_components='auto'."
     )
     assert _in_widget_words(ValueError(constant)).endswith(
-        "Lower Components to 1 or fewer, or tick its auto box."
+        "Set Components to 1, or tick its auto box."
     )
     assert "n_components" not in _in_widget_words(ValueError(constant))
+    assert "the image's valid pixels hold only 1" in _in_widget_words(ValueError(constant))
+    assert " X " not in _in_widget_words(ValueError(constant))
+    two = constant.replace("hold only 1", "hold only 2").replace("<=1", "<=2")
+    assert _in_widget_words(ValueError(two)).endswith(
+        "Lower Components to 2 or fewer, or tick its auto box."
+    )
     few = (
         "beta='auto' needs at least 256 valid pixels with neighbours to choose the "
         "smoothing strength; the image (within its mask) has 100. beta=0.5 is used "

@@ -418,6 +418,8 @@ def _free_energy_search(mixture, grids, lattice, posteriors, log_potential, run)
     """
     n_valid = lattice.n_pixels
     if n_valid < MIN_PIXELS_FOR_BETA or lattice.pairs.sum() == 0:
+        if mixture.n_components == 1:  # nothing to smooth: no strength to choose
+            return run(mixture, posteriors, BETA_FALLBACK)
         warnings.warn(
             f"beta='auto' needs at least {MIN_PIXELS_FOR_BETA} valid pixels with "
             f"neighbours to choose the smoothing strength; the image (within its mask) "

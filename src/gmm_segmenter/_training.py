@@ -145,7 +145,9 @@ def candidate_n_components(n_components, n_components_range, values, raw=None):
             if n_components != "auto"
             else f"n_components_range={tuple(n_components_range)}"
         )
-        where = "pixel values" if n_distinct == len(values) else "distinct pixel values"
+        where = "pixel value" if n_distinct == 1 else "pixel values"
+        if n_distinct < len(values):
+            where = "distinct " + where
         merged = raw is not None and count_distinct_rows(raw, lowest) > n_distinct
         if merged:
             where += (

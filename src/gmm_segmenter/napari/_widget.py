@@ -95,8 +95,11 @@ def _stop_live_workers():
 _WIDGET_WORDS = [
     (re.compile(r"pass n_components=(\d+) or more \(or 'auto'\)"),
      r"raise Components to \1 or more (or tick its auto box), or paint fewer classes"),
+    (re.compile(r"\bUse n_components<=1 or n_components='auto'"),
+     "Set Components to 1, or tick its auto box"),
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
      r"Lower Components to \1 or fewer, or tick its auto box"),
+    (re.compile(r"\bthe valid pixels of X\b"), "the image's valid pixels"),
     (re.compile(r"\bn_components<=(\d+)"), r"Components \1 or fewer"),
     (re.compile(r"\bn_components='auto'"), "the auto box of Components"),
     (re.compile(r"; pass a number to choose it yourself"),
