@@ -53,8 +53,10 @@ from ._plot import MixturePlot
 if TYPE_CHECKING:
     import napari
 
+# short enough for a closed combo box in a dock of about 350 pixels
 _COVARIANCE_TYPES = [
-    (f"{name}: {kind.description}", name) for name, kind in COVARIANCE_TYPES.items()
+    (f"{name}: {kind.description.removesuffix(' per component')}", name)
+    for name, kind in COVARIANCE_TYPES.items()
 ]
 _NEIGHBOURHOODS = [
     ("faces (4 in 2-D, 6 in 3-D)", 1),
@@ -62,8 +64,8 @@ _NEIGHBOURHOODS = [
     ("faces + edges + corners (8 / 26)", 3),
 ]
 _LEADING_AXIS = [
-    ("space (segment as one volume)", _layers.SPACE),
-    ("time: one model for all frames", _layers.SHARED_MODEL),
+    ("space: one volume", _layers.SPACE),
+    ("time: one model", _layers.SHARED_MODEL),
     ("time: fit each frame", _layers.PER_FRAME),
 ]
 #: Steps of the progress bars (widget and napari's activity panel).
