@@ -222,13 +222,9 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
         return map_pixels(view, function, offset, scale)
     # through the table, one component plane at a time: contiguous writes,
     # and no pass to fill the output first
-    shape = function.tail + view.spatial_shape
-    _image.check_memory(
-        view.n_pixels * mixture.n_components * 4, f"An output of shape {shape} (float32)"
-    )
+    out = _new_output(function.tail + view.spatial_shape, np.float32)
     table_values, index_of = plan
     table = _potential_table(function, table_values, mixture, offset, scale)
-    out = np.empty(shape, dtype=np.float32)
     planes = out.reshape(mixture.n_components, view.n_pixels)
     for start, stop, values, valid in _image.iter_chunks(view):
         index = index_of(values)
@@ -241,11 +237,8 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
 
 
 def _from_standardized(view, mixture, values, valid):
-    shape = (mixture.n_components,) + view.spatial_shape
-    _image.check_memory(
-        view.n_pixels * mixture.n_components * 4, f"An output of shape {shape} (float32)"
-    )
-    out = (np.empty if valid is None else np.zeros)(shape, dtype=np.float32)
+    out = _new_output((mixture.n_components,) + view.spatial_shape, np.float32,
+                      None if valid is None else 0.0)
     planes = out.reshape(mixture.n_components, view.n_pixels)
     into = planes if valid is None else np.empty((mixture.n_components, len(values)), np.float32)
     for first in range(0, len(values), _image.CHUNK_PIXELS):
@@ -285,15 +278,25 @@ def _potential_table(function, table_values, mixture, offset, scale):
     return table
 
 
+def _new_output(shape, dtype, fill=None) -> np.ndarray:
+    """An output array of ``shape``, refused up front when it would not fit in memory;
+    filled with ``fill`` unless it is ``None``."""
+    dtype = np.dtype(dtype)
+    _image.check_memory(
+        math.prod(shape) * dtype.itemsize, f"An output of shape {shape} ({dtype.name})"
+    )
+    if fill is None:
+        return np.empty(shape, dtype=dtype)
+    if fill == 0:
+        return np.zeros(shape, dtype=dtype)  # pages come zeroed: no pass to fill them
+    return np.full(shape, fill, dtype=dtype)
+
+
 def map_pixels(view: _image.ImageView, function: PixelFunction, offset, scale):
     """Apply ``function`` to the standardised pixels of one image, chunk by chunk."""
     tail = function.tail
     shape = tail + view.spatial_shape if function.tail_first else view.spatial_shape + tail
-    _image.check_memory(
-        view.n_pixels * math.prod(tail) * np.dtype(function.dtype).itemsize,
-        f"An output of shape {shape} ({np.dtype(function.dtype).name})",
-    )
-    out = np.full(shape, function.fill, dtype=function.dtype)
+    out = _new_output(shape, function.dtype, function.fill)
     if function.tail_first:  # write pixel-major results through a transposed view
         flat = np.moveaxis(out.reshape(tail + (view.n_pixels,)), -1, 0)
     else:
