@@ -169,6 +169,34 @@ def test_a_start_cannot_win_by_a_spike_on_a_clipped_value():
     assert on_spike.lower_bound > spiky.lower_bound
 
 
+def _same_partition(a, b):
+    """Whether two labellings group the rows alike (whatever the label numbers)."""
+    pairs = np.unique(np.stack([a, b]), axis=1)
+    return len(pairs[0]) == len(np.unique(a)) == len(np.unique(b))
+
+
+def test_distinct_rows_groups_rows_as_unique_does():
+    rng = np.random.default_rng(0)
+    rows = np.round(rng.normal(size=(5000, 3)) * 8) / 8  # many repeated rows
+    rows[:50] = -rows[50:100]  # rows that differ in signs only (a weak hash merges them)
+    rows[100:110] = -0.0  # equal to the rows of zeros
+    rows[110:120] = 0.0
+    _, expected = np.unique(rows + 0.0, axis=0, return_inverse=True)
+    found = _mixture.distinct_rows(rows)
+    assert found.shape == (len(rows),)
+    assert _same_partition(found, expected.reshape(-1))
+    assert len(np.unique(found[100:120])) == 1
+    grey = np.round(rng.normal(size=(3000, 1)) * 4)
+    assert _same_partition(_mixture.distinct_rows(grey), np.unique(grey[:, 0], return_inverse=True)[1])
+
+
+def test_distinct_rows_falls_back_to_comparing_rows_when_hashes_collide(monkeypatch):
+    rows = np.array([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [5.0, 6.0]])
+    monkeypatch.setattr(_mixture, "_mix64", lambda values: np.zeros_like(values))
+    found = _mixture.distinct_rows(rows)
+    assert found[0] == found[2] and len({found[0], found[1], found[3]}) == 3
+
+
 @pytest.mark.parametrize("name", ["moon", "camera", "coins"])
 def test_a_grey_histogram_fit_is_never_worse_than_gaussian_mixture_on_every_pixel(name):
     # EM on an exact histogram runs past tol (it is cheap there); stopping at

