@@ -262,15 +262,18 @@ class ResponsibilityTable:
         self.rows = rows
         self.positions = positions
         self.fixed = fixed
+        self._indices = {}  # (image, map shape) -> where its positions are in the map
 
     def weighted_resp(self, posteriors: Sequence[np.ndarray], shapes) -> np.ndarray:
         """Responsibilities of the rows from the maps of images of ``shapes``."""
         n_components = posteriors[0].shape[0]
         if self.positions is not None:
-            parts = [
-                _mrf.posteriors_at(padded, shape, positions)
-                for padded, shape, positions in zip(posteriors, shapes, self.positions)
-            ]
+            parts = []
+            for i, (padded, shape, positions) in enumerate(zip(posteriors, shapes, self.positions)):
+                key = (i, padded.shape)
+                if key not in self._indices:
+                    self._indices[key] = _mrf.map_positions(padded, shape, positions)
+                parts.append(_mrf.posteriors_at(padded, shape, positions, self._indices[key]))
             return np.concatenate(parts)
         resp = np.zeros((len(self.values), n_components))
         for padded, rows_map in zip(posteriors, self.rows):

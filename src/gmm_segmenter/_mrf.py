@@ -1002,11 +1002,22 @@ def add_posteriors_by_row(padded: np.ndarray, rows_map: np.ndarray, resp: np.nda
                 resp[:, k] += np.bincount(part, weights=q[k], minlength=len(resp))
 
 
-def posteriors_at(padded: np.ndarray, spatial_shape, positions: np.ndarray) -> np.ndarray:
-    """Posteriors at the given flat positions of the grid, ``(n, K)`` float64."""
+def map_positions(padded: np.ndarray, spatial_shape, positions: np.ndarray) -> np.ndarray:
+    """Where the given flat positions of the grid are in a map like ``padded``
+    (flat, without its component axis): the ``index`` of :func:`posteriors_at`."""
     grid = _grid(spatial_shape)
     coordinates = np.unravel_index(positions, grid)
-    index = _map_index(padded.shape[1:], coordinates, (0,) * len(grid))
+    return _map_index(padded.shape[1:], coordinates, (0,) * len(grid))
+
+
+def posteriors_at(padded: np.ndarray, spatial_shape, positions: np.ndarray, index=None) -> np.ndarray:
+    """Posteriors at the given flat positions of the grid, ``(n, K)`` float64.
+
+    ``index``, when given, is :func:`map_positions` of the same arguments
+    (to gather at the same positions again without recomputing it).
+    """
+    if index is None:
+        index = map_positions(padded, spatial_shape, positions)
     picked = padded.reshape(padded.shape[0], -1)[:, index]
     return np.ascontiguousarray(picked.T, dtype=np.float64)
 
