@@ -420,17 +420,15 @@ def _plan(grid: tuple) -> _Plan:
 
 
 # Segments of a half-row (the pixels of one colour in one row) that the
-# bound and the pixel-wise posteriors work on at a time (their float32
-# partial sums run over one segment).
-_SEGMENT = 64
-# Segments the sweep updates or skips as a whole: long enough that the
-# vectorised loops over them outweigh their fixed costs, short enough that
-# the skipped share stays large. 256 against 64: 15-25 % less time a sweep
-# on 512² to 4096² images (1 and 2 threads, alternated in one process), no
-# slower where most segments are skipped (low noise, 10 sweeps); the
-# posteriors differ by at most 2e-7 (what a skip leaves out).
-_SWEEP_SEGMENT = 256
-_SCRATCH = max(_SEGMENT, _SWEEP_SEGMENT)
+# kernels work on at a time, and that the sweep updates or skips as a
+# whole: long enough that the vectorised loops over them outweigh their
+# fixed costs, short enough that the skipped share stays large. 256 against
+# 64 (alternated in one process): 15-25 % less time a sweep on 512² to
+# 4096² images (1 and 2 threads) and 24 % less a bound, and no slower where
+# most segments are skipped (low noise, 10 sweeps). Posteriors differ by at
+# most 2e-7 (what a skip leaves out), the bound by 1e-9 nats a pixel (its
+# float32 partial sums run over a segment).
+_SEGMENT = 256
 
 _LOG2_E = np.float32(1.44269504088896341)
 _LN2_HIGH = np.float32(0.693359375)  # ln 2 = _LN2_HIGH - _LN2_LOW, exactly in float32 steps
@@ -515,9 +513,9 @@ def _sweep_rows(q, potential, index, valid, dirty, plan_rows, first, stop, n_las
     dirty; the others stay as they are until a neighbour moves.
     """
     n_components = q.shape[0]
-    per_half_row = (half_width + _SWEEP_SEGMENT - 1) // _SWEEP_SEGMENT
-    top = np.empty(_SWEEP_SEGMENT, dtype=np.float32)
-    norm = np.empty(_SWEEP_SEGMENT, dtype=np.float32)
+    per_half_row = (half_width + _SEGMENT - 1) // _SEGMENT
+    top = np.empty(_SEGMENT, dtype=np.float32)
+    norm = np.empty(_SEGMENT, dtype=np.float32)
     change = 0.0
     for row in range(first, stop):
         parity = plan_rows[2, row]
@@ -525,13 +523,13 @@ def _sweep_rows(q, potential, index, valid, dirty, plan_rows, first, stop, n_las
         count = (n_last - parity + 1) // 2
         start_column = plan_rows[0, row] % half_width
         half_row = plan_rows[0, row] // half_width
-        for segment in range(start_column // _SWEEP_SEGMENT, (start_column + count - 1) // _SWEEP_SEGMENT + 1):
+        for segment in range(start_column // _SEGMENT, (start_column + count - 1) // _SEGMENT + 1):
             flag = half_row * per_half_row + segment
             if dirty[flag] == 0:
                 continue
             dirty[flag] = 0
-            lo = max(0, segment * _SWEEP_SEGMENT - start_column)
-            size = min(count, (segment + 1) * _SWEEP_SEGMENT - start_column) - lo
+            lo = max(0, segment * _SEGMENT - start_column)
+            size = min(count, (segment + 1) * _SEGMENT - start_column) - lo
             here = plan_rows[0, row] + lo
             pixel = plan_rows[1, row] + 2 * lo
             # the order of operations of the numpy implementation it replaced
@@ -589,9 +587,9 @@ def _sweep_rows(q, potential, index, valid, dirty, plan_rows, first, stop, n_las
                     first_flag = here + at[j]
                     last_flag = first_flag + size - 1
                     first_flag = (first_flag // half_width) * per_half_row + (
-                        first_flag % half_width) // _SWEEP_SEGMENT
+                        first_flag % half_width) // _SEGMENT
                     last_flag = (last_flag // half_width) * per_half_row + (
-                        last_flag % half_width) // _SWEEP_SEGMENT
+                        last_flag % half_width) // _SEGMENT
                     for neighbour_flag in range(first_flag, last_flag + 1):
                         dirty[neighbour_flag] = 1
     return change
@@ -835,13 +833,13 @@ class _Kernel:
         # per-segment scratch of each thread: values, and int32 bits also
         # read as float32
         self.scratch = [
-            (np.empty((max(n_components, 2), _SCRATCH), dtype=np.float32), bits, bits.view(np.float32))
-            for bits in (np.empty(_SCRATCH, dtype=np.int32) for _ in range(n_threads()))
+            (np.empty((max(n_components, 2), _SEGMENT), dtype=np.float32), bits, bits.view(np.float32))
+            for bits in (np.empty(_SEGMENT, dtype=np.int32) for _ in range(n_threads()))
         ]
 
     def dirty_flags(self) -> np.ndarray:
         """One flag per segment of every half-row of the map, all set."""
-        per_half_row = -(-self.plan.half_width // _SWEEP_SEGMENT)
+        per_half_row = -(-self.plan.half_width // _SEGMENT)
         return np.ones(self.plan.plane // self.plan.half_width * per_half_row, dtype=np.uint8)
 
     def run(self, call, progress_at, call_pixels=None) -> list:
