@@ -612,9 +612,7 @@ def _iterate(mixture, posteriors, beta, *, grids, n_valid, log_potential, table,
         values, weighted = table.values, resp
         if table.fixed is not None:
             values, weighted = np.vstack([values, table.fixed[0]]), np.vstack([resp, table.fixed[1]])
-        updated = _mixture.regularised_fit(
-            values, weighted, reg_covar, mixture.covariance_type, float(weighted.sum())
-        )
+        updated = _mixture.regularised_fit(values, weighted, reg_covar, mixture.covariance_type)
         # The weights are the prior's external field and stay those of the
         # pixel-wise fit: re-estimating them as the mean posterior feeds back
         # through the coupling (the majority grows, then grows the field that

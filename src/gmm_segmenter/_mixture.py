@@ -99,12 +99,15 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
     return COVARIANCE_TYPES[covariance_type].precision_cholesky(covariances)
 
 
-def estimate_parameters(X, weighted_resp, reg_covar, covariance_type):
+def estimate_parameters(X, weighted_resp, reg_covar, covariance_type, mass=None):
     """M-step: weights, means and covariances from weighted responsibilities.
 
-    ``weighted_resp`` is ``resp * sample_weight[:, None]``.
+    ``weighted_resp`` is ``resp * sample_weight[:, None]``; ``mass``, when
+    given, is its column sums (``weighted_resp.sum(axis=0)``).
     """
-    nk = weighted_resp.sum(axis=0) + 10 * np.finfo(weighted_resp.dtype).eps
+    if mass is None:
+        mass = weighted_resp.sum(axis=0)
+    nk = mass + 10 * np.finfo(weighted_resp.dtype).eps
     means = weighted_resp.T @ X / nk[:, np.newaxis]
     covariances = COVARIANCE_TYPES[covariance_type].estimate(
         X, weighted_resp, nk, means, reg_covar
@@ -181,7 +184,7 @@ def weighted_log_prob(X, mixture: Mixture):
 EMPTY_WEIGHT = 1e-10
 
 
-def reseed_empty_components(X, weighted_resp):
+def reseed_empty_components(X, weighted_resp, mass=None):
     """Re-seed every emptied component where the others explain the data worst.
 
     An E-step can leave a component with (numerically) no weight, for
@@ -192,9 +195,11 @@ def reseed_empty_components(X, weighted_resp):
     units) from every remaining mean and takes over the samples closer to
     that seed than to any other mean, so it starts with a real spread rather
     than collapsing onto one value; the user is warned which one.
-    Returns ``weighted_resp`` itself when no component is empty.
+    Returns ``weighted_resp`` itself when no component is empty. ``mass``,
+    when given, is ``weighted_resp.sum(axis=0)``.
     """
-    mass = weighted_resp.sum(axis=0)
+    if mass is None:
+        mass = weighted_resp.sum(axis=0)
     empty = np.flatnonzero(mass <= EMPTY_WEIGHT * mass.sum())
     if empty.size == 0 or empty.size == mass.size:
         return weighted_resp  # (before the row sums: they cost more than the M-step)
@@ -229,7 +234,7 @@ def reseed_empty_components(X, weighted_resp):
     return weighted_resp
 
 
-def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight):
+def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight=None):
     """M-step that survives a collapsing covariance.
 
     A component that sits on one value (common in images: saturated or
@@ -237,12 +242,19 @@ def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight):
     ridge is raised tenfold until the covariance is positive definite, and
     the user is told which component and what to change. A component that
     lost all its weight is re-seeded first (see :func:`reseed_empty_components`).
+    The weights are ``nk / total_weight`` (by default, the summed weight of
+    the rows).
     """
-    weighted_resp = reseed_empty_components(X, weighted_resp)
+    mass = weighted_resp.sum(axis=0)  # summed once: it costs as much as the means
+    reseeded = reseed_empty_components(X, weighted_resp, mass)
+    if reseeded is not weighted_resp:
+        weighted_resp, mass = reseeded, reseeded.sum(axis=0)
+    if total_weight is None:
+        total_weight = float(mass.sum())
     regularisation = reg_covar
     while True:
         nk, means, covariances = estimate_parameters(
-            X, weighted_resp, regularisation, covariance_type
+            X, weighted_resp, regularisation, covariance_type, mass
         )
         try:
             chol = precision_cholesky(covariances, covariance_type)
