@@ -169,6 +169,33 @@ def test_a_start_cannot_win_by_a_spike_on_a_clipped_value():
     assert on_spike.lower_bound > spiky.lower_bound
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+@pytest.mark.parametrize("n_features", [1, 3])
+def test_float32_log_densities_take_one_compiled_pass_with_numpy_s_values(
+    covariance_type, n_features
+):
+    rng = np.random.default_rng(5)
+    X = _blobs()[:, :n_features]
+    mixture = _mixture.fit_mixture(
+        X, np.ones(len(X)), 3, covariance_type=covariance_type, init_params="kmeans", n_init=1,
+        max_iter=50, tol=1e-4, reg_covar=1e-6, random_state=np.random.RandomState(0),
+    ).mixture
+    pixels = (rng.normal(size=(5000, n_features)) * 3).astype(np.float32)
+    expected = _mixture.log_gaussian_prob(
+        pixels, mixture.means, mixture.precisions_cholesky, covariance_type
+    )
+    expected += np.log(mixture.weights).astype(np.float32)
+    found = _mixture.weighted_log_prob(pixels, mixture)
+    assert found.dtype == np.float32 and found.shape == (5000, 3)
+    if n_features == 1:  # the same operations in the same order and precision
+        np.testing.assert_array_equal(found, expected)
+    else:  # BLAS may sum the products in another order
+        np.testing.assert_allclose(found, expected, rtol=1e-6, atol=1e-5)
+    # a strided view gives the same values
+    wide = np.repeat(pixels, 2, axis=0)[::2]
+    np.testing.assert_array_equal(_mixture.weighted_log_prob(wide, mixture), found)
+
+
 def _same_partition(a, b):
     """Whether two labellings group the rows alike (whatever the label numbers)."""
     pairs = np.unique(np.stack([a, b]), axis=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
@@ -171,12 +172,85 @@ def log_normalize(log_prob):
 
 
 def weighted_log_prob(X, mixture: Mixture):
-    """``log p(x | k) + log w_k`` for each sample and component."""
+    """``log p(x | k) + log w_k`` for each sample and component.
+
+    float32 samples under full or tied covariances (what prediction and the
+    spatial prior's log-potentials compute on every pixel) go through one
+    compiled pass, :func:`_full_log_prob32`; the rest through
+    :func:`log_gaussian_prob`.
+    """
+    if X.dtype == np.float32 and X.ndim == 2 and mixture.covariance_type in ("full", "tied"):
+        return _compiled_log_prob(X, mixture)
     log_prob = log_gaussian_prob(
         X, mixture.means, mixture.precisions_cholesky, mixture.covariance_type
     )
     log_prob += np.log(mixture.weights).astype(log_prob.dtype)
     return log_prob
+
+
+def _compiled_log_prob(X, mixture: Mixture):
+    """:func:`weighted_log_prob` of float32 ``X`` under full or tied covariances."""
+    n_components, n_features = mixture.means.shape
+    factors = np.broadcast_to(
+        mixture.precisions_cholesky.astype(np.float32, copy=False),
+        (n_components, n_features, n_features),
+    )
+    means = mixture.means.astype(np.float32, copy=False)
+    # the operands of log_gaussian_prob, computed as it computes them
+    shifts = np.einsum("kd,kde->ke", means, factors)
+    log_det = np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
+    out = np.empty((n_components, len(X)), dtype=np.float32)
+    _full_log_prob32(
+        X.T, np.ascontiguousarray(factors), shifts,
+        float(n_features * np.log(2 * np.pi)), log_det,
+        np.log(mixture.weights).astype(np.float32), out,
+    )
+    return out.T
+
+
+#: Pixels :func:`_full_log_prob32` works on at a time.
+_LOG_PROB_BLOCK = 512
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+def _full_log_prob32(columns, factors, shifts, constant, log_det, log_weights, out):  # pragma: no cover
+    """``log w_k + log N(x_i | k)`` into ``out[k, i]`` in one pass, float32.
+
+    ``columns`` is ``(d, n)`` (the transpose of the samples). The operations
+    of :func:`log_gaussian_prob` and :func:`weighted_log_prob` in their
+    order and precision (``y = L_k^T x - L_k^T mu_k`` and the squares
+    summed in float32, ``-0.5 (d log 2 pi + .) + log det`` in float64,
+    ``+ log w`` in float32), so one channel gives the same bits; with
+    several, BLAS may sum ``L_k^T x`` in another order (a float32 step).
+    NumPy made about eight passes over ``(K, n)`` arrays for this.
+    """
+    n_components, n_features = shifts.shape
+    n_samples = columns.shape[1]
+    y = np.empty(_LOG_PROB_BLOCK, dtype=np.float32)
+    distance = np.empty(_LOG_PROB_BLOCK, dtype=np.float32)
+    for first in range(0, n_samples, _LOG_PROB_BLOCK):
+        size = min(_LOG_PROB_BLOCK, n_samples - first)
+        for k in range(n_components):
+            for t in range(size):
+                distance[t] = np.float32(0.0)
+            for e in range(n_features):
+                weight = factors[k, 0, e]
+                for t in range(size):
+                    y[t] = weight * columns[0, first + t]
+                for f in range(1, n_features):
+                    weight = factors[k, f, e]
+                    for t in range(size):
+                        y[t] += weight * columns[f, first + t]
+                shift = shifts[k, e]
+                for t in range(size):
+                    value = y[t] - shift
+                    distance[t] += value * value
+            # in float64, as NumPy promotes it (the constant is a float64 scalar)
+            scaled = np.float64(log_det[k])
+            log_weight = log_weights[k]
+            for t in range(size):
+                value = (constant + np.float64(distance[t])) * -0.5 + scaled
+                out[k, first + t] = np.float32(value) + log_weight
 
 
 #: A component whose share of the total weight falls to this or below is
