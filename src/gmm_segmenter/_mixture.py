@@ -228,19 +228,24 @@ def _full_log_prob32(columns, factors, shifts, constant, log_det, log_weights, o
     n_samples = columns.shape[1]
     y = np.empty(_LOG_PROB_BLOCK, dtype=np.float32)
     distance = np.empty(_LOG_PROB_BLOCK, dtype=np.float32)
+    block = np.empty((n_features, _LOG_PROB_BLOCK), dtype=np.float32)
     for first in range(0, n_samples, _LOG_PROB_BLOCK):
         size = min(_LOG_PROB_BLOCK, n_samples - first)
+        # the block's channels contiguous once: the loops below read them K d times
+        for f in range(n_features):
+            for t in range(size):
+                block[f, t] = columns[f, first + t]
         for k in range(n_components):
             for t in range(size):
                 distance[t] = np.float32(0.0)
             for e in range(n_features):
                 weight = factors[k, 0, e]
                 for t in range(size):
-                    y[t] = weight * columns[0, first + t]
+                    y[t] = weight * block[0, t]
                 for f in range(1, n_features):
                     weight = factors[k, f, e]
                     for t in range(size):
-                        y[t] += weight * columns[f, first + t]
+                        y[t] += weight * block[f, t]
                 shift = shifts[k, e]
                 for t in range(size):
                     value = y[t] - shift
