@@ -392,3 +392,21 @@ def test_a_colour_image_whose_field_is_refused_is_segmented_as_without_one(monke
     np.testing.assert_array_equal(segmenter.means_, plain.means_)  # the screened starts too
     np.testing.assert_array_equal(labels, plain.predict(image))
     assert np.all(segmenter.bias_field_ == 1)
+
+
+@pytest.mark.parametrize("name", ["camera", "moon"])
+def test_a_model_labels_its_own_image_alike_when_it_cannot_recognise_it(name):
+    # given as float32, the training image is not recognised: its field is
+    # estimated with the mixture held fixed, and must land where the fit's did
+    from skimage import data
+
+    image = getattr(data, name)()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GMMSegmenter(3, bias_field="auto", random_state=0).fit(image)
+        labels = model.predict(image)
+        again = model.predict(image.astype(np.float32))
+        field = model.estimate_bias_field(image.astype(np.float32))
+    assert np.mean(labels == again) > 0.99
+    np.testing.assert_allclose(field, model.bias_field_, rtol=0.02)
+
