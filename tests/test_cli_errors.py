@@ -145,3 +145,18 @@ def test_warnings_name_the_file_they_concern(tmp_path, capsys):
         for line in lines
     ), err
     assert any("linearly dependent" in line for line in lines)
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("Try a lower degree (bias_field=1 or 2) or bias_field=None.",
+     "Try a lower degree (--bias-field 1 or 2) or no --bias-field."),
+    ("pass channel_axis=None to segment by intensity",
+     "pass --channel-axis none to segment by intensity"),
+])
+def test_none_is_said_as_the_options_spell_it(message, expected):
+    from gmm_segmenter.cli._console import describe
+
+    assert describe(message) == expected
+    # and what it suggests is accepted
+    if "--channel-axis none" in expected:
+        assert cli.build_parser().parse_args(["x.png", "--channel-axis", "none"]).channel_axis == "none"

@@ -45,6 +45,9 @@ _CLI_WORDS = [
     (re.compile(r"\bn_components=('auto'|auto|\d+)"), r"-k \1"),
     (re.compile(r"\(or 'auto'\)"), "(or -k auto)"),
     (re.compile(r"\bn_components\b"), "-k"),
+    # None as the options spell it: no --bias-field, --channel-axis none
+    (re.compile(r"\bbias_field=None\b"), "no --bias-field"),
+    (re.compile(r"\bchannel_axis=None\b"), "--channel-axis none"),
 ]
 for _name, _option in (
     ("bias_field", "--bias-field"), ("channel_axis", "--channel-axis"), ("beta", "--beta"),
