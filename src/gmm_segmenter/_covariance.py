@@ -154,15 +154,21 @@ class _Full(CovarianceType):
         diagonal = np.diagonal(self._stacked(covariances), axis1=-2, axis2=-1)
         return np.broadcast_to(diagonal, (n_components, diagonal.shape[-1]))
 
+    def operands(self, means, chol, n_components):
+        """``(L_k, L_k^T mu_k, log det L_k)`` per component, in the dtype of
+        ``means`` and ``chol``: what :meth:`log_prob` (and the compiled pass
+        of ``_mixture.weighted_log_prob``) compute the densities from."""
+        n_features = means.shape[1]
+        factors = np.broadcast_to(self._stacked(chol), (n_components, n_features, n_features))
+        log_det = np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
+        return factors, np.einsum("kd,kde->ke", means, factors), log_det
+
     def log_prob(self, columns, means, chol, n_components):
         dtype = columns.dtype
         n_features, n_samples = columns.shape
-        factors = self._stacked(chol)
-        log_det = np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
-        factors = np.broadcast_to(factors, (n_components, n_features, n_features))
+        factors, shifts, log_det = self.operands(means, chol, n_components)
         # y_k = L_k^T (x - mu_k) for a group of components in one product:
         # one (group * d, n) array, squared in place, summed over d
-        shifts = np.einsum("kd,kde->ke", means, factors)
         group = max(1, _GROUP_VALUES // max(1, n_features * n_samples))
         distances = np.empty((n_components, n_samples), dtype=dtype)
         for first in range(0, n_components, group):
@@ -172,7 +178,7 @@ class _Full(CovarianceType):
             y -= shifts[ks].reshape(-1, 1)
             y *= y
             np.sum(y.reshape(size, n_features, -1), axis=1, out=distances[ks])
-        return distances, (log_det[0] if self.shared else log_det)
+        return distances, log_det
 
 
 class _Tied(_Full):

@@ -191,14 +191,10 @@ def weighted_log_prob(X, mixture: Mixture):
 def _compiled_log_prob(X, mixture: Mixture):
     """:func:`weighted_log_prob` of float32 ``X`` under full or tied covariances."""
     n_components, n_features = mixture.means.shape
-    factors = np.broadcast_to(
-        mixture.precisions_cholesky.astype(np.float32, copy=False),
-        (n_components, n_features, n_features),
+    factors, shifts, log_det = COVARIANCE_TYPES[mixture.covariance_type].operands(
+        mixture.means.astype(np.float32, copy=False),
+        mixture.precisions_cholesky.astype(np.float32, copy=False), n_components,
     )
-    means = mixture.means.astype(np.float32, copy=False)
-    # the operands of log_gaussian_prob, computed as it computes them
-    shifts = np.einsum("kd,kde->ke", means, factors)
-    log_det = np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
     out = np.empty((n_components, len(X)), dtype=np.float32)
     _full_log_prob32(
         X.T, np.ascontiguousarray(factors), shifts,
