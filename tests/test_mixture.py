@@ -8,7 +8,7 @@ from scipy.special import logsumexp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from gmm_segmenter import _mixture
+from gmm_segmenter import _kernel, _mixture
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -194,6 +194,36 @@ def test_float32_log_densities_take_one_compiled_pass_with_numpy_s_values(
     # a strided view gives the same values
     wide = np.repeat(pixels, 2, axis=0)[::2]
     np.testing.assert_array_equal(_mixture.weighted_log_prob(wide, mixture), found)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+@pytest.mark.parametrize("n_features", [1, 3])
+def test_integer_pixels_are_standardised_inside_the_compiled_pass_bit_for_bit(dtype, n_features):
+    rng = np.random.default_rng(8)
+    info = np.iinfo(dtype)
+    values = rng.integers(info.min, info.max, size=(4000, n_features), endpoint=True).astype(dtype)
+    offset = values.mean(axis=0) + rng.normal(size=n_features)
+    scale = values.std(axis=0) * rng.uniform(0.5, 2.0, size=n_features)
+    X = (values - offset) / scale
+    mixture = _mixture.fit_mixture(
+        X, np.ones(len(X)), 3, covariance_type="full", init_params="kmeans", n_init=1,
+        max_iter=20, tol=1e-4, reg_covar=1e-6, random_state=np.random.RandomState(0),
+    ).mixture
+    expected = _mixture.weighted_log_prob(
+        _kernel.standardize(values, offset, scale, np.float32), mixture
+    )
+    found = _mixture.standardized_log_prob(values, mixture, offset, scale)
+    np.testing.assert_array_equal(found, expected)
+    # the pixels of a chunk are often a strided view of the image
+    np.testing.assert_array_equal(
+        _mixture.standardized_log_prob(np.repeat(values, 2, axis=0)[1::2], mixture, offset, scale),
+        expected,
+    )
+    diagonal = _mixture.fit_mixture(
+        X, np.ones(len(X)), 3, covariance_type="diag", init_params="kmeans", n_init=1,
+        max_iter=5, tol=1e-4, reg_covar=1e-6, random_state=np.random.RandomState(0),
+    ).mixture
+    assert _mixture.standardized_log_prob(values, diagonal, offset, scale) is None
 
 
 def _same_partition(a, b):

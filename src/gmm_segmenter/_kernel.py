@@ -50,8 +50,9 @@ class PixelFunction:
 
     ``compute`` maps ``(n, n_features)`` standardised values (of
     ``compute_dtype``) to ``(n, *tail)`` results. ``in_input_units``, when
-    given, computes the same from 8- and 16-bit values in their own units
-    as float32: standardising them would cost as much as labelling them.
+    given, computes the same from 8- and 16-bit values as they are:
+    standardising them in a pass of their own would cost as much as
+    labelling them.
     ``tail_first`` lays the output out as ``(*tail, *spatial_shape)``.
     """
 
@@ -83,7 +84,8 @@ def _pixel_function(model: FittedModel, output: str) -> PixelFunction:
         return PixelFunction(
             compute=lambda values: _mixture.most_probable(values, mixture, dtype) + 1,
             tail=tail, dtype=dtype, fill=0,
-            in_input_units=lambda values: _mixture.most_probable(values, fitted, dtype) + 1,
+            in_input_units=lambda values: _mixture.most_probable(
+                values.astype(np.float32), fitted, dtype) + 1,
         )
     if output == "posteriors":
         return PixelFunction(
@@ -216,6 +218,7 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
         compute=lambda values: _mixture.weighted_log_prob(values, mixture),
         tail=(mixture.n_components,), dtype=np.dtype(np.float32), fill=0.0,
         tail_first=True,
+        in_input_units=lambda values: _integer_log_potential(values, mixture, offset, scale),
     )
     plan = _image.lookup_plan(view)
     if plan is None:
@@ -234,6 +237,21 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
                 plane[start:stop][~valid] = 0.0
         report("labelling", stop, view.n_pixels)
     return out
+
+
+def _integer_log_potential(values, mixture, offset, scale):
+    """``log w_k + log p(x | k)`` of 8- or 16-bit ``values`` under the standardised ``mixture``.
+
+    The compiled log-densities standardise the values as they read them
+    (the same bits as :func:`standardize`) where they can.
+    """
+    if values.dtype == np.bool_:
+        values = values.view(np.uint8)
+    if _within_float32(values.dtype, offset, scale):
+        out = _mixture.standardized_log_prob(values, mixture, offset, scale)
+        if out is not None:
+            return out
+    return _mixture.weighted_log_prob(standardize(values, offset, scale, np.float32), mixture)
 
 
 def _from_standardized(view, mixture, values, valid):
@@ -314,7 +332,7 @@ def map_pixels(view: _image.ImageView, function: PixelFunction, offset, scale):
         if not len(values):
             result = np.empty((0,) + tail)
         elif in_input_units is not None:
-            result = in_input_units(values.astype(np.float32))
+            result = in_input_units(values)
         else:
             result = function.compute(
                 standardize(values, offset, scale, function.compute_dtype)
@@ -364,16 +382,21 @@ def standardize(values, offset, scale, dtype):
         )
         standardized *= (1.0 / scale).astype(np.float32)[:, np.newaxis]
         standardized = standardized.T
-        if values.dtype.kind in "biu":
-            info = np.iinfo(values.dtype) if values.dtype.kind != "b" else np.iinfo(np.uint8)
-            reach = np.maximum(abs(info.min - offset), abs(info.max - offset)) / scale
-            if np.all(reach < limit):
-                return standardized  # no value of this dtype can need clipping
+        if values.dtype.kind in "biu" and _within_float32(values.dtype, offset, scale):
+            return standardized  # no value of this dtype can need clipping
     else:
         with np.errstate(over="ignore"):
             standardized = ((values.T - offset[:, np.newaxis]) / scale[:, np.newaxis]).T
     np.clip(standardized, -limit, limit, out=standardized)
     return standardized.astype(dtype, copy=False)
+
+
+def _within_float32(dtype, offset, scale) -> bool:
+    """Whether every value of the 8- or 16-bit (or bool) ``dtype`` standardises
+    to within :func:`standardize`'s float32 clipping limit."""
+    info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+    reach = np.maximum(abs(info.min - offset), abs(info.max - offset)) / scale
+    return bool(np.all(reach < 1e12))
 
 
 def check_spatial_memory(views, n_components, what):
