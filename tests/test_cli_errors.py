@@ -160,3 +160,19 @@ def test_none_is_said_as_the_options_spell_it(message, expected):
     # and what it suggests is accepted
     if "--channel-axis none" in expected:
         assert cli.build_parser().parse_args(["x.png", "--channel-axis", "none"]).channel_axis == "none"
+
+
+@pytest.mark.parametrize("axis, advice", [("0", "--channel-axis -1"), ("1", "--channel-axis -1")])
+def test_a_spatial_channel_axis_is_judged_on_the_file_s_axes_once(tmp_path, capsys, axis, advice):
+    rgb = np.random.default_rng(1).integers(0, 255, size=(64, 48, 3)).astype(np.uint8)
+    gio.write_png(tmp_path / "photo.png", rgb)
+    status = cli.main([str(tmp_path / "photo.png"), "-k", "2", "--beta", "0",
+                       "--channel-axis", axis, "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 0
+    lines = [line for line in err.splitlines() if "spatial axis" in line]
+    # once (not again at fit and predict), with the shape the file has and the
+    # axis the user gave, and advice that names the file's colour axis
+    assert len(lines) == 1, err
+    assert "(64, 48, 3)" in lines[0] and f"--channel-axis {axis} makes" in lines[0]
+    assert f"Pass {advice} if axis -1 holds the colour channels" in lines[0]

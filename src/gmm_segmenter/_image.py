@@ -231,10 +231,17 @@ def _warn_if_not_channels(shape, channel_axis, name) -> None:
     makes hundreds of channels of a few pixels each: a full covariance of
     that many channels cannot be estimated from so few pixels.
     """
+    message = not_channels_message(shape, channel_axis, name)
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=_training.caller_stacklevel())
+
+
+def not_channels_message(shape, channel_axis, name) -> str | None:
+    """What :func:`_warn_if_not_channels` says of ``shape`` and ``channel_axis``, or ``None``."""
     n_channels = shape[channel_axis]
     n_pixels = math.prod(shape) // max(n_channels, 1)
     if n_channels < MANY_CHANNELS or n_pixels >= PIXELS_PER_CHANNEL * n_channels:
-        return
+        return None
     others = [axis for axis in range(len(shape)) if shape[axis] in (3, 4)
               and axis != channel_axis % len(shape)]
     if others:
@@ -242,13 +249,11 @@ def _warn_if_not_channels(shape, channel_axis, name) -> None:
         advice = f"Pass channel_axis={axis} if axis {axis} holds the colour channels"
     else:
         advice = "Pass channel_axis=None for a grayscale image"
-    warnings.warn(
+    return (
         f"{name} has shape {tuple(shape)}: channel_axis={channel_axis} makes {n_channels} "
         f"channels of only {n_pixels} pixels each (fewer than {PIXELS_PER_CHANNEL} per "
         f"channel), which looks like a spatial axis. {advice}; for an image of that many "
-        "channels, ignore this warning.",
-        UserWarning,
-        stacklevel=_training.caller_stacklevel(),
+        "channels, ignore this warning."
     )
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import glob
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .._image import not_channels_message
 from ..io import IMAGE_EXTENSIONS, is_zarr_store, read_image, read_zarr
 from . import _isolated
 from ._folder import outputs_in
@@ -211,6 +213,11 @@ def _channels_last(image, channel_axis_option):
                 f"shape {image.shape}; use an axis in [{-image.ndim}, {image.ndim - 1}] "
                 "or 'none'"
             )
+        # judged on the file's own axes: the estimator only sees them moved
+        # (its warning of the moved array is not shown, see _main)
+        message = not_channels_message(image.shape, channel_axis_option, "The image")
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=2)
         pixels, axis = np.moveaxis(image, channel_axis_option, -1), -1
     if axis is not None and pixels.shape[-1] == 1:
         pixels, axis = pixels[..., 0], None

@@ -156,8 +156,6 @@ def _warnings_name_their_file():
 
     from ._console import current_input
 
-    previous = warnings.showwarning
-
     def show(message, category, filename, lineno, file=None, line=None):
         label = current_input()
         text = describe(message)
@@ -165,11 +163,13 @@ def _warnings_name_their_file():
             text = f"{label}: {text}"
         _say(f"{PROG}: warning: {text}")
 
-    warnings.showwarning = show
-    try:
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        # --channel-axis N is judged on the file's axes when the input is
+        # read; the estimator's own judgement, of the array with that axis
+        # moved last, would name the wrong axes (and come again at predict)
+        warnings.filterwarnings("ignore", r"X has shape .* looks like a spatial axis")
         yield
-    finally:
-        warnings.showwarning = previous
 
 
 def _run(args, parser) -> int:
