@@ -575,8 +575,18 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     rgb, rgb_truth = rgb_patches()
     model = GMMSegmenter(3, channel_axis=-1, beta=0, random_state=0).fit(rgb)
     path = save_model(model, tmp_path / "rgb.npz")
-    applied = _functions.apply_model(rgb, path, channels_last=True)
-    assert np.mean(applied == rgb_truth) > 0.99
+    # an RGB array is read as colour, as napari shows it, unless told otherwise
+    applied = _functions.apply_model(rgb, path)
+    assert applied.shape == rgb_truth.shape and np.mean(applied == rgb_truth) > 0.99
+    np.testing.assert_array_equal(_functions.apply_model(rgb, path, channels="last axis"), applied)
+    labels = _functions.segment_image(rgb, n_components=3, auto_smoothing=False, smoothing=0.0)
+    assert labels.shape == rgb_truth.shape and np.mean(labels == rgb_truth) > 0.99
+    as_volume = _functions.segment_image(
+        rgb, n_components=3, auto_smoothing=False, smoothing=0.0, channels="none"
+    )
+    assert as_volume.shape == rgb.shape
+    with pytest.raises(ValueError, match="channels must be 'auto', 'last axis' or 'none'"):
+        _functions.segment_image(rgb, channels="first")
     with pytest.raises(FileNotFoundError, match="Save model"):
         _functions.apply_model(rgb, tmp_path / "missing.npz")
 
