@@ -31,6 +31,21 @@ def test_channel_axis_true_is_not_axis_one():
         GMMSegmenter(2, channel_axis=True).fit(rgb)
 
 
+@pytest.mark.parametrize("name", [
+    "n_components", "beta", "n_init", "max_iter", "max_samples", "connectivity",
+    "max_iter_spatial", "bias_field",
+])
+@pytest.mark.parametrize("value", [True, np.True_, False])
+def test_a_bool_is_not_taken_for_a_number(name, value):
+    if name == "n_components":
+        segmenter = GMMSegmenter(value)
+    else:
+        segmenter = GMMSegmenter(2, **{name: value})
+    with pytest.raises(ValueError, match=rf"'{name}' parameter of GMMSegmenter must be .*"
+                                         rf"Got {value!r} instead"):
+        segmenter.fit(_image())
+
+
 def test_the_mask_of_a_masked_array_is_used():
     image = _image()
     hidden = np.zeros(image.shape, bool)

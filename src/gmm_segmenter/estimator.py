@@ -57,6 +57,20 @@ def _all_or_nothing(fit):
     return wrapper
 
 
+#: Numeric parameters for which a bool is a slip (``beta=True`` for "smooth"),
+#: with what they take instead.
+_NOT_BOOLS = {
+    "n_components": "an int of at least 1 or 'auto'",
+    "beta": "a float in [0, 1e6], 'auto' or 'pseudo-likelihood' (beta='auto' to "
+            "smooth by a strength chosen from the image, beta=0 not to smooth)",
+    "n_init": "an int of at least 1 or 'auto'",
+    "max_iter": "an int of at least 1",
+    "max_samples": "an int of at least 1, or None for every pixel",
+    "connectivity": "an int from 1 to the number of spatial axes",
+    "max_iter_spatial": "an int of at least 1",
+}
+
+
 class GMMSegmenter(TransformerMixin, BaseEstimator):
     """Segment images with a Gaussian mixture model of their pixel values.
 
@@ -383,6 +397,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 f"{self.bias_field!r} instead; use bias_field='auto' for the default "
                 "smoothness, or bias_field=None for no correction."
             )
+        for name, advice in _NOT_BOOLS.items():
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)):
+                # Interval(Integral) / Interval(Real) take a bool as 0 or 1
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of GMMSegmenter must be {advice}. Got "
+                    f"{value!r} instead, which would silently count as {int(value)}."
+                )
 
     # ------------------------------------------------------------------ fit
 
