@@ -7,6 +7,7 @@ Needs a display with OpenGL: run under Xvfb, e.g.
 """
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -627,6 +628,8 @@ def test_an_image_of_zeros_or_nan_ends_in_a_notification(qtbot, viewer_widget, f
     run(qtbot, widget)
     errors = new_messages(since)
     assert errors and all(len(m) > 40 for m in errors), errors
+    # in the widget's words: no X, no mask=True of the Python call
+    assert not any(re.search(r"\bX\b|True pixels", m) for m in errors), errors
     assert [layer.name for layer in viewer.layers] == ["blank"]
     assert widget.run_button.enabled and widget.status.value.startswith("Failed")
 
@@ -765,3 +768,9 @@ def test_messages_in_the_widgets_words_read_as_sentences():
         "Smoothing 0.5 is used instead; untick 'Choose the smoothing from the image' "
         "and set Smoothing to choose it yourself."
     )
+    # X is the image layer, except in advice written as code
+    assert _in_widget_words("X has 3 channel(s). The pixel values of X spread too little") == (
+        "The image has 3 channel(s). The pixel values of the image spread too little"
+    )
+    code = "Segment one channel instead (for example X[..., 0]) or np.log(X)"
+    assert _in_widget_words(code) == code

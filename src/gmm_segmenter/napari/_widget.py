@@ -115,6 +115,11 @@ _WIDGET_WORDS = [
     (re.compile(r"\bScribbles y(\[\d+\])?"), "The scribbles"),
     (re.compile(r"(?:use )?bias_field=None"), "untick Correct bias field"),
     (re.compile(r"\(bias_field=1 or 2\)"), "(in Python: bias_field=1 or 2)"),
+    (re.compile(r"pass a mask with some True pixels"), "choose a Mask that marks some pixels"),
+    # the array the estimator calls X is the chosen image layer (X[..., 0] and
+    # np.log(X), advice in code, stay as they are)
+    (re.compile(r"(^|\. )X(?![\w\[)])"), r"\1The image"),
+    (re.compile(r"(?<![\w(.\[])X(?![\w\[)])"), "the image"),
 ]
 
 
