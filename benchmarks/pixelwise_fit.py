@@ -41,6 +41,7 @@ def images():
         "chelsea": (data.chelsea(), -1),
         "chelsea tiled 2x2": (np.tile(data.chelsea(), (2, 2, 1)), -1),
         "coffee": (data.coffee(), -1),
+        "retina": (data.retina(), -1),
         "china (sklearn)": (china, -1),
         "flower (sklearn)": (flower, -1),
         "camera": (data.camera(), None),
