@@ -544,6 +544,30 @@ def test_threads_give_the_result_of_one_thread(shape, masked, monkeypatch):
     np.testing.assert_allclose(one[3], three[3], rtol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(90, 131), (9, 20, 33)])
+def test_the_load_does_not_change_a_bit(shape, monkeypatch):
+    """However many threads the load leaves, the rows are split as on an idle
+    machine: the same bits of posteriors, bound and responsibilities."""
+    potential = noisy_potential(shape, noise=0.9)
+    rows = np.random.default_rng(2).integers(-1, 10, size=shape).astype(np.int32)
+    hood = _mrf.neighbourhood(len(shape), 1)
+    monkeypatch.setattr(_mrf, "_THREAD_PIXELS", 64)
+    monkeypatch.setattr(_mrf, "_CALL_PIXELS", 500)
+    monkeypatch.setattr(_mrf, "n_threads", lambda: 3)
+    results = {}
+    for spare in (1, 2, 3):
+        monkeypatch.setattr(_mrf, "spare_threads", lambda most, spare=spare: spare)
+        padded = _mrf.padded_posteriors(potential, None)
+        sweeps = _mrf.mean_field(potential, padded, None, 1.2, hood, max_sweeps=8)
+        resp = np.zeros((10, 3))
+        bound = _mrf.objective(potential, padded, 1.2, hood, rows_map=rows, resp=resp)
+        results[spare] = (padded, sweeps, bound, resp)
+    for spare in (2, 3):
+        np.testing.assert_array_equal(results[spare][0], results[1][0])
+        assert results[spare][1] == results[1][1] and results[spare][2] == results[1][2]
+        np.testing.assert_array_equal(results[spare][3], results[1][3])
+
+
 def test_prediction_through_a_table_matches_the_dense_log_potentials(monkeypatch):
     rng = np.random.default_rng(0)
     for image, mask in [

@@ -597,11 +597,12 @@ def _sweep_rows(q, potential, index, valid, dirty, plan_rows, first, stop, n_las
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy",
             fastmath=_VECTORISE)
-def _bound_rows(q, q_bits, potential, plan_rows, first, stop, n_last, deltas, weights, beta,
-                rows_of_pixels, resp, scratch, bits, mantissa):  # pragma: no cover - compiled
+def _bound_rows(q, q_bits, potential, index, plan_rows, first, stop, n_last, deltas, weights,
+                beta, rows_of_pixels, resp, scratch, bits, mantissa):  # pragma: no cover - compiled
     """Mean-field bound of rows ``first:stop``; adds posteriors to ``resp`` by row.
 
-    ``rows_of_pixels`` is ``(n_pixels,)`` int32 (``-1``: skip) or empty.
+    ``potential`` and ``index`` as in :func:`_sweep_rows`; ``rows_of_pixels``
+    is ``(n_pixels,)`` int32 (``-1``: skip) or empty.
     """
     n_components = q.shape[0]
     half_beta = np.float32(0.5) * beta
@@ -619,8 +620,12 @@ def _bound_rows(q, q_bits, potential, plan_rows, first, stop, n_last, deltas, we
                 qk = q[k]
                 pk = potential[k]
                 out = scratch[0]
-                for t in range(size):
-                    out[t] = qk[here + t] * pk[pixel + 2 * t]
+                if index.size:
+                    for t in range(size):
+                        out[t] = qk[here + t] * pk[index[pixel + 2 * t]]
+                else:
+                    for t in range(size):
+                        out[t] = qk[here + t] * pk[pixel + 2 * t]
                 if beta != 0:
                     neighbour = here + at[0]
                     field = scratch[1]
@@ -845,22 +850,30 @@ class _Kernel:
     def run(self, call, progress_at, call_pixels=None) -> list:
         """``call(first, stop, scratch)`` over all rows: one pass; the results in row order.
 
-        The rows go in chunks of one colour, each split between the threads
-        (see :func:`n_threads`); ``progress_at`` is reported every ~0.25 s
-        between chunks, from the calling thread.
+        The rows go in chunks of one colour, each split into one part per
+        scratch buffer (see :func:`n_threads`); the threads the load leaves
+        (:func:`spare_threads`) share the parts, the calling thread taking
+        what is left. The parts do not depend on the load, so neither do the
+        per-part sums the kernels return or add up (the bound, the
+        histogram's responsibilities): the same image gives the same bits
+        on a busy machine. ``progress_at`` is reported every ~0.25 s between
+        chunks, from the calling thread.
         """
-        workers = spare_threads(len(self.scratch))
+        n_parts = len(self.scratch)
+        workers = spare_threads(n_parts)
         call_pixels = call_pixels or _CALL_PIXELS
         results = []
         last = time.monotonic()
-        for first, stop in self.plan.row_chunks(call_pixels * workers):
-            parts = _split(first, stop, workers, (stop - first) * self.plan.n_last // 2)
-            futures = [
-                _pool().submit(call, a, b, scratch)
-                for (a, b), scratch in zip(parts[1:], self.scratch[1:])
-            ]
-            results.append(call(*parts[0], self.scratch[0]))
+        for first, stop in self.plan.row_chunks(call_pixels * n_parts):
+            parts = list(zip(
+                _split(first, stop, n_parts, (stop - first) * self.plan.n_last // 2),
+                self.scratch,
+            ))
+            futures = [_pool().submit(call, a, b, scratch) for (a, b), scratch in parts[1:workers]]
+            here = [call(a, b, scratch) for (a, b), scratch in parts[:1] + parts[workers:]]
+            results.append(here[0])
             results.extend(future.result() for future in futures)
+            results.extend(here[1:])
             if time.monotonic() - last > _REPORT_SECONDS:
                 report(*progress_at)
                 last = time.monotonic()
@@ -943,8 +956,6 @@ def objective(
     :func:`add_posteriors_by_row` does. ``progress_at`` is what to report
     while it runs.
     """
-    if isinstance(log_potential, TablePotential):
-        log_potential = log_potential.table[:, log_potential.index]
     kernel = _Kernel(log_potential, padded, None, hood)
     if rows_map is None:
         rows_of_pixels, resp = np.empty(0, dtype=np.int32), np.empty((0, 0))
@@ -960,7 +971,8 @@ def objective(
             table = tables[id(scratch)] = np.zeros_like(resp)
         values, bits, mantissa = scratch
         return _bound_rows(
-            kernel.q, q_bits, kernel.potential, kernel.rows, first, stop, kernel.plan.n_last,
+            kernel.q, q_bits, kernel.potential, kernel.index, kernel.rows, first, stop,
+            kernel.plan.n_last,
             kernel.deltas, kernel.weights, np.float32(beta), rows_of_pixels, table,
             values, bits, mantissa,
         )
