@@ -202,8 +202,14 @@ def test_an_image_too_small_for_the_field_warns_and_is_not_corrected(quadrant_im
     small = image[:12, :12]
     plain = GMMSegmenter(2, beta=0, random_state=0).fit(small)
     segmenter = GMMSegmenter(2, beta=0, bias_field="auto", random_state=0)
-    with pytest.warns(BiasFieldWarning, match=r"bias_field.*144 valid pixels.*degree 3"):
+    with pytest.warns(BiasFieldWarning, match=r"bias_field.*144 valid pixels.*degree 3.*"
+                      r"Use a lower degree \(bias_field=1 needs 90\)"):
         segmenter.fit(small)
+    # too small for any degree: no advice to lower it
+    with pytest.warns(BiasFieldWarning, match=r"degree 1 .*Use bias_field=None: a field of the "
+                      r"lowest degree needs 90 pixels") as caught:
+        GMMSegmenter(2, beta=0, bias_field=1, random_state=0).fit(image[:8, :5])
+    assert not any("lower degree" in str(w.message) for w in caught)
     np.testing.assert_array_equal(segmenter.bias_field_, np.ones(small.shape, np.float32))
     np.testing.assert_array_equal(segmenter.means_, plain.means_)
     np.testing.assert_array_equal(segmenter.predict(small), plain.predict(small))

@@ -147,6 +147,9 @@ def test_auto_k_reports_the_bic_curve(tmp_path, images):
     assert report["n_components_requested"] == "auto"
     assert report["bic_curve"]["n_components"] == [1, 2, 3, 4]
     assert report["n_components"] == 3
+    # the curve is of the fit's sample in standardised units: the file says
+    # so, since its values are on another scale than "bic"
+    assert "standardised units" in report["bic_curve"]["compared_on"]
 
 
 def test_colors_labels_no_masks_and_proba(tmp_path, images):

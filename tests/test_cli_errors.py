@@ -176,3 +176,38 @@ def test_a_spatial_channel_axis_is_judged_on_the_file_s_axes_once(tmp_path, caps
     assert len(lines) == 1, err
     assert "(64, 48, 3)" in lines[0] and f"--channel-axis {axis} makes" in lines[0]
     assert f"Pass {advice} if axis -1 holds the colour channels" in lines[0]
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("Leave it out: for RGBA, pass X[..., :3] (with mask=X[..., 3] > 0 if some pixels are "
+     "transparent).",
+     "Leave it out: for RGBA, --channel-axis auto (the default) leaves alpha out and gives "
+     "transparent pixels label 0."),
+    ("X has 1 channel(s) along channel_axis=None, but this GMMSegmenter was fitted on images "
+     "with 3; pass images with the same channels as in fit.",
+     "The image has 1 channel(s) along --channel-axis none, but the --model was fitted on "
+     "images with 3; pass images with the same channels as in fit."),
+    ("spacing must hold one positive number per spatial axis of X (2); got 3",
+     "--spacing must hold one positive number per spatial axis of the image (2); got 3"),
+    ("Segment one channel instead (for example X[..., 0] with channel_axis=None), or segment "
+     "np.log(X)", "Segment one channel instead (saved as a grey image), or segment np.log(X)"),
+])
+def test_messages_speak_of_the_image_and_the_options(message, expected):
+    from gmm_segmenter.cli._console import describe
+
+    assert describe(message) == expected
+
+
+def test_a_channel_first_colour_tiff_read_as_a_volume_says_so(tmp_path, capsys):
+    rgb = np.random.default_rng(2).integers(0, 255, size=(3, 40, 36)).astype(np.uint8)
+    gio.write_tiff(tmp_path / "first.tif", rgb)
+    status = cli.main([str(tmp_path / "first.tif"), "-k", "2", "--beta", "0",
+                       "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 0
+    assert "its first axis of 3 looks like colour channels" in err
+    assert "Pass --channel-axis 0 for a colour image" in err
+    # told, it is read as colour: no warning
+    status = cli.main([str(tmp_path / "first.tif"), "-k", "2", "--beta", "0",
+                       "--channel-axis", "0", "-o", str(tmp_path / "out2"), "--quiet"])
+    assert status == 0 and "looks like colour" not in capsys.readouterr().err

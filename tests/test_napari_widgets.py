@@ -774,3 +774,11 @@ def test_messages_in_the_widgets_words_read_as_sentences():
     )
     code = "Segment one channel instead (for example X[..., 0]) or np.log(X)"
     assert _in_widget_words(code) == code
+    alpha = _in_widget_words(
+        "Channel 3 of the 4 channels of X is constant, as an opaque alpha channel is, so it "
+        "carries nothing to segment by; only reg_covar=1e-06 keeps the covariances "
+        "invertible. Leave it out: for RGBA, pass X[..., :3] (with mask=X[..., 3] > 0 if some "
+        "pixels are transparent)."
+    )
+    assert "reg_covar=" not in alpha and "X" not in alpha.replace("RGBA", "")
+    assert "segment a layer of its first three channels" in alpha

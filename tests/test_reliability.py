@@ -149,6 +149,18 @@ def test_gray_stored_as_rgb_fits_and_warns_with_advice(covariance_type):
     np.testing.assert_array_equal(segmenter.predict(rgb), make_segmenter(4).fit_predict(gray))
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_an_opaque_alpha_channel_is_named_as_the_constant_one(rgb_image, covariance_type):
+    # not "segment one channel": that advice would throw the colours away
+    image, truth = rgb_image
+    rgba = np.concatenate([image, np.full(truth.shape + (1,), 255.0)], axis=-1)
+    with pytest.warns(UserWarning, match=r"Channel 3 of the 4 channels of X is constant, as an "
+                      r"opaque alpha channel is.*for RGBA, pass X\[\.\.\., :3\]") as caught:
+        segmenter = make_segmenter(3, channel_axis=-1, covariance_type=covariance_type).fit(rgba)
+    assert not any("linearly dependent" in str(w.message) for w in caught)
+    np.testing.assert_array_equal(segmenter.predict(rgba), truth)
+
+
 def test_independent_channels_do_not_warn(rgb_image):
     image, _ = rgb_image
     with warnings.catch_warnings():

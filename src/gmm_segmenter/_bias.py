@@ -653,13 +653,18 @@ def _can_hold_field(sample, n_valid, size, degree) -> bool:
         return False
     if positive * n_valid < needed:
         what = "valid pixels" if positive == 1.0 else "valid pixels with positive values"
+        lowest = n_coefficients(len(sample.geometry.shape), 1) * MIN_PIXELS_PER_COEFFICIENT
+        advice = (
+            f"Use a lower degree (bias_field=1 needs {lowest}) or bias_field=None."
+            if degree > 1 and positive * n_valid >= lowest else
+            f"Use bias_field=None: a field of the lowest degree needs {lowest} pixels (a "
+            "larger image, or a larger mask)."
+        )
         warnings.warn(
             f"bias_field: {name} has {int(round(positive * n_valid))} {what}, too few to "
             f"estimate a field of degree {degree} ({size} coefficients per channel; at "
             f"least {needed} pixels needed); {name} is segmented without bias-field "
-            "correction. Use a lower degree (bias_field=1 needs "
-            f"{n_coefficients(len(sample.geometry.shape), 1) * MIN_PIXELS_PER_COEFFICIENT}) "
-            "or bias_field=None.",
+            f"correction. {advice}",
             BiasFieldWarning,
             stacklevel=_training.caller_stacklevel(),
         )

@@ -83,6 +83,21 @@ def warn_if_collinear(standardized, weights, reg_covar, covariance_type):
         if covariance_type in ("full", "tied")
         else f"covariance_type={covariance_type!r} counts the same evidence several times"
     )
+    constant = np.flatnonzero(np.diag(correlation) <= 1e-12)
+    if constant.size:
+        # an opaque alpha channel, most often: dropping a colour channel
+        # (the advice for dependent channels) would be the wrong cure
+        several = constant.size > 1
+        warnings.warn(
+            f"Channel{'s' if several else ''} {', '.join(map(str, constant))} of the "
+            f"{n_features} channels of X {'are' if several else 'is'} constant, as an opaque "
+            f"alpha channel is, so {'they carry' if several else 'it carries'} nothing to "
+            f"segment by; {ridge}. Leave {'them' if several else 'it'} out: for RGBA, "
+            "pass X[..., :3] (with mask=X[..., 3] > 0 if some pixels are transparent).",
+            UserWarning,
+            stacklevel=caller_stacklevel(),
+        )
+        return
     warnings.warn(
         f"The {n_features} channels of X are linearly dependent (smallest eigenvalue of "
         f"their correlation matrix {max(smallest, 0.0):.2g}), as in a grayscale image "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._image import not_channels_message
+from .._image import COLOUR_SIDE, not_channels_message
 from ..io import IMAGE_EXTENSIONS, is_zarr_store, read_image, read_zarr
 from . import _isolated
 from ._folder import outputs_in
@@ -204,6 +204,16 @@ def _channels_last(image, channel_axis_option):
             image.ndim == 4 and image.shape[-1] in (3, 4)
         )
         pixels, axis = (image, -1) if colour else (image, None)
+        if not colour and image.ndim == 3 and image.shape[0] in (3, 4) and (
+            min(image.shape[1:]) >= COLOUR_SIDE
+        ):
+            warnings.warn(
+                f"The image has shape {image.shape}: its first axis of {image.shape[0]} "
+                "looks like colour channels (as a channel-first TIFF stores them), but "
+                f"it is segmented as a volume of {image.shape[0]} slices. Pass "
+                "--channel-axis 0 for a colour image; for a volume, ignore this warning.",
+                UserWarning, stacklevel=2,
+            )
         if colour and image.shape[-1] in (2, 4):
             pixels, alpha = image[..., :-1], image[..., -1]
     else:
