@@ -443,6 +443,78 @@ def test_time_series_code_reproduces_shared_and_per_frame_runs(qtbot, viewer_wid
         np.testing.assert_array_equal(namespace["labels"], labels.data)
 
 
+def test_an_rgba_layer_is_segmented_by_colour_with_transparent_pixels_left_out(
+    qtbot, viewer_widget
+):
+    viewer, widget = viewer_widget
+    image, truth = rgb_patches()
+    rgba = np.concatenate([image, np.full(truth.shape + (1,), 255.0)], axis=-1).astype(np.uint8)
+    rgba[:10, :20, 3] = 0  # a transparent corner
+    viewer.add_image(rgba, name="rgba", rgb=True)
+    viewer.add_labels(np.pad(np.ones((50, 90), np.uint8), ((0, 10), (0, 0))), name="top")
+    widget.image.value = viewer.layers["rgba"]
+    widget.n_components.value = 3
+    widget.auto_beta.value = False
+    widget.beta.value = 0.0
+    since = len(notification_manager.records)
+    run(qtbot, widget)
+    labels = viewer.layers["rgba GMM labels"].data
+    assert labels.shape == truth.shape and np.all(labels[:10, :20] == 0)
+    np.testing.assert_array_equal(labels[10:], truth[10:])
+    # alpha is not a feature: no warning of a constant channel
+    assert not any("constant" in m for m in new_messages(since, "warning"))
+    assert widget.model.n_features_in_ == 3
+    for mask in (None, viewer.layers["top"]):  # the code says so, with a Mask too
+        widget.mask.value = mask
+        run(qtbot, widget)
+        layer = viewer.layers["rgba GMM labels"]
+        assert np.all(layer.data[:10, :20] == 0) and (mask is None or np.all(layer.data[50:] == 0))
+        namespace = {"viewer": viewer}
+        exec(layer.metadata["gmm_segmenter"]["python"], namespace)
+        np.testing.assert_array_equal(namespace["labels"], layer.data)
+    widget.mask.value = None
+    # the model applies to another RGBA layer (its colours; its transparent pixels 0)
+    other = rgba[::-1].copy()
+    viewer.add_image(other, name="flipped", rgb=True)
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["flipped"]))
+    applied = viewer.layers["flipped GMM labels"].data
+    assert np.all(applied[-10:, :20] == 0)
+    np.testing.assert_array_equal(applied[:-10], truth[::-1][:-10])
+    # a preview of the slice leaves the transparent pixels out as well
+    widget.image.value = viewer.layers["rgba"]
+    widget.preview.value = True
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    preview = viewer.layers["rgba GMM labels"]
+    assert preview.metadata["gmm_segmenter"]["operation"].startswith("preview")
+    assert np.all(preview.data[:10, :20] == 0)
+    namespace = {"viewer": viewer}
+    exec(preview.metadata["gmm_segmenter"]["python"], namespace)
+    np.testing.assert_array_equal(namespace["labels"], preview.data)
+    widget.preview.value = False
+
+
+def test_an_rgba_time_series_masks_each_frame_s_transparent_pixels(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, truth = rgb_patches((40, 60))
+    rgba = np.concatenate([image, np.full(truth.shape + (1,), 255.0)], axis=-1).astype(np.uint8)
+    movie = np.stack([rgba, rgba, rgba])
+    movie[1, :8, :8, 3] = 0  # transparent in the second frame only
+    viewer.add_image(movie, name="movie", rgb=True)
+    widget.image.value = viewer.layers["movie"]
+    widget.n_components.value = 3
+    widget.auto_beta.value = False
+    widget.beta.value = 0.0
+    for mode in ("shared", "per-frame"):
+        widget.leading_axis.value = mode
+        run(qtbot, widget)
+        labels = viewer.layers["movie GMM labels"]
+        assert labels.data.shape == (3,) + truth.shape
+        assert np.all(labels.data[1, :8, :8] == 0) and np.all(labels.data[[0, 2], :8, :8] > 0)
+        namespace = {"viewer": viewer}
+        exec(labels.metadata["gmm_segmenter"]["python"], namespace)
+        np.testing.assert_array_equal(namespace["labels"], labels.data)
+
+
 # ----------------------------------------------------- 11. one dock
 
 

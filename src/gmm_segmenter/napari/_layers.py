@@ -142,6 +142,11 @@ def mask_array(mask, layout: Layout) -> list | None:
     return frames
 
 
+def frames_of(array, layout: Layout) -> list:
+    """``array``, of the layer's output shape (time included), as one array per frame."""
+    return _per_frame(array, layout, "The array has", "")
+
+
 def _per_frame(array, layout: Layout, subject: str, advice: str) -> list:
     """``array`` as one array per frame: it covers the whole output (time
     included) or one frame, which is then used for every frame."""

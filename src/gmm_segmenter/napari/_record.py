@@ -92,7 +92,8 @@ def scribble_code(scribbles: dict | None) -> list:
 
 def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | None = None,
                 preview_index=None, source: str | None = None,
-                scribbles: dict | None = None, preview_grid: dict | None = None) -> str:
+                scribbles: dict | None = None, preview_grid: dict | None = None,
+                alpha: bool = False) -> str:
     """Python that recomputes the labels in napari's console (``viewer`` is defined there).
 
     ``leading_axis`` is ``"space"``, ``"shared"`` (one model for every
@@ -105,13 +106,24 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
     slice's ``shape``). ``source``, for
     a model applied to another layer, is the code that made the model (it
     defines ``segmenter``); ``params`` then holds what applying sets.
+    ``alpha``: the layer is RGBA, segmented by its colours with its
+    transparent pixels masked out.
     """
     lines = ["import numpy as np", "from gmm_segmenter import GMMSegmenter", ""]
     if source is not None:
         lines = [source.rstrip(), "", f"# the same model applied to {image!r}"]
     select = "" if preview_index is None else _index_literal(preview_index)
-    lines.append(f"image = np.asarray(viewer.layers[{image!r}].data){select}")
+    if alpha:
+        lines.append(f"rgba = np.asarray(viewer.layers[{image!r}].data){select}")
+        lines.append("image = rgba[..., :3]  # the colours; alpha 0 is masked out")
+    else:
+        lines.append(f"image = np.asarray(viewer.layers[{image!r}].data){select}")
     lines += mask_code(mask)
+    if alpha:
+        lines.append("mask = rgba[..., 3] != 0" if mask is None
+                     else "mask = mask & (rgba[..., 3] != 0)")
+        # of the image's shape, time axis included
+        mask = dict(mask or {}, per_frame=True)
     fit_mask = predict_mask = ""
     if mask is not None:
         fit_mask = predict_mask = ", mask=mask"

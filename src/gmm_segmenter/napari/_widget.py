@@ -10,7 +10,7 @@ import threading
 import time
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -972,6 +972,7 @@ class GMMSegmenterWidget(Container):
         if not is_dask_array(data):
             data = np.asarray(data)  # dask and zarr layers stay lazy
         masks, mask_description = self._masks(layout)
+        layout, data, masks = _without_alpha(layer, layout, data, masks)
         scribbles, scribble_description = (None, None) if kind == "apply" else (
             self._scribbles(layout))
         if kind == "preview":
@@ -1078,7 +1079,7 @@ class GMMSegmenterWidget(Container):
         # the image (three fits), which strokes do not change: the slice's
         # next previews reuse the first one's choice. With them, the strokes
         # choose it, cheaply, at every preview.
-        beta_key = (id(layer), id(data), repr(index), json.dumps(
+        beta_key = (id(layer), id(_data_of(layer)), repr(index), json.dumps(
             {**params, "beta": None}, sort_keys=True, default=str))
         auto_beta = params["beta"] == "auto" and (
             coarse_guide is None or not _guidance.has_held_out_strokes(coarse_guide))
@@ -1123,6 +1124,7 @@ class GMMSegmenterWidget(Container):
             code = _record.python_code(
                 image=layer.name, params=params, leading_axis=_layers.SPACE,
                 preview_index=index, mask=code_mask, scribbles=code_scribbles,
+                alpha=_has_alpha(layer),
                 preview_grid=None if stride == 1 else {
                     "stride": stride, "image": coarse, "shape": plane_shape},
             )
@@ -1160,12 +1162,13 @@ class GMMSegmenterWidget(Container):
         if applied:
             code = _record.python_code(
                 image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
-                mask=mask_description, source=self._model_code,
+                mask=mask_description, source=self._model_code, alpha=_has_alpha(layer),
             )
         else:
             code = _record.python_code(
                 image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
                 mask=mask_description, scribbles=scribble_description,
+                alpha=_has_alpha(layer),
             )
         record = _record.make_record(
             operation="apply model" if applied else "fit and predict", image_layer=layer,
@@ -1339,6 +1342,34 @@ def _ordinal(n):
 def _data_of(layer):
     data = layer.data
     return data[0] if getattr(layer, "multiscale", False) else data
+
+
+def _has_alpha(layer) -> bool:
+    """Whether ``layer`` is RGBA: napari shows its last channel as opacity."""
+    return bool(getattr(layer, "rgb", False)) and _data_of(layer).shape[-1] == 4
+
+
+def _without_alpha(layer, layout, data, masks):
+    """An RGBA layer as its colours, with its transparent pixels masked out.
+
+    Alpha is how napari draws the layer, not a colour to segment by: an
+    opaque one is a constant channel, and transparent pixels would take a
+    component of their own. As ``gmm-segment`` does with RGBA files, the
+    three colour channels are the features and pixels of alpha 0 get label
+    0 (combined with the Mask, if one is chosen). Returns ``(layout, data,
+    masks)``.
+    """
+    if not _has_alpha(layer):
+        return layout, data, masks
+    layout = replace(layout, shape=data.shape[:-1] + (3,))
+    opaque = _layers.frames_of(data[..., 3] != 0, layout)
+    masks = opaque if masks is None else [mask & seen for mask, seen in zip(masks, opaque)]
+    if not any(np.any(mask) for mask in masks):
+        raise ValueError(
+            f"{_name(layer)}: every pixel inside the mask is transparent (alpha 0), so "
+            "there is nothing to segment; choose a mask over visible pixels."
+        )
+    return layout, data[..., :3], masks
 
 
 def _name(layer):
