@@ -10,6 +10,8 @@ import re
 import sys
 import threading
 
+from .._wording import ONE_CHANNEL_ADVICE, RGBA_ADVICE, X_AS_THE_IMAGE
+
 PROG = "gmm-segment"
 
 
@@ -48,18 +50,14 @@ _CLI_WORDS = [
     # None as the options spell it: no --bias-field, --channel-axis none
     (re.compile(r"\bbias_field=None\b"), "no --bias-field"),
     # advice written as code on X, in the command's terms
-    (re.compile(r"for RGBA, pass X\[\.\.\., :3\] \(with mask=X\[\.\.\., 3\] > 0 if some "
-                r"pixels are transparent\)"),
+    (RGBA_ADVICE,
      "for RGBA, --channel-axis auto (the default) leaves alpha out and gives transparent "
      "pixels label 0"),
-    (re.compile(r"\(for example X\[\.\.\., 0\] with channel_axis=None\)"),
-     "(saved as a grey image)"),
+    (ONE_CHANNEL_ADVICE, "(saved as a grey image)"),
     (re.compile(r"\bbut this GMMSegmenter was fitted\b"), "but the --model was fitted"),
     (re.compile(r"^spacing must\b"), "--spacing must"),
     (re.compile(r"\bchannel_axis=None\b"), "--channel-axis none"),
-    # the array the estimator calls X is the input file's image
-    (re.compile(r"(^|\. )X(?![\w\[)])"), r"\1The image"),
-    (re.compile(r"(?<![\w(.\[])X(?![\w\[)])"), "the image"),
+    *X_AS_THE_IMAGE,
 ]
 for _name, _option in (
     ("bias_field", "--bias-field"), ("channel_axis", "--channel-axis"), ("beta", "--beta"),

@@ -47,6 +47,7 @@ from .._covariance import COVARIANCE_TYPES
 from .._image import is_dask_array
 from .._model import json_params
 from .._progress import Cancelled, progress
+from .._wording import ONE_CHANNEL_ADVICE, RGBA_ADVICE, X_AS_THE_IMAGE
 from . import _jobs, _layers, _output, _record
 from ._plot import MixturePlot
 
@@ -116,17 +117,13 @@ _WIDGET_WORDS = [
     (re.compile(r"(?:use )?bias_field=None"), "untick Correct bias field"),
     (re.compile(r"\(bias_field=1 or 2\)"), "(in Python: bias_field=1 or 2)"),
     (re.compile(r"pass a mask with some True pixels"), "choose a Mask that marks some pixels"),
-    (re.compile(r"for RGBA, pass X\[\.\.\., :3\] \(with mask=X\[\.\.\., 3\] > 0 if some "
-                r"pixels are transparent\)"),
+    (RGBA_ADVICE,
      "for an RGBA layer, segment a layer of its first three channels (in napari's console: "
      "viewer.add_image(viewer.layers['name'].data[..., :3]))"),
-    (re.compile(r"\(for example X\[\.\.\., 0\] with channel_axis=None\)"),
+    (ONE_CHANNEL_ADVICE,
      "(a layer of one channel, with Channel axis none)"),
     (re.compile(r"\bonly reg_covar=(\S+) keeps"), r"only a ridge of \1 (reg_covar) keeps"),
-    # the array the estimator calls X is the chosen image layer (X[..., 0] and
-    # np.log(X), advice in code, stay as they are)
-    (re.compile(r"(^|\. )X(?![\w\[)])"), r"\1The image"),
-    (re.compile(r"(?<![\w(.\[])X(?![\w\[)])"), "the image"),
+    *X_AS_THE_IMAGE,
 ]
 
 

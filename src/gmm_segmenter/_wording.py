@@ -1,0 +1,19 @@
+"""Rewordings of the estimator's messages that the command and the napari widget share."""
+
+import re
+
+#: The array the estimator's messages call ``X`` is the image the user chose
+#: (a file, a layer). Advice written as code on it (``X[..., 0]``,
+#: ``np.log(X)``) is left as it is; each front end rewords what it can of
+#: that first.
+X_AS_THE_IMAGE = [
+    (re.compile(r"(^|\. )X(?![\w\[)])"), r"\1The image"),
+    (re.compile(r"(?<![\w(.\[])X(?![\w\[)])"), "the image"),
+]
+
+#: Advice the estimator writes as code, which each front end says in its own terms.
+RGBA_ADVICE = re.compile(
+    r"for RGBA, pass X\[\.\.\., :3\] \(with mask=X\[\.\.\., 3\] > 0 if some pixels are "
+    r"transparent\)"
+)
+ONE_CHANNEL_ADVICE = re.compile(r"\(for example X\[\.\.\., 0\] with channel_axis=None\)")
