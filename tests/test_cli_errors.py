@@ -181,8 +181,8 @@ def test_a_spatial_channel_axis_is_judged_on_the_file_s_axes_once(tmp_path, caps
 @pytest.mark.parametrize("message, expected", [
     ("Leave it out: for RGBA, pass X[..., :3] (with mask=X[..., 3] > 0 if some pixels are "
      "transparent).",
-     "Leave it out: for RGBA, --channel-axis auto (the default) leaves alpha out and gives "
-     "transparent pixels label 0."),
+     "Leave it out: for an RGBA file with its channels last, --channel-axis auto (the "
+     "default) leaves alpha out and gives transparent pixels label 0."),
     ("X has 1 channel(s) along channel_axis=None, but this GMMSegmenter was fitted on images "
      "with 3; pass images with the same channels as in fit.",
      "The image has 1 channel(s) along --channel-axis none, but the --model was fitted on "

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -660,6 +661,20 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     assert as_volume.shape == rgb.shape
     with pytest.raises(ValueError, match="channels must be 'auto', 'last axis' or 'none'"):
         _functions.segment_image(rgb, channels="first")
+    # RGBA: the colours, with transparent pixels left out (label 0), once and
+    # in the functions' own words when something is odd
+    rgba = np.concatenate([rgb, np.full(rgb_truth.shape + (1,), 255.0)], axis=-1)
+    rgba[:10, :20, 3] = 0
+    labels = _functions.segment_image(rgba, n_components=3, auto_smoothing=False, smoothing=0.0)
+    assert np.all(labels[:10, :20] == 0) and np.array_equal(labels[10:], rgb_truth[10:])
+    applied = _functions.apply_model(rgba, path)  # a model of the colours alone
+    assert np.all(applied[:10, :20] == 0) and np.mean(applied[10:] == rgb_truth[10:]) > 0.99
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _functions.segment_image(rgb, n_components=3, auto_smoothing=False, smoothing=0.0,
+                                 channels="none")
+    colour = [str(w.message) for w in caught if "looks like colour" in str(w.message)]
+    assert len(colour) == 1 and "channels='last axis'" in colour[0] and "X" not in colour[0]
     with pytest.raises(FileNotFoundError, match="Save model"):
         _functions.apply_model(rgb, tmp_path / "missing.npz")
 
@@ -847,7 +862,7 @@ def test_messages_in_the_widgets_words_read_as_sentences():
     code = "Segment one channel instead (for example X[..., 0]) or np.log(X)"
     assert _in_widget_words(code) == code
     alpha = _in_widget_words(
-        "Channel 3 of the 4 channels of X is constant, as an opaque alpha channel is, so it "
+        "Channel 3 of the 4 channels of X is constant (as an opaque alpha channel is), so it "
         "carries nothing to segment by; only reg_covar=1e-06 keeps the covariances "
         "invertible. Leave it out: for RGBA, pass X[..., :3] (with mask=X[..., 3] > 0 if some "
         "pixels are transparent)."

@@ -154,11 +154,17 @@ def test_an_opaque_alpha_channel_is_named_as_the_constant_one(rgb_image, covaria
     # not "segment one channel": that advice would throw the colours away
     image, truth = rgb_image
     rgba = np.concatenate([image, np.full(truth.shape + (1,), 255.0)], axis=-1)
-    with pytest.warns(UserWarning, match=r"Channel 3 of the 4 channels of X is constant, as an "
-                      r"opaque alpha channel is.*for RGBA, pass X\[\.\.\., :3\]") as caught:
+    with pytest.warns(UserWarning, match=r"Channel 3 of the 4 channels of X is constant \(as an "
+                      r"opaque alpha channel is\).*for RGBA, pass X\[\.\.\., :3\]") as caught:
         segmenter = make_segmenter(3, channel_axis=-1, covariance_type=covariance_type).fit(rgba)
     assert not any("linearly dependent" in str(w.message) for w in caught)
     np.testing.assert_array_equal(segmenter.predict(rgba), truth)
+    # a constant colour channel is not taken for alpha
+    flat = image.copy()
+    flat[..., 0] = 7.0
+    with pytest.warns(UserWarning, match=r"Channel 0 of the 3 channels of X is constant") as caught:
+        make_segmenter(3, channel_axis=-1, covariance_type=covariance_type).fit(flat)
+    assert not any("RGBA" in str(w.message) for w in caught)
 
 
 def test_independent_channels_do_not_warn(rgb_image):

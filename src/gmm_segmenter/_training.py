@@ -88,12 +88,14 @@ def warn_if_collinear(standardized, weights, reg_covar, covariance_type):
         # an opaque alpha channel, most often: dropping a colour channel
         # (the advice for dependent channels) would be the wrong cure
         several = constant.size > 1
+        rgba = n_features == 4 and constant.tolist() == [3]
         warnings.warn(
             f"Channel{'s' if several else ''} {', '.join(map(str, constant))} of the "
-            f"{n_features} channels of X {'are' if several else 'is'} constant, as an opaque "
-            f"alpha channel is, so {'they carry' if several else 'it carries'} nothing to "
-            f"segment by; {ridge}. Leave {'them' if several else 'it'} out: for RGBA, "
-            "pass X[..., :3] (with mask=X[..., 3] > 0 if some pixels are transparent).",
+            f"{n_features} channels of X {'are' if several else 'is'} constant (as an opaque "
+            f"alpha channel is), so {'they carry' if several else 'it carries'} nothing to "
+            f"segment by; {ridge}. Leave {'them' if several else 'it'} out of X"
+            + (": for RGBA, pass X[..., :3] (with mask=X[..., 3] > 0 if some pixels are "
+               "transparent)." if rgba else "."),
             UserWarning,
             stacklevel=caller_stacklevel(),
         )

@@ -51,8 +51,8 @@ _CLI_WORDS = [
     (re.compile(r"\bbias_field=None\b"), "no --bias-field"),
     # advice written as code on X, in the command's terms
     (RGBA_ADVICE,
-     "for RGBA, --channel-axis auto (the default) leaves alpha out and gives transparent "
-     "pixels label 0"),
+     "for an RGBA file with its channels last, --channel-axis auto (the default) leaves "
+     "alpha out and gives transparent pixels label 0"),
     (ONE_CHANNEL_ADVICE, "(saved as a grey image)"),
     (re.compile(r"\bbut this GMMSegmenter was fitted\b"), "but the --model was fitted"),
     (re.compile(r"^spacing must\b"), "--spacing must"),

@@ -6,17 +6,28 @@ record workflows (napari-assistant) can replay it. The dock widget remains
 the main entry: it adds masks, time series, previews, posteriors and the plot.
 """
 
+import contextlib
 import pathlib
+import re
+import warnings
 from typing import Literal
 
 import numpy as np
 from napari.types import ImageData, LabelsData
 
 from .. import io
+from .._wording import X_AS_THE_IMAGE
 from ..estimator import GMMSegmenter
 
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
 Channels = Literal["auto", "last axis", "none"]
+
+#: The estimator's words for the channel axis, as these functions' option says it.
+_FUNCTION_WORDS = [
+    (re.compile(r"\bchannel_axis=None\b"), "channels='none'"),
+    (re.compile(r"\bchannel_axis=-?\d+\b"), "channels='last axis'"),
+    *X_AS_THE_IMAGE,
+]
 
 
 def _looks_rgb(image) -> bool:
@@ -24,14 +35,49 @@ def _looks_rgb(image) -> bool:
     return image.ndim >= 3 and image.shape[-1] in (3, 4)
 
 
-def _channel_axis(channels, image):
+def _check_channels(channels):
     if channels not in ("auto", "last axis", "none"):
         raise ValueError(
             f"channels must be 'auto', 'last axis' or 'none'; got {channels!r}"
         )
+
+
+def _colours_and_mask(image, channels):
+    """``(pixels, channel_axis, mask)`` for ``channels``: in 'auto' an RGBA image
+    is its three colours with alpha 0 masked out, as the dock and
+    ``gmm-segment`` read it."""
+    _check_channels(channels)
     if channels == "auto":
-        return -1 if _looks_rgb(image) else None
-    return -1 if channels == "last axis" else None
+        if _looks_rgb(image) and image.shape[-1] == 4:
+            return image[..., :3], -1, _visible(image[..., 3])
+        return image, (-1 if _looks_rgb(image) else None), None
+    return image, (-1 if channels == "last axis" else None), None
+
+
+def _visible(alpha):
+    mask = alpha != 0
+    if not mask.any():
+        raise ValueError(
+            "Every pixel of the image is transparent (alpha 0): there is nothing to segment."
+        )
+    return mask
+
+
+@contextlib.contextmanager
+def _warnings_in_these_words():
+    """The estimator's warnings once each (fit and predict both check the
+    input), in the words of these functions' options."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for warning in caught:
+        text = str(warning.message)
+        for pattern, words in _FUNCTION_WORDS:
+            text = pattern.sub(words, text)
+        if text not in seen:
+            seen.add(text)
+            warnings.warn(text, warning.category, stacklevel=3)
 
 
 def segment_image(
@@ -49,19 +95,21 @@ def segment_image(
     ``auto_smoothing`` chooses the spatial prior's strength from the image
     (``beta='auto'``); untick it to use ``smoothing`` (0 = pixel-wise GMM).
     ``channels``: ``'auto'`` reads a last axis of 3 or 4 as colour, as
-    napari shows such an image as RGB(A); ``'last axis'`` for other
-    channels on the last axis; ``'none'`` for grayscale (a last axis of 3
-    or 4 is then a volume's). Tick ``correct_bias_field`` for uneven
-    illumination (``bias_field='auto'``).
+    napari shows such an image as RGB(A) (an RGBA image is segmented by its
+    colours, and transparent pixels get label 0); ``'last axis'`` for other
+    channels on the last axis (all of them features); ``'none'`` for
+    grayscale (a last axis of 3 or 4 is then a volume's). Tick
+    ``correct_bias_field`` for uneven illumination (``bias_field='auto'``).
     """
-    image = np.asarray(image)
+    pixels, channel_axis, mask = _colours_and_mask(np.asarray(image), channels)
     segmenter = GMMSegmenter(
         n_components, covariance_type=covariance_type,
         beta="auto" if auto_smoothing else smoothing,
-        channel_axis=_channel_axis(channels, image),
+        channel_axis=channel_axis,
         bias_field="auto" if correct_bias_field else None, random_state=random_seed,
     )
-    return segmenter.fit(image).predict(image)
+    with _warnings_in_these_words():
+        return segmenter.fit(pixels, mask=mask).predict(pixels, mask=mask)
 
 
 def apply_model(
@@ -73,9 +121,11 @@ def apply_model(
 
     Every image gets the same classes, without refitting. ``channels``:
     ``'auto'`` takes the last axis as channels when the model has several
-    and the last axis holds that many, else none; ``'last axis'`` or
+    and the last axis holds that many (or one more: alpha, whose
+    transparent pixels get label 0), else none; ``'last axis'`` or
     ``'none'`` say so.
     """
+    _check_channels(channels)
     model_file = pathlib.Path(model_file)
     if not model_file.is_file():
         raise FileNotFoundError(
@@ -84,10 +134,21 @@ def apply_model(
         )
     segmenter = io.load_model(model_file)
     image = np.asarray(image)
+    mask = None
     if channels == "auto":
         n_channels = segmenter.means_.shape[1]
-        axis = -1 if n_channels > 1 and image.ndim >= 2 and image.shape[-1] == n_channels else None
+        last = image.shape[-1] if image.ndim >= 2 else None
+        if n_channels > 1 and last == n_channels:
+            axis = -1
+        elif n_channels in (1, 3) and last == n_channels + 1 and image.ndim >= 3:
+            # grey + alpha or RGBA under a model of the colours alone
+            image, mask, axis = image[..., :-1], _visible(image[..., -1]), -1
+            if n_channels == 1:
+                image, axis = image[..., 0], None
+        else:
+            axis = None
     else:
-        axis = _channel_axis(channels, image)
+        axis = -1 if channels == "last axis" else None
     segmenter.set_params(channel_axis=axis)
-    return segmenter.predict(image)
+    with _warnings_in_these_words():
+        return segmenter.predict(image, mask=mask)

@@ -993,7 +993,8 @@ class GMMSegmenterWidget(Container):
                 raise ValueError(
                     f"The model was fitted on {self.model.n_features_in_} channel(s), but "
                     f"{layer.name!r} has {n_channels} as set up (Channel axis: "
-                    f"{self.channel_axis.current_choice}). Choose a layer with the model's "
+                    f"{'RGB(A) colour' if layer.rgb else self.channel_axis.current_choice})"
+                    ". Choose a layer with the model's "
                     "channels (and its channel axis), or press Run to fit a new model."
                 )
             params = {k: request.params[k] for k in ("channel_axis", "spacing")}
@@ -1360,11 +1361,14 @@ def _without_alpha(layer, layout, data, masks):
         return layout, data, masks
     layout = replace(layout, shape=data.shape[:-1] + (3,))
     opaque = _layers.frames_of(data[..., 3] != 0, layout)
+    masked = masks
     masks = opaque if masks is None else [mask & seen for mask, seen in zip(masks, opaque)]
     if not any(np.any(mask) for mask in masks):
         raise ValueError(
-            f"{_name(layer)}: every pixel inside the mask is transparent (alpha 0), so "
-            "there is nothing to segment; choose a mask over visible pixels."
+            f"{_name(layer)}: every pixel is transparent (alpha 0), so there is nothing to "
+            "segment; choose a layer with visible pixels." if masked is None else
+            f"{_name(layer)}: every pixel inside the Mask is transparent (alpha 0), so "
+            "there is nothing to segment; choose a Mask over visible pixels."
         )
     return layout, data[..., :3], masks
 
