@@ -371,16 +371,15 @@ def standardize(values, offset, scale, dtype):
     spatial prior its neighbours' too. Clipped to 1e12 standard deviations
     (1e150 in float64), it lands in the widest component, as in the limit.
     """
-    limit = 1e12 if np.dtype(dtype) == np.float32 else 1e150
+    limit = _FLOAT32_LIMIT if np.dtype(dtype) == np.float32 else 1e150
     if np.dtype(dtype) == np.float32 and values.dtype.itemsize <= 2:
         # 8- and 16-bit values are exact in float32: no float64 pass, and the
         # subtraction converts as it goes
         # channel-major: broadcasting along a 3-long last axis is slow, and
         # the log-densities read the channels as rows anyway
-        standardized = np.subtract(
-            values.T, offset.astype(np.float32)[:, np.newaxis], dtype=np.float32
-        )
-        standardized *= (1.0 / scale).astype(np.float32)[:, np.newaxis]
+        offset32, inverse32 = _mixture.float32_standardisation(offset, scale)
+        standardized = np.subtract(values.T, offset32[:, np.newaxis], dtype=np.float32)
+        standardized *= inverse32[:, np.newaxis]
         standardized = standardized.T
         if values.dtype.kind in "biu" and _within_float32(values.dtype, offset, scale):
             return standardized  # no value of this dtype can need clipping
@@ -391,12 +390,16 @@ def standardize(values, offset, scale, dtype):
     return standardized.astype(dtype, copy=False)
 
 
+#: :func:`standardize` clips float32 values to this many standard deviations.
+_FLOAT32_LIMIT = 1e12
+
+
 def _within_float32(dtype, offset, scale) -> bool:
     """Whether every value of the 8- or 16-bit (or bool) ``dtype`` standardises
     to within :func:`standardize`'s float32 clipping limit."""
     info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
     reach = np.maximum(abs(info.min - offset), abs(info.max - offset)) / scale
-    return bool(np.all(reach < 1e12))
+    return bool(np.all(reach < _FLOAT32_LIMIT))
 
 
 def check_spatial_memory(views, n_components, what):

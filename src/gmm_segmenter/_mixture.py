@@ -200,8 +200,7 @@ def _compiled_log_prob(X, mixture: Mixture, offset=None, scale=None):
     if offset is None:
         offset, inverse = np.zeros(n_features, np.float32), np.ones(n_features, np.float32)
     else:
-        offset = np.asarray(offset).astype(np.float32)
-        inverse = (1.0 / np.asarray(scale, dtype=np.float64)).astype(np.float32)
+        offset, inverse = float32_standardisation(offset, scale)
     out = np.empty((n_components, len(X)), dtype=np.float32)
     _full_log_prob32(
         X.T, offset, inverse, np.ascontiguousarray(factors), shifts,
@@ -209,6 +208,14 @@ def _compiled_log_prob(X, mixture: Mixture, offset=None, scale=None):
         np.log(mixture.weights).astype(np.float32), out,
     )
     return out.T
+
+
+def float32_standardisation(offset, scale):
+    """``(offset, 1 / scale)`` as float32: what standardises 8- and 16-bit pixels,
+    ``(float32(x) - offset) * (1 / scale)`` in float32, here and in
+    ``_kernel.standardize`` alike (the two must give the same bits)."""
+    offset = np.asarray(offset, dtype=np.float64)
+    return offset.astype(np.float32), (1.0 / np.asarray(scale, dtype=np.float64)).astype(np.float32)
 
 
 def standardized_log_prob(values, mixture: Mixture, offset, scale):
