@@ -28,9 +28,9 @@ Methods, in the same run:
 
 - ``GMMSegmenter`` with the defaults of the installed package (whatever
   ``GMMSegmenter()`` is when the script runs), ``beta=0``, fixed ``beta`` in
-  (0.25, 0.5, 1.0, 1.5), ``beta='pseudo-likelihood'`` and ``bias_field='auto'``
-  (only when the estimator has that parameter); all with ``random_state=0`` and the
-  voxel spacing of the case;
+  (0.25, 0.5, 1.0, 1.5), ``beta='pseudo-likelihood'``, ``covariance_type='tied'``
+  and ``bias_field='auto'`` (only when the estimator has that parameter); all
+  with ``random_state=0`` and the voxel spacing of the case;
 - ``sklearn.mixture.GaussianMixture(3, random_state=0)`` and ``KMeans`` on
   the pixels, ``skimage.filters.threshold_multiotsu``;
 - ANTs Atropos (``antspyx``; k-means init, MRF ``[0.3,1x1x1]``, 5
@@ -333,6 +333,9 @@ def all_methods():
     for beta in FIXED_BETAS:
         methods[f"beta={beta}"] = gmm_segmenter(beta=beta)
     methods["beta=pseudo-likelihood"] = gmm_segmenter(beta="pseudo-likelihood")
+    # one variance for every class: partial-volume edges then do not widen
+    # the thin middle class (see docs/benchmarks.md)
+    methods["covariance_type=tied"] = gmm_segmenter(covariance_type="tied")
     if "bias_field" in GMMSegmenter().get_params():
         methods["bias_field=auto"] = gmm_segmenter(bias_field="auto")
     methods.update(

@@ -21,6 +21,7 @@ Run from the repository root::
     python benchmarks/quality.py              # the table in docs/spatial.md
     python benchmarks/quality.py --quick      # one noise level, smaller phantoms
     python benchmarks/quality.py --beta 0.5 --beta auto   # extra GMMSegmenter rows
+    python benchmarks/quality.py --covariance-type tied   # another extra row
     python benchmarks/quality.py --thin-lines  # what beta does to 1-2 px lines
 
 Every phantom and noise draw is seeded; results are deterministic up to
@@ -189,13 +190,17 @@ def optional(module, function):
     return function if importlib.util.find_spec(module) is not None else None
 
 
-def methods(extra_betas):
+def methods(extra_betas, extra_covariances=()):
     found = {
         "GMMSegmenter (default)": gmm_segmenter(),
         "GMMSegmenter beta=0": gmm_segmenter(beta=0),
     }
     for beta in extra_betas:
         found[f"GMMSegmenter beta={beta}"] = gmm_segmenter(beta=beta)
+    for covariance_type in extra_covariances:
+        found[f"GMMSegmenter covariance_type={covariance_type}"] = gmm_segmenter(
+            covariance_type=covariance_type
+        )
     found.update(
         {
             "GaussianMixture": gaussian_mixture,
@@ -244,9 +249,9 @@ def thin_lines_study(betas=(0, 0.5, 1.0, 1.5, 2.0), noises=(0.1, 0.15, 0.2)):
 # --------------------------------------------------------------------------
 
 
-def run(quick, extra_betas, repeat=1):
+def run(quick, extra_betas, repeat=1, extra_covariances=()):
     levels = NOISE_LEVELS[1:2] if quick else NOISE_LEVELS
-    all_methods = methods(extra_betas)
+    all_methods = methods(extra_betas, extra_covariances)
     rows = []
     for phantom, (make, size, quick_size) in PHANTOMS.items():
         for noise in levels:
@@ -312,6 +317,10 @@ def report(rows):
     mean = float(np.mean(defaults))
     print()
     print(f"Mean ARI of the default: {mean:.3f} (target >= 0.9: {'met' if mean >= 0.9 else 'NOT met'})")
+    for name in names:
+        if name.startswith("GMMSegmenter ") and name != "GMMSegmenter (default)":
+            scores = [row[3][name][0] for row in rows if isinstance(row[3][name], tuple)]
+            print(f"Mean ARI of {name}: {np.mean(scores):.3f}")
     for phantom, noise, default, best in failures:
         print(f"Target not met: {phantom}, noise {noise}: default {default:.3f}, best other {best:.3f}")
     if speed_ratios:
@@ -333,6 +342,11 @@ def main(argv=None):
         help="also run GMMSegmenter with this beta (a number or 'auto'); repeatable",
     )
     parser.add_argument(
+        "--covariance-type", action="append", default=[], metavar="TYPE",
+        choices=("full", "tied", "diag", "spherical"),
+        help="also run GMMSegmenter with this covariance_type; repeatable",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=3, metavar="N",
         help="time every method as the best of N runs (default 3): the first run in a "
         "process also pays one-off costs, such as importing ants or loading compiled "
@@ -347,7 +361,7 @@ def main(argv=None):
         thin_lines_study()
         return
     betas = [b if b == "auto" else float(b) for b in args.beta]
-    report(run(args.quick, betas, args.repeat))
+    report(run(args.quick, betas, args.repeat, args.covariance_type))
 
 
 if __name__ == "__main__":
