@@ -116,9 +116,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     n_init : int or 'auto', default='auto'
         Number of initialisations; the best fit is kept. ``'otsu'`` and
         ``'quantile'`` are deterministic and run once. ``'auto'``, for
-        several channels, screens seven starts (``init_params``, then
-        multi-Otsu, k-means, k-means++ twice, ``'random_from_data'`` and
-        k-means in the input's units, scikit-learn's start on raw pixels)
+        several channels, screens six starts (``init_params``, k-means by
+        default, then multi-Otsu, k-means++ twice, ``'random_from_data'``
+        and k-means in the input's units, scikit-learn's start on raw
+        pixels; k-means as a seventh when ``init_params`` is another method)
         with 20 EM iterations each on a 20 000-pixel subsample, runs EM to
         the end from the two best, and keeps the better; a start may not win
         by putting more components on a single value (a clipped or saturated

@@ -237,8 +237,8 @@ class GMMSegmenterWidget(Container):
         )
         self.auto_components = CheckBox(
             text="Choose the number by BIC (auto)", value=False,
-            tooltip="Fit 1 to 'Up to' components and keep the number with the lowest "
-            "BIC; the plot shows the BIC curve.",
+            tooltip="Fit 1 to 'Up to' components and keep the number at the elbow of the "
+            "BIC curve, where one more component stops paying off; the plot shows the curve.",
         )
         self.n_components = SpinBox(
             label="Components", value=3, min=1, max=50,
