@@ -189,6 +189,17 @@ def test_a_spatial_channel_axis_is_judged_on_the_file_s_axes_once(tmp_path, caps
      "images with 3; pass images with the same channels as in fit."),
     ("spacing must hold one positive number per spatial axis of X (2); got 3",
      "--spacing must hold one positive number per spatial axis of the image (2); got 3"),
+    ("spacing must be None or a sequence of 2 positive numbers, one per spatial axis of X "
+     "(which has 2 spatial dimension(s)); got spacing=(1.0, 1.0, 1.0).",
+     "--spacing takes 2 positive numbers, one per spatial axis of the image (which has 2 "
+     "spatial dimension(s)); got --spacing 1.0 1.0 1.0."),
+    ("Every pixel of X is masked out or not finite, so there is nothing to fit; pass a mask "
+     "with some True pixels inside X's finite values.",
+     "Every pixel of the image is masked out or not finite, so there is nothing to fit; give "
+     "a --mask with some nonzero pixels inside the image's finite values."),
+    ("The 'max_samples' parameter of GMMSegmenter must be an int in the range [1, inf) or "
+     "None. Got 0 instead.", "--max-samples must be an int in the range [1, inf) or None; "
+     "got 0."),
     ("Segment one channel instead (for example X[..., 0] with channel_axis=None), or segment "
      "np.log(X)", "Segment one channel instead (saved as a grey image), or segment np.log(X)"),
 ])
@@ -211,3 +222,16 @@ def test_a_channel_first_colour_tiff_read_as_a_volume_says_so(tmp_path, capsys):
     status = cli.main([str(tmp_path / "first.tif"), "-k", "2", "--beta", "0",
                        "--channel-axis", "0", "-o", str(tmp_path / "out2"), "--quiet"])
     assert status == 0 and "looks like colour" not in capsys.readouterr().err
+
+
+def test_a_fully_transparent_file_says_so(tmp_path, capsys):
+    from PIL import Image
+
+    rgba = np.zeros((20, 24, 4), dtype=np.uint8)
+    rgba[..., :3] = np.random.default_rng(0).integers(0, 255, size=(20, 24, 3))
+    Image.fromarray(rgba).save(tmp_path / "clear.png")
+    status = cli.main([str(tmp_path / "clear.png"), "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "clear.png: every pixel is transparent (alpha 0): there is nothing to segment" in err
+    assert "True" not in err

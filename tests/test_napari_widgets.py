@@ -6,6 +6,7 @@ Needs a display with OpenGL: run under Xvfb, e.g.
 ``xvfb-run -a -s "-screen 0 1366x768x24" python -m pytest tests/test_napari_widgets.py``.
 """
 
+import inspect
 import json
 import re
 import subprocess
@@ -629,11 +630,19 @@ def test_function_widgets_are_typed_for_napari_assistant_and_contributed():
 
     from npe2 import PluginManifest
 
-    for function in (_functions.segment_image, _functions.apply_model):
+    for function in (_functions.segment_image, _functions.apply_model,
+                     _functions.segment_image_widget, _functions.apply_model_widget):
         hints = typing.get_type_hints(function)
         assert hints["image"] is napari.types.ImageData
         assert hints["return"] is napari.types.LabelsData
+    # the widgets napari builds have the plain functions' controls
+    for plain, widget in ((_functions.segment_image, _functions.segment_image_widget),
+                          (_functions.apply_model, _functions.apply_model_widget)):
+        assert inspect.signature(widget) == inspect.signature(plain)
     manifest = PluginManifest.from_distribution("gmm-segmenter")
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    assert commands["gmm-segmenter.segment_image"].endswith(":segment_image_widget")
+    assert commands["gmm-segmenter.apply_model"].endswith(":apply_model_widget")
     widgets = {w.display_name: w for w in manifest.contributions.widgets}
     assert widgets["segment image"].autogenerate and widgets["apply model"].autogenerate
     segment_menu = [item.command for item in manifest.contributions.menus["napari/layers/segment"]]
@@ -685,6 +694,28 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     widget.smoothing.value = 0.0
     widget()
     assert any(np.array_equal(layer.data, truth) for layer in viewer.layers[1:])
+
+    # input the functions refuse: a notification that says why, in the
+    # widget's words, and no layer (raised, napari would show an empty one)
+    _, apply = viewer.window.add_plugin_dock_widget("gmm-segmenter", "apply model")
+    apply.model_file.value = path  # on the grey quadrants, the only image
+    n_layers, since = len(viewer.layers), len(notification_manager.records)
+    assert apply() is None
+    errors = new_messages(since)
+    assert len(errors) == 1 and errors[0].startswith("GMM Segmenter (apply model): rgb.npz was "
+                                                      "fitted on images with 3 channel(s)"), errors
+    assert "an RGB layer" in errors[0] and "channel_axis" not in errors[0]
+    apply.model_file.value = tmp_path / "missing.npz"
+    since = len(notification_manager.records)
+    assert apply() is None and "no such model file" in new_messages(since)[0]
+    assert len(viewer.layers) == n_layers
+    since = len(notification_manager.records)
+    assert _functions.segment_image_widget(np.zeros((8, 8))) is None
+    assert new_messages(since)[0].startswith(
+        "GMM Segmenter (segment image): n_components=3 asks for at least 3 components")
+    # a bug is not hidden behind a notification
+    with pytest.raises(ZeroDivisionError):
+        _functions._as_a_widget(lambda image: 1 / 0)(image)
 
 
 # --------------------------------------------------------- bad input

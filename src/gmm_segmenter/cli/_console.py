@@ -55,7 +55,12 @@ _CLI_WORDS = [
      "alpha out and gives transparent pixels label 0"),
     (ONE_CHANNEL_ADVICE, "(saved as a grey image)"),
     (re.compile(r"\bbut this GMMSegmenter was fitted\b"), "but the --model was fitted"),
+    (re.compile(r"^spacing must be None or a sequence of (\d+) positive numbers"),
+     r"--spacing takes \1 positive numbers"),
+    (re.compile(r"\bgot spacing=\(([^)]*)\)"),
+     lambda found: "got --spacing " + found.group(1).replace(",", "")),
     (re.compile(r"^spacing must\b"), "--spacing must"),
+    (re.compile(r"\bpass a mask with some True pixels\b"), "give a --mask with some nonzero pixels"),
     (re.compile(r"\bchannel_axis=None\b"), "--channel-axis none"),
     *X_AS_THE_IMAGE,
 ]
@@ -64,9 +69,13 @@ for _name, _option in (
     ("max_samples", "--max-samples"), ("covariance_type", "--covariance-type"),
     ("connectivity", "--connectivity"), ("init_params", "--init"), ("n_init", "--n-init"),
     ("prior_weight", "--prior-weight"), ("reg_covar", "--reg-covar"), ("max_iter", "--max-iter"),
-    ("random_state", "--seed"),
+    ("random_state", "--seed"), ("tol", "--tol"),
 ):
     _CLI_WORDS.append((re.compile(rf"\b{_name}=('[^']*'|[-\w.]+)"), rf"{_option} \1"))
+    _CLI_WORDS.append(
+        (re.compile(rf"\bThe '{_name}' parameter of GMMSegmenter must be"), f"{_option} must be")
+    )
+_CLI_WORDS.append((re.compile(r"\. Got (.+) instead\."), r"; got \1."))
 _QUOTED = re.compile(r"(-k|--[a-z-]+) '([^']*)'")
 
 

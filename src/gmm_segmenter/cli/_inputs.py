@@ -176,6 +176,10 @@ def prepare(image, channel_axis_option, mask) -> Prepared:
     combined = None
     if alpha is not None:
         combined = alpha > 0
+        if not combined.any():
+            raise InputError(
+                "every pixel is transparent (alpha 0): there is nothing to segment"
+            )
     if mask is not None:
         if mask.shape != spatial_shape:
             raise InputError(

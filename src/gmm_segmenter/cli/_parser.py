@@ -118,6 +118,28 @@ def _size_or_none(text):
     return int(value)
 
 
+def _bounded_float(name, low, high):
+    """A number in ``[low, high]`` (the estimator's own range for the option)."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a number from {low:g} to {high:g}, got {text!r}"
+            )
+        return value
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+_tol = _bounded_float("tol", 0.0, float("inf"))
+_reg_covar = _bounded_float("reg_covar", 0.0, 1e10)
+
+
 def _channel_axis(text):
     if text in ("auto", "none"):
         return text
@@ -332,9 +354,9 @@ def _add_em_arguments(model):
                        f"starts for colour images (default: {defaults['n_init']})")
     model.add_argument("--max-iter", type=_positive_int, default=None, metavar="N",
                        help=f"maximum EM iterations (default: {defaults['max_iter']})")
-    model.add_argument("--tol", type=float, default=None,
+    model.add_argument("--tol", type=_tol, default=None,
                        help=f"EM convergence threshold (default: {defaults['tol']})")
-    model.add_argument("--reg-covar", type=float, default=None,
+    model.add_argument("--reg-covar", type=_reg_covar, default=None,
                        help=f"covariance regularisation (default: {defaults['reg_covar']})")
 
 

@@ -7,6 +7,7 @@ the main entry: it adds masks, time series, previews, posteriors and the plot.
 """
 
 import contextlib
+import functools
 import pathlib
 import re
 import warnings
@@ -14,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 from napari.types import ImageData, LabelsData
+from napari.utils.notifications import show_error
 
 from .. import io
 from .._wording import X_AS_THE_IMAGE
@@ -63,6 +65,12 @@ def _visible(alpha):
     return mask
 
 
+def _in_these_words(text: str) -> str:
+    for pattern, words in _FUNCTION_WORDS:
+        text = pattern.sub(words, text)
+    return text
+
+
 @contextlib.contextmanager
 def _warnings_in_these_words():
     """The estimator's warnings once each (fit and predict both check the
@@ -72,9 +80,7 @@ def _warnings_in_these_words():
         yield
     seen = set()
     for warning in caught:
-        text = str(warning.message)
-        for pattern, words in _FUNCTION_WORDS:
-            text = pattern.sub(words, text)
+        text = _in_these_words(str(warning.message))
         if text not in seen:
             seen.add(text)
             warnings.warn(text, warning.category, stacklevel=3)
@@ -149,6 +155,43 @@ def apply_model(
             axis = None
     else:
         axis = -1 if channels == "last axis" else None
+    n_channels, given = segmenter.means_.shape[1], 1 if axis is None else image.shape[axis]
+    if given != n_channels:
+        kind = {1: " (a grey layer)", 3: " (an RGB layer)"}.get(n_channels, "")
+        raise ValueError(
+            f"{model_file.name} was fitted on images with {n_channels} channel(s), but with "
+            f"channels={channels!r} the image has {given}; choose an image with "
+            f"{n_channels} channel(s){kind}, or a model fitted on images like this one."
+        )
     segmenter.set_params(channel_axis=axis)
     with _warnings_in_these_words():
         return segmenter.predict(image, mask=mask)
+
+
+def _as_a_widget(function):
+    """``function`` as napari's widget for it runs it: input it refuses is an
+    error notification with the message, in these functions' words, and no
+    layer (``None``).
+
+    Raised in a function widget, the error would reach the user as an empty
+    notification behind magicgui's "While emitting signal …" (napari issue
+    6420). Errors of other kinds are bugs and propagate with their traceback.
+    The signature and type hints are ``function``'s, so napari builds the
+    same widget and napari-assistant reads the same types.
+    """
+
+    @functools.wraps(function)
+    def widget_function(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (ValueError, OSError) as error:
+            show_error(f"GMM Segmenter ({function.__name__.replace('_', ' ')}): "
+                       f"{_in_these_words(str(error))}")
+            return None
+
+    return widget_function
+
+
+#: What napari's *segment image* and *apply model* widgets run (napari.yaml).
+segment_image_widget = _as_a_widget(segment_image)
+apply_model_widget = _as_a_widget(apply_model)
