@@ -189,6 +189,30 @@ def test_time_series_shared_and_per_frame(qtbot, viewer_widget):
     np.testing.assert_array_equal(viewer.layers["movie GMM labels"].data, labels)
 
 
+def test_time_is_offered_only_where_a_frame_keeps_two_spatial_axes(viewer_widget):
+    viewer, widget = viewer_widget
+    image, _ = quadrants((32, 32))
+    rgb, _ = rgb_patches((40, 60))
+    viewer.add_image(np.stack([image, image]), name="movie")
+    viewer.add_image(rgb.astype(np.uint8), name="photo", rgb=True)
+    viewer.add_image(image, name="flat")
+    all_modes = ["space", "shared", "per-frame"]
+    widget.image.value = viewer.layers["movie"]
+    assert list(widget.leading_axis.choices) == all_modes
+    widget.leading_axis.value = "per-frame"
+    # a photo or a 2-D image cannot be a time series: the choice goes back to space
+    for name in ("photo", "flat"):
+        widget.image.value = viewer.layers[name]
+        assert list(widget.leading_axis.choices) == ["space"]
+        assert widget.leading_axis.value == "space"
+    widget.image.value = viewer.layers["movie"]
+    assert list(widget.leading_axis.choices) == all_modes
+    widget.leading_axis.value = "shared"
+    widget.channel_axis.value = 0  # the leading axis as channels: no time left
+    assert widget.leading_axis.value == "space"
+    assert list(widget.leading_axis.choices) == ["space"]
+
+
 def test_multichannel_layer_with_a_channel_axis(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     image, truth = rgb_patches((40, 60))

@@ -109,7 +109,7 @@ def make_layout(shape, *, rgb: bool, channel_axis: int | None, leading_axis: str
             f"The layer has shape {tuple(shape)}: that leaves {n_spatial} spatial "
             f"axis {where}after taking out the channel and time axes; segmenting "
             "needs at least 2 per frame (1 without time). Treat the leading axis "
-            "as space or choose no channel axis."
+            f"as space{'' if rgb else ' or choose no channel axis'}."
         )
     return layout
 

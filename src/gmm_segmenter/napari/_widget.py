@@ -230,7 +230,7 @@ class GMMSegmenterWidget(Container):
             "use their colour axis.",
         )
         self.leading_axis = ComboBox(
-            label="Leading axis", choices=_LEADING_AXIS,
+            label="Leading axis", choices=self._leading_choices,
             tooltip="'space' segments an n-D layer as one volume. For a time series "
             "(time first): one model for every frame (labels mean the same class at "
             "every time point), or a model per frame (for drifting intensities).",
@@ -404,6 +404,8 @@ class GMMSegmenterWidget(Container):
 
     def _connect_signals(self):
         self.image.changed.connect(self.channel_axis.reset_choices)
+        self.image.changed.connect(self.leading_axis.reset_choices)
+        self.channel_axis.changed.connect(self.leading_axis.reset_choices)
         self.image.changed.connect(self._follow_image_with_scribbles)
         self.auto_components.changed.connect(self._toggle_auto)
         self.auto_beta.changed.connect(lambda auto: setattr(self.beta, "visible", not auto))
@@ -478,6 +480,24 @@ class GMMSegmenterWidget(Container):
         return [("none (grayscale)", None)] + [
             (f"axis {axis} (size {size})", axis) for axis, size in enumerate(shape)
         ]
+
+    def _leading_choices(self, widget=None):
+        """Time choices only where a frame keeps 2 spatial axes (and the leading
+        axis is not the channel axis); else 'space' alone, so a choice made for
+        a time series does not carry over to an image that cannot be one."""
+        layer = self.image.value if hasattr(self, "image") else None
+        if layer is None:
+            return _LEADING_AXIS
+        ndim = len(_data_of(layer).shape)
+        channel = ndim - 1 if layer.rgb else (
+            self.channel_axis.value if hasattr(self, "channel_axis") else None
+        )
+        if channel is not None and channel >= ndim:
+            channel = None  # a stale choice of the previous layer, about to be reset
+        n_spatial = ndim - (channel is not None)
+        if n_spatial - 1 < 2 or channel == 0:
+            return _LEADING_AXIS[:1]
+        return _LEADING_AXIS
 
     def _follow_image_with_scribbles(self, layer):
         """Another image: strokes made for one of another shape no longer guide;
