@@ -288,7 +288,8 @@ def test_bad_input_shows_notifications(qtbot, viewer_widget, tmp_path):
     since = len(notification_manager.records)
     run(qtbot, widget)  # the fit fails in the worker thread
     errors = new_errors(since)
-    assert any("asks for at least 3 components" in message for message in errors), errors
+    assert any("Components is 3, but the image's valid pixels hold only 1" in message
+               for message in errors), errors
 
     viewer.add_labels(np.zeros((20, 20), dtype=np.uint8), name="empty mask")
     widget.mask.value = viewer.layers["empty mask"]

@@ -871,6 +871,8 @@ def test_messages_in_the_widgets_words_read_as_sentences():
     assert "n_components" not in _in_widget_words(ValueError(constant))
     assert "the image's valid pixels hold only 1" in _in_widget_words(ValueError(constant))
     assert " X " not in _in_widget_words(ValueError(constant))
+    assert _in_widget_words(ValueError(constant)).startswith(
+        "Components is 3, but the image's valid pixels hold only 1 distinct pixel value")
     two = constant.replace("hold only 1", "hold only 2").replace("<=1", "<=2")
     assert _in_widget_words(ValueError(two)).endswith(
         "Lower Components to 2 or fewer, or tick its auto box."

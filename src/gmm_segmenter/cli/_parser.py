@@ -448,9 +448,10 @@ def check_arguments(args, parser) -> dict:
         }
         given = [flag for flag, value in fitting_flags.items() if value is not None]
         if given:
+            which = "which only shapes" if len(given) == 1 else "which only shape"
             parser.error(
-                f"--model applies a saved model, so {', '.join(given)} (which only "
-                "shape a new fit) cannot be used with it"
+                f"--model applies a saved model, so {', '.join(given)} ({which} a new "
+                "fit) cannot be used with it"
             )
         for flag, value in (("--scribbles", args.scribbles), ("--prior", args.prior)):
             if value is not None:

@@ -102,6 +102,8 @@ _WIDGET_WORDS = [
      "Set Components to 1, or tick its auto box"),
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
      r"Lower Components to \1 or fewer, or tick its auto box"),
+    (re.compile(r"\bn_components=(\d+) asks for at least \d+ components, but\b"),
+     r"Components is \1, but"),
     (re.compile(r"\bthe valid pixels of X\b"), "the image's valid pixels"),
     (re.compile(r"\bn_components<=(\d+)"), r"Components \1 or fewer"),
     (re.compile(r"\bn_components='auto'"), "the auto box of Components"),
