@@ -690,6 +690,9 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     viewer = make_napari_viewer()
     viewer.add_image(image, name="quads")
     _, widget = viewer.window.add_plugin_dock_widget("gmm-segmenter", "segment image")
+    # the strength box says it is the one used without auto; no 0 components
+    assert widget.smoothing.label == "fixed smoothing" and "unticked" in widget.smoothing.tooltip
+    assert widget.n_components.min == 1
     widget.n_components.value = 4
     widget.smoothing.value = 0.0
     widget()

@@ -11,7 +11,7 @@ import functools
 import pathlib
 import re
 import warnings
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from napari.types import ImageData, LabelsData
@@ -86,15 +86,26 @@ def _warnings_in_these_words():
             warnings.warn(text, warning.category, stacklevel=3)
 
 
+#: The controls napari builds for these parameters (magicgui reads the options;
+#: type checkers and napari-assistant see the plain types).
+Components = Annotated[int, {"min": 1, "max": 50}]
+Smoothing = Annotated[float, {
+    "label": "fixed smoothing", "min": 0.0, "max": 1e6, "step": 0.1,
+    "tooltip": "The smoothing strength used when 'auto smoothing' is unticked "
+    "(0 = pixel-wise Gaussian mixture).",
+}]
+Seed = Annotated[int, {"min": 0, "max": 2**31 - 1}]
+
+
 def segment_image(
     image: ImageData,
-    n_components: int = 3,
+    n_components: Components = 3,
     auto_smoothing: bool = True,
-    smoothing: float = 1.0,
+    smoothing: Smoothing = 1.0,
     covariance_type: CovarianceType = "full",
     channels: Channels = "auto",
     correct_bias_field: bool = False,
-    random_seed: int = 0,
+    random_seed: Seed = 0,
 ) -> LabelsData:
     """Segment ``image`` with a Gaussian mixture: labels 1..K, darkest first.
 
