@@ -185,8 +185,21 @@ def test_a_spatial_channel_axis_is_judged_on_the_file_s_axes_once(tmp_path, caps
      "default) leaves alpha out and gives transparent pixels label 0."),
     ("X has 1 channel(s) along channel_axis=None, but this GMMSegmenter was fitted on images "
      "with 3; pass images with the same channels as in fit.",
-     "The image has 1 channel(s) along --channel-axis none, but the --model was fitted on "
-     "images with 3; pass images with the same channels as in fit."),
+     "The image is grey (1 channel), but the --model was fitted on images with 3 channels; "
+     "give images with 3 channels, or a model fitted on images like this one."),
+    ("X has 4 channel(s) along channel_axis=2, but this GMMSegmenter was fitted on images "
+     "with 3; pass images with the same channels as in fit.",
+     "The image has 4 channel(s) along --channel-axis 2, but the --model was fitted on "
+     "images with 3; give images with the channels of the --model's images."),
+    ("bias_field: the field estimated for a.png would scale intensities by up to 27.7 times",
+     "--bias-field: the field estimated for a.png would scale intensities by up to 27.7 times"),
+    ("Use n_components<=1 or n_components='auto'.", "Use -k 1 or -k auto."),
+    ("n_components=3 asks for at least 3 components, but the 1 pixel drawn from the 262144 "
+     "valid pixels of X (max_samples=1) holds only 1 distinct pixel value; each component "
+     "needs its own value to model. Raise max_samples (None uses every pixel).",
+     "-k 3 asks for at least 3 components, but the 1 pixel drawn from the 262144 valid "
+     "pixels of the image (--max-samples 1) holds only 1 distinct pixel value; each "
+     "component needs its own value to model. Raise --max-samples (all uses every pixel)."),
     ("spacing must hold one positive number per spatial axis of X (2); got 3",
      "--spacing must hold one positive number per spatial axis of the image (2); got 3"),
     ("spacing must be None or a sequence of 2 positive numbers, one per spatial axis of X "

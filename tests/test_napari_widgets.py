@@ -314,6 +314,14 @@ def test_the_status_line_reports_an_error_before_a_job(qtbot, viewer_widget):
     widget.run()
     assert not widget.running
     assert widget.status.value.startswith("Not started") and "shape" in widget.status.value
+    # not the fit's 100 % beside it, and a long reason kept short (all of it
+    # in the tooltip and the notification), so the buttons stay in view
+    assert widget.progress.value == 0
+    assert len(widget.status.value) <= 140 + len("Not started: ") + len(" (hover for more)")
+    assert widget.status.value in widget.status.native.toolTip() or (
+        widget.status.value.endswith("(hover for more)")
+        and len(widget.status.native.toolTip()) > len(widget.status.value) - 17
+    )
 
 
 # ----------------------------------- 8. outputs as inputs, deleted image
@@ -705,8 +713,9 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     n_layers, since = len(viewer.layers), len(notification_manager.records)
     assert apply() is None
     errors = new_messages(since)
-    assert len(errors) == 1 and errors[0].startswith("GMM Segmenter (apply model): rgb.npz was "
-                                                      "fitted on images with 3 channel(s)"), errors
+    assert len(errors) == 1 and errors[0].startswith(
+        "rgb.npz was fitted on images with 3 channel(s)"), errors
+    assert errors[0].endswith("(GMM Segmenter, apply model)")
     assert "an RGB layer" in errors[0] and "channel_axis" not in errors[0]
     apply.model_file.value = tmp_path / "missing.npz"
     since = len(notification_manager.records)
@@ -714,8 +723,18 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     assert len(viewer.layers) == n_layers
     since = len(notification_manager.records)
     assert _functions.segment_image_widget(np.zeros((8, 8))) is None
-    assert new_messages(since)[0].startswith(
-        "GMM Segmenter (segment image): n_components=3 asks for at least 3 components")
+    assert _functions.segment_image_widget(None) is None  # no Image layer
+    constant, no_image = new_messages(since)
+    assert constant.startswith("n components is 3, but the valid pixels of the image hold only 1")
+    assert "Set n components to 1 or fewer" in constant and "n_components" not in constant
+    assert no_image.startswith("There is no image to segment: add an Image layer")
+    # a grey model on a colour image (as napari shows it) is refused, not
+    # applied to three slices; told 'none', it is a volume's last axis
+    grey_path = save_model(GMMSegmenter(4, beta=0, random_state=0).fit(image),
+                           tmp_path / "grey.npz")
+    with pytest.raises(ValueError, match="choose channels='none' if it is a volume's"):
+        _functions.apply_model(rgb, grey_path)
+    assert _functions.apply_model(rgb, grey_path, channels="none").shape == rgb.shape
     # a bug is not hidden behind a notification
     with pytest.raises(ZeroDivisionError):
         _functions._as_a_widget(lambda image: 1 / 0)(image)

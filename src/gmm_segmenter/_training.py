@@ -64,15 +64,21 @@ def standardisation(values, weights, covariance_type):
     return offset, scale
 
 
+#: Fewer sampled rows than this say too little about the channels to warn about them.
+MIN_ROWS_FOR_CHANNEL_WARNINGS = 100
+
+
 def warn_if_collinear(standardized, weights, reg_covar, covariance_type):
     """Warn when the channels are linearly dependent (a gray image stored as RGB).
 
     Their covariances are then singular: the fit still works, held positive
     definite by ``reg_covar``, but the redundant channels add nothing but cost
-    (and with 'diag' or 'spherical' they count the same evidence twice).
+    (and with 'diag' or 'spherical' they count the same evidence twice). A
+    handful of rows (a tiny ``max_samples``) says nothing about the image's
+    channels: no warning then.
     """
     n_features = standardized.shape[1]
-    if n_features < 2:
+    if n_features < 2 or len(standardized) < MIN_ROWS_FOR_CHANNEL_WARNINGS:
         return
     correlation = (standardized.T * (weights / weights.sum())) @ standardized
     smallest = float(np.linalg.eigvalsh(correlation)[0])
@@ -145,7 +151,7 @@ def check_range(n_components_range):
     return int(n_components_range[0]), int(n_components_range[1])
 
 
-def candidate_n_components(n_components, n_components_range, values, raw=None):
+def candidate_n_components(n_components, n_components_range, values, raw=None, sampled=None):
     """Numbers of components to fit, after checking the data can hold them.
 
     ``values`` are standardised; ``raw`` (input units) only sharpens the
@@ -174,6 +180,16 @@ def candidate_n_components(n_components, n_components_range, values, raw=None):
             )
         elif n_distinct == 1:
             where += " (a constant image)"
+        if sampled is not None:
+            drawn, n_valid = sampled
+            raise ValueError(
+                f"{what} asks for at least {lowest} components, but the {drawn} "
+                f"pixel{'s' * (drawn != 1)} drawn from the {n_valid} valid pixels of X (max_samples={drawn}) "
+                f"hold{'s' * (drawn == 1)} "
+                f"only {n_distinct} distinct pixel value{'s' * (n_distinct != 1)}; each "
+                "component needs its own value to model. Raise max_samples (None uses "
+                "every pixel)."
+            )
         raise ValueError(
             f"{what} asks for at least {lowest} components, but the valid pixels "
             f"of X hold only {n_distinct} {where}; each component "

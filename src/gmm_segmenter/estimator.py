@@ -480,7 +480,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 guidance, images.views, values, weights, method, n_valid, self.max_samples,
                 generator,
             )
-        result = self._fit_pixelwise(values, weights, offset, scale, random_state, guided)
+        sampled = (len(values), n_valid) if method == "subsample" and len(values) < n_valid else None
+        result = self._fit_pixelwise(
+            values, weights, offset, scale, random_state, guided, sampled=sampled
+        )
         fields = None
         if self.bias_field is not None and self.beta == 0:
             result, fields = self._fit_bias_field(
@@ -555,19 +558,23 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             return self.init_params
         return "otsu" if n_channels == 1 else "kmeans"
 
-    def _fit_pixelwise(self, values, weights, offset, scale, random_state, guided=None):
+    def _fit_pixelwise(self, values, weights, offset, scale, random_state, guided=None,
+                       sampled=None):
         """EM for the fixed number of components, or for the one
         :mod:`._selection` chooses when ``n_components='auto'``.
 
         With ``guided`` (:class:`._guidance.GuidedRows`), ``n_components='auto'``
         chooses at least as many components as the scribbles and prior name,
         and the final fit is guided EM from :func:`._guidance.guided_start`.
+        ``sampled`` is ``(rows drawn, valid pixels)`` when ``values`` are a
+        sample of fewer rows than the image has valid pixels.
         """
         standardized = (values - offset) / scale
         _training.warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
         init_params = self._init_params(values.shape[1])
         candidates = _training.candidate_n_components(
-            self.n_components, self.n_components_range, standardized, raw=values
+            self.n_components, self.n_components_range, standardized, raw=values,
+            sampled=sampled,
         )
 
         # With a bias field the screened start that best explains the uncorrected

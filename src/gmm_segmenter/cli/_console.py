@@ -36,6 +36,15 @@ def working_on(label):
 #: The estimator's messages speak of its parameters and of the arrays passed
 #: to it; here they become the options that set them.
 _CLI_WORDS = [
+    (re.compile(r"^bias_field: "), "--bias-field: "),
+    (re.compile(r"\bX has (\d+) channel\(s\) along channel_axis=None, but this GMMSegmenter "
+                r"was fitted on images with (\d+); pass images with the same channels as in "
+                r"fit\."),
+     r"The image is grey (\1 channel), but the --model was fitted on images with \2 "
+     r"channels; give images with \2 channels, or a model fitted on images like this one."),
+    (re.compile(r"\bpass images with the same channels as in fit\."),
+     "give images with the channels of the --model's images."),
+    (re.compile(r"\bn_components<=1 or n_components='auto'"), "-k 1 or -k auto"),
     # code that fixes the scribbles array: what to do to the label file instead
     (re.compile(r"pass np\.where\(y(\[\d+\])? < 0, 0, y(\[\d+\])?\)"),
      "set those pixels to 0 in the label file"),
@@ -55,6 +64,8 @@ _CLI_WORDS = [
      "alpha out and gives transparent pixels label 0"),
     (ONE_CHANNEL_ADVICE, "(saved as a grey image)"),
     (re.compile(r"\bbut this GMMSegmenter was fitted\b"), "but the --model was fitted"),
+    (re.compile(r"\bRaise max_samples \(None uses every pixel\)"),
+     "Raise --max-samples (all uses every pixel)"),
     (re.compile(r"^spacing must be None or a sequence of (\d+) positive numbers"),
      r"--spacing takes \1 positive numbers"),
     (re.compile(r"\bgot spacing=\(([^)]*)\)"),

@@ -21,11 +21,50 @@ from .. import io
 from .._wording import X_AS_THE_IMAGE
 from ..estimator import GMMSegmenter
 
-CovarianceType = Literal["full", "tied", "diag", "spherical"]
-Channels = Literal["auto", "last axis", "none"]
+#: The controls napari builds for the parameters (magicgui reads the options;
+#: type checkers and napari-assistant see the plain types).
+CovarianceType = Annotated[Literal["full", "tied", "diag", "spherical"], {
+    "tooltip": "The shape of each class's spread, as in scikit-learn's GaussianMixture. "
+    "'tied' (one spread for every class) suits clean scans whose classes differ only "
+    "by their mean.",
+}]
+Channels = Annotated[Literal["auto", "last axis", "none"], {
+    "tooltip": "'auto': a last axis of 3 or 4 is colour, as napari shows it (RGBA: "
+    "transparent pixels get label 0); 'last axis': other channels on the last axis; "
+    "'none': grayscale (a last axis of 3 or 4 is then a volume's).",
+}]
+Components = Annotated[int, {
+    "min": 1, "max": 50, "tooltip": "How many classes: labels 1 to K, darkest first.",
+}]
+AutoSmoothing = Annotated[bool, {
+    "tooltip": "Choose the strength of the spatial smoothing from the image; untick to "
+    "set 'fixed smoothing' yourself.",
+}]
+Smoothing = Annotated[float, {
+    "label": "fixed smoothing", "min": 0.0, "max": 1e6, "step": 0.1,
+    "tooltip": "The smoothing strength used when 'auto smoothing' is unticked "
+    "(0 = pixel-wise Gaussian mixture).",
+}]
+BiasField = Annotated[bool, {
+    "tooltip": "Correct uneven illumination (a smooth multiplicative field) while fitting.",
+}]
+Seed = Annotated[int, {
+    "min": 0, "max": 2**31 - 1,
+    "tooltip": "Seed of the random sampling and starts: a seed gives the same labels "
+    "every time.",
+}]
+ModelFile = Annotated[pathlib.Path, {
+    "label": "model", "filter": "*.npz",
+    "tooltip": "A model file written by the GMM Segmenter's Save model… or "
+    "gmm-segment --save-model.",
+}]
 
 #: The estimator's words for the channel axis, as these functions' option says it.
 _FUNCTION_WORDS = [
+    (re.compile(r"\bn_components=(\d+) asks for at least \d+ components, but\b"),
+     r"n components is \1, but"),
+    (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
+     r"Set n components to \1 or fewer"),
     (re.compile(r"\bchannel_axis=None\b"), "channels='none'"),
     (re.compile(r"\bchannel_axis=-?\d+\b"), "channels='last axis'"),
     *X_AS_THE_IMAGE,
@@ -54,6 +93,12 @@ def _colours_and_mask(image, channels):
             return image[..., :3], -1, _visible(image[..., 3])
         return image, (-1 if _looks_rgb(image) else None), None
     return image, (-1 if channels == "last axis" else None), None
+
+
+def _an_image(image):
+    if image is None:
+        raise ValueError("There is no image to segment: add an Image layer and choose it.")
+    return np.asarray(image)
 
 
 def _visible(alpha):
@@ -86,25 +131,14 @@ def _warnings_in_these_words():
             warnings.warn(text, warning.category, stacklevel=3)
 
 
-#: The controls napari builds for these parameters (magicgui reads the options;
-#: type checkers and napari-assistant see the plain types).
-Components = Annotated[int, {"min": 1, "max": 50}]
-Smoothing = Annotated[float, {
-    "label": "fixed smoothing", "min": 0.0, "max": 1e6, "step": 0.1,
-    "tooltip": "The smoothing strength used when 'auto smoothing' is unticked "
-    "(0 = pixel-wise Gaussian mixture).",
-}]
-Seed = Annotated[int, {"min": 0, "max": 2**31 - 1}]
-
-
 def segment_image(
     image: ImageData,
     n_components: Components = 3,
-    auto_smoothing: bool = True,
+    auto_smoothing: AutoSmoothing = True,
     smoothing: Smoothing = 1.0,
     covariance_type: CovarianceType = "full",
     channels: Channels = "auto",
-    correct_bias_field: bool = False,
+    correct_bias_field: BiasField = False,
     random_seed: Seed = 0,
 ) -> LabelsData:
     """Segment ``image`` with a Gaussian mixture: labels 1..K, darkest first.
@@ -118,7 +152,7 @@ def segment_image(
     grayscale (a last axis of 3 or 4 is then a volume's). Tick
     ``correct_bias_field`` for uneven illumination (``bias_field='auto'``).
     """
-    pixels, channel_axis, mask = _colours_and_mask(np.asarray(image), channels)
+    pixels, channel_axis, mask = _colours_and_mask(_an_image(image), channels)
     segmenter = GMMSegmenter(
         n_components, covariance_type=covariance_type,
         beta="auto" if auto_smoothing else smoothing,
@@ -131,7 +165,7 @@ def segment_image(
 
 def apply_model(
     image: ImageData,
-    model_file: pathlib.Path = pathlib.Path("model.npz"),
+    model_file: ModelFile = pathlib.Path("model.npz"),
     channels: Channels = "auto",
 ) -> LabelsData:
     """Label ``image`` with a model file written by the GMM Segmenter's Save model….
@@ -150,7 +184,7 @@ def apply_model(
             "model… or gmm-segment --save-model."
         )
     segmenter = io.load_model(model_file)
-    image = np.asarray(image)
+    image = _an_image(image)
     mask = None
     if channels == "auto":
         n_channels = segmenter.means_.shape[1]
@@ -162,6 +196,8 @@ def apply_model(
             image, mask, axis = image[..., :-1], _visible(image[..., -1]), -1
             if n_channels == 1:
                 image, axis = image[..., 0], None
+        elif _looks_rgb(image):
+            axis = -1  # colour, as napari shows it (and as segment image reads it)
         else:
             axis = None
     else:
@@ -169,10 +205,16 @@ def apply_model(
     n_channels, given = segmenter.means_.shape[1], 1 if axis is None else image.shape[axis]
     if given != n_channels:
         kind = {1: " (a grey layer)", 3: " (an RGB layer)"}.get(n_channels, "")
+        volume = (
+            " With channels='auto' a last axis of 3 or 4 is colour, as napari shows it: "
+            "choose channels='none' if it is a volume's third axis."
+            if channels == "auto" and axis == -1 and n_channels == 1 else ""
+        )
         raise ValueError(
             f"{model_file.name} was fitted on images with {n_channels} channel(s), but with "
             f"channels={channels!r} the image has {given}; choose an image with "
             f"{n_channels} channel(s){kind}, or a model fitted on images like this one."
+            + volume
         )
     segmenter.set_params(channel_axis=axis)
     with _warnings_in_these_words():
@@ -196,8 +238,9 @@ def _as_a_widget(function):
         try:
             return function(*args, **kwargs)
         except (ValueError, OSError) as error:
-            show_error(f"GMM Segmenter ({function.__name__.replace('_', ' ')}): "
-                       f"{_in_these_words(str(error))}")
+            # the reason first: a collapsed notification shows only its start
+            show_error(f"{_in_these_words(str(error))} (GMM Segmenter, "
+                       f"{function.__name__.replace('_', ' ')})")
             return None
 
     return widget_function

@@ -76,6 +76,8 @@ _TICK_MS = 200
 #: Quiet time after the scribbles' last change (an undo, a redo) before a preview.
 _SETTLE_MS = 300
 _PREFIX = "GMM Segmenter: "
+#: Longest status line for a job that did not start (the rest is in its tooltip).
+_STATUS_CHARS = 140
 
 #: Workers still running, kept here until they end: a worker whose dock was
 #: closed (napari closed mid-run) must outlive the widget, or Qt deletes its
@@ -721,8 +723,18 @@ class GMMSegmenterWidget(Container):
         if self._shown is not None and len(self._shown["models"]) > 1 and self.worker is None:
             self._plot_shown()  # fit each frame: the plot follows the time slider
 
-    def _set_status(self, text):
-        self.status.value = text
+    def _set_status(self, text, short=False):
+        """The status line; with ``short``, its first sentence only (at most
+        :data:`_STATUS_CHARS`), so that a long message does not push the
+        buttons below it out of view: the notification and the tooltip hold
+        all of it."""
+        shown = text
+        if short:
+            first = re.split(r"(?<=[.;])\s", text, maxsplit=1)[0]
+            if len(first) > _STATUS_CHARS:
+                first = first[: _STATUS_CHARS - 1].rstrip() + "…"
+            shown = first if first == text else f"{first} (hover for more)"
+        self.status.value = shown
         self.status.native.setToolTip(text)
 
     def _start(self, kind):
@@ -741,7 +753,8 @@ class GMMSegmenterWidget(Container):
         except (ValueError, MemoryError) as error:
             advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
             show_error(f"{_PREFIX}{_in_widget_words(error)}{advice}")
-            self._set_status(f"Not started: {_in_widget_words(error)}")
+            self._set_status(f"Not started: {_in_widget_words(error)}", short=True)
+            self.progress.value = 0  # not the last job's 100 %
             return
         self._cancel_requested = threading.Event()
         self._meter = _jobs.Meter()
