@@ -59,7 +59,7 @@ ModelFile = Annotated[pathlib.Path, {
     "gmm-segment --save-model.",
 }]
 
-#: The estimator's words for the channel axis, as these functions' option says it.
+#: The estimator's words for these functions' options (components, channels), as they say them.
 _FUNCTION_WORDS = [
     (re.compile(r"\bn_components=(\d+) asks for at least \d+ components, but\b"),
      r"n components is \1, but"),
