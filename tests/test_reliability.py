@@ -367,3 +367,17 @@ def test_overlapping_fits_in_threads_restore_the_blas_threads():
     assert not errors
     after = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
     assert after == before
+
+
+def test_a_tiny_sample_is_blamed_not_the_image():
+    from skimage import data
+
+    rgb = data.astronaut()[::4, ::4]
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(ValueError) as refused:
+        warnings.simplefilter("always")
+        GMMSegmenter(3, beta=0, channel_axis=-1, max_samples=1, random_state=0).fit(rgb)
+    message = str(refused.value)
+    assert "the 1 pixel drawn from the 16384 valid pixels of X (max_samples=1)" in message
+    assert "Raise max_samples" in message and "constant image" not in message
+    # one sampled row says nothing about the channels
+    assert not [w for w in caught if "constant" in str(w.message)]

@@ -156,6 +156,8 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
 
     ``values`` are standardised; ``raw`` (input units) only sharpens the
     message when standardising merged values that differ in the input.
+    ``sampled``, ``(rows drawn, valid pixels)``, says that ``values`` are a
+    sample of the image (``max_samples``), which the message then blames.
     """
     if n_components == "auto":
         lowest, highest = check_range(n_components_range)
@@ -168,6 +170,15 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
             if n_components != "auto"
             else f"n_components_range={tuple(n_components_range)}"
         )
+        if sampled is not None:  # the sample is what holds too few values
+            drawn, n_valid = sampled
+            raise ValueError(
+                f"{what} asks for at least {lowest} components, but the {drawn} "
+                f"pixel{'s' * (drawn != 1)} drawn from the {n_valid} valid pixels of X "
+                f"(max_samples={drawn}) hold{'s' * (drawn == 1)} only {n_distinct} "
+                f"distinct pixel value{'s' * (n_distinct != 1)}; each component needs "
+                "its own value to model. Raise max_samples (None uses every pixel)."
+            )
         where = "pixel value" if n_distinct == 1 else "pixel values"
         if n_distinct < len(values):
             where = "distinct " + where
@@ -180,16 +191,6 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
             )
         elif n_distinct == 1:
             where += " (a constant image)"
-        if sampled is not None:
-            drawn, n_valid = sampled
-            raise ValueError(
-                f"{what} asks for at least {lowest} components, but the {drawn} "
-                f"pixel{'s' * (drawn != 1)} drawn from the {n_valid} valid pixels of X (max_samples={drawn}) "
-                f"hold{'s' * (drawn == 1)} "
-                f"only {n_distinct} distinct pixel value{'s' * (n_distinct != 1)}; each "
-                "component needs its own value to model. Raise max_samples (None uses "
-                "every pixel)."
-            )
         raise ValueError(
             f"{what} asks for at least {lowest} components, but the valid pixels "
             f"of X hold only {n_distinct} {where}; each component "

@@ -480,7 +480,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 guidance, images.views, values, weights, method, n_valid, self.max_samples,
                 generator,
             )
-        sampled = (len(values), n_valid) if method == "subsample" and len(values) < n_valid else None
+        sampled = None
+        if method == "subsample" and len(values) < n_valid:
+            sampled = (len(values), n_valid)
         result = self._fit_pixelwise(
             values, weights, offset, scale, random_state, guided, sampled=sampled
         )
