@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 from .._version import __version__
@@ -118,26 +119,24 @@ def _size_or_none(text):
     return int(value)
 
 
-def _bounded_float(name, low, high):
-    """A number in ``[low, high]`` (the estimator's own range for the option)."""
-
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"expected a number from {low:g} to {high:g}, got {text!r}"
-            )
-        return value
-
-    parse.__name__ = name  # argparse names the type in some messages
-    return parse
+def _number_in(text, low, high, expected):
+    """``text`` as a float in ``[low, high]`` (NaN and words fail), else a usage
+    error that says what was ``expected``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
 
 
-_tol = _bounded_float("tol", 0.0, float("inf"))
-_reg_covar = _bounded_float("reg_covar", 0.0, 1e10)
+def _tol(text):
+    return _number_in(text, 0.0, math.inf, "a number from 0 to inf")
+
+
+def _reg_covar(text):
+    return _number_in(text, 0.0, 1e10, "a number from 0 to 1e+10")
 
 
 def _channel_axis(text):
@@ -154,25 +153,12 @@ def _channel_axis(text):
 def _beta(text):
     if text in ("auto", "pseudo-likelihood"):
         return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1e6:  # as GMMSegmenter's beta (NaN fails too)
-        raise argparse.ArgumentTypeError(
-            f"expected a number from 0 to 1e6, 'auto' or 'pseudo-likelihood', got {text!r}"
-        )
-    return value
+    # as GMMSegmenter's beta
+    return _number_in(text, 0.0, 1e6, "a number from 0 to 1e6, 'auto' or 'pseudo-likelihood'")
 
 
 def _prior_weight(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+    return _number_in(text, 0.0, sys.float_info.max, "a number >= 0")  # finite
 
 
 def _n_init(text):
