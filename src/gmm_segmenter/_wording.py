@@ -17,3 +17,10 @@ RGBA_ADVICE = re.compile(
     r"transparent\)"
 )
 ONE_CHANNEL_ADVICE = re.compile(r"\(for example X\[\.\.\., 0\] with channel_axis=None\)")
+
+
+def reword(text: str, rules) -> str:
+    """``text`` with each ``(pattern, replacement)`` of ``rules`` applied in turn."""
+    for pattern, words in rules:
+        text = pattern.sub(words, text)
+    return text

@@ -10,7 +10,7 @@ import re
 import sys
 import threading
 
-from .._wording import ONE_CHANNEL_ADVICE, RGBA_ADVICE, X_AS_THE_IMAGE
+from .._wording import ONE_CHANNEL_ADVICE, RGBA_ADVICE, X_AS_THE_IMAGE, reword
 
 PROG = "gmm-segment"
 
@@ -71,7 +71,8 @@ _CLI_WORDS = [
     (re.compile(r"\bgot spacing=\(([^)]*)\)"),
      lambda found: "got --spacing " + found.group(1).replace(",", "")),
     (re.compile(r"^spacing must\b"), "--spacing must"),
-    (re.compile(r"\bpass a mask with some True pixels\b"), "give a --mask with some nonzero pixels"),
+    (re.compile(r"\bpass a mask with some True pixels\b"),
+     "give a --mask with some nonzero pixels"),
     (re.compile(r"\bchannel_axis=None\b"), "--channel-axis none"),
     *X_AS_THE_IMAGE,
 ]
@@ -93,9 +94,7 @@ _QUOTED = re.compile(r"(-k|--[a-z-]+) '([^']*)'")
 def describe(error) -> str:
     """An exception (or warning) as one line of text, in the command's words."""
     text = " ".join(str(error).split()) or type(error).__name__
-    for pattern, words in _CLI_WORDS:
-        text = pattern.sub(words, text)
-    return _QUOTED.sub(r"\1 \2", text)
+    return _QUOTED.sub(r"\1 \2", reword(text, _CLI_WORDS))
 
 
 def is_terminal(stream) -> bool:

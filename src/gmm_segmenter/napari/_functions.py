@@ -18,7 +18,7 @@ from napari.types import ImageData, LabelsData
 from napari.utils.notifications import show_error
 
 from .. import io
-from .._wording import X_AS_THE_IMAGE
+from .._wording import X_AS_THE_IMAGE, reword
 from ..estimator import GMMSegmenter
 
 #: The controls napari builds for the parameters (magicgui reads the options;
@@ -111,9 +111,7 @@ def _visible(alpha):
 
 
 def _in_these_words(text: str) -> str:
-    for pattern, words in _FUNCTION_WORDS:
-        text = pattern.sub(words, text)
-    return text
+    return reword(text, _FUNCTION_WORDS)
 
 
 @contextlib.contextmanager
@@ -172,9 +170,10 @@ def apply_model(
 
     Every image gets the same classes, without refitting. ``channels``:
     ``'auto'`` takes the last axis as channels when the model has several
-    and the last axis holds that many (or one more: alpha, whose
-    transparent pixels get label 0), else none; ``'last axis'`` or
-    ``'none'`` say so.
+    and the last axis holds that many (or one more under a grey or RGB
+    model: alpha, whose transparent pixels get label 0), or when it is 3 or
+    4 long (colour, as napari shows it), else none; ``'last axis'`` or
+    ``'none'`` say so. A model of other channels than the image's is refused.
     """
     _check_channels(channels)
     model_file = pathlib.Path(model_file)
@@ -186,8 +185,8 @@ def apply_model(
     segmenter = io.load_model(model_file)
     image = _an_image(image)
     mask = None
+    n_channels = segmenter.means_.shape[1]
     if channels == "auto":
-        n_channels = segmenter.means_.shape[1]
         last = image.shape[-1] if image.ndim >= 2 else None
         if n_channels > 1 and last == n_channels:
             axis = -1
@@ -202,7 +201,7 @@ def apply_model(
             axis = None
     else:
         axis = -1 if channels == "last axis" else None
-    n_channels, given = segmenter.means_.shape[1], 1 if axis is None else image.shape[axis]
+    given = 1 if axis is None else image.shape[axis]
     if given != n_channels:
         kind = {1: " (a grey layer)", 3: " (an RGB layer)"}.get(n_channels, "")
         volume = (

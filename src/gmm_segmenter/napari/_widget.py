@@ -47,7 +47,7 @@ from .._covariance import COVARIANCE_TYPES
 from .._image import is_dask_array
 from .._model import json_params
 from .._progress import Cancelled, progress
-from .._wording import ONE_CHANNEL_ADVICE, RGBA_ADVICE, X_AS_THE_IMAGE
+from .._wording import ONE_CHANNEL_ADVICE, RGBA_ADVICE, X_AS_THE_IMAGE, reword
 from . import _jobs, _layers, _output, _record
 from ._plot import MixturePlot
 
@@ -132,10 +132,7 @@ _WIDGET_WORDS = [
 
 
 def _in_widget_words(error) -> str:
-    text = str(error)
-    for pattern, words in _WIDGET_WORDS:
-        text = pattern.sub(words, text)
-    return text
+    return reword(str(error), _WIDGET_WORDS)
 
 
 def _while_open(method):
