@@ -633,26 +633,30 @@ def test_closing_napari_with_preview_on_starts_no_job(tmp_path):
 # ------------------------------------------- function widgets (assistant)
 
 
-def test_function_widgets_are_typed_for_napari_assistant_and_contributed():
+def test_function_widgets_are_typed_for_napari_assistant_and_contributed(qtbot):
     import typing
 
     from npe2 import PluginManifest
 
     for function in (_functions.segment_image, _functions.apply_model,
-                     _functions.segment_image_widget, _functions.apply_model_widget):
+                     _functions.run_segment_image, _functions.run_apply_model):
         hints = typing.get_type_hints(function)
         assert hints["image"] is napari.types.ImageData
         assert hints["return"] is napari.types.LabelsData
     # the widgets napari builds have the plain functions' controls
-    for plain, widget in ((_functions.segment_image, _functions.segment_image_widget),
-                          (_functions.apply_model, _functions.apply_model_widget)):
-        assert inspect.signature(widget) == inspect.signature(plain)
+    for plain, run in ((_functions.segment_image, _functions.run_segment_image),
+                       (_functions.apply_model, _functions.run_apply_model)):
+        assert inspect.signature(run) == inspect.signature(plain)
+    for factory, run in ((_functions.segment_image_widget, _functions.run_segment_image),
+                         (_functions.apply_model_widget, _functions.run_apply_model)):
+        widget = factory()
+        assert widget.__wrapped__ is run and widget.name == run.__name__
+        assert [w.name for w in widget][:-1] == list(inspect.signature(run).parameters)
+        assert widget.call_button is not None
     manifest = PluginManifest.from_distribution("gmm-segmenter")
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
     assert commands["gmm-segmenter.segment_image"].endswith(":segment_image_widget")
     assert commands["gmm-segmenter.apply_model"].endswith(":apply_model_widget")
-    widgets = {w.display_name: w for w in manifest.contributions.widgets}
-    assert widgets["segment image"].autogenerate and widgets["apply model"].autogenerate
     segment_menu = [item.command for item in manifest.contributions.menus["napari/layers/segment"]]
     assert "gmm-segmenter.segment_image" in segment_menu
 
@@ -701,6 +705,10 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     # the strength box says it is the one used without auto; no 0 components
     assert widget.smoothing.label == "fixed smoothing" and "unticked" in widget.smoothing.tooltip
     assert widget.n_components.min == 1
+    # ... and is greyed out while auto smoothing is ticked (it is not used then)
+    assert widget.auto_smoothing.value and not widget.smoothing.enabled
+    widget.auto_smoothing.value = False
+    assert widget.smoothing.enabled
     widget.n_components.value = 4
     widget.smoothing.value = 0.0
     widget()
@@ -722,8 +730,8 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     assert apply() is None and "no such model file" in new_messages(since)[0]
     assert len(viewer.layers) == n_layers
     since = len(notification_manager.records)
-    assert _functions.segment_image_widget(np.zeros((8, 8))) is None
-    assert _functions.segment_image_widget(None) is None  # no Image layer
+    assert _functions.run_segment_image(np.zeros((8, 8))) is None
+    assert _functions.run_segment_image(None) is None  # no Image layer
     constant, no_image = new_messages(since)
     assert constant.startswith("n components is 3, but the valid pixels of the image hold only 1")
     assert "Set n components to 1 or fewer" in constant and "n_components" not in constant

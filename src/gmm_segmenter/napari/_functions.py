@@ -14,6 +14,7 @@ import warnings
 from typing import Annotated, Literal
 
 import numpy as np
+from magicgui import magic_factory
 from napari.types import ImageData, LabelsData
 from napari.utils.notifications import show_error
 
@@ -245,6 +246,22 @@ def _as_a_widget(function):
     return widget_function
 
 
-#: What napari's *segment image* and *apply model* widgets run (napari.yaml).
-segment_image_widget = _as_a_widget(segment_image)
-apply_model_widget = _as_a_widget(apply_model)
+def _fixed_smoothing_follows_auto(widget) -> None:
+    """Grey out *fixed smoothing* while *auto smoothing* is ticked: it is not used then."""
+
+    def follow(auto):
+        widget.smoothing.enabled = not auto
+
+    widget.auto_smoothing.changed.connect(follow)
+    follow(widget.auto_smoothing.value)
+
+
+#: What napari's *segment image* and *apply model* widgets run: the plain
+#: functions, with refused input shown as a notification.
+run_segment_image = _as_a_widget(segment_image)
+run_apply_model = _as_a_widget(apply_model)
+
+#: The widgets napari.yaml contributes (magicgui builds one per dock, from the
+#: functions' signatures and hints).
+segment_image_widget = magic_factory(run_segment_image, widget_init=_fixed_smoothing_follows_auto)
+apply_model_widget = magic_factory(run_apply_model)
