@@ -432,6 +432,32 @@ def test_bethe_log_partition_is_exact_on_a_chain_and_at_zero():
     assert frozen == pytest.approx(10.0 * edges + np.log(0.5), abs=1e-3)
 
 
+def test_a_batch_of_2d_images_and_3d_volumes_adds_their_log_partitions():
+    log_weights = np.log([0.2, 0.3, 0.5])
+    grids = [
+        _hmrf.Grid((30, 30), None, _mrf.neighbourhood(2), None),
+        _hmrf.Grid((8, 10, 10), None, _mrf.neighbourhood(3), None),
+        _hmrf.Grid((20, 20), None, _mrf.neighbourhood(2), None),
+    ]
+    mixed = _hmrf.Lattice.of(grids)
+    planes, volume = _hmrf.Lattice.of(grids[::2]), _lattice((8, 10, 10))
+    # the neighbourhood with the most pixels leads, and chooses the critical strength
+    assert mixed.n_pixels == 1300 and mixed.total_pixels == 2100
+    assert _hmrf.critical_beta(mixed, 3) == _hmrf.critical_beta(planes, 3)
+    for beta in (0.3, 1.0, 2.0):
+        apart = (_hmrf.bethe_log_partition(beta, planes, log_weights) * 1300
+                 + _hmrf.bethe_log_partition(beta, volume, log_weights) * 800)
+        assert _hmrf.bethe_log_partition(beta, mixed, log_weights) == pytest.approx(apart / 2100)
+    # so the default fits such a batch (it raised IndexError), the larger first or not
+    rng = np.random.default_rng(0)
+    plane = np.repeat(np.arange(3.0), 22)[:64] + rng.normal(scale=0.3, size=(64, 64))
+    cube = np.repeat(np.arange(3.0), 6)[:16] + rng.normal(scale=0.3, size=(16, 16, 16))
+    for batch, at in (([plane, cube], 0), ([cube, plane], 1)):
+        labels = GMMSegmenter(3, random_state=0).fit_predict(batch)
+        assert [part.shape for part in labels] == [part.shape for part in batch]
+        assert np.mean(labels[at][:, :22] == 1) > 0.9
+
+
 def test_critical_beta_is_the_bethe_transition():
     # e^beta = 1 + K / (z - 2) for z equal neighbours
     assert _hmrf.critical_beta(_lattice((30, 30)), 3) == pytest.approx(np.log(1 + 3 / 2))

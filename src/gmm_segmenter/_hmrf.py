@@ -69,14 +69,38 @@ class Lattice:
     ``couplings`` are the neighbour weights ``c`` of each pair of opposite
     offsets (an edge type), ``pairs`` the number of neighbouring valid pixel
     pairs of each type over all grids, ``n_pixels`` the valid pixels.
+    ``others`` are the lattices of grids with another neighbourhood (a batch
+    of 2-D images and 3-D volumes), which the normalising constant adds up;
+    this one is the neighbourhood with the most valid pixels.
     """
 
     couplings: np.ndarray
     pairs: np.ndarray
     n_pixels: int
+    others: tuple = ()
+
+    @property
+    def total_pixels(self) -> int:
+        return self.n_pixels + sum(other.n_pixels for other in self.others)
+
+    @property
+    def total_pairs(self) -> float:
+        return float(self.pairs.sum()) + sum(float(other.pairs.sum()) for other in self.others)
 
     @classmethod
     def of(cls, grids) -> "Lattice":
+        groups = {}
+        for grid in grids:
+            key = (grid.hood.offsets.tobytes(), grid.hood.weights.tobytes(), grid.hood.ndim)
+            groups.setdefault(key, []).append(grid)
+        lattices = sorted(
+            (cls._of_one_neighbourhood(group) for group in groups.values()),
+            key=lambda lattice: -lattice.n_pixels,
+        )
+        return replace(lattices[0], others=tuple(lattices[1:]))
+
+    @classmethod
+    def _of_one_neighbourhood(cls, grids) -> "Lattice":
         couplings = np.array([weight for _, weight in grids[0].hood.half()], dtype=np.float64)
         pairs = np.zeros(len(couplings))
         n_pixels = 0
@@ -115,7 +139,17 @@ def bethe_log_partition(beta: float, lattice: Lattice, log_weights: np.ndarray) 
     and would favour strengths near it. Above the critical strength the
     prior orders and several solutions exist: propagation starts from the
     uniform messages and from each component, and the largest value is kept.
+    A batch of grids with different neighbourhoods (``lattice.others``) is
+    independent grids: their ``log Z`` add up.
     """
+    total = sum(
+        _bethe_log_z(beta, part, log_weights) for part in (lattice, *lattice.others)
+    )
+    return total / lattice.total_pixels
+
+
+def _bethe_log_z(beta: float, lattice: Lattice, log_weights: np.ndarray) -> float:
+    """:func:`bethe_log_partition` of one neighbourhood's grids, not per pixel."""
     n_components = len(log_weights)
     weights = np.exp(log_weights - log_weights.max())
     couplings = beta * lattice.couplings
@@ -127,10 +161,9 @@ def bethe_log_partition(beta: float, lattice: Lattice, log_weights: np.ndarray) 
     ])
     messages = np.repeat(starts[:, np.newaxis, :], len(couplings), axis=1)
     _propagate(np.log(weights), agree[0, :, 0], messages, BP_ITERATIONS)
-    values = [
+    return max(
         _bethe_value(weights, log_weights, start, couplings, lattice) for start in messages
-    ]
-    return max(values) / lattice.n_pixels
+    )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -217,7 +250,9 @@ def critical_beta(lattice: Lattice, n_components: int) -> float:
     ``λ(J_t) (2 - [s = t])``, ``λ(J) = (e^J - 1) / (e^J - 1 + K)``; the
     uniform solution is unstable once that matrix's spectral radius reaches
     1 (for ``z`` equal neighbours, ``e^beta = 1 + K / (z - 2)``). Found by
-    bisection; a chain, which never orders, gets :data:`CHAIN_BETA`.
+    bisection; a chain, which never orders, gets :data:`CHAIN_BETA`. For a
+    batch of grids with different neighbourhoods, that of the neighbourhood
+    with the most valid pixels.
     """
     couplings = lattice.couplings
     n_types = len(couplings)
@@ -419,8 +454,8 @@ def _free_energy_search(mixture, grids, lattice, posteriors, log_potential, run)
     ``docs/spatial.md`` for how this compares with refitting every
     candidate.
     """
-    n_valid = lattice.n_pixels
-    if n_valid < MIN_PIXELS_FOR_BETA or lattice.pairs.sum() == 0:
+    n_valid = lattice.total_pixels
+    if n_valid < MIN_PIXELS_FOR_BETA or lattice.total_pairs == 0:
         if mixture.n_components == 1:  # nothing to smooth: no strength to choose
             return run(mixture, posteriors, BETA_FALLBACK)
         warnings.warn(
@@ -482,7 +517,7 @@ def _candidate_energy(beta, potentials, maps, grids, lattice) -> float:
     for potential, padded, grid in zip(potentials, maps, grids):
         _mrf.mean_field(potential, padded, grid.valid, beta, grid.hood, max_sweeps=CANDIDATE_SWEEPS)
         total += _mrf.objective(potential, padded, beta, grid.hood)
-    return total / lattice.n_pixels
+    return total / lattice.total_pixels
 
 
 #: Guided ``beta='auto'``: multiples of the critical strength tried, weakest first.
@@ -530,7 +565,7 @@ def held_out_beta(mixture, grids, log_potential, held_out):
     ``None`` when the grids are too small to choose on (``'auto'``'s fallback).
     """
     lattice = Lattice.of(grids)
-    if lattice.n_pixels < MIN_PIXELS_FOR_BETA or lattice.pairs.sum() == 0:
+    if lattice.total_pixels < MIN_PIXELS_FOR_BETA or lattice.total_pairs == 0:
         return None
     potentials = [log_potential(i, mixture) for i in range(len(grids))]
     posteriors = [
