@@ -154,6 +154,17 @@ def test_fitted_attributes_are_gaussian_mixture_parameters(rgb_image, covariance
     )
 
 
+def test_scores_of_no_valid_pixel_are_refused_alike():
+    image, _ = quadrants(noise=10)
+    segmenter = make_segmenter(4, beta=0).fit(image)
+    nothing = np.zeros(image.shape, dtype=bool)
+    for score in (segmenter.score, segmenter.bic, segmenter.aic):
+        with pytest.raises(ValueError, match="Every pixel of X is masked out or not finite"):
+            score(image, mask=nothing)
+        with pytest.raises(ValueError, match="nothing to score"):
+            score(np.full(image.shape, np.nan))
+
+
 def test_lower_bound_is_in_input_units():
     image, _ = quadrants(noise=10)
     segmenter = make_segmenter(4, max_samples=None, tol=1e-8, max_iter=500).fit(image)

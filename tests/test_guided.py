@@ -318,7 +318,8 @@ def test_batch_scribbles_must_match_the_batch():
                            r"\(60, 90\); .* shape \(60, 90, 'K'\)"),
         (lambda p: p - 0.3, r"prior holds the negative value"),
         (lambda p: p * 2, r"must sum to 1 at every pixel .* sum to 2.*normalise them first"),
-        (lambda p: np.where(p > 0.5, np.nan, p), r"prior holds NaN or infinite values"),
+        (lambda p: np.where(p > 0.5, np.nan, p),
+         r"prior holds NaN or infinite values.*\(np\.nan_to_num\(prior\) sets them to 0\)"),
     ],
 )
 def test_bad_prior_maps_are_refused_clearly(make_prior, match):

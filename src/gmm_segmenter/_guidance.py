@@ -457,7 +457,7 @@ def _check_prior(prior, spatial_shape, mask, name, n_components):
     if not np.isfinite(rows).all():
         raise ValueError(
             f"{name} holds NaN or infinite values; probabilities must be finite "
-            "numbers in [0, 1] (np.nan_to_num({name}) sets them to 0)."
+            f"numbers in [0, 1] (np.nan_to_num({name}) sets them to 0)."
         )
     if len(rows) and rows.min() < 0:
         raise ValueError(

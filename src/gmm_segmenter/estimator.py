@@ -1092,17 +1092,18 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         Over all pixels of all images when ``X`` is a batch.
         """
         total, count = self._log_likelihood_sum(X, mask)
-        if count == 0:
-            raise ValueError(
-                "Every pixel of X is masked out or not finite; there is nothing to score."
-            )
         return total / count
 
     def _log_likelihood_sum(self, X, mask):
+        """The summed log-likelihood of ``X``'s valid pixels and their number (at least 1)."""
         maps = self.score_samples(X, mask=mask)
         maps = maps if isinstance(maps, list) else [maps]
         total = sum(float(np.nansum(m)) for m in maps)
         count = sum(int(np.count_nonzero(~np.isnan(m))) for m in maps)
+        if count == 0:
+            raise ValueError(
+                "Every pixel of X is masked out or not finite; there is nothing to score."
+            )
         return total, count
 
     def _n_parameters(self):
@@ -1117,7 +1118,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     def aic(self, X, *, mask=None):
         """Akaike information criterion of the fitted model on ``X`` (lower is better)."""
-        total, _ = self._log_likelihood_sum(X, mask)
+        total, _ = self._log_likelihood_sum(X, mask)  # raises, as score, on no valid pixel
         return -2 * total + 2 * self._n_parameters()
 
     def sample(self, n_samples=1):
