@@ -677,6 +677,12 @@ def save_model(segmenter, path, *, record=None) -> Path:
     string (format tag and version, gmm_segmenter version, parameters,
     shapes); it contains no pickled objects. Load it with :func:`load_model`.
 
+    A model fitted with ``bias_field`` keeps its mixture, not the training
+    image's field (``bias_field_``): the loaded model estimates the field of
+    every image it labels, its training image included, so there its labels
+    can differ from the fitted estimator's on a few pixels (98 % equal on
+    ``coins``; see docs/bias-field.md). pickle keeps the field.
+
     Parameters
     ----------
     segmenter : GMMSegmenter
@@ -744,7 +750,8 @@ def load_model(path) -> GMMSegmenter:
     format tag and version, that every array is float64, finite and shaped as
     the covariance type, number of components and channels say, that the
     weights are positive and sum to 1, the scales positive, and that every
-    covariance is positive definite.
+    covariance is positive definite. A model fitted with ``bias_field``
+    comes back without its training image's field (see :func:`save_model`).
 
     Raises
     ------
