@@ -1041,6 +1041,23 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         return self.predict_proba(X, mask=mask)
 
+    def set_output(self, *, transform=None):
+        """scikit-learn's output container of :meth:`transform`: NumPy only.
+
+        The posterior maps are shaped like the image with a component axis
+        last, which a table cannot hold, so ``transform='default'`` (or
+        ``None``, no change) is accepted and ``'pandas'`` or ``'polars'``
+        refused. This is what ``Pipeline.set_output`` calls on each step.
+        """
+        if transform not in (None, "default"):
+            raise ValueError(
+                f"GMMSegmenter.set_output(transform={transform!r}): transform gives "
+                "posterior maps shaped like the image (components on a last axis), which "
+                "a table cannot hold; only transform='default' (NumPy arrays) or None is "
+                "possible. To tabulate them, reshape: maps.reshape(-1, n_components_)."
+            )
+        return self
+
     @_fit_context(prefer_skip_nested_validation=True)
     @_all_or_nothing
     @_single_threaded_blas
