@@ -529,6 +529,17 @@ def test_invalid_neighbourhoods_are_reported(params, image_shape, match):
         GMMSegmenter(2, **params).fit(image)
 
 
+def test_a_fitted_volume_model_says_how_to_label_a_slice():
+    volume = np.random.default_rng(0).normal(size=(6, 12, 12))
+    for params, fix in (({"connectivity": 3}, r"call set_params\(connectivity=1\) first"),
+                        ({"spacing": (3, 1, 1)}, r"call set_params\(spacing=None\), or 2")):
+        segmenter = GMMSegmenter(2, random_state=0, **params).fit(volume)
+        with pytest.raises(ValueError, match=fix):
+            segmenter.predict(volume[0])
+        segmenter.set_params(connectivity=1, spacing=None)
+        assert segmenter.predict(volume[0]).shape == (12, 12)
+
+
 def test_connectivity_is_checked_per_image_of_a_batch():
     images = [np.random.default_rng(0).normal(size=(8, 8, 8)), np.arange(64.0).reshape(8, 8)]
     with pytest.raises(ValueError, match=r"connectivity=3 is out of range for X\[1\]"):

@@ -858,17 +858,33 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             )
         model = self._prediction_model()
         images = self._open_for_prediction(X, mask, model)
-        self._neighbourhoods(images.views)  # the field's coordinates use spacing
+        self._neighbourhoods(images.views, fitted=True)  # the field's coordinates use spacing
         fields = self._fields_for(images, model)
         return images.unbatch([self._field_layout(m) for m in images.field_maps(fields)])
 
-    def _neighbourhoods(self, views):
-        """Each image's spatial neighbourhood, checked against its dimensions."""
+    def _neighbourhoods(self, views, fitted=False):
+        """Each image's spatial neighbourhood, checked against its dimensions.
+
+        ``fitted``: for a fitted model's prediction, whose message then says
+        that ``set_params`` adapts the model to the image.
+        """
         hoods = []
         for i, view in enumerate(views):
             name = "X" if len(views) == 1 else f"X[{i}]"
             ndim = len(view.spatial_shape)
-            _mrf.check_neighbourhood(ndim, self.connectivity, self.spacing, name)
+            try:
+                _mrf.check_neighbourhood(ndim, self.connectivity, self.spacing, name)
+            except ValueError as error:
+                if not fitted:
+                    raise
+                change = (
+                    "set_params(connectivity=1)" if not 1 <= self.connectivity <= ndim
+                    else f"set_params(spacing=None), or {ndim} voxel sizes,"
+                )
+                raise ValueError(
+                    f"{error} To label it with this fitted model, call {change} first: "
+                    "the fitted mixture stays as it is."
+                ) from None
             hoods.append(_mrf.neighbourhood(ndim, self.connectivity, self.spacing))
         return hoods
 
@@ -1199,7 +1215,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         images = self._open_for_prediction(X, mask, model)
         if self.bias_field is not None or (output != "log_likelihood" and model.beta > 0):
             # the prior's neighbourhood, and the field's coordinates, use spacing
-            self._neighbourhoods(images.views)
+            self._neighbourhoods(images.views, fitted=True)
         if self.bias_field is None:
             return images.predict(model, output, guidance)
         if fields is None:
