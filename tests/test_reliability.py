@@ -7,7 +7,7 @@ import pytest
 from _helpers import make_segmenter, run_cli
 from _images import quadrants
 
-from gmm_segmenter import GMMSegmenter, _mixture
+from gmm_segmenter import GMMSegmenter, _kernel, _mixture
 
 
 # ------------------------------------------------------ degenerate mixtures
@@ -349,13 +349,20 @@ def test_overlapping_fits_in_threads_restore_the_blas_threads():
 
     from threadpoolctl import threadpool_info
 
-    before = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    def threads_of_each_library():
+        return [(info["user_api"], info["num_threads"]) for info in threadpool_info()]
+
+    before = threads_of_each_library()
     image = np.random.default_rng(1).normal(size=(200, 200, 3))
+    seen = []
     errors = []
 
     def fit():
         try:
             GMMSegmenter(3, channel_axis=-1, random_state=0).fit(image)
+            with _kernel.one_blas_thread():  # BLAS and OpenMP (k-means) alike
+                seen.append({n for api, n in threads_of_each_library()
+                             if api in ("blas", "openmp")})
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
 
@@ -364,9 +371,8 @@ def test_overlapping_fits_in_threads_restore_the_blas_threads():
         thread.start()
     for thread in threads:
         thread.join()
-    assert not errors
-    after = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
-    assert after == before
+    assert not errors and seen == [{1}] * 3
+    assert threads_of_each_library() == before
 
 
 def test_a_tiny_sample_is_blamed_not_the_image():

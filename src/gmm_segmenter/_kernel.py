@@ -436,26 +436,33 @@ _blas_limiter = None
 
 @contextlib.contextmanager
 def one_blas_thread():
-    """One BLAS thread while any fit or prediction runs, in any thread.
+    """One BLAS and one OpenMP thread while any fit or prediction runs, in any thread.
 
     EM and prediction multiply tall, skinny arrays by tiny (channels x
     channels) matrices: memory-bound work that BLAS threads only slow down,
     badly so when the cores are busy (a fit took 4x longer with two OpenBLAS
-    threads on a loaded 2-core machine).
+    threads on a loaded 2-core machine). The screened k-means starts run
+    scikit-learn's OpenMP loops on 20 000 rows, where the threads gain
+    nothing alone (astronaut, 0.8 s either way) and compete when fits
+    overlap (``gmm-segment --jobs 2`` on six colour images: 6.7-6.9 s with
+    one OpenMP thread per fit, 7.3-7.5 s with two).
 
     The BLAS setting is global to the process: the first caller to enter
     sets it and the last to leave restores it, so overlapping calls (a napari
     worker and the main thread, ``gmm-segment --jobs``) cannot restore each
-    other's limit and leave BLAS single-threaded for good.
+    other's limit and leave BLAS single-threaded for good. OpenMP's is the
+    calling thread's own, set and restored by each call.
     """
     global _blas_users, _blas_limiter
     with _blas_lock:
         if _blas_users == 0:
-            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
+            _blas_limiter = _blas_controller().select(user_api="blas").limit(limits=1)
         _blas_users += 1
+    openmp = _blas_controller().select(user_api="openmp").limit(limits=1)
     try:
         yield
     finally:
+        openmp.restore_original_limits()
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
