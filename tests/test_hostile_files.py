@@ -99,6 +99,31 @@ def test_the_pixel_limit_is_checked_from_the_header(tmp_path):
     assert gio.MAX_PIXELS == 2**31
 
 
+def test_max_pixels_not_pillows_own_limit_decides(tmp_path, monkeypatch):
+    from PIL import Image
+
+    gio.write_png(tmp_path / "a.png", np.zeros((20, 30), np.uint8))
+    # Pillow's limit (about 179 million pixels) scaled down to this image
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    assert gio.read_image(tmp_path / "a.png").shape == (20, 30)
+    with pytest.raises(ValueError, match=r"shape \(20, 30\) \(600 values\), more than the "
+                                         r"limit of 599; .*--max-pixels in gmm-segment"):
+        gio.read_image(tmp_path / "a.png", max_pixels=599)
+
+
+def test_a_one_frame_gif_is_one_image_and_an_animation_a_stack(tmp_path):
+    import imageio.v3 as iio
+
+    frames = np.random.default_rng(0).integers(0, 256, size=(3, 20, 30), dtype=np.uint8)
+    iio.imwrite(tmp_path / "one.gif", frames[0])
+    iio.imwrite(tmp_path / "three.gif", frames)
+    one, three = gio.read_image(tmp_path / "one.gif"), gio.read_image(tmp_path / "three.gif")
+    assert one.shape[:2] == (20, 30) and one.ndim == three.ndim - 1  # (palette as RGB)
+    assert three.shape[:3] == (3, 20, 30)
+    gio.write_png(tmp_path / "row.png", frames[0][:1])  # one row stays a row
+    assert gio.read_image(tmp_path / "row.png").shape == (1, 30)
+
+
 def test_a_large_claim_in_a_small_tiff_is_refused_before_decoding(tmp_path):
     # a genuine header for 400 million pixels over a few hundred kB of data
     path = tmp_path / "claim.tif"

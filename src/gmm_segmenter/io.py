@@ -216,7 +216,7 @@ def _check_chunk_count(path, shape, chunks, max_pixels):
             f"shape {chunks}; with the limit of {max_pixels:,} values it may have at most "
             f"{allowed:,}, because zarr spends as long on a chunk as on about "
             f"{_VALUES_PER_CHUNK_READ:,} values. If the store is genuine, raise the limit "
-            "(max_pixels=, gmm-segment --max-pixels) or rewrite it in larger chunks"
+            "(max_pixels in Python, --max-pixels in gmm-segment) or rewrite it in larger chunks"
         )
 
 
@@ -418,19 +418,29 @@ def _check_pixels(path, shape, dtype, max_pixels, in_memory=True):
     n_values = math.prod(int(n) for n in shape)
     if n_values > max_pixels:
         raise ValueError(
-            f"{path}: declares an image of shape {tuple(shape)} ({n_values:,} values), "
+            f"{path}: declares an image of shape {_as_read(shape)} ({n_values:,} values), "
             f"more than the limit of {max_pixels:,}; if the file is genuine, raise the "
-            "limit (max_pixels=, gmm-segment --max-pixels)"
+            "limit (max_pixels in Python, --max-pixels in gmm-segment)"
         )
     n_bytes = n_values * np.dtype(dtype).itemsize
     available = _memory_headroom() if in_memory else None
     if available is not None and n_bytes > available:
         raise ValueError(
-            f"{path}: declares an image of shape {tuple(shape)} that needs "
+            f"{path}: declares an image of shape {_as_read(shape)} that needs "
             f"{format_bytes(n_bytes)} of memory, but only {format_bytes(max(available, 0))} "
             "is available (the free memory, or less under an address-space limit such "
             "as gmm-segment --read-memory sets)"
         )
+
+
+def _as_read(shape) -> tuple:
+    """A Pillow header's ``(frames, height, width, bands)`` as the array will be
+    shaped: one frame or one band adds no axis."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) == 4:
+        frames, height, width, bands = shape
+        return ((frames,) if frames > 1 else ()) + (height, width) + ((bands,) if bands > 1 else ())
+    return shape
 
 
 def _check_regular_file(path) -> int:
@@ -514,6 +524,11 @@ def _read_pillow(path, max_pixels, file_size):
     from PIL import Image
 
     _check_png_chunks(path, file_size)
+    # Pillow refuses images above its own limit (about 179 million pixels,
+    # against decompression bombs) before max_pixels is asked; max_pixels,
+    # checked below from the header, is the limit here
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
     with Image.open(path) as opened:  # reads the header only
         width, height = opened.size
@@ -521,7 +536,8 @@ def _read_pillow(path, max_pixels, file_size):
         frames = int(getattr(opened, "n_frames", 1) or 1)
         itemsize = 2 if opened.mode.startswith("I;16") else (4 if opened.mode in ("F", "I") else 1)
     _check_pixels(path, (frames, height, width, bands), f"u{itemsize}", max_pixels)
-    return iio.imread(path, plugin="pillow")
+    # one frame is one image, also where imageio gives a stack (GIF)
+    return iio.imread(path, plugin="pillow", index=0 if frames == 1 else None)
 
 
 def read_image(path, *, max_pixels=MAX_PIXELS) -> np.ndarray:
