@@ -248,3 +248,34 @@ def test_a_fully_transparent_file_says_so(tmp_path, capsys):
     assert status == 1
     assert "clear.png: every pixel is transparent (alpha 0): there is nothing to segment" in err
     assert "True" not in err
+
+
+def test_images_may_follow_options_and_slips_are_caught_as_they_are_read(tmp_path, capsys):
+    image = np.random.default_rng(0).integers(0, 255, size=(20, 24)).astype(np.uint8)
+    gio.write_png(tmp_path / "a.png", image)
+    gio.write_png(tmp_path / "b.png", image[::-1])
+    out = tmp_path / "out"
+    status = cli.main([str(tmp_path / "a.png"), "-k", "2", str(tmp_path / "b.png"),
+                       "--beta", "0", "-o", str(out), "--quiet"])
+    assert status == 0 and {"a_labels.tif", "b_labels.tif"} <= set(os.listdir(out))
+    capsys.readouterr()
+    # a bad voxel size, or an image read as one, is a usage error, once
+    for spacing, said in ((["0", "1"], "expected a positive, finite voxel size, got '0'"),
+                          (["nan", "1"], "expected a positive, finite voxel size, got 'nan'"),
+                          (["2", "1", str(tmp_path / "a.png")],
+                           "give images before it or end its sizes with --")):
+        status = cli.main([str(tmp_path / "a.png"), "--spacing", *spacing, "-o", str(out)])
+        err = capsys.readouterr().err
+        assert status == 2 and err.count("error:") == 1 and said in err, err
+    # an empty output folder (an unset variable) is not the current folder
+    status = cli.main([str(tmp_path / "a.png"), "-o", ""])
+    assert status == 2 and "is a shell variable unset?" in capsys.readouterr().err
+
+
+def test_a_symlink_loop_is_one_error(tmp_path, capsys):
+    os.symlink(tmp_path / "two", tmp_path / "one")
+    os.symlink(tmp_path / "one", tmp_path / "two")
+    status = cli.main([str(tmp_path / "one"), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 1 and "one: cannot be read (Too many levels of symbolic links)" in err
+    assert "Traceback" not in err

@@ -99,7 +99,8 @@ def _main(argv) -> int:
             return answered
         argv = answered
     try:
-        args = parser.parse_args(argv)
+        # images may follow options: gmm-segment a.png -k 2 b.png
+        args = parser.parse_intermixed_args(argv)
         return _run(args, parser)
     except SystemExit as exit_:
         code = exit_.code
@@ -283,7 +284,7 @@ def _input_paths(sources):
         if source.path is not None:
             try:
                 paths.add(source.path.resolve())
-            except OSError:
+            except (OSError, RuntimeError):  # RuntimeError: a symlink loop
                 pass
     return frozenset(paths)
 

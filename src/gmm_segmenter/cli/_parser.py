@@ -57,6 +57,16 @@ class _CovarianceTypes:
 # ------------------------------------------------------------------ type checks
 
 
+def _folder_name(text):
+    """``-o``: a folder; an empty name (an unset variable) is refused, not read as ``.``."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected a folder name, got {text!r} (is a shell variable unset?); "
+            "use -o . for the current folder"
+        )
+    return Path(text)
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -133,6 +143,21 @@ def _number_in(text, low, high, expected):
 
 def _tol(text):
     return _number_in(text, 0.0, math.inf, "a number from 0 to inf")
+
+
+def _voxel_size(text):
+    """``--spacing``: one voxel size, a positive finite number."""
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a voxel size, got {text!r}; --spacing takes every number up to "
+            "the next option, so give images before it or end its sizes with --"
+        ) from None
+    value = _number_in(text, 0.0, math.inf, "a positive, finite voxel size")
+    if value == 0.0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite voxel size, got {text!r}")
+    return value
 
 
 def _reg_covar(text):
@@ -256,7 +281,7 @@ def _add_input_arguments(parser):
         "value --max-pixels allows; 'none': no limit; Linux only)",
     )
     parser.add_argument(
-        "-o", "--outdir", default="Result", type=Path,
+        "-o", "--outdir", default="Result", type=_folder_name,
         help="folder for the results, created if needed (default: ./Result)",
     )
 
@@ -360,7 +385,7 @@ def _add_spatial_arguments(model):
         f"(default: {defaults['connectivity']})",
     )
     model.add_argument(
-        "--spacing", type=float, nargs="+", default=None, metavar="S",
+        "--spacing", type=_voxel_size, nargs="+", default=None, metavar="S",
         help="pixel/voxel size along each spatial axis, for the spatial prior "
         f"(default: {defaults['spacing']})",
     )
