@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,20 @@ def test_the_fitted_arrays_cannot_be_written_in_place(fitted):
         with pytest.raises(ValueError, match="read-only"):
             getattr(fitted, name)[0] = 0
     np.testing.assert_array_equal(fitted.predict(image), before)
+
+
+def test_an_image_far_from_every_class_is_warned_about():
+    from skimage import data
+
+    camera, coins = data.camera(), data.coins()
+    segmenter = GMMSegmenter(3, beta=0, random_state=0).fit(camera)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the training image, another photo, a brighter one
+        segmenter.predict(camera)
+        segmenter.predict(coins)
+        segmenter.predict(np.clip(camera * 1.3, 0, 255).astype(np.uint8))
+        segmenter.score_samples(coins.astype(np.uint16) * 256)  # scores are for such images
+    with pytest.warns(UserWarning, match=r"X's values lie far from every class of this model: "
+                                         r"its median pixel is .* another bit depth"):
+        labels = segmenter.predict(coins.astype(np.uint16) * 256)
+    assert len(np.unique(labels)) == 1  # why it matters: one class

@@ -136,6 +136,16 @@ def log_gaussian_prob(X, means, precisions_cholesky, covariance_type):
     return log_prob.astype(dtype, copy=False).T
 
 
+def nearest_distance(X, mixture: Mixture) -> np.ndarray:
+    """Each row's Mahalanobis distance to the nearest component, in standard deviations."""
+    X = np.asarray(X, dtype=np.float64)
+    squared, _ = mixture.kind.log_prob(
+        X.T, mixture.means.astype(np.float64), mixture.precisions_cholesky.astype(np.float64),
+        mixture.n_components,
+    )
+    return np.sqrt(np.maximum(squared.min(axis=0), 0.0))
+
+
 def most_probable(X, mixture: Mixture, dtype=np.intp):
     """Index of the most probable component of each sample.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import warnings
 from dataclasses import replace
 from numbers import Integral, Real
 
@@ -1213,6 +1214,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         model = self._prediction_model()
         images = self._open_for_prediction(X, mask, model)
+        if output != "log_likelihood" and fields is None:  # not the training images
+            _warn_if_far_from_the_model(images, model)
         if self.bias_field is not None or (output != "log_likelihood" and model.beta > 0):
             # the prior's neighbourhood, and the field's coordinates, use spacing
             self._neighbourhoods(images.views, fitted=True)
@@ -1254,6 +1257,37 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True
         tags.transformer_tags.preserves_dtype = []
         return tags
+
+
+#: Labels and posteriors warn when the median pixel of the image (of a sample
+#: of FAR_SAMPLE) lies farther than this many standard deviations from the
+#: nearest class: an image of another bit depth or scale than the training
+#: images (a 16-bit file under a model of 8-bit ones) comes out as one class.
+FAR_FROM_THE_MODEL = 10.0
+FAR_SAMPLE = 10_000
+
+
+def _warn_if_far_from_the_model(images, model) -> None:
+    if not isinstance(images, _source.InMemoryImages):
+        return  # a chunked image would be read for it
+    values, _ = images.sample(FAR_SAMPLE, np.random.default_rng(0))
+    if not len(values):
+        return
+    median = float(np.median(_mixture.nearest_distance(values, model.mixture)))
+    if median <= FAR_FROM_THE_MODEL:
+        return
+    means = model.mixture.means
+    low, high = np.percentile(values, [1, 99])
+    warnings.warn(
+        f"X's values lie far from every class of this model: its median pixel is "
+        f"{median:.3g} standard deviations from the nearest class (the classes' means "
+        f"run from {means.min():.4g} to {means.max():.4g}; 98 % of X's values from "
+        f"{low:.4g} to {high:.4g}). Was the model fitted on images of another bit depth "
+        "or intensity scale? Its labels of this image say little: rescale the image as "
+        "the training images were, or fit a model on images like it.",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _digest(images):
