@@ -139,11 +139,13 @@ def log_gaussian_prob(X, means, precisions_cholesky, covariance_type):
 def nearest_distance(X, mixture: Mixture) -> np.ndarray:
     """Each row's Mahalanobis distance to the nearest component, in standard deviations."""
     X = np.asarray(X, dtype=np.float64)
-    squared, _ = mixture.kind.log_prob(
-        X.T, mixture.means.astype(np.float64), mixture.precisions_cholesky.astype(np.float64),
-        mixture.n_components,
-    )
-    return np.sqrt(np.maximum(squared.min(axis=0), 0.0))
+    with np.errstate(over="ignore", invalid="ignore"):  # values near the float64 limit: inf
+        squared, _ = mixture.kind.log_prob(
+            X.T, mixture.means.astype(np.float64),
+            mixture.precisions_cholesky.astype(np.float64), mixture.n_components,
+        )
+        nearest = squared.min(axis=0)
+    return np.sqrt(np.where(np.isnan(nearest), np.inf, np.maximum(nearest, 0.0)))
 
 
 def most_probable(X, mixture: Mixture, dtype=np.intp):
