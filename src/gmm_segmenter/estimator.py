@@ -1270,8 +1270,15 @@ FAR_SAMPLE = 10_000
 def _warn_if_far_from_the_model(images, model) -> None:
     if not isinstance(images, _source.InMemoryImages):
         return  # a chunked image would be read for it
-    values, _ = images.sample(FAR_SAMPLE, np.random.default_rng(0))
-    if not len(values):
+    # pixels drawn at random (with replacement), the valid ones kept: no pass
+    # over the image to count them first
+    rng = np.random.default_rng(0)
+    picked = [
+        _image.pixels_at(view, rng.integers(0, view.n_pixels, FAR_SAMPLE // len(images.views) + 1))
+        for view in images.views
+    ]
+    values = np.concatenate([values[valid] for values, valid in picked])
+    if len(values) < 100:  # (nearly) all masked out or not finite: nothing to judge
         return
     median = float(np.median(_mixture.nearest_distance(values, model.mixture)))
     if median <= FAR_FROM_THE_MODEL:
