@@ -279,3 +279,33 @@ def test_a_symlink_loop_is_one_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 1 and "one: cannot be read (Too many levels of symbolic links)" in err
     assert "Traceback" not in err
+
+
+def test_an_interrupt_stops_the_images_running_in_other_threads():
+    import types
+
+    from gmm_segmenter._progress import Cancelled, progress, report
+    from gmm_segmenter.cli import _runner
+
+    runner = types.SimpleNamespace(on_stage=lambda stage, done, total: None)
+    stopped = []
+
+    def work(item):
+        if item == 0:
+            return item  # done at once: the main thread is interrupted as it comes
+        try:
+            with progress(lambda *args: _runner.Runner._on_stage(runner, *args)):
+                for step in range(2000):  # 20 s unless stopped
+                    report("EM", step)
+                    time.sleep(0.01)
+        except Cancelled:
+            stopped.append(item)
+        return item
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in _runner._map(work, [0, 1, 2], 2):
+            raise KeyboardInterrupt
+    # (before: Ctrl-C with --jobs 2 waited for the images in progress to end)
+    assert time.monotonic() - started < 5 and 1 in stopped
+    assert not _runner._stopping.is_set()  # the next run is not stopped

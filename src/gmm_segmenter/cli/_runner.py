@@ -10,6 +10,7 @@ import concurrent.futures
 import contextlib
 import copy
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import _dask
 from .._image import is_dask_array
-from .._progress import progress
+from .._progress import Cancelled, progress
 from ..estimator import GMMSegmenter
 from ..io import read_zarr, write_json
 from . import _isolated
@@ -70,6 +71,11 @@ class Runner:
         # progress(stage, done, total) of EM and labelling inside one image
         self.on_stage = lambda stage, done, total: None
 
+    def _on_stage(self, stage, done, total):
+        if _stopping.is_set():  # interrupted: the images in other threads stop too
+            raise Cancelled
+        self.on_stage(stage, done, total)
+
     def read(self, source) -> Prepared:
         with working_on(source.label):
             return self._read(source)
@@ -91,7 +97,7 @@ class Runner:
         if self.prior is not None:
             prior = [prior_for(self.prior, p.spatial_shape) for p in prepared_list]
             prior = prior if batch else prior[0]
-        with progress(self.on_stage):
+        with progress(self._on_stage):
             return segmenter.fit(pixels, scribbles, mask=masks, prior=prior)
 
     def segmenter_for(self, source, prepared, seconds):
@@ -110,7 +116,7 @@ class Runner:
         else:
             segmenter = GMMSegmenter(**self.params, channel_axis=prepared.channel_axis)
             prior = None if self.prior is None else prior_for(self.prior, prepared.spatial_shape)
-            with progress(self.on_stage):
+            with progress(self._on_stage):
                 labels = segmenter.fit_predict(prepared.pixels, self.scribbles,
                                                mask=prepared.mask, prior=prior)
         seconds["fit"] = time.perf_counter() - tick
@@ -148,7 +154,7 @@ class Runner:
             segmenter, model_source, labels = self.segmenter_for(source, prepared, seconds)
             tick = time.perf_counter()
             self.status(f"{source.name}: labelling")
-            with progress(self.on_stage):
+            with progress(self._on_stage):
                 if labels is None:
                     labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
                 posteriors = (
@@ -228,6 +234,11 @@ class Runner:
 # ------------------------------------------------------------------ the batch
 
 
+#: Set when the run is interrupted while images are processed in threads:
+#: each stops at its next progress report (a few times a second).
+_stopping = threading.Event()
+
+
 def _map(function, items, jobs):
     """``function`` over ``items``, ``jobs`` at a time; yields results as they finish."""
     if jobs == 1 or len(items) < 2:
@@ -244,10 +255,14 @@ def _map(function, items, jobs):
             for future in concurrent.futures.as_completed(futures):
                 yield future.result()
         except BaseException:
+            _stopping.set()  # fits and predictions running in other threads: stop now
             for future in futures:
                 future.cancel()
             _isolated.stop_all()  # files still decoding in other threads: stop now
             raise
+        finally:
+            pool.shutdown(wait=True)  # the stopped threads end before the next run
+            _stopping.clear()
 
 
 def _report(console, outcome):
