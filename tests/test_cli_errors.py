@@ -309,3 +309,32 @@ def test_an_interrupt_stops_the_images_running_in_other_threads():
     # (before: Ctrl-C with --jobs 2 waited for the images in progress to end)
     assert time.monotonic() - started < 5 and 1 in stopped
     assert not _runner._stopping.is_set()  # the next run is not stopped
+
+
+def test_an_output_folder_that_takes_no_file_is_one_error_before_any_input(
+    tmp_path, monkeypatch, capsys
+):
+    import tempfile
+    import types
+
+    from gmm_segmenter.cli import _main, _runner
+
+    image = np.random.default_rng(0).integers(0, 255, size=(20, 24)).astype(np.uint8)
+    for name in ("a", "b"):
+        gio.write_png(tmp_path / f"{name}.png", image)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(_main, "tempfile", types.SimpleNamespace(TemporaryFile=read_only))
+    status = cli.main([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("error") == 1, err
+    assert "cannot write into the output folder (Read-only file system)" in err
+    monkeypatch.setattr(_main, "tempfile", tempfile)
+    # a folder the run made is removed when nothing went into it, interrupted too
+    monkeypatch.setattr(_runner, "run_all", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "new")]) == 130
+    assert not (tmp_path / "new").exists()

@@ -439,7 +439,9 @@ def _as_read(shape) -> tuple:
     shape = tuple(int(n) for n in shape)
     if len(shape) == 4:
         frames, height, width, bands = shape
-        return ((frames,) if frames > 1 else ()) + (height, width) + ((bands,) if bands > 1 else ())
+        return (
+            ((frames,) if frames > 1 else ()) + (height, width) + ((bands,) if bands > 1 else ())
+        )
     return shape
 
 

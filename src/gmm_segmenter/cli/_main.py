@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import sys
+import tempfile
 import traceback
 
 from . import _isolated
@@ -210,8 +211,10 @@ def _run(args, parser) -> int:
                         protected=_input_paths(sources), scribbles=scribbles, prior=prior)
         if args.jobs == 1:  # one stage bar cannot follow several images at once
             runner.on_stage = console.stage
-        with _locked(args.outdir, console):
-            outcomes, failed_without_outcome = run_all(runner, sources, console, args)
+        try:
+            with _locked(args.outdir, console):
+                outcomes, failed_without_outcome = run_all(runner, sources, console, args)
+        finally:  # also when interrupted: a folder this run made holds nothing
             if created:
                 _remove_if_empty(args.outdir)
         failed += failed_without_outcome
@@ -298,6 +301,15 @@ def _locked(outdir, console):
         lock = locked(outdir, console.warn)
         lock.__enter__()
     except OSError as error:
+        console.error(f"-o {outdir}: cannot write into the output folder "
+                      f"({error.strerror or describe(error)})")
+        raise _CannotStart from error
+    try:
+        # a folder that cannot take a file (read-only, full, another user's) is
+        # one error before any input, not one per input
+        tempfile.TemporaryFile(dir=outdir, prefix=".gmm-segment-probe-").close()
+    except OSError as error:
+        lock.__exit__(None, None, None)
         console.error(f"-o {outdir}: cannot write into the output folder "
                       f"({error.strerror or describe(error)})")
         raise _CannotStart from error
