@@ -338,3 +338,16 @@ def test_an_output_folder_that_takes_no_file_is_one_error_before_any_input(
     monkeypatch.setattr(_runner, "run_all", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
     assert cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "new")]) == 130
     assert not (tmp_path / "new").exists()
+
+
+def test_an_input_named_twice_is_processed_once_under_its_own_name(tmp_path, capsys):
+    image = np.random.default_rng(0).integers(0, 255, size=(20, 24)).astype(np.uint8)
+    (tmp_path / "grey").mkdir()
+    gio.write_png(tmp_path / "grey" / "coins.png", image)
+    out = tmp_path / "out"
+    named = [tmp_path / "grey" / "coins.png", tmp_path / "grey" / ".." / "grey" / "coins.png",
+             tmp_path / "grey", str(tmp_path / "grey" / "*.png")]
+    status = cli.main([*map(str, named), "-k", "2", "--beta", "0", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert status == 0 and err.count("the same input as") == 3, err
+    assert sorted(p.name for p in out.iterdir() if "labels" in p.name) == ["coins_labels.tif"]

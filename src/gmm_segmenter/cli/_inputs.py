@@ -60,8 +60,9 @@ class Prepared:
 # ------------------------------------------------------------------ discovery
 
 
-def collect_sources(patterns, samples) -> tuple[list[Source], list[str]]:
-    """Expand files, folders and globs into sources; return them and the errors."""
+def collect_sources(patterns, samples) -> tuple[list[Source], list[str], list[str]]:
+    """Expand files, folders and globs into sources; return them, the errors, and
+    notes on inputs given more than once (each is processed once)."""
     sources, errors = [], []
     for pattern in patterns:
         path = Path(pattern)
@@ -86,8 +87,27 @@ def collect_sources(patterns, samples) -> tuple[list[Source], list[str]]:
                 errors.append(f"{pattern}: no file matches this pattern")
             sources += [Source(label=str(m), path=m) for m in matches]
     sources += [Source(label=f"sample {name}", sample=name) for name in samples]
+    sources, notes = _once_each(sources)
     _assign_names(sources)
-    return sources, errors
+    return sources, errors, notes
+
+
+def _once_each(sources):
+    """The sources without repeats (one file named twice, or by a folder and a
+    glob); a note for each repeat. A repeat would be segmented again under
+    another name, and weigh twice in a --fit-on fit."""
+    kept, seen, notes = [], {}, []
+    for source in sources:
+        try:
+            key = ("sample", source.sample) if source.sample else source.path.resolve()
+        except (OSError, RuntimeError):  # unreadable, or a symlink loop: fails on read
+            key = source.path
+        if key in seen:
+            notes.append(f"{source.label}: the same input as {seen[key]}, processed once")
+            continue
+        seen[key] = source.label
+        kept.append(source)
+    return kept, notes
 
 
 def _assign_names(sources):

@@ -182,7 +182,7 @@ def _run(args, parser) -> int:
     from ._runner import Runner, run_all
 
     params = check_arguments(args, parser)
-    sources, collect_errors = collect_sources(args.images, args.sample)
+    sources, collect_errors, repeats = collect_sources(args.images, args.sample)
     if args.save_model is not None and not args.fit_on and args.model is None and len(sources) > 1:
         parser.error(
             f"--save-model saves one model, but {len(sources)} inputs each get their "
@@ -197,6 +197,8 @@ def _run(args, parser) -> int:
     failed = len(collect_errors)
     for message in collect_errors:
         console.error(message)
+    for message in repeats:
+        console.warn(message)
     try:
         mask = _read_file_option(args, console, "mask")
         shared_model = _read_model(args, params, console)
