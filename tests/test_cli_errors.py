@@ -3,6 +3,7 @@
 import errno
 import gc
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -351,3 +352,19 @@ def test_an_input_named_twice_is_processed_once_under_its_own_name(tmp_path, cap
     err = capsys.readouterr().err
     assert status == 0 and err.count("the same input as") == 3, err
     assert sorted(p.name for p in out.iterdir() if "labels" in p.name) == ["coins_labels.tif"]
+
+
+def test_a_second_channel_read_as_alpha_is_questioned(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 60_000, size=(30, 40)).astype(np.uint16)
+    signal = (rng.integers(1, 4000, size=grey.shape) * (rng.random(grey.shape) > 0.25))
+    gio.write_tiff(tmp_path / "two.tif", np.stack([grey, signal.astype(np.uint16)], axis=-1))
+    alpha = np.where(rng.random(grey.shape) > 0.25, 65535, 0).astype(np.uint16)
+    gio.write_tiff(tmp_path / "alpha.tif", np.stack([grey, alpha], axis=-1))
+    args = ["-k", "2", "--beta", "0", "-o", str(tmp_path / "out"), "--quiet"]
+    assert cli.main([str(tmp_path / "two.tif"), *args]) == 0
+    err = capsys.readouterr().err
+    assert "its last channel is read as alpha" in err and "--channel-axis -1" in err
+    assert re.search(r"only 2\d% of it is transparent or opaque", err)
+    assert cli.main([str(tmp_path / "alpha.tif"), *args]) == 0  # a real alpha channel
+    assert "read as alpha" not in capsys.readouterr().err

@@ -218,6 +218,23 @@ def prepare(image, channel_axis_option, mask) -> Prepared:
     return Prepared(pixels=pixels, channel_axis=axis, mask=combined, info=info)
 
 
+def _warn_unless_alpha(alpha, shape):
+    """Warn when a last channel read as alpha holds more than transparent and opaque
+    pixels (a second channel of a microscope, say): the share at 0 or full scale."""
+    full = np.iinfo(alpha.dtype).max if alpha.dtype.kind in "biu" else (
+        255.0 if np.nanmax(alpha) > 1.0 else 1.0
+    )
+    clear_or_opaque = np.count_nonzero((alpha == 0) | (alpha == full)) / alpha.size
+    if clear_or_opaque < 0.5:
+        warnings.warn(
+            f"The image has shape {shape}: its last channel is read as alpha (pixels "
+            f"where it is 0 get label 0), but only {clear_or_opaque:.0%} of it is "
+            "transparent or opaque. If it is a channel of its own, pass --channel-axis -1 "
+            "to segment every channel.",
+            UserWarning, stacklevel=3,
+        )
+
+
 def _channels_last(image, channel_axis_option):
     """``(pixels, channel_axis, alpha)``: channels last or none, alpha split off in 'auto'."""
     alpha = None
@@ -240,6 +257,7 @@ def _channels_last(image, channel_axis_option):
             )
         if colour and image.shape[-1] in (2, 4):
             pixels, alpha = image[..., :-1], image[..., -1]
+            _warn_unless_alpha(alpha, image.shape)
     else:
         if not -image.ndim <= channel_axis_option < image.ndim:
             raise InputError(
