@@ -368,3 +368,21 @@ def test_a_second_channel_read_as_alpha_is_questioned(tmp_path, capsys):
     assert re.search(r"only 2\d% of it is transparent or opaque", err)
     assert cli.main([str(tmp_path / "alpha.tif"), *args]) == 0  # a real alpha channel
     assert "read as alpha" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("EM did not converge in max_iter=100 iterations (last change of the mean "
+     "log-likelihood above tol). Increase max_iter, raise tol, or try another init_params.",
+     "above --tol). Raise --max-iter or --tol, or try another --init."),
+    ("... Use fewer components (or n_components='auto'), or a smaller beta.",
+     "Use fewer components (or -k auto), or a smaller --beta."),
+])
+def test_advice_names_the_options(message, expected):
+    from gmm_segmenter.cli._console import describe
+
+    assert describe(message).endswith(expected)
+
+
+def test_a_seed_numpy_does_not_take_is_a_usage_error(capsys):
+    assert cli.main(["--sample", "coins", "--seed", "-1"]) == 2
+    assert "--seed: expected an integer from 0 to 4294967295, got '-1'" in capsys.readouterr().err

@@ -74,6 +74,9 @@ _CLI_WORDS = [
     (re.compile(r"\bpass a mask with some True pixels\b"),
      "give a --mask with some nonzero pixels"),
     (re.compile(r"\bchannel_axis=None\b"), "--channel-axis none"),
+    (re.compile(r"\babove tol\)\. Increase max_iter, raise tol, or try another init_params\."),
+     "above --tol). Raise --max-iter or --tol, or try another --init."),
+    (re.compile(r"\bor a smaller beta\."), "or a smaller --beta."),
     *X_AS_THE_IMAGE,
 ]
 for _name, _option in (

@@ -67,6 +67,17 @@ def _folder_name(text):
     return Path(text)
 
 
+def _seed(text):
+    """``--seed``: what numpy's random generators take, 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 4294967295, got {text!r}")
+    return value
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -342,7 +353,7 @@ def _add_pixel_arguments(model):
         "log-probability (default: 1; 0 ignores them)",
     )
     model.add_argument(
-        "--seed", type=int, default=0,
+        "--seed", type=_seed, default=0,
         help="random seed for the pixel subsample and initialisation (default: 0, "
         "so every run gives the same result)",
     )
