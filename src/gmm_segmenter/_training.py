@@ -177,7 +177,8 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
                 f"pixel{'s' * (drawn != 1)} drawn from the {n_valid} valid pixels of X "
                 f"(max_samples={drawn}) hold{'s' * (drawn == 1)} only {n_distinct} "
                 f"distinct pixel value{'s' * (n_distinct != 1)}; each component needs "
-                "its own value to model. Raise max_samples (None uses every pixel)."
+                "its own value to model. Raise max_samples (None uses every pixel), or use "
+                "fewer components if the image itself holds few distinct values."
             )
         where = "pixel value" if n_distinct == 1 else "pixel values"
         if n_distinct < len(values):
