@@ -6,6 +6,7 @@ Errors always go to stderr, one line each; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import re
 import sys
 import threading
@@ -129,9 +130,15 @@ class Console:
                 print(text, file=stream, flush=True)
             else:
                 self.bar.write(text, file=stream)
-        except (OSError, ValueError):  # a closed pipe or a full disk: results still go on
+        except (OSError, ValueError) as error:  # a closed pipe or a full disk: results go on
             if stream is sys.stdout:
                 self.stdout_broken = True
+                if getattr(error, "errno", None) == errno.ENOSPC:  # said once; a pipe's
+                    # reader that stopped (| head) wanted no more
+                    with contextlib.suppress(OSError, ValueError):
+                        print(f"{PROG}: warning: standard output is full; the messages "
+                              "stop there, the results are still written", file=sys.stderr,
+                              flush=True)
 
     def info(self, text):
         if not self.quiet:
