@@ -246,3 +246,18 @@ def test_a_zarr_result_replaces_only_its_own_store(tmp_path):
     report = json.loads((out / "vol_report.json").read_text())
     assert report["n_components"] == 3
     assert _visible(out) == ["vol_labels.zarr", "vol_report.json"]
+
+
+def test_the_report_records_the_mask_and_what_the_bic_curve_compared(tmp_path):
+    rng = np.random.default_rng(0)
+    image = (np.repeat([40, 120, 200], 12)[None, :] + rng.normal(0, 5, (30, 36))).astype(np.uint8)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[5:25] = 255
+    gio.write_png(tmp_path / "a.png", image)
+    gio.write_png(tmp_path / "m.png", mask)
+    out = tmp_path / "out"
+    assert cli.main([str(tmp_path / "a.png"), "--mask", str(tmp_path / "m.png"), "-k", "auto",
+                     "--k-range", "1", "4", "--beta", "0", "-o", str(out), "--quiet"]) == 0
+    report = json.loads((out / "a_report.json").read_text())
+    assert report["mask"] == {"file": str(tmp_path / "m.png"), "pixels_kept": 20 * 36}
+    assert report["bic_curve"]["compared_on"].startswith("the histogram of the image's grey")

@@ -182,9 +182,12 @@ def build_report(source, prepared, segmenter, labels, model_source, requested_k,
             "n_components": [int(n) for n in segmenter.n_components_candidates_],
             "bic": [_float(b) for b in segmenter.bic_curve_],
             # the numbers differ in scale from "bic" above: say why in the file
-            "compared_on": "the pixels sampled for the fit (--max-samples), in the fit's "
-                           "standardised units; \"bic\" above is of every pixel in the "
-                           "image's units, so only the curve's differences compare",
+            "compared_on": (
+                "the histogram of the image's grey levels"
+                if getattr(segmenter, "fit_method_", None) == "histogram"
+                else "the pixels sampled for the fit (--max-samples)"
+            ) + ", in the fit's standardised units; \"bic\" above is of every pixel in the "
+                "image's units, so only the curve's differences compare",
         }
     return report
 

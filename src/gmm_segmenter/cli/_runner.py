@@ -123,8 +123,12 @@ class Runner:
         return segmenter, "fitted on this image", labels
 
     def guidance_report(self):
-        """What the report says about ``--scribbles`` and ``--prior`` (nothing without them)."""
+        """What the report says about ``--mask``, ``--scribbles`` and ``--prior``
+        (nothing without them)."""
         report = {}
+        if self.mask is not None:
+            report["mask"] = {"file": str(self.args.mask),
+                              "pixels_kept": int(np.count_nonzero(self.mask))}
         if self.scribbles is not None:
             classes, counts = np.unique(self.scribbles[self.scribbles > 0], return_counts=True)
             report["scribbles"] = {
