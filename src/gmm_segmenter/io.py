@@ -55,7 +55,7 @@ __all__ = [
 #: File name endings treated as images when a folder is given.
 IMAGE_EXTENSIONS = (
     ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".pgm",
-    ".ppm", ".pbm", ".pnm",
+    ".ppm", ".pbm", ".pnm", ".npy",
 )
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 
@@ -521,6 +521,15 @@ def _check_png_chunks(path, file_size):
             position += 12 + length
 
 
+def _read_npy(path, max_pixels):
+    """A NumPy ``.npy`` array, its header checked first; pickled objects are refused."""
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # the header, no data yet
+    if mapped.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: holds {mapped.dtype} values; an image holds real numbers")
+    _check_pixels(path, mapped.shape, mapped.dtype, max_pixels)
+    return np.array(mapped)
+
+
 def _read_pillow(path, max_pixels, file_size):
     import imageio.v3 as iio
     from PIL import Image
@@ -549,8 +558,9 @@ def read_image(path, *, max_pixels=MAX_PIXELS) -> np.ndarray:
     ----------
     path : str or path-like
         A TIFF (read with tifffile: multi-page files give a stack, 16- and
-        32-bit data keep their dtype) or any format Pillow reads (PNG, JPEG,
-        BMP, GIF, WebP, PNM, ...), through imageio.
+        32-bit data keep their dtype), a NumPy ``.npy`` array (no pickled
+        objects), or any format Pillow reads (PNG, JPEG, BMP, GIF, WebP, PNM,
+        ...), through imageio.
     max_pixels : int, default=2**31
         Largest number of values (pixels times channels) the file may
         declare. The header is checked before anything is decoded, together
@@ -587,6 +597,8 @@ def read_image(path, *, max_pixels=MAX_PIXELS) -> np.ndarray:
         try:
             if path.suffix.lower() in _TIFF_EXTENSIONS:
                 image = _read_tiff(path, max_pixels, file_size)
+            elif path.suffix.lower() == ".npy":
+                image = _read_npy(path, max_pixels)
             else:
                 image = _read_pillow(path, max_pixels, file_size)
         except ValueError as error:
@@ -597,6 +609,8 @@ def read_image(path, *, max_pixels=MAX_PIXELS) -> np.ndarray:
             reason = _reason(error)
             if messages and reason == type(error).__name__:
                 reason = f"{reason}; {messages[0]}"
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                reason += f"; the formats read are {', '.join(IMAGE_EXTENSIONS)}"
             raise ValueError(f"{path}: cannot be read as an image ({reason})") from error
     image = np.asarray(image)
     if image.dtype.kind not in "biuf" or image.ndim < 2 or image.size == 0:
