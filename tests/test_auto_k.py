@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -89,3 +91,16 @@ def test_selection_data_is_a_seeded_subsample_that_leaves_the_random_state_alone
     # a histogram's rows carry counts and are used whole
     histogram, counts = np.arange(70_000.0)[:, None], np.full(70_000, 3.0)
     assert _selection.selection_data(histogram, counts, state)[0] is histogram
+
+
+def test_auto_at_the_top_of_its_range_says_the_range_may_be_too_small():
+    rng = np.random.default_rng(0)
+    levels = np.repeat(np.arange(6.0) * 10, 400)
+    image = (levels + rng.normal(0, 1, levels.size)).reshape(40, 60)
+    with pytest.warns(UserWarning, match=r"n_components='auto' chose 3, the top of "
+                                         r"n_components_range=\(1, 3\).*Widen"):
+        assert GMMSegmenter("auto", n_components_range=(1, 3), beta=0,
+                            random_state=0).fit(image).n_components_ == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert GMMSegmenter("auto", beta=0, random_state=0).fit(image).n_components_ == 6

@@ -903,6 +903,14 @@ def test_messages_in_the_widgets_words_read_as_sentences():
     assert " X " not in _in_widget_words(ValueError(constant))
     assert _in_widget_words(ValueError(constant)).startswith(
         "Components is 3, but the image's valid pixels hold only 1 distinct pixel value")
+    top = _in_widget_words(
+        "n_components='auto' chose 6, the top of n_components_range=(1, 6): every added "
+        "component still paid off, so the image may hold more classes. Widen "
+        "n_components_range, or pass a number."
+    )
+    assert top.startswith("The auto box of Components chose 6, the most 'Up to (auto)' allows")
+    assert top.endswith("Raise 'Up to (auto)', or untick auto and set Components.")
+    assert "n_components" not in top
     two = constant.replace("hold only 1", "hold only 2").replace("<=1", "<=2")
     assert _in_widget_words(ValueError(two)).endswith(
         "Lower Components to 2 or fewer, or tick its auto box."

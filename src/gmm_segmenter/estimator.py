@@ -625,6 +625,16 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             )
             self.n_components_candidates_ = np.asarray(fitted)
             self.bic_curve_ = np.asarray(bics)
+            top = _training.check_range(self.n_components_range)[1]
+            if len(fitted) > 1 and n_components == fitted[-1] == top:
+                warnings.warn(
+                    f"n_components='auto' chose {n_components}, the top of "
+                    f"n_components_range={tuple(self.n_components_range)}: every added "
+                    "component still paid off, so the image may hold more classes. Widen "
+                    "n_components_range, or pass a number.",
+                    UserWarning,
+                    stacklevel=4,
+                )
         else:
             n_components = candidates[0]
             for name in ("n_components_candidates_", "bic_curve_"):

@@ -45,6 +45,8 @@ _CLI_WORDS = [
      r"channels; give images with \2 channels, or a model fitted on images like this one."),
     (re.compile(r"\bpass images with the same channels as in fit\."),
      "give images with the channels of the --model's images."),
+    (re.compile(r"\bn_components_range=\((\d+), (\d+)\)"), r"--k-range \1 \2"),
+    (re.compile(r"\bWiden n_components_range\b"), "Widen --k-range"),
     (re.compile(r"\bn_components<=1 or n_components='auto'"), "-k 1 or -k auto"),
     # code that fixes the scribbles array: what to do to the label file instead
     (re.compile(r"pass np\.where\(y(\[\d+\])? < 0, 0, y(\[\d+\])?\)"),

@@ -98,6 +98,11 @@ def _stop_live_workers():
 #: The estimator's messages speak of its parameters and of the scribbles
 #: array; in the widget they become its controls and the scribble layer.
 _WIDGET_WORDS = [
+    (re.compile(r"\bn_components='auto' chose (\d+), the top of n_components_range=\(\d+, "
+                r"\d+\)"),
+     r"The auto box of Components chose \1, the most 'Up to (auto)' allows"),
+    (re.compile(r"\bWiden n_components_range, or pass a number\."),
+     "Raise 'Up to (auto)', or untick auto and set Components."),
     (re.compile(r"pass n_components=(\d+) or more \(or 'auto'\)"),
      r"raise Components to \1 or more (or tick its auto box), or paint fewer classes"),
     (re.compile(r"\bUse n_components<=1 or n_components='auto'"),
