@@ -205,6 +205,8 @@ def test_time_is_offered_only_where_a_frame_keeps_two_spatial_axes(viewer_widget
         widget.image.value = viewer.layers[name]
         assert list(widget.leading_axis.choices) == ["space"]
         assert widget.leading_axis.value == "space"
+    # a 2-D grey image has no axis to spare for channels (labels would be a line)
+    assert list(widget.channel_axis.choices) == [None]
     widget.image.value = viewer.layers["movie"]
     assert list(widget.leading_axis.choices) == all_modes
     widget.leading_axis.value = "shared"

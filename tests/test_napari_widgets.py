@@ -682,6 +682,11 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     assert as_volume.shape == rgb.shape
     with pytest.raises(ValueError, match="channels must be 'auto', 'last axis' or 'none'"):
         _functions.segment_image(rgb, channels="first")
+    # channels on a 2-D image would leave labels napari cannot show: refused
+    for function, args in ((_functions.segment_image, ()), (_functions.apply_model, (path,))):
+        with pytest.raises(ValueError, match=r"channels='last axis' on an image of shape "
+                                             r"\(\d+, \d+\) leaves a line.*channels='none'"):
+            function(image, *args, channels="last axis")
     # RGBA: the colours, with transparent pixels left out (label 0), once and
     # in the functions' own words when something is odd
     rgba = np.concatenate([rgb, np.full(rgb_truth.shape + (1,), 255.0)], axis=-1)
@@ -764,6 +769,8 @@ def test_a_model_for_other_channels_is_refused_before_a_job(qtbot, viewer_widget
     assert not widget.running
     errors = new_messages(since)
     assert any("fitted on 3 channel(s)" in m and "Choose a layer" in m for m in errors), errors
+    # the layer's own reading, not the Image control's (RGB)
+    assert any("'grey' has 1 (read as grayscale)" in m for m in errors), errors
     assert "grey GMM labels" not in viewer.layers
 
 

@@ -84,11 +84,21 @@ def _check_channels(channels):
         )
 
 
+def _check_channels_leave_a_plane(image, channels):
+    if channels == "last axis" and image.ndim < 3:
+        raise ValueError(
+            f"channels='last axis' on an image of shape {image.shape} leaves a line of "
+            "pixels, which napari cannot show as labels; choose channels='none' for a "
+            "grey image."
+        )
+
+
 def _colours_and_mask(image, channels):
     """``(pixels, channel_axis, mask)`` for ``channels``: in 'auto' an RGBA image
     is its three colours with alpha 0 masked out, as the dock and
     ``gmm-segment`` read it."""
     _check_channels(channels)
+    _check_channels_leave_a_plane(image, channels)
     if channels == "auto":
         if _looks_rgb(image) and image.shape[-1] == 4:
             return image[..., :3], -1, _visible(image[..., 3])
@@ -201,6 +211,7 @@ def apply_model(
         else:
             axis = None
     else:
+        _check_channels_leave_a_plane(image, channels)
         axis = -1 if channels == "last axis" else None
     given = 1 if axis is None else image.shape[axis]
     if given != n_channels:

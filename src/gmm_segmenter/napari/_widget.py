@@ -483,6 +483,8 @@ class GMMSegmenterWidget(Container):
         if layer.rgb:
             return [("RGB(A) colour, last axis", -1)]
         shape = _data_of(layer).shape
+        if len(shape) < 3:  # channels would leave a line, which no layer shows as labels
+            return [("none (grayscale)", None)]
         return [("none (grayscale)", None)] + [
             (f"axis {axis} (size {size})", axis) for axis, size in enumerate(shape)
         ]
@@ -1027,12 +1029,15 @@ class GMMSegmenterWidget(Container):
                 raise ValueError("There is no model yet; press Run or Load model… first.")
             n_channels = 1 if layout.channel_axis is None else layout.shape[layout.channel_axis]
             if n_channels != self.model.n_features_in_:
+                read_as = (
+                    "RGB(A) colour" if layer.rgb else "grayscale" if layout.channel_axis is None
+                    else f"channels on axis {layout.channel_axis}"
+                )
                 raise ValueError(
                     f"The model was fitted on {self.model.n_features_in_} channel(s), but "
-                    f"{layer.name!r} has {n_channels} as set up (Channel axis: "
-                    f"{'RGB(A) colour' if layer.rgb else self.channel_axis.current_choice})"
-                    ". Choose a layer with the model's "
-                    "channels (and its channel axis), or press Run to fit a new model."
+                    f"{layer.name!r} has {n_channels} (read as {read_as}). Choose a layer "
+                    "with the model's channels (and its channel axis), or press Run to fit "
+                    "a new model."
                 )
             params = {k: request.params[k] for k in ("channel_axis", "spacing")}
             # a model fitted on a volume may carry a neighbourhood a plane lacks
