@@ -242,6 +242,25 @@ def test_shapes_mask_limits_the_labels(qtbot, viewer_widget):
     np.testing.assert_array_equal(labels[:20], truth[:20])
 
 
+def test_a_shapes_mask_of_another_scale_covers_what_it_is_drawn_over(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, truth = quadrants((40, 40))
+    viewer.add_image(image, name="quads", scale=(2.0, 2.0), translate=(10.0, 0.0))
+    # drawn in world coordinates over the image's rows 0-19 (world 10-48),
+    # on a layer of scale 1 made before the image
+    viewer.add_shapes([np.array([[10, 0], [10, 79], [48, 79], [48, 0]])], name="region")
+    widget.image.value = viewer.layers["quads"]
+    widget.mask.value = viewer.layers["region"]
+    widget.n_components.value = 4
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    labels = viewer.layers["quads GMM labels"]
+    assert not labels.data[20:].any() and labels.data[:19].all()
+    namespace = {"viewer": viewer}  # Copy Python code draws the same mask
+    exec(labels.metadata["gmm_segmenter"]["python"], namespace)
+    np.testing.assert_array_equal(namespace["labels"], labels.data)
+
+
 def test_cancel_and_no_second_job(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     stack = np.random.default_rng(0).normal(size=(8, 128, 128))

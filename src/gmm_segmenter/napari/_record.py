@@ -78,7 +78,18 @@ def mask_code(mask: dict | None) -> list:
     select = "" if mask.get("index") is None else _index_literal(mask["index"])
     if mask["kind"] == "shapes":
         shape = tuple(mask["shape"])
-        return [f"mask = ({layer}.to_labels(labels_shape={shape!r}) != 0){select}"]
+        if mask.get("to_image") is None:
+            return [f"mask = ({layer}.to_labels(labels_shape={shape!r}) != 0){select}"]
+        # the shapes' own scale and translate differ from the image's: their
+        # vertices in the image's pixels
+        factor, offset = mask["to_image"]
+        return [
+            "from napari.layers import Shapes",
+            f"shapes = {layer}",
+            f"in_pixels = Shapes([np.asarray(v) * {factor!r} + {offset!r} for v in shapes.data],",
+            "                   shape_type=shapes.shape_type, ndim=shapes.ndim)",
+            f"mask = (in_pixels.to_labels(labels_shape={shape!r}) != 0){select}",
+        ]
     return [f"mask = (np.asarray({layer}.data) != 0){select}"]
 
 

@@ -140,6 +140,30 @@ def _in_widget_words(error) -> str:
     return reword(str(error), _WIDGET_WORDS)
 
 
+def _shapes_in_image_pixels(shapes, image, layout, axes):
+    """``shapes`` with its vertices in ``image``'s pixel coordinates, and the
+    ``(factor, offset)`` that took them there (``None`` when nothing did).
+
+    A Shapes layer made before the image, or read from a file, has its own
+    scale and translate: its shapes are drawn in world coordinates, so a
+    vertex ``v`` of its data is at ``(v * scale + translate - image's
+    translate) / image's scale`` in the image's pixels. ``axes`` are the
+    image's data axes the shapes' dimensions stand for.
+    """
+    positions = [layout.layer_axis(axis) for axis in axes]
+    image_scale = np.asarray(image.scale, dtype=float)[positions]
+    image_translate = np.asarray(image.translate, dtype=float)[positions]
+    factor = np.asarray(shapes.scale, dtype=float) / image_scale
+    offset = (np.asarray(shapes.translate, dtype=float) - image_translate) / image_scale
+    if np.allclose(factor, 1.0) and np.allclose(offset, 0.0):
+        return shapes, None
+    moved = Shapes(
+        [np.asarray(vertices) * factor + offset for vertices in shapes.data],
+        shape_type=shapes.shape_type, ndim=shapes.ndim,
+    )
+    return moved, [factor.tolist(), offset.tolist()]
+
+
 def _while_open(method):
     """Do nothing once the dock is closed: its Qt widgets are gone."""
 
@@ -946,7 +970,7 @@ class GMMSegmenterWidget(Container):
             "random_state": self.seed.value,
         }
 
-    def _masks(self, layout):
+    def _masks(self, layout, kind="run"):
         """The masks per frame, and how the code that reproduces a run makes them."""
         layer = self.mask.value
         if layer is None:
@@ -964,8 +988,13 @@ class GMMSegmenterWidget(Container):
                     f"image's pixels have shape {layout.spatial_shape}; draw the shapes on "
                     "the image."
                 )
-            array = layer.to_labels(labels_shape=shape)
+            image = self.apply_target.value if kind == "apply" else self.image.value
+            axes = layout.output_axes if len(shape) == len(layout.output_shape) else (
+                layout.spatial_axes)
+            shapes, to_image = _shapes_in_image_pixels(layer, image, layout, axes)
+            array = shapes.to_labels(labels_shape=shape)
             description["shape"] = list(shape)
+            description["to_image"] = to_image
         elif isinstance(layer, Labels):
             array = _data_of(layer)
         else:
@@ -1007,7 +1036,7 @@ class GMMSegmenterWidget(Container):
         data = _data_of(layer)
         if not is_dask_array(data):
             data = np.asarray(data)  # dask and zarr layers stay lazy
-        masks, mask_description = self._masks(layout)
+        masks, mask_description = self._masks(layout, kind)
         layout, data, masks = _without_alpha(layer, layout, data, masks)
         scribbles, scribble_description = (None, None) if kind == "apply" else (
             self._scribbles(layout))
