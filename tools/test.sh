@@ -16,7 +16,7 @@ system_packages=(
     xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libxkbcommon-x11-0
     libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0
     libxcb-xinerama0 libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0
-    libdbus-1-3 libfontconfig1
+    libdbus-1-3 libfontconfig1 libglib2.0-0
 )
 missing=()
 for package in "${system_packages[@]}"; do
