@@ -700,7 +700,8 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
         _functions.segment_image(rgb, n_components=3, auto_smoothing=False, smoothing=0.0,
                                  channels="none")
     colour = [str(w.message) for w in caught if "looks like colour" in str(w.message)]
-    assert len(colour) == 1 and "channels='last axis'" in colour[0] and "X" not in colour[0]
+    assert len(colour) == 1 and "X" not in colour[0]
+    assert "Choose channels='auto' (the default) for a colour image" in colour[0]
     with pytest.raises(FileNotFoundError, match="Save model"):
         _functions.apply_model(rgb, tmp_path / "missing.npz")
 

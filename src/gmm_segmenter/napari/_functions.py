@@ -66,6 +66,9 @@ _FUNCTION_WORDS = [
      r"n components is \1, but"),
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
      r"Set n components to \1 or fewer"),
+    # the colour an RGB layer is: 'auto', the default, reads it so
+    (re.compile(r"\bPass channel_axis=-1 for a colour image\b"),
+     "Choose channels='auto' (the default) for a colour image"),
     (re.compile(r"\bchannel_axis=None\b"), "channels='none'"),
     (re.compile(r"\bchannel_axis=-?\d+\b"), "channels='last axis'"),
     *X_AS_THE_IMAGE,
