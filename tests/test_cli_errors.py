@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -270,6 +271,12 @@ def test_images_may_follow_options_and_slips_are_caught_as_they_are_read(tmp_pat
         status = cli.main([str(tmp_path / "a.png"), "--spacing", *spacing, "-o", str(out)])
         err = capsys.readouterr().err
         assert status == 2 and err.count("error:") == 1 and said in err, err
+    # after --, a name that starts with - is an image, and so is everything else
+    gio.write_png(tmp_path / "-d.png", image)
+    out2 = tmp_path / "out2"
+    status = cli.main(["-k", "2", "--beta", "0", "-o", str(out2), "--quiet", "--",
+                       str(tmp_path / "-d.png"), str(tmp_path / "a.png")])
+    assert status == 0 and {"-d_labels.tif", "a_labels.tif"} <= set(os.listdir(out2))
     # an empty output folder (an unset variable) is not the current folder
     status = cli.main([str(tmp_path / "a.png"), "-o", ""])
     assert status == 2 and "is a shell variable unset?" in capsys.readouterr().err
@@ -292,10 +299,13 @@ def test_an_interrupt_stops_the_images_running_in_other_threads():
 
     runner = types.SimpleNamespace(on_stage=lambda stage, done, total: None)
     stopped = []
+    inside = threading.Event()
 
     def work(item):
-        if item == 0:
-            return item  # done at once: the main thread is interrupted as it comes
+        if item == 0:  # done once item 1 runs: the main thread is interrupted then
+            inside.wait(10)
+            return item
+        inside.set()
         try:
             with progress(lambda *args: _runner.Runner._on_stage(runner, *args)):
                 for step in range(2000):  # 20 s unless stopped
@@ -369,6 +379,10 @@ def test_a_second_channel_read_as_alpha_is_questioned(tmp_path, capsys):
     assert "its last channel is read as alpha" in err and "--channel-axis -1" in err
     assert re.search(r"only 2\d% of it is transparent or opaque", err)
     assert cli.main([str(tmp_path / "alpha.tif"), *args]) == 0  # a real alpha channel
+    assert "read as alpha" not in capsys.readouterr().err
+    on_off = np.stack([grey > 30_000, rng.random(grey.shape) > 0.25], axis=-1)
+    np.save(tmp_path / "bool.npy", on_off)  # a bool alpha is alpha-like, whatever it holds
+    assert cli.main([str(tmp_path / "bool.npy"), "-k", "1", *args[2:]]) == 0
     assert "read as alpha" not in capsys.readouterr().err
 
 

@@ -448,6 +448,12 @@ def test_a_batch_of_2d_images_and_3d_volumes_adds_their_log_partitions():
         apart = (_hmrf.bethe_log_partition(beta, planes, log_weights) * 1300
                  + _hmrf.bethe_log_partition(beta, volume, log_weights) * 800)
         assert _hmrf.bethe_log_partition(beta, mixed, log_weights) == pytest.approx(apart / 2100)
+    # a group without neighbouring pairs (a checkerboard mask) does not lead
+    checker = (np.indices((40, 40)).sum(axis=0) % 2).astype(bool)
+    sparse = _hmrf.Lattice.of([_hmrf.Grid((40, 40), checker, _mrf.neighbourhood(2), None),
+                               grids[1]])
+    assert sparse.pairs.sum() > 0 and sparse.others[0].pairs.sum() == 0
+    assert _hmrf.critical_beta(sparse, 3) == _hmrf.critical_beta(volume, 3)
     # so the default fits such a batch (it raised IndexError), the larger first or not
     rng = np.random.default_rng(0)
     plane = np.repeat(np.arange(3.0), 22)[:64] + rng.normal(scale=0.3, size=(64, 64))
@@ -532,7 +538,8 @@ def test_invalid_neighbourhoods_are_reported(params, image_shape, match):
 def test_a_fitted_volume_model_says_how_to_label_a_slice():
     volume = np.random.default_rng(0).normal(size=(6, 12, 12))
     for params, fix in (({"connectivity": 3}, r"call set_params\(connectivity=1\) first"),
-                        ({"spacing": (3, 1, 1)}, r"call set_params\(spacing=None\), or 2")):
+                        ({"spacing": (3, 1, 1)},
+                         r"call set_params\(spacing=None\) \(or 2 voxel sizes\) first")):
         segmenter = GMMSegmenter(2, random_state=0, **params).fit(volume)
         with pytest.raises(ValueError, match=fix):
             segmenter.predict(volume[0])

@@ -749,6 +749,11 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     with pytest.raises(ValueError, match="choose channels='none' if it is a volume's"):
         _functions.apply_model(rgb, grey_path)
     assert _functions.apply_model(rgb, grey_path, channels="none").shape == rgb.shape
+    # a model of volumes (their connectivity and voxel sizes) labels a plane
+    volume = GMMSegmenter(4, beta=0.5, connectivity=3, spacing=(2.0, 1.0, 1.0),
+                          random_state=0).fit(np.stack([image] * 3))
+    volume_path = save_model(volume, tmp_path / "volume.npz")
+    np.testing.assert_array_equal(_functions.apply_model(image, volume_path), truth)
     # a bug is not hidden behind a notification
     with pytest.raises(ZeroDivisionError):
         _functions._as_a_widget(lambda image: 1 / 0)(image)

@@ -71,7 +71,8 @@ class Lattice:
     pairs of each type over all grids, ``n_pixels`` the valid pixels.
     ``others`` are the lattices of grids with another neighbourhood (a batch
     of 2-D images and 3-D volumes), which the normalising constant adds up;
-    this one is the neighbourhood with the most valid pixels.
+    this one is the neighbourhood with the most valid pixels (of those with
+    neighbouring pairs).
     """
 
     couplings: np.ndarray
@@ -95,7 +96,8 @@ class Lattice:
             groups.setdefault(key, []).append(grid)
         lattices = sorted(
             (cls._of_one_neighbourhood(group) for group in groups.values()),
-            key=lambda lattice: -lattice.n_pixels,
+            # one with neighbours leads (a checkerboard mask leaves none)
+            key=lambda lattice: (lattice.pairs.sum() == 0, -lattice.n_pixels),
         )
         return replace(lattices[0], others=tuple(lattices[1:]))
 

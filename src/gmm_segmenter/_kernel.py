@@ -458,11 +458,13 @@ def one_blas_thread():
         if _blas_users == 0:
             _blas_limiter = _blas_controller().select(user_api="blas").limit(limits=1)
         _blas_users += 1
-    openmp = _blas_controller().select(user_api="openmp").limit(limits=1)
+    openmp = None
     try:
+        openmp = _blas_controller().select(user_api="openmp").limit(limits=1)
         yield
     finally:
-        openmp.restore_original_limits()
+        if openmp is not None:
+            openmp.restore_original_limits()
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:

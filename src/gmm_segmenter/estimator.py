@@ -633,7 +633,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                     "component still paid off, so the image may hold more classes. Widen "
                     "n_components_range, or pass a number.",
                     UserWarning,
-                    stacklevel=4,
+                    stacklevel=_training.caller_stacklevel(),
                 )
         else:
             n_components = candidates[0]
@@ -890,7 +890,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                     raise
                 change = (
                     "set_params(connectivity=1)" if not 1 <= self.connectivity <= ndim
-                    else f"set_params(spacing=None), or {ndim} voxel sizes,"
+                    else f"set_params(spacing=None) (or {ndim} voxel sizes)"
                 )
                 raise ValueError(
                     f"{error} To label it with this fitted model, call {change} first: "
@@ -1303,7 +1303,7 @@ def _warn_if_far_from_the_model(images, model) -> None:
         "or intensity scale? Its labels of this image say little: rescale the image as "
         "the training images were, or fit a model on images like it.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=_training.caller_stacklevel(),
     )
 
 

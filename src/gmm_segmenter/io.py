@@ -411,14 +411,17 @@ def _memory_headroom():
     return available
 
 
-def _check_pixels(path, shape, dtype, max_pixels, in_memory=True):
-    """Refuse, from the header, an image larger than ``max_pixels`` or than memory."""
+def _check_pixels(path, shape, dtype, max_pixels, in_memory=True, shown=None):
+    """Refuse, from the header, an image larger than ``max_pixels`` or than memory.
+
+    ``shown`` is the shape the messages give (default ``shape``)."""
     from ._image import format_bytes
 
     n_values = math.prod(int(n) for n in shape)
+    shown = tuple(int(n) for n in (shape if shown is None else shown))
     if n_values > max_pixels:
         raise ValueError(
-            f"{path}: declares an image of shape {_as_read(shape)} ({n_values:,} values), "
+            f"{path}: declares an image of shape {shown} ({n_values:,} values), "
             f"more than the limit of {max_pixels:,}; if the file is genuine, raise the "
             "limit (max_pixels in Python, --max-pixels in gmm-segment)"
         )
@@ -426,23 +429,18 @@ def _check_pixels(path, shape, dtype, max_pixels, in_memory=True):
     available = _memory_headroom() if in_memory else None
     if available is not None and n_bytes > available:
         raise ValueError(
-            f"{path}: declares an image of shape {_as_read(shape)} that needs "
+            f"{path}: declares an image of shape {shown} that needs "
             f"{format_bytes(n_bytes)} of memory, but only {format_bytes(max(available, 0))} "
             "is available (the free memory, or less under an address-space limit such "
             "as gmm-segment --read-memory sets)"
         )
 
 
-def _as_read(shape) -> tuple:
+def _as_read(header) -> tuple:
     """A Pillow header's ``(frames, height, width, bands)`` as the array will be
     shaped: one frame or one band adds no axis."""
-    shape = tuple(int(n) for n in shape)
-    if len(shape) == 4:
-        frames, height, width, bands = shape
-        return (
-            ((frames,) if frames > 1 else ()) + (height, width) + ((bands,) if bands > 1 else ())
-        )
-    return shape
+    frames, height, width, bands = (int(n) for n in header)
+    return ((frames,) if frames > 1 else ()) + (height, width) + ((bands,) if bands > 1 else ())
 
 
 def _check_regular_file(path) -> int:
@@ -523,11 +521,16 @@ def _check_png_chunks(path, file_size):
 
 def _read_npy(path, max_pixels):
     """A NumPy ``.npy`` array, its header checked first; pickled objects are refused."""
-    mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # the header, no data yet
-    if mapped.dtype.kind not in "biuf":
-        raise ValueError(f"{path}: holds {mapped.dtype} values; an image holds real numbers")
-    _check_pixels(path, mapped.shape, mapped.dtype, max_pixels)
-    return np.array(mapped)
+    def invalid(problem):
+        return ValueError(f"{path}: {problem}")
+
+    with open(path, "rb") as stream:
+        shape, dtype = _npy_header(stream, "the array", path.stat().st_size, invalid)
+        if dtype.kind not in "biuf":
+            raise invalid(f"holds {dtype} values; an image holds real numbers")
+        _check_pixels(path, shape, dtype, max_pixels)
+    with open(path, "rb") as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
 
 
 def _read_pillow(path, max_pixels, file_size):
@@ -535,20 +538,47 @@ def _read_pillow(path, max_pixels, file_size):
     from PIL import Image
 
     _check_png_chunks(path, file_size)
-    # Pillow refuses images above its own limit (about 179 million pixels,
-    # against decompression bombs) before max_pixels is asked; max_pixels,
-    # checked below from the header, is the limit here
-    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
-        Image.MAX_IMAGE_PIXELS = max_pixels
+    with _pillow_limit(max_pixels):
+        with Image.open(path) as opened:  # reads the header only
+            width, height = opened.size
+            bands = len(opened.getbands())
+            frames = int(getattr(opened, "n_frames", 1) or 1)
+            itemsize = (
+                2 if opened.mode.startswith("I;16") else (4 if opened.mode in ("F", "I") else 1)
+            )
+        _check_pixels(path, (frames, height, width, bands), f"u{itemsize}", max_pixels,
+                      shown=_as_read((frames, height, width, bands)))
+        # one frame is one image, also where imageio gives a stack (GIF)
+        return iio.imread(path, plugin="pillow", index=0 if frames == 1 else None)
 
-    with Image.open(path) as opened:  # reads the header only
-        width, height = opened.size
-        bands = len(opened.getbands())
-        frames = int(getattr(opened, "n_frames", 1) or 1)
-        itemsize = 2 if opened.mode.startswith("I;16") else (4 if opened.mode in ("F", "I") else 1)
-    _check_pixels(path, (frames, height, width, bands), f"u{itemsize}", max_pixels)
-    # one frame is one image, also where imageio gives a stack (GIF)
-    return iio.imread(path, plugin="pillow", index=0 if frames == 1 else None)
+
+_pillow_lock = threading.Lock()
+_pillow_readers = 0
+_pillow_own_limit = None
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels):
+    """Pillow's own size limit (about 179 million pixels, against decompression
+    bombs, checked before ``max_pixels`` is) raised to ``max_pixels`` while
+    this module reads, and put back when the last read ends: other readers
+    in the process keep Pillow's guard."""
+    from PIL import Image
+
+    global _pillow_readers, _pillow_own_limit
+    with _pillow_lock:
+        if _pillow_readers == 0:
+            _pillow_own_limit = Image.MAX_IMAGE_PIXELS
+        _pillow_readers += 1
+        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        with _pillow_lock:
+            _pillow_readers -= 1
+            if _pillow_readers == 0:
+                Image.MAX_IMAGE_PIXELS = _pillow_own_limit
 
 
 def read_image(path, *, max_pixels=MAX_PIXELS) -> np.ndarray:
@@ -610,7 +640,8 @@ def read_image(path, *, max_pixels=MAX_PIXELS) -> np.ndarray:
             if messages and reason == type(error).__name__:
                 reason = f"{reason}; {messages[0]}"
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                reason += f"; the formats read are {', '.join(IMAGE_EXTENSIONS)}"
+                reason += ("; read are TIFF, NumPy .npy and the formats Pillow knows, such "
+                           "as PNG, JPEG, BMP, GIF, WebP and PNM")
             raise ValueError(f"{path}: cannot be read as an image ({reason})") from error
     image = np.asarray(image)
     if image.dtype.kind not in "biuf" or image.ndim < 2 or image.size == 0:
@@ -869,26 +900,28 @@ def _read_archive(path, invalid) -> dict:
         raise invalid(f"the archive cannot be read ({_reason(error)})") from None
 
 
+def _npy_header(stream, what, size, invalid):
+    """``(shape, dtype)`` from an ``.npy`` header, refused (``invalid(problem)``)
+    when it holds Python objects or claims more data than the ``size`` bytes."""
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise invalid(f"{what} has an .npy header of version {version}")
+    if dtype.hasobject:
+        raise invalid(f"{what} holds Python objects, which are never loaded (they could run code)")
+    if math.prod(shape) * dtype.itemsize > size:
+        raise invalid(f"{what} claims shape {shape}, more data than the file holds")
+    return shape, dtype
+
+
 def _read_array(archive, info, invalid):
     """One ``.npy`` member, its header checked against its size before the data are read."""
     name = info.filename.removesuffix(".npy")
     with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise invalid(f"array {name!r} has an .npy header of version {version}")
-        if dtype.hasobject:
-            raise invalid(
-                f"array {name!r} holds Python objects, which are never "
-                "loaded (they could run code)"
-            )
-        if math.prod(shape) * dtype.itemsize > info.file_size:
-            raise invalid(
-                f"array {name!r} claims shape {shape}, more data than the archive holds"
-            )
+        _npy_header(member, f"array {name!r}", info.file_size, invalid)
     with archive.open(info) as member:
         try:
             return np.lib.format.read_array(member, allow_pickle=False)

@@ -46,6 +46,15 @@ _CLI_WORDS = [
     (re.compile(r"\bpass images with the same channels as in fit\."),
      "give images with the channels of the --model's images."),
     (re.compile(r"\bn_components_range=\((\d+), (\d+)\)"), r"--k-range \1 \2"),
+    (re.compile(r"\bWiden n_components_range, or pass a number\."),
+     "Widen --k-range, or give -k N."),
+    # a fitted --model on an image of fewer dimensions: the options that adapt it
+    (re.compile(r"To label it with this fitted model, call set_params\(connectivity=1\) first: "
+                r"the fitted mixture stays as it is\."),
+     "Give --connectivity 1 to label it with the --model."),
+    (re.compile(r"To label it with this fitted model, call set_params\(spacing=None\) \(or "
+                r"(\d+) voxel sizes\) first: the fitted mixture stays as it is\."),
+     r"Give --spacing with \1 sizes to label it with the --model."),
     (re.compile(r"\bWiden n_components_range\b"), "Widen --k-range"),
     (re.compile(r"\bn_components<=1 or n_components='auto'"), "-k 1 or -k auto"),
     # code that fixes the scribbles array: what to do to the label file instead

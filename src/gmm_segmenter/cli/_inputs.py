@@ -221,9 +221,13 @@ def prepare(image, channel_axis_option, mask) -> Prepared:
 def _warn_unless_alpha(alpha, shape):
     """Warn when a last channel read as alpha holds more than transparent and opaque
     pixels (a second channel of a microscope, say): the share at 0 or full scale."""
-    full = np.iinfo(alpha.dtype).max if alpha.dtype.kind in "biu" else (
-        255.0 if np.nanmax(alpha) > 1.0 else 1.0
-    )
+    if alpha.dtype.kind == "b" or alpha.size == 0:
+        return  # on or off: alpha-like whatever it holds
+    if alpha.dtype.kind in "iu":
+        full = np.iinfo(alpha.dtype).max
+    else:  # float alpha: 0-1, or a grey level's scale
+        top = float(np.max(alpha, initial=0.0, where=np.isfinite(alpha)))
+        full = next((scale for scale in (1.0, 255.0, 65535.0) if top <= scale), top)
     clear_or_opaque = np.count_nonzero((alpha == 0) | (alpha == full)) / alpha.size
     if clear_or_opaque < 0.5:
         warnings.warn(

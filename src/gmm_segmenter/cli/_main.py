@@ -100,12 +100,27 @@ def _main(argv) -> int:
             return answered
         argv = answered
     try:
-        # images may follow options: gmm-segment a.png -k 2 b.png
-        args = parser.parse_intermixed_args(argv)
+        args = _parse(parser, argv)
         return _run(args, parser)
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+
+
+def _parse(parser, argv):
+    """The arguments, images allowed after options (``a.png -k 2 b.png``).
+
+    What follows ``--`` is images whatever it looks like (a file named
+    ``-d.png``), which ``parse_intermixed_args`` does not keep apart before
+    Python 3.12: it parses what comes before, and the rest is added.
+    """
+    after = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, after = argv[:cut], argv[cut + 1:]
+    args = parser.parse_intermixed_args(argv)
+    args.images = list(args.images) + after
+    return args
 
 
 def _say(text):

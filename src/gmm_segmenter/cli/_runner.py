@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,7 +163,7 @@ class Runner:
                 if labels is None:
                     labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
                 posteriors = (
-                    segmenter.predict_proba(prepared.pixels, mask=prepared.mask)
+                    _once(segmenter.predict_proba, prepared.pixels, mask=prepared.mask)
                     if self.options.proba else None
                 )
                 # the field predict divided by (the same estimate, the same seed)
@@ -238,6 +239,14 @@ class Runner:
 # ------------------------------------------------------------------ the batch
 
 
+def _once(method, *args, **kwargs):
+    """``method`` with the far-from-the-model warning left out: the labels of
+    the same image, just made, gave it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X's values lie far from every class")
+        return method(*args, **kwargs)
+
+
 #: Set when the run is interrupted while images are processed in threads:
 #: each stops at its next progress report (a few times a second).
 _stopping = threading.Event()
@@ -265,8 +274,10 @@ def _map(function, items, jobs):
             _isolated.stop_all()  # files still decoding in other threads: stop now
             raise
         finally:
-            pool.shutdown(wait=True)  # the stopped threads end before the next run
-            _stopping.clear()
+            try:
+                pool.shutdown(wait=True)  # the stopped threads end before the next run
+            finally:
+                _stopping.clear()
 
 
 def _report(console, outcome):
@@ -287,6 +298,7 @@ def run_all(runner, sources, console, args) -> tuple[list[Outcome], int]:
     Returns the outcomes and the number of inputs that failed without one
     (read, but left without a model when ``--fit-on`` could not fit).
     """
+    _stopping.clear()  # an earlier run in this process was interrupted: not this one
     if args.fit_on:
         return _fit_on_all(runner, sources, console, args.jobs)
     outcomes = []

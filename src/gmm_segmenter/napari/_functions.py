@@ -230,7 +230,13 @@ def apply_model(
             f"{n_channels} channel(s){kind}, or a model fitted on images like this one."
             + volume
         )
-    segmenter.set_params(channel_axis=axis)
+    # a model fitted on volumes labels a plane: the neighbourhood the plane has
+    n_spatial = image.ndim - (axis is not None)
+    spacing = segmenter.spacing
+    segmenter.set_params(
+        channel_axis=axis, connectivity=max(1, min(segmenter.connectivity, n_spatial)),
+        spacing=spacing if spacing is None or len(spacing) == n_spatial else None,
+    )
     with _warnings_in_these_words():
         return segmenter.predict(image, mask=mask)
 
