@@ -710,6 +710,8 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     _, widget = viewer.window.add_plugin_dock_widget("gmm-segmenter", "segment image")
     # the strength box says it is the one used without auto; no 0 components
     assert widget.smoothing.label == "fixed smoothing" and "unticked" in widget.smoothing.tooltip
+    # tooltips come in lines a screen shows (Qt puts plain text on one line)
+    assert max(len(line) for w in widget for line in (w.tooltip or "").splitlines()) <= 60
     assert widget.n_components.min == 1
     # ... and is greyed out while auto smoothing is ticked (it is not used then)
     assert widget.auto_smoothing.value and not widget.smoothing.enabled

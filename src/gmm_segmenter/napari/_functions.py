@@ -10,6 +10,7 @@ import contextlib
 import functools
 import pathlib
 import re
+import textwrap
 import warnings
 from typing import Annotated, Literal
 
@@ -22,42 +23,62 @@ from .. import io
 from .._wording import X_AS_THE_IMAGE, reword
 from ..estimator import GMMSegmenter
 
+
+def _tip(text: str) -> str:
+    """A tooltip in lines of 60 characters: Qt shows plain text on one line,
+    wider than the screen for the longer ones."""
+    return textwrap.fill(text, 60)
+
+
 #: The controls napari builds for the parameters (magicgui reads the options;
 #: type checkers and napari-assistant see the plain types).
 CovarianceType = Annotated[Literal["full", "tied", "diag", "spherical"], {
-    "tooltip": "The shape of each class's spread, as in scikit-learn's GaussianMixture. "
-    "'tied' (one spread for every class) suits clean scans whose classes differ only "
-    "by their mean.",
+    "tooltip": _tip(
+        "The shape of each class's spread, as in scikit-learn's GaussianMixture. 'tied' "
+        "(one spread for every class) suits clean scans whose classes differ only by "
+        "their mean."
+    ),
 }]
 Channels = Annotated[Literal["auto", "last axis", "none"], {
-    "tooltip": "'auto': a last axis of 3 or 4 is colour, as napari shows it (RGBA: "
-    "transparent pixels get label 0); 'last axis': other channels on the last axis; "
-    "'none': grayscale (a last axis of 3 or 4 is then a volume's).",
+    "tooltip": _tip(
+        "'auto': a last axis of 3 or 4 is colour, as napari shows it (RGBA: transparent "
+        "pixels get label 0); 'last axis': other channels on the last axis; 'none': "
+        "grayscale (a last axis of 3 or 4 is then a volume's)."
+    ),
 }]
 Components = Annotated[int, {
-    "min": 1, "max": 50, "tooltip": "How many classes: labels 1 to K, darkest first.",
+    "min": 1, "max": 50, "tooltip": _tip("How many classes: labels 1 to K, darkest first."),
 }]
 AutoSmoothing = Annotated[bool, {
-    "tooltip": "Choose the strength of the spatial smoothing from the image; untick to "
-    "set 'fixed smoothing' yourself.",
+    "tooltip": _tip(
+        "Choose the strength of the spatial smoothing from the image; untick to set "
+        "'fixed smoothing' yourself."
+    ),
 }]
 Smoothing = Annotated[float, {
     "label": "fixed smoothing", "min": 0.0, "max": 1e6, "step": 0.1,
-    "tooltip": "The smoothing strength used when 'auto smoothing' is unticked "
-    "(0 = pixel-wise Gaussian mixture).",
+    "tooltip": _tip(
+        "The smoothing strength used when 'auto smoothing' is unticked (0 = pixel-wise "
+        "Gaussian mixture)."
+    ),
 }]
 BiasField = Annotated[bool, {
-    "tooltip": "Correct uneven illumination (a smooth multiplicative field) while fitting.",
+    "tooltip": _tip(
+        "Correct uneven illumination (a smooth multiplicative field) while fitting."
+    ),
 }]
 Seed = Annotated[int, {
     "min": 0, "max": 2**31 - 1,
-    "tooltip": "Seed of the random sampling and starts: a seed gives the same labels "
-    "every time.",
+    "tooltip": _tip(
+        "Seed of the random sampling and starts: a seed gives the same labels every time."
+    ),
 }]
 ModelFile = Annotated[pathlib.Path, {
     "label": "model", "filter": "*.npz",
-    "tooltip": "A model file written by the GMM Segmenter's Save model… or "
-    "gmm-segment --save-model.",
+    "tooltip": _tip(
+        "A model file written by the GMM Segmenter's Save model… or gmm-segment "
+        "--save-model."
+    ),
 }]
 
 #: The estimator's words for these functions' options (components, channels), as they say them.
