@@ -1224,7 +1224,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         model = self._prediction_model()
         images = self._open_for_prediction(X, mask, model)
-        if output != "log_likelihood" and fields is None:  # not the training images
+        # (the training images with their fitted bias fields are not checked)
+        if output != "log_likelihood" and fields is None:
             _warn_if_far_from_the_model(images, model)
         if self.bias_field is not None or (output != "log_likelihood" and model.beta > 0):
             # the prior's neighbourhood, and the field's coordinates, use spacing

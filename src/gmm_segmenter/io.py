@@ -529,7 +529,7 @@ def _read_npy(path, max_pixels):
         if dtype.kind not in "biuf":
             raise invalid(f"holds {dtype} values; an image holds real numbers")
         _check_pixels(path, shape, dtype, max_pixels)
-    with open(path, "rb") as stream:
+        stream.seek(0)
         return np.lib.format.read_array(stream, allow_pickle=False)
 
 

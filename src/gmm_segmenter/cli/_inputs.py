@@ -98,16 +98,22 @@ def _once_each(sources):
     another name, and weigh twice in a --fit-on fit."""
     kept, seen, notes = [], {}, []
     for source in sources:
-        try:
-            key = ("sample", source.sample) if source.sample else source.path.resolve()
-        except (OSError, RuntimeError):  # unreadable, or a symlink loop: fails on read
-            key = source.path
+        key = ("sample", source.sample) if source.sample else resolved(source.path) or source.path
         if key in seen:
             notes.append(f"{source.label}: the same input as {seen[key]}, processed once")
             continue
         seen[key] = source.label
         kept.append(source)
     return kept, notes
+
+
+def resolved(path):
+    """``path`` made absolute with its links followed; ``None`` when that fails
+    (unreadable, or a symlink loop: reading it fails and says so)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
 
 
 def _assign_names(sources):

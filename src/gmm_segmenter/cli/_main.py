@@ -299,14 +299,10 @@ def _remove_if_empty(outdir):
 
 def _input_paths(sources):
     """The inputs' files, resolved: results are never written over them."""
-    paths = set()
-    for source in sources:
-        if source.path is not None:
-            try:
-                paths.add(source.path.resolve())
-            except (OSError, RuntimeError):  # RuntimeError: a symlink loop
-                pass
-    return frozenset(paths)
+    from ._inputs import resolved
+
+    paths = {resolved(source.path) for source in sources if source.path is not None}
+    return frozenset(paths - {None})
 
 
 @contextlib.contextmanager
@@ -314,31 +310,22 @@ def _locked(outdir, console):
     """The run's hold on ``OUTDIR``: one run writes into a folder at a time."""
     from ._folder import locked, tidy
 
-    try:
-        lock = locked(outdir, console.warn)
-        lock.__enter__()
-    except OSError as error:
-        console.error(f"-o {outdir}: cannot write into the output folder "
-                      f"({error.strerror or describe(error)})")
-        raise _CannotStart from error
-    try:
-        # a folder that cannot take a file (read-only, full, another user's) is
-        # one error before any input, not one per input
-        tempfile.TemporaryFile(dir=outdir, prefix=".gmm-segment-probe-").close()
-    except OSError as error:
-        lock.__exit__(None, None, None)
-        console.error(f"-o {outdir}: cannot write into the output folder "
-                      f"({error.strerror or describe(error)})")
-        raise _CannotStart from error
-    try:
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(locked(outdir, console.warn))
+            # a folder that cannot take a file (read-only, another user's) is
+            # one error before any input, not one per input
+            tempfile.TemporaryFile(dir=outdir, prefix=".gmm-segment-probe-").close()
+        except OSError as error:
+            console.error(f"-o {outdir}: cannot write into the output folder "
+                          f"({error.strerror or describe(error)})")
+            raise _CannotStart from error
         try:
             for note in tidy(outdir):
                 console.warn(note)
         except OSError as error:
             console.warn(f"-o {outdir}: cannot tidy up after an interrupted run ({describe(error)})")
         yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _read_file_option(args, console, option):

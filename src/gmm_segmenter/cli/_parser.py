@@ -165,10 +165,8 @@ def _voxel_size(text):
             f"expected a voxel size, got {text!r}; --spacing takes every number up to "
             "the next option, so give images before it or end its sizes with --"
         ) from None
-    value = _number_in(text, 0.0, math.inf, "a positive, finite voxel size")
-    if value == 0.0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a positive, finite voxel size, got {text!r}")
-    return value
+    # from the smallest positive float to the largest finite one
+    return _number_in(text, math.ulp(0.0), sys.float_info.max, "a positive, finite voxel size")
 
 
 def _reg_covar(text):
