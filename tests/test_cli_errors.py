@@ -402,3 +402,18 @@ def test_advice_names_the_options(message, expected):
 def test_a_seed_numpy_does_not_take_is_a_usage_error(capsys):
     assert cli.main(["--sample", "coins", "--seed", "-1"]) == 2
     assert "--seed: expected an integer from 0 to 4294967295, got '-1'" in capsys.readouterr().err
+
+
+def test_a_model_far_from_the_image_is_said_once_with_proba(tmp_path, capsys):
+    from skimage import data
+
+    gio.write_png(tmp_path / "camera.png", data.camera()[::4, ::4])
+    gio.write_tiff(tmp_path / "coins16.tif", data.coins()[::4, ::4].astype(np.uint16) * 256)
+    model = tmp_path / "camera.npz"
+    assert cli.main([str(tmp_path / "camera.png"), "-k", "3", "--beta", "0", "--save-model",
+                     str(model), "-o", str(tmp_path / "fit"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main([str(tmp_path / "coins16.tif"), "--model", str(model), "--proba",
+                     "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("values lie far from every class of this model") == 1, err

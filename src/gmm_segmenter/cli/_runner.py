@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import traceback
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,7 +162,7 @@ class Runner:
                 if labels is None:
                     labels = segmenter.predict(prepared.pixels, mask=prepared.mask)
                 posteriors = (
-                    _once(segmenter.predict_proba, prepared.pixels, mask=prepared.mask)
+                    segmenter.predict_proba(prepared.pixels, mask=prepared.mask)
                     if self.options.proba else None
                 )
                 # the field predict divided by (the same estimate, the same seed)
@@ -237,14 +236,6 @@ class Runner:
 
 
 # ------------------------------------------------------------------ the batch
-
-
-def _once(method, *args, **kwargs):
-    """``method`` with the far-from-the-model warning left out: the labels of
-    the same image, just made, gave it."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="X's values lie far from every class")
-        return method(*args, **kwargs)
 
 
 #: Set when the run is interrupted while images are processed in threads:
