@@ -47,6 +47,35 @@ def test_ctrl_c_at_each_stage_is_130(stage, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_a_library_turned_into_another_error_is_still_the_interrupt(
+        signum, tmp_path, monkeypatch, capsys):
+    # numpy turns a KeyboardInterrupt met while it reads a buffer's format
+    # into "ValueError: ... is not a valid PEP 3118 buffer format string"
+    from gmm_segmenter.cli import _runner
+
+    read = _runner.Runner.read
+
+    def swallowing(self, source):
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(1.0)  # the handler runs here
+        except KeyboardInterrupt as stop:
+            raise ValueError("'T{d:val:}' is not a valid PEP 3118 buffer format string") from stop
+        return read(self, source)
+
+    monkeypatch.setattr(_runner.Runner, "read", swallowing)
+    status = cli.main(["--sample", "coins", "--sample", "camera", "-k", "2", "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == (130 if signum == signal.SIGINT else 128 + signum), err
+    assert "PEP 3118" not in err and "error" not in err
+    assert _hidden(tmp_path) == [] and not list(tmp_path.glob("camera_*"))
+    # the next run in this process is not taken for interrupted
+    monkeypatch.setattr(_runner.Runner, "read", read)
+    assert cli.main(["--sample", "coins", "-k", "2", "--beta", "0", "-o", str(tmp_path)]) == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("delay", [1.5, 4.0])
 def test_ctrl_c_at_any_moment_exits_130(tmp_path, delay):
     # (Ctrl-C while the Python interpreter itself starts, before any of

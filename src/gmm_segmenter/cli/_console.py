@@ -111,6 +111,38 @@ def describe(error) -> str:
     return _QUOTED.sub(r"\1 \2", reword(text, _CLI_WORDS))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stop as on Ctrl-C, so unfinished results are cleared away."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: The signals (SIGINT, SIGTERM, SIGHUP) this run received. A library may turn
+#: the KeyboardInterrupt one raises into another error (numpy reports one met
+#: while it reads a buffer's format as "not a valid PEP 3118 buffer format
+#: string"): an error met after a signal is the signal's doing.
+_signals: list[int] = []
+
+
+def note_signal(signum):
+    _signals.append(signum)
+
+
+def forget_signals():
+    _signals.clear()
+
+
+def stop_if_signalled():
+    """Raise the interrupt for a signal that arrived, if one did."""
+    import signal
+
+    if _signals:
+        signum = _signals[0]
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
 def is_terminal(stream) -> bool:
     try:
         return stream.isatty()
@@ -155,6 +187,7 @@ class Console:
             self._write(text, sys.stdout)
 
     def error(self, text, details=None):
+        stop_if_signalled()  # the error is the interrupt's doing, not the input's
         self._write(f"{PROG}: error: {text}", sys.stderr)
         if self.debug and details:
             self._write(details.rstrip(), sys.stderr)

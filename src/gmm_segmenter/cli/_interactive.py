@@ -15,7 +15,7 @@ import glob
 import sys
 from pathlib import Path
 
-from ._console import PROG
+from ._console import PROG, forget_signals
 from ._parser import n_components_or_auto
 from ._samples import available_samples
 
@@ -38,6 +38,7 @@ def interactive_argv() -> list[str] | int:
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        forget_signals()  # handled here: said once
         print(flush=True)
         print(f"{PROG}: interrupted; nothing segmented", file=sys.stderr)
         return 130

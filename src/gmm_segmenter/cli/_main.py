@@ -10,7 +10,10 @@ import tempfile
 import traceback
 
 from . import _isolated
-from ._console import PROG, Console, describe, is_terminal
+from ._console import (
+    PROG, Console, Terminated, describe, forget_signals, is_terminal, note_signal,
+    stop_if_signalled,
+)
 from ._interactive import interactive_argv
 from ._parser import build_parser, check_arguments
 
@@ -20,14 +23,6 @@ _LABELLING_PARAMETERS = ("beta", "connectivity", "spacing", "bias_field")
 
 class _CannotStart(Exception):
     """--mask or --model cannot be read: reported, and nothing is segmented."""
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP: stop as on Ctrl-C, so unfinished results are cleared away."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
 
 
 def main(argv=None) -> int:
@@ -48,6 +43,7 @@ def main(argv=None) -> int:
             status = _main(argv)
         if stops:  # the run went on past an interrupt it could not raise: report it now
             raise stops[0]
+        stop_if_signalled()  # one a library turned into another error
         return status
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP, at any moment
         signum = getattr(stop, "signum", None)
@@ -129,20 +125,24 @@ def _say(text):
 
 
 def _on_termination():
-    """Turn SIGTERM and SIGHUP into :class:`_Terminated` (main thread only)."""
+    """Turn SIGTERM and SIGHUP into :class:`Terminated`, and note every stopping
+    signal, Ctrl-C's too (main thread only)."""
     import signal
     import threading
 
+    forget_signals()
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def stop(signum, frame):
-        raise _Terminated(signum)
+        note_signal(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
     previous = {}
-    for name in ("SIGTERM", "SIGHUP"):
+    for name, default in (("SIGINT", signal.default_int_handler), ("SIGTERM", signal.SIG_DFL),
+                          ("SIGHUP", signal.SIG_DFL)):
         number = getattr(signal, name, None)
-        if number is not None and signal.getsignal(number) in (signal.SIG_DFL, None):
+        if number is not None and signal.getsignal(number) in (default, None):
             previous[number] = signal.signal(number, stop)
     return previous
 
