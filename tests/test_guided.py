@@ -656,3 +656,24 @@ def test_a_fixed_beta_is_kept_with_many_strokes():
     image, truth = quadrants(noise=45.0)
     y = two_strokes_per_class(truth)
     assert GMMSegmenter(4, beta=0.7, random_state=0).fit(image, y).beta_ == 0.7
+
+
+@pytest.mark.parametrize("seed", [1, 11])
+def test_the_guided_pixelwise_bound_never_falls(seed):
+    # the mixing weights come from the unscribbled pixels: the scribbled ones
+    # must then leave the weights out of the bound, or it fell (seeds 1 and
+    # 11: by up to 0.003 nats a pixel)
+    from skimage import data
+
+    image = data.coins()
+    rng = np.random.default_rng(seed)
+    scribbles = np.zeros(image.shape, np.uint8)
+    k = int(rng.integers(2, 5))
+    for label in range(1, k + 1):
+        for _ in range(rng.integers(1, 4)):
+            row, col = rng.integers(5, 290), rng.integers(5, 370)
+            painted = label if rng.random() < 0.7 else rng.integers(1, k + 1)
+            scribbles[row:row + 3, col:col + rng.integers(5, 30)] = painted
+    segmenter = GMMSegmenter(k, beta=0, random_state=0).fit(image, scribbles)
+    assert len(segmenter.lower_bounds_) > 2
+    assert np.diff(segmenter.lower_bounds_).min() > -1e-9

@@ -183,6 +183,11 @@ def log_normalize(log_prob):
     return log_prob_norm, log_prob - log_prob_norm[:, np.newaxis]
 
 
+def unit_weights(mixture: Mixture) -> Mixture:
+    """``mixture`` with every weight 1: :func:`weighted_log_prob` gives ``log p(x | k)``."""
+    return replace(mixture, weights=np.ones_like(mixture.weights))
+
+
 def weighted_log_prob(X, mixture: Mixture):
     """``log p(x | k) + log w_k`` for each sample and component.
 
@@ -437,7 +442,11 @@ def run_em(
     ``log w_k + log p(x | k)`` of the last ``m`` rows (guidance: a very
     negative entry fixes a row's responsibilities).
     With ``mixing_rows`` (a slice), the mixing weights are estimated from
-    those rows alone, while every row shapes the means and covariances.
+    those rows alone, while every row shapes the means and covariances; the
+    other rows' likelihood then leaves the weights out (``log p(x | k)``
+    plus their ``log_prior``), so the M-step maximises the bound EM reports
+    and it never falls (with the weights in, scribbled rows of a class the
+    free rows make rare pulled it down as the weights moved away from them).
     """
     if not polish:
         polish_tol = tol
@@ -446,6 +455,9 @@ def run_em(
     else:
         polish_tol = tol * POLISH_TOL
     total_weight = float(sample_weight.sum())
+    if mixing_rows is not None:
+        unweighted = np.ones(len(X), dtype=bool)
+        unweighted[mixing_rows] = False
     mixture = initial
     lower_bound = -np.inf
     lower_bounds = []
@@ -454,6 +466,8 @@ def run_em(
     for n_iter in range(1, max_iter + 1):
         previous = lower_bound
         log_prob = weighted_log_prob(X, mixture)
+        if mixing_rows is not None:
+            log_prob[unweighted] = weighted_log_prob(X[unweighted], unit_weights(mixture))
         if log_prior is not None and len(log_prior):
             log_prob[len(log_prob) - len(log_prior):] += log_prior
         log_prob_norm, log_resp = log_normalize(log_prob)

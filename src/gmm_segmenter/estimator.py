@@ -291,7 +291,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     rather than the ``k``-th darkest; with the spatial prior the external
     field is flat (``weights_`` are equal), the guidance being the
     per-pixel field; ``lower_bound_`` weighs the scribbled pixels as the
-    fit did (together at least a tenth of the others).
+    fit did (together at least a tenth of the others), by their likelihood
+    under their class without its mixing weight, which the unscribbled
+    pixels alone estimate.
 
     With ``bias_field`` set, ``means_`` and ``covariances_`` describe the
     corrected intensities; :meth:`score_samples` is the density of the
