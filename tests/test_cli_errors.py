@@ -419,6 +419,11 @@ def test_a_second_channel_read_as_alpha_is_questioned(tmp_path, capsys):
     ("EM did not converge in max_iter=100 iterations (last change of the mean "
      "log-likelihood above tol). Increase max_iter, raise tol, or try another init_params.",
      "above --tol). Raise --max-iter or --tol, or try another --init."),
+    ("HMRF-EM did not converge in max_iter_spatial=20 iterations (the mean-field bound per "
+     "pixel last changed by 0.0037, not yet within tol=0.001). Increase max_iter_spatial, "
+     "or raise tol.",
+     "in --max-iter-spatial 20 iterations (the mean-field bound per pixel last changed by "
+     "0.0037, not yet within --tol 0.001). Raise --max-iter-spatial or --tol."),
     ("... Use fewer components (or n_components='auto'), or a smaller beta.",
      "Use fewer components (or -k auto), or a smaller --beta."),
 ])

@@ -350,6 +350,27 @@ def test_the_noisy_blobs_sample_holds_as_many_classes_as_the_widget_fits():
     assert np.array_equal(_sample_data.noisy_blobs()[0][0], image)  # seeded
 
 
+@pytest.mark.parametrize("preview", [False, True])
+def test_a_preview_does_not_warn_that_its_shortened_em_stopped_early(preview):
+    import threading
+
+    from gmm_segmenter.napari._widget import _drive, _Warned
+
+    image, _ = quadrants()
+    noisy = image + np.random.default_rng(0).normal(scale=0.6 * image.std(), size=image.shape)
+
+    def job():
+        GMMSegmenter(4, beta=1.0, max_iter_spatial=1, random_state=0).fit(noisy)
+        yield "fitted"
+
+    steps = list(_drive(job(), threading.Event(), preview=preview))
+    warned = [step.message for step in steps if isinstance(step, _Warned)]
+    if preview:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and "max_iter_spatial=1" in warned[0]
+
+
 def test_cancel_stops_a_fit_inside_em():
     import threading
 

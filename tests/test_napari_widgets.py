@@ -937,6 +937,13 @@ def test_messages_in_the_widgets_words_read_as_sentences():
     )
     words = _in_widget_words(few)
     assert "pass a number" not in words and "beta" not in words
+    spatial = _in_widget_words(
+        "HMRF-EM did not converge in max_iter_spatial=20 iterations (the mean-field bound "
+        "per pixel last changed by 0.0037, not yet within tol=0.001). Increase "
+        "max_iter_spatial, or raise tol."
+    )  # the dock has no such control: its copied code is where to set it
+    assert spatial.endswith(". To let it settle, press Copy Python code and, in Python, "
+                            "increase max_iter_spatial or raise tol.")
     assert words.endswith(
         "Smoothing 0.5 is used instead; untick 'Choose the smoothing from the image' "
         "and set Smoothing to choose it yourself."

@@ -314,6 +314,21 @@ def test_max_iter_one_warns_with_advice_and_still_labels(quadrant_image):
     assert labels.min() >= 1 and labels.max() <= 4
 
 
+def test_spatial_em_stopped_at_max_iter_spatial_warns_as_em_does(quadrant_image):
+    from sklearn.exceptions import ConvergenceWarning
+
+    image, truth = quadrant_image
+    noisy = image + np.random.default_rng(0).normal(scale=0.6 * image.std(), size=image.shape)
+    with pytest.warns(ConvergenceWarning, match=r"HMRF-EM did not converge in "
+                      r"max_iter_spatial=1 iterations .*Increase max_iter_spatial, or raise tol"):
+        segmenter = make_segmenter(4, beta=1.0, max_iter_spatial=1).fit(noisy)
+    assert not segmenter.spatial_converged_
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # converged: no warning
+        segmenter = make_segmenter(4, beta=1.0, max_iter_spatial=200).fit(noisy)
+    assert segmenter.spatial_converged_ and segmenter.spatial_n_iter_ > 1
+
+
 def test_rgba_is_four_features_for_the_estimator(rgb_image):
     # explicit: the estimator never guesses that a 4th channel is alpha (the
     # gmm-segment command does, in --channel-axis auto, and uses it as a mask)

@@ -11,6 +11,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -179,7 +180,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         changed after fitting, like ``connectivity``.
     max_iter_spatial : int, default=20
         Maximum number of HMRF-EM iterations; they stop earlier when the
-        mean-field bound per pixel changes by less than ``tol``.
+        mean-field bound per pixel changes by less than ``tol``. Stopping at
+        the maximum warns (``ConvergenceWarning``).
     bias_field : None, 'auto' or int in [1, 10], default=None
         Correct a smooth multiplicative bias field (uneven illumination,
         vignetting, coil sensitivity) while fitting, as FSL FAST does.
@@ -521,6 +523,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                     images, spatial, offset, scale, random_state, guidance, shares
                 )
             mixture, beta = spatial.mixture, spatial.beta
+            if not spatial.converged:
+                self._warn_spatial_not_converged(spatial)
         self.spatial_n_iter_ = 0 if spatial is None else spatial.n_iter
         self.spatial_converged_ = True if spatial is None else spatial.converged
         self.spatial_lower_bounds_ = (
@@ -708,6 +712,21 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         return _bias.Fields.sample(
             images.field_fit_views(), [view.spatial_shape for view in views], self.spacing,
             _bias.degree_of(self.bias_field), per_image, generator, _names(images),
+        )
+
+    def _warn_spatial_not_converged(self, spatial):
+        """HMRF-EM stopped at ``max_iter_spatial``, as ``GaussianMixture`` warns at ``max_iter``."""
+        bounds = spatial.objectives
+        change = (
+            f"last changed by {abs(bounds[-1] - bounds[-2]):.2g}" if len(bounds) > 1
+            else "had no earlier value to compare with"
+        )
+        warnings.warn(
+            f"HMRF-EM did not converge in max_iter_spatial={self.max_iter_spatial} "
+            f"iterations (the mean-field bound per pixel {change}, not yet within "
+            f"tol={self.tol:g}). Increase max_iter_spatial, or raise tol.",
+            ConvergenceWarning,
+            stacklevel=_training.caller_stacklevel(),
         )
 
     def _fit_spatial_bias_field(self, images, spatial, offset, scale, random_state,

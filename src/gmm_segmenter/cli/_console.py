@@ -87,6 +87,8 @@ _CLI_WORDS = [
     (re.compile(r"\bchannel_axis=None\b"), "--channel-axis none"),
     (re.compile(r"\babove tol\)\. Increase max_iter, raise tol, or try another init_params\."),
      "above --tol). Raise --max-iter or --tol, or try another --init."),
+    (re.compile(r"\bIncrease max_iter_spatial, or raise tol\."),
+     "Raise --max-iter-spatial or --tol."),
     (re.compile(r"\bor a smaller beta\."), "or a smaller --beta."),
     *X_AS_THE_IMAGE,
 ]
@@ -95,6 +97,7 @@ for _name, _option in (
     ("max_samples", "--max-samples"), ("covariance_type", "--covariance-type"),
     ("connectivity", "--connectivity"), ("init_params", "--init"), ("n_init", "--n-init"),
     ("prior_weight", "--prior-weight"), ("reg_covar", "--reg-covar"), ("max_iter", "--max-iter"),
+    ("max_iter_spatial", "--max-iter-spatial"),
     ("random_state", "--seed"), ("tol", "--tol"),
 ):
     _CLI_WORDS.append((re.compile(rf"\b{_name}=('[^']*'|[-\w.]+)"), rf"{_option} \1"))

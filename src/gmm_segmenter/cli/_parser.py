@@ -32,6 +32,7 @@ ESTIMATOR_DEFAULTS = {
     "beta": "auto",
     "connectivity": 1,
     "spacing": None,
+    "max_iter_spatial": 20,
     "bias_field": None,
 }
 
@@ -399,6 +400,11 @@ def _add_spatial_arguments(model):
         f"(default: {defaults['spacing']})",
     )
     model.add_argument(
+        "--max-iter-spatial", type=_positive_int, default=None, metavar="N",
+        help="maximum iterations of EM under the spatial prior "
+        f"(default: {defaults['max_iter_spatial']})",
+    )
+    model.add_argument(
         "--bias-field", type=_bias_field, default=None, metavar="{auto,N}",
         help="correct a smooth multiplicative bias field (uneven illumination, "
         "vignetting) while fitting: 'auto' (a polynomial of degree 3) or the degree "
@@ -463,7 +469,8 @@ def check_arguments(args, parser) -> dict:
             "-k": args.n_components, "--k-range": args.k_range,
             "--covariance-type": args.covariance_type, "--init": args.init_params,
             "--n-init": args.n_init, "--max-iter": args.max_iter, "--tol": args.tol,
-            "--reg-covar": args.reg_covar, "--fit-on": args.fit_on or None,
+            "--reg-covar": args.reg_covar, "--max-iter-spatial": args.max_iter_spatial,
+            "--fit-on": args.fit_on or None,
             "--max-samples": args.max_samples,
         }
         given = [flag for flag, value in fitting_flags.items() if value is not None]
@@ -494,7 +501,8 @@ def _estimator_params(args, parser) -> dict:
 
     params = {"random_state": args.seed}
     for name in ("covariance_type", "init_params", "n_init", "max_iter", "tol", "reg_covar",
-                 "n_components", "beta", "connectivity", "bias_field", "prior_weight"):
+                 "n_components", "beta", "connectivity", "bias_field", "prior_weight",
+                 "max_iter_spatial"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     if args.max_samples is not None:

@@ -98,6 +98,11 @@ def _stop_live_workers():
 #: The estimator's messages speak of its parameters and of the scribbles
 #: array; in the widget they become its controls and the scribble layer.
 _WIDGET_WORDS = [
+    # EM's limits are not in the dock: its copied code is where to change them
+    (re.compile(r"\. Increase (max_iter(?:_spatial)?), (?:or )?raise tol(, or try another "
+                r"init_params)?\."),
+     r". To let it settle, press Copy Python code and, in Python, increase \1 or "
+     r"raise tol\2."),
     (re.compile(r"\bn_components='auto' chose (\d+), the top of n_components_range=\(\d+, "
                 r"\d+\)"),
      r"The auto box of Components chose \1, the most 'Up to (auto)' allows"),
@@ -787,7 +792,7 @@ class GMMSegmenterWidget(Container):
         self._cancel_requested = threading.Event()
         self._meter = _jobs.Meter()
         worker = create_worker(
-            _drive, job, self._cancel_requested, self._meter,
+            _drive, job, self._cancel_requested, self._meter, preview=kind == "preview",
             _start_thread=False, _ignore_errors=True,
         )
         worker.yielded.connect(self._tick)
@@ -1307,12 +1312,14 @@ class GMMSegmenterWidget(Container):
             show_info(f"{_PREFIX}the plot could not be drawn ({error})")
 
 
-def _drive(job, cancel_requested, meter=None):
+def _drive(job, cancel_requested, meter=None, preview=False):
     """Run a job generator in the worker thread, passing on its progress and result.
 
     Cancel takes effect at the job's next yield, and also inside a long fit
     or prediction: the estimator's progress reports check ``cancel_requested``
     and move ``meter`` (a :class:`_jobs.Meter`) between the job's steps.
+    A ``preview`` stops EM early on purpose: it does not warn that EM had
+    not converged.
     """
 
     def check(stage, done, total):
@@ -1330,6 +1337,10 @@ def _drive(job, cancel_requested, meter=None):
     with progress(check), threadpool_limits(limits=1), \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
+        if preview:
+            from sklearn.exceptions import ConvergenceWarning
+
+            warnings.simplefilter("ignore", ConvergenceWarning)
         while True:
             try:
                 step = next(job)
