@@ -138,6 +138,21 @@ def test_the_report_gives_the_smoothing_strength_chosen(tmp_path, images):
     chosen = report["model"]["beta"]
     again = GMMSegmenter(3, random_state=0).fit(gray_image())
     assert chosen == pytest.approx(again.beta_) and chosen > 0
+    assert report["model"]["spatial_converged"] is True
+    assert report["model"]["spatial_n_iter"] == again.spatial_n_iter_ > 0
+
+
+def test_the_report_says_when_spatial_em_stopped_short(tmp_path, images, capsys):
+    image = gray_image()
+    noisy = image + np.random.default_rng(0).normal(0, 40, image.shape)
+    gio.write_tiff(tmp_path / "noisy.tif", noisy.astype(np.float32))
+    status, _, err = run_cli([tmp_path / "noisy.tif", "-k", "3", "--beta", "1",
+                              "--max-iter-spatial", "1", "-o", tmp_path / "out"], capsys)
+    assert status == 0 and "Raise --max-iter-spatial or --tol" in err
+    report = json.loads((tmp_path / "out" / "noisy_report.json").read_text())
+    assert report["model"]["spatial_converged"] is False
+    assert report["model"]["spatial_n_iter"] == 1
+    assert report["model"]["params"]["max_iter_spatial"] == 1
 
 
 def test_auto_k_reports_the_bic_curve(tmp_path, images):

@@ -212,8 +212,11 @@ def _model_report(segmenter, model_source):
         "weights": segmenter.weights_.tolist(),
         "means": segmenter.means_.tolist(),
         "covariances": segmenter.covariances_.tolist(),
+        # pixel-wise EM, then EM under the spatial prior (0 iterations without one)
         "converged": bool(getattr(segmenter, "converged_", True)),
         "n_iter": int(getattr(segmenter, "n_iter_", 0)),
+        "spatial_converged": bool(getattr(segmenter, "spatial_converged_", True)),
+        "spatial_n_iter": int(getattr(segmenter, "spatial_n_iter_", 0)),
         # the strength used: the one chosen when params say beta 'auto'
         "beta": float(segmenter.beta_),
         "fit_method": getattr(segmenter, "fit_method_", None),

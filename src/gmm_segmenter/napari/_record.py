@@ -28,7 +28,7 @@ def model_summary(model) -> dict:
         "weights": np.round(np.asarray(model.weights_, dtype=float), 6).tolist(),
         "means": np.round(np.asarray(model.means_, dtype=float), 6).tolist(),
     }
-    for name in ("converged_", "n_iter_", "beta_"):
+    for name in ("converged_", "n_iter_", "spatial_converged_", "spatial_n_iter_", "beta_"):
         value = getattr(model, name, None)
         if isinstance(value, (bool, np.bool_)):
             summary[name.rstrip("_")] = bool(value)
