@@ -350,6 +350,28 @@ def test_the_noisy_blobs_sample_holds_as_many_classes_as_the_widget_fits():
     assert np.array_equal(_sample_data.noisy_blobs()[0][0], image)  # seeded
 
 
+@pytest.mark.parametrize("image, channel_axis", [
+    (np.tile(np.arange(0, 250, 50, dtype=np.uint8), (40, 8)), None),
+    (np.dstack([np.tile(np.arange(0, 250, 50, dtype=np.uint8), (40, 8))] * 3), -1),
+])
+def test_every_word_of_the_plot_lies_inside_it(image, channel_axis):
+    # the BIC curve's six-digit ticks once pushed its label off the figure
+    from gmm_segmenter.napari._plot import draw
+
+    noisy = image + np.random.default_rng(0).normal(0, 8, image.shape)
+    model = GMMSegmenter("auto", channel_axis=channel_axis, beta=0, random_state=0).fit(
+        np.tile(noisy, (8, 8) + (1,) * (noisy.ndim - 2)))
+    assert max(abs(b) for b in model.bic_curve_) > 1e5
+    for size in [(300, 300), (420, 300)]:  # the dock's sizes with a BIC curve
+        figure = draw(model, size=size)
+        renderer = figure.canvas.get_renderer()
+        width, height = figure.canvas.get_width_height()
+        assert len(figure.axes) == 2 and figure.axes[1].get_title().startswith("BIC")
+        for axes in figure.axes:
+            box = axes.get_tightbbox(renderer)
+            assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, box
+
+
 @pytest.mark.parametrize("preview", [False, True])
 def test_a_preview_does_not_warn_that_its_shortened_em_stopped_early(preview):
     import threading
@@ -405,6 +427,19 @@ def test_cancel_during_a_fit_is_shown_as_cancelled(qtbot, viewer_widget):
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.status.value == "Cancelled"
     assert "volume GMM labels" not in viewer.layers
+    # with a model from an earlier run, the status says whose the plot shows again
+    image, _ = quadrants((40, 40))
+    viewer.add_image(image, name="quads")
+    widget.image.value = viewer.layers["quads"]
+    run(qtbot, widget)
+    model = widget.model
+    widget.image.value = viewer.layers["volume"]
+    widget.run()
+    qtbot.waitUntil(lambda: widget.status.value.startswith("Fitting"), timeout=TIMEOUT_MS)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.status.value == "Cancelled; the current model is still the one fitted to 'quads'"
+    assert widget.model is model
 
 
 @pytest.mark.parametrize("posteriors", [False, True])

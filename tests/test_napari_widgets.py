@@ -94,6 +94,8 @@ def test_a_saved_model_gets_npz_and_files_without_it_still_load(qtbot, viewer_wi
         record = json.loads(str(archive["metadata"]))["record"]
     assert record["python"] == widget.record["python"]
     assert record["model"]["n_components"] == 4
+    assert record["model"]["spatial_converged"] == widget.model.spatial_converged_
+    assert record["model"]["spatial_n_iter"] == widget.model.spatial_n_iter_ > 0
 
     renamed = tmp_path / "no_extension"
     renamed.write_bytes(written.read_bytes())
@@ -942,8 +944,8 @@ def test_messages_in_the_widgets_words_read_as_sentences():
         "per pixel last changed by 0.0037, not yet within tol=0.001). Increase "
         "max_iter_spatial, or raise tol."
     )  # the dock has no such control: its copied code is where to set it
-    assert spatial.endswith(". To let it settle, press Copy Python code and, in Python, "
-                            "increase max_iter_spatial or raise tol.")
+    assert spatial.endswith(". To let it settle, press Copy Python code and, in that code, "
+                            "give GMMSegmenter(...) a larger max_iter_spatial or tol.")
     assert words.endswith(
         "Smoothing 0.5 is used instead; untick 'Choose the smoothing from the image' "
         "and set Smoothing to choose it yourself."

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
@@ -111,6 +112,12 @@ def _style(axes, colours):
 
 def render(model, histogram=None, colours=None, theme=None, size=(320, 220)) -> np.ndarray:
     """The plot of ``model`` as an RGBA picture of ``size`` pixels (any thread)."""
+    figure = draw(model, histogram, colours, theme, size)
+    return np.array(figure.canvas.buffer_rgba())
+
+
+def draw(model, histogram=None, colours=None, theme=None, size=(320, 220)) -> Figure:
+    """The figure :func:`render` pictures, drawn."""
     theme = theme or _LIGHT
     figure = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI,
                     facecolor=theme["background"])
@@ -154,8 +161,10 @@ def render(model, histogram=None, colours=None, theme=None, size=(320, 220)) -> 
         bic.plot(candidates, model.bic_curve_, "o-", color=foreground, markersize=3)
         bic.axvline(n_components, color="C3", linewidth=1)
         bic.set_xlabel("number of components", fontsize=8)
-        bic.set_ylabel("BIC", fontsize=8)
+        # a title, not a y label: beside BIC's tick labels a label ran off the figure
+        bic.set_title("BIC (lower is better)", fontsize=8)
         bic.xaxis.get_major_locator().set_params(integer=True)
+        bic.yaxis.set_major_formatter(EngFormatter(places=None, sep=""))  # 600k, not 600000
         _style(bic, theme)
     figure.canvas.draw()
-    return np.array(figure.canvas.buffer_rgba())
+    return figure

@@ -101,8 +101,9 @@ _WIDGET_WORDS = [
     # EM's limits are not in the dock: its copied code is where to change them
     (re.compile(r"\. Increase (max_iter(?:_spatial)?), (?:or )?raise tol(, or try another "
                 r"init_params)?\."),
-     r". To let it settle, press Copy Python code and, in Python, increase \1 or "
-     r"raise tol\2."),
+     lambda found: f". To let it settle, press Copy Python code and, in that code, give "
+     f"GMMSegmenter(...) a larger {found.group(1)} or tol"
+     f"{', or another init_params' if found.group(2) else ''}."),
     (re.compile(r"\bn_components='auto' chose (\d+), the top of n_components_range=\(\d+, "
                 r"\d+\)"),
      r"The auto box of Components chose \1, the most 'Up to (auto)' allows"),
@@ -118,6 +119,9 @@ _WIDGET_WORDS = [
      r"Components is \1, but"),
     (re.compile(r"\bthe valid pixels of X\b"), "the image's valid pixels"),
     (re.compile(r"\bn_components<=(\d+)"), r"Components \1 or fewer"),
+    (re.compile(r"\bUse fewer components \(or n_components='auto'\), or a smaller beta\."),
+     "Lower Components (or tick its auto box), or smooth less: a lower Smoothing, with "
+     "'Choose the smoothing from the image' unticked."),
     (re.compile(r"\bn_components='auto'"), "the auto box of Components"),
     (re.compile(r"; pass a number to choose it yourself"),
      "; untick 'Choose the smoothing from the image' and set Smoothing to choose it yourself"),
@@ -279,8 +283,8 @@ class GMMSegmenterWidget(Container):
             label="Components", value=3, min=1, max=50,
             tooltip="How many classes; labels run 1..K from the darkest to the brightest.",
         )
-        self.max_components = SpinBox(
-            label="Up to (auto)", value=6, min=2, max=50,
+        self.max_components = SpinBox(  # 8: GMMSegmenter's and gmm-segment's default range
+            label="Up to (auto)", value=8, min=2, max=50,
             tooltip="The largest number of components BIC may choose.",
         )
         self.covariance_type = ComboBox(
@@ -880,7 +884,13 @@ class GMMSegmenterWidget(Container):
         if self._superseded():
             self._set_status("Updating the preview…")
             return
-        self._set_status("Cancelled")
+        shown = self._shown
+        if self.model is not None and shown is not None and shown["layer"] in self._viewer.layers:
+            # the plot goes back to it: say whose it is, the Image control may name another
+            self._set_status(f"Cancelled; the current model is still the one fitted to "
+                             f"{shown['layer'].name!r}")
+        else:
+            self._set_status("Cancelled")
         self.progress.value = 0
         self._plot_shown()
 
