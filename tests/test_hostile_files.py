@@ -594,6 +594,6 @@ def test_npy_arrays_are_read_and_other_formats_listed(tmp_path):
     with pytest.raises(ValueError, match="objects.npy: the array holds Python objects"):
         gio.read_image(tmp_path / "objects.npy")
     (tmp_path / "notes.xyz").write_text("hello")
-    with pytest.raises(ValueError, match=r"notes.xyz: cannot be read .*read are TIFF, NumPy "
-                                         r"\.npy and the formats Pillow knows"):
+    with pytest.raises(ValueError, match=r"notes.xyz: cannot be read .*the formats read are "
+                                         r"TIFF, NumPy \.npy and those Pillow knows"):
         gio.read_image(tmp_path / "notes.xyz")

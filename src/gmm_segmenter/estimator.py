@@ -444,7 +444,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             ``None`` fits unsupervised. See ``docs/guided.md``.
         mask : (M[, N[, ...]]) bool array, list of such arrays, or None
             Pixels to use (``True``); others are ignored. Non-finite pixels
-            are always ignored.
+            are always ignored. A numeric mask counts every nonzero value as
+            ``True``, as ``np.asarray(mask, bool)`` does (a 0/255 mask image
+            keeps its 255 pixels); NaN in it is refused.
         prior : (M[, N[, ...]], K) float array, list of such arrays, or None
             Prior probability maps, as FSL FAST and ANTs Atropos take them
             (an atlas, or a previous segmentation): the probability of each
@@ -717,14 +719,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     def _warn_spatial_not_converged(self, spatial):
         """HMRF-EM stopped at ``max_iter_spatial``, as ``GaussianMixture`` warns at ``max_iter``."""
         bounds = spatial.objectives
-        change = (
-            f"last changed by {abs(bounds[-1] - bounds[-2]):.2g}" if len(bounds) > 1
-            else "had no earlier value to compare with"
+        why = (
+            f"the mean-field bound per pixel last changed by {abs(bounds[-1] - bounds[-2]):.2g}"
+            ", not yet within" if len(bounds) > 1
+            else "one iteration cannot show the mean-field bound per pixel settle within"
         )
         warnings.warn(
             f"HMRF-EM did not converge in max_iter_spatial={self.max_iter_spatial} "
-            f"iterations (the mean-field bound per pixel {change}, not yet within "
-            f"tol={self.tol:g}). Increase max_iter_spatial, or raise tol.",
+            f"iterations ({why} tol={self.tol:g}). Increase max_iter_spatial, or raise tol.",
             ConvergenceWarning,
             stacklevel=_training.caller_stacklevel(),
         )

@@ -640,8 +640,8 @@ def read_image(path, *, max_pixels=MAX_PIXELS) -> np.ndarray:
             if messages and reason == type(error).__name__:
                 reason = f"{reason}; {messages[0]}"
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                reason += ("; read are TIFF, NumPy .npy and the formats Pillow knows, such "
-                           "as PNG, JPEG, BMP, GIF, WebP and PNM")
+                reason += ("; the formats read are TIFF, NumPy .npy and those Pillow "
+                           "knows, such as PNG, JPEG, BMP, GIF, WebP and PNM")
             raise ValueError(f"{path}: cannot be read as an image ({reason})") from error
     image = np.asarray(image)
     if image.dtype.kind not in "biuf" or image.ndim < 2 or image.size == 0:

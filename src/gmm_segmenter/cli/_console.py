@@ -90,6 +90,7 @@ _CLI_WORDS = [
     (re.compile(r"\bIncrease max_iter_spatial, or raise tol\."),
      "Raise --max-iter-spatial or --tol."),
     (re.compile(r"\bor a smaller beta\."), "or a smaller --beta."),
+    (re.compile(r"\(mask False\)"), "(outside --mask)"),
     *X_AS_THE_IMAGE,
 ]
 for _name, _option in (

@@ -450,7 +450,7 @@ def _add_running_arguments(run):
     run.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
                      help="images processed at the same time (threads; default: 1)")
     run.add_argument("-q", "--quiet", action="store_true",
-                     help="print only errors (no progress bar, no summary)")
+                     help="print only warnings and errors (no progress bar, no summary)")
     run.add_argument("--debug", action="store_true",
                      help="print full tracebacks for errors")
     run.add_argument("--version", action="version",

@@ -87,6 +87,8 @@ _FUNCTION_WORDS = [
      r"n components is \1, but"),
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
      r"Set n components to \1 or fewer"),
+    (re.compile(r"\bUse fewer components \(or n_components='auto'\), or a smaller beta\."),
+     "Use fewer n components, or untick auto smoothing and set a lower smoothing."),
     # the colour an RGB layer is: 'auto', the default, reads it so
     (re.compile(r"\bPass channel_axis=-1 for a colour image\b"),
      "Choose channels='auto' (the default) for a colour image"),
