@@ -424,6 +424,9 @@ def test_a_second_channel_read_as_alpha_is_questioned(tmp_path, capsys):
      "or raise tol.",
      "in --max-iter-spatial 20 iterations (the mean-field bound per pixel last changed by "
      "0.0037, not yet within --tol 0.001). Raise --max-iter-spatial or --tol."),
+    ("Scribbles y hold only the label 255, as a black-and-white mask saved as an image does; "
+     "scribbles number classes 1..K. To segment only those pixels, pass the image as mask= "
+     "instead.", "To segment only those pixels, give the file as --mask instead."),
     ("... Use fewer components (or n_components='auto'), or a smaller beta.",
      "Use fewer components (or -k auto), or a smaller --beta."),
 ])

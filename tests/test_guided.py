@@ -257,6 +257,8 @@ def _unchanged(*arrays):
         (lambda y: y.astype(str), r"Scribbles y have dtype <U\d+; pass an integer label image"),
         (lambda y: np.where(y == 3, 255, y).astype(np.uint8),
          r"hold label 255 .*if 255 marks pixels to leave out, set them to 0"),
+        (lambda y: np.where(y > 0, 255, 0).astype(np.uint8),
+         r"hold only the label 255, as a black-and-white mask .* pass the image as mask= "),
         (lambda y: np.where(y == 3, 1e20, y), r"hold the label 1e\+20, far above any number "
                                               r"of classes \(at most 65535\)"),
         (lambda y: np.where(y == 3, 2**64 - 5, y).astype(np.uint64),

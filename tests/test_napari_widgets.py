@@ -944,6 +944,12 @@ def test_messages_in_the_widgets_words_read_as_sentences():
         "per pixel last changed by 0.0037, not yet within tol=0.001). Increase "
         "max_iter_spatial, or raise tol."
     )  # the dock has no such control: its copied code is where to set it
+    binary = _in_widget_words(
+        "Scribbles y hold only the label 255, as a black-and-white mask saved as an image "
+        "does; scribbles number classes 1..K. To segment only those pixels, pass the image as "
+        "mask= instead.")
+    assert binary.endswith("choose that layer as 'Mask (optional)' instead.")
+    assert "mask=" not in binary
     assert spatial.endswith(". To let it settle, press Copy Python code and, in that code, "
                             "give GMMSegmenter(...) a larger max_iter_spatial or tol.")
     assert words.endswith(

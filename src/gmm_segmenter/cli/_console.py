@@ -91,6 +91,7 @@ _CLI_WORDS = [
      "Raise --max-iter-spatial or --tol."),
     (re.compile(r"\bor a smaller beta\."), "or a smaller --beta."),
     (re.compile(r"\(mask False\)"), "(outside --mask)"),
+    (re.compile(r"\bpass the image as mask= instead\."), "give the file as --mask instead."),
     *X_AS_THE_IMAGE,
 ]
 for _name, _option in (

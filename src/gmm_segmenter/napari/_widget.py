@@ -122,6 +122,8 @@ _WIDGET_WORDS = [
     (re.compile(r"\bUse fewer components \(or n_components='auto'\), or a smaller beta\."),
      "Lower Components (or tick its auto box), or smooth less: a lower Smoothing, with "
      "'Choose the smoothing from the image' unticked."),
+    (re.compile(r"\bpass the image as mask= instead\."),
+     "choose that layer as 'Mask (optional)' instead."),
     (re.compile(r"\bn_components='auto'"), "the auto box of Components"),
     (re.compile(r"; pass a number to choose it yourself"),
      "; untick 'Choose the smoothing from the image' and set Smoothing to choose it yourself"),
