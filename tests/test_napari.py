@@ -420,12 +420,16 @@ def test_cancel_during_a_fit_is_shown_as_cancelled(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     volume = np.random.default_rng(1).normal(size=(48, 160, 160)).astype(np.float32)
     viewer.add_image(volume, name="volume")
-    widget.image.value = viewer.layers["volume"]
-    widget.run()
-    qtbot.waitUntil(lambda: widget.status.value.startswith("Fitting"), timeout=TIMEOUT_MS)
-    widget.cancel()
-    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
-    assert widget.status.value == "Cancelled"
+
+    def cancel_a_fit_of_the_volume():
+        widget.image.value = viewer.layers["volume"]
+        widget.run()
+        qtbot.waitUntil(lambda: widget.status.value.startswith("Fitting"), timeout=TIMEOUT_MS)
+        widget.cancel()
+        qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+        return widget.status.value
+
+    assert cancel_a_fit_of_the_volume() == "Cancelled"
     assert "volume GMM labels" not in viewer.layers
     # with a model from an earlier run, the status says whose the plot shows again
     image, _ = quadrants((40, 40))
@@ -433,12 +437,8 @@ def test_cancel_during_a_fit_is_shown_as_cancelled(qtbot, viewer_widget):
     widget.image.value = viewer.layers["quads"]
     run(qtbot, widget)
     model = widget.model
-    widget.image.value = viewer.layers["volume"]
-    widget.run()
-    qtbot.waitUntil(lambda: widget.status.value.startswith("Fitting"), timeout=TIMEOUT_MS)
-    widget.cancel()
-    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
-    assert widget.status.value == "Cancelled; the current model is still the one fitted to 'quads'"
+    assert cancel_a_fit_of_the_volume() == (
+        "Cancelled; the current model is still the one fitted to 'quads'")
     assert widget.model is model
 
 
