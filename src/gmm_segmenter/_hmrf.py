@@ -326,6 +326,9 @@ class HMRFResult:
     converged: bool
     objectives: tuple
     masses: tuple = ()  # each component's share of the posteriors at the end
+    # the bound's change over the last run's last iteration (None after one
+    # iteration): objectives may join runs at two strengths, which do not compare
+    last_change: float | None = None
 
 
 #: A component whose share under the prior falls below this fraction of its
@@ -658,12 +661,14 @@ def _iterate(mixture, posteriors, beta, *, grids, n_valid, log_potential, table,
         if estimate:
             beta = _pseudo_likelihood_beta(posteriors, grids, mixture)
         report("spatial EM", n_iter, max_iter)
-        if abs(current - previous) < tol:
+        change = abs(current - previous)
+        if change < tol:
             converged = True
             break
         previous = current
     masses = resp.sum(axis=0) / max(float(resp.sum()), 1e-300)
-    return HMRFResult(mixture, beta, n_iter, converged, tuple(objectives), tuple(masses))
+    return HMRFResult(mixture, beta, n_iter, converged, tuple(objectives), tuple(masses),
+                      last_change=float(change) if np.isfinite(change) else None)
 
 
 def _sweep(grids, posteriors, log_potential, mixture, beta, rows=None, resp=None) -> float:

@@ -525,8 +525,6 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                     images, spatial, offset, scale, random_state, guidance, shares
                 )
             mixture, beta = spatial.mixture, spatial.beta
-            if not spatial.converged:
-                self._warn_spatial_not_converged(spatial)
         self.spatial_n_iter_ = 0 if spatial is None else spatial.n_iter
         self.spatial_converged_ = True if spatial is None else spatial.converged
         self.spatial_lower_bounds_ = (
@@ -558,6 +556,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             vars(self).update(
                 (name, value) for name, value in vars(plain).items() if name.endswith("_")
             )
+        elif spatial is not None and not spatial.converged:  # (the refit above said so itself)
+            self._warn_spatial_not_converged(spatial)
         self._set_bias_field(images, fields)
         # scribbled components keep their index and a prior's keep theirs, so
         # the guidance already speaks of the components in label order
@@ -718,11 +718,11 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     def _warn_spatial_not_converged(self, spatial):
         """HMRF-EM stopped at ``max_iter_spatial``, as ``GaussianMixture`` warns at ``max_iter``."""
-        bounds = spatial.objectives
         why = (
-            f"the mean-field bound per pixel last changed by {abs(bounds[-1] - bounds[-2]):.2g}"
-            ", not yet within" if len(bounds) > 1
-            else "one iteration cannot show the mean-field bound per pixel settle within"
+            "one iteration cannot show the mean-field bound per pixel settle within"
+            if spatial.last_change is None else
+            f"the mean-field bound per pixel last changed by {spatial.last_change:.2g}, "
+            "not yet within"
         )
         warnings.warn(
             f"HMRF-EM did not converge in max_iter_spatial={self.max_iter_spatial} "
