@@ -383,14 +383,14 @@ def test_a_preview_does_not_warn_that_its_shortened_em_stopped_early(preview):
 
     def job():
         GMMSegmenter(4, beta=1.0, max_iter_spatial=1, random_state=0).fit(noisy)
+        GMMSegmenter(4, beta=0, max_iter=1, init_params="random", random_state=0).fit(noisy)
         yield "fitted"
 
     steps = list(_drive(job(), threading.Event(), preview=preview))
     warned = [step.message for step in steps if isinstance(step, _Warned)]
-    if preview:
-        assert warned == []
-    else:
-        assert len(warned) == 1 and "max_iter_spatial=1" in warned[0]
+    # the pixel-wise EM's limit is not shortened in a preview: it still warns
+    assert len(warned) == 2 - preview and "EM did not converge in max_iter=1" in warned[-1]
+    assert any("max_iter_spatial=1" in message for message in warned) != preview
 
 
 def test_cancel_stops_a_fit_inside_em():
@@ -438,7 +438,14 @@ def test_cancel_during_a_fit_is_shown_as_cancelled(qtbot, viewer_widget):
     run(qtbot, widget)
     model = widget.model
     assert cancel_a_fit_of_the_volume() == (
-        "Cancelled; the current model is still the one fitted to 'quads'")
+        "Cancelled; the plot shows the last result again, 'quads GMM labels'")
+    assert widget.model is model
+    # after a preview of another layer, the preview is the last result shown
+    widget.image.value = viewer.layers["volume"]
+    widget.preview_now()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert cancel_a_fit_of_the_volume() == (
+        "Cancelled; the plot shows the last result again, 'volume GMM labels'")
     assert widget.model is model
 
 

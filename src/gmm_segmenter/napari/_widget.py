@@ -886,11 +886,13 @@ class GMMSegmenterWidget(Container):
         if self._superseded():
             self._set_status("Updating the preview…")
             return
+        # the plot goes back to the last result: say which, as Image may name another layer
         shown = self._shown
-        if self.model is not None and shown is not None and shown["layer"] in self._viewer.layers:
-            # the plot goes back to it: say whose it is, the Image control may name another
-            self._set_status(f"Cancelled; the current model is still the one fitted to "
-                             f"{shown['layer'].name!r}")
+        if shown is not None and shown["layer"] in self._viewer.layers:
+            self._set_status(f"Cancelled; the plot shows the last result again, "
+                             f"{shown['labels_layer'].name!r}")
+        elif shown is None and self.model is not None:
+            self._set_status("Cancelled; the plot shows the loaded model again")
         else:
             self._set_status("Cancelled")
         self.progress.value = 0
@@ -1330,8 +1332,9 @@ def _drive(job, cancel_requested, meter=None, preview=False):
     Cancel takes effect at the job's next yield, and also inside a long fit
     or prediction: the estimator's progress reports check ``cancel_requested``
     and move ``meter`` (a :class:`_jobs.Meter`) between the job's steps.
-    A ``preview`` stops EM early on purpose: it does not warn that EM had
-    not converged.
+    A ``preview`` stops HMRF-EM early on purpose
+    (:data:`_layers.PREVIEW_SPATIAL_ITERATIONS`): it does not warn that
+    HMRF-EM had not converged.
     """
 
     def check(stage, done, total):
@@ -1352,7 +1355,7 @@ def _drive(job, cancel_requested, meter=None, preview=False):
         if preview:
             from sklearn.exceptions import ConvergenceWarning
 
-            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.filterwarnings("ignore", "HMRF-EM did not converge", ConvergenceWarning)
         while True:
             try:
                 step = next(job)
