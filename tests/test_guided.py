@@ -275,6 +275,14 @@ def test_bad_scribbles_are_refused_clearly(make_y, match):
     np.testing.assert_array_equal(y, before[1])
 
 
+@pytest.mark.parametrize("n_components", [1, 3, "auto"])
+def test_a_black_and_white_mask_given_as_scribbles_is_refused(n_components):
+    image, truth = stripes()
+    y = np.where(scribble(truth, {1: 1, 2: 2, 3: 3}) > 0, 255, 0).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"hold only the label 255, as a black-and-white mask"):
+        make_segmenter(n_components).fit(image, y)
+
+
 def test_whole_number_floats_are_labels():
     image, truth = stripes()
     y = scribble(truth, {1: 2, 2: 3, 3: 1})

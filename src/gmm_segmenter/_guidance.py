@@ -420,16 +420,18 @@ def _scribbles(labels, spatial_shape, name, n_components, n_prior):
     values = values.astype(np.int64)
     highest = int(values.max()) if len(values) else 0
     limit = n_prior if n_prior is not None else n_components
+    if highest in (255, 65535) and values.min() == highest and (
+            limit == "auto" or highest > limit):
+        raise ValueError(
+            f"Scribbles {name} hold only the label {highest}, as a black-and-white "
+            "mask saved as an image does; scribbles number classes 1..K. To segment "
+            "only those pixels, pass the image as mask= instead."
+        )
     if limit != "auto" and highest > limit:
-        if highest in (255, 65535) and values.min() == highest:
-            raise ValueError(
-                f"Scribbles {name} hold only the label {highest}, as a black-and-white "
-                "mask saved as an image does; scribbles number classes 1..K. To segment "
-                "only those pixels, pass the image as mask= instead."
-            )
         raise ValueError(
             f"Scribbles {name} hold label {highest} but the model has {limit} "
-            f"component{'s' * (limit != 1)} (labels 1..{limit}); pass "
+            f"component{'s' * (limit != 1)} "
+            f"({'label 1' if limit == 1 else f'labels 1..{limit}'}); pass "
             f"n_components={highest} or more (or 'auto'), or relabel the scribbles (if "
             f"{highest} marks pixels to leave out, set them to 0)."
         )
