@@ -35,6 +35,10 @@ class _Terminal(io.StringIO):
         answer = self._answers.pop(0)
         if answer is None:
             raise KeyboardInterrupt
+        if answer == "SIGTERM":  # as the command's handler raises it
+            from gmm_segmenter.cli._console import Terminated
+
+            raise Terminated(15)
         return answer + "\n"
 
 
@@ -81,8 +85,10 @@ def test_a_bad_number_of_components_is_asked_again(folder, monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     "answers, status",
-    [((), 1), (("bands.tif",), 1), ((None,), 130), (("bands.tif", None), 130)],
-    ids=["ctrl-d at the image", "ctrl-d at k", "ctrl-c at the image", "ctrl-c at k"],
+    [((), 1), (("bands.tif",), 1), ((None,), 130), (("bands.tif", None), 130),
+     (("SIGTERM",), 143)],
+    ids=["ctrl-d at the image", "ctrl-d at k", "ctrl-c at the image", "ctrl-c at k",
+         "sigterm at the image"],
 )
 def test_stopping_at_a_prompt_is_one_line(folder, monkeypatch, capsys, answers, status):
     monkeypatch.setattr(sys, "stdin", _Terminal(*answers))
@@ -90,6 +96,7 @@ def test_stopping_at_a_prompt_is_one_line(folder, monkeypatch, capsys, answers, 
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("gmm-segment: ")
     assert "nothing segmented" in err and "usage:" not in err and "Traceback" not in err
+    assert ("stopped by signal 15" in err) == (status == 143)
     assert not (folder / "Result").exists()
 
 

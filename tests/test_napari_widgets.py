@@ -904,6 +904,22 @@ def test_the_status_line_names_the_smoothing_the_fit_used(qtbot, viewer_widget):
     assert "smoothing" not in widget.status.value
 
 
+def test_the_function_widgets_say_advice_in_their_options():
+    from gmm_segmenter.napari._functions import _in_these_words
+
+    emptied = _in_these_words(
+        "Under the spatial prior (beta=1.22) 1 of the 5 components keep almost none of their "
+        "pixels, so some labels are (nearly) empty. Use fewer components (or "
+        "n_components='auto'), or a smaller beta.")
+    assert "beta" not in emptied and "(smoothing 1.22)" in emptied
+    assert emptied.endswith("or a lower 'fixed smoothing' (with 'auto smoothing' unticked).")
+    stopped = _in_these_words(
+        "HMRF-EM did not converge in max_iter_spatial=20 iterations (...). Increase "
+        "max_iter_spatial, or raise tol.")
+    assert stopped.endswith(". In Python, GMMSegmenter(...) takes a larger max_iter_spatial "
+                            "or tol.")
+
+
 def test_messages_in_the_widgets_words_read_as_sentences():
     from gmm_segmenter.napari._widget import _in_widget_words
 

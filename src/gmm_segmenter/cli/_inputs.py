@@ -210,8 +210,8 @@ def prepare(image, channel_axis_option, mask) -> Prepared:
         if mask.shape != spatial_shape:
             raise InputError(
                 f"--mask has shape {mask.shape} but the image's spatial shape is "
-                f"{spatial_shape}; --mask applies to every input, so segment this one in "
-                "a run of its own, with a mask of its size or none"
+                f"{spatial_shape}; give a --mask of the image's size (one --mask applies "
+                "to every input: segment inputs of other sizes in runs of their own)"
             )
         combined = mask if combined is None else combined & mask
     info = {

@@ -27,7 +27,7 @@ def interactive_argv() -> list[str] | int:
     """Ask for an image and a number of components; the arguments for that run.
 
     Returns the exit status instead when the user stops: 1 for Ctrl-D (end
-    of input), 130 for Ctrl-C.
+    of input), 130 for Ctrl-C, 128 + the signal for SIGTERM or SIGHUP.
     """
     try:
         image = _ask_image()
@@ -37,11 +37,13 @@ def interactive_argv() -> list[str] | int:
         print(f"{PROG}: input ended before a run was described; nothing segmented",
               file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         forget_signals()  # handled here: said once
+        signum = getattr(stop, "signum", None)  # SIGTERM or SIGHUP, else Ctrl-C
         print(flush=True)
-        print(f"{PROG}: interrupted; nothing segmented", file=sys.stderr)
-        return 130
+        print(f"{PROG}: {f'stopped by signal {signum}' if signum else 'interrupted'}; "
+              "nothing segmented", file=sys.stderr)
+        return 128 + signum if signum else 130
     return [*image, "-k", answer]
 
 

@@ -88,7 +88,11 @@ _FUNCTION_WORDS = [
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
      r"Set n components to \1 or fewer"),
     (re.compile(r"\bUse fewer components \(or n_components='auto'\), or a smaller beta\."),
-     "Use fewer n components, or untick auto smoothing and set a lower smoothing."),
+     "Use fewer n components, or a lower 'fixed smoothing' (with 'auto smoothing' "
+     "unticked)."),
+    (re.compile(r"\(beta=([\d.]+)\)"), r"(smoothing \1)"),
+    (re.compile(r"\. Increase max_iter_spatial, or raise tol\."),
+     ". In Python, GMMSegmenter(...) takes a larger max_iter_spatial or tol."),
     # the colour an RGB layer is: 'auto', the default, reads it so
     (re.compile(r"\bPass channel_axis=-1 for a colour image\b"),
      "Choose channels='auto' (the default) for a colour image"),
