@@ -717,7 +717,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         )
 
     def _warn_spatial_not_converged(self, spatial):
-        """HMRF-EM stopped at ``max_iter_spatial``, as ``GaussianMixture`` warns at ``max_iter``."""
+        """Warn that HMRF-EM stopped at ``max_iter_spatial``, as EM does at ``max_iter``."""
         why = (
             "one iteration cannot show the mean-field bound per pixel settle within"
             if spatial.last_change is None else
