@@ -257,7 +257,9 @@ def test_progress_moves_every_second_in_the_widget_and_the_activity_panel(
     from napari.utils import progress as activity_progress
 
     viewer, widget = viewer_widget
-    viewer.add_image(astronaut_1024(), name="astronaut", rgb=True)
+    # 2048 x 2048: a run of a few seconds, long enough to watch the bar step
+    # (a 1024 one ends in 0.9 s, where a loaded machine's samples saw 4 positions)
+    viewer.add_image(np.tile(astronaut_1024(), (2, 2, 1)), name="astronaut", rgb=True)
     widget.image.value = viewer.layers["astronaut"]
     seen, activity = [], []
 
