@@ -17,6 +17,12 @@ RGBA_ADVICE = re.compile(
     r"transparent\)"
 )
 ONE_CHANNEL_ADVICE = re.compile(r"\(for example X\[\.\.\., 0\] with channel_axis=None\)")
+EM_ITER_ADVICE = re.compile(r"\bIncrease max_iter, raise tol, or try another init_params\.")
+SPATIAL_ITER_ADVICE = re.compile(r"\bIncrease max_iter_spatial, or raise tol\.")
+FEWER_COMPONENTS_ADVICE = re.compile(
+    r"\bUse fewer components \(or n_components='auto'\), or a smaller beta\."
+)
+MASK_INSTEAD_ADVICE = re.compile(r"\bpass the image as mask= instead\.")
 
 
 def reword(text: str, rules) -> str:

@@ -11,7 +11,10 @@ import re
 import sys
 import threading
 
-from .._wording import ONE_CHANNEL_ADVICE, RGBA_ADVICE, X_AS_THE_IMAGE, reword
+from .._wording import (
+    EM_ITER_ADVICE, MASK_INSTEAD_ADVICE, ONE_CHANNEL_ADVICE, RGBA_ADVICE, SPATIAL_ITER_ADVICE,
+    X_AS_THE_IMAGE, reword,
+)
 
 PROG = "gmm-segment"
 
@@ -85,13 +88,12 @@ _CLI_WORDS = [
     (re.compile(r"\bpass a mask with some True pixels\b"),
      "give a --mask with some nonzero pixels"),
     (re.compile(r"\bchannel_axis=None\b"), "--channel-axis none"),
-    (re.compile(r"\babove tol\)\. Increase max_iter, raise tol, or try another init_params\."),
-     "above --tol). Raise --max-iter or --tol, or try another --init."),
-    (re.compile(r"\bIncrease max_iter_spatial, or raise tol\."),
-     "Raise --max-iter-spatial or --tol."),
+    (re.compile(r"\babove tol\)"), "above --tol)"),
+    (EM_ITER_ADVICE, "Raise --max-iter or --tol, or try another --init."),
+    (SPATIAL_ITER_ADVICE, "Raise --max-iter-spatial or --tol."),
     (re.compile(r"\bor a smaller beta\."), "or a smaller --beta."),
     (re.compile(r"\(mask False\)"), "(outside --mask)"),
-    (re.compile(r"\bpass the image as mask= instead\."), "give the file as --mask instead."),
+    (MASK_INSTEAD_ADVICE, "give the file as --mask instead."),
     *X_AS_THE_IMAGE,
 ]
 for _name, _option in (

@@ -20,7 +20,7 @@ from napari.types import ImageData, LabelsData
 from napari.utils.notifications import show_error
 
 from .. import io
-from .._wording import X_AS_THE_IMAGE, reword
+from .._wording import FEWER_COMPONENTS_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword
 from ..estimator import GMMSegmenter
 
 
@@ -87,12 +87,11 @@ _FUNCTION_WORDS = [
      r"n components is \1, but"),
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
      r"Set n components to \1 or fewer"),
-    (re.compile(r"\bUse fewer components \(or n_components='auto'\), or a smaller beta\."),
+    (FEWER_COMPONENTS_ADVICE,
      "Use fewer n components, or a lower 'fixed smoothing' (with 'auto smoothing' "
      "unticked)."),
     (re.compile(r"\(beta=([\d.]+)\)"), r"(smoothing \1)"),
-    (re.compile(r"\. Increase max_iter_spatial, or raise tol\."),
-     ". In Python, GMMSegmenter(...) takes a larger max_iter_spatial or tol."),
+    (SPATIAL_ITER_ADVICE, "In Python, GMMSegmenter(...) takes a larger max_iter_spatial or tol."),
     # the colour an RGB layer is: 'auto', the default, reads it so
     (re.compile(r"\bPass channel_axis=-1 for a colour image\b"),
      "Choose channels='auto' (the default) for a colour image"),

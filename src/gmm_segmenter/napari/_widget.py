@@ -47,7 +47,10 @@ from .._covariance import COVARIANCE_TYPES
 from .._image import is_dask_array
 from .._model import json_params
 from .._progress import Cancelled, progress
-from .._wording import ONE_CHANNEL_ADVICE, RGBA_ADVICE, X_AS_THE_IMAGE, reword
+from .._wording import (
+    EM_ITER_ADVICE, FEWER_COMPONENTS_ADVICE, MASK_INSTEAD_ADVICE, ONE_CHANNEL_ADVICE,
+    RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword,
+)
 from . import _jobs, _layers, _output, _record
 from ._plot import MixturePlot
 
@@ -99,11 +102,10 @@ def _stop_live_workers():
 #: array; in the widget they become its controls and the scribble layer.
 _WIDGET_WORDS = [
     # EM's limits are not in the dock: its copied code is where to change them
-    (re.compile(r"\. Increase (max_iter(?:_spatial)?), (?:or )?raise tol(, or try another "
-                r"init_params)?\."),
-     lambda found: f". To let it settle, press Copy Python code and, in that code, give "
-     f"GMMSegmenter(...) a larger {found.group(1)} or tol"
-     f"{', or another init_params' if found.group(2) else ''}."),
+    (EM_ITER_ADVICE, "To let it settle, press Copy Python code and, in that code, give "
+     "GMMSegmenter(...) a larger max_iter or tol, or another init_params."),
+    (SPATIAL_ITER_ADVICE, "To let it settle, press Copy Python code and, in that code, give "
+     "GMMSegmenter(...) a larger max_iter_spatial or tol."),
     (re.compile(r"\bn_components='auto' chose (\d+), the top of n_components_range=\(\d+, "
                 r"\d+\)"),
      r"The auto box of Components chose \1, the most 'Up to (auto)' allows"),
@@ -119,10 +121,10 @@ _WIDGET_WORDS = [
      r"Components is \1, but"),
     (re.compile(r"\bthe valid pixels of X\b"), "the image's valid pixels"),
     (re.compile(r"\bn_components<=(\d+)"), r"Components \1 or fewer"),
-    (re.compile(r"\bUse fewer components \(or n_components='auto'\), or a smaller beta\."),
+    (FEWER_COMPONENTS_ADVICE,
      "Lower Components (or tick its auto box), or smooth less: a lower Smoothing, with "
      "'Choose the smoothing from the image' unticked."),
-    (re.compile(r"\bpass the image as mask= instead\."),
+    (MASK_INSTEAD_ADVICE,
      "choose that layer as 'Mask (optional)' instead."),
     (re.compile(r"\bn_components='auto'"), "the auto box of Components"),
     (re.compile(r"; pass a number to choose it yourself"),
