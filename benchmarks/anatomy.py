@@ -68,6 +68,10 @@ Run from the repository root::
     python benchmarks/anatomy.py --methods default "beta=0" Atropos
     python benchmarks/anatomy.py --json results.json
     python benchmarks/anatomy.py --from-json results.json   # its tables again
+    python benchmarks/anatomy.py --ceiling       # and what a classifier trained on the truth gets
+
+``--ceiling`` (see :func:`supervised_ceiling`) says how much Dice each case's
+image holds, so that a target can be checked against what is reachable.
 
 The peers do not depend on ``GMMSegmenter``, so their results are kept in
 a cache (``~/.cache/gmm-segmenter-benchmarks/anatomy``, or ``--cache-dir``)
@@ -96,6 +100,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
@@ -357,6 +362,52 @@ PEER_CODE = (_pixels, _scatter, gaussian_mixture, kmeans, multiotsu, _ants_image
 
 
 # --------------------------------------------------------------------------
+# what can be reached at all: a classifier trained on the truth
+
+#: Side of the cubes that alternate between the two folds of the ceiling.
+CEILING_BLOCK = 16
+
+
+def ceiling_features(image, spacing):
+    """Per pixel: its 3^d neighbourhood, Gaussian means at 1, 2 and 4 pixels
+    (in physical units, so thick slices are smoothed less across them) and
+    its position, from which a smooth bias field can be learnt."""
+    padded = np.pad(image, 1, mode="edge")
+    columns = []
+    for offset in np.ndindex(*(3,) * image.ndim):
+        columns.append(padded[tuple(slice(o, o + n) for o, n in zip(offset, image.shape))])
+    for scale in (1.0, 2.0, 4.0):
+        columns.append(ndi.gaussian_filter(image, [scale / s for s in spacing]))
+    columns.extend(np.indices(image.shape, dtype=np.float64))
+    return np.stack([c.ravel() for c in columns], axis=1).astype(np.float32)
+
+
+def supervised_ceiling(anatomy: Anatomy, image, matching="overlap"):
+    """Mean Dice of a classifier that learnt the tissues from the truth.
+
+    ``HistGradientBoostingClassifier`` on :func:`ceiling_features`, trained
+    on the truth of half the image (cubes of :data:`CEILING_BLOCK` pixels in
+    a checkerboard) and scored on the other half, then the other way round.
+    No unsupervised method is expected to beat it by much: it sees the same
+    pixels and knows what each tissue looks like. A target above it asks
+    for more than the image holds.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    features = ceiling_features(np.asarray(image, np.float64), anatomy.spacing)
+    truth = anatomy.truth.ravel().astype(np.int64)
+    scored = np.ones(truth.size, bool) if anatomy.mask is None else anatomy.mask.ravel()
+    fold = ((np.indices(image.shape) // CEILING_BLOCK).sum(axis=0) % 2).ravel()
+    labels = np.zeros_like(truth)
+    for half in (0, 1):
+        train, test = scored & (fold == half), scored & (fold != half)
+        model = HistGradientBoostingClassifier(max_iter=200, random_state=0)
+        model.fit(features[train], truth[train])
+        labels[test] = model.predict(features[test])
+    return mean_dice(anatomy.truth, labels.reshape(image.shape), image, anatomy.mask, matching)
+
+
+# --------------------------------------------------------------------------
 # scoring
 
 
@@ -514,7 +565,7 @@ def warm_up(methods):
                     print(f"warm-up of {name} on {shape} failed: {error!r}", file=sys.stderr)
 
 
-def run(cases, methods, cache, matching="overlap", log=print):
+def run(cases, methods, cache, matching="overlap", log=print, ceiling=False):
     anatomies = {}
     rows = []
     for case in cases:
@@ -554,9 +605,29 @@ def run(cases, methods, cache, matching="overlap", log=print):
                 f"[{' '.join(f'{d:.2f}' for d in result['dice_per_class'])}] "
                 f"{result['seconds']:6.2f} s{' (cached)' if result.get('cached') else ''}",
                 flush=True)
-        rows.append({"case": case.name, "anatomy": case.anatomy, "description": anatomy.description,
-                     "noise": case.noise, "field": case.field, "results": results})
+        row = {"case": case.name, "anatomy": case.anatomy, "description": anatomy.description,
+               "noise": case.noise, "field": case.field, "results": results}
+        if ceiling:
+            row["ceiling"] = _ceiling(anatomy, image, cache, matching)
+            log(f"  {case.name:38s} {'ceiling':16s} Dice={row['ceiling']['dice']:.3f} "
+                f"(a classifier trained on the truth){' (cached)' if row['ceiling'].get('cached') else ''}",
+                flush=True)
+        rows.append(row)
     return rows
+
+
+def _ceiling(anatomy, image, cache, matching):
+    code = inspect.getsource(ceiling_features) + inspect.getsource(supervised_ceiling)
+    key = _digest(cache.key("supervised ceiling", image, anatomy.mask, matching), code,
+                  anatomy.truth.tobytes())
+    result = cache.get(key)
+    if result is None:
+        start = time.perf_counter()
+        dice, per_class = supervised_ceiling(anatomy, image, matching)
+        result = {"dice": dice, "dice_per_class": per_class,
+                  "seconds": time.perf_counter() - start}
+        cache.put(key, result)
+    return result
 
 
 def lead(row, name):
@@ -574,12 +645,14 @@ def report(rows, out=print):
         out("No case ran.")
         return
     names = list(rows[0]["results"])
+    with_ceiling = all("ceiling" in row for row in rows)
     out("")
     out("Mean Dice over the 3 classes (fit + predict seconds):")
     out("")
     out("| case | " + " | ".join(names) + " | best peer | lead of default |"
-        + (" lead of bias_field=auto |" if "bias_field=auto" in names else ""))
-    out("|---" + "|---:" * (len(names) + 2 + ("bias_field=auto" in names)) + "|")
+        + (" lead of bias_field=auto |" if "bias_field=auto" in names else "")
+        + (" supervised ceiling |" if with_ceiling else ""))
+    out("|---" + "|---:" * (len(names) + 2 + ("bias_field=auto" in names) + with_ceiling) + "|")
     for row in rows:
         cells = []
         for name in names:
@@ -593,18 +666,20 @@ def report(rows, out=print):
             extra = " n/a |" if field_lead is None else f" {field_lead:+.3f} |"
         tail = ("n/a | n/a |" if best is None
                 else f"{best} {row['results'][best]['dice']:.3f} | {default_lead:+.3f} |")
+        if with_ceiling:
+            extra += f" {row['ceiling']['dice']:.3f} |"
         out(f"| {row['case']} | " + " | ".join(cells) + f" | {tail}{extra}")
     means = []
     for name in names:
         scores = [row["results"][name]["dice"] for row in rows if row["results"][name]]
         means.append(f"{np.mean(scores):.3f}" if len(scores) == len(rows) else "n/a")
-    out("| **mean** | " + " | ".join(means) + " | | |" + (" |" if "bias_field=auto" in names else ""))
+    tail = (" |" if "bias_field=auto" in names else "") + (" |" if with_ceiling else "")
+    out("| **mean** | " + " | ".join(means) + " | | |" + tail)
     seconds = []
     for name in names:
         times = [row["results"][name]["seconds"] for row in rows if row["results"][name]]
         seconds.append(f"{np.median(times):.2f} s" if times else "n/a")
-    out("| median time | " + " | ".join(seconds) + " | | |"
-        + (" |" if "bias_field=auto" in names else ""))
+    out("| median time | " + " | ".join(seconds) + " | | |" + tail)
 
     out("")
     out(f"Targets (information): lead >= {TARGET_LEAD} in every case, "
@@ -621,7 +696,14 @@ def report(rows, out=print):
                 continue
             needed = TARGET_LEAD_STRONG_FIELD if row["field"] >= 0.4 else TARGET_LEAD
             if value < needed:
-                misses.append(f"{row['case']} ({value:+.3f} vs {best})")
+                miss = f"{row['case']} ({value:+.3f} vs {best}"
+                if with_ceiling:
+                    wanted = row["results"][best]["dice"] + needed
+                    reach = row["ceiling"]["dice"]
+                    miss += (f"; needs {wanted:.3f}, "
+                             + ("above" if wanted > reach else "below")
+                             + f" the supervised ceiling {reach:.3f}")
+                misses.append(miss + ")")
         status = "met in every case" if not misses else f"not met in {len(misses)}: " + "; ".join(misses)
         out(f"  {name}: {status}")
 
@@ -639,6 +721,9 @@ def main(argv=None):
                         help="print the tables of a run saved with --json, run nothing")
     parser.add_argument("--matching", choices=("overlap", "intensity"), default="overlap",
                         help="how labels are paired with classes (default: %(default)s)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also train a classifier on each case's truth (half the image, "
+                             "scored on the other half): the Dice a target can ask for")
     parser.add_argument("--list", action="store_true", help="list cases and methods and exit")
     parser.add_argument("--cache-dir", default=default_cache_dir(), metavar="DIR",
                         help="where peer results and built phantoms are kept (default: %(default)s)")
@@ -673,7 +758,7 @@ def main(argv=None):
     start = time.perf_counter()
     cache = Cache(None if args.no_cache else args.cache_dir)
     warm_up(methods)
-    rows = run(cases, methods, cache, args.matching)
+    rows = run(cases, methods, cache, args.matching, ceiling=args.ceiling)
     total = time.perf_counter() - start
     load_after = load_average()
     report(rows)
@@ -683,7 +768,7 @@ def main(argv=None):
     if max(load_before, load_after) > (os.cpu_count() or 1) * 0.75:
         print("The machine was busy: run times are indicative only (Dice is not affected).")
     if cache.hits:
-        print(f"{cache.hits} peer results came from the cache in {cache.directory} (their times "
+        print(f"{cache.hits} peer (and ceiling) results came from the cache in {cache.directory} (their times "
               "are those of the run that computed them); --no-cache recomputes them.")
     if args.json:
         with open(args.json, "w") as handle:
