@@ -927,8 +927,9 @@ def test_messages_in_the_widgets_words_read_as_sentences():
 
     constant = (
         "n_components=3 asks for at least 3 components, but the valid pixels of X hold "
-        "only 1 distinct pixel value (a constant image); each component needs its own "
-        "value to model. Use n_components<=1 or n_components='auto'."
+        "only 1 distinct pixel value (a constant image, or a mask or NaNs that leave one "
+        "value); each component needs its own value to model. Use n_components<=1 or "
+        "n_components='auto'."
     )
     assert _in_widget_words(ValueError(constant)).endswith(
         "Set Components to 1, or tick its auto box."

@@ -239,7 +239,7 @@ def test_constant_float_images_with_any_value_fit_one_component(value):
     # a mean rounded in the last bit must not look like a tiny spread
     image = np.full((3, 5), value)
     np.testing.assert_array_equal(make_segmenter(1).fit_predict(image), 1)
-    with pytest.raises(ValueError, match=r"only 1 distinct pixel value \(a constant image\)"):
+    with pytest.raises(ValueError, match=r"only 1 distinct pixel value \(a constant image, or a"):
         make_segmenter(2).fit(image)
 
 
@@ -275,7 +275,7 @@ def test_cli_turns_estimator_errors_into_one_line_and_exit_1(tmp_path, capsys):
 def test_one_pixel_and_one_row_images(beta):
     one_pixel = np.array([[42.0]])
     np.testing.assert_array_equal(make_segmenter(1, beta=beta).fit_predict(one_pixel), [[1]])
-    with pytest.raises(ValueError, match=r"only 1 pixel value \(a constant image\).*n_components<=1"):
+    with pytest.raises(ValueError, match=r"only 1 pixel value \(a constant image.*n_components<=1"):
         make_segmenter(2, beta=beta).fit(one_pixel)
     row = np.array([[0, 0, 1, 9, 10, 10]], dtype=np.uint8)
     pixelwise = make_segmenter(2, beta=0.0).fit_predict(row)

@@ -191,7 +191,7 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
                 "clip the outliers or segment np.log(X))"
             )
         elif n_distinct == 1:
-            where += " (a constant image)"
+            where += " (a constant image, or a mask or NaNs that leave one value)"
         raise ValueError(
             f"{what} asks for at least {lowest} components, but the valid pixels "
             f"of X hold only {n_distinct} {where}; each component "
