@@ -251,6 +251,32 @@ def test_a_field_that_would_explode_is_refused(blobs, monkeypatch):
     assert np.all(labels >= 1)
 
 
+def test_a_field_that_takes_the_place_of_a_class_is_refused():
+    # a large bright core inside a shell one step darker, noisy, no field: a
+    # smooth dip over the core makes it look like the shell, and under the
+    # spatial prior the core's class then keeps almost no voxel
+    centred = np.indices((40, 40, 40)) - 19.5
+    radius = np.sqrt((centred**2).sum(axis=0)) / 20
+    truth = np.where(radius < 0.35, 3, np.where(radius < 0.7, 2, 1))
+    rng = np.random.default_rng(0)
+    image = np.array([0.4, 0.8, 1.0])[truth - 1] + rng.normal(scale=0.12, size=truth.shape)
+    original = image.copy()
+    plain = GMMSegmenter(3, random_state=0).fit(image)
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = segmenter.fit_predict(image)
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1, said  # the refusal only, not the emptied class too
+    assert issubclass(caught[0].category, BiasFieldWarning)
+    assert "leaves a class almost no pixels under the spatial prior" in said[0]
+    assert "segmented without bias-field correction" in said[0]
+    assert np.all(segmenter.bias_field_ == 1)
+    np.testing.assert_array_equal(labels, plain.predict(image))
+    assert np.bincount(labels.ravel(), minlength=4)[3] > 0.1 * np.sum(truth == 3)
+    np.testing.assert_array_equal(image, original)
+
+
 def test_non_finite_pixels_are_label_zero_never_nan(blobs):
     image, _, _ = blobs
     holed = image.copy()

@@ -614,6 +614,12 @@ class Fields:
             self._refuse(sample, "does not explain the image better than no field")
         return False
 
+    def refuse(self, why):
+        """Drop every field still held, each with a warning saying ``why``."""
+        for sample in self.samples:
+            if sample.coefficients is not None:
+                self._refuse(sample, why)
+
     def _refuse(self, sample, why):
         sample.coefficients = None
         warnings.warn(

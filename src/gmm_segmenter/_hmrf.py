@@ -349,6 +349,7 @@ def hmrf_em(
     update_data: Callable | None = None,
     shares: np.ndarray | None = None,
     start: Sequence[np.ndarray] | None = None,
+    warn_swallowed: bool = True,
 ) -> HMRFResult:
     """Re-estimate ``mixture`` under the spatial prior, and choose ``beta`` when asked.
 
@@ -367,9 +368,9 @@ def hmrf_em(
     refitted from the spatial posteriors). It needs a numeric ``beta``: the
     runs ``'auto'`` compares would each move the data.
 
-    A warning says when the prior all but empties a component: its share of
-    the posteriors falls below :data:`SWALLOWED` times its pixel-wise share,
-    ``shares`` (default: ``mixture``'s weights).
+    A warning says when the prior all but empties a component (see
+    :func:`swallowed`), unless ``warn_swallowed`` is false: the caller then
+    judges the result itself.
 
     ``start``, when given, are posterior maps to start from (one per grid,
     laid out as :func:`._mrf.padded_posteriors` gives them, and updated in
@@ -395,17 +396,24 @@ def hmrf_em(
         )
     else:
         result = run(mixture, posteriors, beta)
-    _warn_if_swallowed(result, mixture.weights if shares is None else shares)
+    if warn_swallowed:
+        _warn_if_swallowed(result, mixture.weights if shares is None else shares)
     return result
 
 
+def swallowed(result: HMRFResult, weights: np.ndarray) -> list[int]:
+    """The components the prior all but emptied: their share of the posteriors
+    fell below :data:`SWALLOWED` times their pixel-wise share, ``weights``."""
+    return [k for k, share in enumerate(result.masses) if share < SWALLOWED * weights[k]]
+
+
 def _warn_if_swallowed(result: HMRFResult, weights: np.ndarray) -> None:
-    swallowed = [k for k, share in enumerate(result.masses) if share < SWALLOWED * weights[k]]
-    if swallowed:
+    emptied = swallowed(result, weights)
+    if emptied:
         warnings.warn(
-            f"Under the spatial prior (beta={result.beta:.3g}) {len(swallowed)} of the "
+            f"Under the spatial prior (beta={result.beta:.3g}) {len(emptied)} of the "
             f"{len(weights)} components keep almost none of their pixels (pixel-wise they "
-            f"had {', '.join(f'{weights[k]:.2g}' for k in swallowed)} of them), so some "
+            f"had {', '.join(f'{weights[k]:.2g}' for k in emptied)} of them), so some "
             "labels are (nearly) empty: at this smoothing the image holds fewer classes "
             "than components. Use fewer components (or n_components='auto'), or a "
             "smaller beta.",

@@ -746,6 +746,12 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         are, on the corrected crop at full resolution (a coarse copy's
         partial volumes shift the means).
 
+        A field that leaves a component almost no pixels under the prior,
+        where the fit without it kept them, has taken the place of a class
+        (a smooth dip across a large region of one tissue makes it look like
+        the next darker one): every field is then refused, and the fit goes on
+        as without one.
+
         Returns HMRF-EM's result over both runs and the :class:`._bias.Fields`.
         """
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
@@ -764,7 +770,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             guidance=None if guidance is None else guidance.restricted(
                 [tuple(slice(None, None, s) for s in step) for step in fields.steps]
             ),
-            shares=shares,
+            shares=shares, warn_swallowed=False,
         )
         if any(set(step) != {1} for step in fields.steps):
             # the mixture of a coarse copy, refitted at full resolution
@@ -776,12 +782,22 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 guidance=None if guidance is None else guidance.restricted(
                     corrected.spatial_fit_keys()
                 ),
-                shares=shares,
+                shares=shares, warn_swallowed=False,
             )
             refined = replace(
                 again, n_iter=refined.n_iter + again.n_iter,
                 objectives=refined.objectives + again.objectives,
             )
+        weights = spatial.mixture.weights if shares is None else shares
+        emptied = set(_hmrf.swallowed(refined, weights)) - set(_hmrf.swallowed(spatial, weights))
+        if emptied:
+            fields.refuse(
+                f"leaves {'a class' if len(emptied) == 1 else f'{len(emptied)} classes'} "
+                "almost no pixels under the spatial prior, where the fit without a field "
+                "keeps them: it takes the place of the contrast between two classes"
+            )
+            return spatial, fields
+        # what else is empty was empty without the field, and HMRF-EM said so then
         merged = replace(
             refined, n_iter=spatial.n_iter + refined.n_iter,
             objectives=spatial.objectives + refined.objectives,
@@ -924,7 +940,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     def _fit_spatial(
         self, views, hoods, mixture, values, offset, scale, method, random_state, fields=None,
-        beta=None, guidance=None, shares=None,
+        beta=None, guidance=None, shares=None, warn_swallowed=True,
     ):
         """HMRF-EM from the pixel-wise fit, over the full grid of every image.
 
@@ -938,6 +954,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         given, corrects the images and is refitted from the spatial posteriors
         before every M-step. ``beta`` overrides the estimator's ``beta``.
         ``guidance`` (over these very views) is added to the unary term.
+        ``warn_swallowed`` is :func:`._hmrf.hmrf_em`'s.
         """
         if fields is not None:
             views = fields.corrected_views()
@@ -1034,6 +1051,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             tol=self.tol,
             reg_covar=self.reg_covar,
             shares=shares,
+            warn_swallowed=warn_swallowed,
             **hooks,
         )
 
