@@ -238,11 +238,12 @@ def reference_hmrf_em(
     tol: float,
     reg_covar: float,
     shares=None,
+    warn_swallowed=True,
 ):
     """Re-estimate ``mixture`` (and ``beta`` when ``'pseudo-likelihood'``) under the prior.
 
-    ``shares`` is only for the emptied-component warning, which this
-    reference does not give.
+    ``shares`` and ``warn_swallowed`` are only for the emptied-component
+    warning, which this reference does not give.
 
     ``log_potential(i, mixture)`` returns ``log w_k + log p(x | k)`` for
     every pixel of image ``i`` as ``(K, *spatial_shape)`` float32 (any
