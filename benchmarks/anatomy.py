@@ -70,7 +70,7 @@ Run from the repository root::
     python benchmarks/anatomy.py --from-json results.json   # its tables again
     python benchmarks/anatomy.py --ceiling       # and what a classifier trained on the truth gets
 
-``--ceiling`` (see :func:`supervised_ceiling`) says how much Dice each case's
+``--ceiling`` (see :func:`supervised_labels`) says how much Dice each case's
 image holds, so that a target can be checked against what is reachable.
 
 The peers do not depend on ``GMMSegmenter``, so their results are kept in
@@ -382,15 +382,15 @@ def ceiling_features(image, spacing):
     return np.stack([c.ravel() for c in columns], axis=1).astype(np.float32)
 
 
-def supervised_ceiling(anatomy: Anatomy, image, matching="overlap"):
-    """Mean Dice of a classifier that learnt the tissues from the truth.
+def supervised_labels(anatomy: Anatomy, image):
+    """Labels of a classifier that learnt the tissues from the truth.
 
     ``HistGradientBoostingClassifier`` on :func:`ceiling_features`, trained
     on the truth of half the image (cubes of :data:`CEILING_BLOCK` pixels in
-    a checkerboard) and scored on the other half, then the other way round.
-    No unsupervised method is expected to beat it by much: it sees the same
-    pixels and knows what each tissue looks like. A target above it asks
-    for more than the image holds.
+    a checkerboard) and labelling the other half, then the other way round.
+    Their Dice is the ceiling: no unsupervised method is expected to beat it
+    by much, since the classifier sees the same pixels and knows what each
+    tissue looks like. A target above it asks for more than the image holds.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -404,7 +404,7 @@ def supervised_ceiling(anatomy: Anatomy, image, matching="overlap"):
         model = HistGradientBoostingClassifier(max_iter=200, random_state=0)
         model.fit(features[train], truth[train])
         labels[test] = model.predict(features[test])
-    return mean_dice(anatomy.truth, labels.reshape(image.shape), image, anatomy.mask, matching)
+    return labels.reshape(image.shape)
 
 
 # --------------------------------------------------------------------------
@@ -589,18 +589,13 @@ def run(cases, methods, cache, matching="overlap", log=print, ceiling=False):
                 results[name] = None
                 continue
             key = cache.key(name, image, anatomy.mask, matching) if name in PEERS else None
-            result = cache.get(key) if key else None
-            if result is None:
-                start = time.perf_counter()
+
+            def labels_of(method=method):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    labels = method(image, anatomy.mask, anatomy.spacing)
-                seconds = time.perf_counter() - start
-                dice, per_class = mean_dice(anatomy.truth, labels, image, anatomy.mask, matching)
-                result = {"dice": dice, "dice_per_class": per_class, "seconds": seconds}
-                if key:
-                    cache.put(key, result)
-            results[name] = result
+                    return method(image, anatomy.mask, anatomy.spacing)
+
+            result = results[name] = _scored(labels_of, anatomy, image, matching, cache, key)
             log(f"  {case.name:38s} {name:16s} Dice={result['dice']:.3f} "
                 f"[{' '.join(f'{d:.2f}' for d in result['dice_per_class'])}] "
                 f"{result['seconds']:6.2f} s{' (cached)' if result.get('cached') else ''}",
@@ -616,18 +611,26 @@ def run(cases, methods, cache, matching="overlap", log=print, ceiling=False):
     return rows
 
 
-def _ceiling(anatomy, image, cache, matching):
-    code = inspect.getsource(ceiling_features) + inspect.getsource(supervised_ceiling)
-    key = _digest(cache.key("supervised ceiling", image, anatomy.mask, matching), code,
-                  anatomy.truth.tobytes())
-    result = cache.get(key)
+def _scored(labels_of, anatomy, image, matching, cache, key=None):
+    """Dice and time of ``labels_of()``, from the cache when ``key`` is in it
+    (and kept there under ``key``)."""
+    result = cache.get(key) if key else None
     if result is None:
         start = time.perf_counter()
-        dice, per_class = supervised_ceiling(anatomy, image, matching)
-        result = {"dice": dice, "dice_per_class": per_class,
-                  "seconds": time.perf_counter() - start}
-        cache.put(key, result)
+        labels = labels_of()
+        seconds = time.perf_counter() - start
+        dice, per_class = mean_dice(anatomy.truth, labels, image, anatomy.mask, matching)
+        result = {"dice": dice, "dice_per_class": per_class, "seconds": seconds}
+        if key:
+            cache.put(key, result)
     return result
+
+
+def _ceiling(anatomy, image, cache, matching):
+    code = inspect.getsource(ceiling_features) + inspect.getsource(supervised_labels)
+    key = _digest(cache.key("supervised ceiling", image, anatomy.mask, matching), code,
+                  anatomy.truth.tobytes())
+    return _scored(lambda: supervised_labels(anatomy, image), anatomy, image, matching, cache, key)
 
 
 def lead(row, name):
@@ -673,13 +676,13 @@ def report(rows, out=print):
     for name in names:
         scores = [row["results"][name]["dice"] for row in rows if row["results"][name]]
         means.append(f"{np.mean(scores):.3f}" if len(scores) == len(rows) else "n/a")
-    tail = (" |" if "bias_field=auto" in names else "") + (" |" if with_ceiling else "")
-    out("| **mean** | " + " | ".join(means) + " | | |" + tail)
+    blank = (" |" if "bias_field=auto" in names else "") + (" |" if with_ceiling else "")
+    out("| **mean** | " + " | ".join(means) + " | | |" + blank)
     seconds = []
     for name in names:
         times = [row["results"][name]["seconds"] for row in rows if row["results"][name]]
         seconds.append(f"{np.median(times):.2f} s" if times else "n/a")
-    out("| median time | " + " | ".join(seconds) + " | | |" + tail)
+    out("| median time | " + " | ".join(seconds) + " | | |" + blank)
 
     out("")
     out(f"Targets (information): lead >= {TARGET_LEAD} in every case, "
