@@ -141,3 +141,23 @@ def test_an_image_far_from_every_class_is_warned_about():
                                          r"its median pixel is .* another bit depth"):
         labels = segmenter.predict(coins.astype(np.uint16) * 256)
     assert len(np.unique(labels)) == 1  # why it matters: one class
+
+
+def test_an_image_of_many_channels_is_not_far_from_its_own_model():
+    # A spatial axis taken for channels gives hundreds of them; a class's own
+    # pixels then lie about sqrt(channels) standard deviations from its mean,
+    # which is no sign of another bit depth.
+    from skimage import data
+
+    image = data.astronaut()[::2, ::2]
+    with pytest.warns(UserWarning, match="looks like a spatial axis"):
+        segmenter = GMMSegmenter(3, beta=0, channel_axis=0, random_state=0).fit(image)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        segmenter.predict(image)
+    messages = [str(w.message) for w in caught]
+    assert not any("far from every class" in m for m in messages), messages
+    assert any("looks like a spatial axis" in m for m in messages), messages
+    # the same model still warns about an image of another bit depth
+    with pytest.warns(UserWarning, match="far from every class"):
+        segmenter.predict(image.astype(np.uint16) * 256)

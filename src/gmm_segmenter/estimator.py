@@ -1312,11 +1312,22 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
 
 #: Labels and posteriors warn when the median pixel of the image (of a sample
-#: of FAR_SAMPLE) lies farther than this many standard deviations from the
-#: nearest class: an image of another bit depth or scale than the training
-#: images (a 16-bit file under a model of 8-bit ones) comes out as one class.
+#: of FAR_SAMPLE) lies this many standard deviations farther from the nearest
+#: class than a pixel of the class itself typically does: an image of another
+#: bit depth or scale than the training images (a 16-bit file under a model
+#: of 8-bit ones) comes out as one class. A class's own pixels lie about
+#: ``sqrt(d)`` from its mean in ``d`` channels (the median of a chi
+#: distribution), so the threshold grows with it: an image of hundreds of
+#: channels (a spatial axis taken for channels) is not far from its own model.
 FAR_FROM_THE_MODEL = 10.0
 FAR_SAMPLE = 10_000
+
+
+def _typical_distance(n_features: int) -> float:
+    """The median Mahalanobis distance of a Gaussian's own samples in ``n_features`` dimensions."""
+    from scipy.stats import chi2
+
+    return math.sqrt(chi2.ppf(0.5, n_features))
 
 
 def _warn_if_far_from_the_model(images, model) -> None:
@@ -1333,13 +1344,15 @@ def _warn_if_far_from_the_model(images, model) -> None:
     if len(values) < 100:  # (nearly) all masked out or not finite: nothing to judge
         return
     median = float(np.median(_mixture.nearest_distance(values, model.mixture)))
-    if median <= FAR_FROM_THE_MODEL:
+    typical = _typical_distance(model.n_features)
+    if median - typical <= FAR_FROM_THE_MODEL - _typical_distance(1):
         return
     means = model.mixture.means
     low, high = np.percentile(values, [1, 99])
     warnings.warn(
         f"X's values lie far from every class of this model: its median pixel is "
-        f"{median:.3g} standard deviations from the nearest class (the classes' means "
+        f"{median:.3g} standard deviations from the nearest class, where a pixel of a "
+        f"class lies about {typical:.2g} from its mean (the classes' means "
         f"run from {means.min():.4g} to {means.max():.4g}; 98 % of X's values from "
         f"{low:.4g} to {high:.4g}). Was the model fitted on images of another bit depth "
         "or intensity scale? Its labels of this image say little: rescale the image as "
