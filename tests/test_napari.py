@@ -199,20 +199,25 @@ def test_time_is_offered_only_where_a_frame_keeps_two_spatial_axes(viewer_widget
     all_modes = ["space", "shared", "per-frame"]
     widget.image.value = viewer.layers["movie"]
     assert list(widget.leading_axis.choices) == all_modes
+    assert not widget.leading_axis.native.isHidden()
     widget.leading_axis.value = "per-frame"
-    # a photo or a 2-D image cannot be a time series: the choice goes back to space
+    # a photo or a 2-D image cannot be a time series: the choice goes back to
+    # space, and a list of that one option is not shown
     for name in ("photo", "flat"):
         widget.image.value = viewer.layers[name]
         assert list(widget.leading_axis.choices) == ["space"]
         assert widget.leading_axis.value == "space"
+        assert widget.leading_axis.native.isHidden()
     # a 2-D grey image has no axis to spare for channels (labels would be a line)
     assert list(widget.channel_axis.choices) == [None]
     widget.image.value = viewer.layers["movie"]
     assert list(widget.leading_axis.choices) == all_modes
     widget.leading_axis.value = "shared"
+    assert not widget.leading_axis.native.isHidden()
     widget.channel_axis.value = 0  # the leading axis as channels: no time left
     assert widget.leading_axis.value == "space"
     assert list(widget.leading_axis.choices) == ["space"]
+    assert widget.leading_axis.native.isHidden()
 
 
 def test_multichannel_layer_with_a_channel_axis(qtbot, viewer_widget):
