@@ -277,44 +277,6 @@ def test_a_field_that_takes_the_place_of_a_class_is_refused():
     np.testing.assert_array_equal(image, original)
 
 
-def test_a_ramp_on_a_photograph_is_corrected_under_the_spatial_prior():
-    # camera's dark coat on a bright sky under a ramp of 0.7 to 1.3: with the
-    # mixture fitted without a field held fixed, the field that explains the
-    # ramp varies more than tenfold and is refused; started from the
-    # pixel-wise joint fit of mixture and field, as with beta=0, it is found
-    from skimage import data
-
-    camera = data.camera()[::2, ::2].astype(np.float32)
-    ramp = np.linspace(0.7, 1.3, camera.shape[1], dtype=np.float32)
-    evenly_lit = GMMSegmenter(2, bias_field="auto", random_state=0).fit_predict(camera)
-    plain = GMMSegmenter(2, random_state=0).fit_predict(camera * ramp)
-    segmenter = GMMSegmenter(2, bias_field="auto", random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", BiasFieldWarning)
-        labels = segmenter.fit_predict(camera * ramp)
-    assert segmenter.beta_ > 0
-    assert ari(evenly_lit, plain) < 0.96
-    assert ari(evenly_lit, labels) > 0.99
-    row = segmenter.bias_field_[camera.shape[0] // 2]
-    assert _log_correlation(row, ramp) > 0.99
-
-
-def test_a_field_refused_from_both_starts_is_warned_about_once(blobs, monkeypatch):
-    image, _, _ = blobs
-    monkeypatch.setattr(_bias, "MAX_FIELD_RATIO", 1.1)  # the true field spans 1.5
-    segmenter = GMMSegmenter(3, beta=1.0, bias_field="auto", random_state=0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        labels = segmenter.fit_predict(image)
-    said = [str(w.message) for w in caught if issubclass(w.category, BiasFieldWarning)]
-    assert len(said) == 1, said
-    assert "would scale intensities by up to" in said[0]
-    assert np.all(segmenter.bias_field_ == 1)
-    np.testing.assert_array_equal(
-        labels, GMMSegmenter(3, beta=1.0, random_state=0).fit_predict(image)
-    )
-
-
 def test_non_finite_pixels_are_label_zero_never_nan(blobs):
     image, _, _ = blobs
     holed = image.copy()

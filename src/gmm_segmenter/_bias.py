@@ -393,9 +393,6 @@ class Fields:
         self.views = views
         self.steps = steps
         self.samples = samples
-        #: While a list, refusals are kept in it instead of warned about (see
-        #: :meth:`defer` and :meth:`release`).
-        self.deferred = None
 
     @classmethod
     def sample(cls, field_views, shapes, spacing, degree, n_samples, random_state, names):
@@ -623,30 +620,17 @@ class Fields:
             if sample.coefficients is not None:
                 self._refuse(sample, why)
 
-    def defer(self):
-        """Keep refusals from now on, to :meth:`release` them or drop them
-        (when another start of the field is tried)."""
-        self.deferred = []
-
-    def release(self):
-        """Warn about the refusals kept since :meth:`defer`, and stop keeping them."""
-        deferred, self.deferred = self.deferred or [], None
-        for message in deferred:
-            warnings.warn(message, BiasFieldWarning, stacklevel=_training.caller_stacklevel())
-
     def _refuse(self, sample, why):
         sample.coefficients = None
-        message = (
+        warnings.warn(
             f"bias_field: the field estimated for {sample.name} {why}; {sample.name} is "
             "segmented without bias-field correction. "
             + ("Try a lower degree (bias_field=1 or 2) or bias_field=None."
                if sample.degree > 1 else
-               "The image may hold no smooth field; use bias_field=None.")
+               "The image may hold no smooth field; use bias_field=None."),
+            BiasFieldWarning,
+            stacklevel=_training.caller_stacklevel(),
         )
-        if self.deferred is not None:
-            self.deferred.append(message)
-            return
-        warnings.warn(message, BiasFieldWarning, stacklevel=_training.caller_stacklevel())
 
 
 def _rows_of(samples):

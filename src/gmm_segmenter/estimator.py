@@ -522,8 +522,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             )
             if self.bias_field is not None:
                 spatial, fields = self._fit_spatial_bias_field(
-                    images, spatial, offset, scale, random_state, guidance, shares,
-                    pixelwise=result,
+                    images, spatial, offset, scale, random_state, guidance, shares
                 )
             mixture, beta = spatial.mixture, spatial.beta
         self.spatial_n_iter_ = 0 if spatial is None else spatial.n_iter
@@ -674,22 +673,15 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------ bias field
 
-    def _fit_bias_field(self, images, result, offset, scale, random_state, guidance=None,
-                        quiet=False):
+    def _fit_bias_field(self, images, result, offset, scale, random_state, guidance=None):
         """Pixel-wise EM again with a bias field per image, from the pixel-wise fit.
 
-        Returns the fit's result and the :class:`._bias.Fields`. ``quiet``:
-        a refused field is not warned about (the caller has another).
+        Returns the fit's result and the :class:`._bias.Fields`.
         """
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        with warnings.catch_warnings():
-            if quiet:
-                warnings.simplefilter("ignore", _bias.BiasFieldWarning)
-            fields = self._sample_fields(images, generator)
+        fields = self._sample_fields(images, generator)
         if not fields.any:
             return result, fields
-        if quiet:
-            fields.defer()
         log_prior = None
         if guidance is not None:
             n_components = result.mixture.n_components
@@ -710,34 +702,6 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             converged, tuple(bounds),
         )
         return result, fields
-
-    def _labelled_alike_anew(self, images, fields, mixture, offset, scale, generator) -> bool:
-        """Whether prediction, estimating each image's field anew with ``mixture``
-        (standardised units) held fixed, would label the images as the fit does.
-
-        Judged on the pixel-wise labels of a fresh sample of pixels, corrected
-        by the fitted field and by the one estimated anew: they must agree on
-        :data:`AGREE_ANEW` of the pixels.
-        """
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", _bias.BiasFieldWarning)
-            probe = self._sample_fields(images, generator)
-        probe.defer()
-        probe.estimate(mixture, offset, scale, check=False)
-        for fitted, again in zip(fields.samples, probe.samples):
-            if fitted.coefficients is None:
-                continue
-            # (a field refused anew leaves the image uncorrected, as in prediction)
-            labels = [
-                _mixture.most_probable((again.values / np.exp(log_field) - offset) / scale, mixture)
-                for log_field in (
-                    np.clip(again.design @ fitted.coefficients, -_bias.LOG_LIMIT, _bias.LOG_LIMIT),
-                    again.log_field(),
-                )
-            ]
-            if np.mean(labels[0] == labels[1]) < AGREE_ANEW:
-                return False
-        return True
 
     def _sample_fields(self, images, generator):
         """Each image's sample for its field (see :meth:`._bias.Fields.sample`)."""
@@ -768,7 +732,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         )
 
     def _fit_spatial_bias_field(self, images, spatial, offset, scale, random_state,
-                                guidance=None, shares=None, pixelwise=None):
+                                guidance=None, shares=None):
         """HMRF-EM again, from its converged state, now with a field per image.
 
         Starting once the mixture has settled without a field keeps the field
@@ -782,16 +746,6 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         are, on the corrected crop at full resolution (a coarse copy's
         partial volumes shift the means).
 
-        Where that first field is refused (the mixture fitted without a field
-        can hold a strong field's trend in its classes, and the field that
-        would explain it away from there varies too much), the field and the
-        mixture start instead from the pixel-wise joint fit of both
-        (``pixelwise``, the pixel-wise EM's result, is its start), as with
-        ``beta=0``; only if that too is refused is the image segmented without
-        a field. On scikit-image's ``camera`` under a linear ramp of 0.7 to
-        1.3 this took the labels' adjusted Rand index with those of the
-        evenly lit picture from 0.95 (no field) to 1.00.
-
         A field that leaves a component almost no pixels under the prior,
         where the fit without it kept them, has taken the place of a class
         (a smooth dip across a large region of one tissue makes it look like
@@ -804,28 +758,14 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         fields = self._sample_fields(images, generator)
         if not fields.any:
             return spatial, fields
-        fields.defer()
         fields.estimate(spatial.mixture, offset, scale, check=False)
-        start, refused = spatial.mixture, None
-        if not fields.any and pixelwise is not None:
-            joint, again = self._fit_bias_field(
-                images, pixelwise, offset, scale, random_state, guidance, quiet=True
-            )
-            if again.any:
-                # the prior's external field stays the weights HMRF-EM was given
-                refused, fields = fields, again
-                start = replace(joint.mixture, weights=spatial.mixture.weights)
-        if refused is None:
-            fields.release()
-        if not fields.any:
-            return spatial, fields
         hoods = [
             _mrf.neighbourhood(len(step), self.connectivity, self._field_spacing(step))
             for step in fields.steps
         ]
         # the strength chosen without the field (a fixed beta stays as given)
         refined = self._fit_spatial(
-            fields.views, hoods, start, None, offset, scale, "subsample",
+            fields.views, hoods, spatial.mixture, None, offset, scale, "subsample",
             random_state, fields=fields, beta=spatial.beta,
             guidance=None if guidance is None else guidance.restricted(
                 [tuple(slice(None, None, s) for s in step) for step in fields.steps]
@@ -848,15 +788,6 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
                 again, n_iter=refined.n_iter + again.n_iter,
                 objectives=refined.objectives + again.objectives,
             )
-        if refused is not None:
-            if not self._labelled_alike_anew(
-                images, fields, refined.mixture, offset, scale, generator
-            ):
-                # prediction would label this very image otherwise: the first
-                # start's refusal stands
-                refused.release()
-                return spatial, refused
-            fields.release()
         weights = spatial.mixture.weights if shares is None else shares
         emptied = set(_hmrf.swallowed(refined, weights)) - set(_hmrf.swallowed(spatial, weights))
         if emptied:
@@ -1379,16 +1310,6 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = []
         return tags
 
-
-#: A field fitted from the pixel-wise joint start (see
-#: ``GMMSegmenter._fit_spatial_bias_field``) is kept only if prediction,
-#: which estimates a new image's field with the mixture held fixed, would
-#: label the training image alike: judged on the pixel-wise labels of a
-#: sample, corrected by the fitted field and by the one estimated anew (or
-#: not at all, if that one is refused). ``camera`` under a ramp or vignetting
-#: agrees on 99.1-99.7 % with 2 classes, on 79-82 % and 97.7 % with 3 (its
-#: field is then refused); ``page`` under a ramp with 2 classes on 98.9 %.
-AGREE_ANEW = 0.98
 
 #: Labels and posteriors warn when the median pixel of the image (of a sample
 #: of FAR_SAMPLE) lies this many standard deviations farther from the nearest
