@@ -143,6 +143,26 @@ def test_an_image_far_from_every_class_is_warned_about():
     assert len(np.unique(labels)) == 1  # why it matters: one class
 
 
+@pytest.mark.parametrize("channel_axis", [None, -1])
+def test_an_image_converted_to_floats_in_0_1_is_warned_about(channel_axis):
+    # skimage.img_as_float puts 8-bit values in [0, 1]: within 2 standard
+    # deviations of a wide dark class, so not far from the model, yet one class
+    from skimage import data, img_as_float
+
+    image = data.camera()[::2, ::2] if channel_axis is None else data.astronaut()[::2, ::2]
+    segmenter = GMMSegmenter(3, beta=0, channel_axis=channel_axis, random_state=0).fit(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the image itself, a crop of it, a darker one
+        segmenter.predict(image)
+        segmenter.predict(image[40:90, 40:90])
+        segmenter.predict((image * 0.1).astype(image.dtype))
+        segmenter.predict(np.full_like(image, 30))
+    with pytest.warns(UserWarning, match=r"X's values span 0\.\d+, where this model's classes "
+                                         r"span .* multiplied by 255 they would span"):
+        labels = segmenter.predict(img_as_float(image))
+    assert len(np.unique(labels)) <= 2  # why it matters
+
+
 def test_an_image_of_many_channels_is_not_far_from_its_own_model():
     # A spatial axis taken for channels gives hundreds of them; a class's own
     # pixels then lie about sqrt(channels) standard deviations from its mean,

@@ -1330,6 +1330,38 @@ def _typical_distance(n_features: int) -> float:
     return math.sqrt(chi2.ppf(0.5, n_features))
 
 
+#: An image whose values span a small fraction of what the model's classes
+#: span is another warning sign: ``skimage.img_as_float`` turns an 8-bit
+#: image into [0, 1], whose values lie within 2 standard deviations of a wide
+#: dark class and so not "far", yet label as one class. The warning is given
+#: when the image's values (1st to 99th percentile, the widest channel) span
+#: less than SHRUNK times the model's (means ± 2 standard deviations, the
+#: widest channel) and a common change of bit depth or range (RESCALINGS)
+#: would bring them to at least a fifth of it. Models of the 8-bit bundled
+#: images of scikit-image applied to each other span 0.3 to 3 times.
+SHRUNK = 1 / 50
+RESCALINGS = (255.0, 4095.0, 65535.0)
+
+
+def _shrunk_by(values, mixture) -> tuple[float, float, float] | None:
+    """``(factor, image span, model span)`` when the values look shrunk by a
+    change of range (see :data:`SHRUNK`), else ``None``."""
+    low, high = np.percentile(values, [1, 99], axis=0)
+    image_span = float(np.max(high - low))
+    sd = np.sqrt(np.broadcast_to(
+        mixture.kind.variances(mixture.covariances, mixture.n_components), mixture.means.shape
+    ))
+    model_span = float(np.max(
+        (mixture.means + 2 * sd).max(axis=0) - (mixture.means - 2 * sd).min(axis=0)
+    ))
+    if not 0 < image_span < SHRUNK * model_span:
+        return None
+    for factor in RESCALINGS:
+        if image_span * factor >= model_span / 5:
+            return factor, image_span, model_span
+    return None
+
+
 def _warn_if_far_from_the_model(images, model) -> None:
     if not isinstance(images, _source.InMemoryImages):
         return  # a chunked image would be read for it
@@ -1343,20 +1375,37 @@ def _warn_if_far_from_the_model(images, model) -> None:
     values = np.concatenate([values[valid] for values, valid in picked])
     if len(values) < 100:  # (nearly) all masked out or not finite: nothing to judge
         return
+    values = values.astype(np.float64, copy=False)
     median = float(np.median(_mixture.nearest_distance(values, model.mixture)))
     typical = _typical_distance(model.n_features)
-    if median - typical <= FAR_FROM_THE_MODEL - _typical_distance(1):
+    far = median - typical > FAR_FROM_THE_MODEL - _typical_distance(1)
+    shrunk = None if far else _shrunk_by(values, model.mixture)
+    if not far and shrunk is None:
         return
     means = model.mixture.means
     low, high = np.percentile(values, [1, 99])
+    ranges = (
+        f"the classes' means run from {means.min():.4g} to {means.max():.4g}; 98 % of X's "
+        f"values from {low:.4g} to {high:.4g}"
+    )
+    if far:
+        said = (
+            f"X's values lie far from every class of this model: its median pixel is "
+            f"{median:.3g} standard deviations from the nearest class, where a pixel of a "
+            f"class lies about {typical:.2g} from its mean ({ranges})."
+        )
+    else:
+        factor, image_span, model_span = shrunk
+        said = (
+            f"X's values span {image_span:.3g}, where this model's classes span "
+            f"{model_span:.4g} ({ranges}): multiplied by {factor:g} they would span "
+            "about as much."
+        )
     warnings.warn(
-        f"X's values lie far from every class of this model: its median pixel is "
-        f"{median:.3g} standard deviations from the nearest class, where a pixel of a "
-        f"class lies about {typical:.2g} from its mean (the classes' means "
-        f"run from {means.min():.4g} to {means.max():.4g}; 98 % of X's values from "
-        f"{low:.4g} to {high:.4g}). Was the model fitted on images of another bit depth "
-        "or intensity scale? Its labels of this image say little: rescale the image as "
-        "the training images were, or fit a model on images like it.",
+        f"{said} Was the model fitted on images of another bit depth or intensity scale "
+        "(skimage.img_as_float, for one, turns 8-bit values into 0 to 1)? Its labels of "
+        "this image say little: rescale the image as the training images were, or fit a "
+        "model on images like it.",
         UserWarning,
         stacklevel=_training.caller_stacklevel(),
     )
