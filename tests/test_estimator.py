@@ -1,5 +1,7 @@
 """GMMSegmenter on images with known answers, and its input contract."""
 
+import warnings
+
 import numpy as np
 import pytest
 from _helpers import ari, make_segmenter
@@ -390,3 +392,19 @@ def test_a_fixed_k_refit_drops_the_bic_curve_of_an_earlier_auto_fit(quadrant_ima
     assert not hasattr(segmenter, "n_components_candidates_")
     single = GMMSegmenter("auto", n_components_range=(3, 3), beta=0.0).fit(image)
     assert single.bic_curve_.shape == (1,) and np.isfinite(single.bic_curve_[0])
+
+
+@pytest.mark.parametrize("method", ["fit_predict", "fit_transform"])
+def test_fit_predict_says_each_warning_about_the_image_once_and_at_the_callers_line(method):
+    from skimage import data
+
+    image = data.astronaut()[::4, ::4]
+    tiny = np.random.default_rng(0).random((5, 5))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        getattr(GMMSegmenter(3, channel_axis=0, random_state=0), method)(image)
+        getattr(GMMSegmenter(2, random_state=0), method)(tiny)  # too small to choose beta
+    said = [str(w.message) for w in caught]
+    assert sum("looks like a spatial axis" in m for m in said) == 1, said
+    assert sum("beta='auto' needs at least" in m for m in said) == 1, said
+    assert {w.filename for w in caught} == {__file__}, [(w.filename, w.lineno) for w in caught]

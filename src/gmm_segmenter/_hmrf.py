@@ -24,7 +24,7 @@ import numba
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from . import _image, _mixture, _mrf
+from . import _image, _mixture, _mrf, _training
 from ._progress import report
 
 #: ``beta`` estimated by pseudo-likelihood is searched in ``[0, BETA_MAX]``
@@ -418,7 +418,7 @@ def _warn_if_swallowed(result: HMRFResult, weights: np.ndarray) -> None:
             "than components. Use fewer components (or n_components='auto'), or a "
             "smaller beta.",
             UserWarning,
-            stacklevel=5,
+            stacklevel=_training.caller_stacklevel(),
         )
 
 
@@ -477,7 +477,7 @@ def _free_energy_search(mixture, grids, lattice, posteriors, log_potential, run)
             f"has {n_valid}. beta={BETA_FALLBACK} is used instead; pass a number to "
             "choose it yourself.",
             UserWarning,
-            stacklevel=5,
+            stacklevel=_training.caller_stacklevel(),
         )
         return run(mixture, posteriors, BETA_FALLBACK)
     log_weights = np.log(mixture.weights)

@@ -16,6 +16,7 @@ import numba
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from . import _training
 from ._covariance import COVARIANCE_TYPES, CollapsedCovariance, CovarianceType
 from ._progress import report
 
@@ -355,7 +356,7 @@ def reseed_empty_components(X, weighted_resp, mass=None):
         "the other components. If this keeps happening the data hold fewer clusters "
         "than components: use fewer components or n_components='auto'.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=_training.caller_stacklevel(),
     )
     return weighted_resp
 
@@ -398,7 +399,7 @@ def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight=N
                 "happens when a component covers only one or a few distinct "
                 "values; consider fewer components or a larger reg_covar.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=_training.caller_stacklevel(),
             )
             regularisation = new
             continue
@@ -702,7 +703,7 @@ def _warn_if_not_converged(result: FitResult, max_iter: int) -> None:
             "the mean log-likelihood above tol). Increase max_iter, raise tol, or "
             "try another init_params.",
             ConvergenceWarning,
-            stacklevel=4,
+            stacklevel=_training.caller_stacklevel(),
         )
 
 

@@ -1143,7 +1143,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         guidance = self._fit(X, y, mask, prior)
         return self._predict(
-            X, mask, "labels", fields=vars(self).get("_training_fields"), guidance=guidance
+            X, mask, "labels", fields=vars(self).get("_training_fields"), guidance=guidance,
+            fitted_on_it=True,
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -1158,7 +1159,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         guidance = self._fit(X, y, mask, prior)
         return self._predict(
-            X, mask, "posteriors", fields=vars(self).get("_training_fields"),
+            X, mask, "posteriors", fields=vars(self).get("_training_fields"), fitted_on_it=True,
             guidance=guidance,
         )
 
@@ -1244,8 +1245,17 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         return self.model_.with_settings(connectivity=self.connectivity, spacing=self.spacing)
 
-    def _open_for_prediction(self, X, mask, model):
-        images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+    def _open_for_prediction(self, X, mask, model, quiet=False):
+        """``X`` opened for prediction; ``quiet``: what opening it warns about
+        was said already (``fit_predict`` and ``fit_transform`` opened it to fit)."""
+        if quiet:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+        else:
+            # (no catch_warnings here: leaving one resets the registry that
+            # shows a repeated warning once)
+            images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
         if images.n_channels != model.n_features:
             raise ValueError(
                 f"X has {images.n_channels} channel(s) along channel_axis="
@@ -1255,16 +1265,17 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         return images
 
     @_single_threaded_blas
-    def _predict(self, X, mask, output, fields=None, guidance=None):
+    def _predict(self, X, mask, output, fields=None, guidance=None, fitted_on_it=False):
         """``output`` (see :data:`._kernel.OUTPUTS`) for each image of ``X``.
 
         With ``bias_field`` set, each image is divided by its field first:
         ``fields`` (one per image), or the field estimated with the mixture fixed.
         ``guidance`` (:class:`._guidance.Guidance` of these images) enters
-        labels and posteriors.
+        labels and posteriors. ``fitted_on_it``: ``X`` is the image just
+        fitted, whose warnings the fit gave.
         """
         model = self._prediction_model()
-        images = self._open_for_prediction(X, mask, model)
+        images = self._open_for_prediction(X, mask, model, quiet=fitted_on_it)
         # (the training images with their fitted bias fields are not checked)
         if output != "log_likelihood" and fields is None:
             _warn_if_far_from_the_model(images, model)
