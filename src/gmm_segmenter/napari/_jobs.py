@@ -199,7 +199,8 @@ class Outputs:
     one ``(counts, edges)`` per model (per frame when each frame has its
     own model), or None when the plot shows no histogram; ``bias_field``
     the fields the labels were made with (time first, channels before
-    that), or None without a correction.
+    that), or None without a correction; ``bias_refused`` that a field was
+    asked for and every frame's was refused (the estimator warned why).
     """
 
     labels: object
@@ -209,6 +210,7 @@ class Outputs:
     components: list | None = None
     histograms: list | None = None
     bias_field: object = None
+    bias_refused: bool = False
 
 
 def then(job, finish):
@@ -232,7 +234,10 @@ def outputs(result: Result, request: Request, *, time_axis, per_component, histo
             frame_ndim = result.fields[0].ndim
             axis = channel_axis % frame_ndim + (0 if time_axis is None else 1)
             fields = np.moveaxis(fields, axis, 0)
-        out.bias_field = fields
+        if not is_dask_array(fields) and np.all(fields == 1):
+            out.bias_refused = True  # a layer of ones would only look like a field
+        else:
+            out.bias_field = fields
     if result.posteriors is not None:
         posteriors = stack(result.posteriors, time_axis)
         if is_dask_array(posteriors):

@@ -1299,8 +1299,13 @@ class GMMSegmenterWidget(Container):
         self._plot_shown()
         verb = "Applied the model" if applied else "Fitted"
         smoothing = f", smoothing {model.beta_:.2f}" if model.beta_ else ""
+        refused = (
+            "; no bias field could be estimated (see the notification)"
+            if outputs.bias_refused else ""
+        )
         self._set_status(
             f"{verb}: {model.n_components_} components{smoothing} → {labels_layer.name!r}"
+            f"{refused}"
         )
 
     def _displayed_frame(self, layer, n_frames):
