@@ -181,3 +181,20 @@ def test_an_image_of_many_channels_is_not_far_from_its_own_model():
     # the same model still warns about an image of another bit depth
     with pytest.warns(UserWarning, match="far from every class"):
         segmenter.predict(image.astype(np.uint16) * 256)
+
+
+def test_labelling_an_image_whose_mask_keeps_no_pixel_says_so():
+    # fit refuses such an image; predict's zeros alone would look like a result
+    from skimage import data
+
+    image = data.camera()[::4, ::4]
+    segmenter = GMMSegmenter(2, random_state=0).fit(image)
+    nothing = np.zeros(image.shape, bool)
+    with pytest.warns(UserWarning, match=r"The mask keeps no pixel of X, so every label is 0"):
+        assert not segmenter.predict(image, mask=nothing).any()
+    with pytest.warns(UserWarning, match=r"The mask keeps no pixel of X\[1\], so every posterior"):
+        segmenter.predict_proba([image, image], mask=[~nothing, nothing])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        segmenter.predict(image, mask=~nothing)
+        assert np.isnan(segmenter.score_samples(image, mask=nothing)).all()

@@ -210,8 +210,12 @@ def test_time_is_offered_only_where_a_frame_keeps_two_spatial_axes(viewer_widget
         assert widget.leading_axis.native.isHidden()
     # a 2-D grey image has no axis to spare for channels (labels would be a line)
     assert list(widget.channel_axis.choices) == [None]
+    assert widget.channel_axis.native.isHidden()
+    widget.image.value = viewer.layers["photo"]  # its channels are its colours
+    assert widget.channel_axis.native.isHidden()
     widget.image.value = viewer.layers["movie"]
     assert list(widget.leading_axis.choices) == all_modes
+    assert not widget.channel_axis.native.isHidden()
     widget.leading_axis.value = "shared"
     assert not widget.leading_axis.native.isHidden()
     widget.channel_axis.value = 0  # the leading axis as channels: no time left

@@ -1276,6 +1276,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         model = self._prediction_model()
         images = self._open_for_prediction(X, mask, model, quiet=fitted_on_it)
+        if not fitted_on_it and output != "log_likelihood":  # (NaN says it; score raises)
+            _warn_if_masked_out(images, output)
         # (the training images with their fitted bias fields are not checked)
         if output != "log_likelihood" and fields is None:
             _warn_if_far_from_the_model(images, model)
@@ -1441,6 +1443,25 @@ def _digest(images):
             for plane in part if part.ndim > 1 else [part]:  # no whole copy at once
                 digest.update(np.ascontiguousarray(plane).data)
     return digest.hexdigest()
+
+
+def _warn_if_masked_out(images, output) -> None:
+    """Warn about each in-memory image whose mask keeps no pixel.
+
+    (``fit`` refuses such an image; labelling one gives zeros, which alone
+    would look like a result.)
+    """
+    result = "every label is 0" if output == "labels" else "every posterior is 0"
+    if not isinstance(images, _source.InMemoryImages):
+        return  # a chunked mask would be read for it
+    for view, name in zip(images.views, _names(images)):
+        if view.mask is not None and view.pixels.size and not np.any(view.mask):
+            warnings.warn(
+                f"The mask keeps no pixel of {name}, so {result}; pass a mask with some "
+                "True pixels inside the image.",
+                UserWarning,
+                stacklevel=_training.caller_stacklevel(),
+            )
 
 
 def _names(images):

@@ -449,8 +449,8 @@ class GMMSegmenterWidget(Container):
         self.image.changed.connect(self.channel_axis.reset_choices)
         self.image.changed.connect(self.leading_axis.reset_choices)
         self.channel_axis.changed.connect(self.leading_axis.reset_choices)
-        self.image.changed.connect(self._show_leading_axis)
-        self.channel_axis.changed.connect(self._show_leading_axis)
+        self.image.changed.connect(self._show_axis_choices)
+        self.channel_axis.changed.connect(self._show_axis_choices)
         self.image.changed.connect(self._follow_image_with_scribbles)
         self.auto_components.changed.connect(self._toggle_auto)
         self.auto_beta.changed.connect(lambda auto: setattr(self.beta, "visible", not auto))
@@ -480,12 +480,14 @@ class GMMSegmenterWidget(Container):
     def reset_choices(self, *args):
         """Refresh the layer lists (napari calls this when layers change)."""
         self._form.reset_choices()
-        self._show_leading_axis()
+        self._show_axis_choices()
 
-    def _show_leading_axis(self, *args):
-        """*Leading axis* only where there is a choice: a 2-D image or a photo
-        can only be space, and a one-option list only takes room."""
-        self.leading_axis.visible = len(self.leading_axis.choices) > 1
+    def _show_axis_choices(self, *args):
+        """*Channel axis* and *Leading axis* only where there is a choice: a 2-D
+        grey image has no channels, a photo's are its colours, and neither
+        can be a time series; a one-option list only takes room."""
+        for combo in (self.channel_axis, self.leading_axis):
+            combo.visible = len(combo.choices) > 1
 
     @_while_open
     def _apply_theme(self, *args):
