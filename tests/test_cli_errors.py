@@ -441,6 +441,25 @@ def test_a_seed_numpy_does_not_take_is_a_usage_error(capsys):
     assert "--seed: expected an integer from 0 to 4294967295, got '-1'" in capsys.readouterr().err
 
 
+def test_a_file_of_another_range_than_the_models_is_said_in_the_commands_words(
+    tmp_path, capsys
+):
+    from skimage import data, img_as_float
+
+    gio.write_png(tmp_path / "camera.png", data.camera()[::4, ::4])
+    gio.write_tiff(tmp_path / "float.tif", img_as_float(data.camera()[::4, ::4]))
+    model = tmp_path / "camera.npz"
+    assert cli.main([str(tmp_path / "camera.png"), "-k", "3", "--beta", "0", "--save-model",
+                     str(model), "-o", str(tmp_path / "fit"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main([str(tmp_path / "float.tif"), "--model", str(model),
+                     "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("multiplied by 255 they would span about as much") == 1, err
+    assert "run without --model to fit a model to it" in err, err
+    assert "skimage" not in err and "X's" not in err, err
+
+
 def test_a_model_far_from_the_image_is_said_once_with_proba(tmp_path, capsys):
     from skimage import data
 

@@ -157,7 +157,8 @@ def test_an_image_converted_to_floats_in_0_1_is_warned_about(channel_axis):
         segmenter.predict(image[40:90, 40:90])
         segmenter.predict((image * 0.1).astype(image.dtype))
         segmenter.predict(np.full_like(image, 30))
-    with pytest.warns(UserWarning, match=r"X's values span 0\.\d+, where this model's classes "
+    with pytest.warns(UserWarning, match=r"X's values span 0\.\d+ \(1st to 99th percentile, "
+                                         r"in the widest channel\), where this model's classes "
                                          r"span .* multiplied by 255 they would span"):
         labels = segmenter.predict(img_as_float(image))
     assert len(np.unique(labels)) <= 2  # why it matters

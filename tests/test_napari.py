@@ -222,6 +222,11 @@ def test_time_is_offered_only_where_a_frame_keeps_two_spatial_axes(viewer_widget
     assert widget.leading_axis.value == "space"
     assert list(widget.leading_axis.choices) == ["space"]
     assert widget.leading_axis.native.isHidden()
+    # back to none, as in the dock's own list (magicgui says nothing of a None)
+    widget.channel_axis.native.setCurrentIndex(0)
+    assert widget.channel_axis.value is None
+    assert list(widget.leading_axis.choices) == all_modes
+    assert not widget.leading_axis.native.isHidden()
 
 
 def test_multichannel_layer_with_a_channel_axis(qtbot, viewer_widget):

@@ -991,3 +991,26 @@ def test_messages_in_the_widgets_words_read_as_sentences():
     )
     assert "reg_covar=" not in alpha and "X" not in alpha.replace("RGBA", "")
     assert "segment a layer of its first three channels" in alpha
+
+
+def test_applying_a_model_to_a_layer_of_another_range_says_so_in_the_docks_words(
+    qtbot, viewer_widget
+):
+    from skimage import data, img_as_float
+
+    viewer, widget = viewer_widget
+    camera = data.camera()[::4, ::4]
+    viewer.add_image(camera, name="camera")
+    viewer.add_image(img_as_float(camera), name="camera float")
+    widget.image.value = viewer.layers["camera"]
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    assert "read the warning" not in widget.status.value
+    since = len(notification_manager.records)
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["camera float"]))
+    warned = new_messages(since, severity="warning")
+    assert any("multiplied by 255 they would span about as much" in m for m in warned), warned
+    assert any("press Run to fit a model to it" in m for m in warned), warned
+    assert not any("skimage" in m or "X's" in m for m in warned), warned
+    # the status line points at it: the labels alone look like a result
+    assert "read the warning in the notifications" in widget.status.value

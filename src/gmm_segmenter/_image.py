@@ -251,8 +251,10 @@ def not_channels_message(shape, channel_axis, name) -> str | None:
         advice = "Pass channel_axis=None for a grayscale image"
     return (
         f"{name} has shape {tuple(shape)}: channel_axis={channel_axis} makes {n_channels} "
-        f"channels of only {n_pixels} pixels each (fewer than {PIXELS_PER_CHANNEL} per "
-        f"channel), which looks like a spatial axis. {advice}; for an image of that many "
+        f"channels of only {n_pixels} pixels each (a model of {n_channels} channels "
+        f"wants at least {PIXELS_PER_CHANNEL} pixels per channel, "
+        f"{PIXELS_PER_CHANNEL * n_channels}), which looks like a spatial axis. {advice}; "
+        "for an image of that many "
         "channels, ignore this warning."
     )
 

@@ -23,6 +23,13 @@ FEWER_COMPONENTS_ADVICE = re.compile(
     r"\bUse fewer components \(or n_components='auto'\), or a smaller beta\."
 )
 MASK_INSTEAD_ADVICE = re.compile(r"\bpass the image as mask= instead\.")
+#: What a model's labels of an image of another bit depth or range are worth.
+RESCALE_ADVICE = re.compile(
+    r"\bWas the model fitted on images of another bit depth or intensity scale "
+    r"\(skimage\.img_as_float, for one, turns 8-bit values into 0 to 1\)\? Its labels of "
+    r"this image say little: rescale the image as the training images were, or fit a "
+    r"model on images like it\."
+)
 
 
 def reword(text: str, rules) -> str:

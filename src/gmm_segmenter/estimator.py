@@ -1395,13 +1395,13 @@ def _warn_if_far_from_the_model(images, model) -> None:
     shrunk = None if far else _shrunk_by(values, model.mixture)
     if not far and shrunk is None:
         return
-    means = model.mixture.means
-    low, high = np.percentile(values, [1, 99])
-    ranges = (
-        f"the classes' means run from {means.min():.4g} to {means.max():.4g}; 98 % of X's "
-        f"values from {low:.4g} to {high:.4g}"
-    )
     if far:
+        means = model.mixture.means
+        low, high = np.percentile(values, [1, 99])
+        ranges = (
+            f"the classes' means run from {means.min():.4g} to {means.max():.4g}; 98 % of "
+            f"X's values from {low:.4g} to {high:.4g}"
+        )
         said = (
             f"X's values lie far from every class of this model: its median pixel is "
             f"{median:.3g} standard deviations from the nearest class, where a pixel of a "
@@ -1410,9 +1410,9 @@ def _warn_if_far_from_the_model(images, model) -> None:
     else:
         factor, image_span, model_span = shrunk
         said = (
-            f"X's values span {image_span:.3g}, where this model's classes span "
-            f"{model_span:.4g} ({ranges}): multiplied by {factor:g} they would span "
-            "about as much."
+            f"X's values span {image_span:.3g} (1st to 99th percentile, in the widest "
+            f"channel), where this model's classes span {model_span:.4g} (their means ± 2 "
+            f"standard deviations): multiplied by {factor:g} they would span about as much."
         )
     warnings.warn(
         f"{said} Was the model fitted on images of another bit depth or intensity scale "

@@ -12,8 +12,8 @@ import sys
 import threading
 
 from .._wording import (
-    EM_ITER_ADVICE, MASK_INSTEAD_ADVICE, ONE_CHANNEL_ADVICE, RGBA_ADVICE, SPATIAL_ITER_ADVICE,
-    X_AS_THE_IMAGE, reword,
+    EM_ITER_ADVICE, MASK_INSTEAD_ADVICE, ONE_CHANNEL_ADVICE, RESCALE_ADVICE, RGBA_ADVICE,
+    SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword,
 )
 
 PROG = "gmm-segment"
@@ -94,6 +94,10 @@ _CLI_WORDS = [
     (re.compile(r"\bor a smaller beta\."), "or a smaller --beta."),
     (re.compile(r"\(mask False\)"), "(outside --mask)"),
     (MASK_INSTEAD_ADVICE, "give the file as --mask instead."),
+    (RESCALE_ADVICE,
+     "Was the --model fitted on files of another bit depth or range (an 8-bit picture "
+     "saved as floats from 0 to 1, for one)? Its labels of this file say little: convert "
+     "the file as the model's images were, or run without --model to fit a model to it."),
     *X_AS_THE_IMAGE,
 ]
 for _name, _option in (

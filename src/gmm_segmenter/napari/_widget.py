@@ -49,7 +49,7 @@ from .._model import json_params
 from .._progress import Cancelled, progress
 from .._wording import (
     EM_ITER_ADVICE, FEWER_COMPONENTS_ADVICE, MASK_INSTEAD_ADVICE, ONE_CHANNEL_ADVICE,
-    RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword,
+    RESCALE_ADVICE, RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword,
 )
 from . import _jobs, _layers, _output, _record
 from ._plot import MixturePlot
@@ -126,6 +126,11 @@ _WIDGET_WORDS = [
      "'Choose the smoothing from the image' unticked."),
     (MASK_INSTEAD_ADVICE,
      "choose that layer as 'Mask (optional)' instead."),
+    (RESCALE_ADVICE,
+     "Was the model fitted on images of another bit depth or range (an 8-bit picture "
+     "converted to floats from 0 to 1, for one)? Its labels of this layer say little: "
+     "rescale the layer as the model's images were, or press Run to fit a model to it."),
+    (re.compile(r"^bias_field: "), "Correct bias field: "),
     (re.compile(r"\bn_components='auto'"), "the auto box of Components"),
     (re.compile(r"; pass a number to choose it yourself"),
      "; untick 'Choose the smoothing from the image' and set Smoothing to choose it yourself"),
@@ -448,9 +453,10 @@ class GMMSegmenterWidget(Container):
     def _connect_signals(self):
         self.image.changed.connect(self.channel_axis.reset_choices)
         self.image.changed.connect(self.leading_axis.reset_choices)
-        self.channel_axis.changed.connect(self.leading_axis.reset_choices)
         self.image.changed.connect(self._show_axis_choices)
-        self.channel_axis.changed.connect(self._show_axis_choices)
+        # magicgui's `changed` is not emitted when a combo box's value becomes
+        # None ("none (grayscale)"), so the channel axis's Qt signal is used
+        self.channel_axis.native.currentIndexChanged.connect(self._on_channel_axis_changed)
         self.image.changed.connect(self._follow_image_with_scribbles)
         self.auto_components.changed.connect(self._toggle_auto)
         self.auto_beta.changed.connect(lambda auto: setattr(self.beta, "visible", not auto))
@@ -466,8 +472,8 @@ class GMMSegmenterWidget(Container):
             combo.changed.connect(lambda value, combo=combo: combo.native.setToolTip(
                 f"{combo.current_choice}\n\n{combo.tooltip}"
             ))
-        for setting in (
-            self.image, self.channel_axis, self.leading_axis, self.auto_components,
+        for setting in (  # (the channel axis: see _on_channel_axis_changed)
+            self.image, self.leading_axis, self.auto_components,
             self.n_components, self.max_components, self.covariance_type, self.auto_beta,
             self.beta, self.connectivity, self.bias_field, self.seed, self.mask,
             self.scribbles, self.preview,
@@ -481,6 +487,11 @@ class GMMSegmenterWidget(Container):
         """Refresh the layer lists (napari calls this when layers change)."""
         self._form.reset_choices()
         self._show_axis_choices()
+
+    def _on_channel_axis_changed(self, *args):
+        self.leading_axis.reset_choices()
+        self._show_axis_choices()
+        self._on_setting_changed()
 
     def _show_axis_choices(self, *args):
         """*Channel axis* and *Leading axis* only where there is a choice: a 2-D
@@ -828,7 +839,7 @@ class GMMSegmenterWidget(Container):
         _LIVE_WORKERS[worker] = self._cancel_requested
         worker.finished.connect(lambda: _LIVE_WORKERS.pop(worker, None))
         self.worker = worker
-        self._job = {"kind": kind, "layer": layer, "removed": False}
+        self._job = {"kind": kind, "layer": layer, "removed": False, "warned": False}
         self.run_button.enabled = False
         self.apply_button.enabled = False
         self.cancel_button.enabled = True
@@ -863,6 +874,8 @@ class GMMSegmenterWidget(Container):
         """A warning the estimator gave in the worker, as a napari notification."""
         if isinstance(step, _Warned):
             show_warning(f"{_PREFIX}{_in_widget_words(step.message)}")
+            if self._job is not None:
+                self._job["warned"] = True
 
     @_while_open
     def _tick(self, *args):
@@ -1301,9 +1314,11 @@ class GMMSegmenterWidget(Container):
         self._plot_shown()
         verb = "Applied the model" if applied else "Fitted"
         smoothing = f", smoothing {model.beta_:.2f}" if model.beta_ else ""
+        warned = self._job is not None and self._job.get("warned")
         refused = (
             "; no bias field could be estimated (see the notification)"
-            if outputs.bias_refused else ""
+            if outputs.bias_refused else "; read the warning in the notifications" if warned
+            else ""
         )
         self._set_status(
             f"{verb}: {model.n_components_} components{smoothing} → {labels_layer.name!r}"
