@@ -1014,3 +1014,27 @@ def test_applying_a_model_to_a_layer_of_another_range_says_so_in_the_docks_words
     assert not any("skimage" in m or "X's" in m for m in warned), warned
     # the status line points at it: the labels alone look like a result
     assert "read the warning in the notifications" in widget.status.value
+
+
+def test_the_plot_draws_without_touching_the_warning_filters(qtbot, viewer_widget, monkeypatch):
+    # A napari worker runs inside warnings.catch_warnings(), and leaving it
+    # restores the filters and hooks it found: a picture that finished while
+    # a job ran undid the job's capture, and its warnings were lost.
+    import threading
+
+    entered = []
+
+    class Spy(warnings.catch_warnings):
+        def __enter__(self):
+            entered.append(threading.current_thread().name)
+            return super().__enter__()
+
+    viewer, widget = viewer_widget
+    image, _ = quadrants()
+    model = GMMSegmenter(2, beta=0, random_state=0).fit(image)
+    monkeypatch.setattr(warnings, "catch_warnings", Spy)
+    widget.plot.show_model(model)
+    qtbot.waitUntil(lambda: widget.plot.rendering is None, timeout=TIMEOUT_MS)
+    monkeypatch.undo()
+    assert entered == [], entered
+    assert not widget.plot.pixmap().isNull()

@@ -1,18 +1,26 @@
 """The fitted mixture, drawn with matplotlib inside the widget.
 
 Drawing a figure with text and ticks takes a few hundred milliseconds on a
-small machine, so :func:`render` runs in a worker thread (a figure of its
+small machine, so :func:`render` runs in a thread of its own (a figure of its
 own, Agg only) and the widget shows the finished picture: the UI thread
 never waits for matplotlib.
+
+The thread is a plain one, not a napari worker: a napari worker runs its
+function inside ``warnings.catch_warnings()``, and leaving that restores the
+process's warning filters and hooks as they were when it started. A picture
+finishing while a segmentation job ran undid the job's capture of the
+estimator's warnings, which then never reached the user.
 """
 
 from __future__ import annotations
+
+import concurrent.futures
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
 
@@ -21,6 +29,9 @@ from ._layers import component_densities
 #: Light-theme colours; :meth:`MixturePlot.set_colours` takes the viewer's theme.
 _LIGHT = {"background": "#ffffff", "foreground": "#000000", "faint": "#bfbfbf"}
 _DPI = 100
+
+#: One thread draws every plot's pictures, one at a time.
+_RENDERER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gmm-plot")
 
 
 class MixturePlot(QLabel):
@@ -32,8 +43,12 @@ class MixturePlot(QLabel):
     picture still being rendered.
     """
 
+    #: A picture finished (emitted in the drawing thread, received in the UI's).
+    _rendered = Signal(object, object, int)
+
     def __init__(self):
         super().__init__()
+        self._rendered.connect(self._on_rendered)
         self.setMinimumHeight(160)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setWordWrap(True)
@@ -42,7 +57,7 @@ class MixturePlot(QLabel):
         self._drawn = None  # what show_model last drew, to redraw in new colours
         self._message = ""
         self._token = 0
-        self.rendering = None  # the worker rendering the picture, if any
+        self.rendering = None  # the token of the picture being drawn, if any
         self.clear()
 
     def set_colours(self, background, foreground, faint):
@@ -67,26 +82,35 @@ class MixturePlot(QLabel):
 
         ``colours`` maps label ``k`` to an RGBA colour, so curves match the layer.
         """
-        from napari.qt.threading import create_worker
-
         self._token += 1
         token = self._token
         self._drawn = (model, histogram, colours)
         width = max(self.width(), 300)
         height = 300 if getattr(model, "bic_curve_", None) is not None else 220
         self.setMinimumHeight(height)
-        worker = create_worker(
-            render, model, histogram, colours, dict(self.colours), (width, height),
-            _start_thread=False,
-        )
-        worker.returned.connect(lambda picture: self._show_picture(picture, token))
-        worker.finished.connect(lambda: self._done_rendering(worker))
-        self.rendering = worker
-        worker.start()
+        arguments = (model, histogram, colours, dict(self.colours), (width, height))
+        self.rendering = token
+        _RENDERER.submit(self._render, arguments, token)
 
-    def _done_rendering(self, worker):
-        if self.rendering is worker:  # an older picture may finish after a newer one started
+    def _render(self, arguments, token):
+        """Drawing thread: the picture (or what went wrong), handed to the UI thread."""
+        try:
+            picture, error = render(*arguments), None
+        except Exception as failure:  # shown in the plot's place, not lost in the thread
+            picture, error = None, failure
+        try:
+            self._rendered.emit(picture, error, token)
+        except RuntimeError:  # the widget was closed while the picture was drawn
+            pass
+
+    def _on_rendered(self, picture, error, token):
+        if self.rendering == token:  # an older picture may finish after a newer one started
             self.rendering = None
+        if error is not None:
+            if token == self._token:
+                self.message(f"The plot could not be drawn: {error}")
+            return
+        self._show_picture(picture, token)
 
     def _show_picture(self, picture, token):
         if token != self._token:
