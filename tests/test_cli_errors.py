@@ -2,6 +2,7 @@
 
 import errno
 import gc
+import json
 import os
 import re
 import signal
@@ -458,6 +459,11 @@ def test_a_file_of_another_range_than_the_models_is_said_in_the_commands_words(
     assert err.count("multiplied by 255 they would span about as much") == 1, err
     assert "run without --model to fit a model to it" in err, err
     assert "skimage" not in err and "X's" not in err, err
+    # the report keeps it: the labels alone look like a result
+    report = json.loads((tmp_path / "out" / "float_report.json").read_text())
+    assert any("multiplied by 255" in said for said in report["warnings"]), report["warnings"]
+    fitted = json.loads((tmp_path / "fit" / "camera_report.json").read_text())
+    assert fitted["warnings"] == []
 
 
 def test_a_model_far_from_the_image_is_said_once_with_proba(tmp_path, capsys):

@@ -29,12 +29,25 @@ def current_input() -> str | None:
 
 @contextlib.contextmanager
 def working_on(label):
-    """Warnings raised inside name ``label``."""
+    """Warnings raised inside name ``label``, and are kept for its report."""
     previous, _current.label = current_input(), label
+    previous_said, _current.said = getattr(_current, "said", None), []
     try:
         yield
     finally:
-        _current.label = previous
+        _current.label, _current.said = previous, previous_said
+
+
+def note_warning(text):
+    """Keep a warning printed for the current input (see :func:`warnings_said`)."""
+    said = getattr(_current, "said", None)
+    if said is not None and text not in said:
+        said.append(text)
+
+
+def warnings_said() -> list[str]:
+    """The warnings printed so far for the current input, in the command's words."""
+    return list(getattr(_current, "said", None) or [])
 
 
 #: The estimator's messages speak of its parameters and of the arrays passed

@@ -171,11 +171,12 @@ def _warnings_name_their_file():
     """Print warnings as one line each, prefixed with the input they concern."""
     import warnings
 
-    from ._console import current_input
+    from ._console import current_input, note_warning
 
     def show(message, category, filename, lineno, file=None, line=None):
         label = current_input()
         text = describe(message)
+        note_warning(text)
         if label and not text.startswith(label):
             text = f"{label}: {text}"
         _say(f"{PROG}: warning: {text}")

@@ -24,7 +24,7 @@ from .._progress import Cancelled, progress
 from ..estimator import GMMSegmenter
 from ..io import read_zarr, write_json
 from . import _isolated
-from ._console import describe, working_on
+from ._console import describe, warnings_said, working_on
 from ._folder import ResultSet
 from ._inputs import Prepared, Source, load_source, prepare, prior_for
 from ._outputs import Options, build_report, segmented_image, timings, write_outputs
@@ -183,6 +183,7 @@ class Runner:
             seconds["report_and_write"] = time.perf_counter() - tick
             seconds["total"] = time.perf_counter() - started + read_seconds
             report["seconds"] = timings(seconds)
+            report["warnings"] = warnings_said()
             outputs = write_outputs(
                 source.name, labels, posteriors, picture, report, self.options, bias=bias
             )
@@ -222,6 +223,7 @@ class Runner:
             seconds["total"] = time.perf_counter() - started
             report["seconds"] = timings(seconds)
             report.update(self.guidance_report())
+            report["warnings"] = warnings_said()
             report["outputs"] = [path.name, f"{source.name}_report.json"]
             report["skipped"] = (
                 "segmented picture, masks, posteriors and bias field: the input is a lazy volume"
