@@ -702,9 +702,7 @@ def _solve(sample: ImageSample, resp, fitted: _mixture.Mixture) -> np.ndarray | 
     over the image's valid pixels is then set to 0.
     """
     means = fitted.means
-    variances = np.broadcast_to(
-        fitted.kind.variances(fitted.covariances, fitted.n_components), means.shape
-    )
+    variances = fitted.channel_variances()
     # an evenly spread subset of the (spatially ordered) pixels is plenty for
     # a few dozen coefficients, and keeps each refit cheap
     every = max(1, -(-len(sample.values) // FIELD_ROWS))

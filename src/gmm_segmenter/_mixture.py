@@ -51,6 +51,12 @@ class Mixture:
     def kind(self) -> CovarianceType:
         return COVARIANCE_TYPES[self.covariance_type]
 
+    def channel_variances(self) -> np.ndarray:
+        """Each component's variance along each channel, ``(K, d)`` (a read-only view)."""
+        return np.broadcast_to(
+            self.kind.variances(self.covariances, self.n_components), self.means.shape
+        )
+
     def precisions(self) -> np.ndarray:
         return self.kind.precisions(self.precisions_cholesky)
 

@@ -1336,6 +1336,7 @@ FAR_FROM_THE_MODEL = 10.0
 FAR_SAMPLE = 10_000
 
 
+@functools.cache
 def _typical_distance(n_features: int) -> float:
     """The median Mahalanobis distance of a Gaussian's own samples in ``n_features`` dimensions."""
     from scipy.stats import chi2
@@ -1361,9 +1362,7 @@ def _shrunk_by(values, mixture) -> tuple[float, float, float] | None:
     change of range (see :data:`SHRUNK`), else ``None``."""
     low, high = np.percentile(values, [1, 99], axis=0)
     image_span = float(np.max(high - low))
-    sd = np.sqrt(np.broadcast_to(
-        mixture.kind.variances(mixture.covariances, mixture.n_components), mixture.means.shape
-    ))
+    sd = np.sqrt(mixture.channel_variances())
     model_span = float(np.max(
         (mixture.means + 2 * sd).max(axis=0) - (mixture.means - 2 * sd).min(axis=0)
     ))
@@ -1451,9 +1450,9 @@ def _warn_if_masked_out(images, output) -> None:
     (``fit`` refuses such an image; labelling one gives zeros, which alone
     would look like a result.)
     """
-    result = "every label is 0" if output == "labels" else "every posterior is 0"
     if not isinstance(images, _source.InMemoryImages):
         return  # a chunked mask would be read for it
+    result = "every label is 0" if output == "labels" else "every posterior is 0"
     for view, name in zip(images.views, _names(images)):
         if view.mask is not None and view.pixels.size and not np.any(view.mask):
             warnings.warn(
