@@ -522,6 +522,8 @@ def _sweep_rows(q, potential, index, valid, dirty, plan_rows, first, stop, n_las
     per_half_row = (half_width + _SEGMENT - 1) // _SEGMENT
     top = np.empty(_SEGMENT, dtype=np.float32)
     norm = np.empty(_SEGMENT, dtype=np.float32)
+    even = np.empty(_SEGMENT, dtype=np.float32)
+    odd = np.empty(_SEGMENT, dtype=np.float32)
     change = 0.0
     for row in range(first, stop):
         parity = plan_rows[2, row]
@@ -539,6 +541,7 @@ def _sweep_rows(q, potential, index, valid, dirty, plan_rows, first, stop, n_las
             here = plan_rows[0, row] + lo
             pixel = plan_rows[1, row] + 2 * lo
             at_here, at_pixel = np.uint64(here), np.uint64(pixel)
+            pairs = min(size, (potential.shape[1] - pixel) // 2)  # within the array
             # the order of operations of the numpy implementation it replaced
             for k in range(n_components):
                 out = scratch[k]
@@ -556,8 +559,15 @@ def _sweep_rows(q, potential, index, valid, dirty, plan_rows, first, stop, n_las
                     for t in range(size):
                         out[t] = out[t] * beta + pk[index[at_pixel + np.uint64(2 * t)]]
                 else:
+                    # each pixel's odd neighbour read too (and not used):
+                    # whole vectors shuffled apart, not a gather of every other
+                    for t in range(pairs):
+                        even[t] = pk[at_pixel + np.uint64(2 * t)]
+                        odd[t] = pk[at_pixel + np.uint64(2 * t + 1)]
+                    for t in range(pairs, size):
+                        even[t] = pk[at_pixel + np.uint64(2 * t)]
                     for t in range(size):
-                        out[t] = out[t] * beta + pk[at_pixel + np.uint64(2 * t)]
+                        out[t] = out[t] * beta + even[t]
             for t in range(size):
                 top[t] = scratch[0, t]
             for k in range(1, n_components):
