@@ -666,6 +666,20 @@ def test_mean_field_matches_a_plain_reference(shape, connectivity, spacing, mask
     assert _mrf.objective(potential, padded, 1.3, hood) == pytest.approx(plain, rel=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(3, 1, 1100), (1, 7), (2, 3, 1, 515)])
+def test_most_probable_reads_every_segment_and_breaks_ties_to_the_first(shape):
+    # rows wider than the kernels' 256-pixel segments, axes of length 1,
+    # exact ties, and a label dtype wider than a byte
+    rng = np.random.default_rng(18)
+    potential = rng.integers(0, 3, size=(5,) + shape).astype(np.float32)
+    padded = _mrf.padded_posteriors(potential, None)
+    labels = _mrf.most_probable(padded, shape, np.uint16)
+    assert labels.dtype == np.uint16 and labels.shape == shape
+    posteriors = _mrf.channel_last(padded, np.empty(shape + (5,), np.float32))
+    np.testing.assert_array_equal(labels, np.argmax(posteriors, axis=-1))
+    assert np.any(np.sum(posteriors == posteriors.max(axis=-1, keepdims=True), axis=-1) > 1)
+
+
 def test_histogram_responsibilities_sum_posteriors_per_value():
     rng = np.random.default_rng(16)
     shape = (6, 9)
