@@ -346,6 +346,23 @@ def test_outputs_are_not_offered_as_inputs(qtbot, viewer_widget):
     assert widget.mask.choices == (None,)
 
 
+def test_apply_model_to_follows_a_newly_opened_image(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, _ = quadrants()
+    viewer.add_image(image, name="first")
+    widget.image.value = viewer.layers["first"]
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)  # adds a Labels layer: not an image to apply to
+    assert widget.apply_target.value is viewer.layers["first"]
+    viewer.add_image(image[::-1].copy(), name="second")
+    assert widget.apply_target.value is viewer.layers["second"]
+    assert widget.image.value is viewer.layers["first"]  # what Run fits stays
+    viewer.add_labels(np.zeros(image.shape, dtype=np.uint8), name="a mask")
+    assert widget.apply_target.value is viewer.layers["second"]
+    widget.apply_model()
+    qtbot.waitUntil(lambda: "second GMM labels" in viewer.layers, timeout=30_000)
+
+
 def test_deleting_the_image_mid_run_stops_the_job_and_adds_nothing(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     volume = np.random.default_rng(1).normal(size=(48, 160, 160)).astype(np.float32)

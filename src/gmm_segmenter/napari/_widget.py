@@ -481,6 +481,7 @@ class GMMSegmenterWidget(Container):
             setting.changed.connect(self._on_setting_changed)
         self._viewer.dims.events.current_step.connect(self._on_step_changed)
         self._viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self._viewer.events.theme.connect(self._apply_theme)
 
     def reset_choices(self, *args):
@@ -865,6 +866,7 @@ class GMMSegmenterWidget(Container):
         for event, handler in (
             (self._viewer.dims.events.current_step, self._on_step_changed),
             (self._viewer.layers.events.removed, self._on_layer_removed),
+            (self._viewer.layers.events.inserted, self._on_layer_inserted),
             (self._viewer.events.theme, self._apply_theme),
         ):
             event.disconnect(handler)
@@ -939,6 +941,16 @@ class GMMSegmenterWidget(Container):
             self.preview_now()
 
     @_while_open
+    @_while_open
+    def _on_layer_inserted(self, event):
+        """A new image becomes *Apply model to*: the usual next step after a
+        fit is to open another image and label it with the model. (The combo
+        box would otherwise keep the first image ever listed.)"""
+        layer = event.value
+        self.apply_target.reset_choices()
+        if any(choice is layer for choice in self.apply_target.choices):
+            self.apply_target.value = layer
+
     def _on_layer_removed(self, event):
         job = self._job
         if job is None or event.value is not job["layer"]:
