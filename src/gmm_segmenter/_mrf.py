@@ -20,8 +20,8 @@ of each coordinate) have no neighbour of the same colour, so updating a
 colour at once is exact coordinate ascent on the mean-field free energy: it
 never increases it and cannot oscillate, unlike a synchronous ICM sweep.
 A sweep is one compiled pass (numba) per colour that fuses the neighbour
-sums, the softmax and the change, in segments of 64 pixels of a row that
-the compiler vectorises; after the first sweep it skips the segments none
+sums, the softmax and the change, in segments of 256 pixels of a row that
+the compiler vectorises (array positions unsigned, see :func:`_sweep_rows`); after the first sweep it skips the segments none
 of whose neighbours moved by more than :data:`SKIP_BELOW`. Its cost is
 linear in pixels x components x neighbours, its extra memory one byte per
 segment.
