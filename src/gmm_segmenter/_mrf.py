@@ -21,8 +21,9 @@ colour at once is exact coordinate ascent on the mean-field free energy: it
 never increases it and cannot oscillate, unlike a synchronous ICM sweep.
 A sweep is one compiled pass (numba) per colour that fuses the neighbour
 sums, the softmax and the change, in segments of 256 pixels of a row that
-the compiler vectorises (array positions unsigned, see :func:`_sweep_rows`); after the first sweep it skips the segments none
-of whose neighbours moved by more than :data:`SKIP_BELOW`. Its cost is
+the compiler vectorises (array positions unsigned, see :func:`_sweep_rows`);
+after the first sweep it skips the segments none of whose neighbours moved
+by more than :data:`SKIP_BELOW`. Its cost is
 linear in pixels x components x neighbours, its extra memory one byte per
 segment.
 
@@ -472,7 +473,8 @@ def _q_log_q(q, q_bits, start, count, bits, mantissa):  # pragma: no cover - com
     total = np.float32(0.0)
     for t in range(count):
         value = q[start + np.uint64(t)]
-        exponent = np.float32(((q_bits[start + np.uint64(t)] >> np.int32(23)) & np.int32(0xFF)) - 126)
+        bits_t = q_bits[start + np.uint64(t)]
+        exponent = np.float32(((bits_t >> np.int32(23)) & np.int32(0xFF)) - 126)
         m = mantissa[t]  # value = m * 2**exponent, m in [0.5, 1)
         if m < np.float32(0.707106781186547524):
             exponent -= np.float32(1.0)
