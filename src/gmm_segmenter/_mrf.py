@@ -300,7 +300,8 @@ def _map_index(map_spatial_shape, coordinates, offset) -> np.ndarray:
 def most_probable(padded: np.ndarray, spatial_shape, dtype) -> np.ndarray:
     """``argmax`` over the components of a map, ``spatial_shape`` of ``dtype``.
 
-    Plane by plane; ties go to the first component, as with ``np.argmax``.
+    One compiled pass over the map; ties go to the first component, as with
+    ``np.argmax``.
     """
     grid = _grid(spatial_shape)
     labels = np.empty(math.prod(grid), dtype=dtype)
