@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import warnings
@@ -378,6 +379,33 @@ def test_deleting_the_image_mid_run_stops_the_job_and_adds_nothing(qtbot, viewer
     assert any("was deleted while it was being segmented" in m and "press Run" in m
                for m in warnings), warnings
     assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_deleting_the_layer_as_an_apply_job_ends_leaves_no_done_or_stale_plot(
+    qtbot, viewer_widget, monkeypatch
+):
+    # a job past its last check of the request to stop ends as usual, with a
+    # result for no layer: the dock must say it stopped, not "Done"
+    viewer, widget = viewer_widget
+    image, _ = quadrants()
+    viewer.add_image(image, name="first")
+    widget.image.value = viewer.layers["first"]
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    viewer.add_image(image[::-1].copy(), name="second")
+    since = len(notification_manager.records)
+    widget.apply_model()
+    # the request to stop never reaches the job (as when it comes too late)
+    monkeypatch.setattr(widget, "_cancel_requested", threading.Event())
+    monkeypatch.setattr(widget.worker, "quit", lambda: None)
+    viewer.layers.remove("second")
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert "second GMM labels" not in viewer.layers
+    assert widget.status.value.startswith("Cancelled"), widget.status.value
+    # the last result's model is drawn again (in a thread of its own)
+    qtbot.waitUntil(lambda: "Applying" not in widget.plot.text(), timeout=TIMEOUT_MS)
+    warnings = new_messages(since, "warning")
+    assert any("was deleted" in m and "Apply current model" in m for m in warnings), warnings
 
 
 # --------------------------------------- 9. help, theme, plot state

@@ -833,7 +833,7 @@ class GMMSegmenterWidget(Container):
         # the timer stops before the result is shown: a tick between the
         # result and the end of the worker would overwrite the status line
         worker.returned.connect(while_open(lambda *_: self._timer.stop()))
-        worker.returned.connect(while_open(finish))
+        worker.returned.connect(while_open(self._finisher(finish)))
         worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
@@ -854,6 +854,17 @@ class GMMSegmenterWidget(Container):
         self._set_status("Starting…")
         self._timer.start()
         worker.start()
+
+    def _finisher(self, finish):
+        """``finish``, unless the job's layer was deleted: a job that ended before
+        it saw the request to stop then ends as a stopped one does."""
+        def finish_or_drop(outputs):
+            if self._job is not None and self._job["removed"]:
+                self._on_aborted()
+                return
+            finish(outputs)
+
+        return finish_or_drop
 
     @_while_open
     def _on_closed(self, *args):
@@ -964,7 +975,7 @@ class GMMSegmenterWidget(Container):
         self._removed_warning = (
             f"{_PREFIX}the layer {event.value.name!r} was deleted while it was being "
             "segmented; the job was stopped and no layer was added. Add the image again "
-            "and press Run."
+            + ("and press Apply current model." if job["kind"] == "apply" else "and press Run.")
         )
         try:
             self._warning_timer.start()
