@@ -674,7 +674,7 @@ def _iterate(mixture, posteriors, beta, *, grids, n_valid, log_potential, table,
             converged = True
             break
         previous = current
-    masses = resp.sum(axis=0) / max(float(resp.sum()), 1e-300)
+    masses = _mixture.column_sums(resp) / max(float(resp.sum()), 1e-300)
     return HMRFResult(mixture, beta, n_iter, converged, tuple(objectives), tuple(masses),
                       last_change=float(change) if np.isfinite(change) else None)
 

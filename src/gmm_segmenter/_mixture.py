@@ -107,6 +107,30 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
     return COVARIANCE_TYPES[covariance_type].precision_cholesky(covariances)
 
 
+def column_sums(values: np.ndarray) -> np.ndarray:
+    """``values.sum(axis=0)`` of a 2-D array, the same bits, several times faster.
+
+    numpy adds the rows of a tall ``(n, K)`` array one after another in
+    order, and does so slowly for a short last axis (0.93 ms for 65 536 x 3
+    float64, where the M-step's matrix product takes 0.04 ms). The compiled
+    loop adds them in the same order (0.2 ms).
+    """
+    if (values.ndim != 2 or values.dtype != np.float64 or values.shape[1] < 2
+            or not values.flags.c_contiguous):
+        return values.sum(axis=0)  # numpy sums these pairwise: other bits
+    return _column_sums(values)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _column_sums(values):  # pragma: no cover - compiled
+    n_rows, n_columns = values.shape
+    out = np.zeros(n_columns)
+    for row in range(n_rows):
+        for column in range(n_columns):
+            out[column] += values[row, column]
+    return out
+
+
 def estimate_parameters(X, weighted_resp, reg_covar, covariance_type, mass=None):
     """M-step: weights, means and covariances from weighted responsibilities.
 
@@ -114,7 +138,7 @@ def estimate_parameters(X, weighted_resp, reg_covar, covariance_type, mass=None)
     given, is its column sums (``weighted_resp.sum(axis=0)``).
     """
     if mass is None:
-        mass = weighted_resp.sum(axis=0)
+        mass = column_sums(weighted_resp)
     nk = mass + 10 * np.finfo(weighted_resp.dtype).eps
     means = weighted_resp.T @ X / nk[:, np.newaxis]
     covariances = COVARIANCE_TYPES[covariance_type].estimate(
@@ -332,7 +356,7 @@ def reseed_empty_components(X, weighted_resp, mass=None):
     when given, is ``weighted_resp.sum(axis=0)``.
     """
     if mass is None:
-        mass = weighted_resp.sum(axis=0)
+        mass = column_sums(weighted_resp)
     empty = np.flatnonzero(mass <= EMPTY_WEIGHT * mass.sum())
     if empty.size == 0 or empty.size == mass.size:
         return weighted_resp  # (before the row sums: they cost more than the M-step)
@@ -378,10 +402,10 @@ def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight=N
     The weights are ``nk / total_weight`` (by default, the summed weight of
     the rows).
     """
-    mass = weighted_resp.sum(axis=0)  # summed once: it costs as much as the means
+    mass = column_sums(weighted_resp)  # summed once: it costs as much as the means
     reseeded = reseed_empty_components(X, weighted_resp, mass)
     if reseeded is not weighted_resp:
-        weighted_resp, mass = reseeded, reseeded.sum(axis=0)
+        weighted_resp, mass = reseeded, column_sums(reseeded)
     if total_weight is None:
         total_weight = float(mass.sum())
     regularisation = reg_covar
@@ -483,7 +507,7 @@ def run_em(
             X, weighted_resp, reg_covar, initial.covariance_type, total_weight
         )
         if mixing_rows is not None:
-            mass = weighted_resp[mixing_rows].sum(axis=0)
+            mass = column_sums(weighted_resp[mixing_rows])
             mixture = replace(mixture, weights=mass / mass.sum())
         lower_bound = float(sample_weight @ log_prob_norm / total_weight)
         lower_bounds.append(lower_bound)
@@ -556,12 +580,15 @@ def otsu_labels(X, sample_weight, n_components, n_bins=256):
     finds small classes (a few bright cells on a large background).
     """
     projection = _principal_projection(X, sample_weight)
-    distinct, inverse = np.unique(projection, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    if distinct.size <= n_bins:
-        bin_of_sample = inverse
+    # np.unique's distinct values, without its inverse (an argsort) unless used
+    ordered = np.sort(projection)
+    new = np.empty(ordered.size, dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    if np.count_nonzero(new) <= n_bins:
+        bin_of_sample = np.searchsorted(ordered[new], projection)
     else:
-        edges = np.linspace(distinct[0], distinct[-1], n_bins + 1)
+        edges = np.linspace(ordered[0], ordered[-1], n_bins + 1)
         bin_of_sample = np.clip(np.searchsorted(edges, projection, side="right") - 1, 0, n_bins - 1)
     mass = np.bincount(bin_of_sample, weights=sample_weight, minlength=n_bins)
     first_moment = np.bincount(bin_of_sample, weights=sample_weight * projection, minlength=n_bins)
