@@ -303,16 +303,22 @@ def test_the_meter_only_grows_and_splits_steps_by_stage():
     assert meter.fraction() == 0.5
 
 
+def fit_quadrants(qtbot, viewer, widget, name):
+    """Add the quadrants image as ``name`` and fit it (smoothing 0); return the image."""
+    image, _ = quadrants()
+    viewer.add_image(image, name=name)
+    widget.image.value = viewer.layers[name]
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    return image
+
+
 # -------------------------------------------------- 7. stale status
 
 
 def test_the_status_line_reports_an_error_before_a_job(qtbot, viewer_widget):
     viewer, widget = viewer_widget
-    image, _ = quadrants()
-    viewer.add_image(image, name="quads")
-    widget.image.value = viewer.layers["quads"]
-    fixed_smoothing(widget, 0.0)
-    run(qtbot, widget)
+    fit_quadrants(qtbot, viewer, widget, "quads")
     assert widget.status.value.startswith("Fitted")
     viewer.add_labels(np.ones((10, 10), dtype=np.uint8), name="small mask")
     widget.mask.value = viewer.layers["small mask"]
@@ -349,11 +355,7 @@ def test_outputs_are_not_offered_as_inputs(qtbot, viewer_widget):
 
 def test_apply_model_to_follows_a_newly_opened_image(qtbot, viewer_widget):
     viewer, widget = viewer_widget
-    image, _ = quadrants()
-    viewer.add_image(image, name="first")
-    widget.image.value = viewer.layers["first"]
-    fixed_smoothing(widget, 0.0)
-    run(qtbot, widget)  # adds a Labels layer: not an image to apply to
+    image = fit_quadrants(qtbot, viewer, widget, "first")  # adds Labels: not applied to
     assert widget.apply_target.value is viewer.layers["first"]
     viewer.add_image(image[::-1].copy(), name="second")
     assert widget.apply_target.value is viewer.layers["second"]
@@ -387,11 +389,7 @@ def test_deleting_the_layer_as_an_apply_job_ends_leaves_no_done_or_stale_plot(
     # a job past its last check of the request to stop ends as usual, with a
     # result for no layer: the dock must say it stopped, not "Done"
     viewer, widget = viewer_widget
-    image, _ = quadrants()
-    viewer.add_image(image, name="first")
-    widget.image.value = viewer.layers["first"]
-    fixed_smoothing(widget, 0.0)
-    run(qtbot, widget)
+    image = fit_quadrants(qtbot, viewer, widget, "first")
     viewer.add_image(image[::-1].copy(), name="second")
     since = len(notification_manager.records)
     widget.apply_model()
