@@ -833,7 +833,7 @@ class GMMSegmenterWidget(Container):
         # the timer stops before the result is shown: a tick between the
         # result and the end of the worker would overwrite the status line
         worker.returned.connect(while_open(lambda *_: self._timer.stop()))
-        worker.returned.connect(while_open(self._finisher(finish)))
+        worker.returned.connect(while_open(self._finisher(finish, layer)))
         worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
@@ -855,11 +855,12 @@ class GMMSegmenterWidget(Container):
         self._timer.start()
         worker.start()
 
-    def _finisher(self, finish):
-        """``finish``, unless the job's layer was deleted: a job that ended before
-        it saw the request to stop then ends as a stopped one does."""
+    def _finisher(self, finish, layer):
+        """``finish``, unless the job's ``layer`` was deleted: its results are
+        dropped, and a job that ended before it saw the request to stop ends
+        as a stopped one does."""
         def finish_or_drop(outputs):
-            if self._job is not None and self._job["removed"]:
+            if layer not in self._viewer.layers:
                 self._on_aborted()
                 return
             finish(outputs)
@@ -994,10 +995,6 @@ class GMMSegmenterWidget(Container):
         guide = self.scribbles.value
         if guide is not None and guide in self._viewer.layers:
             self._viewer.layers.selection.active = guide
-
-    def _still_there(self, layer):
-        """Whether ``layer`` is still in the viewer (results of a deleted layer are dropped)."""
-        return layer in self._viewer.layers
 
     # ------------------------------------------------------- job building
 
@@ -1150,9 +1147,8 @@ class GMMSegmenterWidget(Container):
         settings = self._settings(layout, mask_description, scribble_description)
 
         def finish(outputs):
-            if self._still_there(layer):
-                self._show_result(kind, layer, layout, outputs, request, settings,
-                                  mask_description, scribble_description)
+            self._show_result(kind, layer, layout, outputs, request, settings,
+                              mask_description, scribble_description)
 
         return job, finish, layer
 
@@ -1252,8 +1248,6 @@ class GMMSegmenterWidget(Container):
         settings = self._settings(layout, mask_description, scribble_description)
 
         def finish(outputs):
-            if not self._still_there(layer):
-                return
             model = outputs.models[-1]
             if auto_beta:
                 self._preview_beta = {beta_key: float(model.beta_)}  # this slice's only
