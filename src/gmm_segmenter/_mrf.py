@@ -306,9 +306,8 @@ def most_probable(padded: np.ndarray, spatial_shape, dtype) -> np.ndarray:
     grid = _grid(spatial_shape)
     labels = np.empty(math.prod(grid), dtype=dtype)
     plan = _plan(grid)
-    rows = np.stack([plan.row_map, plan.row_flat, plan.row_parity])
     # one compiled pass (numpy took 2 K passes over the map; 0.07 s of 16.8 Mpx)
-    _argmax_rows(padded.reshape(padded.shape[0], -1), labels, rows, plan.n_last)
+    _argmax_rows(padded.reshape(padded.shape[0], -1), labels, plan.rows, plan.n_last)
     return labels.reshape(spatial_shape)
 
 
@@ -359,6 +358,12 @@ class _Plan:
     n_last: int  # length of the last axis
     half_width: int  # length of one parity of a padded row
     colour_starts: np.ndarray  # first row of each colour, and the number of rows
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """``(3, n_rows)``: map position, grid position and parity of each row, as
+        the compiled kernels take them."""
+        return np.stack([self.row_map, self.row_flat, self.row_parity])
 
     @property
     def plane(self) -> int:
@@ -863,7 +868,7 @@ class _Kernel:
             offsets[0, -1] = 1
         self.deltas = self.plan.deltas(offsets)
         self.weights = weights.astype(np.float32)
-        self.rows = np.stack([self.plan.row_map, self.plan.row_flat, self.plan.row_parity])
+        self.rows = self.plan.rows
         if isinstance(log_potential, TablePotential):
             self.potential = log_potential.table
             self.index = log_potential.index.reshape(-1)
