@@ -285,3 +285,28 @@ def test_polishing_goes_past_tol_and_keeps_converged():
     assert abs(plain.lower_bounds[-1] - plain.lower_bounds[-2]) < 1e-3
     assert polished.n_iter > plain.n_iter
     assert polished.lower_bound >= plain.lower_bound
+
+
+@pytest.mark.parametrize(
+    "shape, order", [((65_537, 3), "C"), ((100, 7), "C"), ((1, 2), "C"), ((0, 4), "C"),
+                     ((5_000, 1), "C"), ((5_000, 3), "F")],
+)
+def test_column_sums_are_numpys_sums_bit_for_bit(shape, order):
+    # the compiled loop must add the rows in numpy's order; where numpy sums
+    # pairwise (one column, column-major) numpy's own sum is used
+    rng = np.random.default_rng(21)
+    values = np.asarray(rng.random(shape) * 10.0 ** rng.uniform(-8, 8, size=shape), order=order)
+    np.testing.assert_array_equal(_mixture.column_sums(values), values.sum(axis=0))
+
+
+def test_the_multi_otsu_start_bins_few_values_exactly_and_many_values_evenly():
+    rng = np.random.default_rng(22)
+    # few distinct values: each is its own bin, so the split falls between them
+    few = np.repeat([0.0, 1.0, 2.0, 10.0, 11.0, 12.0, 30.0], 50)[:, np.newaxis]
+    labels = _mixture.otsu_labels(few, np.ones(len(few)), 3)
+    assert [set(labels[few[:, 0] == v]) for v in (0, 1, 2, 10, 11, 12, 30)] == [
+        {0}, {0}, {0}, {1}, {1}, {1}, {2}]
+    # many: three well-separated groups of continuous values
+    many = np.concatenate([rng.normal(m, 0.5, 3000) for m in (0, 10, 30)])[:, np.newaxis]
+    labels = _mixture.otsu_labels(many, np.ones(len(many)), 3)
+    np.testing.assert_array_equal(labels, np.repeat([0, 1, 2], 3000))
