@@ -375,6 +375,31 @@ def test_colour_lookup_table_equals_direct_prediction(monkeypatch):
     np.testing.assert_allclose(proba_table, segmenter.predict_proba(image), atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
+def test_small_16_bit_images_use_a_table_over_their_range(monkeypatch, dtype):
+    from gmm_segmenter import _image, _kernel
+
+    rng = np.random.default_rng(0)
+    image = (rng.normal(size=(48, 52)) * 300 - 200).astype(dtype)  # int16: negative too
+    image[10:30, 10:30] += 1500
+    view = _image.as_images(image, channel_axis=None)[0]
+    table_values, index_of = _image.lookup_plan(view)
+    assert table_values[0, 0] == image.min() and table_values[-1, 0] == image.max()
+    assert np.array_equal(table_values[index_of(image), 0], image.reshape(-1))
+    segmenter = make_segmenter(3, beta=0.6).fit(image)
+    model = segmenter.model_
+    ranged = _kernel.log_potential(view, model.standardized, model.offset, model.scale)
+    labels, proba = segmenter.predict(image), segmenter.predict_proba(image)
+    monkeypatch.setattr(_image, "_SCAN_RANGE_PIXELS", 0)  # the table over every value
+    assert len(_image.lookup_plan(view)[0]) == 1 << 16
+    whole = _kernel.log_potential(view, model.standardized, model.offset, model.scale)
+    np.testing.assert_array_equal(ranged, whole)
+    np.testing.assert_array_equal(labels, segmenter.predict(image))
+    np.testing.assert_array_equal(proba, segmenter.predict_proba(image))
+    refitted = make_segmenter(3, beta=0.6).fit(image)
+    np.testing.assert_array_equal(refitted.model_.mixture.means, model.mixture.means)
+
+
 def test_noisy_colour_images_skip_the_colour_table(monkeypatch):
     from gmm_segmenter import _image
 

@@ -632,13 +632,27 @@ def _colour_plan(view: ImageView):
     return table_values, lambda values: row_of_colour[_pack_colours(values)]
 
 
+def every_value(dtype) -> np.ndarray:
+    """Every value of an 8- or 16-bit ``dtype`` (a key of :data:`SMALL_INTEGER_KINDS`)
+    as float64, in the order of their unsigned bits: a table over them is
+    indexed by the values seen as unsigned."""
+    small = SMALL_INTEGER_KINDS[np.dtype(dtype)]
+    values = np.arange(1 << (8 * small.itemsize), dtype=np.int64).astype(small)
+    return values.view(dtype).astype(np.float64)
+
+
+#: A 16-bit image of at most this many pixels is labelled through a table over
+#: the range of values it holds rather than over all 65 536: the scan for
+#: that range costs less than the table's unused rows (on a 256 x 256 image
+#: of values 0-5734, HMRF-EM spent 40 % of its time on the full table).
+_SCAN_RANGE_PIXELS = 1 << 20
+
+
 def _intensity_plan(view: ImageView):
     """Table values and indexing for a single-channel integer image."""
     small = SMALL_INTEGER_KINDS.get(view.dtype)
-    if small is not None:
-        table_values = np.arange(1 << (8 * small.itemsize), dtype=np.int64)
-        table_values = table_values.astype(small).view(view.dtype).astype(np.float64)
-        return table_values, lambda values: values.reshape(-1).view(small)
+    if small is not None and (small.itemsize == 1 or view.n_pixels > _SCAN_RANGE_PIXELS):
+        return every_value(view.dtype), lambda values: values.reshape(-1).view(small)
     lowest = highest = None
     for _, _, values, valid in iter_chunks(view):
         if valid is not None:

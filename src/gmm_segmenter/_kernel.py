@@ -159,7 +159,7 @@ def table_log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offse
     if not _through_table(view):
         return None
     small = _image.SMALL_INTEGER_KINDS[view.dtype]
-    table_values, _ = _image.lookup_plan(view)
+    table_values = _image.every_value(view.dtype)[:, np.newaxis]  # indexed by the raw bits
     function = PixelFunction(
         compute=lambda values: _mixture.weighted_log_prob(values, mixture),
         tail=(mixture.n_components,), dtype=np.dtype(np.float32), fill=0.0,
