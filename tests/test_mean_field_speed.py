@@ -382,6 +382,28 @@ def test_the_bound_adds_posteriors_by_row_as_the_separate_pass_did():
     np.testing.assert_allclose(fused, separate, rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(33, 47), (5, 6, 7), (9, 1)])
+def test_posteriors_by_row_are_the_sums_bincount_gave(monkeypatch, shape):
+    # the compiled scatter adds in bincount's order: the same bits, over several slabs
+    monkeypatch.setattr(_mrf, "_SLAB_PIXELS", 64)
+    potential = noisy_potential(shape, seed=5)
+    padded = _mrf.padded_posteriors(potential, None)
+    rows = np.random.default_rng(6).integers(-1, 12, size=shape).astype(np.int32)
+    ours = np.random.default_rng(7).random((12, 3))
+    theirs = ours.copy()
+    _mrf.add_posteriors_by_row(padded, rows, ours)
+    grid = _mrf._grid(shape)
+    for slab in _mrf._slabs(grid):
+        index = rows.reshape(grid)[slab]
+        for key, columns in zip(_mrf._row_keys(slab, grid), _mrf._PARITIES):
+            part = index[..., columns].reshape(-1)
+            used = part >= 0
+            q = padded[key].reshape(3, -1)[:, used]
+            for k in range(3):
+                theirs[:, k] += np.bincount(part[used], weights=q[k], minlength=len(theirs))
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def _blobs(shape, seed, noise=0.5):
     rng = np.random.default_rng(seed)
     from scipy import ndimage as ndi

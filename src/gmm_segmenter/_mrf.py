@@ -1057,15 +1057,27 @@ def add_posteriors_by_row(padded: np.ndarray, rows_map: np.ndarray, resp: np.nda
     n_components = padded.shape[0]
     grid = _grid(rows_map.shape)
     rows_map = rows_map.reshape(grid)
+    sums = np.empty(len(resp))
     for rows in _slabs(grid):
         index = rows_map[rows]
         for key, columns in zip(_row_keys(rows, grid), _PARITIES):
             part = index[..., columns].reshape(-1)
-            used = part >= 0
-            q = padded[key].reshape(n_components, -1)[:, used]
-            part = part[used]
-            for k in range(n_components):
-                resp[:, k] += np.bincount(part, weights=q[k], minlength=len(resp))
+            _add_by_row(padded[key].reshape(n_components, -1), part, resp, sums)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _add_by_row(q, part, resp, sums):  # pragma: no cover - compiled
+    """``resp[:, k] += np.bincount(part[used], weights=q[k, used])`` for every
+    ``k``, where ``used = part >= 0``: the same sums in the same order (the
+    same bits), without the K passes of ``bincount`` and the copies."""
+    for k in range(q.shape[0]):
+        sums[:] = 0.0
+        for i in range(part.size):
+            row = part[i]
+            if row >= 0:
+                sums[row] += q[k, i]
+        for row in range(sums.size):
+            resp[row, k] += sums[row]
 
 
 def map_positions(padded: np.ndarray, spatial_shape, positions: np.ndarray) -> np.ndarray:
