@@ -344,6 +344,26 @@ def test_predict_with_other_channels_than_fit(rgb_image):
         segmenter.predict(np.zeros((5, 5, 4)))
 
 
+def test_a_colour_model_on_a_grey_image_says_the_image_is_grey(rgb_image):
+    image, _ = rgb_image
+    segmenter = make_segmenter(3, channel_axis=-1, beta=0).fit(image)
+    grey = np.zeros(image.shape[:2])
+    with pytest.raises(ValueError, match=r"X looks like a grey image of shape \(\d+, \d+\) "
+                       r"whose last axis is taken for its channels"):
+        segmenter.predict(grey)
+    with pytest.raises(ValueError, match=r"X has 4 channel\(s\)") as raised:
+        segmenter.predict(np.zeros((5, 5, 4)))  # a 4-channel image is not taken for grey
+    assert "grey" not in str(raised.value)
+
+
+def test_a_mask_given_as_a_path_asks_for_the_array(quadrant_image, tmp_path):
+    image, _ = quadrant_image
+    for path in ("mask.png", tmp_path / "mask.png"):
+        with pytest.raises(TypeError, match=r"mask for X is (str|\w*Path) .*mask\.png.*, not an "
+                           r"array; read the file first"):
+            make_segmenter(3).fit(image, mask=path)
+
+
 def test_batch_with_mixed_channels_is_refused():
     with pytest.raises(ValueError, match="different numbers of channels"):
         GMMSegmenter(channel_axis=-1).fit([np.zeros((4, 4, 3)), np.zeros((4, 4, 4))])

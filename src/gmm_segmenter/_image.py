@@ -306,6 +306,12 @@ def _real_array(array, name):
 def _as_mask(mask, spatial_shape, name) -> np.ndarray | None:
     if mask is None:
         return None
+    if isinstance(mask, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"mask for {name} is {type(mask).__name__} {mask!r}, not an array; read the "
+            "file first (e.g. gmm_segmenter.io.read_image(path) > 0) and pass a boolean "
+            f"array of shape {spatial_shape} (True where pixels are used)."
+        )
     if not is_dask_array(mask):
         mask = np.asarray(mask)
     if mask.shape != spatial_shape:

@@ -1257,10 +1257,18 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             # shows a repeated warning once)
             images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
         if images.n_channels != model.n_features:
+            shape = images.views[0].pixels.shape if len(images.views) == 1 else None
+            grey = (
+                f" X looks like a grey image of shape {images.views[0].spatial_shape + (images.n_channels,)}"
+                f" whose last axis is taken for its channels, while the model is of "
+                f"{model.n_features}-channel (colour) images."
+                if model.n_features > 1 and images.n_channels > 4 and shape is not None
+                and len(shape) == 2 else ""
+            )
             raise ValueError(
                 f"X has {images.n_channels} channel(s) along channel_axis="
                 f"{self.channel_axis}, but this GMMSegmenter was fitted on images with "
-                f"{model.n_features}; pass images with the same channels as in fit."
+                f"{model.n_features}; pass images with the same channels as in fit.{grey}"
             )
         return images
 
