@@ -318,6 +318,28 @@ def test_fit_on_all_inputs_shares_one_model(tmp_path):
     assert gio.load_model(model).n_components_ == 3
 
 
+def test_fit_on_inputs_of_other_bit_depths_is_said_once_with_their_names(tmp_path, capsys):
+    eight = gray_image(seed=1)
+    gio.write_png(tmp_path / "eight.png", eight)
+    gio.write_tiff(tmp_path / "sixteen.tif", gray_image(seed=2).astype(np.uint16) * 16)
+    outdir = tmp_path / "out"
+    status, _, err = run_cli([tmp_path / "eight.png", tmp_path / "sixteen.tif", "--fit-on",
+                              "-o", outdir, *FAST], capsys)
+    assert status == 0
+    said = [line for line in err.splitlines() if "other types" in line or "--fit-on:" in line]
+    assert len(said) == 1, err  # the estimator's own warning is not said again
+    assert "eight.png is uint8 and " in said[0] and "sixteen.tif is uint16." in said[0]
+    assert "Run without --fit-on" in said[0]
+    for name in ("eight", "sixteen"):
+        report = json.loads((outdir / f"{name}_report.json").read_text())
+        assert any("eight.png is uint8" in text for text in report["warnings"]), report
+    # inputs of one type: nothing said
+    gio.write_png(tmp_path / "other.png", gray_image(seed=3))
+    status, _, err = run_cli([tmp_path / "eight.png", tmp_path / "other.png", "--fit-on",
+                              "-o", tmp_path / "out2", *FAST], capsys)
+    assert status == 0 and "--fit-on:" not in err and "other types" not in err
+
+
 # ------------------------------------------------------------------ usage
 
 

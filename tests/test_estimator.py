@@ -364,6 +364,20 @@ def test_a_mask_given_as_a_path_asks_for_the_array(quadrant_image, tmp_path):
             make_segmenter(3).fit(image, mask=path)
 
 
+def test_a_batch_of_other_bit_depths_warns(quadrant_image):
+    image, _ = quadrant_image
+    eight = np.clip(image * 40, 0, 255).astype(np.uint8)
+    with pytest.warns(UserWarning, match=r"X mixes images of other types: image 0 is uint8 "
+                      r"and image 1 is uint16\..* may come out as one class"):
+        make_segmenter(3, beta=0).fit([eight, eight.astype(np.uint16) * 256])
+    with pytest.warns(UserWarning, match="image 0 is float64 and image 2 is uint8"):
+        make_segmenter(3, beta=0).fit([image, image, eight])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # floats of two widths, or one type: nothing said
+        make_segmenter(3, beta=0).fit([image, image.astype(np.float32)])
+        make_segmenter(3, beta=0).fit([eight, eight[::-1]])
+
+
 def test_batch_with_mixed_channels_is_refused():
     with pytest.raises(ValueError, match="different numbers of channels"):
         GMMSegmenter(channel_axis=-1).fit([np.zeros((4, 4, 3)), np.zeros((4, 4, 4))])

@@ -64,6 +64,40 @@ def standardisation(values, weights, covariance_type):
     return offset, scale
 
 
+def mixed_depths(dtypes) -> tuple[int, int] | None:
+    """Indices of the first image and the first other image whose dtypes differ
+    where one of the two is an integer type (bool included): images of other
+    bit depths, whose values mean other things. ``None`` when there are none."""
+    dtypes = [np.dtype(dtype) for dtype in dtypes]
+    for j, dtype in enumerate(dtypes):
+        if dtype != dtypes[0] and "biu".count(dtype.kind) + "biu".count(dtypes[0].kind):
+            return 0, j
+    return None
+
+
+#: What one model of images of other bit depths does (the CLI says it too).
+MIXED_DEPTHS_CONSEQUENCE = (
+    "One model sees their values as they are: if they are not on one scale (0-255 "
+    "against 0-65535, say), the image of fewer bits lies at the dark end of the "
+    "others' range and may come out as one class."
+)
+
+
+def warn_if_mixed_depths(dtypes) -> None:
+    """Warn when a batch mixes images of other bit depths (see :func:`mixed_depths`)."""
+    pair = mixed_depths(dtypes)
+    if pair is None:
+        return
+    (i, j), dtypes = pair, [np.dtype(dtype) for dtype in dtypes]
+    warnings.warn(
+        f"X mixes images of other types: image {i} is {dtypes[i]} and image {j} is "
+        f"{dtypes[j]}. {MIXED_DEPTHS_CONSEQUENCE} Bring them to one scale first (e.g. "
+        "skimage.util.img_as_float on each), or fit each on its own.",
+        UserWarning,
+        stacklevel=caller_stacklevel(),
+    )
+
+
 #: Fewer sampled rows than this say too little about the channels to warn about them.
 MIN_ROWS_FOR_CHANNEL_WARNINGS = 100
 

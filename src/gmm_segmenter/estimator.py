@@ -467,6 +467,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     def _fit(self, X, y, mask, prior):
         """:meth:`fit`; returns the guidance (or ``None``), for :meth:`fit_predict`."""
         images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+        _training.warn_if_mixed_depths([view.dtype for view in images.views])
         hoods = self._neighbourhoods(images.views)
         random_state = check_random_state(self.random_state)
         guidance = _guidance.prepare(

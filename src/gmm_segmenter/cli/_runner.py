@@ -12,13 +12,14 @@ import copy
 import sys
 import threading
 import time
+import warnings
 import traceback
 from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .. import _dask
+from .. import _dask, _training
 from .._image import is_dask_array
 from .._progress import Cancelled, progress
 from ..estimator import GMMSegmenter
@@ -58,6 +59,7 @@ class Runner:
         self.params = params
         self.shared_model = shared_model
         self.model_source = model_source
+        self.fit_warnings = []  # said of the --fit-on fit: in every input's report
         self.mask = mask
         self.scribbles = scribbles
         self.prior = prior
@@ -183,7 +185,7 @@ class Runner:
             seconds["report_and_write"] = time.perf_counter() - tick
             seconds["total"] = time.perf_counter() - started + read_seconds
             report["seconds"] = timings(seconds)
-            report["warnings"] = warnings_said()
+            report["warnings"] = self.fit_warnings + warnings_said()
             outputs = write_outputs(
                 source.name, labels, posteriors, picture, report, self.options, bias=bias
             )
@@ -223,7 +225,7 @@ class Runner:
             seconds["total"] = time.perf_counter() - started
             report["seconds"] = timings(seconds)
             report.update(self.guidance_report())
-            report["warnings"] = warnings_said()
+            report["warnings"] = self.fit_warnings + warnings_said()
             report["outputs"] = [path.name, f"{source.name}_report.json"]
             report["skipped"] = (
                 "segmented picture, masks, posteriors and bias field: the input is a lazy volume"
@@ -308,9 +310,13 @@ def _fit_on_all(runner, sources, console, jobs):
     if not loaded:
         return outcomes, 0
     if runner.shared_model is None:
+        _warn_if_mixed_depths(loaded, console, runner.fit_warnings)
         started = time.perf_counter()
         try:
-            runner.shared_model = runner.fit([prepared for _, prepared, _ in loaded])
+            with warnings.catch_warnings():
+                # said above, with the files' names
+                warnings.filterwarnings("ignore", message="X mixes images of other types")
+                runner.shared_model = runner.fit([prepared for _, prepared, _ in loaded])
         except Exception as error:
             console.error(f"fitting one model on {len(loaded)} input(s) failed: "
                           f"{describe(error)}", traceback.format_exc())
@@ -323,6 +329,20 @@ def _fit_on_all(runner, sources, console, jobs):
         _report(console, outcome)
         outcomes.append(outcome)
     return outcomes, 0
+
+
+def _warn_if_mixed_depths(loaded, console, said):
+    """Say (and add to ``said``) when --fit-on's inputs are of other bit depths."""
+    pair = _training.mixed_depths([prepared.pixels.dtype for _, prepared, _ in loaded])
+    if pair is not None:
+        (first, one, _), (other, two, _) = (loaded[index] for index in pair)
+        text = (
+            f"--fit-on: {first.label} is {one.pixels.dtype} and {other.label} is "
+            f"{two.pixels.dtype}. {_training.MIXED_DEPTHS_CONSEQUENCE} Run without "
+            "--fit-on to fit each input on its own, or convert them to one bit depth first."
+        )
+        console.warn(text)
+        said.append(text)
 
 
 def _read_all(runner, sources, console, jobs):
