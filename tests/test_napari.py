@@ -386,6 +386,17 @@ def test_every_word_of_the_plot_lies_inside_it(image, channel_axis):
             assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, box
 
 
+@pytest.mark.parametrize("n_components, expected", [(3, [1, 2, 3]), (30, list(range(1, 31, 3)))])
+def test_the_weights_of_a_colour_model_are_ticked_at_whole_labels(n_components, expected):
+    from gmm_segmenter.napari._plot import draw
+
+    rgb = np.random.default_rng(0).integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+    model = GMMSegmenter(n_components, channel_axis=-1, beta=0, max_iter=5,
+                         random_state=0).fit(rgb)
+    (axes,) = draw(model).axes
+    assert axes.get_xticks().tolist() == expected  # no 0.5, 1.5, ... for labels
+
+
 @pytest.mark.parametrize("preview", [False, True])
 def test_a_preview_does_not_warn_that_its_shortened_em_stopped_early(preview):
     import threading

@@ -173,8 +173,9 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220)) -> Fi
         main.set_xlabel("intensity", fontsize=8)
         main.set_yticks([])
     else:
-        main.bar(np.arange(1, n_components + 1), model.weights_,
-                 color=[c if c is not None else "C0" for c in colour])
+        labels = np.arange(1, n_components + 1)
+        main.bar(labels, model.weights_, color=[c if c is not None else "C0" for c in colour])
+        main.set_xticks(labels if n_components <= 12 else labels[:: -(-n_components // 12)])
         main.set_xlabel("component (label)", fontsize=8)
         main.set_ylabel("weight", fontsize=8)
     main.set_title(f"{n_components} components", fontsize=9)
