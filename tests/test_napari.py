@@ -56,6 +56,10 @@ def test_output_transform_drops_the_channel_axis():
     np.testing.assert_allclose(transform["scale"], [0.5, 0.25])
     np.testing.assert_allclose(transform["translate"], [10.0, 20.0])
     assert transform["rotate"].shape == (2, 2) and transform["affine"].shape == (3, 3)
+    assert transform["axis_labels"] == ("-2", "-1")  # the channel axis's name goes too
+    prepended = _layers.prepend_axis(transform, "component")
+    assert prepended["axis_labels"] == ("component", "-2", "-1")
+    assert prepended["scale"].tolist() == [1.0, 0.5, 0.25]
     assert _layers.spacing_from_scale(layer.scale, layout) == (0.5, 0.25)
 
 

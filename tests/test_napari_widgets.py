@@ -204,13 +204,16 @@ def test_the_histogram_is_drawn_in_milliseconds_whatever_the_grey_levels(qtbot, 
 def test_posterior_layers_follow_the_settings_and_keep_their_visibility(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     image, _ = quadrants()
-    viewer.add_image(image, name="quads")
+    viewer.add_image(image, name="quads", axis_labels=("y", "x"))
     widget.image.value = viewer.layers["quads"]
     widget.n_components.value = 4
     widget.posteriors.value = True
     run(qtbot, widget)
     posteriors = viewer.layers["quads GMM posteriors"]
     assert not posteriors.visible
+    # the slider over the components is called so; the image's axes keep their names
+    assert tuple(posteriors.axis_labels) == ("component", "y", "x")
+    assert tuple(viewer.layers["quads GMM labels"].axis_labels) == ("y", "x")
     posteriors.visible = True  # the user looks at them
     widget.n_components.value = 3
     run(qtbot, widget)

@@ -199,6 +199,9 @@ def output_transform(layer, layout: Layout) -> dict:
         for axis in layout.output_axes
         if not (layout.rgb and axis == layout.channel_axis)
     ]
+    # the image's axis names (napari 0.6 and later), so the outputs' sliders read alike
+    names = getattr(layer, "axis_labels", None)
+    labels = {} if names is None else {"axis_labels": tuple(names[axis] for axis in keep)}
     if len(keep) == n_dims:
         return {
             "scale": np.asarray(layer.scale),
@@ -206,6 +209,7 @@ def output_transform(layer, layout: Layout) -> dict:
             "rotate": np.asarray(layer.rotate),
             "shear": np.asarray(layer.shear),
             "affine": np.asarray(layer.affine.affine_matrix),
+            **labels,
         }
     from napari.utils.transforms import Affine
 
@@ -219,11 +223,12 @@ def output_transform(layer, layout: Layout) -> dict:
         "rotate": np.asarray(layer.rotate)[square],
         "shear": shear[square],
         "affine": affine[np.ix_(homogeneous, homogeneous)],
+        **labels,
     }
 
 
-def prepend_axis(transform: dict) -> dict:
-    """``transform`` with a unit axis in front, for a components axis."""
+def prepend_axis(transform: dict, name: str) -> dict:
+    """``transform`` with a unit axis in front called ``name``, for a components axis."""
     from napari.utils.transforms import Affine
 
     scale = np.concatenate([[1.0], transform["scale"]])
@@ -235,8 +240,11 @@ def prepend_axis(transform: dict) -> dict:
     affine[1:, 1:] = transform["affine"]
     shear = np.eye(n)
     shear[1:, 1:] = Affine(shear=transform["shear"], ndim=n - 1).linear_matrix
-    return {"scale": scale, "translate": translate, "rotate": rotate, "shear": shear,
-            "affine": affine}
+    prepended = {"scale": scale, "translate": translate, "rotate": rotate, "shear": shear,
+                 "affine": affine}
+    if "axis_labels" in transform:
+        prepended["axis_labels"] = (name,) + tuple(transform["axis_labels"])
+    return prepended
 
 
 def entropy(posteriors: np.ndarray) -> np.ndarray:

@@ -137,7 +137,7 @@ def show_posteriors(viewer, image_name, posteriors, uncertainty, transform, *, m
         return
     hidden = {"visible": False}
     put_layer(
-        viewer, Image, names[0], posteriors, _layers.prepend_axis(transform),
+        viewer, Image, names[0], posteriors, _layers.prepend_axis(transform, "component"),
         added=hidden, contrast_limits=(0.0, 1.0), colormap="magma",
         metadata=dict(metadata or {}),
     )
@@ -161,6 +161,6 @@ def show_bias_field(viewer, image_name, field, transform, *, metadata=None):
             viewer.layers.remove(name)
         return
     if field.ndim > len(transform["scale"]):
-        transform = _layers.prepend_axis(transform)
+        transform = _layers.prepend_axis(transform, "channel")
     put_layer(viewer, Image, name, field, transform, added={"visible": False},
               colormap="viridis", metadata=dict(metadata or {}))
