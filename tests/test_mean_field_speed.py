@@ -404,6 +404,22 @@ def test_posteriors_by_row_are_the_sums_bincount_gave(monkeypatch, shape):
     np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("shape", [(33, 47), (5, 6, 7)])
+def test_posteriors_at_positions_are_the_maps_values_exactly(shape):
+    potential = noisy_potential(shape, seed=8)
+    padded = _mrf.padded_posteriors(potential, None)
+    positions = np.random.default_rng(9).permutation(int(np.prod(shape)))[:100]
+    index = _mrf.map_positions(padded, shape, positions)
+    expected = padded.reshape(3, -1)[:, index].T.astype(np.float64)
+    got = _mrf.posteriors_at(padded, shape, positions)
+    assert got.dtype == np.float64 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(_mrf.posteriors_at(padded, shape, positions, index), expected)
+    # the grid's values: posteriors per pixel that sum to 1, in the pixels' order
+    grid = _mrf.channel_last(padded, np.empty(shape + (3,), np.float32))
+    np.testing.assert_array_equal(got, grid.reshape(-1, 3)[positions])
+
+
 def _blobs(shape, seed, noise=0.5):
     rng = np.random.default_rng(seed)
     from scipy import ndimage as ndi

@@ -311,7 +311,7 @@ class ResponsibilityTable:
                 if key not in self._indices:
                     self._indices[key] = _mrf.map_positions(padded, shape, positions)
                 parts.append(_mrf.posteriors_at(padded, shape, positions, self._indices[key]))
-            return np.concatenate(parts)
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
         resp = np.zeros((len(self.values), n_components))
         for padded, rows_map in zip(posteriors, self.rows):
             _mrf.add_posteriors_by_row(padded, rows_map, resp)

@@ -1096,8 +1096,19 @@ def posteriors_at(padded: np.ndarray, spatial_shape, positions: np.ndarray, inde
     """
     if index is None:
         index = map_positions(padded, spatial_shape, positions)
-    picked = padded.reshape(padded.shape[0], -1)[:, index]
-    return np.ascontiguousarray(picked.T, dtype=np.float64)
+    out = np.empty((len(index), padded.shape[0]))
+    _pick(padded.reshape(padded.shape[0], -1), index, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _pick(flat, index, out):  # pragma: no cover - compiled
+    """``out[i, k] = flat[k, index[i]]`` as float64: the gather, transpose and
+    cast numpy made in two passes (about 4 ms of the M-step of a 256² image)."""
+    for i in range(index.size):
+        at = index[i]
+        for k in range(flat.shape[0]):
+            out[i, k] = flat[k, at]
 
 
 def spatial_posteriors(
