@@ -299,6 +299,30 @@ def test_column_sums_are_numpys_sums_bit_for_bit(shape, order):
     np.testing.assert_array_equal(_mixture.column_sums(values), values.sum(axis=0))
 
 
+@pytest.mark.parametrize("values", [
+    np.random.default_rng(0).normal(size=5000),
+    np.linspace(-3.0, 7.0, 257 * 4),  # values on the bin edges themselves
+    np.concatenate([np.linspace(0.1, 0.3, 300), [1e9, -1e9]]),  # two far outliers
+    np.repeat(np.arange(256.0), 3),  # exactly as many distinct values as bins
+    np.repeat(np.arange(257.0), 3)[::-1].copy(),  # one more, in descending order
+])
+def test_the_multi_otsu_bins_are_those_of_a_binary_search(values):
+    n_bins = 256
+    ordered = np.unique(values)
+    if ordered.size <= n_bins:
+        expected = np.searchsorted(ordered, values)
+    else:
+        edges = np.linspace(values.min(), values.max(), n_bins + 1)
+        expected = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
+        got = np.empty(values.size, dtype=np.intp)
+        _mixture._bin_of(values, edges, got)
+        np.testing.assert_array_equal(got, expected)
+    assert _mixture._more_distinct_than(values, n_bins) == (ordered.size > n_bins)
+    # and the start built on them: each bin's class, as the binary search gave
+    labels = _mixture.otsu_labels(values[:, np.newaxis], np.ones(values.size), 3)
+    assert all(len(set(labels[expected == b])) <= 1 for b in np.unique(expected))
+
+
 def test_the_multi_otsu_start_bins_few_values_exactly_and_many_values_evenly():
     rng = np.random.default_rng(22)
     # few distinct values: each is its own bin, so the split falls between them
