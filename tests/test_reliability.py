@@ -204,6 +204,33 @@ def test_spatial_fit_that_cannot_fit_in_memory_is_refused(monkeypatch):
     make_segmenter(4, beta=0.0).fit(image)  # the pixel-wise fit streams: no per-pixel state
 
 
+def test_memory_is_read_again_unless_the_request_is_small_and_the_reading_fresh(monkeypatch):
+    from gmm_segmenter import _image
+
+    reads = []
+
+    def available():
+        reads.append(1)
+        return 10**9
+
+    monkeypatch.setattr(_image, "available_memory", available)
+    monkeypatch.setattr(_image, "_last_reading", (-float("inf"), None, None))
+    _image.check_memory(10**5, "a small output")
+    _image.check_memory(10**5, "another small one")  # fresh reading: not read again
+    assert len(reads) == 1
+    _image.check_memory(2 * 10**7, "a large output")  # over 1 % of the reading: read
+    assert len(reads) == 2
+    with pytest.raises(MemoryError, match="too large"):
+        _image.check_memory(2 * 10**9, "too large")
+    monkeypatch.setattr(_image, "_last_reading", (-float("inf"), 10**9, available))
+    _image.check_memory(10**5, "after a stale reading")  # old: read again
+    assert len(reads) == 4
+    # another source of readings (a test's, a later psutil) is never taken from the cache
+    monkeypatch.setattr(_image, "available_memory", lambda: 1000)
+    with pytest.raises(MemoryError):
+        _image.check_memory(10**5, "now that little is left")
+
+
 def test_available_memory_without_psutil(monkeypatch):
     import sys
 
