@@ -409,13 +409,16 @@ def test_colour_lookup_table_equals_direct_prediction(monkeypatch):
     np.testing.assert_allclose(proba_table, segmenter.predict_proba(image), atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
-def test_small_16_bit_images_use_a_table_over_their_range(monkeypatch, dtype):
+@pytest.mark.parametrize("dtype, spread", [
+    (np.uint16, 300), (np.int16, 300), (np.int16, 4000),  # the last spans 32 768-65 535
+])
+def test_small_16_bit_images_use_a_table_over_their_range(monkeypatch, dtype, spread):
     from gmm_segmenter import _image, _kernel
 
     rng = np.random.default_rng(0)
-    image = (rng.normal(size=(48, 52)) * 300 - 200).astype(dtype)  # int16: negative too
-    image[10:30, 10:30] += 1500
+    values = rng.normal(size=(48, 52)) * spread - 200  # int16: negative too
+    values[10:30, 10:30] += 5 * spread
+    image = np.clip(values, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
     view = _image.as_images(image, channel_axis=None)[0]
     table_values, index_of = _image.lookup_plan(view)
     assert table_values[0, 0] == image.min() and table_values[-1, 0] == image.max()

@@ -694,9 +694,17 @@ def _intensity_plan(view: ImageView):
     first, last = view.dtype.type(lowest), view.dtype.type(highest)
     table_values = (first + np.arange(highest - lowest + 1, dtype=view.dtype)).astype(np.float64)
 
+    # the range fits the dtype's unsigned twin (int16 values -20000..20000 span
+    # 40000): the difference of two values of a signed dtype can wrap in it,
+    # read unsigned it cannot
+    unsigned = np.dtype(f"u{view.dtype.itemsize}") if view.dtype.kind == "i" else None
+
     def index_of(values):
         # masked-out pixels may hold any value; clip them into the table first,
-        # so the subtraction can neither wrap nor leave the table
-        return (np.clip(values.reshape(-1), first, last) - first).astype(np.intp)
+        # so the subtraction cannot leave the table
+        offsets = np.clip(values.reshape(-1), first, last) - first
+        if unsigned is not None:
+            offsets = offsets.view(unsigned)
+        return offsets.astype(np.intp)
 
     return table_values, index_of
