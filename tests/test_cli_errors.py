@@ -457,7 +457,7 @@ def test_a_file_of_another_range_than_the_models_is_said_in_the_commands_words(
                      "-o", str(tmp_path / "out"), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert err.count("multiplied by 255 they would span about as much") == 1, err
-    assert "run without --model to fit a model to it" in err, err
+    assert "(--model, or the one --fit-on fitted" in err and "fit a model to it alone" in err, err
     assert "skimage" not in err and "X's" not in err, err
     # the report keeps it: the labels alone look like a result
     report = json.loads((tmp_path / "out" / "float_report.json").read_text())

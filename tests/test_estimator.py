@@ -347,10 +347,15 @@ def test_predict_with_other_channels_than_fit(rgb_image):
 def test_a_colour_model_on_a_grey_image_says_the_image_is_grey(rgb_image):
     image, _ = rgb_image
     segmenter = make_segmenter(3, channel_axis=-1, beta=0).fit(image)
-    grey = np.zeros(image.shape[:2])
-    with pytest.raises(ValueError, match=r"X looks like a grey image of shape \(\d+, \d+\) "
-                       r"whose last axis is taken for its channels"):
+    grey = np.zeros((image.shape[0], image.shape[1] + 7))
+    with pytest.raises(ValueError, match=rf"X looks like a grey image of shape \({grey.shape[0]}, "
+                       rf"{grey.shape[1]}\) whose axis -1 is taken for its channels"):
         segmenter.predict(grey)
+    first = make_segmenter(3, channel_axis=0, beta=0).fit(np.moveaxis(image, -1, 0))
+    with pytest.raises(ValueError, match=rf"X has {grey.shape[0]} channel\(s\) along "
+                       rf"channel_axis=0.* shape \({grey.shape[0]}, {grey.shape[1]}\) whose "
+                       r"axis 0 is taken"):
+        first.predict(grey)
     with pytest.raises(ValueError, match=r"X has 4 channel\(s\)") as raised:
         segmenter.predict(np.zeros((5, 5, 4)))  # a 4-channel image is not taken for grey
     assert "grey" not in str(raised.value)
@@ -373,9 +378,14 @@ def test_a_batch_of_other_bit_depths_warns(quadrant_image):
     with pytest.warns(UserWarning, match="image 0 is float64 and image 2 is uint8"):
         make_segmenter(3, beta=0).fit([image, image, eight])
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # floats of two widths, or one type: nothing said
+        # floats of two widths, one type in two byte orders, wide integers of the
+        # same values, or one type: nothing said
+        warnings.simplefilter("error")
         make_segmenter(3, beta=0).fit([image, image.astype(np.float32)])
         make_segmenter(3, beta=0).fit([eight, eight[::-1]])
+        sixteen = eight.astype(np.uint16) * 256
+        make_segmenter(3, beta=0).fit([sixteen, sixteen.astype(">u2")])
+        make_segmenter(3, beta=0).fit([sixteen.astype(np.int32), sixteen.astype(np.int64)])
 
 
 def test_batch_with_mixed_channels_is_refused():

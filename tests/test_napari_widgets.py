@@ -225,6 +225,35 @@ def test_posterior_layers_follow_the_settings_and_keep_their_visibility(qtbot, v
     assert "quads GMM uncertainty" not in viewer.layers
 
 
+def test_outputs_follow_an_image_that_gained_an_axis_since_the_last_run(qtbot, viewer_widget):
+    # napari cannot give an existing layer data of more dimensions (it raised
+    # IndexError): the outputs are made anew in their places, keeping what
+    # the user showed
+    viewer, widget = viewer_widget
+    image, _ = quadrants()
+    viewer.add_image(image, name="im")
+    widget.image.value = viewer.layers["im"]
+    widget.n_components.value = 3
+    widget.posteriors.value = True
+    fixed_smoothing(widget, 0.5)
+    since = len(notification_manager.records)
+    run(qtbot, widget)
+    viewer.layers["im GMM uncertainty"].visible = True
+    viewer.layers.remove("im")
+    viewer.add_image(np.stack([image, image[::-1]]), name="im", axis_labels=("z", "y", "x"))
+    order = [layer.name for layer in viewer.layers]
+    widget.image.value = viewer.layers["im"]
+    run(qtbot, widget)
+    assert not new_messages(since)
+    assert [layer.name for layer in viewer.layers] == order
+    assert viewer.layers["im GMM labels"].data.shape == (2,) + image.shape
+    assert viewer.layers["im GMM posteriors"].data.shape == (3, 2) + image.shape
+    assert viewer.layers["im GMM uncertainty"].data.shape == (2,) + image.shape
+    assert tuple(viewer.layers["im GMM posteriors"].axis_labels) == ("component", "z", "y", "x")
+    assert viewer.layers["im GMM uncertainty"].visible
+    assert not viewer.layers["im GMM posteriors"].visible
+
+
 # ------------------------------------------------------- 5. layout
 
 

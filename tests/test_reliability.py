@@ -225,6 +225,12 @@ def test_memory_is_read_again_unless_the_request_is_small_and_the_reading_fresh(
     monkeypatch.setattr(_image, "_last_reading", (-float("inf"), 10**9, available))
     _image.check_memory(10**5, "after a stale reading")  # old: read again
     assert len(reads) == 4
+    # what a checked request takes comes off the reading: after 0.995 GB of the
+    # 1 GB, a request of 1 MB is no longer small against what is left
+    _image.check_memory(995 * 10**6, "nearly all of it")
+    assert len(reads) == 5
+    _image.check_memory(10**6, "a little more")
+    assert len(reads) == 6
     # another source of readings (a test's, a later psutil) is never taken from the cache
     monkeypatch.setattr(_image, "available_memory", lambda: 1000)
     with pytest.raises(MemoryError):

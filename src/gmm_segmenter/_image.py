@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -424,12 +425,14 @@ def format_bytes(n_bytes: float) -> str:
     raise AssertionError  # pragma: no cover
 
 
-#: The last reading of :func:`available_memory`: ``(time.monotonic(), bytes,
-#: the function that read it)``. A request of less than ``1 / _SMALL_SHARE`` of
-#: a reading at most ``_READING_SECONDS`` old is let through without reading
-#: again (psutil takes 0.1 ms a reading, and a 256² fit asks 10-25 times);
-#: larger ones, which could follow a large allocation, always read anew.
+#: The last reading of :func:`available_memory`, less what the requests checked
+#: since have taken: ``(time.monotonic(), bytes, the function that read it)``.
+#: A request of less than ``1 / _SMALL_SHARE`` of a reading at most
+#: ``_READING_SECONDS`` old is let through without reading again (psutil takes
+#: 0.1 ms a reading, and a 256² fit asks 10-25 times); larger ones always
+#: read anew.
 _last_reading = (-math.inf, None, None)
+_reading_lock = threading.Lock()
 _READING_SECONDS = 1.0
 _SMALL_SHARE = 100
 
@@ -441,13 +444,18 @@ def check_memory(n_bytes: int, what: str) -> None:
     to do; does nothing when the available memory cannot be known.
     """
     global _last_reading
-    now = time.monotonic()
-    when, reading, source = _last_reading
-    if (source is available_memory and reading is not None and now - when < _READING_SECONDS
-            and n_bytes * _SMALL_SHARE < reading):
-        return  # a small request against a fresh reading: no need to read again
-    available = available_memory()
-    _last_reading = (now, available, available_memory)
+    with _reading_lock:
+        now = time.monotonic()
+        when, reading, source = _last_reading
+        if (source is available_memory and reading is not None
+                and now - when < _READING_SECONDS and n_bytes * _SMALL_SHARE < reading):
+            # a small request against a fresh reading: no need to read again;
+            # what it takes comes off the reading, as does what larger ones took
+            _last_reading = (when, reading - n_bytes, source)
+            return
+        available = available_memory()
+        left = None if available is None else available - n_bytes
+        _last_reading = (now, left, available_memory)
     if available is not None and n_bytes > available:
         raise MemoryError(
             f"{what} needs about {format_bytes(n_bytes)} of memory, but only "

@@ -65,12 +65,21 @@ def standardisation(values, weights, covariance_type):
 
 
 def mixed_depths(dtypes) -> tuple[int, int] | None:
-    """Indices of the first image and the first other image whose dtypes differ
-    where one of the two is an integer type (bool included): images of other
-    bit depths, whose values mean other things. ``None`` when there are none."""
-    dtypes = [np.dtype(dtype) for dtype in dtypes]
+    """Indices of the first image and the first other image of another bit depth,
+    or ``None``: types that differ (byte order aside) where one is an 8- or
+    16-bit integer type or bool, a camera's or a picture's, or where one is an
+    integer and the other a float type. Wider integers of the same values
+    (int32 and int64) are not other depths."""
+    dtypes = [np.dtype(dtype).newbyteorder("=") for dtype in dtypes]
+
+    def small(dtype):
+        return dtype.kind == "b" or (dtype.kind in "iu" and dtype.itemsize <= 2)
+
+    first = dtypes[0]
     for j, dtype in enumerate(dtypes):
-        if dtype != dtypes[0] and "biu".count(dtype.kind) + "biu".count(dtypes[0].kind):
+        if (dtype.kind, dtype.itemsize) == (first.kind, first.itemsize):
+            continue
+        if small(dtype) or small(first) or (dtype.kind in "biu") != (first.kind in "biu"):
             return 0, j
     return None
 

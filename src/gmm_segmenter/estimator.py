@@ -1258,10 +1258,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             # shows a repeated warning once)
             images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
         if images.n_channels != model.n_features:
-            shape = images.views[0].pixels.shape if len(images.views) == 1 else None
+            shape = None if _image.is_batch(X) else np.shape(X)
             grey = (
-                f" X looks like a grey image of shape {images.views[0].spatial_shape + (images.n_channels,)}"
-                f" whose last axis is taken for its channels, while the model is of "
+                f" X looks like a grey image of shape {shape} whose axis "
+                f"{self.channel_axis} is taken for its channels, while the model is of "
                 f"{model.n_features}-channel (colour) images."
                 if model.n_features > 1 and images.n_channels > 4 and shape is not None
                 and len(shape) == 2 else ""

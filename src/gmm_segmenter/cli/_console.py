@@ -108,9 +108,10 @@ _CLI_WORDS = [
     (re.compile(r"\(mask False\)"), "(outside --mask)"),
     (MASK_INSTEAD_ADVICE, "give the file as --mask instead."),
     (RESCALE_ADVICE,
-     "Was the --model fitted on files of another bit depth or range (an 8-bit picture "
-     "saved as floats from 0 to 1, for one)? Its labels of this file say little: convert "
-     "the file as the model's images were, or run without --model to fit a model to it."),
+     "Was the model (--model, or the one --fit-on fitted on all the inputs) fitted on "
+     "files of another bit depth or range (an 8-bit picture saved as floats from 0 to 1, "
+     "for one)? Its labels of this file say little: convert the file as the model's "
+     "images were, or fit a model to it alone."),
     *X_AS_THE_IMAGE,
 ]
 for _name, _option in (

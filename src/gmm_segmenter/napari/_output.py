@@ -30,6 +30,15 @@ def put_layer(viewer, layer_type, name, data, transform, *, added=None, **proper
     (properties only a new layer takes, such as ``visible=False``).
     """
     existing = viewer.layers[name] if name in viewer.layers else None
+    if existing is not None and data is not None and np.ndim(data) != existing.ndim:
+        # napari cannot give a layer data of other dimensions (an image that
+        # gained an axis since the last run): a new layer, where the old one was
+        index = viewer.layers.index(existing)
+        added = {**(added or {}), "visible": existing.visible}
+        viewer.layers.remove(existing)
+        layer = put_layer(viewer, layer_type, name, data, transform, added=added, **properties)
+        viewer.layers.move(viewer.layers.index(layer), index)
+        return layer
     if isinstance(existing, layer_type):
         if data is not None:
             existing.data = data
@@ -44,6 +53,8 @@ def put_layer(viewer, layer_type, name, data, transform, *, added=None, **proper
 def _same(current, value) -> bool:
     if isinstance(value, (dict, str)) or value is None:
         return current == value
+    if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
+        return tuple(current) == value  # axis names
     try:
         return np.shape(current) == np.shape(value) and np.allclose(current, value)
     except (TypeError, ValueError):
