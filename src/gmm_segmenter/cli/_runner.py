@@ -12,8 +12,8 @@ import copy
 import sys
 import threading
 import time
-import warnings
 import traceback
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
