@@ -66,11 +66,11 @@ def standardisation(values, weights, covariance_type):
 
 def mixed_depths(dtypes) -> tuple[int, int] | None:
     """Indices of the first image and the first other image of another bit depth,
-    or ``None``: types that differ (byte order aside) where one is an 8- or
-    16-bit integer type or bool, a camera's or a picture's, or where one is an
-    integer and the other a float type. Wider integers of the same values
-    (int32 and int64) are not other depths."""
-    dtypes = [np.dtype(dtype).newbyteorder("=") for dtype in dtypes]
+    or ``None``: types of another kind or size (byte order aside) where one is
+    an 8- or 16-bit integer type or bool, a camera's or a picture's, or where
+    one is an integer and the other a float type. Wider integers of the same
+    values (int32 and int64) are not other depths."""
+    dtypes = [np.dtype(dtype) for dtype in dtypes]
 
     def small(dtype):
         return dtype.kind == "b" or (dtype.kind in "iu" and dtype.itemsize <= 2)
