@@ -8,6 +8,12 @@ import pytest
 from _images import quadrants, rgb_patches
 from hypothesis import settings
 
+from gmm_segmenter import _warmup
+
+# No background warm-up fit beside the fits a test watches (its own test,
+# tests/test_warmup.py, turns it back on).
+_warmup.IN_BACKGROUND = False
+
 # Property tests: 40 examples each by default; `pytest --hypothesis-profile=ci`
 # runs 500 (the long run the reliability page reports).
 settings.register_profile("quick", max_examples=40)

@@ -16,7 +16,8 @@ ALGORITHM_MODULES = {
     "gmm_segmenter._bias", "gmm_segmenter._covariance", "gmm_segmenter._dask", "gmm_segmenter._hmrf",
     "gmm_segmenter._image", "gmm_segmenter._kernel", "gmm_segmenter._mixture",
     "gmm_segmenter._model", "gmm_segmenter._mrf", "gmm_segmenter._source",
-    "gmm_segmenter._training", "gmm_segmenter.estimator", "gmm_segmenter.io",
+    "gmm_segmenter._training", "gmm_segmenter._warmup", "gmm_segmenter.estimator",
+    "gmm_segmenter.io",
 }
 
 

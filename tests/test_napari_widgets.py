@@ -1113,3 +1113,16 @@ def test_the_plot_draws_without_touching_the_warning_filters(qtbot, viewer_widge
     monkeypatch.undo()
     assert entered == [], entered
     assert not widget.plot.pixmap().isNull()
+
+
+def test_opening_the_dock_starts_one_warm_up(make_napari_viewer, monkeypatch):
+    from gmm_segmenter import _warmup
+
+    calls = []
+    monkeypatch.setattr(_warmup, "IN_BACKGROUND", True)
+    monkeypatch.setattr(_warmup, "_thread", None)
+    monkeypatch.setattr(_warmup, "warm_up", lambda: calls.append(threading.current_thread().name))
+    open_widget(make_napari_viewer())
+    open_widget(make_napari_viewer())  # a second dock: loaded already
+    _warmup._thread.join(30)
+    assert calls == ["gmm-segmenter warm-up"]

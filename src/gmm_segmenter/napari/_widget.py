@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
 )
 from threadpoolctl import threadpool_limits
 
-from .. import _guidance, io
+from .. import _guidance, _warmup, io
 from .._covariance import COVARIANCE_TYPES
 from .._image import is_dask_array
 from .._model import json_params
@@ -262,6 +262,9 @@ class GMMSegmenterWidget(Container):
         self._connect_signals()
         self._apply_theme()
         self.reset_choices()
+        # the first Run would otherwise spend most of a second loading the
+        # compiled kernels; the user is still choosing settings
+        _warmup.warm_up_in_background()
 
     # ------------------------------------------------------------ building
 
