@@ -1126,3 +1126,35 @@ def test_opening_the_dock_starts_one_warm_up(make_napari_viewer, monkeypatch):
     open_widget(make_napari_viewer())  # a second dock: loaded already
     _warmup._thread.join(30)
     assert calls == ["gmm-segmenter warm-up"]
+
+
+def test_a_run_waits_for_the_warm_up_before_it_fits(make_napari_viewer, qtbot, monkeypatch):
+    # warning filters and the BLAS limit are global: the run's must not
+    # interleave with the warm-up's
+    from gmm_segmenter import _warmup
+
+    release, events = threading.Event(), []
+
+    def slow():
+        release.wait(30)
+        events.append("warmed")
+
+    real_fit = GMMSegmenter.fit
+
+    def fit(self, *args, **kwargs):
+        events.append("fit")
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(_warmup, "IN_BACKGROUND", True)
+    monkeypatch.setattr(_warmup, "_thread", None)
+    monkeypatch.setattr(_warmup, "warm_up", slow)
+    monkeypatch.setattr(GMMSegmenter, "fit", fit)
+    viewer, widget = open_widget(make_napari_viewer())
+    image, _ = quadrants()
+    viewer.add_image(image, name="q")
+    widget.run()
+    qtbot.wait(300)
+    assert widget.running and events == []
+    release.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert events[:2] == ["warmed", "fit"] and "q GMM labels" in viewer.layers

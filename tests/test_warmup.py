@@ -62,3 +62,38 @@ def test_switched_off_it_starts_nothing(monkeypatch):
     monkeypatch.setattr(_warmup, "_thread", None)
     assert _warmup.warm_up_in_background() is None
     assert not [t for t in threading.enumerate() if t.name == "gmm-segmenter warm-up"]
+
+
+def test_finish_waits_for_a_running_warm_up(monkeypatch):
+    release, events = threading.Event(), []
+
+    def slow():
+        release.wait(30)
+        events.append("warmed")
+
+    monkeypatch.setattr(_warmup, "IN_BACKGROUND", True)
+    monkeypatch.setattr(_warmup, "_thread", None)
+    monkeypatch.setattr(_warmup, "warm_up", slow)
+    _warmup.warm_up_in_background()
+    waiter = threading.Thread(target=lambda: (_warmup.finish(), events.append("finished")))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and events == []
+    release.set()
+    waiter.join(30)
+    assert events == ["warmed", "finished"]
+
+
+def test_finish_gives_up_on_a_warm_up_that_never_ends(monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr(_warmup, "IN_BACKGROUND", True)
+    monkeypatch.setattr(_warmup, "_thread", None)
+    monkeypatch.setattr(_warmup, "warm_up", lambda: release.wait(30))
+    monkeypatch.setattr(_warmup, "FINISH_TIMEOUT", 0.2)
+    _warmup.warm_up_in_background()
+    try:
+        _warmup.finish()  # returns after FINISH_TIMEOUT
+        assert _warmup._thread.is_alive()
+    finally:
+        release.set()
+        _warmup._thread.join(30)

@@ -4,6 +4,12 @@ The first spatial fit of a process spends about half a second loading
 numba's cached machine code (and numba's own modules), which an
 interactive front end can hide: :func:`warm_up_in_background` fits a tiny
 image in a thread of its own while the user is still choosing settings.
+
+A front end calls :func:`finish` before its own fits. Warning filters
+(``warnings.catch_warnings``) and the BLAS thread limit are global to the
+process, and a fit that set them while the warm-up set them too could, on
+leaving, restore the other's; waiting costs nothing, as the fit would have
+loaded the same code.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["warm_up", "warm_up_in_background"]
+__all__ = ["warm_up", "warm_up_in_background", "finish"]
 
 #: Whether :func:`warm_up_in_background` starts its thread (the test suite
 #: turns it off, so that no fit runs beside the ones a test watches).
@@ -63,3 +69,15 @@ def warm_up_in_background() -> threading.Thread | None:
             _thread = threading.Thread(target=_quietly, name="gmm-segmenter warm-up")
             _thread.start()
         return _thread
+
+
+#: Longest wait for a running warm-up, in seconds: it takes about one (five
+#: of CPU where the kernels must be compiled first); past this, go on.
+FINISH_TIMEOUT = 60.0
+
+
+def finish() -> None:
+    """Wait for a warm-up that is still running (called from any other thread)."""
+    thread = _thread
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(FINISH_TIMEOUT)

@@ -19,7 +19,7 @@ from magicgui import magic_factory
 from napari.types import ImageData, LabelsData
 from napari.utils.notifications import show_error
 
-from .. import io
+from .. import _warmup, io
 from .._wording import FEWER_COMPONENTS_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword
 from ..estimator import GMMSegmenter
 
@@ -158,6 +158,7 @@ def _in_these_words(text: str) -> str:
 def _warnings_in_these_words():
     """The estimator's warnings once each (fit and predict both check the
     input), in the words of these functions' options."""
+    _warmup.finish()  # a dock's warm-up, if running: warning filters are global
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield

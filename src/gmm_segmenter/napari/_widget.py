@@ -1401,6 +1401,7 @@ def _drive(job, cancel_requested, meter=None, preview=False):
     # Warnings are collected here and passed on as steps: napari's worker
     # does not turn them into notifications, so they would be lost.
     shown = set()
+    _warmup.finish()  # (see there) before setting what is global to the process
     with progress(check), threadpool_limits(limits=1), \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
