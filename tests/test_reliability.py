@@ -369,14 +369,40 @@ def test_rgba_is_four_features_for_the_estimator(rgb_image):
     alpha = np.full(truth.shape + (1,), 255.0)
     alpha[:5] = 0.0
     rgba = np.concatenate([image, alpha], axis=-1)
-    segmenter = make_segmenter(3, channel_axis=-1).fit(rgba)
+    # ... but says what a partly transparent alpha channel does to the fit
+    with pytest.warns(UserWarning, match=r"Channel 3 of the 4 channels of X looks like an alpha "
+                      r"channel: \d+% of the pixels are transparent \(0\) and most are opaque "
+                      r"\(255\).*take a component of their own; for RGBA, pass X\[\.\.\., :3\] "
+                      r"\(with mask=X\[\.\.\., 3\] > 0") as caught:
+        segmenter = make_segmenter(3, channel_axis=-1).fit(rgba)
+    assert any(w.filename == __file__ for w in caught)  # points at the caller
     assert segmenter.n_features_in_ == 4
     with pytest.raises(ValueError, match=r"X has 3 channel\(s\).*fitted on images with 4"):
         segmenter.predict(image)
     # dropping alpha and using it as the mask is one line for the caller
-    labels = make_segmenter(3, channel_axis=-1).fit_predict(rgba[..., :3], mask=rgba[..., 3] > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        labels = make_segmenter(3, channel_axis=-1).fit_predict(
+            rgba[..., :3], mask=rgba[..., 3] > 0
+        )
     assert np.all(labels[:5] == 0)
     np.testing.assert_array_equal(labels[5:], truth[5:])
+
+
+def test_a_fourth_channel_that_is_no_alpha_is_not_questioned(rgb_image):
+    # a near-infrared band (or any fourth colour) of 0..255 with some pixels at
+    # 0 and some at 255, but not mostly opaque, and a float alpha kept on 0..1
+    image, truth = rgb_image
+    rng = np.random.default_rng(0)
+    band = np.clip(rng.normal(128, 60, truth.shape), 0, 255)
+    assert (band == 0).mean() > 0.01 and (band == 255).mean() > 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_segmenter(3, channel_axis=-1).fit(np.dstack([image, band]))
+    alpha = np.ones(truth.shape)
+    alpha[:5] = 0.0
+    with pytest.warns(UserWarning, match=r"looks like an alpha channel.*opaque \(1\)"):
+        make_segmenter(3, channel_axis=-1).fit(np.dstack([image, alpha]))
 
 
 def test_spherical_covariances_are_in_input_units_when_a_channel_is_constant():

@@ -13,6 +13,7 @@ __all__ = [
     "SCALE_LIMITS",
     "standardisation",
     "warn_if_collinear",
+    "warn_if_alpha",
     "candidate_n_components",
     "caller_stacklevel",
 ]
@@ -109,6 +110,38 @@ def warn_if_mixed_depths(dtypes) -> None:
 
 #: Fewer sampled rows than this say too little about the channels to warn about them.
 MIN_ROWS_FOR_CHANNEL_WARNINGS = 100
+
+
+#: Largest value an alpha channel takes (opaque), by how it is stored.
+OPAQUE_VALUES = (1.0, 255.0, 65535.0)
+
+
+def warn_if_alpha(values, weights):
+    """Warn when the fourth of four channels looks like a partly transparent
+    alpha channel: value 0 on some pixels, its (opaque) maximum on most.
+
+    It is then segmented as a colour, and the transparent pixels, whatever
+    their colour, take a component of their own. (An opaque alpha channel is
+    constant; :func:`warn_if_collinear` speaks of it.)
+    """
+    if values.shape[1] != 4 or len(values) < MIN_ROWS_FOR_CHANNEL_WARNINGS:
+        return
+    alpha, share = values[:, 3], weights / weights.sum()
+    opaque = float(alpha.max())
+    if alpha.min() != 0 or opaque not in OPAQUE_VALUES:
+        return
+    transparent = float(share[alpha == 0].sum())
+    if transparent < 0.01 or float(share[alpha == opaque].sum()) < 0.5:
+        return
+    warnings.warn(
+        f"Channel 3 of the 4 channels of X looks like an alpha channel: "
+        f"{transparent:.0%} of the pixels are transparent (0) and most are opaque "
+        f"({opaque:g}). It is segmented as a colour, so the transparent pixels take a "
+        "component of their own; for RGBA, pass X[..., :3] (with mask=X[..., 3] > 0 if "
+        "some pixels are transparent).",
+        UserWarning,
+        stacklevel=caller_stacklevel(),
+    )
 
 
 def warn_if_collinear(standardized, weights, reg_covar, covariance_type):
