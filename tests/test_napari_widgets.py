@@ -968,6 +968,16 @@ def test_an_rgb_layer_gets_a_field_per_channel_and_bad_input_only_warns(qtbot, v
     assert any("untick Correct bias field" in message for message in warned), warned
     assert any("automatic smoothing needs at least 256 valid pixels" in m for m in warned), warned
     assert not any("beta=" in m for m in warned), warned
+    # two values, each exactly one class: the field comes out flat without a
+    # warning, and the status points at no notification
+    since = len(notification_manager.records)
+    viewer.add_image(np.where(np.arange(400).reshape(20, 20) % 2, 10.0, 200.0), name="two")
+    widget.image.value = viewer.layers["two"]
+    run(qtbot, widget)
+    assert "two GMM bias field" not in viewer.layers
+    assert "the bias field came out flat" in widget.status.value
+    assert "notification" not in widget.status.value
+    assert not new_messages(since, severity="warning")
 
 
 def test_the_status_line_names_the_smoothing_the_fit_used(qtbot, viewer_widget):

@@ -1335,11 +1335,13 @@ class GMMSegmenterWidget(Container):
         verb = "Applied the model" if applied else "Fitted"
         smoothing = f", smoothing {model.beta_:.2f}" if model.beta_ else ""
         warned = self._job is not None and self._job.get("warned")
-        refused = (
-            "; no bias field could be estimated (see the notification)"
-            if outputs.bias_refused else "; read the warning in the notifications" if warned
-            else ""
-        )
+        if outputs.bias_refused:  # a field of ones: refused (the fit warned) or flat
+            refused = (
+                "; no bias field could be estimated (see the notification)" if warned
+                else "; the bias field came out flat (1 everywhere), so no layer shows it"
+            )
+        else:
+            refused = "; read the warning in the notifications" if warned else ""
         self._set_status(
             f"{verb}: {model.n_components_} components{smoothing} → {labels_layer.name!r}"
             f"{refused}"
