@@ -289,7 +289,10 @@ def test_model_with_wrong_channels_fails_that_file(tmp_path, images, capsys):
     capsys.readouterr()
     status, _, err = run_cli([images, "-o", tmp_path / "apply", "--model", model], capsys)
     assert status == 1
-    assert err.count("\n") == 1 and "rgb.png" in err and "channel" in err
+    assert err.count("\n") == 1 and "rgb.png" in err
+    # the axis --channel-axis auto chose is not called an option the user gave
+    assert "The image has 3 channels (on its axis -1), but the --model was fitted on " \
+        "images with 1 channel(s)" in err and "--channel-axis" not in err
     assert (tmp_path / "apply" / "gray_labels.tif").exists()
 
 
@@ -584,3 +587,13 @@ def test_a_saved_model_keeps_its_bias_field(tmp_path, images):
         tifffile.imread(tmp_path / "a" / "gray_labels.tif"),
         tifffile.imread(tmp_path / "b" / "gray_labels.tif"),
     )
+
+
+def test_each_input_s_line_counts_its_components_in_words(tmp_path, capsys):
+    gio.write_png(tmp_path / "flat.png", np.full((32, 32), 90, np.uint8))
+    gio.write_png(tmp_path / "bands.png", gray_image())
+    status, out, err = run_cli([tmp_path, "-o", tmp_path / "out", "-k", "auto"], capsys)
+    assert status == 0
+    said = out + err
+    assert "flat.png: 1 component -> flat_*" in said
+    assert "bands.png: 1 component" not in said and "components -> bands_*" in said

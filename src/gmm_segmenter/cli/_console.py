@@ -59,6 +59,13 @@ _CLI_WORDS = [
                 r"fit\."),
      r"The image is grey (\1 channel), but the --model was fitted on images with \2 "
      r"channels; give images with \2 channels, or a model fitted on images like this one."),
+    # an axis the user may not have given (--channel-axis auto chose it)
+    (re.compile(r"\bX has (\d+) channel\(s\) along channel_axis=(-?\d+), but this "
+                r"GMMSegmenter was fitted on images with (\d+); pass images with the same "
+                r"channels as in fit\."),
+     r"The image has \1 channels (on its axis \2), but the --model was fitted on images "
+     r"with \3 channel(s); give images with \3 channel(s), or a model fitted on images like "
+     r"this one."),
     (re.compile(r"\bpass images with the same channels as in fit\."),
      "give images with the channels of the --model's images."),
     (re.compile(r"\bn_components_range=\((\d+), (\d+)\)"), r"--k-range \1 \2"),

@@ -279,7 +279,8 @@ def _report(console, outcome):
     if outcome.error is None:
         console.step(outcome.source.name)
         console.info(
-            f"{outcome.source.label}: {outcome.n_components} components -> "
+            f"{outcome.source.label}: {outcome.n_components} "
+            f"component{'' if outcome.n_components == 1 else 's'} -> "
             f"{outcome.source.name}_* ({len(outcome.outputs)} files)"
         )
     else:
