@@ -1250,6 +1250,15 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     def _open_for_prediction(self, X, mask, model, quiet=False):
         """``X`` opened for prediction; ``quiet``: what opening it warns about
         was said already (``fit_predict`` and ``fit_transform`` opened it to fit)."""
+        # an array's channels can be counted before opening it, whose warnings
+        # (a channel axis that looks spatial) would only repeat the error
+        shape = getattr(X, "shape", None)
+        axis = self.channel_axis
+        if (
+            shape is not None and axis is not None and -len(shape) <= axis < len(shape)
+            and not _image.is_batch(X) and shape[axis] != model.n_features
+        ):
+            self._refuse_channels(X, shape[axis], model)
         if quiet:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -1259,20 +1268,24 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             # shows a repeated warning once)
             images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
         if images.n_channels != model.n_features:
-            shape = None if _image.is_batch(X) else np.shape(X)
-            grey = (
-                f" X looks like a grey image of shape {shape} whose axis "
-                f"{self.channel_axis} is taken for its channels, while the model is of "
-                f"{model.n_features}-channel (colour) images."
-                if model.n_features > 1 and images.n_channels > 4 and shape is not None
-                and len(shape) == 2 else ""
-            )
-            raise ValueError(
-                f"X has {images.n_channels} channel(s) along channel_axis="
-                f"{self.channel_axis}, but this GMMSegmenter was fitted on images with "
-                f"{model.n_features}; pass images with the same channels as in fit.{grey}"
-            )
+            self._refuse_channels(X, images.n_channels, model)
         return images
+
+    def _refuse_channels(self, X, n_channels, model):
+        """Raise: ``X`` has ``n_channels`` channels, ``model`` other ones."""
+        shape = None if _image.is_batch(X) else np.shape(X)
+        grey = (
+            f" X looks like a grey image of shape {shape} whose axis "
+            f"{self.channel_axis} is taken for its channels, while the model is of "
+            f"{model.n_features}-channel (colour) images."
+            if model.n_features > 1 and n_channels > 4 and shape is not None
+            and len(shape) == 2 else ""
+        )
+        raise ValueError(
+            f"X has {n_channels} channel(s) along channel_axis="
+            f"{self.channel_axis}, but this GMMSegmenter was fitted on images with "
+            f"{model.n_features}; pass images with the same channels as in fit.{grey}"
+        )
 
     @_single_threaded_blas
     def _predict(self, X, mask, output, fields=None, guidance=None, fitted_on_it=False):
