@@ -1177,7 +1177,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     def score(self, X, y=None, *, mask=None):
         """Mean log-likelihood per valid pixel (higher is better).
 
-        Over all pixels of all images when ``X`` is a batch.
+        Over all pixels of all images when ``X`` is a batch. It is the
+        pixel-wise mixture's, with no term for the spatial prior: a search
+        over ``beta`` by ``score`` prefers ``beta=0``, whose fit maximises it.
         """
         total, count = self._log_likelihood_sum(X, mask)
         return total / count
