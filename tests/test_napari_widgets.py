@@ -1168,3 +1168,16 @@ def test_a_run_waits_for_the_warm_up_before_it_fits(make_napari_viewer, qtbot, m
     release.set()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert events[:2] == ["warmed", "fit"] and "q GMM labels" in viewer.layers
+    # Cancel works while a run waits for it
+    release.clear()
+    monkeypatch.setattr(_warmup, "_thread", None)
+    _warmup.warm_up_in_background()
+    events.clear()
+    widget.run()
+    qtbot.wait(200)
+    assert widget.running
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=5_000)
+    assert events == [] and widget.status.value.startswith("Cancelled")
+    release.set()
+    _warmup._thread.join(30)

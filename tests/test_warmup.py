@@ -97,3 +97,22 @@ def test_finish_gives_up_on_a_warm_up_that_never_ends(monkeypatch):
     finally:
         release.set()
         _warmup._thread.join(30)
+
+
+def test_finish_stops_waiting_when_asked(monkeypatch):
+    release, stop = threading.Event(), threading.Event()
+    monkeypatch.setattr(_warmup, "IN_BACKGROUND", True)
+    monkeypatch.setattr(_warmup, "_thread", None)
+    monkeypatch.setattr(_warmup, "warm_up", lambda: release.wait(30))
+    _warmup.warm_up_in_background()
+    try:
+        waiter = threading.Thread(target=_warmup.finish, kwargs={"stop": stop})
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive()
+        stop.set()
+        waiter.join(5)
+        assert not waiter.is_alive() and _warmup._thread.is_alive()
+    finally:
+        release.set()
+        _warmup._thread.join(30)

@@ -2,19 +2,23 @@
 
 The first spatial fit of a process spends about half a second loading
 numba's cached machine code (and numba's own modules), which an
-interactive front end can hide: :func:`warm_up_in_background` fits a tiny
-image in a thread of its own while the user is still choosing settings.
+interactive front end can hide: :func:`warm_up_in_background` fits two
+tiny images in a thread of its own while the user is still choosing settings.
 
 A front end calls :func:`finish` before its own fits. Warning filters
 (``warnings.catch_warnings``) and the BLAS thread limit are global to the
 process, and a fit that set them while the warm-up set them too could, on
 leaving, restore the other's; waiting costs nothing, as the fit would have
-loaded the same code.
+loaded the same code. That orders the front end's own threads only; in
+napari's process, whose libraries are imported by then, the warm-up itself
+enters no ``catch_warnings`` (measured), so it cannot upset one that
+napari's main thread holds.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -76,8 +80,14 @@ def warm_up_in_background() -> threading.Thread | None:
 FINISH_TIMEOUT = 60.0
 
 
-def finish() -> None:
-    """Wait for a warm-up that is still running (called from any other thread)."""
+def finish(stop: threading.Event | None = None) -> None:
+    """Wait for a warm-up that is still running (called from any other
+    thread), at most :data:`FINISH_TIMEOUT` seconds, or until ``stop`` is set."""
     thread = _thread
-    if thread is not None and thread is not threading.current_thread():
-        thread.join(FINISH_TIMEOUT)
+    if thread is None or thread is threading.current_thread():
+        return
+    deadline = time.monotonic() + FINISH_TIMEOUT
+    while thread.is_alive() and time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            return
+        thread.join(min(0.05, max(deadline - time.monotonic(), 0.0)))

@@ -1403,7 +1403,10 @@ def _drive(job, cancel_requested, meter=None, preview=False):
     # Warnings are collected here and passed on as steps: napari's worker
     # does not turn them into notifications, so they would be lost.
     shown = set()
-    _warmup.finish()  # (see there) before setting what is global to the process
+    # (see there) before setting what is global to the process
+    _warmup.finish(stop=cancel_requested)
+    if cancel_requested.is_set():
+        raise Cancelled
     with progress(check), threadpool_limits(limits=1), \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
