@@ -1252,15 +1252,17 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     def _open_for_prediction(self, X, mask, model, quiet=False):
         """``X`` opened for prediction; ``quiet``: what opening it warns about
         was said already (``fit_predict`` and ``fit_transform`` opened it to fit)."""
-        # an array's channels can be counted before opening it, whose warnings
-        # (a channel axis that looks spatial) would only repeat the error
-        shape = getattr(X, "shape", None)
+        # a NumPy image's channels can be counted before opening it, whose
+        # warnings (a channel axis that looks spatial) would only repeat the
+        # error; anything else (1-D, sparse, dask, other types) gets the
+        # opening's own checks first
         axis = self.channel_axis
         if (
-            shape is not None and axis is not None and -len(shape) <= axis < len(shape)
-            and not _image.is_batch(X) and shape[axis] != model.n_features
+            isinstance(X, np.ndarray) and X.ndim >= 2 and X.dtype.kind in "biuf"
+            and axis is not None and -X.ndim <= axis < X.ndim
+            and X.shape[axis] != model.n_features
         ):
-            self._refuse_channels(X, shape[axis], model)
+            self._refuse_channels(X, X.shape[axis], model)
         if quiet:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
