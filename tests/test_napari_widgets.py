@@ -978,6 +978,18 @@ def test_an_rgb_layer_gets_a_field_per_channel_and_bad_input_only_warns(qtbot, v
     assert "the bias field came out flat" in widget.status.value
     assert "notification" not in widget.status.value
     assert not new_messages(since, severity="warning")
+    # the same with another warning (two grey values stored as RGB): the
+    # status sends the user to that warning, not to a refused field
+    since = len(notification_manager.records)
+    grey = np.where(np.arange(1600).reshape(40, 40) % 2, 10, 200).astype(np.uint8)
+    viewer.add_image(np.dstack([grey] * 3), name="grey rgb", rgb=True)
+    widget.image.value = viewer.layers["grey rgb"]
+    run(qtbot, widget)
+    assert "grey rgb GMM bias field" not in viewer.layers
+    status = widget.status.value
+    assert "the bias field came out flat" in status and "read the warning" in status
+    assert "could be estimated" not in status
+    assert any("linearly dependent" in m for m in new_messages(since, severity="warning"))
 
 
 def test_the_status_line_names_the_smoothing_the_fit_used(qtbot, viewer_widget):

@@ -200,7 +200,8 @@ class Outputs:
     own model), or None when the plot shows no histogram; ``bias_field``
     the fields the labels were made with (time first, channels before
     that), or None without a correction; ``bias_refused`` that a field was
-    asked for and every frame's was refused (the estimator warned why).
+    asked for and every frame's is 1 everywhere: refused (the estimator
+    warned why, a :class:`~gmm_segmenter.BiasFieldWarning`) or flat.
     """
 
     labels: object

@@ -893,6 +893,8 @@ class GMMSegmenterWidget(Container):
             show_warning(f"{_PREFIX}{_in_widget_words(step.message)}")
             if self._job is not None:
                 self._job["warned"] = True
+                if step.about_bias_field:
+                    self._job["bias_warned"] = True
 
     @_while_open
     def _tick(self, *args):
@@ -1337,8 +1339,10 @@ class GMMSegmenterWidget(Container):
         warned = self._job is not None and self._job.get("warned")
         if outputs.bias_refused:  # a field of ones: refused (the fit warned) or flat
             refused = (
-                "; no bias field could be estimated (see the notification)" if warned
+                "; no bias field could be estimated (see the notification)"
+                if self._job is not None and self._job.get("bias_warned")
                 else "; the bias field came out flat (1 everywhere), so no layer shows it"
+                + ("; read the warning in the notifications" if warned else "")
             )
         else:
             refused = "; read the warning in the notifications" if warned else ""
@@ -1451,15 +1455,19 @@ class _Warned:
     """A warning from the worker thread, to be shown on the main thread."""
 
     message: str
+    #: the estimator refused a bias field (:class:`gmm_segmenter.BiasFieldWarning`)
+    about_bias_field: bool = False
 
 
 def _new_warnings(caught, shown):
     """Each warning ``caught`` since the last call, once per message."""
+    from .. import BiasFieldWarning
+
     for record in caught:
         message = str(record.message)
         if message not in shown:
             shown.add(message)
-            yield _Warned(message)
+            yield _Warned(message, issubclass(record.category, BiasFieldWarning))
     caught.clear()
 
 
