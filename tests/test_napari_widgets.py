@@ -781,6 +781,14 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     colour = [str(w.message) for w in caught if "looks like colour" in str(w.message)]
     assert len(colour) == 1 and "X" not in colour[0]
     assert "Choose channels='auto' (the default) for a colour image" in colour[0]
+    # all four channels as features: the alpha warning, in these words
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _functions.segment_image(rgba, n_components=3, auto_smoothing=False, smoothing=0.0,
+                                 channels="last axis")
+    alpha = [str(w.message) for w in caught if "alpha channel" in str(w.message)]
+    assert len(alpha) == 1 and "X[" not in alpha[0], alpha
+    assert "for an RGBA layer, choose channels='auto' (the default)" in alpha[0]
     with pytest.raises(FileNotFoundError, match="Save model"):
         _functions.apply_model(rgb, tmp_path / "missing.npz")
 

@@ -371,7 +371,7 @@ def test_rgba_is_four_features_for_the_estimator(rgb_image):
     rgba = np.concatenate([image, alpha], axis=-1)
     # ... but says what a partly transparent alpha channel does to the fit
     with pytest.warns(UserWarning, match=r"Channel 3 of the 4 channels of X looks like an alpha "
-                      r"channel: \d+% of the pixels are transparent \(0\) and most are opaque "
+                      r"channel: \d+% of the pixels are transparent \(0\), \d+% opaque "
                       r"\(255\).*take a component of their own; for RGBA, pass X\[\.\.\., :3\] "
                       r"\(with mask=X\[\.\.\., 3\] > 0") as caught:
         segmenter = make_segmenter(3, channel_axis=-1).fit(rgba)
@@ -403,6 +403,31 @@ def test_a_fourth_channel_that_is_no_alpha_is_not_questioned(rgb_image):
     alpha[:5] = 0.0
     with pytest.warns(UserWarning, match=r"looks like an alpha channel.*opaque \(1\)"):
         make_segmenter(3, channel_axis=-1).fit(np.dstack([image, alpha]))
+
+
+def test_a_mostly_transparent_image_and_channels_first_get_the_alpha_warning(rgb_image):
+    # a cut-out: most pixels transparent, soft edges; and the advice for
+    # channels on another axis than the last
+    image, truth = rgb_image
+    alpha = np.zeros(truth.shape)
+    rows = truth.shape[0]
+    alpha[: rows // 3] = 255.0
+    alpha[rows // 3] = 128.0  # a blended edge
+    rgba = np.dstack([image, alpha])
+    with pytest.warns(UserWarning, match=r"looks like an alpha channel: 6\d% of the pixels are "
+                      r"transparent \(0\), 3\d% opaque \(255\)"):
+        make_segmenter(3, channel_axis=-1).fit(rgba)
+    with pytest.warns(UserWarning, match=r"looks like an alpha channel.*pass "
+                      r"np\.take\(X, \[0, 1, 2\], axis=0\) with mask=np\.take\(X, 3, axis=0\) > 0") \
+            as caught:
+        make_segmenter(3, channel_axis=0).fit(np.moveaxis(rgba, -1, 0))
+    assert not any("X[..., :3]" in str(w.message) for w in caught)
+    # a band of many levels that is only sometimes 0 or 255 is no alpha
+    band = alpha.copy()
+    band[rows // 3 + 1:] = np.linspace(0, 255, band[rows // 3 + 1:].size).reshape(-1, band.shape[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_segmenter(3, channel_axis=-1).fit(np.dstack([image, band]))
 
 
 def test_spherical_covariances_are_in_input_units_when_a_channel_is_constant():

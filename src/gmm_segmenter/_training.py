@@ -114,11 +114,17 @@ MIN_ROWS_FOR_CHANNEL_WARNINGS = 100
 
 #: Largest value an alpha channel takes (opaque), by how it is stored.
 OPAQUE_VALUES = (1.0, 255.0, 65535.0)
+#: An alpha channel: at least this share of the pixels transparent, and as
+#: many opaque, ...
+ALPHA_MIN_SHARE = 0.01
+#: ... and this share one or the other (the rest blends at edges).
+ALPHA_BINARY_SHARE = 0.9
 
 
-def warn_if_alpha(values, weights):
+def warn_if_alpha(values, weights, channel_axis=-1):
     """Warn when the fourth of four channels looks like a partly transparent
-    alpha channel: value 0 on some pixels, its (opaque) maximum on most.
+    alpha channel: value 0 on some pixels, its opaque maximum (1, 255 or
+    65535) on some, and one or the other on nearly all (edges may blend).
 
     It is then segmented as a colour, and the transparent pixels, whatever
     their colour, take a component of their own. (An opaque alpha channel is
@@ -131,17 +137,24 @@ def warn_if_alpha(values, weights):
     if alpha.min() != 0 or opaque not in OPAQUE_VALUES:
         return
     transparent = float(share[alpha == 0].sum())
-    if transparent < 0.01 or float(share[alpha == opaque].sum()) < 0.5:
+    solid = float(share[alpha == opaque].sum())
+    if min(transparent, solid) < ALPHA_MIN_SHARE or transparent + solid < ALPHA_BINARY_SHARE:
         return
+    advice = (
+        "for RGBA, pass X[..., :3] (with mask=X[..., 3] > 0 if some pixels are transparent)"
+        if channel_axis == -1 else
+        f"pass np.take(X, [0, 1, 2], axis={channel_axis}) with "
+        f"mask=np.take(X, 3, axis={channel_axis}) > 0"
+    )
     warnings.warn(
         f"Channel 3 of the 4 channels of X looks like an alpha channel: "
-        f"{transparent:.0%} of the pixels are transparent (0) and most are opaque "
+        f"{transparent:.0%} of the pixels are transparent (0), {solid:.0%} opaque "
         f"({opaque:g}). It is segmented as a colour, so the transparent pixels take a "
-        "component of their own; for RGBA, pass X[..., :3] (with mask=X[..., 3] > 0 if "
-        "some pixels are transparent).",
+        f"component of their own; {advice}.",
         UserWarning,
         stacklevel=caller_stacklevel(),
     )
+
 
 
 def warn_if_collinear(standardized, weights, reg_covar, covariance_type):

@@ -583,7 +583,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """
         standardized = (values - offset) / scale
         _training.warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
-        _training.warn_if_alpha(values, weights)
+        _training.warn_if_alpha(values, weights, self.channel_axis)
         init_params = self._init_params(values.shape[1])
         candidates = _training.candidate_n_components(
             self.n_components, self.n_components_range, standardized, raw=values,

@@ -20,7 +20,9 @@ from napari.types import ImageData, LabelsData
 from napari.utils.notifications import show_error
 
 from .. import _warmup, io
-from .._wording import FEWER_COMPONENTS_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword
+from .._wording import (
+    FEWER_COMPONENTS_ADVICE, RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword,
+)
 from ..estimator import GMMSegmenter
 
 
@@ -95,6 +97,9 @@ _FUNCTION_WORDS = [
     # the colour an RGB layer is: 'auto', the default, reads it so
     (re.compile(r"\bPass channel_axis=-1 for a colour image\b"),
      "Choose channels='auto' (the default) for a colour image"),
+    (RGBA_ADVICE,
+     "for an RGBA layer, choose channels='auto' (the default): it leaves alpha out and "
+     "gives transparent pixels label 0"),
     (re.compile(r"\bchannel_axis=None\b"), "channels='none'"),
     (re.compile(r"\bchannel_axis=-?\d+\b"), "channels='last axis'"),
     *X_AS_THE_IMAGE,
