@@ -76,3 +76,21 @@ def biased_blobs(shape=(128, 128), amplitude=0.4, noise=6.0, levels=(100.0, 150.
     field = smooth_field(shape, amplitude, spacing, seed)
     image = np.asarray(levels)[truth - 1] * field + rng.normal(scale=noise, size=shape)
     return image, truth, field
+
+
+def alpha_warning(channel_axis=0):
+    """The text of the estimator's warning about a fourth channel that looks
+    like alpha, with the channels on ``channel_axis`` (for the front ends'
+    rewording tests)."""
+    import warnings
+
+    from gmm_segmenter import GMMSegmenter
+
+    image, truth = rgb_patches()
+    alpha = np.full(truth.shape + (1,), 255.0)
+    alpha[: truth.shape[0] // 4] = 0.0
+    rgba = np.moveaxis(np.concatenate([image, alpha], axis=-1), -1, channel_axis)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GMMSegmenter(3, channel_axis=channel_axis, beta=0, random_state=0).fit(rgba)
+    return next(str(w.message) for w in caught if "alpha channel" in str(w.message))

@@ -257,6 +257,17 @@ def test_messages_speak_of_the_image_and_the_options(message, expected):
     assert describe(message) == expected
 
 
+def test_alpha_advice_for_channels_first_is_said_as_files():
+    from _images import alpha_warning
+
+    from gmm_segmenter.cli._console import describe
+
+    said = describe(alpha_warning(channel_axis=0))
+    assert "np.take" not in said and "X" not in said
+    assert said.endswith("; save the first three channels as the image and where the fourth is "
+                         "above 0 as a --mask file.")
+
+
 def test_a_channel_first_colour_tiff_read_as_a_volume_says_so(tmp_path, capsys):
     rgb = np.random.default_rng(2).integers(0, 255, size=(3, 40, 36)).astype(np.uint8)
     gio.write_tiff(tmp_path / "first.tif", rgb)

@@ -362,6 +362,15 @@ def test_a_colour_model_on_a_grey_image_says_the_image_is_grey(rgb_image):
     with pytest.raises(ValueError, match=r"X has 4 channel\(s\)") as raised:
         segmenter.predict(np.zeros((5, 5, 4)))  # a 4-channel image is not taken for grey
     assert "grey" not in str(raised.value)
+    # what is wrong with other inputs is said first, as before the channels
+    with pytest.raises(ValueError, match="channel_axis=-1 indicates a channel axis, which is "
+                       "not possible for a 1-dimensional X"):
+        segmenter.predict(np.zeros(500))
+    with pytest.raises(ValueError, match=r"\bempty\b"):
+        segmenter.predict(np.zeros((0, 5, 4)))
+    segmenter.set_params(channel_axis=np.True_)
+    with pytest.raises((ValueError, TypeError), match="channel_axis"):
+        segmenter.predict(np.zeros((5, 5, 4)))
 
 
 def test_a_mask_given_as_a_path_asks_for_the_array(quadrant_image, tmp_path):

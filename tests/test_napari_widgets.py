@@ -1029,6 +1029,20 @@ def test_the_function_widgets_say_advice_in_their_options():
                             "or tol.")
 
 
+def test_alpha_advice_for_channels_not_last_is_said_as_layers():
+    from _images import alpha_warning
+
+    from gmm_segmenter.napari._functions import _in_these_words
+    from gmm_segmenter.napari._widget import _in_widget_words
+
+    message = alpha_warning(channel_axis=0)
+    assert "np.take(X, [0, 1, 2], axis=0)" in message
+    for said in (_in_widget_words(message), _in_these_words(message)):
+        assert "np.take" not in said and "X" not in said, said
+        assert "segment a layer of its first three channels, with a" in said
+        assert "of where the fourth is above 0" in said
+
+
 def test_messages_in_the_widgets_words_read_as_sentences():
     from gmm_segmenter.napari._widget import _in_widget_words
 

@@ -422,6 +422,17 @@ def test_a_mostly_transparent_image_and_channels_first_get_the_alpha_warning(rgb
             as caught:
         make_segmenter(3, channel_axis=0).fit(np.moveaxis(rgba, -1, 0))
     assert not any("X[..., :3]" in str(w.message) for w in caught)
+    # channels on the last axis named by its index: the advice is X[..., :3]
+    with pytest.warns(UserWarning, match=r"looks like an alpha channel.*X\[\.\.\., :3\]"):
+        make_segmenter(3, channel_axis=2).fit(rgba)
+    # a sparse marker (mostly 0, a few saturated pixels, more in between) is no alpha
+    marker = np.zeros(truth.shape)
+    marker[:2] = 255.0
+    marker[2:6] = 90.0
+    assert 0.01 < (marker == 255).mean() < (marker == 90).mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_segmenter(3, channel_axis=-1).fit(np.dstack([image, marker]))
     # a band of many levels that is only sometimes 0 or 255 is no alpha
     band = alpha.copy()
     band[rows // 3 + 1:] = np.linspace(0, 255, band[rows // 3 + 1:].size).reshape(-1, band.shape[1])

@@ -121,10 +121,12 @@ ALPHA_MIN_SHARE = 0.01
 ALPHA_BINARY_SHARE = 0.9
 
 
-def warn_if_alpha(values, weights, channel_axis=-1):
+def warn_if_alpha(values, weights, channel_axis=-1, channels_last=True):
     """Warn when the fourth of four channels looks like a partly transparent
     alpha channel: value 0 on some pixels, its opaque maximum (1, 255 or
-    65535) on some, and one or the other on nearly all (edges may blend).
+    65535) on some, more of them than blend (an outline), and one or the
+    other on nearly all. ``channels_last``: ``channel_axis`` is the image's
+    last axis (the advice is then ``X[..., :3]``).
 
     It is then segmented as a colour, and the transparent pixels, whatever
     their colour, take a component of their own. (An opaque alpha channel is
@@ -138,11 +140,15 @@ def warn_if_alpha(values, weights, channel_axis=-1):
         return
     transparent = float(share[alpha == 0].sum())
     solid = float(share[alpha == opaque].sum())
-    if min(transparent, solid) < ALPHA_MIN_SHARE or transparent + solid < ALPHA_BINARY_SHARE:
+    blended = 1.0 - transparent - solid
+    if (
+        min(transparent, solid) < ALPHA_MIN_SHARE or transparent + solid < ALPHA_BINARY_SHARE
+        or solid < blended  # a sparse channel (a marker), not a cut-out
+    ):
         return
     advice = (
         "for RGBA, pass X[..., :3] (with mask=X[..., 3] > 0 if some pixels are transparent)"
-        if channel_axis == -1 else
+        if channels_last else
         f"pass np.take(X, [0, 1, 2], axis={channel_axis}) with "
         f"mask=np.take(X, 3, axis={channel_axis}) > 0"
     )

@@ -16,6 +16,10 @@ RGBA_ADVICE = re.compile(
     r"for RGBA, pass X\[\.\.\., :3\] \(with mask=X\[\.\.\., 3\] > 0 if some pixels are "
     r"transparent\)"
 )
+#: ... the same for channels on another axis than the last
+ALPHA_AXIS_ADVICE = re.compile(
+    r"pass np\.take\(X, \[0, 1, 2\], axis=\d+\) with mask=np\.take\(X, 3, axis=\d+\) > 0"
+)
 ONE_CHANNEL_ADVICE = re.compile(r"\(for example X\[\.\.\., 0\] with channel_axis=None\)")
 EM_ITER_ADVICE = re.compile(r"\bIncrease max_iter, raise tol, or try another init_params\.")
 SPATIAL_ITER_ADVICE = re.compile(r"\bIncrease max_iter_spatial, or raise tol\.")

@@ -468,6 +468,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         """:meth:`fit`; returns the guidance (or ``None``), for :meth:`fit_predict`."""
         images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
         _training.warn_if_mixed_depths([view.dtype for view in images.views])
+        # (for advice on the channels, written as code on X)
+        first = X[0] if _image.is_batch(X) else X
+        channels_last = self.channel_axis in (-1, np.ndim(first) - 1)
         hoods = self._neighbourhoods(images.views)
         random_state = check_random_state(self.random_state)
         guidance = _guidance.prepare(
@@ -492,7 +495,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         if method == "subsample" and len(values) < n_valid:
             sampled = (len(values), n_valid)
         result = self._fit_pixelwise(
-            values, weights, offset, scale, random_state, guided, sampled=sampled
+            values, weights, offset, scale, random_state, guided, sampled=sampled,
+            channels_last=channels_last,
         )
         fields = None
         if self.bias_field is not None and self.beta == 0:
@@ -571,7 +575,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         return "otsu" if n_channels == 1 else "kmeans"
 
     def _fit_pixelwise(self, values, weights, offset, scale, random_state, guided=None,
-                       sampled=None):
+                       sampled=None, channels_last=True):
         """EM for the fixed number of components, or for the one
         :mod:`._selection` chooses when ``n_components='auto'``.
 
@@ -579,11 +583,12 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         chooses at least as many components as the scribbles and prior name,
         and the final fit is guided EM from :func:`._guidance.guided_start`.
         ``sampled`` is ``(rows drawn, valid pixels)`` when ``values`` are a
-        sample of fewer rows than the image has valid pixels.
+        sample of fewer rows than the image has valid pixels. ``channels_last``:
+        the channel axis is the images' last (for the advice of warnings).
         """
         standardized = (values - offset) / scale
         _training.warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
-        _training.warn_if_alpha(values, weights, self.channel_axis)
+        _training.warn_if_alpha(values, weights, self.channel_axis, channels_last)
         init_params = self._init_params(values.shape[1])
         candidates = _training.candidate_n_components(
             self.n_components, self.n_components_range, standardized, raw=values,
@@ -1258,9 +1263,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         # opening's own checks first
         axis = self.channel_axis
         if (
-            isinstance(X, np.ndarray) and X.ndim >= 2 and X.dtype.kind in "biuf"
-            and axis is not None and -X.ndim <= axis < X.ndim
-            and X.shape[axis] != model.n_features
+            isinstance(X, np.ndarray) and X.ndim >= 2 and X.size and X.dtype.kind in "biuf"
+            and isinstance(axis, Integral) and not isinstance(axis, (bool, np.bool_))
+            and -X.ndim <= axis < X.ndim and X.shape[axis] != model.n_features
         ):
             self._refuse_channels(X, X.shape[axis], model)
         if quiet:

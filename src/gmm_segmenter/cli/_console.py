@@ -12,8 +12,8 @@ import sys
 import threading
 
 from .._wording import (
-    EM_ITER_ADVICE, MASK_INSTEAD_ADVICE, ONE_CHANNEL_ADVICE, RESCALE_ADVICE, RGBA_ADVICE,
-    SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword,
+    ALPHA_AXIS_ADVICE, EM_ITER_ADVICE, MASK_INSTEAD_ADVICE, ONE_CHANNEL_ADVICE, RESCALE_ADVICE,
+    RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword,
 )
 
 PROG = "gmm-segment"
@@ -96,6 +96,9 @@ _CLI_WORDS = [
     (RGBA_ADVICE,
      "for an RGBA file with its channels last, --channel-axis auto (the default) leaves "
      "alpha out and gives transparent pixels label 0"),
+    (ALPHA_AXIS_ADVICE,
+     "save the first three channels as the image and where the fourth is above 0 as a "
+     "--mask file"),
     (ONE_CHANNEL_ADVICE, "(saved as a grey image)"),
     (re.compile(r"\bbut this GMMSegmenter was fitted\b"), "but the --model was fitted"),
     (re.compile(r"\bRaise max_samples \(None uses every pixel\)"),

@@ -21,7 +21,8 @@ from napari.utils.notifications import show_error
 
 from .. import _warmup, io
 from .._wording import (
-    FEWER_COMPONENTS_ADVICE, RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword,
+    ALPHA_AXIS_ADVICE, FEWER_COMPONENTS_ADVICE, RGBA_ADVICE, SPATIAL_ITER_ADVICE,
+    X_AS_THE_IMAGE, reword,
 )
 from ..estimator import GMMSegmenter
 
@@ -100,6 +101,9 @@ _FUNCTION_WORDS = [
     (RGBA_ADVICE,
      "for an RGBA layer, choose channels='auto' (the default): it leaves alpha out and "
      "gives transparent pixels label 0"),
+    (ALPHA_AXIS_ADVICE,
+     "segment a layer of its first three channels, with a mask of where the fourth is "
+     "above 0"),
     (re.compile(r"\bchannel_axis=None\b"), "channels='none'"),
     (re.compile(r"\bchannel_axis=-?\d+\b"), "channels='last axis'"),
     *X_AS_THE_IMAGE,

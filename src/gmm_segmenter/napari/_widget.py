@@ -48,8 +48,9 @@ from .._image import is_dask_array
 from .._model import json_params
 from .._progress import Cancelled, progress
 from .._wording import (
-    EM_ITER_ADVICE, FEWER_COMPONENTS_ADVICE, MASK_INSTEAD_ADVICE, ONE_CHANNEL_ADVICE,
-    RESCALE_ADVICE, RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword,
+    ALPHA_AXIS_ADVICE, EM_ITER_ADVICE, FEWER_COMPONENTS_ADVICE, MASK_INSTEAD_ADVICE,
+    ONE_CHANNEL_ADVICE, RESCALE_ADVICE, RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE,
+    reword,
 )
 from . import _jobs, _layers, _output, _record
 from ._plot import MixturePlot
@@ -147,6 +148,9 @@ _WIDGET_WORDS = [
     (RGBA_ADVICE,
      "for an RGBA layer, segment a layer of its first three channels (in napari's console: "
      "viewer.add_image(viewer.layers['name'].data[..., :3]))"),
+    (ALPHA_AXIS_ADVICE,
+     "segment a layer of its first three channels, with a Mask layer of where the fourth "
+     "is above 0"),
     (ONE_CHANNEL_ADVICE,
      "(a layer of one channel, with Channel axis none)"),
     (re.compile(r"\bonly reg_covar=(\S+) keeps"), r"only a ridge of \1 (reg_covar) keeps"),
