@@ -442,3 +442,18 @@ def test_a_model_labels_its_own_image_alike_when_it_cannot_recognise_it(name):
     assert np.mean(labels == again) > 0.99
     np.testing.assert_allclose(field, model.bias_field_, rtol=0.02)
 
+
+
+def test_a_refused_field_says_what_the_input_warns_about_once():
+    # grey stored as RGB (its channels' warning) and mostly negative (no field):
+    # the fit redone without a field must not say the first again
+    rng = np.random.default_rng(0)
+    grey = np.repeat([-60.0, 20.0], 800).reshape(40, 40) + rng.normal(0, 5, (40, 40))
+    rgb = np.dstack([grey] * 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        segmenter = GMMSegmenter(2, channel_axis=-1, bias_field="auto", random_state=0).fit(rgb)
+    messages = [str(w.message) for w in caught]
+    assert sum("linearly dependent" in m for m in messages) == 1, messages
+    assert sum(issubclass(w.category, BiasFieldWarning) for w in caught) == 1, messages
+    assert np.all(segmenter.bias_field_ == 1)

@@ -464,10 +464,20 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self._fit(X, y, mask, prior)
         return self
 
-    def _fit(self, X, y, mask, prior):
-        """:meth:`fit`; returns the guidance (or ``None``), for :meth:`fit_predict`."""
-        images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
-        _training.warn_if_mixed_depths([view.dtype for view in images.views])
+    def _fit(self, X, y, mask, prior, inputs_checked=False):
+        """:meth:`fit`; returns the guidance (or ``None``), for :meth:`fit_predict`.
+
+        ``inputs_checked``: what the input itself warns about (opening it,
+        its bit depths and channels) was said already, by the fit this one
+        redoes without a bias field.
+        """
+        if inputs_checked:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+        else:
+            images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+            _training.warn_if_mixed_depths([view.dtype for view in images.views])
         # (for advice on the channels, written as code on X)
         first = X[0] if _image.is_batch(X) else X
         channels_last = self.channel_axis in (-1, np.ndim(first) - 1)
@@ -496,7 +506,7 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             sampled = (len(values), n_valid)
         result = self._fit_pixelwise(
             values, weights, offset, scale, random_state, guided, sampled=sampled,
-            channels_last=channels_last,
+            channels_last=None if inputs_checked else channels_last,
         )
         fields = None
         if self.bias_field is not None and self.beta == 0:
@@ -557,7 +567,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         if fields is not None and not fields.any:
             # Every field was refused: segment as without one (a fit with a
             # field runs one start and stops EM at tol).
-            plain = clone(self).set_params(bias_field=None).fit(X, y, mask=mask, prior=prior)
+            plain = clone(self).set_params(bias_field=None)
+            plain._fit(X, y, mask, prior, inputs_checked=True)
             vars(self).update(
                 (name, value) for name, value in vars(plain).items() if name.endswith("_")
             )
@@ -584,11 +595,15 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         and the final fit is guided EM from :func:`._guidance.guided_start`.
         ``sampled`` is ``(rows drawn, valid pixels)`` when ``values`` are a
         sample of fewer rows than the image has valid pixels. ``channels_last``:
-        the channel axis is the images' last (for the advice of warnings).
+        the channel axis is the images' last (for the advice of warnings);
+        ``None`` when what the channels warn about was said already.
         """
         standardized = (values - offset) / scale
-        _training.warn_if_collinear(standardized, weights, self.reg_covar, self.covariance_type)
-        _training.warn_if_alpha(values, weights, self.channel_axis, channels_last)
+        if channels_last is not None:
+            _training.warn_if_collinear(
+                standardized, weights, self.reg_covar, self.covariance_type
+            )
+            _training.warn_if_alpha(values, weights, self.channel_axis, channels_last)
         init_params = self._init_params(values.shape[1])
         candidates = _training.candidate_n_components(
             self.n_components, self.n_components_range, standardized, raw=values,
