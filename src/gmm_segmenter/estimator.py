@@ -471,12 +471,8 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         its bit depths and channels) was said already, by the fit this one
         redoes without a bias field.
         """
-        if inputs_checked:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
-        else:
-            images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+        images = self._open(X, mask, quiet=inputs_checked)
+        if not inputs_checked:
             _training.warn_if_mixed_depths([view.dtype for view in images.views])
         # (for advice on the channels, written as code on X)
         first = X[0] if _image.is_batch(X) else X
@@ -1283,17 +1279,20 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             and -X.ndim <= axis < X.ndim and X.shape[axis] != model.n_features
         ):
             self._refuse_channels(X, X.shape[axis], model)
-        if quiet:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
-        else:
-            # (no catch_warnings here: leaving one resets the registry that
-            # shows a repeated warning once)
-            images = _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+        images = self._open(X, mask, quiet=quiet)
         if images.n_channels != model.n_features:
             self._refuse_channels(X, images.n_channels, model)
         return images
+
+    def _open(self, X, mask, quiet=False):
+        """``X`` opened; ``quiet``: what opening it warns about was said already."""
+        if not quiet:
+            # (no catch_warnings here: leaving one resets the registry that
+            # shows a repeated warning once)
+            return _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
 
     def _refuse_channels(self, X, n_channels, model):
         """Raise: ``X`` has ``n_channels`` channels, ``model`` other ones."""
