@@ -1020,6 +1020,13 @@ def test_the_status_line_names_the_smoothing_the_fit_used(qtbot, viewer_widget):
     fixed_smoothing(widget, 0.0)
     run(qtbot, widget)
     assert "smoothing" not in widget.status.value
+    # the layer it names, deleted: the status says so (the model stays)
+    viewer.layers.remove("quads GMM labels")
+    assert "'quads GMM labels' (since deleted)" in widget.status.value
+    assert "'quads GMM labels' (since deleted)" in widget.status.native.toolTip()
+    assert widget.model is not None
+    viewer.layers.remove("quads")  # another layer: nothing more to say
+    assert widget.status.value.count("since deleted") == 1
 
 
 def test_the_function_widgets_say_advice_in_their_options():

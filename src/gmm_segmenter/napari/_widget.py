@@ -973,6 +973,7 @@ class GMMSegmenterWidget(Container):
             self.apply_target.value = layer
 
     def _on_layer_removed(self, event):
+        self._forget_shown_layer(event.value)
         job = self._job
         if job is None or event.value is not job["layer"]:
             return
@@ -991,6 +992,21 @@ class GMMSegmenterWidget(Container):
             self._warning_timer.start()
         except RuntimeError:  # the dock is being closed: nothing to say
             pass
+
+    def _forget_shown_layer(self, layer):
+        """The status line names the last result's labels layer: say so when
+        the user deletes it (the model stays, for Apply and Save)."""
+        shown = self._shown
+        # (==, not is: the dock's viewer hands out proxies of its layers)
+        if shown is None or not layer == shown.get("labels_layer"):
+            return
+        quoted = repr(layer.name)
+        if quoted in self.status.value:
+            deleted = f"{quoted} (since deleted)"
+            self.status.value = self.status.value.replace(quoted, deleted, 1)
+            self.status.native.setToolTip(
+                self.status.native.toolTip().replace(quoted, deleted, 1)
+            )
 
     @_while_open
     def _warn_removed(self):
