@@ -184,6 +184,8 @@ def test_warnings_name_the_file_they_concern(tmp_path, capsys):
 @pytest.mark.parametrize("message, expected", [
     ("Try a lower degree (bias_field=1 or 2) or bias_field=None.",
      "Try a lower degree (--bias-field 1 or 2) or no --bias-field."),
+    ("Use bias_field=None: a field of the lowest degree needs 90 pixels.",
+     "Leave out --bias-field: a field of the lowest degree needs 90 pixels."),
     ("pass channel_axis=None to segment by intensity",
      "pass --channel-axis none to segment by intensity"),
 ])

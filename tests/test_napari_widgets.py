@@ -1057,10 +1057,25 @@ def test_alpha_advice_for_channels_not_last_is_said_as_layers():
         assert "np.take" not in said and "X" not in said, said
         assert "segment a layer of its first three channels, with a" in said
         assert "of where the fourth is above 0" in said
+    # channels last (a non-RGB layer of 4 channels): no console code either
+    said = _in_widget_words(alpha_warning(channel_axis=-1))
+    assert "X" not in said and "console" not in said and "'name'" not in said, said
+    assert "segment a layer of its first three channels (with a Mask layer of where the " \
+        "fourth is above 0" in said
 
 
 def test_messages_in_the_widgets_words_read_as_sentences():
     from gmm_segmenter.napari._widget import _in_widget_words
+
+    # the bias field's advice: the dock's checkbox, and Python for what it lacks
+    assert _in_widget_words(
+        "x is segmented without bias-field correction. Use bias_field=None: a field of the "
+        "lowest degree needs 90 pixels."
+    ).endswith("correction. Untick Correct bias field: a field of the lowest degree needs 90 "
+               "pixels.")
+    assert _in_widget_words(
+        "Use a lower degree (bias_field=1 needs 90) or bias_field=None."
+    ) == "Use a lower degree (in Python: bias_field=1 needs 90) or untick Correct bias field."
 
     constant = (
         "n_components=3 asks for at least 3 components, but the valid pixels of X hold "

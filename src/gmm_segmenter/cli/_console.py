@@ -91,6 +91,7 @@ _CLI_WORDS = [
     (re.compile(r"\(or 'auto'\)"), "(or -k auto)"),
     (re.compile(r"\bn_components\b"), "-k"),
     # None as the options spell it: no --bias-field, --channel-axis none
+    (re.compile(r"\bUse bias_field=None\b"), "Leave out --bias-field"),
     (re.compile(r"\bbias_field=None\b"), "no --bias-field"),
     # advice written as code on X, in the command's terms
     (RGBA_ADVICE,

@@ -142,12 +142,14 @@ _WIDGET_WORDS = [
      "erase those strokes"),
     (re.compile(r": np\.where\(y(\[\d+\])? > K, 0, y(\[\d+\])?\)"), " (erase those strokes)"),
     (re.compile(r"\bScribbles y(\[\d+\])?"), "The scribbles"),
+    (re.compile(r"\bUse bias_field=None\b"), "Untick Correct bias field"),
     (re.compile(r"(?:use )?bias_field=None"), "untick Correct bias field"),
     (re.compile(r"\(bias_field=1 or 2\)"), "(in Python: bias_field=1 or 2)"),
+    (re.compile(r"\(bias_field=(\d+) needs (\d+)\)"), r"(in Python: bias_field=\1 needs \2)"),
     (re.compile(r"pass a mask with some True pixels"), "choose a Mask that marks some pixels"),
     (RGBA_ADVICE,
-     "for an RGBA layer, segment a layer of its first three channels (in napari's console: "
-     "viewer.add_image(viewer.layers['name'].data[..., :3]))"),
+     "segment a layer of its first three channels (with a Mask layer of where the fourth "
+     "is above 0, if some pixels are transparent)"),
     (ALPHA_AXIS_ADVICE,
      "segment a layer of its first three channels, with a Mask layer of where the fourth "
      "is above 0"),
