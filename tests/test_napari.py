@@ -469,6 +469,9 @@ def test_cancel_during_a_fit_is_shown_as_cancelled(qtbot, viewer_widget):
     assert cancel_a_fit_of_the_volume() == (
         "Cancelled; the plot shows the last result again, 'quads GMM labels'")
     assert widget.model is model
+    viewer.layers.remove("quads GMM labels")  # ... and whether that layer is still there
+    assert cancel_a_fit_of_the_volume() == (
+        "Cancelled; the plot shows the last result again, 'quads GMM labels' (since deleted)")
     # after a preview of another layer, the preview is the last result shown
     widget.image.value = viewer.layers["volume"]
     widget.preview_now()

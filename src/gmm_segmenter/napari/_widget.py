@@ -939,8 +939,10 @@ class GMMSegmenterWidget(Container):
         # the plot goes back to the last result: say which, as Image may name another layer
         shown = self._shown
         if shown is not None and shown["layer"] in self._viewer.layers:
+            labels = shown["labels_layer"]
+            gone = "" if labels in self._viewer.layers else " (since deleted)"
             self._set_status(f"Cancelled; the plot shows the last result again, "
-                             f"{shown['labels_layer'].name!r}")
+                             f"{labels.name!r}{gone}")
         elif shown is None and self.model is not None:
             self._set_status("Cancelled; the plot shows the loaded model again")
         else:
