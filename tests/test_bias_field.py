@@ -457,3 +457,23 @@ def test_a_refused_field_says_what_the_input_warns_about_once():
     assert sum("linearly dependent" in m for m in messages) == 1, messages
     assert sum(issubclass(w.category, BiasFieldWarning) for w in caught) == 1, messages
     assert np.all(segmenter.bias_field_ == 1)
+
+
+def test_a_refused_field_says_each_fit_warning_once():
+    # too small for a field and for choosing the smoothing: the fit redone
+    # without a field must not say the smoothing's warning again
+    tiny = np.zeros((8, 8), np.uint8)
+    tiny[:, 4:] = 200
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GMMSegmenter(2, bias_field="auto", random_state=0).fit(tiny)
+    messages = [str(w.message) for w in caught]
+    assert sum("needs at least 256 valid pixels" in m for m in messages) == 1, messages
+    assert sum(issubclass(w.category, BiasFieldWarning) for w in caught) == 1, messages
+    assert all(w.filename == __file__ for w in caught)  # they point at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        segmenter = GMMSegmenter(2, bias_field="auto", random_state=0)
+        with pytest.raises(UserWarning):
+            segmenter.fit(tiny)
+        assert not hasattr(segmenter, "model_")  # a warning turned error leaves it unfitted

@@ -470,7 +470,28 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         ``inputs_checked``: what the input itself warns about (opening it,
         its bit depths and channels) was said already, by the fit this one
         redoes without a bias field.
+
+        With a bias field, the fit may be redone without one (every field
+        refused), which would say again what the first said (too few pixels
+        to choose the smoothing, say): each warning is then said once.
         """
+        if self.bias_field is None or inputs_checked:
+            return self._fit_images(X, y, mask, prior, inputs_checked)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            guidance = self._fit_images(X, y, mask, prior)
+        seen = set()
+        for warning in said:
+            key = (warning.category, str(warning.message))
+            if key not in seen:
+                seen.add(key)
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+        return guidance
+
+    def _fit_images(self, X, y, mask, prior, inputs_checked=False):
+        """:meth:`_fit` itself."""
         images = self._open(X, mask, quiet=inputs_checked)
         if not inputs_checked:
             _training.warn_if_mixed_depths([view.dtype for view in images.views])
