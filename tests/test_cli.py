@@ -292,7 +292,7 @@ def test_model_with_wrong_channels_fails_that_file(tmp_path, images, capsys):
     assert err.count("\n") == 1 and "rgb.png" in err
     # the axis --channel-axis auto chose is not called an option the user gave
     assert "The image has 3 channels (on its axis -1), but the --model was fitted on " \
-        "images with 1 channel(s)" in err and "--channel-axis" not in err
+        "images with 1 channel; give images with 1 channel," in err and "--channel-axis" not in err
     assert (tmp_path / "apply" / "gray_labels.tif").exists()
 
 

@@ -226,7 +226,7 @@ def test_a_spatial_channel_axis_is_judged_on_the_file_s_axes_once(tmp_path, caps
     ("X has 4 channel(s) along channel_axis=2, but this GMMSegmenter was fitted on images "
      "with 3; pass images with the same channels as in fit.",
      "The image has 4 channels (on its axis 2), but the --model was fitted on images with "
-     "3 channel(s); give images with 3 channel(s), or a model fitted on images like this "
+     "3 channels; give images with 3 channels, or a model fitted on images like this "
      "one."),
     ("bias_field: the field estimated for a.png would scale intensities by up to 27.7 times",
      "--bias-field: the field estimated for a.png would scale intensities by up to 27.7 times"),

@@ -1318,17 +1318,19 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
     def _refuse_channels(self, X, n_channels, model):
         """Raise: ``X`` has ``n_channels`` channels, ``model`` other ones."""
         shape = None if _image.is_batch(X) else np.shape(X)
-        grey = (
-            f" X looks like a grey image of shape {shape} whose axis "
-            f"{self.channel_axis} is taken for its channels, while the model is of "
-            f"{model.n_features}-channel (colour) images."
-            if model.n_features > 1 and n_channels > 4 and shape is not None
-            and len(shape) == 2 else ""
-        )
+        if model.n_features > 1 and n_channels > 4 and shape is not None and len(shape) == 2:
+            # the likely mistake first
+            raise ValueError(
+                f"X looks like a grey image of shape {shape} whose axis {self.channel_axis} "
+                f"is taken for its channels (channel_axis={self.channel_axis}: "
+                f"{n_channels} channels), but this GMMSegmenter was fitted on "
+                f"{model.n_features}-channel (colour) images; pass images with the same "
+                "channels as in fit."
+            )
         raise ValueError(
             f"X has {n_channels} channel(s) along channel_axis="
             f"{self.channel_axis}, but this GMMSegmenter was fitted on images with "
-            f"{model.n_features}; pass images with the same channels as in fit.{grey}"
+            f"{model.n_features}; pass images with the same channels as in fit."
         )
 
     @_single_threaded_blas

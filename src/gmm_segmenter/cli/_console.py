@@ -50,6 +50,10 @@ def warnings_said() -> list[str]:
     return list(getattr(_current, "said", None) or [])
 
 
+def _channels(count: str) -> str:
+    return f"{count} channel" + ("" if count == "1" else "s")
+
+
 #: The estimator's messages speak of its parameters and of the arrays passed
 #: to it; here they become the options that set them.
 _CLI_WORDS = [
@@ -63,9 +67,11 @@ _CLI_WORDS = [
     (re.compile(r"\bX has (\d+) channel\(s\) along channel_axis=(-?\d+), but this "
                 r"GMMSegmenter was fitted on images with (\d+); pass images with the same "
                 r"channels as in fit\."),
-     r"The image has \1 channels (on its axis \2), but the --model was fitted on images "
-     r"with \3 channel(s); give images with \3 channel(s), or a model fitted on images like "
-     r"this one."),
+     lambda found: (
+         f"The image has {found[1]} channels (on its axis {found[2]}), but the --model was "
+         f"fitted on images with {_channels(found[3])}; give images with "
+         f"{_channels(found[3])}, or a model fitted on images like this one."
+     )),
     (re.compile(r"\bpass images with the same channels as in fit\."),
      "give images with the channels of the --model's images."),
     (re.compile(r"\bn_components_range=\((\d+), (\d+)\)"), r"--k-range \1 \2"),
