@@ -162,7 +162,6 @@ def warn_if_alpha(values, weights, channel_axis=-1, channels_last=True):
     )
 
 
-
 def warn_if_collinear(standardized, weights, reg_covar, covariance_type):
     """Warn when the channels are linearly dependent (a gray image stored as RGB).
 

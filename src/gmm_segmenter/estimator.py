@@ -485,9 +485,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             key = (warning.category, str(warning.message))
             if key not in seen:
                 seen.add(key)
-                warnings.warn_explicit(
-                    warning.message, warning.category, warning.filename, warning.lineno
-                )
+                # through warn at the caller, as the estimator's other warnings:
+                # a filter on the caller's module matches its __name__, which
+                # warn_explicit would guess from the file name instead
+                warnings.warn(warning.message, stacklevel=_training.caller_stacklevel())
         return guidance
 
     def _fit_images(self, X, y, mask, prior, inputs_checked=False):
