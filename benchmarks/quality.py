@@ -19,7 +19,8 @@ would run ("n/a" on the other phantoms).
 
 Then a markdown table and whether the targets of the spatial-prior work
 hold: default ARI >= best other + 0.1 where the best other is below 0.85,
-at least equal elsewhere, and mean default ARI >= 0.9; and the same with
+at least equal elsewhere, and mean default ARI >= 0.93 (>= 0.9 before the
+adaptive strength, also printed); and the same with
 ``bias_field='auto'`` in place of the default where there is a field.
 
 Run from the repository root::
@@ -309,6 +310,11 @@ OTHERS = ("GaussianMixture", "KMeans", "multi-Otsu", "Atropos", "N4+Atropos", "d
           "GMMSegmenter beta=0")
 
 
+#: The mean ARI of the default to keep, and the spatial prior's first target.
+MEAN_TARGET = 0.93
+FIRST_MEAN_TARGET = 0.9
+
+
 def target_met(ours, best):
     """A lead of 0.1 where the best other is below 0.85, at least a tie above."""
     needed = best + 0.1 if best < 0.85 else best
@@ -352,7 +358,11 @@ def report(rows):
         print(f"| {phantom} | {shape_text} | {noise} | " + " | ".join(cells) + f" | {target} |")
     mean = float(np.mean(defaults))
     print()
-    print(f"Mean ARI of the default: {mean:.3f} (target >= 0.9: {'met' if mean >= 0.9 else 'NOT met'})")
+    print(
+        f"Mean ARI of the default: {mean:.3f} (target >= {MEAN_TARGET}: "
+        f"{'met' if mean >= MEAN_TARGET else 'NOT met'}; the first target, >= {FIRST_MEAN_TARGET}: "
+        f"{'met' if mean >= FIRST_MEAN_TARGET else 'NOT met'})"
+    )
     if any(isinstance(row[3].get(BIAS_FIELD), tuple) for row in rows):
         print(
             f"Mean ARI of the default, with bias_field='auto' on the phantom with a field: "
