@@ -230,6 +230,59 @@ def test_prior_maps_name_the_classes_and_help_a_noisy_image():
     assert ari(truth, plain) < ari(truth, labels)
 
 
+@pytest.mark.parametrize("beta", [0.0, "auto"])
+def test_prior_weight_zero_is_the_unguided_fit_named_by_the_maps(beta):
+    image, truth = stripes(noise=40.0)
+    order = [2, 0, 1]  # class k of the prior is truth order[k] + 1
+    prior = one_hot_prior(truth, 3)[..., order]
+    kept = prior.copy()
+    unguided = make_segmenter(3, beta=beta).fit(image)
+    segmenter = make_segmenter(3, beta=beta, prior_weight=0.0)
+    labels = segmenter.fit_predict(image, prior=prior)
+    np.testing.assert_array_equal(prior, kept)
+    # the same mixture, each component moved to the class its map names
+    by_mean = np.argsort(segmenter.means_.ravel())
+    np.testing.assert_allclose(segmenter.means_.ravel()[by_mean], unguided.means_.ravel())
+    assert [label_of(labels, truth, c + 1) for c in order] == [1, 2, 3]
+    expected = np.asarray(order)[unguided.predict(image) - 1] + 1
+    assert [label_of(labels, truth, c) for c in (1, 2, 3)] != [1, 2, 3]
+    assert ari(expected, labels) == 1.0
+
+
+@pytest.mark.parametrize("channel_axis", [None, -1])
+def test_flat_prior_maps_give_the_unguided_fit(channel_axis):
+    image, truth = stripes(noise=30.0)
+    if channel_axis is not None:
+        image = np.stack([image, 255 - image, image / 2], axis=-1)
+    flat = np.full(truth.shape + (3,), 1 / 3)
+    unguided = make_segmenter(3, channel_axis=channel_axis).fit(image)
+    for weight in (1.0, 0.0):
+        segmenter = make_segmenter(3, channel_axis=channel_axis, prior_weight=weight)
+        labels = segmenter.fit_predict(image, prior=flat)
+        np.testing.assert_array_equal(segmenter.means_, unguided.means_)
+        np.testing.assert_array_equal(labels, unguided.predict(image))
+
+
+def test_prior_maps_that_leave_classes_alike_do_not_merge_them():
+    """Maps equal for two classes (or flat, beside scribbles) start those
+    classes alike; EM cannot part identical components, so they start from
+    clusters of the data instead."""
+    image, truth = stripes(noise=20.0)
+    prior = one_hot_prior(truth, 3)
+    prior[..., 1] = prior[..., 2] = (prior[..., 1] + prior[..., 2]) / 2
+    for beta in (0.0, "auto"):
+        segmenter = make_segmenter(3, beta=beta)
+        labels = segmenter.fit_predict(image, prior=prior)
+        assert len(np.unique(np.round(segmenter.means_.ravel()))) == 3
+        assert ari(truth, labels) > 0.9
+        assert label_of(labels, truth, 1) == 1  # the class the maps tell apart
+    y = scribble(truth, {1: 1})
+    segmenter = make_segmenter(3, beta=0.0, prior_weight=0.0)
+    labels = segmenter.fit_predict(image, y, prior=np.full(truth.shape + (3,), 1 / 3))
+    assert len(np.unique(np.round(segmenter.means_.ravel()))) == 3
+    assert ari(truth, labels) > 0.9
+
+
 def test_prior_maps_with_the_spatial_prior():
     image, truth = stripes(noise=70.0)
     labels = GMMSegmenter(3, random_state=0).fit_predict(image, prior=one_hot_prior(truth, 3))

@@ -20,6 +20,7 @@ pass over the image.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import dataclass, replace
 
@@ -171,6 +172,20 @@ class Guidance:
     @property
     def has_prior(self) -> bool:
         return any(image.prior is not None for image in self.images)
+
+    @property
+    def names_only(self) -> bool:
+        """Prior maps and no scribbles, and the maps only name the classes:
+        ``prior_weight=0``, or maps that give every class the same probability
+        at every pixel (adding them changes no fit). The fit is then the
+        unguided one, its components matched to the maps' classes by
+        :func:`order_by_maps`."""
+        if self.scribbled or not self.has_prior:
+            return False
+        return self.prior_weight == 0 or all(
+            image.prior is None or float(np.ptp(image.prior, axis=-1).max()) < ALIKE
+            for image in self.images
+        )
 
     @property
     def n_scribbled_pixels(self) -> int:
@@ -631,13 +646,21 @@ def guided_start(X, sample_weight, classes, log_prior, n_components, *, covarian
                  init_params, reg_covar, random_state) -> _mixture.Mixture:
     """Initial mixture for guided EM on rows ``X``, the last ``len(classes)`` scribbled.
 
-    Unscribbled rows start from the prior maps when there are any, otherwise
+    Unscribbled rows start from the prior maps when there are any
+    (``log_prior``: the maps' log at the fit's weight, or at weight 1 when
+    the fit ignores them, so that they still name the classes), otherwise
     from ``init_params`` with ``n_components`` clusters, which are matched to
     the scribbled classes (least total distance between cluster means and
     scribble means); the unmatched clusters start the unscribbled classes,
     darkest first. Every scribbled class then starts at its scribbles' mean
     and covariance, whatever cluster it was matched to: that is what keeps
     two classes the unguided start would merge apart.
+
+    Maps that do not tell two classes apart (the same probabilities at every
+    pixel, such as flat maps) would start them as one component, and EM
+    never separates identical components: the ``init_params`` clusters,
+    matched to the classes by their overlap with the maps, then split them
+    (see :func:`_split_by_clusters`).
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -650,6 +673,8 @@ def guided_start(X, sample_weight, classes, log_prior, n_components, *, covarian
     if log_prior is not None and len(log_prior) == len(X):  # prior maps
         _, log_resp = _mixture.log_normalize(log_prior[:n_free_rows])
         resp = np.exp(log_resp)
+        if _classes_alike(resp):
+            resp = _split_by_clusters(resp, free, free_weight, init_params, random_state)
     else:
         resp = _mixture.initial_responsibilities(
             free, free_weight, n_components, init_params, random_state
@@ -688,6 +713,77 @@ def guided_start(X, sample_weight, classes, log_prior, n_components, *, covarian
         start.weights, all_means, all_covariances,
         _mixture.precision_cholesky(all_covariances, covariance_type), covariance_type,
     )
+
+
+#: Start responsibilities closer than this at every pixel start two classes alike.
+ALIKE = 1e-3
+
+
+def _classes_alike(resp: np.ndarray) -> bool:
+    """Whether two columns of ``resp`` are within :data:`ALIKE` at every row."""
+    if len(resp) == 0:
+        return False
+    rounded = np.round(resp.T / ALIKE)
+    return len(np.unique(rounded, axis=0)) < resp.shape[1]
+
+
+def _split_by_clusters(resp, X, sample_weight, init_params, random_state) -> np.ndarray:
+    """Responsibilities from maps ``resp`` times those of ``init_params``'s
+    clusters, each cluster taken as the class whose map it overlaps most
+    (one cluster a class), renormalised. Where the maps tell classes apart
+    they still decide; where they do not, the clusters do."""
+    from scipy.optimize import linear_sum_assignment
+
+    clusters = _mixture.initial_responsibilities(
+        X, sample_weight, resp.shape[1], init_params, random_state
+    )
+    overlap = (clusters * sample_weight[:, np.newaxis]).T @ resp  # (cluster, class)
+    cluster_of_class = np.empty(resp.shape[1], dtype=np.intp)
+    rows, columns = linear_sum_assignment(-overlap)
+    cluster_of_class[columns] = rows
+    product = resp * clusters[:, cluster_of_class]
+    total = product.sum(axis=1, keepdims=True)
+    # a row the clusters give none of the maps' classes keeps the maps'
+    return np.where(total > 0, product / np.where(total > 0, total, 1.0), resp)
+
+
+#: Pixels per image at which :func:`order_by_maps` compares components with the maps.
+NAMING_PIXELS = 1 << 16
+
+
+def order_by_maps(guidance: Guidance, mixture, pixels_at, offset, scale) -> np.ndarray | None:
+    """The order of ``mixture``'s components (standardised by ``offset``,
+    ``scale``) that makes component ``k`` the maps' class ``k``: each
+    component goes to the class it shares most probability with (one
+    component a class), over up to :data:`NAMING_PIXELS` evenly spread pixels
+    of each image. ``None`` when the maps give every class the same
+    probability everywhere: they name nothing, and the unguided order stands.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    n_components = mixture.n_components
+    positions = [
+        np.unique(np.linspace(0, math.prod(image.spatial_shape) - 1, NAMING_PIXELS).astype(np.intp))
+        for image in guidance.images
+    ]
+    overlap = np.zeros((n_components, n_components))  # (component, class)
+    informative = False
+    for image, where, (values, valid) in zip(guidance.images, positions, pixels_at(positions)):
+        if image.prior is None or not valid.any():
+            continue
+        coordinates = np.unravel_index(where[valid], image.spatial_shape)
+        maps = np.asarray(image.prior[coordinates], dtype=np.float64)
+        informative |= bool(np.ptp(maps, axis=-1).max() >= ALIKE)
+        _, log_resp = _mixture.log_normalize(
+            _mixture.weighted_log_prob((values[valid] - offset) / scale, mixture)
+        )
+        overlap += np.exp(log_resp).T @ maps
+    if not informative:
+        return None
+    components, classes = linear_sum_assignment(-overlap)
+    order = np.empty(n_components, dtype=np.intp)
+    order[classes] = components
+    return order
 
 
 def anchor_rows(guidance: Guidance, n_components: int, table_weight: float, offset, scale):

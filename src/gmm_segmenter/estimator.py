@@ -203,7 +203,9 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         ``prior``: ``prior_weight * log(prior)`` is added to each pixel's
         ``log w_k + log p(x | k)``. ``1`` takes the maps as the class
         probabilities before the pixel is seen; smaller values trust them
-        less, ``0`` ignores them (they still name the classes). A
+        less, ``0`` ignores them: the fit is the unguided one, each
+        component numbered as the class whose map it overlaps most (with
+        scribbles, the maps start the unscribbled classes). A
         hyper-parameter like the others (tunable with ``GridSearchCV``);
         the maps themselves belong to the image and go to :meth:`fit`.
     random_state : int, RandomState instance or None, default=None
@@ -504,6 +506,10 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         guidance = _guidance.prepare(
             y, prior, images, self.n_components, self.prior_weight, images.pixels_at
         )
+        naming = None
+        if guidance is not None and guidance.names_only and self.n_components != "auto":
+            # the maps add nothing to the fit: fit as without them, then name
+            naming, guidance = guidance, None
         values, weights, method, n_valid = self._training_data(images, random_state)
         if n_valid == 0:
             raise ValueError(
@@ -563,8 +569,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         self.spatial_lower_bounds_ = (
             [] if spatial is None else [b - log_jacobian for b in spatial.objectives]
         )
+        named = None if naming is None else _guidance.order_by_maps(
+            naming, mixture, images.pixels_at, offset, scale
+        )
         mixture = mixture.rescaled(offset, scale)
-        if guidance is None:
+        if named is not None:
+            order = named
+        elif guidance is None:
             # HMRF-EM may move the means past each other: sort again, darkest first
             order = np.argsort(mixture.means.mean(axis=1), kind="stable")
         else:
@@ -700,8 +711,13 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
         X = (np.vstack([guided.free_values, guided.scribble_values]) - offset) / scale
         sample_weight = np.concatenate([guided.free_weights, guided.scribble_weights])
         log_prior = guided.log_prior(n_components, self.prior_weight)
+        # prior_weight=0 ignores the maps in EM, but they still name the classes
+        start_prior = (
+            guided.log_prior(n_components, 1.0)
+            if self.prior_weight == 0 and guided.free_prior is not None else log_prior
+        )
         initial = _guidance.guided_start(
-            X, sample_weight, guided.scribble_classes, log_prior, n_components,
+            X, sample_weight, guided.scribble_classes, start_prior, n_components,
             covariance_type=self.covariance_type, init_params=init_params,
             reg_covar=self.reg_covar, random_state=random_state,
         )
