@@ -452,6 +452,25 @@ def test_bad_scribbles_end_in_a_notification_not_a_crash(qtbot, viewer_widget, c
     assert viewer.layers["quads GMM labels"].data.max() == 3
 
 
+def test_a_label_above_what_components_offers_is_sent_to_the_auto_box():
+    from gmm_segmenter import GMMSegmenter
+    from gmm_segmenter.napari._widget import MAX_COMPONENTS, _in_widget_words
+
+    image, _ = quadrants(noise=5.0)
+    for label, expected in [
+        (7, "raise Components to 7 or more (or tick its auto box), or paint fewer classes"),
+        (MAX_COMPONENTS + 10, f"tick the auto box of Components (Components itself goes up to "
+                              f"{MAX_COMPONENTS}), or paint fewer classes"),
+    ]:
+        y = np.zeros(image.shape, np.int32)
+        y[2:5, 2:5] = label
+        with pytest.raises(ValueError) as raised:
+            GMMSegmenter(3, beta=0).fit(image, y)
+        words = _in_widget_words(raised.value)
+        assert expected in words, words
+        assert "n_components" not in words
+
+
 def test_scribbled_pixels_keep_their_class_in_the_labels_and_the_recorded_code(
     qtbot, viewer_widget
 ):

@@ -99,6 +99,9 @@ def _stop_live_workers():
         QThreadPool.globalInstance().waitForDone(30_000)
 
 
+#: The most components the Components and 'Up to (auto)' boxes offer.
+MAX_COMPONENTS = 50
+
 #: The estimator's messages speak of its parameters and of the scribbles
 #: array; in the widget they become its controls and the scribble layer.
 _WIDGET_WORDS = [
@@ -113,7 +116,12 @@ _WIDGET_WORDS = [
     (re.compile(r"\bWiden n_components_range, or pass a number\."),
      "Raise 'Up to (auto)', or untick auto and set Components."),
     (re.compile(r"pass n_components=(\d+) or more \(or 'auto'\)"),
-     r"raise Components to \1 or more (or tick its auto box), or paint fewer classes"),
+     lambda match: (
+         f"raise Components to {match[1]} or more (or tick its auto box), or paint fewer classes"
+         if int(match[1]) <= MAX_COMPONENTS else
+         f"tick the auto box of Components (Components itself goes up to {MAX_COMPONENTS}), "
+         "or paint fewer classes"
+     )),
     (re.compile(r"\bUse n_components<=1 or n_components='auto'"),
      "Set Components to 1, or tick its auto box"),
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
@@ -298,11 +306,11 @@ class GMMSegmenterWidget(Container):
             "BIC curve, where one more component stops paying off; the plot shows the curve.",
         )
         self.n_components = SpinBox(
-            label="Components", value=3, min=1, max=50,
+            label="Components", value=3, min=1, max=MAX_COMPONENTS,
             tooltip="How many classes; labels run 1..K from the darkest to the brightest.",
         )
         self.max_components = SpinBox(  # 8: GMMSegmenter's and gmm-segment's default range
-            label="Up to (auto)", value=8, min=2, max=50,
+            label="Up to (auto)", value=8, min=2, max=MAX_COMPONENTS,
             tooltip="The largest number of components BIC may choose.",
         )
         self.covariance_type = ComboBox(
