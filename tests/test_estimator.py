@@ -374,6 +374,19 @@ def test_a_colour_model_on_a_grey_image_says_the_image_is_grey(rgb_image):
         segmenter.predict(np.zeros((5, 5, 4)))
 
 
+def test_a_grey_model_on_a_colour_array_advises_what_it_accepts(rgb_image):
+    # "pass channel_axis=-1", the advice at fit, would be refused by a grey model
+    colour, _ = rgb_image
+    grey = make_segmenter(3, beta=0).fit(colour.mean(axis=-1))
+    with pytest.warns(UserWarning, match=r"last axis of 3 looks like colour channels, but this "
+                      r"GMMSegmenter was fitted on grey images, so it labels X as a 3-D volume "
+                      r"of 3 slices\. For a colour image, convert it to grey first") as caught:
+        labels = grey.predict(colour)
+    assert labels.shape == colour.shape
+    assert len(caught) == 1 and "Pass channel_axis=-1" not in str(caught[0].message)
+    assert caught[0].filename == __file__
+
+
 def test_a_mask_given_as_a_path_asks_for_the_array(quadrant_image, tmp_path):
     image, _ = quadrant_image
     for path in ("mask.png", tmp_path / "mask.png"):

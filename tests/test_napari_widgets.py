@@ -846,7 +846,12 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
                            tmp_path / "grey.npz")
     with pytest.raises(ValueError, match="choose channels='none' if it is a volume's"):
         _functions.apply_model(rgb, grey_path)
-    assert _functions.apply_model(rgb, grey_path, channels="none").shape == rgb.shape
+    with pytest.warns(UserWarning, match=r"fitted on grey images, so it labels the image as a "
+                      r"3-D volume of 3 slices\. For a colour layer, apply this model to a grey "
+                      r"copy of it") as caught:
+        assert _functions.apply_model(rgb, grey_path, channels="none").shape == rgb.shape
+    assert not any("rgb2gray" in str(w.message) or "channel_axis" in str(w.message)
+                   for w in caught)
     # a model of volumes (their connectivity and voxel sizes) labels a plane
     volume = GMMSegmenter(4, beta=0.5, connectivity=3, spacing=(2.0, 1.0, 1.0),
                           random_state=0).fit(np.stack([image] * 3))

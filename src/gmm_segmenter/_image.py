@@ -207,9 +207,15 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
 COLOUR_SIDE = 32
 
 
+def looks_like_colour(shape) -> bool:
+    """Whether an image of ``shape`` read with ``channel_axis=None`` looks like
+    a colour image (last axis of 3 or 4, both others at least :data:`COLOUR_SIDE`)."""
+    return len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) >= COLOUR_SIDE
+
+
 def _warn_if_colour(shape, name) -> None:
     """Warn when ``channel_axis=None`` would segment a colour image as a volume."""
-    if len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) >= COLOUR_SIDE:
+    if looks_like_colour(shape):
         warnings.warn(
             f"{name} has shape {shape}: its last axis of {shape[-1]} looks like colour "
             f"channels, but with channel_axis=None it is segmented as a 3-D volume of "

@@ -1317,7 +1317,23 @@ class GMMSegmenter(TransformerMixin, BaseEstimator):
             and -X.ndim <= axis < X.ndim and X.shape[axis] != model.n_features
         ):
             self._refuse_channels(X, X.shape[axis], model)
-        images = self._open(X, mask, quiet=quiet)
+        colour = (
+            not quiet and axis is None and model.n_features == 1
+            and isinstance(X, np.ndarray) and _image.looks_like_colour(X.shape)
+        )
+        if colour:
+            # opening it would advise channel_axis=-1, which this grey model refuses
+            warnings.warn(
+                f"X has shape {X.shape}: its last axis of {X.shape[-1]} looks like colour "
+                f"channels, but this GMMSegmenter was fitted on grey images, so it labels "
+                f"X as a 3-D volume of {X.shape[-1]} slices. For a colour image, convert it "
+                "to grey first (e.g. skimage.color.rgb2gray, scaled as the model's images "
+                "were) or fit a model on colour images (channel_axis=-1); for a volume, "
+                "ignore this warning.",
+                UserWarning,
+                stacklevel=_training.caller_stacklevel(),
+            )
+        images = self._open(X, mask, quiet=quiet or colour)
         if images.n_channels != model.n_features:
             self._refuse_channels(X, images.n_channels, model)
         return images

@@ -98,6 +98,12 @@ _FUNCTION_WORDS = [
     # the colour an RGB layer is: 'auto', the default, reads it so
     (re.compile(r"\bPass channel_axis=-1 for a colour image\b"),
      "Choose channels='auto' (the default) for a colour image"),
+    # a grey model told channels='none' on a layer that looks like colour
+    (re.compile(r"For a colour image, convert it to grey first \(e\.g\. skimage\.color\.rgb2gray, "
+                r"scaled as the model's images were\) or fit a model on colour images "
+                r"\(channel_axis=-1\)"),
+     "For a colour layer, apply this model to a grey copy of it (scaled as the model's images "
+     "were), or apply a model fitted on colour layers with channels='auto' (the default)"),
     (RGBA_ADVICE,
      "for an RGBA layer, choose channels='auto' (the default): it leaves alpha out and "
      "gives transparent pixels label 0"),
@@ -208,7 +214,10 @@ def segment_image(
         bias_field="auto" if correct_bias_field else None, random_state=random_seed,
     )
     with _warnings_in_these_words():
-        return segmenter.fit(pixels, mask=mask).predict(pixels, mask=mask)
+        segmenter.fit(pixels, mask=mask)
+        # predict(pixels) without repeating what the fit said about them (a
+        # grey model would advise otherwise on a colour-looking array)
+        return segmenter._predict(pixels, mask, "labels", fitted_on_it=True)
 
 
 def apply_model(
