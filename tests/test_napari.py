@@ -499,6 +499,35 @@ def test_a_dask_layer_gets_a_dask_labels_layer(qtbot, viewer_widget, posteriors)
     assert np.mean(labels.compute() == expected) > 0.999
     if posteriors:
         assert isinstance(viewer.layers["lazy GMM uncertainty"].data, da.Array)
+    # Copy Python code keeps the layer lazy, as the widget did
+    code = viewer.layers["lazy GMM labels"].metadata["gmm_segmenter"]["python"]
+    assert "np.asarray(viewer.layers['lazy'].data)" not in code
+    namespace = {"viewer": viewer}
+    exec(code, namespace)
+    assert isinstance(namespace["labels"], da.Array)
+    np.testing.assert_array_equal(namespace["labels"].compute(), labels.compute())
+
+
+def test_a_zarr_layer_stays_lazy(qtbot, viewer_widget, tmp_path):
+    da = pytest.importorskip("dask.array")
+    zarr = pytest.importorskip("zarr")
+    viewer, widget = viewer_widget
+    image, _ = quadrants((64, 96), seed=3)
+    store = zarr.open_array(str(tmp_path / "image.zarr"), mode="w", shape=image.shape,
+                            chunks=(32, 48), dtype=image.dtype)
+    store[:] = image
+    viewer.add_image(store, name="stored")
+    widget.image.value = viewer.layers["stored"]
+    widget.n_components.value = 4
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    labels = viewer.layers["stored GMM labels"].data
+    assert isinstance(labels, da.Array) and labels.chunks == ((32, 32), (48, 48))
+    expected = GMMSegmenter(**widget.model.get_params()).fit(image).predict(image)
+    np.testing.assert_array_equal(labels.compute(), expected)
+    namespace = {"viewer": viewer}
+    exec(viewer.layers["stored GMM labels"].metadata["gmm_segmenter"]["python"], namespace)
+    np.testing.assert_array_equal(np.asarray(namespace["labels"]), expected)
 
 
 def test_preview_on_a_lazy_layer_is_refused_with_a_notification(qtbot, viewer_widget):

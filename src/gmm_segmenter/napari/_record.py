@@ -104,7 +104,7 @@ def scribble_code(scribbles: dict | None) -> list:
 def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | None = None,
                 preview_index=None, source: str | None = None,
                 scribbles: dict | None = None, preview_grid: dict | None = None,
-                alpha: bool = False) -> str:
+                alpha: bool = False, lazy: bool = False) -> str:
     """Python that recomputes the labels in napari's console (``viewer`` is defined there).
 
     ``leading_axis`` is ``"space"``, ``"shared"`` (one model for every
@@ -118,17 +118,23 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
     a model applied to another layer, is the code that made the model (it
     defines ``segmenter``); ``params`` then holds what applying sets.
     ``alpha``: the layer is RGBA, segmented by its colours with its
-    transparent pixels masked out.
+    transparent pixels masked out. ``lazy``: the layer's data is a dask
+    array, which the widget fits and labels without loading it (the code
+    does too).
     """
     lines = ["import numpy as np", "from gmm_segmenter import GMMSegmenter", ""]
     if source is not None:
         lines = [source.rstrip(), "", f"# the same model applied to {image!r}"]
     select = "" if preview_index is None else _index_literal(preview_index)
+    data = f"viewer.layers[{image!r}].data"
+    read = f"{data}{select}" if lazy else f"np.asarray({data}){select}"
+    if lazy:
+        lines.append("# a dask array: fitted and labelled without loading it whole")
     if alpha:
-        lines.append(f"rgba = np.asarray(viewer.layers[{image!r}].data){select}")
+        lines.append(f"rgba = {read}")
         lines.append("image = rgba[..., :3]  # the colours; alpha 0 is masked out")
     else:
-        lines.append(f"image = np.asarray(viewer.layers[{image!r}].data){select}")
+        lines.append(f"image = {read}")
     lines += mask_code(mask)
     if alpha:
         lines.append("mask = rgba[..., 3] != 0" if mask is None

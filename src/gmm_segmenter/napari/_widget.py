@@ -44,6 +44,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import _guidance, _warmup, io
 from .._covariance import COVARIANCE_TYPES
+from .._dask import _is_zarr_array
 from .._image import is_dask_array
 from .._model import json_params
 from .._progress import Cancelled, progress
@@ -1134,9 +1135,7 @@ class GMMSegmenterWidget(Container):
         if layer is None:
             raise ValueError("There is no Image layer to segment; open or add an image first.")
         layout = self._image_layout(layer)
-        data = _data_of(layer)
-        if not is_dask_array(data):
-            data = np.asarray(data)  # dask and zarr layers stay lazy
+        data = _lazy_or_loaded(_data_of(layer))
         masks, mask_description = self._masks(layout, kind)
         layout, data, masks = _without_alpha(layer, layout, data, masks)
         scribbles, scribble_description = (None, None) if kind == "apply" else (
@@ -1326,16 +1325,17 @@ class GMMSegmenterWidget(Container):
         applied = kind == "apply"
         models = outputs.models
         model = models[self._displayed_frame(layer, len(models))]
+        data = _data_of(layer)
+        reading = {"alpha": _has_alpha(layer), "lazy": is_dask_array(data) or _is_zarr_array(data)}
         if applied:
             code = _record.python_code(
                 image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
-                mask=mask_description, source=self._model_code, alpha=_has_alpha(layer),
+                mask=mask_description, source=self._model_code, **reading,
             )
         else:
             code = _record.python_code(
                 image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
-                mask=mask_description, scribbles=scribble_description,
-                alpha=_has_alpha(layer),
+                mask=mask_description, scribbles=scribble_description, **reading,
             )
         record = _record.make_record(
             operation="apply model" if applied else "fit and predict", image_layer=layer,
@@ -1535,6 +1535,16 @@ def _ordinal(n):
 def _data_of(layer):
     data = layer.data
     return data[0] if getattr(layer, "multiscale", False) else data
+
+
+def _lazy_or_loaded(data):
+    """A layer's data as a dask array (dask and zarr layers, which stay lazy)
+    or in memory (anything else)."""
+    if _is_zarr_array(data):
+        import dask.array as da
+
+        return da.from_zarr(data)
+    return data if is_dask_array(data) else np.asarray(data)
 
 
 def _has_alpha(layer) -> bool:
