@@ -357,6 +357,17 @@ def fit_quadrants(qtbot, viewer, widget, name):
 # -------------------------------------------------- 7. stale status
 
 
+def test_the_status_line_counts_one_component_in_the_singular(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    viewer.add_image(quadrants()[0], name="quads")
+    widget.image.value = viewer.layers["quads"]
+    widget.n_components.value = 1
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    assert widget.status.value.startswith("Fitted: 1 component"), widget.status.value
+    assert "1 components" not in widget.status.value
+
+
 def test_the_status_line_reports_an_error_before_a_job(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     fit_quadrants(qtbot, viewer, widget, "quads")
@@ -832,6 +843,9 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     apply.model_file.value = tmp_path / "missing.npz"
     since = len(notification_manager.records)
     assert apply() is None and "no such model file" in new_messages(since)[0]
+    apply.model_file.value = tmp_path
+    since = len(notification_manager.records)
+    assert apply() is None and "is a folder, not a model file" in new_messages(since)[0]
     assert len(viewer.layers) == n_layers
     since = len(notification_manager.records)
     assert _functions.run_segment_image(np.zeros((8, 8))) is None

@@ -36,6 +36,11 @@ RESCALE_ADVICE = re.compile(
 )
 
 
+def count(n: int, noun: str) -> str:
+    """``"1 component"``, ``"3 components"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def reword(text: str, rules) -> str:
     """``text`` with each ``(pattern, replacement)`` of ``rules`` applied in turn."""
     for pattern, words in rules:

@@ -237,8 +237,13 @@ def apply_model(
     _check_channels(channels)
     model_file = pathlib.Path(model_file)
     if not model_file.is_file():
-        raise FileNotFoundError(
-            f"{model_file}: no such model file; choose a .npz file written by Save "
+        problem = (
+            "is a folder, not a model file" if model_file.is_dir()
+            else "is not a regular file" if model_file.exists() else "no such model file"
+        )
+        error = ValueError if model_file.exists() else FileNotFoundError
+        raise error(
+            f"{model_file}: {problem}; choose a .npz file written by Save "
             "model… or gmm-segment --save-model."
         )
     segmenter = io.load_model(model_file)

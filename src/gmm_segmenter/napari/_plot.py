@@ -24,6 +24,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
 
+from .._wording import count
 from ._layers import component_densities
 
 #: Light-theme colours; :meth:`MixturePlot.set_colours` takes the viewer's theme.
@@ -178,7 +179,7 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220)) -> Fi
         main.set_xticks(labels if n_components <= 12 else labels[:: -(-n_components // 12)])
         main.set_xlabel("component (label)", fontsize=8)
         main.set_ylabel("weight", fontsize=8)
-    main.set_title(f"{n_components} components", fontsize=9)
+    main.set_title(count(n_components, "component"), fontsize=9)
     _style(main, theme)
     if has_curve:
         bic = figure.add_subplot(n_axes, 1, 2)

@@ -51,7 +51,7 @@ from .._progress import Cancelled, progress
 from .._wording import (
     ALPHA_AXIS_ADVICE, EM_ITER_ADVICE, FEWER_COMPONENTS_ADVICE, MASK_INSTEAD_ADVICE,
     ONE_CHANNEL_ADVICE, RESCALE_ADVICE, RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE,
-    reword,
+    count, reword,
 )
 from . import _jobs, _layers, _output, _record
 from ._plot import MixturePlot
@@ -767,7 +767,7 @@ class GMMSegmenterWidget(Container):
         )
         self._shown = None
         self._set_status(
-            f"Loaded {Path(path).name}: {model.n_components_} components, "
+            f"Loaded {Path(path).name}: {count(model.n_components_, 'component')}, "
             f"{model.n_features_in_} channel(s)"
         )
         self._draw(model, None, {})
@@ -1379,7 +1379,7 @@ class GMMSegmenterWidget(Container):
         else:
             refused = "; read the warning in the notifications" if warned else ""
         self._set_status(
-            f"{verb}: {model.n_components_} components{smoothing} → {labels_layer.name!r}"
+            f"{verb}: {count(model.n_components_, 'component')}{smoothing} → {labels_layer.name!r}"
             f"{refused}"
         )
 
