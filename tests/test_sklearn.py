@@ -94,6 +94,17 @@ def test_scikit_learn_contract(estimator, check):
     check(estimator)
 
 
+def test_it_is_a_density_estimator_like_gaussian_mixture():
+    from sklearn.base import is_clusterer, is_classifier, is_regressor
+    from sklearn.mixture import GaussianMixture
+    from sklearn.utils import get_tags
+
+    assert get_tags(GMMSegmenter()).estimator_type == get_tags(GaussianMixture()).estimator_type
+    assert get_tags(GMMSegmenter()).estimator_type == "density_estimator"
+    assert not (is_clusterer(GMMSegmenter()) or is_classifier(GMMSegmenter())
+                or is_regressor(GMMSegmenter()))
+
+
 def test_tabular_y_is_refused():
     table = np.random.default_rng(0).normal(size=(30, 3))
     with pytest.raises(ValueError, match=r"Scribbles y have shape \(30,\) but the image's "

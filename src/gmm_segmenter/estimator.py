@@ -10,7 +10,7 @@ from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, DensityMixin, TransformerMixin, _fit_context, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
@@ -73,7 +73,7 @@ _NOT_BOOLS = {
 }
 
 
-class GMMSegmenter(TransformerMixin, BaseEstimator):
+class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
     """Segment images with a Gaussian mixture model of their pixel values.
 
     Each pixel is assigned to the mixture component that most probably
