@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from . import _bias, _image, _kernel
-from ._image import ImageView, is_dask_array
+from ._image import ImageView, is_dask_array, is_zarr_array
 
 #: Pixels of the crop on which HMRF-EM (the spatial prior's fit) runs.
 SPATIAL_FIT_PIXELS = 1 << 22
@@ -45,10 +45,6 @@ FIELD_FIT_PIXELS = SPATIAL_FIT_PIXELS
 #: wider halo (16) did not reduce them; it only costs (1 + 2 * 8 / 128)**3
 #: = 1.4x the work on 128**3 chunks.
 HALO = 8
-
-def _is_zarr_array(x) -> bool:
-    return type(x).__module__.startswith("zarr") and hasattr(x, "chunks") and hasattr(x, "shape")
-
 
 class ChunkedImages(_image.Images):
     """Images of which at least one is a dask array: summarised from their
@@ -112,14 +108,14 @@ class ChunkedImages(_image.Images):
 
 def lazy_inputs(image, mask):
     """Zarr arrays as dask arrays; a dask mask computed when the image is in memory."""
-    if _is_zarr_array(image) or _is_zarr_array(mask):
+    if is_zarr_array(image) or is_zarr_array(mask):
         try:
             import dask.array as da
         except ImportError:  # without dask a zarr array is read whole
             return image, mask
-        if _is_zarr_array(image):
+        if is_zarr_array(image):
             image = da.from_zarr(image)
-        if _is_zarr_array(mask):
+        if is_zarr_array(mask):
             mask = da.from_zarr(mask)
     if is_dask_array(mask) and not is_dask_array(image):
         mask = mask.compute()

@@ -83,6 +83,11 @@ def is_dask_array(x) -> bool:
     return module is not None and isinstance(x, module.Array)
 
 
+def is_zarr_array(x) -> bool:
+    """Whether ``x`` is a zarr array (without importing zarr)."""
+    return type(x).__module__.startswith("zarr") and hasattr(x, "chunks") and hasattr(x, "shape")
+
+
 def is_batch(X) -> bool:
     """A list or tuple of images is a batch; anything else is one image."""
     return isinstance(X, (list, tuple))

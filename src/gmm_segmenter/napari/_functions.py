@@ -214,10 +214,9 @@ def segment_image(
         bias_field="auto" if correct_bias_field else None, random_state=random_seed,
     )
     with _warnings_in_these_words():
-        segmenter.fit(pixels, mask=mask)
-        # predict(pixels) without repeating what the fit said about them (a
-        # grey model would advise otherwise on a colour-looking array)
-        return segmenter._predict(pixels, mask, "labels", fitted_on_it=True)
+        # (fit_predict: what the fit said about the image is not said again,
+        # and a bias field is the one fitted with the mixture)
+        return segmenter.fit_predict(pixels, mask=mask)
 
 
 def apply_model(

@@ -44,8 +44,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import _guidance, _warmup, io
 from .._covariance import COVARIANCE_TYPES
-from .._dask import _is_zarr_array
-from .._image import is_dask_array
+from .._image import is_dask_array, is_zarr_array
 from .._model import json_params
 from .._progress import Cancelled, progress
 from .._wording import (
@@ -1326,7 +1325,7 @@ class GMMSegmenterWidget(Container):
         models = outputs.models
         model = models[self._displayed_frame(layer, len(models))]
         data = _data_of(layer)
-        reading = {"alpha": _has_alpha(layer), "lazy": is_dask_array(data) or _is_zarr_array(data)}
+        reading = {"alpha": _has_alpha(layer), "lazy": is_dask_array(data) or is_zarr_array(data)}
         if applied:
             code = _record.python_code(
                 image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
@@ -1540,7 +1539,7 @@ def _data_of(layer):
 def _lazy_or_loaded(data):
     """A layer's data as a dask array (dask and zarr layers, which stay lazy)
     or in memory (anything else)."""
-    if _is_zarr_array(data):
+    if is_zarr_array(data):
         import dask.array as da
 
         return da.from_zarr(data)
