@@ -385,6 +385,18 @@ def test_a_grey_model_on_a_colour_array_advises_what_it_accepts(rgb_image):
     assert labels.shape == colour.shape
     assert len(caught) == 1 and "Pass channel_axis=-1" not in str(caught[0].message)
     assert caught[0].filename == __file__
+    # a batch names the image; a dask array is told the same
+    with pytest.warns(UserWarning, match=r"X\[1\] has shape .* so it labels X\[1\] as a 3-D "
+                      r"volume of 3 slices\. For a colour image, convert it") as caught:
+        grey.predict([colour.mean(axis=-1), colour])
+    assert not any("Pass channel_axis=-1" in str(w.message) for w in caught)
+    da = pytest.importorskip("dask.array")
+    with pytest.warns(UserWarning, match=r"fitted on grey images") as caught:
+        grey.predict(da.from_array(colour, chunks=(32, 32, 3)))
+    assert not any("Pass channel_axis=-1" in str(w.message) for w in caught)
+    # a fit (no model yet) keeps its advice
+    with pytest.warns(UserWarning, match=r"Pass channel_axis=-1 for a colour image"):
+        make_segmenter(3, beta=0).fit(colour)
 
 
 def test_a_mask_given_as_a_path_asks_for_the_array(quadrant_image, tmp_path):

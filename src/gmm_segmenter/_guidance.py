@@ -183,7 +183,7 @@ class Guidance:
         if self.scribbled or not self.has_prior:
             return False
         return self.prior_weight == 0 or all(
-            image.prior is None or float(np.ptp(image.prior, axis=-1).max()) < ALIKE
+            image.prior is None or float(np.ptp(image.prior, axis=-1).max()) < FLAT
             for image in self.images
         )
 
@@ -680,6 +680,8 @@ def guided_start(X, sample_weight, classes, log_prior, n_components, *, covarian
             free, free_weight, n_components, init_params, random_state
         )
         if len(scribbled):
+            # seeds alone (k-means++) would start the unscribbled classes from one row each
+            resp = _every_row(resp, free, free_weight)
             mass = resp.T @ free_weight + 1e-300
             cluster_means = (resp * free_weight[:, np.newaxis]).T @ free / mass[:, np.newaxis]
             scribble_means = np.array([scribbles[classes == k].mean(axis=0) for k in scribbled])
@@ -715,16 +717,44 @@ def guided_start(X, sample_weight, classes, log_prior, n_components, *, covarian
     )
 
 
-#: Start responsibilities closer than this at every pixel start two classes alike.
-ALIKE = 1e-3
+#: Maps whose classes' probabilities differ by less than this at every pixel are flat.
+FLAT = 1e-6
+
+#: Two classes whose start responsibilities, each scaled to a mean of 1 over
+#: the rows, differ by less than this at every row start alike: EM would fit
+#: them as one component twice (the same means, or all but).
+ALIKE = 0.05
 
 
 def _classes_alike(resp: np.ndarray) -> bool:
-    """Whether two columns of ``resp`` are within :data:`ALIKE` at every row."""
-    if len(resp) == 0:
+    """Whether two columns of ``resp`` are proportional, to :data:`ALIKE`.
+
+    Proportional, not only equal: maps that are the same at every pixel but
+    uneven across classes (class proportions), or whose informative part is
+    masked out, start every component at the same mean too.
+    """
+    if len(resp) == 0 or resp.shape[1] < 2:
         return False
-    rounded = np.round(resp.T / ALIKE)
-    return len(np.unique(rounded, axis=0)) < resp.shape[1]
+    scaled = resp / np.maximum(resp.mean(axis=0), 1e-300)
+    return any(
+        bool((np.abs(scaled[:, k + 1:] - scaled[:, k:k + 1]).max(axis=0) < ALIKE).any())
+        for k in range(resp.shape[1] - 1)
+    )
+
+
+def _every_row(clusters: np.ndarray, X: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
+    """Clusters that hold every row: the seeds that ``'k-means++'`` and
+    ``'random_from_data'`` give (one row each) become one-hot assignments of
+    each row to its nearest seed; clusters that hold every row already are
+    returned as they are."""
+    if np.all(clusters.sum(axis=1) > 0):
+        return clusters
+    mass = clusters.T @ sample_weight + 1e-300
+    centres = (clusters * sample_weight[:, np.newaxis]).T @ X / mass[:, np.newaxis]
+    nearest = np.argmin(((X[:, np.newaxis, :] - centres[np.newaxis]) ** 2).sum(axis=-1), axis=1)
+    assigned = np.zeros_like(clusters)
+    assigned[np.arange(len(X)), nearest] = 1.0
+    return assigned
 
 
 def _split_by_clusters(resp, X, sample_weight, init_params, random_state) -> np.ndarray:
@@ -734,8 +764,11 @@ def _split_by_clusters(resp, X, sample_weight, init_params, random_state) -> np.
     they still decide; where they do not, the clusters do."""
     from scipy.optimize import linear_sum_assignment
 
-    clusters = _mixture.initial_responsibilities(
-        X, sample_weight, resp.shape[1], init_params, random_state
+    clusters = _every_row(
+        _mixture.initial_responsibilities(
+            X, sample_weight, resp.shape[1], init_params, random_state
+        ),
+        X, sample_weight,
     )
     overlap = (clusters * sample_weight[:, np.newaxis]).T @ resp  # (cluster, class)
     cluster_of_class = np.empty(resp.shape[1], dtype=np.intp)
@@ -755,15 +788,16 @@ def order_by_maps(guidance: Guidance, mixture, pixels_at, offset, scale) -> np.n
     """The order of ``mixture``'s components (standardised by ``offset``,
     ``scale``) that makes component ``k`` the maps' class ``k``: each
     component goes to the class it shares most probability with (one
-    component a class), over up to :data:`NAMING_PIXELS` evenly spread pixels
-    of each image. ``None`` when the maps give every class the same
+    component a class), over up to :data:`NAMING_PIXELS` pixels of each
+    image drawn with a fixed seed. ``None`` when the maps give every class the same
     probability everywhere: they name nothing, and the unguided order stands.
     """
     from scipy.optimize import linear_sum_assignment
 
     n_components = mixture.n_components
+    generator = np.random.default_rng(0)  # (evenly spaced positions would line up in a volume)
     positions = [
-        np.unique(np.linspace(0, math.prod(image.spatial_shape) - 1, NAMING_PIXELS).astype(np.intp))
+        np.unique(generator.integers(0, math.prod(image.spatial_shape), NAMING_PIXELS))
         for image in guidance.images
     ]
     overlap = np.zeros((n_components, n_components))  # (component, class)
@@ -773,7 +807,7 @@ def order_by_maps(guidance: Guidance, mixture, pixels_at, offset, scale) -> np.n
             continue
         coordinates = np.unravel_index(where[valid], image.spatial_shape)
         maps = np.asarray(image.prior[coordinates], dtype=np.float64)
-        informative |= bool(np.ptp(maps, axis=-1).max() >= ALIKE)
+        informative |= bool(np.ptp(maps, axis=-1).max() >= FLAT)
         _, log_resp = _mixture.log_normalize(
             _mixture.weighted_log_prob((values[valid] - offset) / scale, mixture)
         )

@@ -93,12 +93,15 @@ def is_batch(X) -> bool:
     return isinstance(X, (list, tuple))
 
 
-def as_images(X, *, channel_axis, mask=None, param_name="X", convert=None) -> list[ImageView]:
+def as_images(X, *, channel_axis, mask=None, param_name="X", convert=None,
+              grey_model=False) -> list[ImageView]:
     """Validate one image or a batch of images and return channel-last views.
 
     ``convert(image, mask)``, when given, sees each image and its mask first
     and returns them in a form this module reads (the chunked backend turns
-    zarr arrays into dask arrays there). Raises ``TypeError`` or
+    zarr arrays into dask arrays there). ``grey_model``: the images are to
+    be labelled by a model of grey images, which a colour-looking image
+    should be converted for (not read with ``channel_axis=-1``). Raises ``TypeError`` or
     ``ValueError`` naming the parameter, what was given and what would work.
     """
     if is_batch(X):
@@ -113,7 +116,7 @@ def as_images(X, *, channel_axis, mask=None, param_name="X", convert=None) -> li
     else:
         images, masks, names = [X], [mask], [param_name]
     views = [
-        _as_image(image, channel_axis, image_mask, name, convert)
+        _as_image(image, channel_axis, image_mask, name, convert, grey_model)
         for image, image_mask, name in zip(images, masks, names)
     ]
     channels = {view.n_channels for view in views}
@@ -139,7 +142,7 @@ def _as_mask_list(mask, n_images) -> list:
     return list(mask)
 
 
-def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
+def _as_image(image, channel_axis, mask, name, convert, grey_model=False) -> ImageView:
     if sparse.issparse(image):
         raise TypeError(
             f"{name} is a sparse {type(image).__name__}; sparse input is not "
@@ -171,7 +174,7 @@ def _as_image(image, channel_axis, mask, name, convert) -> ImageView:
             "spatial axis."
         )
     if channel_axis is None:
-        _warn_if_colour(array.shape, name)
+        _warn_if_colour(array.shape, name, grey_model)
         pixels = array[..., np.newaxis]
         hidden = None if hidden is None else hidden[..., np.newaxis]
     else:
@@ -218,17 +221,32 @@ def looks_like_colour(shape) -> bool:
     return len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) >= COLOUR_SIDE
 
 
-def _warn_if_colour(shape, name) -> None:
-    """Warn when ``channel_axis=None`` would segment a colour image as a volume."""
-    if looks_like_colour(shape):
-        warnings.warn(
-            f"{name} has shape {shape}: its last axis of {shape[-1]} looks like colour "
-            f"channels, but with channel_axis=None it is segmented as a 3-D volume of "
-            f"{shape[-1]} slices. Pass channel_axis=-1 for a colour image; for a "
-            "volume, ignore this warning.",
-            UserWarning,
-            stacklevel=_training.caller_stacklevel(),
+def _warn_if_colour(shape, name, grey_model=False) -> None:
+    """Warn when ``channel_axis=None`` would segment a colour image as a volume.
+
+    ``grey_model``: a fitted model of grey images labels it, which refuses
+    ``channel_axis=-1``: the advice is a grey copy or a colour model instead.
+    """
+    if not looks_like_colour(shape):
+        return
+    if grey_model:
+        advice = (
+            f"but this GMMSegmenter was fitted on grey images, so it labels {name} as a "
+            f"3-D volume of {shape[-1]} slices. For a colour image, convert it to grey first "
+            "(e.g. skimage.color.rgb2gray, scaled as the model's images were) or fit a "
+            "model on colour images (channel_axis=-1)"
         )
+    else:
+        advice = (
+            f"but with channel_axis=None it is segmented as a 3-D volume of {shape[-1]} "
+            "slices. Pass channel_axis=-1 for a colour image"
+        )
+    warnings.warn(
+        f"{name} has shape {shape}: its last axis of {shape[-1]} looks like colour "
+        f"channels, {advice}; for a volume, ignore this warning.",
+        UserWarning,
+        stacklevel=_training.caller_stacklevel(),
+    )
 
 
 #: A channel axis at least this long, with fewer than :data:`PIXELS_PER_CHANNEL`

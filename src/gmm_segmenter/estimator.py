@@ -205,7 +205,8 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         probabilities before the pixel is seen; smaller values trust them
         less, ``0`` ignores them: the fit is the unguided one, each
         component numbered as the class whose map it overlaps most (with
-        scribbles, the maps start the unscribbled classes). A
+        scribbles, or with ``n_components='auto'``, the maps start the
+        classes instead). A
         hyper-parameter like the others (tunable with ``GridSearchCV``);
         the maps themselves belong to the image and go to :meth:`fit`.
     random_state : int, RandomState instance or None, default=None
@@ -569,9 +570,13 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         self.spatial_lower_bounds_ = (
             [] if spatial is None else [b - log_jacobian for b in spatial.objectives]
         )
-        named = None if naming is None else _guidance.order_by_maps(
-            naming, mixture, images.pixels_at, offset, scale
-        )
+        named = None
+        if naming is not None:
+            # the mixture is of the corrected pixels when a field was fitted
+            source = images if fields is None or not fields.any else images.corrected(
+                fields.fields, _names(images)
+            )
+            named = _guidance.order_by_maps(naming, mixture, source.pixels_at, offset, scale)
         mixture = mixture.rescaled(offset, scale)
         if named is not None:
             order = named
@@ -1317,36 +1322,26 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
             and -X.ndim <= axis < X.ndim and X.shape[axis] != model.n_features
         ):
             self._refuse_channels(X, X.shape[axis], model)
-        colour = (
-            not quiet and axis is None and model.n_features == 1
-            and isinstance(X, np.ndarray) and _image.looks_like_colour(X.shape)
-        )
-        if colour:
-            # opening it would advise channel_axis=-1, which this grey model refuses
-            warnings.warn(
-                f"X has shape {X.shape}: its last axis of {X.shape[-1]} looks like colour "
-                f"channels, but this GMMSegmenter was fitted on grey images, so it labels "
-                f"X as a 3-D volume of {X.shape[-1]} slices. For a colour image, convert it "
-                "to grey first (e.g. skimage.color.rgb2gray, scaled as the model's images "
-                "were) or fit a model on colour images (channel_axis=-1); for a volume, "
-                "ignore this warning.",
-                UserWarning,
-                stacklevel=_training.caller_stacklevel(),
-            )
-        images = self._open(X, mask, quiet=quiet or colour)
+        images = self._open(X, mask, quiet=quiet, grey_model=model.n_features == 1)
         if images.n_channels != model.n_features:
             self._refuse_channels(X, images.n_channels, model)
         return images
 
-    def _open(self, X, mask, quiet=False):
-        """``X`` opened; ``quiet``: what opening it warns about was said already."""
+    def _open(self, X, mask, quiet=False, grey_model=False):
+        """``X`` opened; ``quiet``: what opening it warns about was said already;
+        ``grey_model``: for a fitted model of grey images (its advice on a
+        colour-looking image)."""
+        open_them = functools.partial(
+            _source.open_images, X, channel_axis=self.channel_axis, mask=mask,
+            grey_model=grey_model,
+        )
         if not quiet:
             # (no catch_warnings here: leaving one resets the registry that
             # shows a repeated warning once)
-            return _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+            return open_them()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _source.open_images(X, channel_axis=self.channel_axis, mask=mask)
+            return open_them()
 
     def _refuse_channels(self, X, n_channels, model):
         """Raise: ``X`` has ``n_channels`` channels, ``model`` other ones."""

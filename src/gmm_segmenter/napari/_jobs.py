@@ -139,8 +139,9 @@ def _label(model, request, index, labels, posteriors, step, total, fields):
 
 
 def _keep_scribbled(frame_labels, scribbles):
-    """The labels with every scribbled pixel in its scribbled class, as
-    ``fit_predict(X, y)`` gives them (where the pixel is labelled at all)."""
+    """The labels with every scribbled pixel in its scribbled class (where
+    the pixel is labelled at all); unlike ``fit_predict(X, y)``, the strokes
+    do not pass their class on to their neighbours."""
     if scribbles is None:
         return frame_labels
     if is_dask_array(frame_labels) or is_dask_array(scribbles):

@@ -129,7 +129,7 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
     data = f"viewer.layers[{image!r}].data"
     read = f"{data}{select}" if lazy else f"np.asarray({data}){select}"
     if lazy:
-        lines.append("# a dask array: fitted and labelled without loading it whole")
+        lines.append("# a dask or zarr array: fitted and labelled without loading it whole")
     if alpha:
         lines.append(f"rgba = {read}")
         lines.append("image = rgba[..., :3]  # the colours; alpha 0 is masked out")
