@@ -314,6 +314,23 @@ def test_maps_that_are_the_same_up_to_a_factor_do_not_merge_classes(case, init_p
     assert ari(truth[keep], labels[keep]) > 0.9
 
 
+@pytest.mark.parametrize("beta", [0.0, "auto"])
+def test_prior_maps_are_the_class_probabilities_and_are_not_counted_twice(beta):
+    """Constant maps of 0.5/0.3/0.2: mixing weights re-estimated from
+    posteriors that hold the maps ran to one class for the whole image."""
+    from skimage import data
+
+    image = data.coins()
+    maps = np.broadcast_to([0.5, 0.3, 0.2], image.shape + (3,)).copy()
+    segmenter = make_segmenter(3, beta=beta)
+    labels = segmenter.fit_predict(image, prior=maps)
+    np.testing.assert_allclose(segmenter.weights_, 1 / 3)
+    counts = np.bincount(labels.ravel(), minlength=4)[1:]
+    assert counts.min() > 0.1 * labels.size, counts
+    # the proportions the maps ask for, in their order
+    assert counts[0] > counts[1] > counts[2], counts
+
+
 @pytest.mark.parametrize("init_params", ["k-means++", "random_from_data"])
 def test_scribbles_alone_start_the_other_classes_from_every_row(init_params):
     image, truth = stripes(noise=20.0)

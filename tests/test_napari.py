@@ -534,12 +534,21 @@ def test_preview_on_a_lazy_layer_is_refused_with_a_notification(qtbot, viewer_wi
     da = pytest.importorskip("dask.array")
     viewer, widget = viewer_widget
     image, _ = quadrants((64, 96), seed=4)
+    viewer.add_image(image, name="in memory")
+    widget.image.value = viewer.layers["in memory"]
+    widget.preview.value = True
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     viewer.add_image(da.from_array(image, chunks=(32, 48)), name="lazy")
     widget.image.value = viewer.layers["lazy"]
+    # not offered: unticked and greyed out, and the tooltip says why
+    assert not widget.preview.value and not widget.preview.enabled
+    assert "Not available for a lazy" in widget.preview.tooltip
     since = len(notification_manager.records)
     widget.preview_now()
     assert any("Preview is not available for a lazy" in m for m in new_errors(since))
     assert not widget.running
+    widget.image.value = viewer.layers["in memory"]
+    assert widget.preview.enabled and "Re-segment only" in widget.preview.tooltip
 
 
 def test_a_volume_model_applies_to_a_plane(qtbot, viewer_widget):

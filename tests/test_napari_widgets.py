@@ -999,6 +999,14 @@ def test_an_rgb_layer_gets_a_field_per_channel_and_bad_input_only_warns(qtbot, v
     assert "tiny GMM bias field" not in viewer.layers
     assert "no bias field could be estimated" in widget.status.value
     assert not new_messages(since)
+    # the same on a lazy layer, without reading the whole field to tell
+    da = pytest.importorskip("dask.array")
+    negative = np.random.default_rng(0).normal(size=(64, 64)) * 5 - 30
+    viewer.add_image(da.from_array(negative, chunks=32), name="lazy")
+    widget.image.value = viewer.layers["lazy"]
+    run(qtbot, widget)
+    assert "lazy GMM labels" in viewer.layers and "lazy GMM bias field" not in viewer.layers
+    assert "no bias field could be estimated" in widget.status.value
     # the estimator's warnings in the worker reach the user as notifications
     warned = new_messages(since, severity="warning")
     assert any("untick Correct bias field" in message for message in warned), warned

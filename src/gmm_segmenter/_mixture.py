@@ -455,7 +455,7 @@ POLISH_TOL_SMALL = 1e-3
 
 def run_em(
     X, sample_weight, initial: Mixture, *, max_iter, tol, reg_covar, log_prior=None,
-    mixing_rows=None, polish=False,
+    mixing_rows=None, polish=False, fixed_weights=False,
 ) -> FitResult:
     """EM from given initial parameters, with scikit-learn's stopping rule.
 
@@ -478,6 +478,10 @@ def run_em(
     plus their ``log_prior``), so the M-step maximises the bound EM reports
     and it never falls (with the weights in, scribbled rows of a class the
     free rows make rare pulled it down as the weights moved away from them).
+    With ``fixed_weights`` the mixing weights stay ``initial``'s: prior maps
+    in ``log_prior`` are the class probabilities, and weights re-estimated
+    from responsibilities that hold them would count them again at every
+    step (constant maps of 0.5/0.3/0.2 drove one class to the whole image).
     """
     if not polish:
         polish_tol = tol
@@ -506,7 +510,9 @@ def run_em(
         mixture = regularised_fit(
             X, weighted_resp, reg_covar, initial.covariance_type, total_weight
         )
-        if mixing_rows is not None:
+        if fixed_weights:
+            mixture = replace(mixture, weights=initial.weights)
+        elif mixing_rows is not None:
             mass = column_sums(weighted_resp[mixing_rows])
             mixture = replace(mixture, weights=mass / mass.sum())
         lower_bound = float(sample_weight @ log_prob_norm / total_weight)
@@ -738,12 +744,12 @@ def fit_mixture(
 
 
 def fit_from(X, sample_weight, initial: Mixture, *, log_prior, max_iter, tol,
-             reg_covar, mixing_rows=None) -> FitResult:
+             reg_covar, mixing_rows=None, fixed_weights=False) -> FitResult:
     """EM from ``initial`` under a per-row ``log_prior`` (see :func:`run_em`),
     warning when it does not converge."""
     result = run_em(
         X, sample_weight, initial, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-        log_prior=log_prior, mixing_rows=mixing_rows,
+        log_prior=log_prior, mixing_rows=mixing_rows, fixed_weights=fixed_weights,
     )
     _warn_if_not_converged(result, max_iter)
     return result

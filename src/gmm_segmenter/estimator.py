@@ -293,9 +293,9 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
 
     Fitted with scribbles or prior maps (see :meth:`fit` and
     ``docs/guided.md``), component ``k`` is class ``k + 1`` of the guidance
-    rather than the ``k``-th darkest; with the spatial prior the external
-    field is flat (``weights_`` are equal), the guidance being the
-    per-pixel field; ``lower_bound_`` weighs the scribbled pixels as the
+    rather than the ``k``-th darkest; with the spatial prior, or with prior
+    maps (which are the class probabilities), ``weights_`` are equal, the
+    guidance being the per-pixel field; ``lower_bound_`` weighs the scribbled pixels as the
     fit did (together at least a tenth of the others), by their likelihood
     under their class without its mixing weight, which the unscribbled
     pixels alone estimate.
@@ -726,10 +726,15 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
             covariance_type=self.covariance_type, init_params=init_params,
             reg_covar=self.reg_covar, random_state=random_state,
         )
+        # prior maps are the class probabilities: equal mixing weights, held
+        # (as the spatial prior's field is flat when guided)
+        maps = guided.free_prior is not None and self.prior_weight != 0
+        if maps:
+            initial = replace(initial, weights=np.full(n_components, 1.0 / n_components))
         return _mixture.fit_from(
             X, sample_weight, initial, log_prior=log_prior, max_iter=self.max_iter,
             tol=self.tol, reg_covar=self.reg_covar,
-            mixing_rows=slice(0, len(guided.free_values)),
+            mixing_rows=slice(0, len(guided.free_values)), fixed_weights=maps,
         )
 
     # ------------------------------------------------------------ bias field

@@ -110,6 +110,15 @@ def segment(request: Request):
     return Result(labels, posteriors, models, fields or None)
 
 
+def _ones(field) -> bool:
+    """Whether a frame's field is 1 everywhere (refused, or flat). A lazy one
+    is judged by its first chunk, which keeps the rest unread: a fitted
+    smooth field is not exactly 1 over a whole chunk unless it is 1 everywhere."""
+    if is_dask_array(field):
+        return bool(np.all(np.asarray(field.blocks[(0,) * field.ndim]) == 1))
+    return bool(np.all(field == 1))
+
+
 def _label(model, request, index, labels, posteriors, step, total, fields):
     """Append frame ``index``'s labels (and posteriors, and bias field) to the
     lists, yielding progress."""
@@ -236,7 +245,7 @@ def outputs(result: Result, request: Request, *, time_axis, per_component, histo
             frame_ndim = result.fields[0].ndim
             axis = channel_axis % frame_ndim + (0 if time_axis is None else 1)
             fields = np.moveaxis(fields, axis, 0)
-        if not is_dask_array(fields) and np.all(fields == 1):
+        if all(_ones(field) for field in result.fields):
             out.bias_refused = True  # a layer of ones would only look like a field
         else:
             out.bias_field = fields

@@ -99,6 +99,11 @@ def _stop_live_workers():
         QThreadPool.globalInstance().waitForDone(30_000)
 
 
+_PREVIEW_TIP = (
+    "Re-segment only the 2-D slice on screen whenever a setting or the slice changes. A "
+    "preview does not change the current model."
+)
+
 #: The most components the Components and 'Up to (auto)' boxes offer.
 MAX_COMPONENTS = 50
 
@@ -374,11 +379,7 @@ class GMMSegmenterWidget(Container):
             tooltip="Also add the probability of each class per pixel and their "
             "normalised entropy (0 sure, 1 undecided), hidden at first.",
         )
-        self.preview = CheckBox(
-            text="Preview (current 2-D slice)",
-            tooltip="Re-segment only the 2-D slice on screen whenever a setting or the "
-            "slice changes. A preview does not change the current model.",
-        )
+        self.preview = CheckBox(text="Preview (current 2-D slice)", tooltip=_PREVIEW_TIP)
         self.run_button = PushButton(
             text="Run", tooltip="Fit a model to the image and label all of it, in the "
             "background.",
@@ -475,6 +476,7 @@ class GMMSegmenterWidget(Container):
         # None ("none (grayscale)"), so the channel axis's Qt signal is used
         self.channel_axis.native.currentIndexChanged.connect(self._on_channel_axis_changed)
         self.image.changed.connect(self._follow_image_with_scribbles)
+        self.image.changed.connect(self._offer_preview)
         self.auto_components.changed.connect(self._toggle_auto)
         self.auto_beta.changed.connect(lambda auto: setattr(self.beta, "visible", not auto))
         self.run_button.changed.connect(self.run)
@@ -510,6 +512,20 @@ class GMMSegmenterWidget(Container):
         self.leading_axis.reset_choices()
         self._show_axis_choices()
         self._on_setting_changed()
+
+    def _offer_preview(self, *args):
+        """*Preview* only for an in-memory layer: a lazy (dask or zarr) one's
+        labels are lazy too, and a preview plane of them is what it avoids."""
+        layer = self.image.value
+        data = None if layer is None or getattr(layer, "multiscale", False) else layer.data
+        lazy = data is not None and (is_dask_array(data) or is_zarr_array(data))
+        if lazy and self.preview.value:
+            self.preview.value = False
+        self.preview.enabled = not lazy
+        self.preview.tooltip = (
+            "Not available for a lazy (dask or zarr) layer: press Run, or try settings on "
+            "an in-memory layer of a few slices." if lazy else _PREVIEW_TIP
+        )
 
     def _show_axis_choices(self, *args):
         """*Channel axis* and *Leading axis* only where there is a choice: a 2-D
