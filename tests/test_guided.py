@@ -617,6 +617,12 @@ def test_cli_prior_of_another_shape_and_a_weight_alone_fail_clearly(tmp_path, ca
     assert status != 0 and "--prior has shape (3, 10, 10)" in err and "(60, 90)" in err
     status, _, err = run_cli([tmp_path / "bands.tif", "--prior-weight", "2"], capsys)
     assert status == 2 and "give --prior PRIORFILE too" in err
+    # three maps, classes first, for -k 2: the file's layout, not the one read
+    tifffile.imwrite(tmp_path / "three.tif", np.full((3, 60, 90), 1 / 3, dtype=np.float32))
+    status, _, err = run_cli([tmp_path / "bands.tif", "-k", "2", "--prior", tmp_path / "three.tif",
+                              "-o", tmp_path / "out"], capsys)
+    assert status != 0 and "--prior holds 3 class maps but -k 2; pass -k 3" in err, err
+    assert "(60, 90, 3)" not in err and "n_components" not in err
 
 
 def test_model_files_record_prior_weight_only_when_it_is_not_the_default(tmp_path):

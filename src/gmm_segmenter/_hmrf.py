@@ -329,6 +329,8 @@ class HMRFResult:
     # the bound's change over the last run's last iteration (None after one
     # iteration): objectives may join runs at two strengths, which do not compare
     last_change: float | None = None
+    # the iterations the last run was allowed (set by the caller, for its warning)
+    max_iter: int | None = None
 
 
 #: A component whose share under the prior falls below this fraction of its

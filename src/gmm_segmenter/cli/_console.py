@@ -58,6 +58,11 @@ def _channels(count: str) -> str:
 #: to it; here they become the options that set them.
 _CLI_WORDS = [
     (re.compile(r"^bias_field: "), "--bias-field: "),
+    # the shape the estimator saw has the class axis moved last: not the file's
+    (re.compile(r"\bprior has (\d+) classes on its last axis \(shape \([^)]*\)\) but "
+                r"n_components=(\d+); pass n_components=\d+ \(or 'auto'\), or one map per "
+                r"component\."),
+     r"--prior holds \1 class maps but -k \2; pass -k \1 (or -k auto), or one map per class."),
     (re.compile(r"\bX has (\d+) channel\(s\) along channel_axis=None, but this GMMSegmenter "
                 r"was fitted on images with (\d+); pass images with the same channels as in "
                 r"fit\."),
