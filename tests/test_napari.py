@@ -540,9 +540,11 @@ def test_preview_on_a_lazy_layer_is_refused_with_a_notification(qtbot, viewer_wi
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     viewer.add_image(da.from_array(image, chunks=(32, 48)), name="lazy")
     widget.image.value = viewer.layers["lazy"]
-    # not offered: unticked and greyed out, and the tooltip says why
+    # not offered: unticked and greyed out, and the tooltip says why; the
+    # status line no longer describes the other layer's preview
     assert not widget.preview.value and not widget.preview.enabled
     assert "Not available for a lazy" in widget.preview.tooltip
+    assert widget.status.value.startswith("Preview is off: 'lazy' is a lazy"), widget.status.value
     since = len(notification_manager.records)
     widget.preview_now()
     assert any("Preview is not available for a lazy" in m for m in new_errors(since))

@@ -521,6 +521,9 @@ class GMMSegmenterWidget(Container):
         lazy = data is not None and (is_dask_array(data) or is_zarr_array(data))
         if lazy and self.preview.value:
             self.preview.value = False
+            # the status line described the last layer's preview
+            self._set_status(f"Preview is off: {layer.name!r} is a lazy (dask or zarr) layer; "
+                             "press Run to segment it.")
         self.preview.enabled = not lazy
         self.preview.tooltip = (
             "Not available for a lazy (dask or zarr) layer: press Run, or try settings on "
