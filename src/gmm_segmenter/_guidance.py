@@ -682,8 +682,7 @@ def guided_start(X, sample_weight, classes, log_prior, n_components, *, covarian
         if len(scribbled):
             # seeds alone (k-means++) would start the unscribbled classes from one row each
             resp = _every_row(resp, free, free_weight)
-            mass = resp.T @ free_weight + 1e-300
-            cluster_means = (resp * free_weight[:, np.newaxis]).T @ free / mass[:, np.newaxis]
+            cluster_means = _cluster_means(resp, free, free_weight)
             scribble_means = np.array([scribbles[classes == k].mean(axis=0) for k in scribbled])
             cost = ((scribble_means[:, np.newaxis] - cluster_means[np.newaxis]) ** 2).sum(-1)
             _, matched = linear_sum_assignment(cost)
@@ -742,6 +741,12 @@ def _classes_alike(resp: np.ndarray) -> bool:
     )
 
 
+def _cluster_means(resp: np.ndarray, X: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
+    """Each cluster's mean row, weighted by ``resp * sample_weight``."""
+    mass = resp.T @ sample_weight + 1e-300
+    return (resp * sample_weight[:, np.newaxis]).T @ X / mass[:, np.newaxis]
+
+
 def _every_row(clusters: np.ndarray, X: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
     """Clusters that hold every row: the seeds that ``'k-means++'`` and
     ``'random_from_data'`` give (one row each) become one-hot assignments of
@@ -749,8 +754,7 @@ def _every_row(clusters: np.ndarray, X: np.ndarray, sample_weight: np.ndarray) -
     returned as they are."""
     if np.all(clusters.sum(axis=1) > 0):
         return clusters
-    mass = clusters.T @ sample_weight + 1e-300
-    centres = (clusters * sample_weight[:, np.newaxis]).T @ X / mass[:, np.newaxis]
+    centres = _cluster_means(clusters, X, sample_weight)
     nearest = np.argmin(((X[:, np.newaxis, :] - centres[np.newaxis]) ** 2).sum(axis=-1), axis=1)
     assigned = np.zeros_like(clusters)
     assigned[np.arange(len(X)), nearest] = 1.0
@@ -762,8 +766,6 @@ def _split_by_clusters(resp, X, sample_weight, init_params, random_state) -> np.
     clusters, each cluster taken as the class whose map it overlaps most
     (one cluster a class), renormalised. Where the maps tell classes apart
     they still decide; where they do not, the clusters do."""
-    from scipy.optimize import linear_sum_assignment
-
     clusters = _every_row(
         _mixture.initial_responsibilities(
             X, sample_weight, resp.shape[1], init_params, random_state
@@ -771,9 +773,7 @@ def _split_by_clusters(resp, X, sample_weight, init_params, random_state) -> np.
         X, sample_weight,
     )
     overlap = (clusters * sample_weight[:, np.newaxis]).T @ resp  # (cluster, class)
-    cluster_of_class = np.empty(resp.shape[1], dtype=np.intp)
-    rows, columns = linear_sum_assignment(-overlap)
-    cluster_of_class[columns] = rows
+    cluster_of_class = _most_shared(overlap)
     product = resp * clusters[:, cluster_of_class]
     total = product.sum(axis=1, keepdims=True)
     # a row the clusters give none of the maps' classes keeps the maps'
@@ -792,8 +792,6 @@ def order_by_maps(guidance: Guidance, mixture, pixels_at, offset, scale) -> np.n
     image drawn with a fixed seed. ``None`` when the maps give every class the same
     probability everywhere: they name nothing, and the unguided order stands.
     """
-    from scipy.optimize import linear_sum_assignment
-
     n_components = mixture.n_components
     generator = np.random.default_rng(0)  # (evenly spaced positions would line up in a volume)
     positions = [
@@ -814,10 +812,18 @@ def order_by_maps(guidance: Guidance, mixture, pixels_at, offset, scale) -> np.n
         overlap += np.exp(log_resp).T @ maps
     if not informative:
         return None
-    components, classes = linear_sum_assignment(-overlap)
-    order = np.empty(n_components, dtype=np.intp)
-    order[classes] = components
-    return order
+    return _most_shared(overlap)
+
+
+def _most_shared(overlap: np.ndarray) -> np.ndarray:
+    """For each column of a square ``overlap`` (what row ``i`` and class ``j``
+    share), the row matched to it: the one-to-one matching of largest total."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, columns = linear_sum_assignment(-overlap)
+    row_of = np.empty(overlap.shape[1], dtype=np.intp)
+    row_of[columns] = rows
+    return row_of
 
 
 def anchor_rows(guidance: Guidance, n_components: int, table_weight: float, offset, scale):

@@ -13,7 +13,7 @@ import threading
 
 from .._wording import (
     ALPHA_AXIS_ADVICE, EM_ITER_ADVICE, MASK_INSTEAD_ADVICE, ONE_CHANNEL_ADVICE, RESCALE_ADVICE,
-    RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, reword,
+    RGBA_ADVICE, SPATIAL_ITER_ADVICE, X_AS_THE_IMAGE, count, reword,
 )
 
 PROG = "gmm-segment"
@@ -50,10 +50,6 @@ def warnings_said() -> list[str]:
     return list(getattr(_current, "said", None) or [])
 
 
-def _channels(count: str) -> str:
-    return f"{count} channel" + ("" if count == "1" else "s")
-
-
 #: The estimator's messages speak of its parameters and of the arrays passed
 #: to it; here they become the options that set them.
 _CLI_WORDS = [
@@ -74,8 +70,8 @@ _CLI_WORDS = [
                 r"channels as in fit\."),
      lambda found: (
          f"The image has {found[1]} channels (on its axis {found[2]}), but the --model was "
-         f"fitted on images with {_channels(found[3])}; give images with "
-         f"{_channels(found[3])}, or a model fitted on images like this one."
+         f"fitted on images with {count(int(found[3]), 'channel')}; give images with "
+         f"{count(int(found[3]), 'channel')}, or a model fitted on images like this one."
      )),
     (re.compile(r"\bpass images with the same channels as in fit\."),
      "give images with the channels of the --model's images."),

@@ -518,7 +518,7 @@ class GMMSegmenterWidget(Container):
         labels are lazy too, and a preview plane of them is what it avoids."""
         layer = self.image.value
         data = None if layer is None or getattr(layer, "multiscale", False) else layer.data
-        lazy = data is not None and (is_dask_array(data) or is_zarr_array(data))
+        lazy = data is not None and _is_lazy(data)
         if lazy and self.preview.value:
             self.preview.value = False
             # the status line described the last layer's preview
@@ -1344,7 +1344,7 @@ class GMMSegmenterWidget(Container):
         models = outputs.models
         model = models[self._displayed_frame(layer, len(models))]
         data = _data_of(layer)
-        reading = {"alpha": _has_alpha(layer), "lazy": is_dask_array(data) or is_zarr_array(data)}
+        reading = {"alpha": _has_alpha(layer), "lazy": _is_lazy(data)}
         if applied:
             code = _record.python_code(
                 image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
@@ -1553,6 +1553,11 @@ def _ordinal(n):
 def _data_of(layer):
     data = layer.data
     return data[0] if getattr(layer, "multiscale", False) else data
+
+
+def _is_lazy(data) -> bool:
+    """Whether a layer's data is read as it is used (dask or zarr), not held in memory."""
+    return is_dask_array(data) or is_zarr_array(data)
 
 
 def _lazy_or_loaded(data):
