@@ -137,3 +137,25 @@ def test_a_spatial_axis_given_as_channel_axis_warns_with_the_likely_one():
         # many channels over many pixels (a spectral image) are channels
         spectra = np.random.default_rng(0).normal(size=(40, 40, 64))
         GMMSegmenter(2, beta=0, random_state=0, channel_axis=-1).fit(spectra)
+
+
+def test_blocks_whose_pixels_are_all_valid_have_no_valid_map():
+    # labelling skips the masked copies of a block only when it is told that
+    # every pixel of it is valid
+    from gmm_segmenter import _image
+
+    image = np.random.default_rng(0).random((700, 400)).astype(np.float32)
+    view = _image.ImageView(pixels=image[..., np.newaxis], mask=None)
+    assert all(valid is None for *_, valid in _image.iter_chunks(view))
+    image[650, 7] = np.nan
+    maps = [valid for *_, valid in _image.iter_chunks(view)]
+    assert sum(valid is not None for valid in maps) == 1
+    assert sum(int(np.count_nonzero(~valid)) for valid in maps if valid is not None) == 1
+    mask = np.ones(image.shape, dtype=bool)
+    mask[:10] = False
+    masked = _image.ImageView(pixels=image[..., np.newaxis], mask=mask)
+    flags = np.concatenate([
+        np.ones(stop - start, bool) if valid is None else valid
+        for start, stop, _, valid in _image.iter_chunks(masked)
+    ])
+    assert np.count_nonzero(~flags) == 10 * 400 + 1

@@ -406,7 +406,8 @@ def chunk_valid(view: ImageView, key, values: np.ndarray) -> np.ndarray | None:
         for channel in range(1, values.shape[1]):
             finite &= np.isfinite(values[:, channel])
         valid = finite if valid is None else valid & finite
-    return valid
+    # (a block with every pixel valid is the common case: no masked copies)
+    return None if valid is None or valid.all() else valid
 
 
 def iter_chunks(view: ImageView) -> Iterator[tuple[int, int, np.ndarray, np.ndarray | None]]:
