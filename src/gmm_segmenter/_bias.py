@@ -498,12 +498,20 @@ class Fields:
         if not self.any:
             return
         fitted = mixture.rescaled(offset, scale)
+        # the posteriors are needed only at the pixels each refit solves on
+        # (the field's change is still judged at every sampled pixel)
+        at = [
+            sample.at(*(a[::_stride(len(sample.values))]
+                        for a in (sample.positions, sample.values, sample.design)))
+            for sample in self.samples
+        ]
+        rows = _rows_of(at)
         temperatures = ANNEALING + (1.0,) * ESTIMATE_ITERATIONS
         for n_iter, temperature in enumerate(temperatures, 1):
-            X, _ = self._standardised(offset, scale)
+            X, _ = self._standardised(offset, scale, at)
             log_prob = _mixture.weighted_log_prob(X, mixture)
             _, log_resp = _mixture.log_normalize(log_prob / temperature)
-            change = self._update(np.exp(log_resp), fitted)
+            change = self._update(np.exp(log_resp), fitted, at, rows)
             report("bias field", n_iter, len(temperatures))
             if temperature == 1.0 and change < FIELD_TOL:
                 break
@@ -511,10 +519,10 @@ class Fields:
             for _ in range(SPATIAL_ITERATIONS):
                 maps = spatial_posteriors(self.corrected_views())
                 resp = np.concatenate([
-                    m.reshape(-1, m.shape[-1])[s.positions] for m, s in zip(maps, self.samples)
+                    m.reshape(-1, m.shape[-1])[a.positions] for m, a in zip(maps, at)
                 ])
                 del maps
-                if self._update(resp, fitted) < FIELD_TOL:
+                if self._update(resp, fitted, at, rows) < FIELD_TOL:
                     break
         if not check:
             return
@@ -540,8 +548,6 @@ class Fields:
 
         def update(resp, mixture):
             self._update(resp, mixture.rescaled(offset, scale), at_table, rows)
-            for sample, table_sample in zip(self.samples, at_table):
-                table_sample.coefficients = sample.coefficients
             return self._standardised(offset, scale, at_table)[0]
 
         return update
@@ -567,7 +573,8 @@ class Fields:
         """Refit every field from the posteriors; the largest change of ``log b``.
 
         ``resp`` are the posteriors of the samples' pixels, or of the pixels of
-        ``at`` (the same images at other pixels, ``rows`` of ``resp`` each).
+        ``at`` (the same images at other pixels, ``rows`` of ``resp`` each),
+        which then hold the new fields too.
         """
         at = self.samples if at is None else at
         rows = self._rows() if rows is None else rows
@@ -588,6 +595,9 @@ class Fields:
                 continue
             change = max(change, float(np.max(np.abs(new_log - sample.log_field()))))
             sample.coefficients = coefficients
+        if at is not self.samples:
+            for sample, fit_at in zip(self.samples, at):
+                fit_at.coefficients = sample.coefficients
         return change
 
     def _helps(self, samples, mixture, offset, scale, weights) -> bool:
@@ -631,6 +641,12 @@ class Fields:
             BiasFieldWarning,
             stacklevel=_training.caller_stacklevel(),
         )
+
+
+def _stride(n_values) -> int:
+    """The step between the ``FIELD_ROWS`` or fewer evenly spread rows of
+    ``n_values`` sampled pixels that a refit of the field solves on."""
+    return max(1, -(-n_values // FIELD_ROWS))
 
 
 def _rows_of(samples):
@@ -705,7 +721,7 @@ def _solve(sample: ImageSample, resp, fitted: _mixture.Mixture) -> np.ndarray | 
     variances = fitted.channel_variances()
     # an evenly spread subset of the (spatially ordered) pixels is plenty for
     # a few dozen coefficients, and keeps each refit cheap
-    every = max(1, -(-len(sample.values) // FIELD_ROWS))
+    every = _stride(len(sample.values))
     design = sample.design[::every]
     resp = resp[::every]
     positive = sample.positive[::every]

@@ -834,6 +834,8 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         if not fields.any:
             return spatial, fields
         fields.estimate(spatial.mixture, offset, scale, check=False)
+        if not fields.any:  # every field refused: the fit is redone without one
+            return spatial, fields
         hoods = [
             _mrf.neighbourhood(len(step), self.connectivity, self._field_spacing(step))
             for step in fields.steps
