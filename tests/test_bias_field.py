@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from _helpers import ari
 from _images import biased_blobs, smooth_field
+from sklearn.exceptions import ConvergenceWarning
 
 from gmm_segmenter import BiasFieldWarning, GMMSegmenter, _bias, _hmrf, load_model, save_model
 
@@ -502,3 +503,50 @@ def test_hmrf_em_with_a_field_has_three_times_the_iterations():
     with pytest.warns(ConvergenceWarning, match=r"HMRF-EM did not converge in 6 iterations "
                       r"\(3 x max_iter_spatial=2, with a bias field\)"):
         GMMSegmenter(3, max_iter_spatial=2, **params).fit(uneven[::4, ::4])
+
+
+@pytest.mark.parametrize("settings", [{}, {"max_iter_spatial": 1}, {"n_components": "auto"}])
+def test_a_grey_fit_whose_field_is_refused_is_the_fit_without_one(monkeypatch, settings):
+    # one deterministic start either way: the first HMRF-EM run (without a
+    # field) is kept, not done again; everything fitted is as without a field,
+    # what it warns about included
+    from skimage import data
+
+    image = data.camera()[::2, ::2]
+    monkeypatch.setattr(_bias, "MAX_FIELD_RATIO", 1.0001)  # refuse any field
+    settings = {"n_components": 3, **settings}
+
+    runs = []
+    hmrf_em = _hmrf.hmrf_em
+    monkeypatch.setattr(_hmrf, "hmrf_em", lambda *a, **k: runs.append(1) or hmrf_em(*a, **k))
+
+    def fitted(**extra):
+        runs.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            segmenter = GMMSegmenter(random_state=0, **settings, **extra).fit(image)
+        segmenter.runs = len(runs)
+        said = [(w.category, str(w.message)) for w in caught]
+        found = {
+            name: value for name, value in vars(segmenter).items()
+            if name.endswith("_") and not name.startswith("_") and name != "bias_field_"
+        }
+        return segmenter, found, said
+
+    segmenter, found, said = fitted(bias_field="auto")
+    unfielded, plain, plain_said = fitted()
+    assert segmenter.runs == unfielded.runs == 1  # HMRF-EM ran once
+    assert [category for category, _ in said].count(BiasFieldWarning) == 1
+    assert [w for w in said if w[0] is not BiasFieldWarning] == plain_said
+    if "max_iter_spatial" in settings:
+        assert any(category is ConvergenceWarning for category, _ in plain_said)
+    assert found.keys() == plain.keys()
+    for name, value in plain.items():
+        if name == "model_":
+            np.testing.assert_array_equal(found[name].mixture.means, value.mixture.means)
+            np.testing.assert_array_equal(found[name].mixture.covariances,
+                                          value.mixture.covariances)
+            assert found[name].beta == value.beta
+        else:
+            np.testing.assert_array_equal(found[name], value, err_msg=name)
+    assert np.all(segmenter.bias_field_ == 1)

@@ -601,7 +601,8 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         self.lower_bounds_ = [bound - log_jacobian for bound in result.lower_bounds]
         self.fit_method_ = method
         self.n_pixels_fit_ = n_valid
-        if fields is not None and not fields.any:
+        refused = fields is not None and not fields.any
+        if refused and not self._fitted_as_without_field(values.shape[1], guidance):
             # Every field was refused: segment as without one (a fit with a
             # field runs one start and stops EM at tol).
             plain = clone(self).set_params(bias_field=None)
@@ -615,6 +616,19 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         # scribbled components keep their index and a prior's keep theirs, so
         # the guidance already speaks of the components in label order
         return guidance
+
+    def _fitted_as_without_field(self, n_channels, guidance) -> bool:
+        """Whether a fit whose every field was refused is already the fit without one.
+
+        With the spatial prior (the field comes after a first HMRF-EM run
+        without it) and a pixel-wise start that a field does not change: one
+        start either way (a deterministic start on one channel, or a fixed
+        ``n_init``), and no guidance.
+        """
+        one_start = self.n_init != "auto" or not _mixture.screens_starts(
+            self.n_init, n_channels, self._init_params(n_channels)
+        )
+        return self.beta != 0 and one_start and guidance is None
 
     def _init_params(self, n_channels: int) -> str:
         """``init_params``, with ``'auto'`` resolved for images of ``n_channels``."""
