@@ -621,14 +621,14 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         """Whether a fit whose every field was refused is already the fit without one.
 
         With the spatial prior (the field comes after a first HMRF-EM run
-        without it) and a pixel-wise start that a field does not change: one
-        start either way (a deterministic start on one channel, or a fixed
-        ``n_init``), and no guidance.
+        without it), pixel-wise starts that a field does not change (a
+        deterministic start on one channel, or a fixed ``n_init``: the same
+        starts either way), and no guidance.
         """
-        one_start = self.n_init != "auto" or not _mixture.screens_starts(
+        same_starts = self.n_init != "auto" or not _mixture.screens_starts(
             self.n_init, n_channels, self._init_params(n_channels)
         )
-        return self.beta != 0 and one_start and guidance is None
+        return self.beta != 0 and same_starts and guidance is None
 
     def _init_params(self, n_channels: int) -> str:
         """``init_params``, with ``'auto'`` resolved for images of ``n_channels``."""
