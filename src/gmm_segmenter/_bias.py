@@ -485,6 +485,8 @@ class Fields:
             )
             change = self._update(resp, mixture.rescaled(offset, scale))
             report("bias field", n_iter, max_iter)
+            if not self.any:
+                break  # every field refused: the caller fits again without one
             if abs(bound - previous) < tol and change < FIELD_TOL:
                 converged = True
                 break
