@@ -550,3 +550,43 @@ def test_a_grey_fit_whose_field_is_refused_is_the_fit_without_one(monkeypatch, s
         else:
             np.testing.assert_array_equal(found[name], value, err_msg=name)
     assert np.all(segmenter.bias_field_ == 1)
+
+
+@pytest.mark.parametrize("beta", ["auto", 0.0])
+def test_a_strong_ramp_on_a_photograph_is_corrected_not_refused(beta):
+    # camera's large dark coat and bright sky: a field estimated with the
+    # mixture of the unevenly lit picture held fixed followed that shading
+    # (36 times across the picture) and was refused; the picture was then
+    # segmented as if evenly lit
+    from skimage import data
+
+    camera = data.camera().astype(np.float64)
+    ramp = np.linspace(0.5, 1.5, camera.shape[1])[np.newaxis, :]
+    lit = camera * ramp
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BiasFieldWarning)
+        segmenter = GMMSegmenter(3, beta=beta, bias_field="auto", random_state=0).fit(lit)
+        # a new image's field (this one, as float32: not recognised as the
+        # training image) is estimated too, and lands where the fit's did
+        again = segmenter.estimate_bias_field(lit.astype(np.float32))
+        mirrored = segmenter.estimate_bias_field(np.ascontiguousarray(lit[:, ::-1]))
+    field = segmenter.bias_field_
+    left, right = field[:, :32].mean(), field[:, -32:].mean()
+    assert 2.3 < right / left < 3.5, (left, right)  # the ramp is 1.5 / 0.5 = 3 across
+    np.testing.assert_allclose(again, field, rtol=0.1)
+    assert mirrored[:, :32].mean() > 2 * mirrored[:, -32:].mean()
+    evenly_lit = GMMSegmenter(3, beta=beta, random_state=0).fit_predict(camera)
+    plain = GMMSegmenter(3, beta=beta, random_state=0).fit_predict(lit)
+    assert ari(evenly_lit, segmenter.predict(lit)) > ari(evenly_lit, plain) + 0.05
+
+
+@pytest.mark.parametrize("degree, advice", [
+    (2, "(bias_field=1)"), ("auto", "(bias_field=1 or 2)"), (5, "(bias_field=1 to 4)"),
+])
+def test_a_refused_field_advises_only_lower_degrees(blobs, monkeypatch, degree, advice):
+    image, _, _ = blobs
+    monkeypatch.setattr(_bias, "MAX_FIELD_RATIO", 1.0001)  # refuse any field
+    with pytest.warns(BiasFieldWarning) as caught:
+        GMMSegmenter(3, beta=0, bias_field=degree, random_state=0).fit(image)
+    assert any(f"Try a lower degree {advice} or bias_field=None." in str(w.message)
+               for w in caught), [str(w.message) for w in caught]

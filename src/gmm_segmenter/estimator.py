@@ -762,6 +762,10 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         Returns the fit's result and the :class:`._bias.Fields`.
         """
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+        return self._joint_fit(images, result, offset, scale, generator, guidance)
+
+    def _joint_fit(self, images, result, offset, scale, generator, guidance=None):
+        """Pixel-wise EM of mixture and fields together, from ``result``'s mixture."""
         fields = self._sample_fields(images, generator)
         if not fields.any:
             return result, fields
@@ -847,7 +851,20 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         fields = self._sample_fields(images, generator)
         if not fields.any:
             return spatial, fields
+        fields.quiet = True
         fields.estimate(spatial.mixture, offset, scale, check=False)
+        start = spatial.mixture
+        if fields.reasons:
+            # A strong field (a ramp of 3 times across camera) moves the
+            # classes so far that the mixture fitted without it cannot hold
+            # the field in place: it went astray. Mixture and fields are then
+            # fitted together pixel-wise, as with beta=0, for the first field.
+            joint, fields = self._joint_fit(
+                images, _mixture.FitResult(spatial.mixture, 0.0, 0, True, ()), offset, scale,
+                generator, guidance,
+            )
+            start = joint.mixture
+        fields.quiet = False
         if not fields.any:  # every field refused: the fit is redone without one
             return spatial, fields
         hoods = [
@@ -856,7 +873,7 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         ]
         # the strength chosen without the field (a fixed beta stays as given)
         refined = self._fit_spatial(
-            fields.views, hoods, spatial.mixture, None, offset, scale, "subsample",
+            fields.views, hoods, start, None, offset, scale, "subsample",
             random_state, fields=fields, beta=spatial.beta,
             guidance=None if guidance is None else guidance.restricted(
                 [tuple(slice(None, None, s) for s in step) for step in fields.steps]
@@ -930,8 +947,28 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
         fields = self._sample_fields(images, generator)
         spatial_posteriors = None if model.beta == 0 else self._spatial_posteriors(model, fields)
-        fields.estimate(model.standardized, model.offset, model.scale, spatial_posteriors)
+        fields.estimate(model.standardized, model.offset, model.scale, spatial_posteriors,
+                        starts=self._training_starts(fields))
         return fields.fields
+
+    def _training_starts(self, fields):
+        """The coefficients of the field fitted on each training image, for
+        the image of a prediction on the same grid (in order when there are as
+        many, or the one training image), else ``None``."""
+        trained = vars(self).get("_training_fields") or []
+        samples = fields.samples
+        if len(trained) not in (1, len(samples)):
+            return None
+        starts = []
+        for i, sample in enumerate(samples):
+            field = trained[0] if len(trained) == 1 else trained[i]
+            same = (
+                field is not None and field.geometry == sample.geometry
+                and field.degree == sample.degree
+                and field.coefficients.shape == (len(sample.design[0]), sample.values.shape[1])
+            )
+            starts.append(field.coefficients.copy() if same else None)
+        return starts
 
     def _spatial_posteriors(self, model, fields):
         """The spatial prior's posterior maps of the views a field is fitted on
