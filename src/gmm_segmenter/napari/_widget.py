@@ -1375,6 +1375,12 @@ class GMMSegmenterWidget(Container):
         _output.show_bias_field(
             self._viewer, layer.name, outputs.bias_field, transform, metadata=metadata
         )
+        # a new layer takes napari's selection: not a hidden output, whose
+        # controls would show instead of the labels' (to touch them up)
+        active = self._viewer.layers.selection.active
+        if (active is not None and active is not labels_layer and not active.visible
+                and active.name.startswith(f"{layer.name} GMM ")):
+            self._viewer.layers.selection.active = labels_layer
         self._select_scribbles()
         self.record = record
         if not applied:
