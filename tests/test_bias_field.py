@@ -364,6 +364,7 @@ def test_model_files_without_a_field_are_as_before(quadrant_image, tmp_path):
         ("yes", r"'bias_field' parameter.*\{'auto'\}.*Got 'yes'"),
         (2.5, r"'bias_field' parameter.*Got 2.5"),
         (True, r"'bias_field' parameter.*Got True instead; use bias_field='auto'"),
+        (False, r"'bias_field' parameter.*Got False instead; use bias_field=None for no"),
     ],
 )
 def test_bad_settings_are_refused_by_name(quadrant_image, value, match):

@@ -35,7 +35,7 @@ def test_an_emptied_component_is_reseeded_with_a_warning(covariance_type):
     rng = np.random.default_rng(1)
     X = np.concatenate([rng.normal(size=195), rng.normal(6.0, 0.2, size=5)])[:, np.newaxis]
     initial = _far_component_start(covariance_type)
-    with pytest.warns(UserWarning, match=r"Component\(s\) 1 of 2 lost all their pixels.*re-seeded"):
+    with pytest.warns(UserWarning, match=r"^1 of the 2 components lost all its pixels during EM and was re-seeded"):
         result = _mixture.run_em(
             X, np.ones(len(X)), initial, max_iter=100, tol=1e-6, reg_covar=1e-6
         )

@@ -380,11 +380,17 @@ def reseed_empty_components(X, weighted_resp, mass=None):
         weighted_resp[rows] = 0.0
         weighted_resp[rows, component] = row_mass[rows]
         np.minimum(distance, to_seed, out=distance)
+    # (how many, not which: EM's order is not yet the labels' darkest-first one)
+    lost = (
+        f"1 of the {mass.size} components lost all its pixels during EM and was "
+        "re-seeded at the pixel value" if len(empty) == 1 else
+        f"{len(empty)} of the {mass.size} components lost all their pixels during EM "
+        "and were re-seeded at the pixel values"
+    )
     warnings.warn(
-        f"Component(s) {', '.join(str(int(k)) for k in empty)} of {mass.size} lost all "
-        "their pixels during EM and were re-seeded at the pixel value(s) farthest from "
-        "the other components. If this keeps happening the data hold fewer clusters "
-        "than components: use fewer components or n_components='auto'.",
+        f"{lost} farthest from the other components. If this keeps happening the data "
+        "hold fewer clusters than components: use fewer components or "
+        "n_components='auto'.",
         UserWarning,
         stacklevel=_training.caller_stacklevel(),
     )

@@ -400,15 +400,20 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     def _validate_params(self):
-        super()._validate_params()
         if isinstance(self.bias_field, (bool, np.bool_)):
             # bool is an int to Python: bias_field=True would silently mean degree 1
+            # (checked first: scikit-learn's check would refuse False without advice)
+            advice = (
+                "use bias_field='auto' for the default smoothness, or bias_field=None "
+                "for no correction" if self.bias_field else
+                "use bias_field=None for no correction"
+            )
             raise InvalidParameterError(
                 "The 'bias_field' parameter of GMMSegmenter must be None, a str among "
                 f"{{'auto'}} or an int in the range [1, {_bias.MAX_DEGREE}]. Got "
-                f"{self.bias_field!r} instead; use bias_field='auto' for the default "
-                "smoothness, or bias_field=None for no correction."
+                f"{self.bias_field!r} instead; {advice}."
             )
+        super()._validate_params()
         for name, advice in _NOT_BOOLS.items():
             value = getattr(self, name)
             if isinstance(value, (bool, np.bool_)):

@@ -1,8 +1,8 @@
 """``gmm-segment``: segment image files with a Gaussian mixture from the shell.
 
-The original workflow (ask for an image and a number of components, write the
-segmented picture and one mask per component into ``Result/``) as a batch
-tool. See ``docs/cli.md`` or ``gmm-segment --help``.
+The usual workflow of fitting a Gaussian mixture to an image's pixels (ask
+for an image and a number of components, write the segmented picture and one
+mask per component into ``Result/``) as a batch tool. See ``docs/cli.md`` or ``gmm-segment --help``.
 """
 
 try:

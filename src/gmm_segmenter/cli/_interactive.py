@@ -1,4 +1,4 @@
-"""``gmm-segment`` with no arguments in a terminal: ask, as the original script did.
+"""``gmm-segment`` with no arguments in a terminal: ask, as the usual script does.
 
 Each answer is checked as it is given. An image name that names no file is
 asked for again, with the images of the current folder offered by number (a

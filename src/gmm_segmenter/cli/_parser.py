@@ -235,11 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
             "component first, 0 = masked out), NAME_segmented.png (each pixel in "
             "its component's colour), NAME_Mask0.png ... NAME_Mask{K-1}.png (one "
             "0/255 mask per component) and NAME_report.json into OUTDIR. Volumes "
-            "(3-D stacks) get .tif instead of .png. This keeps the workflow of the "
-            "original tool, a script that fitted a GaussianMixture to the pixels of "
-            "one image and wrote NAME_Mask0.png ... and a segmented picture into "
-            "Result/. Run with no arguments in a terminal to be asked for an "
-            "image and a number of components."
+            "(3-D stacks) get .tif instead of .png. The names and the Result/ "
+            "folder are those of the usual script that fits scikit-learn's "
+            "GaussianMixture to the pixels of one image, so what reads its output "
+            "reads this command's. Run with no arguments in a terminal to be asked "
+            "for an image and a number of components."
         ),
         epilog=(
             "exit status: 0 all inputs segmented, 1 some input failed (each failure "
@@ -434,7 +434,7 @@ def _add_output_arguments(output):
     output.add_argument(
         "--colors", "--colours", choices=["mean", "labels"], default="mean",
         help="colour of each component in NAME_segmented.png: its mean intensity or "
-        "colour ('mean', default, like the original tool), or a distinct colour "
+        "colour ('mean', default), or a distinct colour "
         "per label ('labels')",
     )
     output.add_argument("--no-masks", action="store_true",
