@@ -193,10 +193,12 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         coordinates (``spacing``), one per channel, fitted in the log domain
         jointly with the mixture; ``'auto'`` is degree 3 (slopes, bowls and
         saddles; a higher degree follows faster changes, and risks
-        explaining large structures away). The field's mean log over the
-        valid pixels is 0, so intensities keep their units. Prediction
+        explaining large structures away). A fitted field's mean log over
+        the valid pixels is 0, so intensities keep their units. Prediction
         estimates each new image's field with the mixture held fixed (see
-        :meth:`estimate_bias_field`) and labels the corrected image. Only
+        :meth:`estimate_bias_field`; on the training image's grid it may
+        also take the image's overall brightness) and labels the corrected
+        image. Only
         positive values enter the field's fit; an image with too few of them
         for the degree, mostly negative values or a field that would vary
         more than tenfold is segmented uncorrected, with a
@@ -942,7 +944,10 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         then predict: those were fitted with the mixture, better than an
         estimate with it held fixed); otherwise each image's estimate."""
         trained_on = vars(self).get("_training_digest")
-        if trained_on is not None and _digest(images) == trained_on:
+        degree = _bias.degree_of(self.bias_field)
+        if (trained_on is not None and _digest(images) == trained_on
+                and all(f is None or f.degree == degree for f in self._training_fields)):
+            # (a degree set with set_params after fitting is estimated afresh)
             return self._training_fields
         return self._estimate_fields(images, model)
 
