@@ -972,6 +972,9 @@ def test_correct_bias_field_adds_the_field_as_an_image_layer(qtbot, viewer_widge
     assert np.mean(labels == truth) > 0.99
     # the hidden field is not left selected: the labels are, to touch them up
     assert viewer.layers.selection.active is viewer.layers["lit GMM labels"]
+    # the status line says the field's range
+    low, high = float(layer.data.min()), float(layer.data.max())
+    assert f"; bias field {low:.2f}-{high:.2f}" in widget.status.value, widget.status.value
     assert widget.model.bias_field == "auto"
     assert "lit GMM bias field" not in [name for name, _ in widget._image_choices()]
     layer.visible = True  # the user looks at it: a second run updates it in place

@@ -1402,6 +1402,9 @@ class GMMSegmenterWidget(Container):
             )
         else:
             refused = "; read the warning in the notifications" if warned else ""
+            field = outputs.bias_field
+            if field is not None and not _is_lazy(field):  # (a lazy one is not read for it)
+                refused = f"; bias field {float(np.min(field)):.2f}-{float(np.max(field)):.2f}" + refused
         self._set_status(
             f"{verb}: {count(model.n_components_, 'component')}{smoothing} → {labels_layer.name!r}"
             f"{refused}"
