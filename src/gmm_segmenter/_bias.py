@@ -560,11 +560,7 @@ class Fields:
             other.quiet = True
         # the posteriors are needed only at the pixels each refit solves on
         # (the field's change is still judged at every sampled pixel)
-        at = [
-            sample.at(*(a[::_stride(len(sample.values))]
-                        for a in (sample.positions, sample.values, sample.design)))
-            for sample in self.samples
-        ]
+        at = [_every(sample, _stride(len(sample.values))) for sample in self.samples]
         rows = _rows_of(at)
         quiet, self.quiet = self.quiet, True
         start = [sample.coefficients for sample in self.samples]
@@ -611,11 +607,7 @@ class Fields:
     def _keep_better(self, other, mixture, fitted, offset, scale):
         """Follow ``other``'s fields (started elsewhere) with ``mixture`` held
         fixed, then give each image the field under which it is explained better."""
-        at = [
-            sample.at(*(a[::_stride(len(sample.values))]
-                        for a in (sample.positions, sample.values, sample.design)))
-            for sample in other.samples
-        ]
+        at = [_every(sample, _stride(len(sample.values))) for sample in other.samples]
         # a new image may be brighter or dimmer than the training one: the
         # start's level is the one under which the mixture explains it best
         for sample, fit_at in zip(other.samples, at):
@@ -662,8 +654,7 @@ class Fields:
             return -self._log_likelihood([shifted], mixture, offset, scale)
 
         # the grid on a few thousand of the pixels, the refinement on all of them
-        every = max(1, len(sample.values) // LEVEL_ROWS)
-        few = sample.at(*(a[::every] for a in (sample.positions, sample.values, sample.design)))
+        few = _every(sample, max(1, len(sample.values) // LEVEL_ROWS))
 
         def coarse_loss(level):
             shifted = replace(few, coefficients=_shifted(coefficients, level))
@@ -710,10 +701,7 @@ class Fields:
         rows = _rows_of(at_table)
         # the rows each refit solves on, gathered once
         steps = [_stride(len(table_sample.values)) for table_sample in at_table]
-        solve_at = [
-            table_sample.at(*(a[::step] for a in (where, table_sample.values, table_sample.design)))
-            for table_sample, where, step in zip(at_table, positions, steps)
-        ]
+        solve_at = [_every(table_sample, step) for table_sample, step in zip(at_table, steps)]
         solve_rows = _rows_of(solve_at)
 
         def update(resp, mixture):
@@ -827,6 +815,11 @@ class Fields:
             BiasFieldWarning,
             stacklevel=_training.caller_stacklevel(),
         )
+
+
+def _every(sample, step) -> ImageSample:
+    """``sample`` at every ``step``-th of its pixels (its field too)."""
+    return sample.at(*(a[::step] for a in (sample.positions, sample.values, sample.design)))
 
 
 def _stride(n_values) -> int:
