@@ -626,18 +626,17 @@ class Fields:
         for mine, theirs, start in zip(self.samples, other.samples, started):
             # the start itself too: the alternations' refit in the log domain
             # is not an exact M-step and can lose a little likelihood
-            found = [c for c in (theirs.coefficients, start) if c is not None]
+            found = [(likelihood(mine, c), c) for c in (theirs.coefficients, start)
+                     if c is not None]
             if not found:
                 continue
-            best = max(found, key=lambda c: likelihood(mine, c))
+            best_score, best = max(found, key=lambda item: item[0])
             # its level only where it pays (see LEVEL_GAIN), else centred
-            centred = best.copy()
-            centred[0] -= mine.moments @ best
-            free = likelihood(mine, best) > likelihood(mine, centred) + LEVEL_GAIN
-            chosen = best if free else centred
-            if mine.coefficients is None or likelihood(mine, chosen) > likelihood(
-                mine, mine.coefficients
-            ):
+            centred = _centred(best, mine.moments)
+            centred_score = likelihood(mine, centred)
+            free = best_score > centred_score + LEVEL_GAIN
+            chosen, score = (best, best_score) if free else (centred, centred_score)
+            if mine.coefficients is None or score > likelihood(mine, mine.coefficients):
                 mine.set_coefficients(chosen)
                 mine.free_level = free
                 self.reasons.pop(id(mine), None)
@@ -649,18 +648,13 @@ class Fields:
         sky, tell a level to 1 %)."""
         from scipy.optimize import minimize_scalar
 
-        def loss(level):
-            shifted = replace(sample, coefficients=_shifted(coefficients, level))
+        def loss(level, pixels=sample):
+            shifted = replace(pixels, coefficients=_shifted(coefficients, level))
             return -self._log_likelihood([shifted], mixture, offset, scale)
 
         # the grid on a few thousand of the pixels, the refinement on all of them
         few = _every(sample, max(1, len(sample.values) // LEVEL_ROWS))
-
-        def coarse_loss(level):
-            shifted = replace(few, coefficients=_shifted(coefficients, level))
-            return -self._log_likelihood([shifted], mixture, offset, scale)
-
-        best = float(min(LEVELS, key=coarse_loss))
+        best = float(min(LEVELS, key=lambda level: loss(level, few)))
         step = LEVELS[1] - LEVELS[0]
         refined = minimize_scalar(loss, bounds=(best - step, best + step), method="bounded",
                                   options={"xatol": 1e-3})
@@ -828,6 +822,14 @@ def _stride(n_values) -> int:
     return max(1, -(-n_values // FIELD_ROWS))
 
 
+def _centred(coefficients, moments):
+    """A field's coefficients with its mean ``log b`` over the valid pixels
+    (whose basis means are ``moments``) set to 0, per channel."""
+    centred = coefficients.copy()
+    centred[0] -= moments @ coefficients  # the constant basis function is the first
+    return centred
+
+
 def _shifted(coefficients, level):
     """A field's coefficients times the constant factor ``exp(level)``."""
     shifted = coefficients.copy()
@@ -954,9 +956,7 @@ def _solve(sample: ImageSample, resp, fitted: _mixture.Mixture,
         weighted = design * omega[:, np.newaxis]
         gram = weighted.T @ design
         solution, *_ = np.linalg.lstsq(gram, weighted.T @ residual, rcond=None)
-        if centre:
-            solution[0] -= sample.moments @ solution  # mean log b over the valid pixels: 0
-        coefficients[:, channel] = solution
+        coefficients[:, channel] = _centred(solution, sample.moments) if centre else solution
     if not np.all(np.isfinite(coefficients)):
         return None
     return coefficients

@@ -1394,20 +1394,20 @@ class GMMSegmenterWidget(Container):
         smoothing = f", smoothing {model.beta_:.2f}" if model.beta_ else ""
         warned = self._job is not None and self._job.get("warned")
         if outputs.bias_refused:  # a field of ones: refused (the fit warned) or flat
-            refused = (
+            tail = (
                 "; no bias field could be estimated (see the notification)"
                 if self._job is not None and self._job.get("bias_warned")
                 else "; the bias field came out flat (1 everywhere), so no layer shows it"
                 + ("; read the warning in the notifications" if warned else "")
             )
         else:
-            refused = "; read the warning in the notifications" if warned else ""
+            tail = "; read the warning in the notifications" if warned else ""
             field = outputs.bias_field
             if field is not None and not _is_lazy(field):  # (a lazy one is not read for it)
-                refused = f"; bias field {float(np.min(field)):.2f}-{float(np.max(field)):.2f}" + refused
+                tail = f"; bias field {float(np.min(field)):.2f}-{float(np.max(field)):.2f}" + tail
         self._set_status(
             f"{verb}: {count(model.n_components_, 'component')}{smoothing} → {labels_layer.name!r}"
-            f"{refused}"
+            f"{tail}"
         )
 
     def _displayed_frame(self, layer, n_frames):
