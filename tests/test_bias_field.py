@@ -275,7 +275,7 @@ def test_a_field_that_takes_the_place_of_a_class_is_refused():
     assert len(said) == 1, said  # the refusal only, not the emptied class too
     assert issubclass(caught[0].category, BiasFieldWarning)
     assert "leaves a class almost no pixels under the spatial prior" in said[0]
-    assert "segmented without bias-field correction" in said[0]
+    assert "left without bias-field correction (its field is all ones)" in said[0]
     assert np.all(segmenter.bias_field_ == 1)
     np.testing.assert_array_equal(labels, plain.predict(image))
     assert np.bincount(labels.ravel(), minlength=4)[3] > 0.1 * np.sum(truth == 3)
@@ -638,3 +638,15 @@ def test_a_degree_set_after_fitting_is_estimated_on_the_training_image_too(blobs
     design = np.column_stack([np.ones(image.size), rows.ravel(), columns.ravel()])
     residual = np.linalg.lstsq(design, log_plane.ravel(), rcond=None)[1]
     assert residual[0] < 1e-6 * image.size  # it is a plane in the log domain
+
+
+def test_estimate_bias_field_says_what_it_gives_for_an_image_too_small(blobs):
+    # it segments nothing: its refusal names the field it returns instead
+    image, _, _ = blobs
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0).fit(image)
+    with pytest.warns(BiasFieldWarning) as caught:
+        field = segmenter.estimate_bias_field(image[:8, :8])
+    message = str(caught[0].message)
+    assert "left without bias-field correction (its field is all ones)" in message
+    assert "segmented" not in message
+    assert field.shape == (8, 8) and np.all(field == 1)

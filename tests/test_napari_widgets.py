@@ -1101,10 +1101,10 @@ def test_messages_in_the_widgets_words_read_as_sentences():
 
     # the bias field's advice: the dock's checkbox, and Python for what it lacks
     assert _in_widget_words(
-        "x is segmented without bias-field correction. Use bias_field=None: a field of the "
-        "lowest degree needs 90 pixels."
-    ).endswith("correction. Untick Correct bias field: a field of the lowest degree needs 90 "
-               "pixels.")
+        "x is left without bias-field correction (its field is all ones). Use "
+        "bias_field=None: a field of the lowest degree needs 90 pixels."
+    ).endswith("(its field is all ones). Untick Correct bias field: a field of the lowest "
+               "degree needs 90 pixels.")
     assert _in_widget_words(
         "Use a lower degree (bias_field=1 needs 90) or bias_field=None."
     ) == "Use a lower degree (in Python: bias_field=1 needs 90) or untick Correct bias field."

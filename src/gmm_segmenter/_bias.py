@@ -69,7 +69,7 @@ MIN_PIXELS_PER_COEFFICIENT = 30
 
 #: Above this share of negative values among the valid pixels, an image is
 #: not an intensity image that a multiplicative field acts on (differences,
-#: z-scores, phases): it is segmented without correction. Zeros (a padded
+#: z-scores, phases): it is left without correction. Zeros (a padded
 #: background) and the noise of a background-subtracted image stay below.
 MAX_NEGATIVE_SHARE = 0.3
 
@@ -145,7 +145,8 @@ LOG_LIMIT = 20.0
 
 
 class BiasFieldWarning(UserWarning):
-    """An image's bias field could not be estimated; it is segmented without correction."""
+    """An image's bias field could not be estimated; the image is left without
+    correction (its field is all ones)."""
 
 
 def degree_of(bias_field) -> int | None:
@@ -802,7 +803,7 @@ class Fields:
     def _warn(self, sample, why):
         warnings.warn(
             f"bias_field: the field estimated for {sample.name} {why}; {sample.name} is "
-            "segmented without bias-field correction. "
+            "left without bias-field correction (its field is all ones). "
             + (f"Try a lower degree ({_lower_degrees(sample.degree)}) or bias_field=None."
                if sample.degree > 1 else
                "The image may hold no smooth field; use bias_field=None."),
@@ -863,8 +864,8 @@ def _can_hold_field(sample, n_valid, size, degree) -> bool:
         warnings.warn(
             f"bias_field: {negative:.0%} of the valid pixels of {name} are negative; a "
             "multiplicative field acts on intensities (zero for no signal) and is "
-            f"estimated from the logarithm of the positive ones, so {name} is segmented "
-            "without bias-field correction. For differences or standardised values use "
+            f"estimated from the logarithm of the positive ones, so {name} is left "
+            "without bias-field correction (its field is all ones). For differences or standardised values use "
             "bias_field=None.",
             BiasFieldWarning,
             stacklevel=_training.caller_stacklevel(),
@@ -890,8 +891,8 @@ def _can_hold_field(sample, n_valid, size, degree) -> bool:
         warnings.warn(
             f"bias_field: {name} has {int(round(positive * n_valid))} {what}, too few to "
             f"estimate a field of degree {degree} ({size} coefficients per channel; at "
-            f"least {needed} pixels needed); {name} is segmented without bias-field "
-            f"correction. {advice}",
+            f"least {needed} pixels needed); {name} is left without bias-field "
+            f"correction (its field is all ones). {advice}",
             BiasFieldWarning,
             stacklevel=_training.caller_stacklevel(),
         )
