@@ -305,6 +305,14 @@ def test_segment_one_liner(rgb_image):
          ValueError, r"n_components_range must be two integers"),
         ({"n_components": "auto", "n_components_range": (0, 2)}, np.zeros((4, 4)),
          ValueError, r"1 <= smallest"),
+        # unused with a fixed number, but checked as every parameter is
+        ({"n_components": 3, "n_components_range": (5, 2)}, np.arange(16.0).reshape(4, 4),
+         ValueError, r"got n_components_range=\(5, 2\)"),
+        # a fixed number asks for exactly that many, a range for its smallest or more
+        ({"n_components": 3}, np.arange(2.0), ValueError,
+         r"^n_components=3 asks for 3 components, but"),
+        ({"n_components": "auto", "n_components_range": (3, 5)}, np.arange(2.0), ValueError,
+         r"^n_components_range=\(3, 5\) asks for at least 3 components, but"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(params, X, error, match):

@@ -909,7 +909,24 @@ def test_an_image_of_zeros_or_nan_ends_in_a_notification(qtbot, viewer_widget, f
     # in the widget's words: no X, no mask=True of the Python call
     assert not any(re.search(r"\bX\b|True pixels", m) for m in errors), errors
     assert [layer.name for layer in viewer.layers] == ["blank"]
-    assert widget.run_button.enabled and widget.status.value.startswith("Failed")
+    assert widget.run_button.enabled and widget.status.value.startswith("Failed: ")
+    # the status line says why, as the notification does
+    reason = widget.status.value.removeprefix("Failed: ").removesuffix(" (hover for more)")
+    assert any(reason.rstrip("…")[:60] in m for m in errors), (widget.status.value, errors)
+
+
+def test_the_status_line_keeps_the_advice_of_a_short_reason(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    widget.run()  # no image layer yet
+    assert not widget.running
+    assert widget.status.value == (
+        "Not started: There is no Image layer to segment; open or add an image first."
+    )
+    # a long one: its first sentence (or clause), and the rest in the tooltip
+    long = "The first clause is long " + "and longer " * 12 + "; advice. Second sentence."
+    widget._set_status(long, short=True)
+    assert widget.status.value.endswith("… (hover for more)"), widget.status.value
+    assert ";" not in widget.status.value and widget.status.native.toolTip() == long
 
 
 def test_a_huge_image_on_a_small_machine_ends_in_advice(qtbot, viewer_widget, monkeypatch):
@@ -1110,7 +1127,7 @@ def test_messages_in_the_widgets_words_read_as_sentences():
     ) == "Use a lower degree (in Python: bias_field=1 needs 90) or untick Correct bias field."
 
     constant = (
-        "n_components=3 asks for at least 3 components, but the valid pixels of X hold "
+        "n_components=3 asks for 3 components, but the valid pixels of X hold "
         "only 1 distinct pixel value (a constant image, or a mask or NaNs that leave one "
         "value); each component needs its own value to model. Use n_components<=1 or "
         "n_components='auto'."

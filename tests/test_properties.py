@@ -93,7 +93,7 @@ def _fit_or_skip(image, channel_axis, mask, n_components, **params):
     assume(len(rows) > 0)
     n_distinct = len(np.unique(rows, axis=0))
     if n_distinct < n_components:
-        with pytest.raises(ValueError, match="asks for at least"):
+        with pytest.raises(ValueError, match=f"asks for {n_components} components, but"):
             _fit(image, channel_axis, mask, n_components, **params)
         assume(False)
     return _fit(image, channel_axis, mask, n_components, **params)

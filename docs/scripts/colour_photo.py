@@ -24,7 +24,7 @@ labels = segmenter.fit_predict(image)  # (427, 640) uint8: 1..4, darkest first
 palette = np.vstack([[0, 0, 0], segmenter.means_]).round().astype(np.uint8)
 segmented = palette[labels]
 
-# One binary mask per component, like the original rose_Mask0, rose_Mask1, ...
+# One binary mask per component, as gmm-segment writes NAME_Mask0, NAME_Mask1, ...
 masks = [labels == k for k in range(1, segmenter.n_components_ + 1)]
 
 for k, (mean, weight) in enumerate(zip(segmenter.means_, segmenter.weights_), start=1):

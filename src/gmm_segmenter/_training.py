@@ -253,21 +253,22 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
     ``sampled``, ``(rows drawn, valid pixels)``, says that ``values`` are a
     sample of the image (``max_samples``), which the message then blames.
     """
-    if n_components == "auto":
-        lowest, highest = check_range(n_components_range)
-    else:
+    # checked with a fixed number too, as every parameter is at fit
+    lowest, highest = check_range(n_components_range)
+    if n_components != "auto":
         lowest = highest = n_components
     n_distinct = count_distinct_rows(values, highest)
     if n_distinct < lowest:
         what = (
-            f"n_components={n_components}"
+            f"n_components={n_components} asks for {lowest} components"
             if n_components != "auto"
-            else f"n_components_range={tuple(n_components_range)}"
+            else f"n_components_range={tuple(n_components_range)} asks for at least "
+            f"{lowest} components"
         )
         if sampled is not None:  # the sample is what holds too few values
             drawn, n_valid = sampled
             raise ValueError(
-                f"{what} asks for at least {lowest} components, but the {drawn} "
+                f"{what}, but the {drawn} "
                 f"pixel{'s' * (drawn != 1)} drawn from the {n_valid} valid pixels of X "
                 f"(max_samples={drawn}) hold{'s' * (drawn == 1)} only {n_distinct} "
                 f"distinct pixel value{'s' * (n_distinct != 1)}; each component needs "
@@ -287,7 +288,7 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
         elif n_distinct == 1:
             where += " (a constant image, or a mask or NaNs that leave one value)"
         raise ValueError(
-            f"{what} asks for at least {lowest} components, but the valid pixels "
+            f"{what}, but the valid pixels "
             f"of X hold only {n_distinct} {where}; each component "
             "needs its own value to model. Use "
             f"n_components<={n_distinct} or n_components='auto'."

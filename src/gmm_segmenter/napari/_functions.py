@@ -86,7 +86,7 @@ ModelFile = Annotated[pathlib.Path, {
 
 #: The estimator's words for these functions' options (components, channels), as they say them.
 _FUNCTION_WORDS = [
-    (re.compile(r"\bn_components=(\d+) asks for at least \d+ components, but\b"),
+    (re.compile(r"\bn_components=(\d+) asks for \d+ components, but\b"),
      r"n components is \1, but"),
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
      r"Set n components to \1 or fewer"),

@@ -131,7 +131,7 @@ _WIDGET_WORDS = [
      "Set Components to 1, or tick its auto box"),
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
      r"Lower Components to \1 or fewer, or tick its auto box"),
-    (re.compile(r"\bn_components=(\d+) asks for at least \d+ components, but\b"),
+    (re.compile(r"\bn_components=(\d+) asks for \d+ components, but\b"),
      r"Components is \1, but"),
     (re.compile(r"\bthe valid pixels of X\b"), "the image's valid pixels"),
     (re.compile(r"\bn_components<=(\d+)"), r"Components \1 or fewer"),
@@ -828,11 +828,15 @@ class GMMSegmenterWidget(Container):
         buttons below it out of view: the notification and the tooltip hold
         all of it."""
         shown = text
-        if short:
-            first = re.split(r"(?<=[.;])\s", text, maxsplit=1)[0]
+        if short and len(text) > _STATUS_CHARS:
+            # the first sentence, else the clause before a semicolon (the
+            # advice after it is what the user needs: it stays when it fits)
+            first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
             if len(first) > _STATUS_CHARS:
-                first = first[: _STATUS_CHARS - 1].rstrip() + "…"
-            shown = first if first == text else f"{first} (hover for more)"
+                first = re.split(r";\s", first, maxsplit=1)[0].rstrip(" ,") + "…"
+            if len(first) > _STATUS_CHARS:
+                first = first[: _STATUS_CHARS - 1].rstrip(" ,;") + "…"
+            shown = f"{first} (hover for more)"
         self.status.value = shown
         self.status.native.setToolTip(text)
 
@@ -952,7 +956,8 @@ class GMMSegmenterWidget(Container):
             return  # a newer preview follows and reports for itself
         advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
         show_error(f"{_PREFIX}{_in_widget_words(error)}{advice}")
-        self._set_status("Failed; see the notification.")
+        # the reason, as for a job that did not start (all of it in the tooltip)
+        self._set_status(f"Failed: {_in_widget_words(error)}{advice}", short=True)
         self.plot.message("No new model: the run failed (see the notification).")
 
     def _superseded(self) -> bool:
