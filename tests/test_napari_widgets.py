@@ -1002,6 +1002,30 @@ def test_correct_bias_field_adds_the_field_as_an_image_layer(qtbot, viewer_widge
     assert "lit GMM bias field" not in viewer.layers
 
 
+def test_the_field_degree_is_shown_with_the_correction_and_used(qtbot, viewer_widget):
+    from _images import biased_blobs
+
+    viewer, widget = viewer_widget
+    assert widget.bias_degree.native.isHidden()  # nothing to choose without a correction
+    widget.bias_field.value = True
+    assert not widget.bias_degree.native.isHidden() and widget.bias_degree.value == "auto"
+    image, _, field = biased_blobs((96, 96), amplitude=0.4)
+    viewer.add_image(image, name="lit")
+    widget.image.value = viewer.layers["lit"]
+    fixed_smoothing(widget, 0.0)
+    widget.bias_degree.value = 1  # a plane: what a warning advises when a field bends too much
+    run(qtbot, widget)
+    assert widget.model.bias_field == 1
+    plane = viewer.layers["lit GMM bias field"].data
+    # a plane's logarithm is linear in the coordinates: its second differences vanish
+    log = np.log(plane.astype(np.float64))
+    assert np.abs(np.diff(log, n=2, axis=0)).max() < 1e-4
+    assert np.abs(np.diff(log, n=2, axis=1)).max() < 1e-4
+    assert "bias_field=1," in widget.record["python"], widget.record["python"]
+    widget.bias_field.value = False
+    assert widget.bias_degree.native.isHidden()
+
+
 def test_an_rgb_layer_gets_a_field_per_channel_and_bad_input_only_warns(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     image, _ = rgb_patches()
@@ -1124,7 +1148,10 @@ def test_messages_in_the_widgets_words_read_as_sentences():
                "degree needs 90 pixels.")
     assert _in_widget_words(
         "Use a lower degree (bias_field=1 needs 90) or bias_field=None."
-    ) == "Use a lower degree (in Python: bias_field=1 needs 90) or untick Correct bias field."
+    ) == "Use a lower degree (Field degree 1 needs 90) or untick Correct bias field."
+    assert _in_widget_words(
+        "Try a lower degree (bias_field=1 or 2) or bias_field=None."
+    ) == "Try a lower degree (Field degree 1 or 2) or untick Correct bias field."
 
     constant = (
         "n_components=3 asks for 3 components, but the valid pixels of X hold "

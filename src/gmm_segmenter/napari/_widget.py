@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
 )
 from threadpoolctl import threadpool_limits
 
-from .. import _guidance, _warmup, io
+from .. import _bias, _guidance, _warmup, io
 from .._covariance import COVARIANCE_TYPES
 from .._image import is_dask_array, is_zarr_array
 from .._model import json_params
@@ -67,6 +67,15 @@ _NEIGHBOURHOODS = [
     ("faces (4 in 2-D, 6 in 3-D)", 1),
     ("faces + edges (8 / 18)", 2),
     ("faces + edges + corners (8 / 26)", 3),
+]
+#: The bias field's polynomial degree: 'auto' is the estimator's default.
+_FIELD_DEGREES = [
+    (f"auto ({_bias.AUTO_DEGREE})", "auto"),
+    ("1: a plane (a ramp)", 1),
+    ("2", 2),
+    ("3", 3),
+    ("4", 4),
+    ("5", 5),
 ]
 _LEADING_AXIS = [
     ("space: one volume", _layers.SPACE),
@@ -157,8 +166,10 @@ _WIDGET_WORDS = [
     (re.compile(r"\bScribbles y(\[\d+\])?"), "The scribbles"),
     (re.compile(r"\bUse bias_field=None\b"), "Untick Correct bias field"),
     (re.compile(r"(?:use )?bias_field=None"), "untick Correct bias field"),
-    (re.compile(r"\(bias_field=1 or 2\)"), "(in Python: bias_field=1 or 2)"),
-    (re.compile(r"\(bias_field=(\d+) needs (\d+)\)"), r"(in Python: bias_field=\1 needs \2)"),
+    (re.compile(r"\(bias_field=(\d+) or (\d+)\)"), r"(Field degree \1 or \2)"),
+    (re.compile(r"\(bias_field=(\d+) to (\d+)\)"), r"(Field degree \1 to \2)"),
+    (re.compile(r"\(bias_field=(\d+)\)"), r"(Field degree \1)"),
+    (re.compile(r"\(bias_field=(\d+) needs (\d+)\)"), r"(Field degree \1 needs \2)"),
     (re.compile(r"pass a mask with some True pixels"), "choose a Mask that marks some pixels"),
     (RGBA_ADVICE,
      "segment a layer of its first three channels (with a Mask layer of where the fourth "
@@ -347,6 +358,12 @@ class GMMSegmenterWidget(Container):
             "corrected image; the field is added as '<image> GMM bias field' (hidden at "
             "first; the image divided by it is the corrected image).",
         )
+        self.bias_degree = ComboBox(
+            label="Field degree", choices=_FIELD_DEGREES,
+            tooltip="How much the bias field may bend: the degree of its polynomial. "
+            "Lower is smoother (1: a plane, a ramp of light); raise it for a field "
+            "that bends more, such as a vignette with a bright centre.",
+        )
         self.seed = SpinBox(
             label="Random seed", value=0, min=0, max=2**31 - 1,
             tooltip="The same seed gives the same result every time.",
@@ -418,6 +435,7 @@ class GMMSegmenterWidget(Container):
         )
         self.max_components.visible = False
         self.beta.visible = False
+        self.bias_degree.visible = False
 
     def _lay_out(self):
         def row(*widgets):
@@ -428,16 +446,16 @@ class GMMSegmenterWidget(Container):
         self._form = Container(labels=True, widgets=[
             self.image, self.channel_axis, self.leading_axis, self.auto_components,
             self.n_components, self.max_components, self.covariance_type, self.auto_beta,
-            self.beta, self.connectivity, self.bias_field, self.seed, self.mask,
-            self.scribbles, self.new_scribbles_button,
+            self.beta, self.connectivity, self.bias_field, self.bias_degree, self.seed,
+            self.mask, self.scribbles, self.new_scribbles_button,
             self.per_component, self.posteriors, self.preview,
             row(self.run_button, self.cancel_button), self.progress,
             self.status, self.apply_target, row(self.apply_button, self.copy_button),
             row(self.save_button, self.load_button),
         ])
         for combo in (self.image, self.channel_axis, self.leading_axis,
-                      self.covariance_type, self.connectivity, self.mask, self.scribbles,
-                      self.apply_target):
+                      self.covariance_type, self.connectivity, self.bias_degree, self.mask,
+                      self.scribbles, self.apply_target):
             # a long layer name must not widen the dock: show what fits
             combo.native.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
@@ -479,6 +497,7 @@ class GMMSegmenterWidget(Container):
         self.image.changed.connect(self._offer_preview)
         self.auto_components.changed.connect(self._toggle_auto)
         self.auto_beta.changed.connect(lambda auto: setattr(self.beta, "visible", not auto))
+        self.bias_field.changed.connect(lambda on: setattr(self.bias_degree, "visible", on))
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.apply_button.changed.connect(lambda: self.apply_model())
@@ -494,8 +513,8 @@ class GMMSegmenterWidget(Container):
         for setting in (  # (the channel axis: see _on_channel_axis_changed)
             self.image, self.leading_axis, self.auto_components,
             self.n_components, self.max_components, self.covariance_type, self.auto_beta,
-            self.beta, self.connectivity, self.bias_field, self.seed, self.mask,
-            self.scribbles, self.preview,
+            self.beta, self.connectivity, self.bias_field, self.bias_degree, self.seed,
+            self.mask, self.scribbles, self.preview,
         ):
             setting.changed.connect(self._on_setting_changed)
         self._viewer.dims.events.current_step.connect(self._on_step_changed)
@@ -1091,7 +1110,7 @@ class GMMSegmenterWidget(Container):
             "beta": "auto" if self.auto_beta.value else self.beta.value,
             "connectivity": min(self.connectivity.value, n_spatial),
             "spacing": _layers.spacing_from_scale(layer.scale, layout),
-            "bias_field": "auto" if self.bias_field.value else None,
+            "bias_field": self.bias_degree.value if self.bias_field.value else None,
             "random_state": self.seed.value,
         }
 
