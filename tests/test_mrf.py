@@ -2,6 +2,7 @@
 
 import itertools
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -746,3 +747,17 @@ def test_a_component_the_prior_empties_is_reported():
         warnings.simplefilter("error")  # two classes for two components: no warning
         GMMSegmenter(2, beta=1.0, random_state=0).fit(np.where(image > 0.5, 1.0, 0.0)
                                                      + rng.normal(0, 0.2, image.shape))
+
+
+def test_the_emptied_components_warning_says_who_chose_the_strength_and_lists_a_few():
+    from gmm_segmenter._hmrf import HMRFResult, _warn_if_swallowed
+
+    result = HMRFResult(None, 1.234, 1, True, (), masses=(0.5, 0.5, 0, 0, 0, 0))
+    weights = np.array([0.3, 0.3, 0.13, 0.1, 0.09, 0.08])
+    with pytest.warns(UserWarning, match=r"^Under the spatial prior, at the strength 1.23 that "
+                                         r"beta='auto' chose, 4 of the 6 components .* had up "
+                                         r"to 0.13, 0.1, 0.09, … of them\)"):
+        _warn_if_swallowed(result, weights, chosen=True)
+    with pytest.warns(UserWarning, match=r"^Under the spatial prior \(beta=1.23\) 1 of the 2 "
+                                         r"components .* had 0.4 of them\)"):
+        _warn_if_swallowed(replace(result, masses=(1.0, 0.0)), np.array([0.6, 0.4]))

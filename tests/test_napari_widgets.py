@@ -34,6 +34,7 @@ except ImportError:
 from _helpers import fixed_smoothing, open_widget, run_widget  # noqa: E402
 from gmm_segmenter import GMMSegmenter  # noqa: E402
 from gmm_segmenter.napari import _functions, _jobs, _record  # noqa: E402
+from gmm_segmenter._wording import count  # noqa: E402
 
 TIMEOUT_MS = 60_000
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +112,10 @@ def test_a_saved_model_gets_npz_and_files_without_it_still_load(qtbot, viewer_wi
     assert any("not a valid gmm-segmenter model file" in m and "Choose a .npz" in m
                for m in errors), errors
     assert widget.model is not None and not widget.running
+    assert widget.status.value == "Not loaded; see the notification."
+    # a save that fails says so there too, not what the last action said
+    assert widget.save_model(tmp_path / "no such folder" / "model.npz") is None
+    assert widget.status.value == "Not saved; see the notification."
 
 
 # ------------------------------------------------- 2. per-frame plot
@@ -277,6 +282,10 @@ def test_the_widget_fits_a_1366_by_768_screen_with_a_long_layer_name(qtbot, make
     fixed_smoothing(widget, 0.0)
     run(qtbot, widget)
     assert name in widget.status.value
+    # the number BIC chose is said to be its choice
+    assert widget.status.value.startswith(
+        f"Fitted: {count(widget.model.n_components_, 'component')} (by BIC) → "
+    ), widget.status.value
     narrow = widget.native.minimumSizeHint()
     assert narrow.width() <= 420, narrow
     assert narrow.height() <= 400, narrow  # the rest scrolls
@@ -433,6 +442,10 @@ def test_deleting_the_image_mid_run_stops_the_job_and_adds_nothing(qtbot, viewer
     assert any("was deleted while it was being segmented" in m and "press Run" in m
                for m in warnings), warnings
     assert widget.run_button.enabled and not widget.cancel_button.enabled
+    # the status line says why it stopped: the user pressed no Cancel
+    assert widget.status.value.startswith(
+        "Stopped: 'volume' was deleted while it was being segmented"
+    ), widget.status.value
 
 
 def test_deleting_the_layer_as_an_apply_job_ends_leaves_no_done_or_stale_plot(
@@ -451,7 +464,10 @@ def test_deleting_the_layer_as_an_apply_job_ends_leaves_no_done_or_stale_plot(
     viewer.layers.remove("second")
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert "second GMM labels" not in viewer.layers
-    assert widget.status.value.startswith("Cancelled"), widget.status.value
+    assert widget.status.value.startswith(
+        "Stopped: 'second' was deleted while it was being segmented; the plot shows the "
+        "last result again, 'first GMM labels'"
+    ), widget.status.value
     # the last result's model is drawn again (in a thread of its own)
     qtbot.waitUntil(lambda: "Applying" not in widget.plot.text(), timeout=TIMEOUT_MS)
     warnings = new_messages(since, "warning")
@@ -876,6 +892,32 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
         _functions._as_a_widget(lambda image: 1 / 0)(image)
 
 
+def test_a_loaded_model_is_drawn_in_its_labels_colours_and_offered_a_matching_image(
+    qtbot, viewer_widget, tmp_path
+):
+    from gmm_segmenter.io import save_model
+
+    viewer, widget = viewer_widget
+    rgb, truth = rgb_patches()
+    path = save_model(GMMSegmenter(3, channel_axis=-1, beta=0, random_state=0).fit(rgb),
+                      tmp_path / "rgb.npz")
+    viewer.add_image(rgb.astype(np.uint8), name="rgb", rgb=True)
+    viewer.add_image(rgb[..., 0], name="grey")  # the newest: Apply model to names it
+    assert widget.apply_target.value is viewer.layers["grey"]
+    widget.load_model(path)
+    # a colour model: the colour image, where Apply would fail on the grey one
+    assert widget.apply_target.value is viewer.layers["rgb"]
+    # the plot's components in the colours their labels will have, not one default
+    _, _, colours = widget.plot._drawn
+    assert sorted(colours) == [1, 2, 3]
+    assert len({tuple(np.round(np.ravel(c), 3)) for c in colours.values()}) == 3
+    widget.apply_model()
+    qtbot.waitUntil(lambda: "rgb GMM labels" in viewer.layers, timeout=TIMEOUT_MS)
+    labels = viewer.layers["rgb GMM labels"]
+    for k, colour in colours.items():
+        np.testing.assert_allclose(np.ravel(labels.get_color(k)), np.ravel(colour))
+
+
 # --------------------------------------------------------- bad input
 
 
@@ -1013,10 +1055,15 @@ def test_the_field_degree_is_shown_with_the_correction_and_used(qtbot, viewer_wi
     viewer.add_image(image, name="lit")
     widget.image.value = viewer.layers["lit"]
     fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    layer = viewer.layers["lit GMM bias field"]
     widget.bias_degree.value = 1  # a plane: what a warning advises when a field bends too much
     run(qtbot, widget)
     assert widget.model.bias_field == 1
     plane = viewer.layers["lit GMM bias field"].data
+    # the layer updated in place shows the new field's range, not the last one's
+    assert viewer.layers["lit GMM bias field"] is layer
+    np.testing.assert_allclose(layer.contrast_limits, (plane.min(), plane.max()), rtol=1e-5)
     # a plane's logarithm is linear in the coordinates: its second differences vanish
     log = np.log(plane.astype(np.float64))
     assert np.abs(np.diff(log, n=2, axis=0)).max() < 1e-4

@@ -399,7 +399,8 @@ def hmrf_em(
     else:
         result = run(mixture, posteriors, beta)
     if warn_swallowed:
-        _warn_if_swallowed(result, mixture.weights if shares is None else shares)
+        _warn_if_swallowed(result, mixture.weights if shares is None else shares,
+                           chosen=beta == "auto")
     return result
 
 
@@ -409,13 +410,27 @@ def swallowed(result: HMRFResult, weights: np.ndarray) -> list[int]:
     return [k for k, share in enumerate(result.masses) if share < SWALLOWED * weights[k]]
 
 
-def _warn_if_swallowed(result: HMRFResult, weights: np.ndarray) -> None:
+#: At most this many of the emptied components' shares are listed in the warning.
+LISTED_SHARES = 3
+
+
+def _warn_if_swallowed(result: HMRFResult, weights: np.ndarray, chosen: bool = False) -> None:
+    """Warn when the prior all but empties components; ``chosen``: its strength was
+    chosen by ``beta='auto'``, not given."""
     emptied = swallowed(result, weights)
     if emptied:
+        shares = sorted((weights[k] for k in emptied), reverse=True)
+        listed = ", ".join(f"{share:.2g}" for share in shares[:LISTED_SHARES])
+        if len(shares) > LISTED_SHARES:
+            listed = f"up to {listed}, …"
+        strength = (
+            f", at the strength {result.beta:.3g} that beta='auto' chose," if chosen
+            else f" (beta={result.beta:.3g})"
+        )
         warnings.warn(
-            f"Under the spatial prior (beta={result.beta:.3g}) {len(emptied)} of the "
+            f"Under the spatial prior{strength} {len(emptied)} of the "
             f"{len(weights)} components keep almost none of their pixels (pixel-wise they "
-            f"had {', '.join(f'{weights[k]:.2g}' for k in emptied)} of them), so some "
+            f"had {listed} of them), so some "
             "labels are (nearly) empty: at this smoothing the image holds fewer classes "
             "than components. Use fewer components (or n_components='auto'), or a "
             "smaller beta.",

@@ -391,8 +391,9 @@ def _add_spatial_arguments(model):
     )
     model.add_argument(
         "--connectivity", type=int, default=None, metavar="C",
-        help="neighbourhood of the spatial prior (see GMMSegmenter's connectivity) "
-        f"(default: {defaults['connectivity']})",
+        help="neighbours the spatial prior counts: 1 those sharing a face (4 in 2-D, 6 in "
+        "3-D), 2 also an edge (8, 18), 3 also a corner (26 in 3-D); at most the number "
+        f"of spatial axes (default: {defaults['connectivity']})",
     )
     model.add_argument(
         "--spacing", type=_voxel_size, nargs="+", default=None, metavar="S",

@@ -173,5 +173,8 @@ def show_bias_field(viewer, image_name, field, transform, *, metadata=None):
         return
     if field.ndim > len(transform["scale"]):
         transform = _layers.prepend_axis(transform, "channel")
-    put_layer(viewer, Image, name, field, transform, added={"visible": False},
-              colormap="viridis", metadata=dict(metadata or {}))
+    earlier = name in viewer.layers
+    layer = put_layer(viewer, Image, name, field, transform, added={"visible": False},
+                      colormap="viridis", metadata=dict(metadata or {}))
+    if earlier:  # a new field in an earlier run's layer: its own range, not the last one's
+        layer.reset_contrast_limits(mode="data")  # (a hidden layer has no slice yet)

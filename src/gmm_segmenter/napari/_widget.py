@@ -336,10 +336,11 @@ class GMMSegmenterWidget(Container):
         )
         self.auto_beta = CheckBox(
             text="Choose the smoothing from the image (auto)", value=True,
-            tooltip="Compare a few smoothing strengths by the free energy of the fit "
-            "and keep the best (beta='auto'); with two strokes of a class to guide "
-            "it, the weakest that labels half of them as painted from the other "
-            "half. Untick to set the strength yourself.",
+            tooltip="Compare a few smoothing strengths by how well each explains the "
+            "image (its free energy) and keep the best (beta='auto'). With scribbles of "
+            "two or more strokes in a class, the strokes choose instead: the weakest "
+            "strength under which strokes left out of the fit come out as painted. "
+            "Untick to set the strength yourself.",
         )
         self.beta = FloatSpinBox(
             label="Smoothing", value=1.0, min=0.0, max=20.0, step=0.1,
@@ -776,6 +777,7 @@ class GMMSegmenterWidget(Container):
         except (OSError, ValueError, TypeError) as error:
             show_error(f"{_PREFIX}could not save the model: {error}. Choose a folder "
                        "you can write to.")
+            self._set_status("Not saved; see the notification.")
             return None
         self._set_status(f"Saved model to {Path(written).name}")
         return Path(written)
@@ -807,8 +809,27 @@ class GMMSegmenterWidget(Container):
             f"Loaded {Path(path).name}: {count(model.n_components_, 'component')}, "
             f"{model.n_features_in_} channel(s)"
         )
-        self._draw(model, None, {})
+        self._target_with_channels(model.n_features_in_)
+        self._draw(model, None, _new_label_colours(model.n_components_))
         return model
+
+    def _target_with_channels(self, n_channels):
+        """Make *Apply model to* an image with ``n_channels`` channels (as the
+        dock reads them), unless it names one already: a colour model loaded
+        while a grey layer is chosen would fail on Apply."""
+        def channels(layer):
+            try:
+                layout = self._image_layout(layer)
+            except ValueError:
+                return None
+            return 1 if layout.channel_axis is None else layout.shape[layout.channel_axis]
+
+        if self.apply_target.value is not None and channels(self.apply_target.value) == n_channels:
+            return
+        for layer in self.apply_target.choices:
+            if layer is not None and channels(layer) == n_channels:
+                self.apply_target.value = layer
+                return
 
     def _ask_model_path(self, mode, caption):
         return show_file_dialog(
@@ -988,16 +1009,20 @@ class GMMSegmenterWidget(Container):
             self._set_status("Updating the preview…")
             return
         # the plot goes back to the last result: say which, as Image may name another layer
+        job = self._job
+        stopped = "Cancelled"
+        if job is not None and job.get("removed"):  # not the user's Cancel: say why
+            stopped = f"Stopped: {job['layer'].name!r} was deleted while it was being segmented"
         shown = self._shown
         if shown is not None and shown["layer"] in self._viewer.layers:
             labels = shown["labels_layer"]
             gone = "" if labels in self._viewer.layers else " (since deleted)"
-            self._set_status(f"Cancelled; the plot shows the last result again, "
+            self._set_status(f"{stopped}; the plot shows the last result again, "
                              f"{labels.name!r}{gone}")
         elif shown is None and self.model is not None:
-            self._set_status("Cancelled; the plot shows the loaded model again")
+            self._set_status(f"{stopped}; the plot shows the loaded model again")
         else:
-            self._set_status("Cancelled")
+            self._set_status(stopped)
         self.progress.value = 0
         self._plot_shown()
 
@@ -1429,9 +1454,10 @@ class GMMSegmenterWidget(Container):
             field = outputs.bias_field
             if field is not None and not _is_lazy(field):  # (a lazy one is not read for it)
                 tail = f"; bias field {float(np.min(field)):.2f}-{float(np.max(field)):.2f}" + tail
+        chosen = " (by BIC)" if not applied and model.n_components == "auto" else ""
         self._set_status(
-            f"{verb}: {count(model.n_components_, 'component')}{smoothing} → {labels_layer.name!r}"
-            f"{tail}"
+            f"{verb}: {count(model.n_components_, 'component')}{chosen}{smoothing} → "
+            f"{labels_layer.name!r}{tail}"
         )
 
     def _displayed_frame(self, layer, n_frames):
@@ -1445,7 +1471,7 @@ class GMMSegmenterWidget(Container):
         shown = self._shown
         if shown is None:
             if self.model is not None:
-                self._draw(self.model, None, {})
+                self._draw(self.model, None, _new_label_colours(self.model.n_components_))
             else:
                 self.plot.clear()
             return
@@ -1465,6 +1491,13 @@ class GMMSegmenterWidget(Container):
             self.plot.show_model(model, histogram, colours)
         except Exception as error:  # a plot must never break a run
             show_info(f"{_PREFIX}the plot could not be drawn ({error})")
+
+
+def _new_label_colours(n_components):
+    """Label ``k``'s colour in a new Labels layer, for ``k = 1..n_components``: the
+    colours a loaded model's labels will get (the plot draws its components in them)."""
+    layer = Labels(np.zeros((1, 1), dtype=np.uint8))
+    return {k: layer.get_color(k) for k in range(1, n_components + 1)}
 
 
 def _drive(job, cancel_requested, meter=None, preview=False):
