@@ -865,8 +865,8 @@ def _can_hold_field(sample, n_valid, size, degree) -> bool:
             f"bias_field: {negative:.0%} of the valid pixels of {name} are negative; a "
             "multiplicative field acts on intensities (zero for no signal) and is "
             f"estimated from the logarithm of the positive ones, so {name} is left "
-            "without bias-field correction (its field is all ones). For differences or standardised values use "
-            "bias_field=None.",
+            "without bias-field correction (its field is all ones). For differences or "
+            "standardised values use bias_field=None.",
             BiasFieldWarning,
             stacklevel=_training.caller_stacklevel(),
         )
