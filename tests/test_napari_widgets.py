@@ -998,6 +998,10 @@ def test_a_preview_keeps_the_current_model(qtbot, viewer_widget):
     widget.preview.value = True
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.model is model and widget.status.value.startswith("Preview")
+    # it says what it fitted, as a run does
+    beta = widget._shown["models"][-1].beta_
+    assert f"slice: 4 components, smoothing {beta:.2f} (press Run" in widget.status.value, (
+        widget.status.value)
     record = viewer.layers["stack GMM labels"].metadata["gmm_segmenter"]
     assert record["operation"].startswith("preview")
     widget.preview.value = False

@@ -1380,8 +1380,12 @@ class GMMSegmenterWidget(Container):
                            "labels_layer": labels_layer, "layer": layer}
             self._plot_shown()
             grid = "" if stride == 1 else f", every {_ordinal(stride)} pixel"
-            self._set_status(f"Preview of the displayed slice{grid} (press Run to segment "
-                             "all of it and keep the model)")
+            # what the preview fitted, as a run says it
+            fitted = count(model.n_components_, "component") + (
+                " (by BIC)" if model.n_components == "auto" else ""
+            ) + (f", smoothing {model.beta_:.2f}" if model.beta_ else "")
+            self._set_status(f"Preview of the displayed slice{grid}: {fitted} (press Run to "
+                             "segment all of it and keep the model)")
 
         return job, finish
 
