@@ -874,19 +874,18 @@ def _can_hold_field(sample, n_valid, size, degree) -> bool:
     if positive * n_valid < needed:
         what = "valid pixels" if positive == 1.0 else "valid pixels with positive values"
         ndim = len(sample.geometry.shape)
-        lowest = n_coefficients(ndim, 1) * MIN_PIXELS_PER_COEFFICIENT
+
+        def pixels_for(d):
+            return n_coefficients(ndim, d) * MIN_PIXELS_PER_COEFFICIENT
+
         # the highest lower degree the image can hold
-        fitting = [
-            d for d in range(degree - 1, 0, -1)
-            if n_coefficients(ndim, d) * MIN_PIXELS_PER_COEFFICIENT <= positive * n_valid
-        ]
+        fitting = [d for d in range(degree - 1, 0, -1) if pixels_for(d) <= positive * n_valid]
         advice = (
-            f"Use a lower degree (bias_field={fitting[0]} needs "
-            f"{n_coefficients(ndim, fitting[0]) * MIN_PIXELS_PER_COEFFICIENT}) or "
+            f"Use a lower degree (bias_field={fitting[0]} needs {pixels_for(fitting[0])}) or "
             "bias_field=None."
             if fitting else
-            f"Use bias_field=None: a field of the lowest degree needs {lowest} pixels (a "
-            "larger image, or a larger mask)."
+            f"Use bias_field=None: a field of the lowest degree needs {pixels_for(1)} pixels "
+            "(a larger image, or a larger mask)."
         )
         warnings.warn(
             f"bias_field: {name} has {int(round(positive * n_valid))} {what}, too few to "

@@ -63,6 +63,11 @@ class Layout:
         return tuple(self.shape[axis] for axis in self.spatial_axes)
 
     @property
+    def n_channels(self) -> int:
+        """The values per pixel: 1 for a grey layer."""
+        return 1 if self.channel_axis is None else self.shape[self.channel_axis]
+
+    @property
     def frame_channel_axis(self) -> int | None:
         """The channel axis of one frame (the data without its time axis)."""
         if self.channel_axis is None or self.time_axis is None:

@@ -819,10 +819,9 @@ class GMMSegmenterWidget(Container):
         while a grey layer is chosen would fail on Apply."""
         def channels(layer):
             try:
-                layout = self._image_layout(layer)
+                return self._image_layout(layer).n_channels
             except ValueError:
                 return None
-            return 1 if layout.channel_axis is None else layout.shape[layout.channel_axis]
 
         if self.apply_target.value is not None and channels(self.apply_target.value) == n_channels:
             return
@@ -1223,7 +1222,7 @@ class GMMSegmenterWidget(Container):
         if kind == "apply":
             if self.model is None:
                 raise ValueError("There is no model yet; press Run or Load model… first.")
-            n_channels = 1 if layout.channel_axis is None else layout.shape[layout.channel_axis]
+            n_channels = layout.n_channels
             if n_channels != self.model.n_features_in_:
                 read_as = (
                     "RGB(A) colour" if layer.rgb else "grayscale" if layout.channel_axis is None
@@ -1380,12 +1379,8 @@ class GMMSegmenterWidget(Container):
                            "labels_layer": labels_layer, "layer": layer}
             self._plot_shown()
             grid = "" if stride == 1 else f", every {_ordinal(stride)} pixel"
-            # what the preview fitted, as a run says it
-            fitted = count(model.n_components_, "component") + (
-                " (by BIC)" if model.n_components == "auto" else ""
-            ) + (f", smoothing {model.beta_:.2f}" if model.beta_ else "")
-            self._set_status(f"Preview of the displayed slice{grid}: {fitted} (press Run to "
-                             "segment all of it and keep the model)")
+            self._set_status(f"Preview of the displayed slice{grid}: {_fitted(model)} (press "
+                             "Run to segment all of it and keep the model)")
 
         return job, finish
 
@@ -1444,7 +1439,6 @@ class GMMSegmenterWidget(Container):
                        "labels_layer": labels_layer, "layer": layer}
         self._plot_shown()
         verb = "Applied the model" if applied else "Fitted"
-        smoothing = f", smoothing {model.beta_:.2f}" if model.beta_ else ""
         warned = self._job is not None and self._job.get("warned")
         if outputs.bias_refused:  # a field of ones: refused (the fit warned) or flat
             tail = (
@@ -1458,10 +1452,8 @@ class GMMSegmenterWidget(Container):
             field = outputs.bias_field
             if field is not None and not _is_lazy(field):  # (a lazy one is not read for it)
                 tail = f"; bias field {float(np.min(field)):.2f}-{float(np.max(field)):.2f}" + tail
-        chosen = " (by BIC)" if not applied and model.n_components == "auto" else ""
         self._set_status(
-            f"{verb}: {count(model.n_components_, 'component')}{chosen}{smoothing} → "
-            f"{labels_layer.name!r}{tail}"
+            f"{verb}: {_fitted(model, chosen=not applied)} → {labels_layer.name!r}{tail}"
         )
 
     def _displayed_frame(self, layer, n_frames):
@@ -1495,6 +1487,14 @@ class GMMSegmenterWidget(Container):
             self.plot.show_model(model, histogram, colours)
         except Exception as error:  # a plot must never break a run
             show_info(f"{_PREFIX}the plot could not be drawn ({error})")
+
+
+def _fitted(model, chosen=True) -> str:
+    """What the status line says of a model: "6 components (by BIC), smoothing
+    1.39"; ``chosen``: say that BIC chose the number (not of a model applied)."""
+    by_bic = " (by BIC)" if chosen and model.n_components == "auto" else ""
+    smoothing = f", smoothing {model.beta_:.2f}" if model.beta_ else ""
+    return f"{count(model.n_components_, 'component')}{by_bic}{smoothing}"
 
 
 def _new_label_colours(n_components):
