@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy.special import logsumexp, softmax
 from threadpoolctl import ThreadpoolController
@@ -230,13 +231,33 @@ def log_potential(view: _image.ImageView, mixture: _mixture.Mixture, offset, sca
     table = _potential_table(function, table_values, mixture, offset, scale)
     planes = out.reshape(mixture.n_components, view.n_pixels)
     for start, stop, values, valid in _image.iter_chunks(view):
-        index = index_of(values)
-        for component, plane in zip(table, planes):
-            np.take(component, index, out=plane[start:stop])
-            if valid is not None:
-                plane[start:stop][~valid] = 0.0
+        _take_planes(table, index_of(values), _NOT_MASKED if valid is None else valid,
+                     planes[:, start:stop])
         report("labelling", stop, view.n_pixels)
     return out
+
+
+_NOT_MASKED = np.empty(0, dtype=np.bool_)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _take_planes(table, index, valid, out):  # pragma: no cover - compiled
+    """``out[k] = table[k, index]`` for every component ``k``, and 0 where
+    ``valid`` (empty: everywhere valid) is false.
+
+    ``np.take`` per component cast the 8- or 16-bit ``index`` to ``intp``
+    each time: three quarters of its time on an 8-bit image, and 10 % of a
+    default fit of ``camera``.
+    """
+    for k in range(table.shape[0]):
+        column = table[k]
+        plane = out[k]
+        for i in range(index.size):
+            plane[i] = column[index[i]]
+        if valid.size:
+            for i in range(index.size):
+                if not valid[i]:
+                    plane[i] = 0.0
 
 
 def _integer_log_potential(values, mixture, offset, scale):
