@@ -193,6 +193,22 @@ def is_terminal(stream) -> bool:
         return False
 
 
+def discard_stdout():
+    """Send what is still written to standard output, buffered or not, nowhere.
+
+    Once a write failed (a full disk, a closed pipe), the text left in
+    Python's buffer would fail again at every flush, the exit's included.
+    """
+    import os
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+
+
 class Console:
     """A bar over the batch, a second one over the current image's steps, and messages."""
 
@@ -218,6 +234,7 @@ class Console:
         except (OSError, ValueError) as error:  # a closed pipe or a full disk: results go on
             if stream is sys.stdout:
                 self.stdout_broken = True
+                discard_stdout()
                 if getattr(error, "errno", None) == errno.ENOSPC:  # said once; a pipe's
                     # reader that stopped (| head) wanted no more
                     with contextlib.suppress(OSError, ValueError):

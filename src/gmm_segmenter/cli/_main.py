@@ -11,7 +11,7 @@ import traceback
 
 from . import _isolated
 from ._console import (
-    PROG, Console, Terminated, describe, forget_signals, is_terminal, note_signal,
+    PROG, Console, Terminated, describe, discard_stdout, forget_signals, is_terminal, note_signal,
     stop_if_signalled,
 )
 from ._interactive import interactive_argv
@@ -161,9 +161,7 @@ def _flush_stdout():
     except (OSError, ValueError) as error:
         if getattr(error, "errno", None) != errno.EPIPE:
             _say(f"{PROG}: warning: cannot write to standard output ({describe(error)})")
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+        discard_stdout()
 
 
 @contextlib.contextmanager
