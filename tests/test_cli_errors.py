@@ -59,8 +59,10 @@ def test_an_interrupt_a_library_turned_into_another_error_is_still_the_interrupt
 
     def swallowing(self, source):
         try:
-            os.kill(os.getpid(), signum)
-            time.sleep(1.0)  # the handler runs here
+            # to this thread: os.kill may hand a process's signal to another
+            # thread, and the handler then runs wherever this one is next
+            signal.raise_signal(signum)
+            time.sleep(1.0)  # not reached: the handler runs as raise_signal returns
         except KeyboardInterrupt as stop:
             raise ValueError("'T{d:val:}' is not a valid PEP 3118 buffer format string") from stop
         return read(self, source)
