@@ -126,11 +126,17 @@ def test_a_closed_stdout_is_no_traceback(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-def test_a_full_stdout_is_one_warning(tmp_path):
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_a_full_stdout_is_one_warning(tmp_path, unbuffered):
+    # buffered (Python's default), the text left in the buffer failed again
+    # at the exit's flush, and was said a second time
+    env = {name: value for name, value in _ENV.items() if name != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
     with open("/dev/full", "w") as full:
         result = subprocess.run([*_COMMAND, "--sample", "coins", "-k", "2", "--beta", "0",
                                  "-o", str(tmp_path)],
-                                stdout=full, stderr=subprocess.PIPE, env=_ENV, timeout=120)
+                                stdout=full, stderr=subprocess.PIPE, env=env, timeout=120)
     err = result.stderr.decode()
     assert result.returncode == 0, err
     assert "Traceback" not in err and "Exception ignored" not in err

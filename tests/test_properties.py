@@ -211,3 +211,19 @@ def test_labels_do_not_change_under_positive_scale_and_offset(case, factor, shif
     proba = np.sort(segmenter.predict_proba(image, mask=mask), axis=-1)
     decided = (proba[..., -1] - proba[..., -2] > 1e-3) if proba.shape[-1] > 1 else True
     np.testing.assert_array_equal(np.where(decided, moved, labels), labels)
+
+
+@SETTINGS
+@given(
+    values=hnp.arrays(
+        np.float64, st.tuples(st.integers(0, 60), st.integers(1, 3)),
+        elements=st.sampled_from([-1.5, -0.0, 0.0, 0.25, 1.0, 2.0, 3.5, 7.0, 1e300]),
+    ),
+    enough=st.integers(1, 40),
+)
+def test_distinct_rows_are_counted_as_numpy_counts_them_up_to_enough(values, enough):
+    from gmm_segmenter._training import count_distinct_rows
+
+    # -0.0 and 0.0 are one value, as they are to EM
+    expected = len(np.unique(values + 0.0, axis=0)) if len(values) else 0
+    assert count_distinct_rows(values, enough) == min(expected, enough)

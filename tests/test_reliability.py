@@ -192,16 +192,48 @@ def test_outputs_that_cannot_fit_in_memory_are_refused_before_allocating(beta, m
         getattr(segmenter, method)(_huge_image())
 
 
-def test_spatial_fit_that_cannot_fit_in_memory_is_refused(monkeypatch):
+def _no_em(*args, **kwargs):
+    raise AssertionError("EM ran before the refusal")
+
+
+def test_spatial_fit_that_cannot_fit_in_memory_is_refused_before_em(monkeypatch):
     from gmm_segmenter import _image
 
     image, _ = quadrants()
-    monkeypatch.setattr(_image, "available_memory", lambda: 1000)
+    monkeypatch.setattr(_image, "available_memory", lambda: 100 * 1024)
+    monkeypatch.setattr(_mixture, "fit_mixture", _no_em)
     # four posterior maps with their border, the log-potentials, the sweep's flags
     with pytest.raises(MemoryError, match=r"Fitting with the spatial prior \(4 components, "
                        r"image shape\(s\) \(64, 64\)\) needs about 136\.2 KiB"):
         make_segmenter(4, beta=1.0).fit(image)
-    make_segmenter(4, beta=0.0).fit(image)  # the pixel-wise fit streams: no per-pixel state
+    monkeypatch.undo()
+    monkeypatch.setattr(_image, "available_memory", lambda: 100 * 1024)
+    # an 8-bit image is fitted on its histogram (under 256 rows): within the
+    # memory that the spatial maps of 4 components would not fit in either
+    make_segmenter(4, beta=0.0).fit(np.round(image).astype(np.uint8))
+
+
+def test_em_that_cannot_fit_in_memory_is_refused_naming_n_components(monkeypatch, capsys,
+                                                                       tmp_path):
+    from gmm_segmenter import _image
+
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    monkeypatch.setattr(_image, "available_memory", lambda: 10**6)
+    monkeypatch.setattr(_mixture, "fit_mixture", _no_em)
+    # 8 float64 arrays of 4096 rows by 50 components
+    with pytest.raises(MemoryError, match=r"^EM with n_components=50 on 4096 pixel values "
+                       r"needs about 12\.5 MiB of memory, but only 976\.6 KiB is available\. "
+                       r"Use fewer components, a smaller max_samples, or free memory\.$"):
+        GMMSegmenter(50, beta=0.0).fit(image)
+    np.save(tmp_path / "noise.npy", image)
+    status, _, err = run_cli([str(tmp_path / "noise.npy"), "-k", "50", "--beta", "0",
+                              "-o", str(tmp_path / "out")], capsys)
+    assert status == 1
+    assert "EM with -k 50 on 4096 pixel values needs about 12.5 MiB" in err
+    assert "a smaller --max-samples" in err
+    monkeypatch.undo()
+    monkeypatch.setattr(_image, "available_memory", lambda: 10**6)
+    GMMSegmenter(3, beta=0.0).fit(image)  # 8 x 4096 x 3 float64: 786 KB
 
 
 def test_memory_is_read_again_unless_the_request_is_small_and_the_reading_fresh(monkeypatch):

@@ -467,11 +467,18 @@ _READING_SECONDS = 1.0
 _SMALL_SHARE = 100
 
 
-def check_memory(n_bytes: int, what: str) -> None:
+#: What :func:`check_memory` advises unless told otherwise.
+MEMORY_ADVICE = (
+    "Process the image in tiles (crops along its spatial axes), use fewer components, "
+    "or free memory."
+)
+
+
+def check_memory(n_bytes: int, what: str, advice: str = MEMORY_ADVICE) -> None:
     """Refuse, before allocating, work that needs more memory than is available.
 
-    Raises ``MemoryError`` stating the estimate, what is available, and what
-    to do; does nothing when the available memory cannot be known.
+    Raises ``MemoryError`` stating the estimate, what is available, and
+    ``advice``; does nothing when the available memory cannot be known.
     """
     global _last_reading
     with _reading_lock:
@@ -489,8 +496,7 @@ def check_memory(n_bytes: int, what: str) -> None:
     if available is not None and n_bytes > available:
         raise MemoryError(
             f"{what} needs about {format_bytes(n_bytes)} of memory, but only "
-            f"{format_bytes(available)} is available. Process the image in tiles "
-            "(crops along its spatial axes), use fewer components, or free memory."
+            f"{format_bytes(available)} is available. {advice}"
         )
 
 

@@ -539,6 +539,12 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         sampled = None
         if method == "subsample" and len(values) < n_valid:
             sampled = (len(values), n_valid)
+        in_memory = not any(_image.is_dask_array(view.pixels) for view in images.views)
+        if self.beta != 0 and self.n_components != "auto" and in_memory:
+            # said before EM, which may take minutes with many components
+            _kernel.check_spatial_memory(
+                images.views, self.n_components, "Fitting with the spatial prior"
+            )
         result = self._fit_pixelwise(
             values, weights, offset, scale, random_state, guided, sampled=sampled,
             channels_last=None if inputs_checked else channels_last,
@@ -675,6 +681,7 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
 
         def fit(n_components, X, sample_weight, random_state, init_params=init_params,
                 n_init=screened):
+            self._check_em_memory(len(X), n_components)
             return _mixture.fit_mixture(
                 X,
                 sample_weight,
@@ -734,10 +741,24 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         # the chosen number is fitted as a fixed one would be: same data, same draws
         return fit(n_components, standardized, weights, random_state)
 
+    def _check_em_memory(self, n_rows, n_components):
+        """Refuse, before it starts, EM whose ``(rows, components)`` arrays would not fit."""
+        asked = (
+            f"n_components={n_components}" if self.n_components != "auto" else
+            f"{n_components} components (of n_components_range="
+            f"{tuple(self.n_components_range)})"
+        )
+        _image.check_memory(
+            EM_ARRAYS * np.dtype(np.float64).itemsize * n_rows * n_components,
+            f"EM with {asked} on {n_rows} pixel values",
+            "Use fewer components, a smaller max_samples, or free memory.",
+        )
+
     def _fit_guided(self, guided, n_components, offset, scale, init_params, random_state):
         """Semi-supervised EM: the scribbled rows' responsibilities fixed, prior
         maps added to every E-step."""
         X = (np.vstack([guided.free_values, guided.scribble_values]) - offset) / scale
+        self._check_em_memory(len(X), n_components)
         sample_weight = np.concatenate([guided.free_weights, guided.scribble_weights])
         log_prior = guided.log_prior(n_components, self.prior_weight)
         # prior_weight=0 ignores the maps in EM, but they still name the classes
@@ -1510,6 +1531,11 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
 #: of benchmarks/anatomy.py at 9 % noise under a 40 % field, at 34 (mean Dice
 #: 0.843 -> 0.863). The other anatomy cases settle within 20 either way.
 FIELD_ITER_FACTOR = 3
+
+#: EM holds about this many float64 arrays of one value per training row and
+#: component at once (its peak, by tracemalloc: 7-8 of them for 50 and 200
+#: components on 65 536 rows).
+EM_ARRAYS = 8
 
 
 #: Labels and posteriors warn when the median pixel of the image (of a sample

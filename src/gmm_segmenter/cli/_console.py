@@ -111,6 +111,7 @@ _CLI_WORDS = [
     (re.compile(r"\bbut this GMMSegmenter was fitted\b"), "but the --model was fitted"),
     (re.compile(r"\bRaise max_samples \(None uses every pixel\)"),
      "Raise --max-samples (all uses every pixel)"),
+    (re.compile(r"\ba smaller max_samples\b"), "a smaller --max-samples"),
     (re.compile(r"^spacing must be None or a sequence of (\d+) positive numbers"),
      r"--spacing takes \1 positive numbers"),
     (re.compile(r"\bgot spacing=\(([^)]*)\)"),
