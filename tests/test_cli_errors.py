@@ -306,7 +306,8 @@ def test_a_fully_transparent_file_says_so(tmp_path, capsys):
     assert "True" not in err
 
 
-def test_images_may_follow_options_and_slips_are_caught_as_they_are_read(tmp_path, capsys):
+def test_images_may_follow_options_and_slips_are_caught_as_they_are_read(tmp_path, capsys,
+                                                                        monkeypatch):
     image = np.random.default_rng(0).integers(0, 255, size=(20, 24)).astype(np.uint8)
     gio.write_png(tmp_path / "a.png", image)
     gio.write_png(tmp_path / "b.png", image[::-1])
@@ -319,7 +320,7 @@ def test_images_may_follow_options_and_slips_are_caught_as_they_are_read(tmp_pat
     for spacing, said in ((["0", "1"], "expected a positive, finite voxel size, got '0'"),
                           (["nan", "1"], "expected a positive, finite voxel size, got 'nan'"),
                           (["2", "1", str(tmp_path / "a.png")],
-                           "give images before it or end its sizes with --")):
+                           "give images before it, or end its sizes with -- followed by images only")):
         status = cli.main([str(tmp_path / "a.png"), "--spacing", *spacing, "-o", str(out)])
         err = capsys.readouterr().err
         assert status == 2 and err.count("error:") == 1 and said in err, err
@@ -329,6 +330,15 @@ def test_images_may_follow_options_and_slips_are_caught_as_they_are_read(tmp_pat
     status = cli.main(["-k", "2", "--beta", "0", "-o", str(out2), "--quiet", "--",
                        str(tmp_path / "-d.png"), str(tmp_path / "a.png")])
     assert status == 0 and {"-d_labels.tif", "a_labels.tif"} <= set(os.listdir(out2))
+    capsys.readouterr()
+    # an option after -- is refused before anything runs (it would be an image
+    # name, and the results would go to Result/ instead)
+    monkeypatch.chdir(tmp_path)
+    status = cli.main(["--spacing", "1", "1", "--", str(tmp_path / "a.png"), "-o", "out3"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("error:") == 1, err
+    assert "-o comes after --, which makes it (and all that follows) an image name" in err
+    assert not (tmp_path / "Result").exists() and not (tmp_path / "out3").exists()
     # an empty output folder (an unset variable) is not the current folder
     status = cli.main([str(tmp_path / "a.png"), "-o", ""])
     assert status == 2 and "is a shell variable unset?" in capsys.readouterr().err

@@ -114,6 +114,14 @@ def _parse(parser, argv):
     if "--" in argv:
         cut = argv.index("--")
         argv, after = argv[:cut], argv[cut + 1:]
+        # an option after -- would be taken for an image (and its value too),
+        # and the run would go on without it (into Result/ instead of -o's folder)
+        for name in after:
+            if name in parser._option_string_actions and not os.path.exists(name):
+                parser.error(
+                    f"{name} comes after --, which makes it (and all that follows) an image "
+                    f"name, and there is no file {name!r}; put the options before --"
+                )
     args = parser.parse_intermixed_args(argv)
     args.images = list(args.images) + after
     return args

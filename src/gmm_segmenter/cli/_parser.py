@@ -164,7 +164,8 @@ def _voxel_size(text):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a voxel size, got {text!r}; --spacing takes every number up to "
-            "the next option, so give images before it or end its sizes with --"
+            "the next option, so give images before it, or end its sizes with -- followed "
+            "by images only"
         ) from None
     # from the smallest positive float to the largest finite one
     return _number_in(text, math.ulp(0.0), sys.float_info.max, "a positive, finite voxel size")
