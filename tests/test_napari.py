@@ -295,6 +295,24 @@ def test_cancel_and_no_second_job(qtbot, viewer_widget):
     assert "noise GMM labels" not in viewer.layers and widget.model is None
 
 
+def test_no_warning_is_shown_about_a_cancelled_job(qtbot, viewer_widget):
+    from gmm_segmenter.napari._widget import _Warned
+
+    viewer, widget = viewer_widget
+    viewer.add_image(np.random.default_rng(0).normal(size=(8, 128, 128)), name="noise")
+    widget.image.value = viewer.layers["noise"]
+    since = len(notification_manager.records)
+    widget.run()
+    worker = widget.worker
+    worker.yielded.emit(_Warned("gmm-segmenter: while it runs"))
+    widget.cancel()
+    worker.yielded.emit(_Warned("gmm-segmenter: about the result thrown away"))
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    shown = [n.message for n in notification_manager.records[since:]]
+    assert "gmm-segmenter: while it runs" in shown
+    assert "gmm-segmenter: about the result thrown away" not in shown
+
+
 def test_apply_to_other_layer_and_save_load_round_trip(qtbot, viewer_widget, tmp_path):
     viewer, widget = viewer_widget
     image, truth = quadrants(seed=0)

@@ -568,6 +568,48 @@ def test_time_series_code_reproduces_shared_and_per_frame_runs(qtbot, viewer_wid
         np.testing.assert_array_equal(namespace["labels"], labels.data)
 
 
+def test_apply_reads_the_target_by_its_own_shape_not_the_image_s_leading_axis(
+    qtbot, viewer_widget
+):
+    from gmm_segmenter import GMMSegmenter
+
+    viewer, widget = viewer_widget
+    image, _ = quadrants((32, 32), noise=30.0)  # noisy: smoothing changes labels
+    movie = np.stack([image, image[::-1], image[:, ::-1], image.T])
+    viewer.add_image(movie, name="movie")
+    viewer.add_image(image, name="plane")
+    widget.n_components.value = 4
+    fixed_smoothing(widget, 1.0)
+    # a model of the movie's frames applies to a plane: the plane is one frame
+    widget.image.value = viewer.layers["movie"]
+    widget.leading_axis.value = "shared"
+    run(qtbot, widget)
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["plane"]))
+    applied = viewer.layers["plane GMM labels"]
+    assert applied.data.shape == image.shape
+    namespace = {"viewer": viewer}
+    exec(applied.metadata["gmm_segmenter"]["python"], namespace)
+    np.testing.assert_array_equal(namespace["labels"], applied.data)
+    # a model of a plane applies to the movie frame by frame: no smoothing
+    # across time, whatever the Leading axis says for the image
+    widget.image.value = viewer.layers["plane"]
+    run(qtbot, widget)
+    model = widget.model
+    widget.image.value = viewer.layers["movie"]
+    widget.leading_axis.value = "space"
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["movie"]))  # as asked: a volume
+    as_volume = viewer.layers["movie GMM labels"].data.copy()
+    widget.image.value = viewer.layers["plane"]
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["movie"]))
+    frames = viewer.layers["movie GMM labels"].data
+    expected = np.stack([GMMSegmenter.predict(model, frame) for frame in movie])
+    np.testing.assert_array_equal(frames, expected)
+    assert not np.array_equal(as_volume, expected)  # the volume was smoothed across frames
+    namespace = {"viewer": viewer}
+    exec(viewer.layers["movie GMM labels"].metadata["gmm_segmenter"]["python"], namespace)
+    np.testing.assert_array_equal(namespace["labels"], frames)
+
+
 def test_an_rgba_layer_is_segmented_by_colour_with_transparent_pixels_left_out(
     qtbot, viewer_widget
 ):

@@ -255,6 +255,8 @@ class GMMSegmenterWidget(Container):
         self.record = None
         self._model_code = None  # Python that defines `segmenter` as self.model
         self._model_record = None  # the record of the run (or file) self.model comes from
+        # spatial axes of the frames self.model was fitted on (None: not known)
+        self._model_frame_ndim = None
         self._cancel_requested = threading.Event()
         self.worker = None
         self._job = None  # what the running job works on
@@ -799,6 +801,8 @@ class GMMSegmenterWidget(Container):
             return None
         self.model = model
         self._model_record = read_record(path)
+        # the dock passes every fit its spacing, one number per spatial axis
+        self._model_frame_ndim = None if model.spacing is None else len(model.spacing)
         self._model_code = (
             "import numpy as np\nfrom gmm_segmenter import GMMSegmenter\n"
             "from gmm_segmenter.io import load_model\n\n"
@@ -905,7 +909,8 @@ class GMMSegmenterWidget(Container):
             _start_thread=False, _ignore_errors=True,
         )
         worker.yielded.connect(self._tick)
-        worker.yielded.connect(self._show_warning)
+        cancelled = self._cancel_requested
+        worker.yielded.connect(lambda step: self._show_warning(step, cancelled))
         def while_open(slot):
             return lambda *args: None if self._closed else slot(*args)
 
@@ -963,9 +968,11 @@ class GMMSegmenterWidget(Container):
             event.disconnect(handler)
 
     @_while_open
-    def _show_warning(self, step):
-        """A warning the estimator gave in the worker, as a napari notification."""
-        if isinstance(step, _Warned):
+    def _show_warning(self, step, cancelled=None):
+        """A warning the estimator gave in the worker, as a napari notification;
+        none once the job was cancelled (its event ``cancelled`` set): it would
+        be about a result thrown away."""
+        if isinstance(step, _Warned) and not (cancelled is not None and cancelled.is_set()):
             show_warning(f"{_PREFIX}{_in_widget_words(step.message)}")
             if self._job is not None:
                 self._job["warned"] = True
@@ -1102,6 +1109,34 @@ class GMMSegmenterWidget(Container):
 
     # ------------------------------------------------------- job building
 
+    def _leading_axis_of(self, layer):
+        """How ``layer``'s leading axis is read.
+
+        The *Leading axis* setting is made for the *Image* layer (and only
+        shown where it has a choice). Another layer, one the model is applied
+        to, is read by its own shape: as frames along its leading axis when it
+        has one spatial axis more than the images the model was fitted on
+        had (a 2-D model on a stack of planes), else as space.
+        """
+        if layer is self.image.value:
+            return self.leading_axis.value
+        model_ndim = self._model_frame_ndim
+        channel_axis = self._channel_axis_of(layer)
+        n_spatial = len(_data_of(layer).shape) - (channel_axis is not None)
+        frames = model_ndim is not None and model_ndim >= 2 and n_spatial == model_ndim + 1
+        return _layers.SHARED_MODEL if frames and channel_axis != 0 else _layers.SPACE
+
+    def _channel_axis_of(self, layer):
+        """``layer``'s channel axis in its data: the colour axis, or *Channel axis*
+        where the layer has it."""
+        ndim = len(_data_of(layer).shape)
+        if layer.rgb:
+            return ndim - 1
+        channel_axis = self.channel_axis.value
+        if channel_axis is not None and not 0 <= channel_axis < ndim:
+            channel_axis = None  # chosen for another layer (say, RGB's -1)
+        return channel_axis
+
     def _image_layout(self, layer):
         if not isinstance(layer, Image):
             raise ValueError(
@@ -1111,12 +1146,10 @@ class GMMSegmenterWidget(Container):
             raise ValueError(
                 f"{_name(layer)} is multiscale; segment one of its levels as its own layer."
             )
-        channel_axis = None if layer.rgb else self.channel_axis.value
-        if channel_axis is not None and not 0 <= channel_axis < layer.ndim:
-            channel_axis = None  # chosen for another layer (say, RGB's -1)
         return _layers.make_layout(
-            _data_of(layer).shape, rgb=layer.rgb, channel_axis=channel_axis,
-            leading_axis=self.leading_axis.value,
+            _data_of(layer).shape, rgb=layer.rgb,
+            channel_axis=self._channel_axis_of(layer),
+            leading_axis=self._leading_axis_of(layer),
         )
 
     def _params(self, layout, layer, *, n_spatial=None):
@@ -1215,8 +1248,8 @@ class GMMSegmenterWidget(Container):
             params=self._params(layout, layer),
             masks=masks,
             scribbles=scribbles,
-            per_frame=self.leading_axis.value == _layers.PER_FRAME,
-            shared=self.leading_axis.value == _layers.SHARED_MODEL,
+            per_frame=self._leading_axis_of(layer) == _layers.PER_FRAME,
+            shared=self._leading_axis_of(layer) == _layers.SHARED_MODEL,
             posteriors=self.posteriors.value,
         )
         if kind == "apply":
@@ -1246,7 +1279,7 @@ class GMMSegmenterWidget(Container):
             _jobs.outputs(result, request, time_axis=layout.time_axis,
                           per_component=self.per_component.value, histogram=want_histogram)
         ))
-        settings = self._settings(layout, mask_description, scribble_description)
+        settings = self._settings(layout, layer, mask_description, scribble_description)
 
         def finish(outputs):
             self._show_result(kind, layer, layout, outputs, request, settings,
@@ -1254,10 +1287,10 @@ class GMMSegmenterWidget(Container):
 
         return job, finish, layer
 
-    def _settings(self, layout, mask_description, scribble_description=None):
+    def _settings(self, layout, layer, mask_description, scribble_description=None):
         return {
             "channel_axis": layout.channel_axis,
-            "leading_axis": self.leading_axis.value,
+            "leading_axis": self._leading_axis_of(layer),
             "mask": mask_description,
             "scribbles": scribble_description,
             "one_layer_per_component": bool(self.per_component.value),
@@ -1347,7 +1380,7 @@ class GMMSegmenterWidget(Container):
                 scribble_axes = (layout.time_axis,) + scribble_axes
             code_scribbles = dict(scribble_description,
                                   index=[index[axis] for axis in scribble_axes])
-        settings = self._settings(layout, mask_description, scribble_description)
+        settings = self._settings(layout, layer, mask_description, scribble_description)
 
         def finish(outputs):
             model = outputs.models[-1]
@@ -1395,12 +1428,14 @@ class GMMSegmenterWidget(Container):
         reading = {"alpha": _has_alpha(layer), "lazy": _is_lazy(data)}
         if applied:
             code = _record.python_code(
-                image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
+                image=layer.name, params=request.params,
+                leading_axis=self._leading_axis_of(layer),
                 mask=mask_description, source=self._model_code, **reading,
             )
         else:
             code = _record.python_code(
-                image=layer.name, params=request.params, leading_axis=self.leading_axis.value,
+                image=layer.name, params=request.params,
+                leading_axis=self._leading_axis_of(layer),
                 mask=mask_description, scribbles=scribble_description, **reading,
             )
         record = _record.make_record(
@@ -1433,6 +1468,7 @@ class GMMSegmenterWidget(Container):
         self.record = record
         if not applied:
             self.model = model
+            self._model_frame_ndim = len(layout.spatial_axes)
             self._model_code = code
             self._model_record = record
         self._shown = {"models": models, "histograms": outputs.histograms,
