@@ -814,3 +814,22 @@ def test_the_guided_pixelwise_bound_never_falls(seed):
     segmenter = GMMSegmenter(k, beta=0, random_state=0).fit(image, scribbles)
     assert len(segmenter.lower_bounds_) > 2
     assert np.diff(segmenter.lower_bounds_).min() > -1e-9
+
+
+def test_many_classes_with_identical_values_are_named_ten_pairs_then_counted():
+    # a label image of objects passed as scribbles: 30 classes on one value
+    image = np.random.default_rng(0).random((40, 40))
+    image[0, :30] = 0.5
+    y = np.zeros(image.shape, dtype=int)
+    y[0, :30] = np.arange(1, 31)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GMMSegmenter(30, beta=0.0, random_state=0).fit(image, y)
+    said = [str(w.message) for w in caught if "identical pixel values" in str(w.message)]
+    assert said[:10] == [
+        f"The scribbles of classes 1 and {b} cover identical pixel values (0.5), so the "
+        "mixture cannot tell these classes apart by intensity; merge them into one label, "
+        "or scribble pixels that show how they differ." for b in range(2, 12)
+    ]
+    assert len(said) == 11 and said[10].startswith(
+        f"{30 * 29 // 2 - 10} more pairs of scribbled classes cover identical pixel values.")

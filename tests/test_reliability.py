@@ -528,3 +528,17 @@ def test_a_tiny_sample_is_blamed_not_the_image():
     assert "Raise max_samples" in message and "constant image" not in message
     # one sampled row says nothing about the channels
     assert not [w for w in caught if "constant" in str(w.message)]
+
+
+def test_too_many_components_are_refused_for_the_data_before_memory_is_weighed(monkeypatch):
+    from gmm_segmenter import _image
+
+    image = np.random.default_rng(0).random((30, 30)).astype(np.float32)
+    monkeypatch.setattr(_image, "available_memory", lambda: 1000)
+    # more components than the image's values: said as such, not as memory
+    # (which no tiling could help)
+    with pytest.raises(ValueError, match=r"n_components=1000 asks for 1000 components, but "
+                       r"X has only 900 valid pixels; .* Use n_components<=900"):
+        GMMSegmenter(1000, max_samples=100).fit(image)  # not "Raise max_samples"
+    with pytest.raises(ValueError, match=r"the valid pixels of X hold only 900 pixel values"):
+        GMMSegmenter(1000).fit(image)

@@ -20,6 +20,7 @@ pass over the image.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import warnings
 from dataclasses import dataclass, replace
@@ -340,7 +341,7 @@ def prepare(y, prior, images, n_components, prior_weight, pixels_at) -> Guidance
         kept_positions, kept_classes = positions, classes
         values_kept = [np.empty((0, n_channels)) for _ in positions]
     scribbled = sorted({int(k) for c in kept_classes for k in np.unique(c)})
-    lost = [k for k in given if k not in scribbled]
+    lost = sorted(set(given) - set(scribbled))
     if lost:
         raise ValueError(
             f"Every scribble of class(es) {', '.join(str(k + 1) for k in lost)} lies on "
@@ -500,25 +501,53 @@ def _check_prior(prior, spatial_shape, mask, name, n_components):
     return prior
 
 
+#: At most this many pairs of classes with identical scribbled values are
+#: named, one warning each; one more warning counts the rest.
+MAX_INDISTINCT_WARNINGS = 10
+
+
 def _warn_if_indistinct(values, classes):
-    """Warn about pairs of classes whose scribbles hold the very same pixel values."""
-    sets = {}
-    for k in np.unique(classes):
-        rows = values[classes == k]
-        sets[int(k)] = np.unique(rows, axis=0)
-    ks = sorted(sets)
-    for i, a in enumerate(ks):
-        for b in ks[i + 1 :]:
-            if sets[a].shape == sets[b].shape and np.array_equal(sets[a], sets[b]):
-                shown = ", ".join(f"{v:g}" for v in sets[a].ravel()[:5])
-                warnings.warn(
-                    f"The scribbles of classes {a + 1} and {b + 1} cover identical pixel "
-                    f"values ({shown}{', ...' if sets[a].size > 5 else ''}), so the "
-                    "mixture cannot tell these classes apart by intensity; merge them into "
-                    "one label, or scribble pixels that show how they differ.",
-                    UserWarning,
-                    stacklevel=_training.caller_stacklevel(),
-                )
+    """Warn about pairs of classes whose scribbles hold the very same pixel values.
+
+    Classes are grouped by their set of values (one sort, and a dictionary):
+    comparing every pair took minutes for thousands of scribbled classes (an
+    instance-label image passed as scribbles).
+    """
+    order = np.argsort(classes, kind="stable")
+    ks, starts = np.unique(classes[order], return_index=True)
+    alike = {}  # a set of values, as bytes -> the classes that hold it, in order
+    for k, rows in zip(ks, np.split(values[order], starts[1:])):
+        distinct = np.unique(rows, axis=0)
+        alike.setdefault((distinct.shape, distinct.tobytes()), []).append((int(k), distinct))
+    groups = [members for members in alike.values() if len(members) > 1]
+    n_pairs = sum(len(members) * (len(members) - 1) // 2 for members in groups)
+    # the first pairs overall are among the first pairs of each group
+    pairs = sorted(
+        (pair for members in groups for pair in itertools.islice(
+            ((a, b, distinct) for i, (a, distinct) in enumerate(members)
+             for b, _ in members[i + 1:]),
+            MAX_INDISTINCT_WARNINGS,
+        )),
+        key=lambda pair: pair[:2],
+    )[:MAX_INDISTINCT_WARNINGS]
+    for a, b, distinct in pairs:
+        shown = ", ".join(f"{v:g}" for v in distinct.ravel()[:5])
+        warnings.warn(
+            f"The scribbles of classes {a + 1} and {b + 1} cover identical pixel "
+            f"values ({shown}{', ...' if distinct.size > 5 else ''}), so the "
+            "mixture cannot tell these classes apart by intensity; merge them into "
+            "one label, or scribble pixels that show how they differ.",
+            UserWarning,
+            stacklevel=_training.caller_stacklevel(),
+        )
+    if n_pairs > len(pairs):
+        warnings.warn(
+            f"{n_pairs - len(pairs)} more pairs of scribbled classes cover identical pixel "
+            "values. Are the scribbles a label image of objects? Scribble one label per "
+            "class of intensity, not per object.",
+            UserWarning,
+            stacklevel=_training.caller_stacklevel(),
+        )
 
 
 def dask_nonzero(labels):

@@ -277,6 +277,13 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
             else f"n_components_range={tuple(n_components_range)} asks for at least "
             f"{lowest} components"
         )
+        if sampled is not None and lowest > sampled[1]:
+            drawn, n_valid = sampled
+            raise ValueError(
+                f"{what}, but X has only {n_valid} valid pixel{'s' * (n_valid != 1)}; "
+                "each component needs its own value to model. Use "
+                f"n_components<={n_valid} or n_components='auto'."
+            )
         if sampled is not None:  # the sample is what holds too few values
             drawn, n_valid = sampled
             raise ValueError(

@@ -540,14 +540,17 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         if method == "subsample" and len(values) < n_valid:
             sampled = (len(values), n_valid)
         in_memory = not any(_image.is_dask_array(view.pixels) for view in images.views)
-        if self.beta != 0 and self.n_components != "auto" and in_memory:
-            # said before EM, which may take minutes with many components
-            _kernel.check_spatial_memory(
-                images.views, self.n_components, "Fitting with the spatial prior"
-            )
+
+        def before_em(n_components):
+            if self.beta != 0 and in_memory:
+                # said before EM, which may take minutes with many components
+                _kernel.check_spatial_memory(
+                    images.views, n_components, "Fitting with the spatial prior"
+                )
+
         result = self._fit_pixelwise(
             values, weights, offset, scale, random_state, guided, sampled=sampled,
-            channels_last=None if inputs_checked else channels_last,
+            channels_last=None if inputs_checked else channels_last, before_em=before_em,
         )
         fields = None
         if self.bias_field is not None and self.beta == 0:
@@ -650,7 +653,7 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         return "otsu" if n_channels == 1 else "kmeans"
 
     def _fit_pixelwise(self, values, weights, offset, scale, random_state, guided=None,
-                       sampled=None, channels_last=True):
+                       sampled=None, channels_last=True, before_em=None):
         """EM for the fixed number of components, or for the one
         :mod:`._selection` chooses when ``n_components='auto'``.
 
@@ -661,6 +664,8 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         sample of fewer rows than the image has valid pixels. ``channels_last``:
         the channel axis is the images' last (for the advice of warnings);
         ``None`` when what the channels warn about was said already.
+        ``before_em(n_components)``, when given, is called with a fixed number
+        of components once the data are known to hold them, before EM.
         """
         standardized = (values - offset) / scale
         if channels_last is not None:
@@ -673,6 +678,8 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
             self.n_components, self.n_components_range, standardized, raw=values,
             sampled=sampled,
         )
+        if before_em is not None and self.n_components != "auto":
+            before_em(candidates[0])
 
         # With a bias field the screened start that best explains the uncorrected
         # pixels tends to spend a component on the field, a basin the field's
@@ -741,13 +748,16 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         # the chosen number is fitted as a fixed one would be: same data, same draws
         return fit(n_components, standardized, weights, random_state)
 
-    def _check_em_memory(self, n_rows, n_components):
-        """Refuse, before it starts, EM whose ``(rows, components)`` arrays would not fit."""
-        asked = (
-            f"n_components={n_components}" if self.n_components != "auto" else
-            f"{n_components} components (of n_components_range="
-            f"{tuple(self.n_components_range)})"
-        )
+    def _check_em_memory(self, n_rows, n_components, scribbled=0):
+        """Refuse, before it starts, EM whose ``(rows, components)`` arrays would not fit;
+        ``scribbled``: the number of classes the scribbles (or prior) name."""
+        if n_components == scribbled and self.n_components != n_components:
+            asked = f"{n_components} components (the scribbles name {scribbled} classes)"
+        elif self.n_components != "auto":
+            asked = f"n_components={n_components}"
+        else:
+            asked = (f"{n_components} components (of n_components_range="
+                     f"{tuple(self.n_components_range)})")
         _image.check_memory(
             EM_ARRAYS * np.dtype(np.float64).itemsize * n_rows * n_components,
             f"EM with {asked} on {n_rows} pixel values",
@@ -758,7 +768,7 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         """Semi-supervised EM: the scribbled rows' responsibilities fixed, prior
         maps added to every E-step."""
         X = (np.vstack([guided.free_values, guided.scribble_values]) - offset) / scale
-        self._check_em_memory(len(X), n_components)
+        self._check_em_memory(len(X), n_components, guided.min_components)
         sample_weight = np.concatenate([guided.free_weights, guided.scribble_weights])
         log_prior = guided.log_prior(n_components, self.prior_weight)
         # prior_weight=0 ignores the maps in EM, but they still name the classes
