@@ -610,6 +610,51 @@ def test_apply_reads_the_target_by_its_own_shape_not_the_image_s_leading_axis(
     np.testing.assert_array_equal(namespace["labels"], frames)
 
 
+def test_apply_reads_the_target_s_channels_by_the_model_not_the_image_s_channel_axis(
+    qtbot, viewer_widget
+):
+    from gmm_segmenter import GMMSegmenter
+
+    viewer, widget = viewer_widget
+    image, _ = quadrants((32, 32), noise=20.0)
+    two = np.stack([image, 255.0 - image])  # (2, H, W): channels first
+    viewer.add_image(image, name="plane")
+    viewer.add_image(two, name="two")
+    viewer.add_image(np.stack([two, two[:, ::-1]]), name="two movie")  # (T, 2, H, W)
+    viewer.add_image(np.moveaxis(two, 0, -1).copy(), name="two last")  # (H, W, 2)
+    viewer.add_image(np.stack([image, image.T]), name="grey movie")
+    widget.n_components.value = 4
+    fixed_smoothing(widget, 1.0)
+    # a grey model, while the Image layer chosen now has its channels on axis 0
+    widget.image.value = viewer.layers["plane"]
+    run(qtbot, widget)
+    grey = widget.model
+    widget.image.value = viewer.layers["two"]
+    widget.channel_axis.value = 0
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["grey movie"]))
+    np.testing.assert_array_equal(
+        viewer.layers["grey movie GMM labels"].data,
+        np.stack([GMMSegmenter.predict(grey, frame) for frame in (image, image.T)]),
+    )
+    # a model of two channels on axis 0 finds them on axis 1 of a movie, and last
+    run(qtbot, widget)
+    model = widget.model
+    assert model.n_features_in_ == 2
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["two movie"]))
+    np.testing.assert_array_equal(
+        viewer.layers["two movie GMM labels"].data,
+        np.stack([GMMSegmenter.predict(model, frame) for frame in (two, two[:, ::-1])]),
+    )
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["two last"]))
+    np.testing.assert_array_equal(
+        viewer.layers["two last GMM labels"].data, GMMSegmenter.predict(model, two)
+    )
+    for name in ("two movie", "two last"):
+        namespace = {"viewer": viewer}
+        exec(viewer.layers[f"{name} GMM labels"].metadata["gmm_segmenter"]["python"], namespace)
+        np.testing.assert_array_equal(namespace["labels"], viewer.layers[f"{name} GMM labels"].data)
+
+
 def test_an_rgba_layer_is_segmented_by_colour_with_transparent_pixels_left_out(
     qtbot, viewer_widget
 ):

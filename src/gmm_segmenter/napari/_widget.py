@@ -255,8 +255,10 @@ class GMMSegmenterWidget(Container):
         self.record = None
         self._model_code = None  # Python that defines `segmenter` as self.model
         self._model_record = None  # the record of the run (or file) self.model comes from
-        # spatial axes of the frames self.model was fitted on (None: not known)
+        # spatial axes of the frames self.model was fitted on, and where their
+        # channel axis was, counted from the end of the layer's axes (None: not known)
         self._model_frame_ndim = None
+        self._model_channel_from_end = None
         self._cancel_requested = threading.Event()
         self.worker = None
         self._job = None  # what the running job works on
@@ -803,6 +805,7 @@ class GMMSegmenterWidget(Container):
         self._model_record = read_record(path)
         # the dock passes every fit its spacing, one number per spatial axis
         self._model_frame_ndim = None if model.spacing is None else len(model.spacing)
+        self._model_channel_from_end = None
         self._model_code = (
             "import numpy as np\nfrom gmm_segmenter import GMMSegmenter\n"
             "from gmm_segmenter.io import load_model\n\n"
@@ -1127,15 +1130,27 @@ class GMMSegmenterWidget(Container):
         return _layers.SHARED_MODEL if frames and channel_axis != 0 else _layers.SPACE
 
     def _channel_axis_of(self, layer):
-        """``layer``'s channel axis in its data: the colour axis, or *Channel axis*
-        where the layer has it."""
-        ndim = len(_data_of(layer).shape)
+        """``layer``'s channel axis in its data: the colour axis; for the *Image*
+        layer, *Channel axis*; for another layer (one the model is applied to),
+        none for a model of one channel, else an axis with the model's number
+        of channels: where the model's images had it (counted from the end),
+        else *Channel axis*, else the first."""
+        shape = _data_of(layer).shape
         if layer.rgb:
-            return ndim - 1
-        channel_axis = self.channel_axis.value
-        if channel_axis is not None and not 0 <= channel_axis < ndim:
-            channel_axis = None  # chosen for another layer (say, RGB's -1)
-        return channel_axis
+            return len(shape) - 1
+        chosen = self.channel_axis.value
+        if chosen is not None and not 0 <= chosen < len(shape):
+            chosen = None  # chosen for another layer (say, RGB's -1)
+        if layer is self.image.value or self.model is None:
+            return chosen
+        n_channels = self.model.n_features_in_
+        if n_channels == 1:
+            return None
+        from_end = self._model_channel_from_end
+        tried = ([] if from_end is None or len(shape) + from_end < 0 else
+                 [len(shape) + from_end])
+        tried += ([] if chosen is None else [chosen]) + list(range(len(shape)))
+        return next((axis for axis in tried if shape[axis] == n_channels), chosen)
 
     def _image_layout(self, layer):
         if not isinstance(layer, Image):
@@ -1469,6 +1484,9 @@ class GMMSegmenterWidget(Container):
         if not applied:
             self.model = model
             self._model_frame_ndim = len(layout.spatial_axes)
+            self._model_channel_from_end = (
+                None if layout.channel_axis is None else layout.channel_axis - len(layout.shape)
+            )
             self._model_code = code
             self._model_record = record
         self._shown = {"models": models, "histograms": outputs.histograms,
