@@ -313,6 +313,27 @@ def test_no_warning_is_shown_about_a_cancelled_job(qtbot, viewer_widget):
     assert not any("thrown away" in message for message in shown)
 
 
+def test_warnings_that_differ_only_in_numbers_are_shown_once_a_job():
+    import warnings
+
+    from gmm_segmenter.napari._widget import _new_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for frame_share in (0.12, 0.3, 2e-05):  # each frame of a 'fit each frame' run
+            warnings.warn(f"Under the spatial prior (beta=1.2) 2 of the 6 components keep "
+                          f"almost none of their pixels (pixel-wise they had {frame_share:.2g})")
+        warnings.warn("The image is constant.")
+    shown = set()
+    said = [step.message for step in _new_warnings(caught, shown)]
+    assert said == [
+        "Under the spatial prior (beta=1.2) 2 of the 6 components keep almost none of "
+        "their pixels (pixel-wise they had 0.12)",
+        "The image is constant.",
+    ]
+    assert caught == []
+
+
 def test_apply_to_other_layer_and_save_load_round_trip(qtbot, viewer_widget, tmp_path):
     viewer, widget = viewer_widget
     image, truth = quadrants(seed=0)

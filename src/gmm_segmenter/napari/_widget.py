@@ -1633,14 +1633,21 @@ class _Warned:
     about_bias_field: bool = False
 
 
+#: Numbers in a warning's text: warnings that differ only in them are one kind.
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
 def _new_warnings(caught, shown):
-    """Each warning ``caught`` since the last call, once per message."""
+    """Each kind of warning ``caught`` since the last call, once: the first of
+    those that differ only in their numbers (each frame of a *fit each frame*
+    run gave its own, one notification per frame)."""
     from .. import BiasFieldWarning
 
     for record in caught:
         message = str(record.message)
-        if message not in shown:
-            shown.add(message)
+        kind = _NUMBERS.sub("#", message)
+        if kind not in shown:
+            shown.add(kind)
             yield _Warned(message, issubclass(record.category, BiasFieldWarning))
     caught.clear()
 
