@@ -146,6 +146,21 @@ def test_a_full_stdout_is_one_warning(tmp_path, unbuffered):
     assert (tmp_path / "coins_report.json").exists()
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("option", ["--help", "--version"])
+def test_help_into_a_full_stdout_says_it_could_not_be_written(option):
+    # argparse dropped the error of --help's long text without a word
+    env = {name: value for name, value in _ENV.items() if name != "PYTHONUNBUFFERED"}
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([*_COMMAND, option], stdout=full, stderr=subprocess.PIPE,
+                                env=env, timeout=120)
+    err = result.stderr.decode()
+    assert result.returncode == 0 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "gmm-segment: warning: cannot write to standard output ([Errno 28] No space left on "
+        "device)"]
+
+
 def test_a_full_disk_is_one_error_naming_the_file(tmp_path, monkeypatch, capfd):
     from pathlib import Path
 

@@ -8,12 +8,14 @@ estimator is imported only to validate the parameters of a real run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import math
 import sys
 from pathlib import Path
 
 from .._version import __version__
-from ._console import PROG, describe
+from ._console import PROG, describe, discard_stdout
 from ._samples import available_samples
 
 #: The estimator's defaults, shown in the help. Reading them from
@@ -224,6 +226,24 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _print_message(self, message, file=None):
+        # argparse drops an OSError here without a word: --help into a full
+        # disk exited 0 with nothing written and nothing said
+        file = sys.stderr if file is None else file
+        if not message or file is None:
+            return
+        try:
+            file.write(message)
+            file.flush()
+        except (OSError, ValueError) as error:
+            if file is sys.stdout:
+                discard_stdout()
+                if getattr(error, "errno", None) == errno.EPIPE:
+                    return  # a reader that stopped (| head) wanted no more
+                with contextlib.suppress(OSError, ValueError):
+                    print(f"{PROG}: warning: cannot write to standard output "
+                          f"({describe(error)})", file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
