@@ -334,6 +334,29 @@ def test_warnings_that_differ_only_in_numbers_are_shown_once_a_job():
     assert caught == []
 
 
+def test_a_mask_that_does_not_fit_the_layer_applied_to_says_so(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    image, _ = quadrants((40, 40))
+    viewer.add_image(image, name="train")
+    viewer.add_image(image[:30, :24], name="small")
+    viewer.add_labels(np.ones((40, 40), np.uint8), name="inside")
+    widget.image.value = viewer.layers["train"]
+    widget.mask.value = viewer.layers["inside"]
+    widget.n_components.value = 4
+    run(qtbot, widget)
+    since = len(notification_manager.records)
+    widget.apply_model(viewer.layers["small"])
+    assert not widget.running and "small GMM labels" not in viewer.layers
+    said = [n.message for n in notification_manager.records[since:] if n.severity == "error"]
+    assert len(said) == 1 and said[0].startswith(
+        "GMM Segmenter: Mask 'inside' does not fit 'small', the layer the model is applied "
+        "to: The mask has shape (40, 40), but the image's pixels have shape (30, 24);")
+    assert said[0].endswith("Or choose no Mask to apply the model to all of 'small'.")
+    widget.mask.value = None
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["small"]))
+    assert viewer.layers["small GMM labels"].data.shape == (30, 24)
+
+
 def test_apply_to_other_layer_and_save_load_round_trip(qtbot, viewer_widget, tmp_path):
     viewer, widget = viewer_widget
     image, truth = quadrants(seed=0)

@@ -1218,6 +1218,14 @@ class GMMSegmenterWidget(Container):
         try:
             masks = _layers.mask_array(array, layout)
         except ValueError as error:
+            target = self.apply_target.value
+            if kind == "apply" and target is not None and target is not self.image.value:
+                # the Mask is chosen with the Image layer; Apply uses it on another
+                raise ValueError(
+                    f"Mask {layer.name!r} does not fit {target.name!r}, the layer the model "
+                    f"is applied to: {error} Or choose no Mask to apply the model to all of "
+                    f"{target.name!r}."
+                ) from None
             raise ValueError(f"Mask {layer.name!r}: {error}") from None
         description["per_frame"] = (
             layout.time_axis is not None and tuple(np.shape(array)) == layout.output_shape
