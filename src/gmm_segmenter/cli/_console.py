@@ -210,6 +210,16 @@ def discard_stdout():
             os.close(devnull)
 
 
+def stdout_failed(error):
+    """A write to standard output failed: say so on stderr (not for a closed
+    pipe, whose reader, ``| head``, wanted no more) and send the rest nowhere."""
+    discard_stdout()
+    if getattr(error, "errno", None) != errno.EPIPE:
+        with contextlib.suppress(OSError, ValueError):
+            print(f"{PROG}: warning: cannot write to standard output ({describe(error)})",
+                  file=sys.stderr, flush=True)
+
+
 class Console:
     """A bar over the batch, a second one over the current image's steps, and messages."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 import tempfile
@@ -11,8 +10,8 @@ import traceback
 
 from . import _isolated
 from ._console import (
-    PROG, Console, Terminated, describe, discard_stdout, forget_signals, is_terminal, note_signal,
-    stop_if_signalled,
+    PROG, Console, Terminated, describe, forget_signals, is_terminal, note_signal,
+    stdout_failed, stop_if_signalled,
 )
 from ._interactive import interactive_argv
 from ._parser import build_parser, check_arguments
@@ -167,9 +166,7 @@ def _flush_stdout():
     try:
         sys.stdout.flush()
     except (OSError, ValueError) as error:
-        if getattr(error, "errno", None) != errno.EPIPE:
-            _say(f"{PROG}: warning: cannot write to standard output ({describe(error)})")
-        discard_stdout()
+        stdout_failed(error)
 
 
 @contextlib.contextmanager

@@ -8,14 +8,12 @@ estimator is imported only to validate the parameters of a real run.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
 import math
 import sys
 from pathlib import Path
 
 from .._version import __version__
-from ._console import PROG, describe, discard_stdout
+from ._console import PROG, describe, stdout_failed
 from ._samples import available_samples
 
 #: The estimator's defaults, shown in the help. Reading them from
@@ -238,12 +236,7 @@ class _Parser(argparse.ArgumentParser):
             file.flush()
         except (OSError, ValueError) as error:
             if file is sys.stdout:
-                discard_stdout()
-                if getattr(error, "errno", None) == errno.EPIPE:
-                    return  # a reader that stopped (| head) wanted no more
-                with contextlib.suppress(OSError, ValueError):
-                    print(f"{PROG}: warning: cannot write to standard output "
-                          f"({describe(error)})", file=sys.stderr, flush=True)
+                stdout_failed(error)
 
 
 def build_parser() -> argparse.ArgumentParser:
