@@ -278,7 +278,7 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
             f"{lowest} components"
         )
         if sampled is not None and lowest > sampled[1]:
-            drawn, n_valid = sampled
+            n_valid = sampled[1]
             raise ValueError(
                 f"{what}, but X has only {n_valid} valid pixel{'s' * (n_valid != 1)}; "
                 "each component needs its own value to model. Use "

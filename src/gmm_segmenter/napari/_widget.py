@@ -1266,13 +1266,14 @@ class GMMSegmenterWidget(Container):
             job, finish = self._prepare_preview(layer, layout, data, masks, mask_description,
                                                 scribbles, scribble_description)
             return _naming_scribbles(job, self.scribbles.value), finish, layer
+        leading_axis = self._leading_axis_of(layer)
         request = _jobs.Request(
             frames=layout.frames(data),
             params=self._params(layout, layer),
             masks=masks,
             scribbles=scribbles,
-            per_frame=self._leading_axis_of(layer) == _layers.PER_FRAME,
-            shared=self._leading_axis_of(layer) == _layers.SHARED_MODEL,
+            per_frame=leading_axis == _layers.PER_FRAME,
+            shared=leading_axis == _layers.SHARED_MODEL,
             posteriors=self.posteriors.value,
         )
         if kind == "apply":
