@@ -340,7 +340,7 @@ def test_cli_turns_estimator_errors_into_one_line_and_exit_1(tmp_path, capsys):
 def test_one_pixel_and_one_row_images(beta):
     one_pixel = np.array([[42.0]])
     np.testing.assert_array_equal(make_segmenter(1, beta=beta).fit_predict(one_pixel), [[1]])
-    with pytest.raises(ValueError, match=r"only 1 pixel value \(a constant image.*n_components<=1"):
+    with pytest.raises(ValueError, match=r"only 1 pixel value \(a constant image.*Use n_components=1 or"):
         make_segmenter(2, beta=beta).fit(one_pixel)
     row = np.array([[0, 0, 1, 9, 10, 10]], dtype=np.uint8)
     pixelwise = make_segmenter(2, beta=0.0).fit_predict(row)

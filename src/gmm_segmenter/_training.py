@@ -281,8 +281,7 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
             n_valid = sampled[1]
             raise ValueError(
                 f"{what}, but X has only {n_valid} valid pixel{'s' * (n_valid != 1)}; "
-                "each component needs its own value to model. Use "
-                f"n_components<={n_valid} or n_components='auto'."
+                f"each component needs its own value to model. {_at_most(n_valid)}"
             )
         if sampled is not None:  # the sample is what holds too few values
             drawn, n_valid = sampled
@@ -309,7 +308,13 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
         raise ValueError(
             f"{what}, but the valid pixels "
             f"of X hold only {n_distinct} {where}; each component "
-            "needs its own value to model. Use "
-            f"n_components<={n_distinct} or n_components='auto'."
+            f"needs its own value to model. {_at_most(n_distinct)}"
         )
     return list(range(lowest, min(highest, n_distinct) + 1))
+
+
+def _at_most(limit: int) -> str:
+    """The advice for more components than ``limit`` values: one value leaves
+    a single choice, which "at most 1" would hide."""
+    bound = "n_components=1" if limit == 1 else f"n_components<={limit}"
+    return f"Use {bound} or n_components='auto'."

@@ -85,7 +85,7 @@ _CLI_WORDS = [
     (re.compile(r"To label it with this fitted model, call set_params\(spacing=None\) \(or "
                 r"(\d+) voxel sizes\) first: the fitted mixture stays as it is\."),
      r"Give --spacing with \1 sizes to label it with the --model."),
-    (re.compile(r"\bn_components<=1 or n_components='auto'"), "-k 1 or -k auto"),
+    (re.compile(r"\bn_components=1 or n_components='auto'"), "-k 1 or -k auto"),
     # code that fixes the scribbles array: what to do to the label file instead
     (re.compile(r"pass np\.where\(y(\[\d+\])? < 0, 0, y(\[\d+\])?\)"),
      "set those pixels to 0 in the label file"),

@@ -88,6 +88,7 @@ ModelFile = Annotated[pathlib.Path, {
 _FUNCTION_WORDS = [
     (re.compile(r"\bn_components=(\d+) asks for \d+ components, but\b"),
      r"n components is \1, but"),
+    (re.compile(r"\bUse n_components=1 or n_components='auto'"), "Set n components to 1"),
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
      r"Set n components to \1 or fewer"),
     (FEWER_COMPONENTS_ADVICE,
