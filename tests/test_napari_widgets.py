@@ -389,7 +389,7 @@ def test_the_status_line_reports_an_error_before_a_job(qtbot, viewer_widget):
     # not the fit's 100 % beside it, and a long reason kept short (all of it
     # in the tooltip and the notification), so the buttons stay in view
     assert widget.progress.value == 0
-    assert len(widget.status.value) <= 140 + len("Not started: ") + len(" (hover for more)")
+    assert len(widget.status.value) <= 180 + len(" (hover for more)")
     assert widget.status.value in widget.status.native.toolTip() or (
         widget.status.value.endswith("(hover for more)")
         and len(widget.status.native.toolTip()) > len(widget.status.value) - 17
@@ -955,7 +955,13 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
     assert _functions.run_segment_image(None) is None  # no Image layer
     constant, no_image = new_messages(since)
     assert constant.startswith("n components is 3, but the valid pixels of the image hold only 1")
-    assert "Set n components to 1 or fewer" in constant and "n_components" not in constant
+    # one value leaves one choice: not "1 or fewer"
+    assert "Set n components to 1." in constant and "or fewer" not in constant
+    assert "n_components" not in constant
+    two_values = _functions._in_these_words(
+        "... hold only 2 distinct pixel values; each component needs its own value to model. "
+        "Use n_components<=2 or n_components='auto'.")
+    assert two_values.endswith("Set n components to 2 or fewer.")
     assert no_image.startswith("There is no image to segment: add an Image layer")
     # a grey model on a colour image (as napari shows it) is refused, not
     # applied to three slices; told 'none', it is a volume's last axis
@@ -1051,11 +1057,30 @@ def test_the_status_line_keeps_the_advice_of_a_short_reason(qtbot, viewer_widget
     assert widget.status.value == (
         "Not started: There is no Image layer to segment; open or add an image first."
     )
-    # a long one: its first sentence (or clause), and the rest in the tooltip
-    long = "The first clause is long " + "and longer " * 12 + "; advice. Second sentence."
+    # a long one whose problem and advice together do not fit: its first
+    # sentence (or clause), and the rest in the tooltip
+    long = "The first clause is long " + "and longer " * 16 + "; advice. Second sentence."
     widget._set_status(long, short=True)
     assert widget.status.value.endswith("… (hover for more)"), widget.status.value
     assert ";" not in widget.status.value and widget.status.native.toolTip() == long
+
+
+def test_the_status_line_keeps_the_advice_of_a_long_reason(qtbot, viewer_widget):
+    # what to change is the message's last sentence: the status line keeps
+    # it with the problem, not the explanation between them
+    viewer, widget = viewer_widget
+    viewer.add_image(np.tile(np.repeat([0.0, 1.0, 2.0], 10), (30, 1)), name="three values")
+    widget.image.value = viewer.layers["three values"]
+    widget.n_components.value = 6
+    since = len(notification_manager.records)
+    run(qtbot, widget)
+    (error,) = new_messages(since)
+    status = widget.status.value
+    assert status.startswith("Failed: Components is 6, but the image's valid pixels hold only 3")
+    assert status.endswith(". Lower Components to 3 or fewer, or tick its auto box. "
+                           "(hover for more)"), status
+    assert "each component needs" not in status and "each component needs" in error
+    assert widget.status.native.toolTip().endswith(error.removeprefix("GMM Segmenter: "))
 
 
 def test_a_huge_image_on_a_small_machine_ends_in_advice(qtbot, viewer_widget, monkeypatch):
@@ -1294,7 +1319,7 @@ def test_messages_in_the_widgets_words_read_as_sentences():
     constant = (
         "n_components=3 asks for 3 components, but the valid pixels of X hold "
         "only 1 distinct pixel value (a constant image, or a mask or NaNs that leave one "
-        "value); each component needs its own value to model. Use n_components<=1 or "
+        "value); each component needs its own value to model. Use n_components=1 or "
         "n_components='auto'."
     )
     assert _in_widget_words(ValueError(constant)).endswith(

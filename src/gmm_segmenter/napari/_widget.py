@@ -91,6 +91,9 @@ _SETTLE_MS = 300
 _PREFIX = "GMM Segmenter: "
 #: Longest status line for a job that did not start (the rest is in its tooltip).
 _STATUS_CHARS = 140
+#: Longest status line that keeps a message's problem and its advice (what
+#: the user acts on is worth a line more).
+_STATUS_ADVICE_CHARS = 180
 
 #: Workers still running, kept here until they end: a worker whose dock was
 #: closed (napari closed mid-run) must outlive the widget, or Qt deletes its
@@ -136,7 +139,7 @@ _WIDGET_WORDS = [
          f"tick the auto box of Components (Components itself goes up to {MAX_COMPONENTS}), "
          "or paint fewer classes"
      )),
-    (re.compile(r"\bUse n_components<=1 or n_components='auto'"),
+    (re.compile(r"\bUse n_components=1 or n_components='auto'"),
      "Set Components to 1, or tick its auto box"),
     (re.compile(r"\bUse n_components<=(\d+) or n_components='auto'"),
      r"Lower Components to \1 or fewer, or tick its auto box"),
@@ -869,20 +872,30 @@ class GMMSegmenterWidget(Container):
             self._plot_shown()  # fit each frame: the plot follows the time slider
 
     def _set_status(self, text, short=False):
-        """The status line; with ``short``, its first sentence only (at most
-        :data:`_STATUS_CHARS`), so that a long message does not push the
-        buttons below it out of view: the notification and the tooltip hold
-        all of it."""
+        """The status line; with ``short``, at most :data:`_STATUS_CHARS` of it,
+        so that a long message does not push the buttons below it out of
+        view: the notification and the tooltip hold all of it.
+
+        What is kept is what the user acts on: the problem (the first
+        sentence's first clause) and the advice, which every message of
+        the estimator and the widget gives last, when the two fit in
+        :data:`_STATUS_ADVICE_CHARS`; failing that, the first sentence or
+        its first clause."""
         shown = text
         if short and len(text) > _STATUS_CHARS:
-            # the first sentence, else the clause before a semicolon (the
-            # advice after it is what the user needs: it stays when it fits)
-            first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
-            if len(first) > _STATUS_CHARS:
-                first = re.split(r";\s", first, maxsplit=1)[0].rstrip(" ,") + "…"
-            if len(first) > _STATUS_CHARS:
-                first = first[: _STATUS_CHARS - 1].rstrip(" ,;") + "…"
-            shown = f"{first} (hover for more)"
+            sentences = re.split(r"(?<=\.)\s+", text)
+            first = sentences[0]
+            head = re.split(r";\s", first, maxsplit=1)[0].rstrip(" ,.")
+            with_advice = f"{head}. {sentences[-1]}"
+            if len(sentences) > 1 and len(with_advice) <= _STATUS_ADVICE_CHARS:
+                shown = with_advice
+            else:
+                if len(first) > _STATUS_CHARS:
+                    first = head + "…"
+                if len(first) > _STATUS_CHARS:
+                    first = first[: _STATUS_CHARS - 1].rstrip(" ,;") + "…"
+                shown = first
+            shown += " (hover for more)"
         self.status.value = shown
         self.status.native.setToolTip(text)
 
