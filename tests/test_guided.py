@@ -446,7 +446,7 @@ def test_batch_scribbles_must_match_the_batch():
     [
         (lambda p: p[..., :2], r"prior has 2 classes on its last axis .* but n_components=3"),
         (lambda p: p[:-1], r"prior has shape \(59, 90, 3\) but the image's spatial shape is "
-                           r"\(60, 90\); .* shape \(60, 90, 'K'\)"),
+                           r"\(60, 90\); .* shape \(60, 90, 3\) for n_components=3\.$"),
         (lambda p: p - 0.3, r"prior holds the negative value"),
         (lambda p: p * 2, r"must sum to 1 at every pixel .* sum to 2.*normalise them first"),
         (lambda p: np.where(p > 0.5, np.nan, p),
@@ -460,6 +460,12 @@ def test_bad_prior_maps_are_refused_clearly(make_prior, match):
     with pytest.raises(ValueError, match=match):
         make_segmenter(3).fit(image, prior=prior)
     np.testing.assert_array_equal(prior, before)
+
+
+def test_a_prior_of_the_wrong_shape_under_auto_components_names_k():
+    image, truth = stripes()
+    with pytest.raises(ValueError, match=r"shape \(60, 90, K\) for K classes\.$"):
+        make_segmenter("auto").fit(image, prior=one_hot_prior(truth, 3)[:-1])
 
 
 def test_prior_weight_is_validated():

@@ -461,10 +461,14 @@ def _check_prior(prior, spatial_shape, mask, name, n_components):
         )
     prior = np.asarray(prior)
     if prior.ndim != len(spatial_shape) + 1 or prior.shape[:-1] != spatial_shape:
+        if n_components == "auto":
+            wanted = f"({', '.join(map(str, spatial_shape + ('K',)))}) for K classes"
+        else:
+            wanted = f"{spatial_shape + (n_components,)} for n_components={n_components}"
         raise ValueError(
             f"{name} has shape {prior.shape} but the image's spatial shape is "
             f"{spatial_shape}; pass one probability per class on a last axis: shape "
-            f"{spatial_shape + ('K',)}."
+            f"{wanted}."
         )
     if prior.dtype.kind not in "biuf":
         raise TypeError(f"{name} has dtype {prior.dtype}; pass probabilities as floats.")
