@@ -282,6 +282,15 @@ def test_segment_one_liner(rgb_image):
     np.testing.assert_array_equal(labels, truth)
 
 
+def test_segment_names_itself_and_the_closest_parameter_for_a_misspelt_one():
+    image = np.zeros((8, 8))
+    with pytest.raises(TypeError, match=r"^segment\(\) got an unexpected keyword argument "
+                       r"'n_component'; did you mean n_components=3\? It takes beta, "):
+        segment(image, n_component=3)
+    with pytest.raises(TypeError, match=r"argument 'colour'\. It takes .*channel_axis"):
+        segment(image, colour=True)
+
+
 # --------------------------------------------------------------- bad input
 
 

@@ -1729,7 +1729,29 @@ def segment(image, n_components=3, *, channel_axis=None, mask=None, scribbles=No
     >>> labels.shape, sorted(set(labels.ravel().tolist()))
     ((303, 384), [1, 2])
     """
+    _check_segment_params(params)
     segmenter = GMMSegmenter(
         n_components, channel_axis=channel_axis, random_state=random_state, **params
     )
     return segmenter.fit_predict(image, scribbles, mask=mask)
+
+
+def _check_segment_params(params):
+    """Refuse a keyword :func:`segment` does not take, naming the closest one.
+
+    Passed on unchecked, a misspelt parameter reached ``GMMSegmenter()`` and
+    Python's error named ``GMMSegmenter.__init__``, not the call the user made.
+    """
+    import difflib
+
+    unknown = [name for name in params if name not in GMMSegmenter._get_param_names()]
+    if not unknown:
+        return
+    own = ("image", "n_components", "channel_axis", "mask", "scribbles", "random_state")
+    known = sorted(set(own) | set(GMMSegmenter._get_param_names()))
+    close = difflib.get_close_matches(unknown[0], known, n=1)
+    hint = f"; did you mean {close[0]}={params[unknown[0]]!r}?" if close else "."
+    raise TypeError(
+        f"segment() got an unexpected keyword argument {unknown[0]!r}{hint} It takes "
+        f"{', '.join(known)} (the GMMSegmenter parameters and its own)."
+    )
