@@ -1338,7 +1338,9 @@ def test_messages_in_the_widgets_words_read_as_sentences():
     assert top.startswith("The auto box of Components chose 6, the most 'Up to (auto)' allows")
     assert top.endswith("Raise 'Up to (auto)', or untick auto and set Components.")
     assert "n_components" not in top
-    two = constant.replace("hold only 1", "hold only 2").replace("n_components=1 or", "n_components<=2 or")
+    two = constant.replace("hold only 1", "hold only 2").replace(
+        "n_components=1 or", "n_components<=2 or"
+    )
     assert _in_widget_words(ValueError(two)).endswith(
         "Lower Components to 2 or fewer, or tick its auto box."
     )
