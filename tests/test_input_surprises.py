@@ -73,6 +73,16 @@ def test_a_dask_array_with_unknown_chunks_says_so():
         GMMSegmenter(2).fit(lazy)
 
 
+def test_a_dask_mask_with_unknown_chunks_says_so():
+    da = pytest.importorskip("dask.array")
+    image = da.from_array(_image(), chunks=(3, 50))
+    rows = da.ones(image.shape, chunks=(3, 50), dtype=bool)
+    unknown = rows[rows[:, 0]]  # the same rows, of a size dask cannot know
+    with pytest.raises(ValueError, match=r"^mask for X is a dask array with unknown chunk "
+                       r"sizes \(shape \(nan, \d+\)\); call mask\.compute_chunk_sizes\(\)"):
+        GMMSegmenter(2).fit(image, mask=unknown)
+
+
 def test_missing_zarr_chunks_are_reported(tmp_path):
     zarr = pytest.importorskip("zarr")
     pytest.importorskip("dask")

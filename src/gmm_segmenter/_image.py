@@ -345,6 +345,11 @@ def _as_mask(mask, spatial_shape, name) -> np.ndarray | None:
         )
     if not is_dask_array(mask):
         mask = np.asarray(mask)
+    elif any(isinstance(n, float) and math.isnan(n) for n in mask.shape):
+        raise ValueError(
+            f"mask for {name} is a dask array with unknown chunk sizes (shape "
+            f"{mask.shape}); call mask.compute_chunk_sizes() first, or pass it in memory."
+        )
     if mask.shape != spatial_shape:
         raise ValueError(
             f"mask for {name} has shape {mask.shape} but the image's spatial shape "
