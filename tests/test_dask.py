@@ -211,6 +211,28 @@ def test_cli_segments_a_zarr_volume_into_a_zarr_store(tmp_path, volume):
     assert sum(report["pixels_per_label"].values()) == volume.size
 
 
+def test_cli_says_which_outputs_a_zarr_volume_does_not_get(tmp_path, volume, capsys):
+    zarr = pytest.importorskip("zarr")
+    from gmm_segmenter.cli import main
+
+    store = zarr.open(str(tmp_path / "vol.zarr"), mode="w", shape=volume.shape,
+                      chunks=(12, 20, 18), dtype=volume.dtype)
+    store[...] = volume
+    args = [str(tmp_path / "vol.zarr"), "-o", str(tmp_path / "out"), "--beta", "0"]
+    assert main(args + ["--proba", "--bias-field", "auto"]) == 0
+    err = capsys.readouterr().err
+    # one line, naming both options; dask's bar is not drawn into a file
+    (line,) = [text for text in err.splitlines() if "not written" in text]
+    assert "--proba (vol_proba.tif) and --bias-field's field (vol_bias.tif" in line, line
+    assert "Completed" not in err and "\r" not in err, err
+    import json
+
+    report = json.loads((tmp_path / "out" / "vol_report.json").read_text())
+    assert any("--proba" in text for text in report["warnings"]), report["warnings"]
+    assert main(args) == 0  # asked for neither: nothing to say
+    assert "not written" not in capsys.readouterr().err
+
+
 def test_uint64_above_2_63_fits_the_same_from_chunks():
     rng = np.random.default_rng(0)
     image = (np.uint64(2**63) + rng.choice([0, 10**6, 2 * 10**6, 5 * 10**8, 5 * 10**8 + 10**6], size=(40, 40)).astype(np.uint64))

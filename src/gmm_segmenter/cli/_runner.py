@@ -25,7 +25,7 @@ from .._progress import Cancelled, progress
 from ..estimator import GMMSegmenter
 from ..io import read_zarr, write_json
 from . import _isolated
-from ._console import describe, warnings_said, working_on
+from ._console import describe, is_terminal, warnings_said, working_on
 from ._folder import ResultSet
 from ._inputs import Prepared, Source, load_source, prepare, prior_for
 from ._outputs import Options, build_report, segmented_image, timings, write_outputs
@@ -205,11 +205,15 @@ class Runner:
         """
         from dask.diagnostics import ProgressBar
 
-        bar = ProgressBar(out=sys.stderr) if not self.args.quiet else contextlib.nullcontext()
+        # dask redraws its bar with carriage returns: in a log file each draw
+        # is a line of its own, so it is drawn on a terminal only
+        shown = not self.args.quiet and is_terminal(sys.stderr)
+        bar = ProgressBar(out=sys.stderr) if shown else contextlib.nullcontext()
         result = ResultSet(self.options.outdir, source.name, self.options.protected)
         try:
             with bar:
                 segmenter, model_source, labels = self.segmenter_for(source, prepared, seconds)
+                self._warn_unwritten(segmenter, source.name)
                 tick = time.perf_counter()
                 self.status(f"{source.name}: labelling")
                 if labels is None:
@@ -237,6 +241,22 @@ class Runner:
             raise
         return Outcome(source, outputs=report["outputs"], n_components=segmenter.n_components_,
                        segmenter=segmenter)
+
+
+    def _warn_unwritten(self, segmenter, name):
+        """Say which outputs asked for a lazy volume does not get."""
+        unwritten = []
+        if self.options.proba:
+            unwritten.append(f"--proba ({name}_proba.tif)")
+        if segmenter.bias_field is not None:
+            unwritten.append(f"--bias-field's field ({name}_bias.tif; it is still corrected for)")
+        if unwritten:
+            warnings.warn(
+                f"{' and '.join(unwritten)} not written for a lazy volume: each would be "
+                f"as large as the volume. Only {name}_labels.zarr and the report are.",
+                UserWarning,
+                stacklevel=2,
+            )
 
 
 # ------------------------------------------------------------------ the batch
