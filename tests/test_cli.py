@@ -250,6 +250,28 @@ def test_duplicate_stems_and_globs(tmp_path, capsys):
     assert (outdir / "a_png_labels.tif").exists() and (outdir / "a_tif_labels.tif").exists()
 
 
+def test_inputs_sharing_a_stem_are_named_by_their_folders_in_any_order(tmp_path, capsys):
+    for folder, seed in (("left", 1), ("right", 2)):
+        (tmp_path / folder).mkdir()
+        gio.write_png(tmp_path / folder / "img.png", gray_image(seed=seed))
+    left, right = str(tmp_path / "left" / "img.png"), str(tmp_path / "right" / "img.png")
+    for order, outdir in (((left, right), "one"), ((right, left), "two")):
+        status, _, _ = run_cli([*order, "-o", tmp_path / outdir, "--no-masks", *FAST], capsys)
+        assert status == 0
+        for folder in ("left", "right"):
+            report = json.loads((tmp_path / outdir / f"{folder}_img_report.json").read_text())
+            assert report["input"] == str(tmp_path / folder / "img.png"), report["input"]
+    # and a folder deeper when the nearest ones are alike too
+    (tmp_path / "other" / "left").mkdir(parents=True)
+    gio.write_png(tmp_path / "other" / "left" / "img.png", gray_image(seed=3))
+    status, _, _ = run_cli([left, str(tmp_path / "other" / "left" / "img.png"), "-o",
+                            tmp_path / "three", "--no-masks", *FAST], capsys)
+    written = {p.name for p in (tmp_path / "three").glob("*_report.json")}
+    assert status == 0 and written == {
+        f"{tmp_path.name}_left_img_report.json", "other_left_img_report.json"
+    }, written
+
+
 def test_jobs_give_the_same_results(tmp_path, images):
     for name in ("c", "d"):
         gio.write_png(images / f"{name}.png", gray_image(seed=ord(name)))

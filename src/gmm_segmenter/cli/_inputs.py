@@ -117,18 +117,62 @@ def resolved(path):
 
 
 def _assign_names(sources):
-    """Output stems: the file stem, made unique when two inputs share one."""
+    """Output stems: the file stem, made unique when two inputs share one.
+
+    Inputs that share a stem get their extension appended when that tells
+    them apart (``a_png``, ``a_tif``), and otherwise as many of their
+    folders in front as it takes (``left_img``, ``right_img`` for
+    ``scans/left/img.png`` and ``scans/right/img.png``). A name depends on
+    the inputs, not on their order on the command line, so that running the
+    same files again in another order does not write one input's results
+    under another's name.
+    """
     stems = [s.sample if s.sample else s.path.stem for s in sources]
+    names = list(stems)
+    for stem in set(stems):
+        group = [i for i, other in enumerate(stems) if other == stem]
+        if len(group) > 1:
+            for i, name in zip(group, _told_apart([sources[i] for i in group], stem)):
+                names[i] = name
+    # what is still shared (a made-up name that is also a stem, or two
+    # inputs alike in every folder): numbered in the order of their paths
     taken = set()
-    for source, stem in zip(sources, stems):
-        name = stem
-        if stems.count(stem) > 1 and source.path is not None and source.path.suffix:
-            name = f"{stem}_{source.path.suffix.lstrip('.').lower()}"
-        unique, counter = name, 2
+    order = sorted(range(len(sources)), key=lambda i: (names[i] != stems[i], _path_key(sources[i])))
+    for i in order:
+        unique, counter = names[i], 2
         while unique in taken:
-            unique, counter = f"{name}_{counter}", counter + 1
+            unique, counter = f"{names[i]}_{counter}", counter + 1
         taken.add(unique)
-        source.name = unique
+        sources[i].name = unique
+
+
+def _told_apart(group, stem):
+    """Names for inputs that share ``stem``: the extension, then folders in front."""
+    files = [i for i, source in enumerate(group) if source.path is not None]
+    paths = [group[i].path for i in files]
+    suffixes = [path.suffix.lstrip(".").lower() for path in paths]
+    if len(files) < len(group) or len(set(suffixes)) > 1:  # a sample keeps the stem
+        tails = [f"{stem}_{suffix}" if suffix else stem for suffix in suffixes]
+    else:
+        tails = [stem] * len(files)
+    if len(set(tails)) < len(tails):
+        # the folders below the root (or drive), nearest first, as many as it takes
+        folders = [(resolved(path) or path.absolute()).parent.parts[1:] for path in paths]
+        for depth in range(1, max(len(parts) for parts in folders) + 1):
+            tried = ["_".join([*parts[-depth:], tail]) for parts, tail in zip(folders, tails)]
+            if len(set(tried)) == len(tried):
+                tails = tried
+                break
+    names = [stem] * len(group)
+    for i, tail in zip(files, tails):
+        names[i] = tail
+    return names
+
+
+def _path_key(source):
+    if source.path is None:
+        return ("", source.sample or "")
+    return (str(resolved(source.path) or source.path.absolute()), "")
 
 
 # ------------------------------------------------------------------ reading
