@@ -10,7 +10,8 @@ target is the default's: with the field it takes at most twice its time
 (``TARGET``); each default row says whether it is met.
 
 Images: 2-D blobs of three classes under a 40 % field (512 x 512 float64,
-``tests/_images.py``), the brain phantom of ``_phantoms.py`` under a 40 %
+``tests/_images.py``, and 2048 x 2048, whose field is fitted on a strided
+copy), the brain phantom of ``_phantoms.py`` under a 40 %
 field with 3 % Rician noise (512 x 512 float32), scikit-image's ``camera``
 (uint8: the default labels it through a lookup table, which a corrected,
 no longer integer image cannot use), 3-D blobs (64 x 128 x 128) and the 3-D
@@ -67,6 +68,8 @@ def cases():
     yield "2-D blobs 512x512 float64", lambda: biased_blobs((512, 512), noise=6.0)
     yield "2-D brain phantom 512x512 float32", lambda: _phantom((512, 512))
     yield "2-D camera 512x512 uint8", lambda: (data.camera(), None, None)
+    # above 2**20 pixels: the field is fitted on a strided copy
+    yield "2-D blobs 2048x2048 float64", lambda: biased_blobs((2048, 2048), noise=6.0)
     yield "3-D blobs 64x128x128 float64", lambda: biased_blobs((64, 128, 128), noise=6.0)
     yield "3-D brain phantom 66x128x128 float32", lambda: _phantom((66, 128, 128))
 

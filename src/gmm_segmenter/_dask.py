@@ -34,8 +34,6 @@ from ._image import ImageView, is_dask_array, is_zarr_array
 #: Pixels of the crop on which HMRF-EM (the spatial prior's fit) runs.
 SPATIAL_FIT_PIXELS = 1 << 22
 
-#: Pixels of the strided in-memory copy on which a bias field is fitted.
-FIELD_FIT_PIXELS = SPATIAL_FIT_PIXELS
 
 #: Halo (pixels per side) around each block for the spatial prior. Mean
 #: field couples a pixel to pixels farther away with every sweep, but the
@@ -359,28 +357,21 @@ def spatial_fit_views(views):
 
 def field_fit_views(views):
     """``(view, steps)`` for the bias field: dask images as a strided in-memory copy
-    of at most :data:`FIELD_FIT_PIXELS` pixels (a field is smooth: every few
+    of at most ``_bias.FIELD_FIT_PIXELS`` pixels (a field is smooth: every few
     pixels in each direction tell it as well as all of them)."""
     out = []
     for view in views:
-        steps = [1] * len(view.spatial_shape)
         if not is_dask_array(view.pixels):
-            out.append((view, tuple(steps)))
+            out.append((view, (1,) * len(view.spatial_shape)))
             continue
-        shape = view.spatial_shape
-
-        def strided():
-            return [-(-n // s) for n, s in zip(shape, steps)]
-
-        while math.prod(strided()) > FIELD_FIT_PIXELS:
-            steps[int(np.argmax(strided()))] += 1
+        steps = _image.strided_steps(view.spatial_shape, _bias.FIELD_FIT_PIXELS)
         key = tuple(slice(None, None, s) for s in steps)
         pixels = np.asarray(view.pixels[key].compute())
         mask = view.mask
         if mask is not None:
             mask = mask[key]
             mask = np.asarray(mask.compute() if is_dask_array(mask) else mask)
-        out.append((ImageView(pixels=pixels, mask=mask), tuple(steps)))
+        out.append((ImageView(pixels=pixels, mask=mask), steps))
     return out
 
 

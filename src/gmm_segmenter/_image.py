@@ -334,6 +334,20 @@ def _real_array(array, name):
     return array
 
 
+def strided_steps(spatial_shape, max_pixels) -> tuple:
+    """Steps per axis of a strided copy of at most ``max_pixels`` pixels: the
+    axis longest in the copy is stepped first, so the copy's pixels stay
+    about as far apart along every axis."""
+    steps = [1] * len(spatial_shape)
+
+    def strided():
+        return [-(-n // s) for n, s in zip(spatial_shape, steps)]
+
+    while math.prod(strided()) > max_pixels:
+        steps[int(np.argmax(strided()))] += 1
+    return tuple(steps)
+
+
 def _as_mask(mask, spatial_shape, name) -> np.ndarray | None:
     if mask is None:
         return None

@@ -6,8 +6,9 @@ that everything below speaks to through these operations:
 - ``histogram()``: the exact ``(distinct values, counts)`` of integer images;
 - ``sample(n_samples, random_state)``: a seeded uniform sample of valid pixels;
 - ``spatial_fit_views()``: in-memory views on which the spatial prior is fitted;
-- ``field_fit_views()``: in-memory views on which a bias field is fitted, and
-  the step between their pixels in the full image;
+- ``field_fit_views()``: in-memory views on which a bias field is fitted
+  (strided copies of images of more than ``_bias.FIELD_FIT_PIXELS``
+  pixels), and the step between their pixels in the full image;
 - ``corrected(fields, names)``: the same images divided by their bias fields;
 - ``field_maps(fields, log)``: each image's field ``(*spatial_shape, C)``, or
   with ``log=True`` its ``sum_c log b_c`` (the correction's log-Jacobian);
@@ -27,6 +28,8 @@ namespace) would be one more class with these methods, chosen in
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from . import _bias, _dask, _image, _kernel
 
@@ -52,7 +55,17 @@ class InMemoryImages(_image.Images):
         return [_image.pixels_at(view, where) for view, where in zip(self.views, positions)]
 
     def field_fit_views(self):
-        return [(view, (1,) * len(view.spatial_shape)) for view in self.views]
+        out = []
+        for view in self.views:
+            steps = _image.strided_steps(view.spatial_shape, _bias.FIELD_FIT_PIXELS)
+            if set(steps) == {1}:
+                out.append((view, steps))
+                continue
+            key = tuple(slice(None, None, step) for step in steps)
+            mask = None if view.mask is None else np.ascontiguousarray(view.mask[key])
+            copy = _image.ImageView(pixels=np.ascontiguousarray(view.pixels[key]), mask=mask)
+            out.append((copy, steps))
+        return out
 
     def corrected(self, fields, names):
         views = [_bias.corrected_view(v, f, n) for v, f, n in zip(self.views, fields, names)]
