@@ -225,6 +225,8 @@ def test_concurrent_runs_into_one_folder_take_turns(tmp_path):
         assert "waiting for another gmm-segment run that writes into" in line
     report = _check_consistent(out, "x")
     assert report["n_components"] in (2, 5)
+    # the lock file goes with the last run (one per folder ever written piled up)
+    assert not _folder.lock_path(out).exists()
 
 
 def test_a_zarr_result_replaces_only_its_own_store(tmp_path):

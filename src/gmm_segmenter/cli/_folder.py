@@ -137,23 +137,54 @@ def lock_path(outdir) -> Path:
 
 @contextlib.contextmanager
 def locked(outdir, on_wait):
-    """Hold the lock of ``outdir``; call ``on_wait(message)`` before waiting for it."""
+    """Hold the lock of ``outdir``; call ``on_wait(message)`` before waiting for it.
+
+    The lock file is removed on release (POSIX), so the temporary folder does
+    not keep one for every folder ever written to. A run that was waiting on
+    the removed file then holds a lock on a file no longer in the folder: it
+    sees that its file is not the one at the path, and locks that one anew.
+    """
     path = lock_path(outdir)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:  # another user's lock file: locking needs no write access
-        fd = os.open(path, os.O_RDONLY)
-    try:
+    waiting = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # another user's lock file: locking needs no write access
+            fd = os.open(path, os.O_RDONLY)
         try:
             if not _try_lock(fd, blocking=False):
-                on_wait(f"waiting for another gmm-segment run that writes into {outdir}")
+                if not waiting:
+                    on_wait(f"waiting for another gmm-segment run that writes into {outdir}")
+                    waiting = True
                 _try_lock(fd, blocking=True)
         except OSError as error:  # a file system without locks (some network shares)
             on_wait(f"cannot lock {path} ({error.strerror}); runs into this folder at the "
                     "same time would mix their results")
+            try:
+                yield
+            finally:
+                os.close(fd)
+            return
+        if _is_at(fd, path):
+            break
+        os.close(fd)  # released and removed while this run waited: lock the new file
+    try:
         yield
     finally:
+        if os.name != "nt":  # (Windows cannot remove an open file)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         os.close(fd)
+
+
+def _is_at(fd, path) -> bool:
+    """Whether the open file ``fd`` is the file at ``path``."""
+    try:
+        at_path = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
 
 
 def tidy(outdir) -> list[str]:
