@@ -170,18 +170,24 @@ def test_dask_images_are_corrected_lazily_and_match_memory(blobs, monkeypatch):
     chunked = GMMSegmenter(3, bias_field="auto", random_state=0).fit(lazy)
     assert isinstance(chunked.bias_field_, da.Array)
     np.testing.assert_allclose(chunked.bias_field_.compute(), in_memory.bias_field_, rtol=1e-5)
-    # a lazy image's field is always estimated (it is not recognised as the
-    # training image); an all-True mask makes the in-memory side estimate too
-    everywhere = np.ones(image.shape, bool)
+    # the training image again, lazy or in memory: its fitted field is reused
     labels = chunked.predict(lazy)
     assert isinstance(labels, da.Array) and labels.chunks == lazy.chunks
+    assert np.mean(labels.compute() != in_memory.predict(image)) < 1e-3
+    np.testing.assert_allclose(
+        chunked.score_samples(lazy).compute(), in_memory.score_samples(image), rtol=1e-5
+    )
+    # an image that is not the training one (an all-True mask makes it so on
+    # both sides) gets its field estimated, alike in memory and from chunks
+    everywhere = np.ones(image.shape, bool)
+    labels = chunked.predict(lazy, mask=everywhere)
     assert np.mean(labels.compute() != in_memory.predict(image, mask=everywhere)) < 1e-3
-    field = chunked.estimate_bias_field(lazy)
+    field = chunked.estimate_bias_field(lazy, mask=everywhere)
     assert isinstance(field, da.Array)
     np.testing.assert_allclose(
         field.compute(), in_memory.estimate_bias_field(image, mask=everywhere), rtol=1e-5
     )
-    log_likelihood = chunked.score_samples(lazy)
+    log_likelihood = chunked.score_samples(lazy, mask=everywhere)
     assert isinstance(log_likelihood, da.Array)
     np.testing.assert_allclose(
         log_likelihood.compute(), in_memory.score_samples(image, mask=everywhere)
@@ -197,6 +203,34 @@ def test_a_large_dask_image_is_fitted_on_a_strided_copy(blobs, monkeypatch):
     segmenter = GMMSegmenter(3, bias_field="auto", random_state=0).fit(lazy)
     assert _log_correlation(segmenter.bias_field_.compute(), field) > 0.95
     assert ari(truth, segmenter.predict(lazy).compute()) > 0.95
+
+
+def test_predict_on_the_dask_image_it_was_fitted_on_reuses_its_field(blobs, monkeypatch):
+    # estimated again at predict, the field of a zarr volume under a field
+    # relabelled 10.7 % of it between fit_predict and fit(X).predict(X)
+    da = pytest.importorskip("dask.array")
+    image, truth, field = blobs
+    lazy = da.from_array(image, chunks=(64, 64))
+    segmenter = GMMSegmenter(3, bias_field="auto", random_state=0).fit(lazy)
+    fitted = segmenter.predict(lazy).compute()
+    estimates = []
+    estimate = GMMSegmenter._estimate_fields
+
+    def counted(self, images, model):
+        estimates.append(len(images.views))
+        return estimate(self, images, model)
+
+    monkeypatch.setattr(GMMSegmenter, "_estimate_fields", counted)
+    again = segmenter.predict(da.from_array(image, chunks=(64, 64))).compute()  # built alike
+    assert estimates == []
+    np.testing.assert_array_equal(again, fitted)
+    np.testing.assert_array_equal(segmenter.bias_field_.compute(),
+                                  segmenter.estimate_bias_field(lazy).compute())
+    # another image is estimated, in memory or lazy
+    other = image.copy()
+    other[0, 0] += 1.0
+    segmenter.predict(da.from_array(other, chunks=(64, 64)))
+    assert estimates == [1]
 
 
 def test_a_large_in_memory_image_is_fitted_on_a_strided_copy(blobs, monkeypatch):
