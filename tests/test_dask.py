@@ -223,12 +223,15 @@ def test_cli_says_which_outputs_a_zarr_volume_does_not_get(tmp_path, volume, cap
     err = capsys.readouterr().err
     # one line, naming both options; dask's bar is not drawn into a file
     (line,) = [text for text in err.splitlines() if "not written" in text]
-    assert "--proba (vol_proba.tif) and --bias-field's field (vol_bias.tif" in line, line
+    assert "--proba (vol_proba.tif) and --bias-field's field (vol_bias.tif) not" in line, line
     assert "Completed" not in err and "\r" not in err, err
     import json
 
     report = json.loads((tmp_path / "out" / "vol_report.json").read_text())
     assert any("--proba" in text for text in report["warnings"]), report["warnings"]
+    # whether the field corrected anything, as for an image in memory
+    field = report["bias_field"]
+    assert field["corrected"] is (not field["min"] == field["max"] == 1.0), field
     assert main(args) == 0  # asked for neither: nothing to say
     assert "not written" not in capsys.readouterr().err
 

@@ -226,6 +226,8 @@ class Runner:
                 source, prepared, segmenter, None, model_source, self.requested_k, seconds,
                 counts=counts,
             )
+            if segmenter.bias_field is not None:
+                report["bias_field"].update(_lazy_field_range(segmenter, prepared))
             seconds["total"] = time.perf_counter() - started
             report["seconds"] = timings(seconds)
             report.update(self.guidance_report())
@@ -249,7 +251,7 @@ class Runner:
         if self.options.proba:
             unwritten.append(f"--proba ({name}_proba.tif)")
         if segmenter.bias_field is not None:
-            unwritten.append(f"--bias-field's field ({name}_bias.tif; it is still corrected for)")
+            unwritten.append(f"--bias-field's field ({name}_bias.tif)")
         if unwritten:
             warnings.warn(
                 f"{' and '.join(unwritten)} not written for a lazy volume: each would be "
@@ -257,6 +259,20 @@ class Runner:
                 UserWarning,
                 stacklevel=2,
             )
+
+
+def _lazy_field_range(segmenter, prepared) -> dict:
+    """The range of a lazy volume's field, from a strided sample of it (the
+    field is smooth; all of it would be another pass over the volume), and
+    whether it corrects anything."""
+    from .._image import strided_steps
+
+    field = segmenter.estimate_bias_field(prepared.pixels, mask=prepared.mask)
+    key = tuple(slice(None, None, step) for step in strided_steps(field.shape, 1 << 20))
+    sample = np.asarray(field[key].compute())
+    low, high = float(sample.min()), float(sample.max())
+    return {"min": low, "max": high, "corrected": not low == high == 1.0,
+            "range_from": "a strided sample of the field (a lazy volume)"}
 
 
 # ------------------------------------------------------------------ the batch
