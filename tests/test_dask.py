@@ -250,11 +250,16 @@ def test_thin_chunks_keep_the_seam_tolerance_and_their_layout(chunks):
 
 
 def test_thin_chunks_are_merged_along_their_seams_only():
-    from gmm_segmenter._dask import MIN_SPATIAL_CHUNK, _thick_chunks
+    from gmm_segmenter._dask import MAX_MERGED_PIXELS, MIN_SPATIAL_CHUNK, _thick_chunks
 
-    assert MIN_SPATIAL_CHUNK == 32
-    assert _thick_chunks(((1,) * 70, (1024,) * 4, (5, 40, 3), (100, 1), (3,))) == (
-        (32, 38), (1024,) * 4, (48,), (101,), (3,)
+    assert (MIN_SPATIAL_CHUNK, MAX_MERGED_PIXELS) == (32, 1 << 22)
+    assert _thick_chunks(((1,) * 70, (256,) * 2, (5, 40, 3))) == ((32, 38), (256,) * 2, (48,))
+    assert _thick_chunks(((2048,), (100, 1))) == ((2048,), (101,))
+    # not into blocks of more than 2**22 pixels (or the input's largest):
+    # 32 slices of 4096² would be half a billion
+    assert _thick_chunks(((1,) * 70, (4096,), (4096,))) == ((1,) * 70, (4096,), (4096,))
+    assert _thick_chunks(((1,) * 70, (1024,) * 4, (512,) * 8)) == (
+        (8,) * 7 + (14,), (1024,) * 4, (512,) * 8
     )
 
 

@@ -517,25 +517,33 @@ def _lazy_prediction(view, model, output):
 #: halo is most of its work (17 rows computed for each row of the image).
 MIN_SPATIAL_CHUNK = 4 * HALO
 
+#: ... as long as a merged block holds at most this many pixels (or as many
+#: as the input's largest block): slices of 4096² merged 32 at a time would
+#: be blocks of 512 million pixels, gigabytes of posterior maps each.
+MAX_MERGED_PIXELS = 1 << 22
+
 
 def _thick_chunks(chunks):
     """``chunks`` (per spatial axis) with runs of thin chunks merged, so that
-    each is at least :data:`MIN_SPATIAL_CHUNK` where the axis allows; the
-    seams kept fall on the input's, so each block reads whole chunks of it."""
-    merged = []
-    for sizes in chunks:
-        if min(sizes) >= MIN_SPATIAL_CHUNK or len(sizes) == 1:
-            merged.append(sizes)
+    each is at least :data:`MIN_SPATIAL_CHUNK` where the axis and
+    :data:`MAX_MERGED_PIXELS` allow; the seams kept fall on the input's, so
+    each block reads whole chunks of it."""
+    budget = max(MAX_MERGED_PIXELS, math.prod(max(sizes) for sizes in chunks))
+    merged = [tuple(sizes) for sizes in chunks]
+    for axis, sizes in enumerate(merged):
+        others = math.prod(max(other) for i, other in enumerate(merged) if i != axis)
+        wanted = min(MIN_SPATIAL_CHUNK, budget // max(others, 1))
+        if min(sizes) >= wanted or len(sizes) == 1:
             continue
         groups = [0]
         for size in sizes:
-            if groups[-1] >= MIN_SPATIAL_CHUNK:
+            if groups[-1] >= wanted:
                 groups.append(0)
             groups[-1] += size
-        if len(groups) > 1 and groups[-1] < MIN_SPATIAL_CHUNK:
+        if len(groups) > 1 and groups[-1] < wanted:
             last = groups.pop()
             groups[-1] += last
-        merged.append(tuple(groups))
+        merged[axis] = tuple(groups)
     return tuple(merged)
 
 
