@@ -421,6 +421,30 @@ class ImageSample:
         return replace(self, positions=positions, values=values, design=design)
 
 
+def field_fit_views(views):
+    """``(view, steps)`` for each image's field: the image itself, or an
+    in-memory copy of every ``steps``-th pixel of an image of more than
+    :data:`FIELD_FIT_PIXELS` pixels; a dask image's copy (strided or not) is
+    computed, as the field's fit reads it many times."""
+    out = []
+    for view in views:
+        steps = _image.strided_steps(view.spatial_shape, FIELD_FIT_PIXELS)
+        lazy = _image.is_dask_array(view.pixels)
+        if set(steps) == {1} and not lazy:
+            out.append((view, steps))
+            continue
+        key = tuple(slice(None, None, step) for step in steps)
+        pixels, mask = view.pixels[key], None if view.mask is None else view.mask[key]
+        out.append((_image.ImageView(pixels=_in_memory(pixels), mask=_in_memory(mask)), steps))
+    return out
+
+
+def _in_memory(array):
+    if array is None:
+        return None
+    return np.ascontiguousarray(array.compute() if _image.is_dask_array(array) else array)
+
+
 class Fields:
     """The field of each image of a batch while it is fitted or estimated.
 

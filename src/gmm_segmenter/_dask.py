@@ -68,7 +68,7 @@ class ChunkedImages(_image.Images):
         return [pixels_at(view, where) for view, where in zip(self.views, positions)]
 
     def field_fit_views(self):
-        return field_fit_views(self.views)
+        return _bias.field_fit_views(self.views)
 
     def corrected(self, fields, names):
         views = [
@@ -352,26 +352,6 @@ def spatial_fit_views(views):
             mask = mask[key]
             mask = np.asarray(mask.compute() if is_dask_array(mask) else mask)
         out.append(ImageView(pixels=pixels, mask=mask))
-    return out
-
-
-def field_fit_views(views):
-    """``(view, steps)`` for the bias field: dask images as a strided in-memory copy
-    of at most ``_bias.FIELD_FIT_PIXELS`` pixels (a field is smooth: every few
-    pixels in each direction tell it as well as all of them)."""
-    out = []
-    for view in views:
-        if not is_dask_array(view.pixels):
-            out.append((view, (1,) * len(view.spatial_shape)))
-            continue
-        steps = _image.strided_steps(view.spatial_shape, _bias.FIELD_FIT_PIXELS)
-        key = tuple(slice(None, None, s) for s in steps)
-        pixels = np.asarray(view.pixels[key].compute())
-        mask = view.mask
-        if mask is not None:
-            mask = mask[key]
-            mask = np.asarray(mask.compute() if is_dask_array(mask) else mask)
-        out.append((ImageView(pixels=pixels, mask=mask), steps))
     return out
 
 

@@ -29,8 +29,6 @@ namespace) would be one more class with these methods, chosen in
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import _bias, _dask, _image, _kernel
 
 __all__ = ["open_images", "InMemoryImages"]
@@ -55,17 +53,7 @@ class InMemoryImages(_image.Images):
         return [_image.pixels_at(view, where) for view, where in zip(self.views, positions)]
 
     def field_fit_views(self):
-        out = []
-        for view in self.views:
-            steps = _image.strided_steps(view.spatial_shape, _bias.FIELD_FIT_PIXELS)
-            if set(steps) == {1}:
-                out.append((view, steps))
-                continue
-            key = tuple(slice(None, None, step) for step in steps)
-            mask = None if view.mask is None else np.ascontiguousarray(view.mask[key])
-            copy = _image.ImageView(pixels=np.ascontiguousarray(view.pixels[key]), mask=mask)
-            out.append((copy, steps))
-        return out
+        return _bias.field_fit_views(self.views)
 
     def corrected(self, fields, names):
         views = [_bias.corrected_view(v, f, n) for v, f, n in zip(self.views, fields, names)]

@@ -244,7 +244,6 @@ class Runner:
         return Outcome(source, outputs=report["outputs"], n_components=segmenter.n_components_,
                        segmenter=segmenter)
 
-
     def _warn_unwritten(self, segmenter, name):
         """Say which outputs asked for a lazy volume does not get."""
         unwritten = []
@@ -265,10 +264,12 @@ def _lazy_field_range(segmenter, prepared) -> dict:
     """The range of a lazy volume's field, from a strided sample of it (the
     field is smooth; all of it would be another pass over the volume), and
     whether it corrects anything."""
+    from .._bias import FIELD_FIT_PIXELS
     from .._image import strided_steps
 
     field = segmenter.estimate_bias_field(prepared.pixels, mask=prepared.mask)
-    key = tuple(slice(None, None, step) for step in strided_steps(field.shape, 1 << 20))
+    steps = strided_steps(field.shape, FIELD_FIT_PIXELS)
+    key = tuple(slice(None, None, step) for step in steps)
     sample = np.asarray(field[key].compute())
     low, high = float(sample.min()), float(sample.max())
     return {"min": low, "max": high, "corrected": not low == high == 1.0,
