@@ -1,5 +1,6 @@
 """GMMSegmenter on images with known answers, and its input contract."""
 
+import inspect
 import warnings
 
 import numpy as np
@@ -289,6 +290,28 @@ def test_segment_names_itself_and_the_closest_parameter_for_a_misspelt_one():
         segment(image, n_component=3)
     with pytest.raises(TypeError, match=r"argument 'colour'\. It takes .*channel_axis"):
         segment(image, colour=True)
+
+
+def test_a_constructor_parameter_given_to_a_method_says_where_it_belongs(rgb_image):
+    image, _ = rgb_image
+    segmenter = make_segmenter(3)
+    with pytest.raises(TypeError, match=r"^GMMSegmenter\.fit\(\) got an unexpected keyword "
+                       r"argument 'channel_axis': channel_axis is a parameter of the "
+                       r"estimator.*GMMSegmenter\(n_components, channel_axis=-1\).*"
+                       r"set_params\(channel_axis=-1\); then call fit\(X\)\. fit\(\) takes "
+                       r"X, y, mask, prior\.$"):
+        segmenter.fit(image, channel_axis=-1)
+    assert not hasattr(segmenter, "model_")  # nothing was fitted
+    segmenter.set_params(channel_axis=-1, beta=0.0).fit(image)
+    with pytest.raises(TypeError, match=r"^GMMSegmenter\.predict_proba\(\).*'beta': beta is "
+                       r"a parameter.*set_params\(beta=0\.5\)\. predict_proba"):
+        segmenter.predict_proba(image, beta=0.5)
+    with pytest.raises(TypeError, match=r"^GMMSegmenter\.score\(\).*'masks'; did you mean "
+                       r"mask=None\? score\(\) takes X, y, mask\.$"):
+        segmenter.score(image, masks=None)
+    # the methods keep their signatures, for help() and IDEs
+    assert "mask" in inspect.signature(GMMSegmenter.predict).parameters
+    assert segmenter.transform(image, mask=None).shape == image.shape[:2] + (3,)
 
 
 # --------------------------------------------------------------- bad input

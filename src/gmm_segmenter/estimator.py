@@ -61,6 +61,45 @@ def _all_or_nothing(fit):
 
 #: Numeric parameters for which a bool is a slip (``beta=True`` for "smooth"),
 #: with what they take instead.
+def _keywords_named(method):
+    """Refuse a keyword ``method`` does not take with a message that helps.
+
+    The usual slip is a constructor parameter given to a method, as
+    ``fit(image, channel_axis=-1)``: Python's own error says only that the
+    keyword is unexpected, not where it belongs. A misspelt keyword gets the
+    closest one the method takes.
+    """
+    import difflib
+    import inspect
+
+    takes = [name for name in inspect.signature(method).parameters if name != "self"]
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        unknown = next((name for name in kwargs if name not in takes), None)
+        if unknown is None:
+            return method(self, *args, **kwargs)
+        called = f"{type(self).__name__}.{method.__name__}()"
+        value = kwargs[unknown]
+        if unknown in self._get_param_names():
+            then = f"; then call {method.__name__}(X)" if method.__name__.startswith("fit") else ""
+            raise TypeError(
+                f"{called} got an unexpected keyword argument {unknown!r}: {unknown} is "
+                f"a parameter of the estimator, not of a call; set it when the estimator "
+                f"is made, as in {type(self).__name__}(n_components, {unknown}={value!r}), "
+                f"or with .set_params({unknown}={value!r}){then}. {method.__name__}() "
+                f"takes {', '.join(takes)}."
+            )
+        close = difflib.get_close_matches(unknown, takes, n=1)
+        hint = f"; did you mean {close[0]}={value!r}?" if close else "."
+        raise TypeError(
+            f"{called} got an unexpected keyword argument {unknown!r}{hint} "
+            f"{method.__name__}() takes {', '.join(takes)}."
+        )
+
+    return wrapper
+
+
 _NOT_BOOLS = {
     "n_components": "an int of at least 1 or 'auto'",
     "beta": "a float in [0, 1e6], 'auto' or 'pseudo-likelihood' (beta='auto' to "
@@ -1532,6 +1571,14 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True
         tags.transformer_tags.preserves_dtype = []
         return tags
+
+
+for _name in (
+    "fit", "fit_predict", "fit_transform", "predict", "predict_proba", "transform",
+    "score_samples", "score", "bic", "aic", "estimate_bias_field",
+):
+    setattr(GMMSegmenter, _name, _keywords_named(getattr(GMMSegmenter, _name)))
+del _name
 
 
 #: HMRF-EM that refits a bias field at every iteration may run this many
