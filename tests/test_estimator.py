@@ -302,6 +302,10 @@ def test_a_constructor_parameter_given_to_a_method_says_where_it_belongs(rgb_ima
                        r"X, y, mask, prior\.$"):
         segmenter.fit(image, channel_axis=-1)
     assert not hasattr(segmenter, "model_")  # nothing was fitted
+    # the example given runs as written
+    with pytest.raises(TypeError, match=r"as in GMMSegmenter\(n_components=4\), or "):
+        segmenter.fit(image, n_components=4)
+    assert GMMSegmenter(n_components=4).n_components == 4
     segmenter.set_params(channel_axis=-1, beta=0.0).fit(image)
     with pytest.raises(TypeError, match=r"^GMMSegmenter\.predict_proba\(\).*'beta': beta is "
                        r"a parameter.*set_params\(beta=0\.5\)\. predict_proba"):

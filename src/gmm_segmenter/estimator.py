@@ -83,10 +83,11 @@ def _keywords_named(method):
         value = kwargs[unknown]
         if unknown in self._get_param_names():
             then = f"; then call {method.__name__}(X)" if method.__name__.startswith("fit") else ""
+            made = "" if unknown == "n_components" else "n_components, "
             raise TypeError(
                 f"{called} got an unexpected keyword argument {unknown!r}: {unknown} is "
                 f"a parameter of the estimator, not of a call; set it when the estimator "
-                f"is made, as in {type(self).__name__}(n_components, {unknown}={value!r}), "
+                f"is made, as in {type(self).__name__}({made}{unknown}={value!r}), "
                 f"or with .set_params({unknown}={value!r}){then}. {method.__name__}() "
                 f"takes {', '.join(takes)}."
             )
