@@ -308,6 +308,19 @@ def test_a_channel_first_colour_tiff_read_as_a_volume_says_so(tmp_path, capsys):
     assert status == 0 and "looks like colour" not in capsys.readouterr().err
 
 
+def test_a_colour_file_read_as_a_volume_is_warned_about_once(tmp_path, capsys):
+    # the labels' predict used to add "the --model was fitted on grey
+    # images", with no --model given
+    rgb = np.random.default_rng(2).integers(0, 255, size=(40, 36, 3)).astype(np.uint8)
+    gio.write_png(tmp_path / "photo.png", rgb)
+    status = cli.main([str(tmp_path / "photo.png"), "-k", "2", "--beta", "0",
+                       "--channel-axis", "none", "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 0
+    assert err.count("looks like colour channels") == 1, err
+    assert "Pass --channel-axis -1 for a colour image" in err and "--model" not in err
+
+
 def test_a_fully_transparent_file_says_so(tmp_path, capsys):
     from PIL import Image
 

@@ -443,6 +443,24 @@ def test_a_grey_model_on_a_colour_array_advises_what_it_accepts(rgb_image):
         make_segmenter(3, beta=0).fit(colour)
 
 
+def test_a_colour_image_fitted_as_a_volume_is_warned_about_once(rgb_image):
+    # predict used to add the grey model's advice ("convert it to grey
+    # first"), which a model of 3-slice volumes would not fit
+    colour, _ = rgb_image
+    with pytest.warns(UserWarning, match=r"Pass channel_axis=-1 for a colour image") as caught:
+        volumes = make_segmenter(3, beta=0).fit(colour)
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        labels = volumes.predict(colour)
+        volumes.predict_proba([colour, colour])
+    assert labels.shape == colour.shape
+    # a fit on grey images again gives the grey model's advice
+    volumes.fit(colour.mean(axis=-1))
+    with pytest.warns(UserWarning, match=r"fitted on grey images"):
+        volumes.predict(colour)
+
+
 def test_a_mask_given_as_a_path_asks_for_the_array(quadrant_image, tmp_path):
     image, _ = quadrant_image
     for path in ("mask.png", tmp_path / "mask.png"):

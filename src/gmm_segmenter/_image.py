@@ -101,7 +101,9 @@ def as_images(X, *, channel_axis, mask=None, param_name="X", convert=None,
     and returns them in a form this module reads (the chunked backend turns
     zarr arrays into dask arrays there). ``grey_model``: the images are to
     be labelled by a model of grey images, which a colour-looking image
-    should be converted for (not read with ``channel_axis=-1``). Raises ``TypeError`` or
+    should be converted for (not read with ``channel_axis=-1``); ``None``:
+    by a model fitted on colour-looking images read as volumes, so they are
+    not warned about again. Raises ``TypeError`` or
     ``ValueError`` naming the parameter, what was given and what would work.
     """
     if is_batch(X):
@@ -226,8 +228,10 @@ def _warn_if_colour(shape, name, grey_model=False) -> None:
 
     ``grey_model``: a fitted model of grey images labels it, which refuses
     ``channel_axis=-1``: the advice is a grey copy or a colour model instead.
+    ``None``: a model fitted on such images as volumes labels it; their fit
+    said this already, and a grey copy would not fit that model.
     """
-    if not looks_like_colour(shape):
+    if grey_model is None or not looks_like_colour(shape):
         return
     if grey_model:
         advice = (

@@ -651,6 +651,11 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
             mixture, offset, scale, beta=beta, connectivity=self.connectivity,
             spacing=None if self.spacing is None else tuple(float(s) for s in self.spacing),
         )
+        # fitted as volumes, images that look like colour ones were warned
+        # about here; predict does not say it again (as for a model of grey images)
+        self._colour_as_volume = self.channel_axis is None and any(
+            _image.looks_like_colour(view.spatial_shape) for view in images.views
+        )
         self.converged_ = result.converged
         self.n_iter_ = result.n_iter
         self.lower_bound_ = result.lower_bound - log_jacobian
@@ -1475,7 +1480,10 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
             and -X.ndim <= axis < X.ndim and X.shape[axis] != model.n_features
         ):
             self._refuse_channels(X, X.shape[axis], model)
-        images = self._open(X, mask, quiet=quiet, grey_model=model.n_features == 1)
+        grey_model = model.n_features == 1
+        if grey_model and vars(self).get("_colour_as_volume"):
+            grey_model = None  # the fit warned that these images look like colour
+        images = self._open(X, mask, quiet=quiet, grey_model=grey_model)
         if images.n_channels != model.n_features:
             self._refuse_channels(X, images.n_channels, model)
         return images
