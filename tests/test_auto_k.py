@@ -49,7 +49,34 @@ def test_search_fits_no_candidate_after_the_one_that_does_not_pay_off():
     fitted, bics, chosen = _selection.search(range(1, 7), bic_of)
     assert asked == fitted == [1, 2, 3, 4] and bics == [100.0, 40.0, 20.0, 19.0]
     assert chosen == 3
-    assert _selection.search([2, 3], {2: 5.0, 3: 1.0}.get) == ([2, 3], [5.0, 1.0], 3)
+    assert _selection.search([1, 2, 3], {1: 9.0, 2: 5.0, 3: 1.0}.get) == (
+        [1, 2, 3], [9.0, 5.0, 1.0], 3
+    )
+
+
+def test_a_range_narrowed_from_below_only_removes_choices():
+    # the drops 60, 20, 1: the elbow is at 3, whatever the range's bottom
+    curve = {1: 100.0, 2: 40.0, 3: 20.0, 4: 19.0, 5: 18.5, 6: -50.0}
+    for lowest, chosen in ((1, 3), (2, 3), (3, 3), (4, 4), (5, 5)):
+        fitted, bics, got = _selection.search(range(lowest, 7), curve.get)
+        assert got == chosen, lowest
+        assert fitted[0] == 1 and bics == [curve[k] for k in fitted]
+    # (started at its bottom, (3, 6) saw the drops 1 and 0.5 only, then 68.5)
+    assert _selection.search(range(3, 7), curve.get)[0] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("image_name", ["camera", "coins"])
+def test_narrowing_the_range_from_below_keeps_the_choice_on_real_images(image_name):
+    from skimage import data
+
+    image = getattr(data, image_name)()[::2, ::2]
+    chosen = {
+        lowest: GMMSegmenter("auto", n_components_range=(lowest, 8), beta=0.0,
+                             random_state=0).fit(image).n_components_
+        for lowest in (1, 2, 3)
+    }
+    whole = chosen[1]
+    assert chosen == {lowest: max(whole, lowest) for lowest in (1, 2, 3)}
 
 
 def test_the_phantom_gets_its_three_classes_and_the_search_stops_after_four():

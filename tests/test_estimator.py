@@ -558,7 +558,8 @@ def test_noisy_colour_images_skip_the_colour_table(monkeypatch):
 def test_a_fixed_k_refit_drops_the_bic_curve_of_an_earlier_auto_fit(quadrant_image):
     image, _ = quadrant_image
     segmenter = GMMSegmenter("auto", n_components_range=(2, 4), beta=0.0).fit(image)
-    assert len(segmenter.bic_curve_) == 3
+    assert segmenter.n_components_candidates_[0] == 1  # the curve starts at 1
+    assert len(segmenter.bic_curve_) == len(segmenter.n_components_candidates_)
     segmenter.set_params(n_components=2).fit(image)
     assert not hasattr(segmenter, "bic_curve_")
     assert not hasattr(segmenter, "n_components_candidates_")

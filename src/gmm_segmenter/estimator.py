@@ -185,8 +185,10 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         Larger values cost fit time linearly and change the fitted parameters
         by ever smaller amounts; ``None`` fits on every pixel.
     n_components_range : tuple of two int, default=(1, 8)
-        Smallest and largest number of components tried when
-        ``n_components='auto'``.
+        Smallest and largest number of components ``n_components='auto'``
+        may choose. The BIC curve is fitted from one component all the same
+        (the numbers below the range set the scale of its elbow), so
+        narrowing the range only removes choices.
     beta : float >= 0, 'auto' or 'pseudo-likelihood', default='auto'
         Strength of the spatial prior: a Potts model (hidden Markov random
         field) under which neighbouring pixels tend to share a label. The
@@ -297,8 +299,8 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
         The standardisation used internally: values are fitted as
         ``(x - intensity_offset_) / intensity_scale_``.
     n_components_candidates_, bic_curve_ : ndarray
-        With ``n_components='auto'``: the numbers of components fitted (up
-        to the first that did not pay off) and the BIC of each on the
+        With ``n_components='auto'``: the numbers of components fitted (from
+        one, up to the first that did not pay off) and the BIC of each on the
         subsample they were compared on.
     beta_ : float
         Strength of the spatial prior used: ``beta``, or the one chosen

@@ -319,7 +319,7 @@ def _add_component_arguments(model):
     )
     model.add_argument(
         "--k-range", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
-        help="numbers of components tried by -k auto (default: "
+        help="smallest and largest number of components -k auto may choose (default: "
         f"{' '.join(str(n) for n in defaults['n_components_range'])})",
     )
     model.add_argument(
