@@ -290,6 +290,40 @@ def test_segment_names_itself_and_the_closest_parameter_for_a_misspelt_one():
         segment(image, n_component=3)
     with pytest.raises(TypeError, match=r"argument 'colour'\. It takes .*channel_axis"):
         segment(image, colour=True)
+    with pytest.raises(TypeError, match=r"argument 'labels'; did you mean scribbles=None\?"):
+        segment(image, labels=None)
+
+
+@pytest.mark.parametrize("keyword, meant", [
+    ("n_component", "n_components"), ("n_clusters", "n_components"), ("smoothing", "beta"),
+    ("random_seed", "random_state"), ("Beta", "beta"), ("channels_axis", "channel_axis"),
+])
+def test_the_constructor_names_the_parameter_a_misspelt_or_foreign_keyword_meant(keyword, meant):
+    # Python's own error only called the keyword unexpected
+    with pytest.raises(TypeError, match=rf"^GMMSegmenter\(\) got an unexpected keyword argument "
+                       rf"'{keyword}'; did you mean {meant}=3\? It takes beta, bias_field, "):
+        GMMSegmenter(**{keyword: 3})
+    with pytest.raises(TypeError, match=r"'colour'\. It takes .*channel_axis"):
+        GMMSegmenter(colour=True)
+    # what belongs to an image is shown with the image
+    with pytest.raises(TypeError, match=r"'mask': a mask belongs to an image, so it is given "
+                       r"with the image, as in GMMSegmenter\(n_components\)\.fit\(X, "
+                       r"mask=mask\)"):
+        GMMSegmenter(3, mask=None)
+    with pytest.raises(TypeError, match=r"'scribbles': .*fit\(X, y=scribbles\)"):
+        GMMSegmenter(3, scribbles=None)
+    # and the estimator is made, cloned and pickled as before
+    import pickle
+
+    from sklearn.base import clone
+
+    made = GMMSegmenter(n_components=4, beta=0.5)
+    assert clone(made).get_params() == pickle.loads(pickle.dumps(made)).get_params()
+    assert type(clone(made)) is GMMSegmenter and made.n_components == 4
+    # help() and IDEs see the parameters, not the check's *args, **kwargs
+    assert list(inspect.signature(GMMSegmenter).parameters)[:2] == [
+        "n_components", "covariance_type"
+    ]
 
 
 def test_a_constructor_parameter_given_to_a_method_says_where_it_belongs(rgb_image):

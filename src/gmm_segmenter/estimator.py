@@ -61,6 +61,81 @@ def _all_or_nothing(fit):
 
 #: Numeric parameters for which a bool is a slip (``beta=True`` for "smooth"),
 #: with what they take instead.
+#: Names other libraries give what a parameter here is called: scikit-learn's
+#: clusterers (``n_clusters``), scikit-image and FSL FAST (``n_classes``,
+#: ``smoothing``), seeds. difflib's spelling distance cannot find these.
+_OTHER_NAMES = {
+    "n_clusters": ("n_components",), "n_classes": ("n_components",),
+    "classes": ("n_components",), "k": ("n_components",), "smoothing": ("beta",),
+    "smoothness": ("beta",), "seed": ("random_state",), "random_seed": ("random_state",),
+    "bias": ("bias_field",), "bias_correction": ("bias_field",),
+    "max_iterations": ("max_iter",), "labels": ("y", "scribbles"),
+    "scribbles": ("y",), "y": ("scribbles",),
+}
+
+#: What belongs to an image, and so is given to ``fit`` with it: how to say so.
+_GIVEN_WITH_THE_IMAGE = {
+    "mask": ("a mask belongs to an image, so it is", "mask=mask"),
+    "prior": ("prior maps belong to an image, so they are", "prior=maps"),
+    "y": ("scribbles belong to an image, so they are", "y=scribbles"),
+    "scribbles": ("scribbles belong to an image, so they are", "y=scribbles"),
+    "labels": ("scribbled labels belong to an image, so they are", "y=scribbles"),
+}
+
+
+def _closest(name, takes):
+    """The parameter among ``takes`` that ``name`` most likely meant, or ``None``."""
+    import difflib
+
+    meant = next((other for other in _OTHER_NAMES.get(name.lower(), ()) if other in takes), None)
+    if meant is not None:
+        return meant
+    close = difflib.get_close_matches(name, takes, n=1) or difflib.get_close_matches(
+        name.lower(), takes, n=1
+    )
+    return close[0] if close else None
+
+
+class _KeywordsNamedAtConstruction(type):
+    """``GMMSegmenter(n_clusters=3)`` names the parameter meant, and where a
+    method's keyword given to the constructor (``mask``) belongs.
+
+    Python's own error only calls the keyword unexpected. (A metaclass, as
+    scikit-learn's estimators take no ``**kwargs`` in ``__init__`` that could
+    catch it; ``clone``, ``get_params`` and pickling do not go through it.)
+    """
+
+    @property
+    def __signature__(cls):
+        # inspect.signature(GMMSegmenter), for help(), IDEs and scikit-learn's
+        # checks: the parameters of __init__, not this __call__'s *args, **kwargs
+        import inspect
+
+        signature = inspect.signature(cls.__init__)
+        return signature.replace(parameters=list(signature.parameters.values())[1:])
+
+    def __call__(cls, *args, **kwargs):
+        takes = cls._get_param_names()
+        unknown = next((name for name in kwargs if name not in takes), None)
+        if unknown is None:
+            return super().__call__(*args, **kwargs)
+        value = kwargs[unknown]
+        called = f"{cls.__name__}()"
+        if unknown in _GIVEN_WITH_THE_IMAGE:
+            what, keyword = _GIVEN_WITH_THE_IMAGE[unknown]
+            raise TypeError(
+                f"{called} got an unexpected keyword argument {unknown!r}: {what} "
+                f"given with the image, as in {cls.__name__}(n_components).fit(X, "
+                f"{keyword}) (or fit_predict(X, {keyword}))."
+            )
+        close = _closest(unknown, takes)
+        hint = f"; did you mean {close}={value!r}?" if close else "."
+        raise TypeError(
+            f"{called} got an unexpected keyword argument {unknown!r}{hint} It takes "
+            f"{', '.join(takes)}."
+        )
+
+
 def _keywords_named(method):
     """Refuse a keyword ``method`` does not take with a message that helps.
 
@@ -69,7 +144,6 @@ def _keywords_named(method):
     keyword is unexpected, not where it belongs. A misspelt keyword gets the
     closest one the method takes.
     """
-    import difflib
     import inspect
 
     takes = [name for name in inspect.signature(method).parameters if name != "self"]
@@ -91,8 +165,8 @@ def _keywords_named(method):
                 f"or with .set_params({unknown}={value!r}){then}. {method.__name__}() "
                 f"takes {', '.join(takes)}."
             )
-        close = difflib.get_close_matches(unknown, takes, n=1)
-        hint = f"; did you mean {close[0]}={value!r}?" if close else "."
+        close = _closest(unknown, takes)
+        hint = f"; did you mean {close}={value!r}?" if close else "."
         raise TypeError(
             f"{called} got an unexpected keyword argument {unknown!r}{hint} "
             f"{method.__name__}() takes {', '.join(takes)}."
@@ -113,7 +187,8 @@ _NOT_BOOLS = {
 }
 
 
-class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator):
+class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
+                   metaclass=_KeywordsNamedAtConstruction):
     """Segment images with a Gaussian mixture model of their pixel values.
 
     Each pixel is assigned to the mixture component that most probably
@@ -1809,15 +1884,13 @@ def _check_segment_params(params):
     Passed on unchecked, a misspelt parameter reached ``GMMSegmenter()`` and
     Python's error named ``GMMSegmenter.__init__``, not the call the user made.
     """
-    import difflib
-
     unknown = [name for name in params if name not in GMMSegmenter._get_param_names()]
     if not unknown:
         return
     own = ("image", "n_components", "channel_axis", "mask", "scribbles", "random_state")
     known = sorted(set(own) | set(GMMSegmenter._get_param_names()))
-    close = difflib.get_close_matches(unknown[0], known, n=1)
-    hint = f"; did you mean {close[0]}={params[unknown[0]]!r}?" if close else "."
+    close = _closest(unknown[0], known)
+    hint = f"; did you mean {close}={params[unknown[0]]!r}?" if close else "."
     raise TypeError(
         f"segment() got an unexpected keyword argument {unknown[0]!r}{hint} It takes "
         f"{', '.join(known)} (the GMMSegmenter parameters and its own)."
