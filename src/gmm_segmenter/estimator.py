@@ -59,8 +59,6 @@ def _all_or_nothing(fit):
     return wrapper
 
 
-#: Numeric parameters for which a bool is a slip (``beta=True`` for "smooth"),
-#: with what they take instead.
 #: Names other libraries give what a parameter here is called: scikit-learn's
 #: clusterers (``n_clusters``), scikit-image and FSL FAST (``n_classes``,
 #: ``smoothing``), seeds. difflib's spelling distance cannot find these.
@@ -175,6 +173,8 @@ def _keywords_named(method):
     return wrapper
 
 
+#: Numeric parameters for which a bool is a slip (``beta=True`` for "smooth"),
+#: with what they take instead.
 _NOT_BOOLS = {
     "n_components": "an int of at least 1 or 'auto'",
     "beta": "a float in [0, 1e6], 'auto' or 'pseudo-likelihood' (beta='auto' to "
