@@ -94,6 +94,16 @@ def _closest(name, takes):
     return close[0] if close else None
 
 
+def _unexpected(called, unknown, value, takes, it="It", also=""):
+    """The error for keyword ``unknown=value`` in ``called``, which takes ``takes``."""
+    close = _closest(unknown, takes)
+    hint = f"; did you mean {close}={value!r}?" if close else "."
+    return TypeError(
+        f"{called} got an unexpected keyword argument {unknown!r}{hint} {it} takes "
+        f"{', '.join(takes)}{also}."
+    )
+
+
 class _KeywordsNamedAtConstruction(type):
     """``GMMSegmenter(n_clusters=3)`` names the parameter meant, and where a
     method's keyword given to the constructor (``mask``) belongs.
@@ -126,12 +136,7 @@ class _KeywordsNamedAtConstruction(type):
                 f"given with the image, as in {cls.__name__}(n_components).fit(X, "
                 f"{keyword}) (or fit_predict(X, {keyword}))."
             )
-        close = _closest(unknown, takes)
-        hint = f"; did you mean {close}={value!r}?" if close else "."
-        raise TypeError(
-            f"{called} got an unexpected keyword argument {unknown!r}{hint} It takes "
-            f"{', '.join(takes)}."
-        )
+        raise _unexpected(called, unknown, value, takes)
 
 
 def _keywords_named(method):
@@ -163,12 +168,7 @@ def _keywords_named(method):
                 f"or with .set_params({unknown}={value!r}){then}. {method.__name__}() "
                 f"takes {', '.join(takes)}."
             )
-        close = _closest(unknown, takes)
-        hint = f"; did you mean {close}={value!r}?" if close else "."
-        raise TypeError(
-            f"{called} got an unexpected keyword argument {unknown!r}{hint} "
-            f"{method.__name__}() takes {', '.join(takes)}."
-        )
+        raise _unexpected(called, unknown, value, takes, it=f"{method.__name__}()")
 
     return wrapper
 
@@ -1889,9 +1889,5 @@ def _check_segment_params(params):
         return
     own = ("image", "n_components", "channel_axis", "mask", "scribbles", "random_state")
     known = sorted(set(own) | set(GMMSegmenter._get_param_names()))
-    close = _closest(unknown[0], known)
-    hint = f"; did you mean {close}={params[unknown[0]]!r}?" if close else "."
-    raise TypeError(
-        f"segment() got an unexpected keyword argument {unknown[0]!r}{hint} It takes "
-        f"{', '.join(known)} (the GMMSegmenter parameters and its own)."
-    )
+    raise _unexpected("segment()", unknown[0], params[unknown[0]], known,
+                      also=" (the GMMSegmenter parameters and its own)")
