@@ -615,6 +615,20 @@ def test_preview_on_a_lazy_layer_is_refused_with_a_notification(qtbot, viewer_wi
     assert widget.preview.enabled and "Re-segment only" in widget.preview.tooltip
 
 
+def test_preview_is_not_offered_for_a_lazy_layer_the_dock_opens_on(qtbot, make_napari_viewer):
+    # the check ran only when the Image choice changed, not for the layer
+    # the dock chose as it opened
+    da = pytest.importorskip("dask.array")
+    from _helpers import open_widget
+
+    viewer = make_napari_viewer()
+    image, _ = quadrants((64, 96), seed=4)
+    viewer.add_image(da.from_array(image, chunks=(32, 48)), name="lazy")
+    _, widget = open_widget(viewer)
+    assert widget.image.value is viewer.layers["lazy"]
+    assert not widget.preview.enabled and "Not available for a lazy" in widget.preview.tooltip
+
+
 def test_a_volume_model_applies_to_a_plane(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     rng = np.random.default_rng(5)

@@ -297,6 +297,9 @@ class GMMSegmenterWidget(Container):
         self._closed = False
         self.native.destroyed.connect(self._on_closed)
         self._connect_signals()
+        # a layer chosen before the signals were connected (the dock opened
+        # on a viewer holding a zarr layer) is judged as a later choice is
+        self._offer_preview()
         self._apply_theme()
         self.reset_choices()
         # the first Run would otherwise spend most of a second loading the
