@@ -740,11 +740,12 @@ def save_model(segmenter, path, *, record=None) -> Path:
     string (format tag and version, gmm_segmenter version, parameters,
     shapes); it contains no pickled objects. Load it with :func:`load_model`.
 
-    A model fitted with ``bias_field`` keeps its mixture, not the training
-    image's field (``bias_field_``): the loaded model estimates the field of
-    every image it labels, its training image included, so there its labels
-    can differ from the fitted estimator's on a few pixels (98 % equal on
-    ``coins``; see docs/bias-field.md). pickle keeps the field.
+    A model fitted with ``bias_field`` keeps the training images' fields
+    (a few polynomial coefficients each) with a digest of those images: the
+    loaded model labels them again as the fitted estimator did, with the
+    fields fitted with the mixture. Any other image gets its own field,
+    estimated with the mixture held fixed. (The image-sized ``bias_field_``
+    is not stored.)
 
     Parameters
     ----------
@@ -798,6 +799,9 @@ def save_model(segmenter, path, *, record=None) -> Path:
         "params": params,
         "fitted": fitted,
     }
+    training_field = _training_field_metadata(segmenter)
+    if training_field is not None:
+        metadata["training_field"] = training_field
     if record is not None:
         metadata["record"] = record
     with _replace_when_done(path) as temporary:
@@ -814,7 +818,8 @@ def load_model(path) -> GMMSegmenter:
     the covariance type, number of components and channels say, that the
     weights are positive and sum to 1, the scales positive, and that every
     covariance is positive definite. A model fitted with ``bias_field``
-    comes back without its training image's field (see :func:`save_model`).
+    comes back with its training images' fields, checked too, which it uses
+    when given those images again (see :func:`save_model`).
 
     Raises
     ------
@@ -862,7 +867,93 @@ def load_model(path) -> GMMSegmenter:
     _check_probe(model, invalid)
     segmenter.model_ = model
     _set_fit_summary(segmenter, metadata["fitted"])
+    _set_training_field(segmenter, metadata.get("training_field"), invalid)
     return segmenter
+
+
+def _training_field_metadata(segmenter) -> dict | None:
+    """The training images' bias fields and their digest, as JSON (``None``: no field).
+
+    The coefficients are written as Python floats, whose JSON text reads back
+    to the same float64 bits.
+    """
+    fields = vars(segmenter).get("_training_fields")
+    digest = vars(segmenter).get("_training_digest")
+    if fields is None or digest is None:
+        return None
+    return {
+        "digest": digest,
+        "fields": [
+            None if field is None else {
+                "shape": list(field.geometry.shape),
+                "spacing": list(field.geometry.spacing),
+                "degree": int(field.degree),
+                "coefficients": np.asarray(field.coefficients, dtype=np.float64).tolist(),
+            }
+            for field in fields
+        ],
+    }
+
+
+#: A model file's training fields: at most this many images, of at most this many axes.
+_MAX_TRAINING_FIELDS = 100_000
+_MAX_FIELD_AXES = 32
+
+
+def _set_training_field(segmenter, stored, invalid) -> None:
+    """The training images' fields of a model file (see :func:`save_model`), checked.
+
+    Kept only with a ``bias_field`` parameter, which is what uses them.
+    """
+    from . import _bias
+
+    if stored is None or segmenter.bias_field is None:
+        return
+    what = "'training_field'"
+    if not isinstance(stored, dict) or not isinstance(stored.get("fields"), list):
+        raise invalid(f"{what} must be an object with a list of fields")
+    digest = stored.get("digest")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{32}", digest):
+        raise invalid(f"{what} has no valid digest of the training images")
+    entries = stored["fields"]
+    if not 1 <= len(entries) <= _MAX_TRAINING_FIELDS:
+        raise invalid(f"{what} holds {len(entries)} fields; expected 1 to {_MAX_TRAINING_FIELDS}")
+    n_features = segmenter.model_.n_features
+    fields = []
+    for index, entry in enumerate(entries):
+        if entry is None:
+            fields.append(None)
+            continue
+        where = f"{what} field {index}"
+        if not isinstance(entry, dict):
+            raise invalid(f"{where} must be an object or null")
+        shape, spacing, degree = entry.get("shape"), entry.get("spacing"), entry.get("degree")
+        if not (isinstance(shape, list) and 1 <= len(shape) <= _MAX_FIELD_AXES and all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape
+        )):
+            raise invalid(f"{where} has shape {shape!r}; expected 1 to {_MAX_FIELD_AXES} "
+                          "positive integers")
+        if not (isinstance(spacing, list) and len(spacing) == len(shape) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+            for v in spacing
+        )):
+            raise invalid(f"{where} has spacing {spacing!r}; expected {len(shape)} positive "
+                          "numbers")
+        if not (isinstance(degree, int) and not isinstance(degree, bool)
+                and 1 <= degree <= _bias.MAX_DEGREE):
+            raise invalid(f"{where} has degree {degree!r}; expected 1 to {_bias.MAX_DEGREE}")
+        expected = (_bias.n_coefficients(len(shape), degree), n_features)
+        try:
+            coefficients = np.asarray(entry.get("coefficients"), dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            coefficients = None
+        if coefficients is None or coefficients.shape != expected or not np.all(
+            np.isfinite(coefficients)
+        ):
+            raise invalid(f"{where} must have finite coefficients of shape {expected}")
+        fields.append(_bias.BiasField(_bias.Geometry.of(shape, spacing), degree, coefficients))
+    segmenter._training_fields = fields
+    segmenter._training_digest = digest
 
 
 def _read_archive(path, invalid) -> dict:
