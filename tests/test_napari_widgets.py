@@ -1160,6 +1160,26 @@ def test_correct_bias_field_adds_the_field_as_an_image_layer(qtbot, viewer_widge
     assert "lit GMM bias field" not in viewer.layers
 
 
+def test_a_bias_field_model_loaded_again_labels_its_image_as_the_run_did(
+    qtbot, viewer_widget, tmp_path,
+):
+    from skimage import data
+
+    viewer, widget = viewer_widget
+    viewer.add_image(data.camera()[::2, ::2], name="camera")
+    widget.image.value = viewer.layers["camera"]
+    widget.bias_field.value = True
+    run(qtbot, widget)
+    labels = viewer.layers["camera GMM labels"].data.copy()
+    path = widget.save_model(tmp_path / "field.npz")
+    widget.bias_field.value = False  # the next Run's setting: the model keeps its own
+    widget.load_model(path)
+    assert widget.status.value.endswith(", corrects a bias field on Apply"), widget.status.value
+    viewer.layers["camera GMM labels"].data = np.zeros_like(labels)
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["camera"]))
+    np.testing.assert_array_equal(viewer.layers["camera GMM labels"].data, labels)
+
+
 def test_the_field_degree_is_shown_with_the_correction_and_used(qtbot, viewer_widget):
     from _images import biased_blobs
 

@@ -818,9 +818,11 @@ class GMMSegmenterWidget(Container):
             f"segmenter = load_model({str(Path(path).resolve())!r})\n"
         )
         self._shown = None
+        # (the controls above stay those of the next Run: they do not show the model's)
+        field = "" if model.bias_field is None else ", corrects a bias field on Apply"
         self._set_status(
             f"Loaded {Path(path).name}: {count(model.n_components_, 'component')}, "
-            f"{model.n_features_in_} channel(s)"
+            f"{model.n_features_in_} channel(s){field}"
         )
         self._target_with_channels(model.n_features_in_)
         self._draw(model, None, _new_label_colours(model.n_components_))
