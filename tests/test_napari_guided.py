@@ -540,3 +540,38 @@ def test_another_image_lets_go_of_the_last_ones_scribbles(qtbot, viewer_widget):
     assert widget.scribbles.value.name == own.name
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert new_messages(since) == []
+
+
+def test_a_guided_model_s_curves_are_sized_by_its_labels(qtbot, viewer_widget, monkeypatch):
+    # a guided fit's weights are equal, and curves drawn with them stood as
+    # high for a class of 4 % of the pixels as for one of 80 %
+    from gmm_segmenter import GMMSegmenter
+    from gmm_segmenter.napari import _plot
+
+    viewer, widget = viewer_widget
+    rng = np.random.default_rng(0)
+    truth = np.ones((96, 96), dtype=np.uint8)
+    truth[:, 70:] = 2  # 27 %
+    truth[10:30, 10:30] = 3  # 4 %
+    image = np.choose(truth - 1, [50.0, 120.0, 200.0]) + rng.normal(0, 12, truth.shape)
+    viewer.add_image(image, name="uneven")
+    widget.image.value = viewer.layers["uneven"]
+    scribbles = widget.add_scribble_layer()
+    for label, point in ((1, (60, 40)), (2, (60, 85)), (3, (20, 20))):
+        stroke(scribbles, label, [point])
+    drawn = []
+    real = _plot.component_densities
+    monkeypatch.setattr(_plot, "component_densities", lambda model, x, weights=None: (
+        drawn.append(weights) or real(model, x, weights)
+    ))
+    run(qtbot, widget)
+    qtbot.waitUntil(lambda: widget.plot.rendering is None, timeout=TIMEOUT_MS)
+    assert widget.model.beta_ > 0 and np.all(widget.model.weights_ == widget.model.weights_[0])
+    labels = viewer.layers["uneven GMM labels"].data
+    shares = np.bincount(labels.ravel(), minlength=4)[1:] / labels.size
+    np.testing.assert_allclose(drawn[-1], shares)
+    assert shares[2] < 0.06 and shares[0] > 0.6
+    # an unguided model keeps its fitted weights
+    figure = _plot.draw(GMMSegmenter(3, random_state=0).fit(image), None, shares=shares)
+    assert "sized by their labels" not in figure.axes[0].get_title()
+    assert drawn[-1] is None

@@ -212,6 +212,9 @@ class Outputs:
     that), or None without a correction; ``bias_refused`` that a field was
     asked for and every frame's is 1 everywhere: refused (the estimator
     warned why, a :class:`~gmm_segmenter.BiasFieldWarning`) or flat.
+    ``shares``: with the histograms, each model's share of the labelled
+    pixels per label (None for lazy labels), which the plot sizes a guided
+    model's curves by (see :func:`._plot.draw`).
     """
 
     labels: object
@@ -222,6 +225,7 @@ class Outputs:
     histograms: list | None = None
     bias_field: object = None
     bias_refused: bool = False
+    shares: list | None = None
 
 
 def then(job, finish):
@@ -276,7 +280,25 @@ def outputs(result: Result, request: Request, *, time_axis, per_component, histo
             ]
         else:
             out.histograms = [pixel_histogram(frames, request.masks)]
+        if not any(is_dask_array(frame_labels) for frame_labels in result.labels):
+            per_model = result.labels if len(result.models) > 1 else [result.labels]
+            out.shares = [
+                label_shares(labels, model.n_components_)
+                for labels, model in zip(per_model, result.models)
+            ]
     return out
+
+
+def label_shares(labels, n_components) -> np.ndarray | None:
+    """The share of each label ``1..n_components`` among the labelled pixels of
+    ``labels`` (an array or a list of them); ``None`` when none is labelled."""
+    listed = labels if isinstance(labels, list) else [labels]
+    counts = sum(
+        np.bincount(np.asarray(frame).ravel(), minlength=n_components + 1)[1 : n_components + 1]
+        for frame in listed
+    )
+    total = counts.sum()
+    return None if total == 0 else counts / total
 
 
 def _component(labels, k):

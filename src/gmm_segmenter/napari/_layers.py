@@ -265,9 +265,10 @@ def entropy(posteriors: np.ndarray) -> np.ndarray:
     return np.clip(h, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def component_densities(model, x: np.ndarray) -> np.ndarray:
+def component_densities(model, x: np.ndarray, weights=None) -> np.ndarray:
     """Weighted density of each component of a single-channel model at ``x``.
 
+    ``weights`` replace the model's (the plot's shares of a guided model).
     Returns an array of shape ``(n_components_, len(x))``, in label order.
     """
     if model.n_features_in_ != 1:
@@ -280,7 +281,8 @@ def component_densities(model, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=float)[np.newaxis]
     sd = np.sqrt(variances)[:, np.newaxis]
     pdf = np.exp(-0.5 * ((x - means[:, np.newaxis]) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
-    return np.asarray(model.weights_)[:, np.newaxis] * pdf
+    weights = model.weights_ if weights is None else weights
+    return np.asarray(weights, dtype=float)[:, np.newaxis] * pdf
 
 
 def plane_index(layout: Layout, position, plane_axes) -> tuple:

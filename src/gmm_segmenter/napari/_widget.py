@@ -1451,7 +1451,8 @@ class GMMSegmenterWidget(Container):
             self.record = record
             # the preview's model is fitted on one slice: it does not replace self.model
             self._shown = {"models": outputs.models, "histograms": outputs.histograms,
-                           "labels_layer": labels_layer, "layer": layer}
+                           "shares": outputs.shares, "labels_layer": labels_layer,
+                           "layer": layer}
             self._plot_shown()
             grid = "" if stride == 1 else f", every {_ordinal(stride)} pixel"
             self._set_status(f"Preview of the displayed slice{grid}: {_fitted(model)} (press "
@@ -1517,7 +1518,7 @@ class GMMSegmenterWidget(Container):
             self._model_code = code
             self._model_record = record
         self._shown = {"models": models, "histograms": outputs.histograms,
-                       "labels_layer": labels_layer, "layer": layer}
+                       "shares": outputs.shares, "labels_layer": labels_layer, "layer": layer}
         self._plot_shown()
         verb = "Applied the model" if applied else "Fitted"
         warned = self._job is not None and self._job.get("warned")
@@ -1559,13 +1560,15 @@ class GMMSegmenterWidget(Container):
         model = shown["models"][frame]
         histograms = shown["histograms"]
         histogram = None if histograms is None else histograms[min(frame, len(histograms) - 1)]
+        shares = shown.get("shares")
+        shares = None if shares is None else shares[min(frame, len(shares) - 1)]
         labels_layer = shown["labels_layer"]
         colours = {k: labels_layer.get_color(k) for k in range(1, model.n_components_ + 1)}
-        self._draw(model, histogram, colours)
+        self._draw(model, histogram, colours, shares)
 
-    def _draw(self, model, histogram, colours):
+    def _draw(self, model, histogram, colours, shares=None):
         try:
-            self.plot.show_model(model, histogram, colours)
+            self.plot.show_model(model, histogram, colours, shares)
         except Exception as error:  # a plot must never break a run
             show_info(f"{_PREFIX}the plot could not be drawn ({error})")
 
