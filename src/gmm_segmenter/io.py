@@ -130,6 +130,29 @@ def _captured_log():
         _reading.messages = None
 
 
+#: A zarr group's arrays named in the message that asks for one of them.
+_LISTED_ARRAYS = 4
+
+
+def _zarr_group_arrays(path) -> str | None:
+    """``None`` unless ``path`` is a zarr group; then its first arrays, as
+    ``": NAME/0 (shape …), …"`` (an OME-Zarr image's levels, full resolution
+    first), or ``" (it holds none)"``. Only metadata are read."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        listed = []
+        for name, array in itertools.islice(group.arrays(), _LISTED_ARRAYS + 1):
+            listed.append(f"{Path(path) / name} (shape {tuple(array.shape)})")
+    except Exception:
+        return None
+    if not listed:
+        return " (it holds none)"
+    more = ", …" if len(listed) > _LISTED_ARRAYS else ""
+    return ": " + ", ".join(listed[:_LISTED_ARRAYS]) + more
+
+
 def read_zarr(path, *, max_pixels=MAX_LAZY_PIXELS):
     """A zarr array store as a lazy dask array (nothing is read yet).
 
@@ -158,6 +181,12 @@ def read_zarr(path, *, max_pixels=MAX_LAZY_PIXELS):
         shape, chunks, dtype = tuple(array.shape), tuple(array.chunks), np.dtype(array.dtype)
         shards = tuple(getattr(array, "shards", None) or chunks)  # zarr 3: chunks of chunks
     except Exception as error:
+        group = _zarr_group_arrays(path)
+        if group is not None:
+            raise ValueError(
+                f"{path}: is a zarr group, not an array; give one of its arrays as the "
+                f"input{group}"
+            ) from None
         raise ValueError(f"{path}: cannot be read as a zarr array ({_reason(error)})") from error
     if dtype.kind not in "biuf":
         raise ValueError(

@@ -125,9 +125,10 @@ def _assign_names(sources):
     ``scans/left/img.png`` and ``scans/right/img.png``). A name depends on
     the inputs, not on their order on the command line, so that running the
     same files again in another order does not write one input's results
-    under another's name.
+    under another's name. An array of a zarr group (``image.zarr/0``, an
+    OME-Zarr level) is named with the group (``image_0``), not ``0``.
     """
-    stems = [s.sample if s.sample else s.path.stem for s in sources]
+    stems = [s.sample if s.sample else _stem(s.path) for s in sources]
     names = list(stems)
     for stem in set(stems):
         group = [i for i, other in enumerate(stems) if other == stem]
@@ -144,6 +145,13 @@ def _assign_names(sources):
             unique, counter = f"{names[i]}_{counter}", counter + 1
         taken.add(unique)
         sources[i].name = unique
+
+
+def _stem(path):
+    parent = path.parent
+    if parent.suffix.lower() == ".zarr" and path.suffix.lower() != ".zarr":
+        return f"{parent.stem}_{path.stem}"
+    return path.stem
 
 
 def _told_apart(group, stem):
