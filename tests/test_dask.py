@@ -224,6 +224,7 @@ def test_cli_says_which_outputs_a_zarr_volume_does_not_get(tmp_path, volume, cap
     # one line, naming both options; dask's bar is not drawn into a file
     (line,) = [text for text in err.splitlines() if "not written" in text]
     assert "--proba (vol_proba.tif) and --bias-field's field (vol_bias.tif) not" in line, line
+    assert "for a zarr store's input" in line and "volume" not in line, line  # 2-D too
     assert "Completed" not in err and "\r" not in err, err
     import json
 

@@ -234,7 +234,8 @@ class Runner:
             report["warnings"] = self.fit_warnings + warnings_said()
             report["outputs"] = [path.name, f"{source.name}_report.json"]
             report["skipped"] = (
-                "segmented picture, masks, posteriors and bias field: the input is a lazy volume"
+                "segmented picture, masks, posteriors and bias field: the input is a zarr "
+                "store, read lazily"
             )
             write_json(result.path(f"{source.name}_report.json"), report)
             result.commit()
@@ -245,7 +246,7 @@ class Runner:
                        segmenter=segmenter)
 
     def _warn_unwritten(self, segmenter, name):
-        """Say which outputs asked for a lazy volume does not get."""
+        """Say which outputs asked for a zarr store's input does not get."""
         unwritten = []
         if self.options.proba:
             unwritten.append(f"--proba ({name}_proba.tif)")
@@ -253,8 +254,9 @@ class Runner:
             unwritten.append(f"--bias-field's field ({name}_bias.tif)")
         if unwritten:
             warnings.warn(
-                f"{' and '.join(unwritten)} not written for a lazy volume: each would be "
-                f"as large as the volume. Only {name}_labels.zarr and the report are.",
+                f"{' and '.join(unwritten)} not written for a zarr store's input, read "
+                f"lazily: each would be as large as the input. Only {name}_labels.zarr and "
+                "the report are.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -273,7 +275,7 @@ def _lazy_field_range(segmenter, prepared) -> dict:
     sample = np.asarray(field[key].compute())
     low, high = float(sample.min()), float(sample.max())
     return {"min": low, "max": high, "corrected": not low == high == 1.0,
-            "range_from": "a strided sample of the field (a lazy volume)"}
+            "range_from": "a strided sample of the field (a zarr store's input, read lazily)"}
 
 
 # ------------------------------------------------------------------ the batch
