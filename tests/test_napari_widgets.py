@@ -132,17 +132,17 @@ def test_the_plot_shows_the_displayed_frames_histogram(qtbot, viewer_widget):
     widget.leading_axis.value = "per-frame"
     viewer.dims.set_current_step(0, 3)
     run(qtbot, widget)
-    model, histogram, _ = widget.plot._drawn
+    model, histogram, _, _ = widget.plot._drawn
     counts, edges = histogram
     assert edges[0] > 300 - 60 and model is widget.model  # frame 3, not frame 0
     np.testing.assert_allclose(model.means_.min(), 320, atol=10)
     viewer.dims.set_current_step(0, 1)  # the plot follows the slider
-    model, (counts, edges), _ = widget.plot._drawn
+    model, (counts, edges), _, _ = widget.plot._drawn
     assert edges[0] < 200 and np.isclose(model.means_.min(), 120, atol=10)
 
     widget.leading_axis.value = "shared"
     run(qtbot, widget)
-    _, (counts, edges), _ = widget.plot._drawn
+    _, (counts, edges), _, _ = widget.plot._drawn
     assert edges[0] < 50 and edges[-1] > 500  # every frame's pixels
 
 
@@ -1001,7 +1001,7 @@ def test_a_loaded_model_is_drawn_in_its_labels_colours_and_offered_a_matching_im
     # a colour model: the colour image, where Apply would fail on the grey one
     assert widget.apply_target.value is viewer.layers["rgb"]
     # the plot's components in the colours their labels will have, not one default
-    _, _, colours = widget.plot._drawn
+    _, _, colours, _ = widget.plot._drawn
     assert sorted(colours) == [1, 2, 3]
     assert len({tuple(np.round(np.ravel(c), 3)) for c in colours.values()}) == 3
     widget.apply_model()
