@@ -307,7 +307,7 @@ def test_the_constructor_names_the_parameter_a_misspelt_or_foreign_keyword_meant
         GMMSegmenter(colour=True)
     # what belongs to an image is shown with the image
     with pytest.raises(TypeError, match=r"'mask': a mask belongs to an image, so it is given "
-                       r"with the image, as in GMMSegmenter\(n_components\)\.fit\(X, "
+                       r"with the image, as in GMMSegmenter\(3\)\.fit\(X, "
                        r"mask=mask\)"):
         GMMSegmenter(3, mask=None)
     with pytest.raises(TypeError, match=r"'scribbles': .*fit\(X, y=scribbles\)"):
@@ -331,7 +331,7 @@ def test_a_constructor_parameter_given_to_a_method_says_where_it_belongs(rgb_ima
     segmenter = make_segmenter(3)
     with pytest.raises(TypeError, match=r"^GMMSegmenter\.fit\(\) got an unexpected keyword "
                        r"argument 'channel_axis': channel_axis is a parameter of the "
-                       r"estimator.*GMMSegmenter\(n_components, channel_axis=-1\).*"
+                       r"estimator.*GMMSegmenter\(3, channel_axis=-1\).*"
                        r"set_params\(channel_axis=-1\); then call fit\(X\)\. fit\(\) takes "
                        r"X, y, mask, prior\.$"):
         segmenter.fit(image, channel_axis=-1)
@@ -341,12 +341,19 @@ def test_a_constructor_parameter_given_to_a_method_says_where_it_belongs(rgb_ima
         segmenter.fit(image, n_components=4)
     assert GMMSegmenter(n_components=4).n_components == 4
     segmenter.set_params(channel_axis=-1, beta=0.0).fit(image)
+    # predict uses the fitted beta: setting it needs a new fit, and the advice says so
     with pytest.raises(TypeError, match=r"^GMMSegmenter\.predict_proba\(\).*'beta': beta is "
-                       r"a parameter.*set_params\(beta=0\.5\)\. predict_proba"):
+                       r"a parameter.*set_params\(beta=0\.5\); then fit again: "
+                       r"predict_proba\(\) uses what fit\(\) learned, not beta\."):
         segmenter.predict_proba(image, beta=0.5)
+    # what predict reads from the estimator acts at once
+    with pytest.raises(TypeError, match=r"set_params\(connectivity=2\); then call "
+                       r"predict\(X\) \(it reads connectivity from the estimator\)"):
+        segmenter.predict(image, connectivity=2)
+    # an array is not written out in the advice
     with pytest.raises(TypeError, match=r"^GMMSegmenter\.score\(\).*'masks'; did you mean "
-                       r"mask=None\? score\(\) takes X, y, mask\.$"):
-        segmenter.score(image, masks=None)
+                       r"mask=\.\.\.\? score\(\) takes X, y, mask\.$"):
+        segmenter.score(image, masks=np.ones(image.shape[:2], bool))
     # the methods keep their signatures, for help() and IDEs
     assert "mask" in inspect.signature(GMMSegmenter.predict).parameters
     assert segmenter.transform(image, mask=None).shape == image.shape[:2] + (3,)

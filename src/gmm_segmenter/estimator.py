@@ -94,10 +94,24 @@ def _closest(name, takes):
     return close[0] if close else None
 
 
+#: A value longer than this (an array's repr) is shown as ``...`` in advice.
+_SHOWN_VALUE_CHARS = 40
+
+#: Parameters :meth:`GMMSegmenter.predict` and its kin read from the estimator
+#: (docs/architecture.md); the others act through the fitted model, at the next fit.
+_READ_AT_PREDICTION = ("channel_axis", "connectivity", "spacing", "bias_field")
+
+
+def _shown(value) -> str:
+    """``value`` as advice writes it: its repr, or ``...`` for an array's."""
+    text = repr(value)
+    return "..." if isinstance(value, np.ndarray) or len(text) > _SHOWN_VALUE_CHARS else text
+
+
 def _unexpected(called, unknown, value, takes, it="It", also=""):
     """The error for keyword ``unknown=value`` in ``called``, which takes ``takes``."""
     close = _closest(unknown, takes)
-    hint = f"; did you mean {close}={value!r}?" if close else "."
+    hint = f"; did you mean {close}={_shown(value)}?" if close else "."
     return TypeError(
         f"{called} got an unexpected keyword argument {unknown!r}{hint} {it} takes "
         f"{', '.join(takes)}{also}."
@@ -131,9 +145,10 @@ class _KeywordsNamedAtConstruction(type):
         called = f"{cls.__name__}()"
         if unknown in _GIVEN_WITH_THE_IMAGE:
             what, keyword = _GIVEN_WITH_THE_IMAGE[unknown]
+            made = _shown(args[0] if args else kwargs.get("n_components", 3))
             raise TypeError(
                 f"{called} got an unexpected keyword argument {unknown!r}: {what} "
-                f"given with the image, as in {cls.__name__}(n_components).fit(X, "
+                f"given with the image, as in {cls.__name__}({made}).fit(X, "
                 f"{keyword}) (or fit_predict(X, {keyword}))."
             )
         raise _unexpected(called, unknown, value, takes)
@@ -159,13 +174,20 @@ def _keywords_named(method):
         called = f"{type(self).__name__}.{method.__name__}()"
         value = kwargs[unknown]
         if unknown in self._get_param_names():
-            then = f"; then call {method.__name__}(X)" if method.__name__.startswith("fit") else ""
-            made = "" if unknown == "n_components" else "n_components, "
+            name = method.__name__
+            if name.startswith("fit") or name == "estimate_bias_field":
+                then = f"; then call {name}(X)"
+            elif unknown in _READ_AT_PREDICTION:
+                then = f"; then call {name}(X) (it reads {unknown} from the estimator)"
+            else:
+                then = f"; then fit again: {name}() uses what fit() learned, not {unknown}"
+            value = _shown(value)
+            made = "" if unknown == "n_components" else f"{_shown(self.n_components)}, "
             raise TypeError(
                 f"{called} got an unexpected keyword argument {unknown!r}: {unknown} is "
                 f"a parameter of the estimator, not of a call; set it when the estimator "
-                f"is made, as in {type(self).__name__}({made}{unknown}={value!r}), "
-                f"or with .set_params({unknown}={value!r}){then}. {method.__name__}() "
+                f"is made, as in {type(self).__name__}({made}{unknown}={value}), "
+                f"or with .set_params({unknown}={value}){then}. {name}() "
                 f"takes {', '.join(takes)}."
             )
         raise _unexpected(called, unknown, value, takes, it=f"{method.__name__}()")
