@@ -255,13 +255,16 @@ def test_an_ome_zarr_group_names_its_arrays_and_a_level_is_named_with_it(tmp_pat
     pytest.importorskip("dask")
     volume = np.repeat(_image(shape=(8, 10))[np.newaxis], 4, axis=0)
     group = zarr.open_group(str(tmp_path / "image.zarr"), mode="w")
+    for level in ("10", "1"):  # listed by name, levels in order, whatever the store's order
+        group.create_array(level, shape=(4, 4, 5), dtype=volume.dtype)
     group.create_array("0", shape=volume.shape, chunks=(2, 8, 10), dtype=volume.dtype)[:] = volume
-    group.create_array("1", shape=(4, 4, 5), dtype=volume.dtype)
     out = tmp_path / "out"
     assert cli.main([str(tmp_path / "image.zarr"), "-k", "2", "-o", str(out), *FAST]) == 1
     err = capsys.readouterr().err
     assert (f"image.zarr: is a zarr group, not an array; give one of its arrays as the input: "
-            f"{tmp_path / 'image.zarr' / '0'} (shape (4, 8, 10)), ") in err, err
+            f"{tmp_path / 'image.zarr' / '0'} (shape (4, 8, 10)), "
+            f"{tmp_path / 'image.zarr' / '1'} (shape (4, 4, 5)), "
+            f"{tmp_path / 'image.zarr' / '10'} (shape (4, 4, 5))\n") in err, err
     # its full-resolution level is named with the group, not "0"
     assert cli.main([str(tmp_path / "image.zarr" / "0"), "-k", "2", "-o", str(out), *FAST]) == 0
     assert _visible(out) == ["image_0_labels.zarr", "image_0_report.json"]

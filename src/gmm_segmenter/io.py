@@ -130,8 +130,10 @@ def _captured_log():
         _reading.messages = None
 
 
-#: A zarr group's arrays named in the message that asks for one of them.
+#: A zarr group's arrays named in the message that asks for one of them, in
+#: order of name (levels 0, 1, … first), of the first ones the store lists.
 _LISTED_ARRAYS = 4
+_LOOKED_AT_ARRAYS = 64
 
 
 def _zarr_group_arrays(path) -> str | None:
@@ -142,13 +144,18 @@ def _zarr_group_arrays(path) -> str | None:
 
     try:
         group = zarr.open_group(str(path), mode="r")
-        listed = []
-        for name, array in itertools.islice(group.arrays(), _LISTED_ARRAYS + 1):
-            listed.append(f"{Path(path) / name} (shape {tuple(array.shape)})")
+        found = [
+            (name, tuple(array.shape))
+            for name, array in itertools.islice(group.arrays(), _LOOKED_AT_ARRAYS)
+        ]
     except Exception:
         return None
-    if not listed:
+    if not found:
         return " (it holds none)"
+    # the store lists them in no set order
+    found.sort(key=lambda item: (not item[0].isdigit(), int(item[0]) if item[0].isdigit()
+                                 else 0, item[0]))
+    listed = [f"{Path(path) / name} (shape {shape})" for name, shape in found]
     more = ", …" if len(listed) > _LISTED_ARRAYS else ""
     return ": " + ", ".join(listed[:_LISTED_ARRAYS]) + more
 
