@@ -283,6 +283,18 @@ def test_segment_one_liner(rgb_image):
     np.testing.assert_array_equal(labels, truth)
 
 
+def test_segment_speaks_of_its_own_arguments(rgb_image):
+    # the estimator's X and y are segment()'s image and scribbles
+    colour, _ = rgb_image
+    with pytest.warns(UserWarning, match=r"^image has shape .*Pass channel_axis=-1") as caught:
+        segment(colour, 3, beta=0.0, random_state=0)
+    assert len(caught) == 1 and caught[0].filename == __file__  # at the caller's line
+    with pytest.raises(ValueError, match=r"^mask for image has shape \(5, 5\)"):
+        segment(colour[..., 0], 3, mask=np.ones((5, 5), bool))
+    with pytest.raises(ValueError, match=r"^The scribbles hold label 9 "):
+        segment(colour[..., 0], 3, scribbles=np.full(colour.shape[:2], 9))
+
+
 def test_segment_names_itself_and_the_closest_parameter_for_a_misspelt_one():
     image = np.zeros((8, 8))
     with pytest.raises(TypeError, match=r"^segment\(\) got an unexpected keyword argument "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import re
 import warnings
 from dataclasses import replace
 from numbers import Integral, Real
@@ -18,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import (
     _bias, _guidance, _hmrf, _image, _kernel, _mixture, _mrf, _selection, _source, _training,
+    _wording,
 )
 from ._covariance import COVARIANCE_TYPES
 from ._model import FittedModel
@@ -1897,7 +1899,43 @@ def segment(image, n_components=3, *, channel_axis=None, mask=None, scribbles=No
     segmenter = GMMSegmenter(
         n_components, channel_axis=channel_axis, random_state=random_state, **params
     )
-    return segmenter.fit_predict(image, scribbles, mask=mask)
+    return _in_segment_s_words(lambda: segmenter.fit_predict(image, scribbles, mask=mask))
+
+
+#: The estimator's name for the image, ``X`` (also in advice written as code,
+#: ``X[..., :3]``), and for the scribbles, ``y``, are ``segment``'s ``image``
+#: and ``scribbles``.
+_SEGMENT_S_NAMES = [
+    (re.compile(r"(?<![\w.'])X(?!\w)"), "image"),
+    (re.compile(r"\bScribbles y\b"), "The scribbles"),
+    (re.compile(r"(?<![\w.'])y(?=\[|=| has| must| holds)"), "scribbles"),
+]
+
+#: Exceptions whose message :func:`segment` words in its arguments' names
+#: (exactly these types: a subclass may carry more than its message).
+_REWORDED = (ValueError, TypeError, MemoryError)
+
+
+def _in_segment_s_words(call):
+    """``call()``, its warnings and errors in :func:`segment`'s names for its
+    arguments (``image`` where the estimator says ``X``), warned at the
+    caller's line."""
+    said = []
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            return call()
+    except _REWORDED as error:
+        text = _wording.reword(str(error), _SEGMENT_S_NAMES)
+        if type(error) not in _REWORDED or text == str(error):
+            raise
+        raise type(error)(text) from None
+    finally:
+        for warning in said:
+            warnings.warn(
+                _wording.reword(str(warning.message), _SEGMENT_S_NAMES), warning.category,
+                stacklevel=_training.caller_stacklevel(),
+            )
 
 
 def _check_segment_params(params):
