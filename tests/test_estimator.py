@@ -1,6 +1,10 @@
 """GMMSegmenter on images with known answers, and its input contract."""
 
 import inspect
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -336,6 +340,45 @@ def test_the_constructor_names_the_parameter_a_misspelt_or_foreign_keyword_meant
     assert list(inspect.signature(GMMSegmenter).parameters)[:2] == [
         "n_components", "covariance_type"
     ]
+
+
+@pytest.mark.parametrize("keyword, instead", [
+    ("warm_start", r"every fit starts afresh from init_params\. To fit several images "
+                   r"together, pass them to one fit as a list"),
+    ("means_init", r"scribble a few pixels of each, fit\(X, y=scribbles\), or give per-class "
+                   r"probability maps, fit\(X, prior=maps\)"),
+    ("precisions_init", r"fit\(X, y=scribbles\)"),
+    ("verbose", r"run it inside gmm_segmenter\.progress\(callback\)"),
+    ("n_jobs", r"share the idle cores"),
+])
+def test_gaussian_mixture_parameters_not_taken_say_what_does_their_work(keyword, instead):
+    # warm_start was answered "did you mean random_state=True?"
+    with pytest.raises(TypeError, match=rf"^GMMSegmenter\(\) got an unexpected keyword argument "
+                       rf"'{keyword}': it takes no {keyword}; .*{instead}"):
+        GMMSegmenter(3, **{keyword: True})
+
+
+def test_parameter_errors_list_the_options_in_one_order():
+    # scikit-learn lists a set of options in its iteration order, which for
+    # strings changed from one process to the next
+    script = textwrap.dedent('''
+        import numpy as np
+        from gmm_segmenter import GMMSegmenter
+        for params in ({"covariance_type": "ful"}, {"init_params": "x"}, {"beta": "x"}):
+            try:
+                GMMSegmenter(2, **params).fit(np.zeros((4, 4)))
+            except ValueError as error:
+                print(error)
+    ''')
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in range(4)
+    }
+    assert len(outputs) == 1
+    assert "among {'full', 'tied', 'diag', 'spherical'}" in outputs.pop()
 
 
 def test_a_constructor_parameter_given_to_a_method_says_where_it_belongs(rgb_image):

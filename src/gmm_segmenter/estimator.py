@@ -73,6 +73,29 @@ _OTHER_NAMES = {
     "scribbles": ("y",), "y": ("scribbles",),
 }
 
+#: Parameters of ``sklearn.mixture.GaussianMixture`` (and scikit-learn's
+#: ``n_jobs``) that have no counterpart here, and what does their work instead.
+_NOT_TAKEN = {
+    "warm_start": (
+        "every fit starts afresh from init_params. To fit several images together, "
+        "pass them to one fit as a list; to label new images with a fitted model's "
+        "classes, call its predict"
+    ),
+    **dict.fromkeys(("means_init", "weights_init", "precisions_init"), (
+        "a start from given parameters is not offered. To say what the classes are, "
+        "scribble a few pixels of each, fit(X, y=scribbles), or give per-class "
+        "probability maps, fit(X, prior=maps)"
+    )),
+    **dict.fromkeys(("verbose", "verbose_interval"), (
+        "to follow a fit, run it inside gmm_segmenter.progress(callback), as in "
+        "with progress(lambda stage, done, total: print(stage, done, total)): "
+        "model.fit(X)"
+    )),
+    "n_jobs": (
+        "the spatial prior's passes already share the idle cores between threads"
+    ),
+}
+
 #: What belongs to an image, and so is given to ``fit`` with it: how to say so.
 _GIVEN_WITH_THE_IMAGE = {
     "mask": ("a mask belongs to an image, so it is", "mask=mask"),
@@ -81,6 +104,24 @@ _GIVEN_WITH_THE_IMAGE = {
     "scribbles": ("scribbles belong to an image, so they are", "y=scribbles"),
     "labels": ("scribbled labels belong to an image, so they are", "y=scribbles"),
 }
+
+
+class _InOrder(frozenset):
+    """A set of options that lists them in the order given.
+
+    scikit-learn's parameter errors list a ``StrOptions`` set in its
+    iteration order, which for strings changes from one process to the next
+    (hash randomisation): ``{'diag', 'tied', 'full', 'spherical'}`` one run,
+    another order the next.
+    """
+
+    def __new__(cls, options):
+        self = super().__new__(cls, options)
+        self._order = tuple(dict.fromkeys(options))
+        return self
+
+    def __iter__(self):
+        return iter(self._order)
 
 
 def _closest(name, takes):
@@ -152,6 +193,11 @@ class _KeywordsNamedAtConstruction(type):
                 f"{called} got an unexpected keyword argument {unknown!r}: {what} "
                 f"given with the image, as in {cls.__name__}({made}).fit(X, "
                 f"{keyword}) (or fit_predict(X, {keyword}))."
+            )
+        if unknown in _NOT_TAKEN:
+            raise TypeError(
+                f"{called} got an unexpected keyword argument {unknown!r}: it takes no "
+                f"{unknown}; {_NOT_TAKEN[unknown]}."
             )
         raise _unexpected(called, unknown, value, takes)
 
@@ -400,7 +446,10 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
     n_components_candidates_, bic_curve_ : ndarray
         With ``n_components='auto'``: the numbers of components fitted (from
         one, up to the first that did not pay off) and the BIC of each on the
-        subsample they were compared on.
+        subsample they were compared on: 20 000 pixels drawn from the
+        images, or the whole histogram of integer grayscale images. Its
+        values are on that sample's scale, not that of ``bic(X)`` over every
+        pixel.
     beta_ : float
         Strength of the spatial prior used: ``beta``, or the one chosen
         when ``beta`` is ``'auto'`` or ``'pseudo-likelihood'``. ``0`` means
@@ -475,12 +524,12 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
+        "covariance_type": [StrOptions(_InOrder(COVARIANCE_TYPES))],
         "channel_axis": [Integral, None],
         "init_params": [
-            StrOptions(
-                {"auto", "otsu", "quantile", "kmeans", "k-means++", "random", "random_from_data"}
-            )
+            StrOptions(_InOrder(
+                ("auto", "otsu", "quantile", "kmeans", "k-means++", "random", "random_from_data")
+            ))
         ],
         "n_init": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -491,7 +540,8 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
         "n_components_range": [tuple, list],
         # beyond 1e6 the prior alone decides every label (and models refuse it)
         "beta": [
-            Interval(Real, 0.0, 1e6, closed="both"), StrOptions({"auto", "pseudo-likelihood"})
+            Interval(Real, 0.0, 1e6, closed="both"),
+            StrOptions(_InOrder(("auto", "pseudo-likelihood"))),
         ],
         "connectivity": [Interval(Integral, 1, None, closed="left")],
         "spacing": ["array-like", None],
