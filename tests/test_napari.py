@@ -246,6 +246,59 @@ def test_multichannel_layer_with_a_channel_axis(qtbot, viewer_widget):
     np.testing.assert_allclose(labels.scale, (0.5, 0.5))
 
 
+def test_outputs_of_a_layer_with_channels_after_the_first_axis_overlay_it(
+        qtbot, viewer_widget):
+    # napari lines up a layer of fewer dimensions with the others' last axes:
+    # labels (Z, Y, X) of a ZCYX layer had their Z on its C
+    viewer, widget = viewer_widget
+    image, truth = rgb_patches((40, 60))
+    stack = np.stack([np.moveaxis(image, -1, 0)] * 3)  # (Z, C, Y, X)
+    layer = viewer.add_image(stack, name="zcyx", scale=(3.0, 1.0, 0.5, 0.5))
+    widget.image.value = layer
+    widget.channel_axis.value = 1
+    widget.posteriors.value = True
+    widget.per_component.value = True
+    widget.bias_field.value = True
+    run(qtbot, widget)
+    labels = viewer.layers["zcyx GMM labels"]
+    assert labels.data.shape == (3, 1, 40, 60)
+    assert all(np.mean(labels.data[z, 0] == truth) > 0.99 for z in range(3))
+    # every point of the image, at every channel, finds its own pixel's label
+    for z, c, y, x in [(2, 0, 5, 50), (2, 1, 5, 50), (2, 2, 5, 50), (0, 2, 33, 7)]:
+        world = layer.data_to_world((z, c, y, x))
+        assert tuple(np.round(labels.world_to_data(world)).astype(int)) == (z, 0, y, x)
+    for name in ("zcyx GMM component 1", "zcyx GMM uncertainty"):
+        assert viewer.layers[name].data.shape == (3, 1, 40, 60)
+        np.testing.assert_allclose(viewer.layers[name].scale, labels.scale)
+    posteriors = viewer.layers["zcyx GMM posteriors"]
+    assert posteriors.data.shape == (3, 3, 1, 40, 60)
+    world = layer.data_to_world((1, 2, 20, 30))
+    assert tuple(np.round(posteriors.world_to_data((0, *world))).astype(int)) == (0, 1, 0, 20, 30)
+    # one field per channel, on the image's own channel axis and transform
+    field = viewer.layers["zcyx GMM bias field"]
+    assert field.data.shape == stack.shape
+    np.testing.assert_allclose(field.scale, layer.scale)
+    # scribbles painted on a layer the dock made have the labels' shape, and guide
+    scribbles = widget.add_scribble_layer()
+    assert scribbles.data.shape == (3, 1, 40, 60)
+    scribbles.data[1, 0][truth == 1] = 3
+    scribbles.refresh()
+    run(qtbot, widget)
+    assert np.all(labels.data[1, 0][truth == 1] == 3)
+    namespace = {"viewer": viewer}  # Copy Python code reads the scribbles and gives the same
+    exec(labels.metadata["gmm_segmenter"]["python"], namespace)
+    np.testing.assert_array_equal(namespace["labels"], labels.data)
+    # the preview writes its slice into the layer
+    widget.scribbles.value = None
+    first = viewer.dims.ndim - 4  # the posteriors' component axis comes before the image's
+    viewer.dims.set_point(first, layer.data_to_world((2, 1, 20, 30))[0])
+    viewer.dims.set_point(first + 1, 1.0)
+    labels.data[...] = 0
+    widget.preview_now()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert labels.data[2, 0].all() and not labels.data[:2].any()
+
+
 def test_shapes_mask_limits_the_labels(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     image, truth = quadrants((40, 40))

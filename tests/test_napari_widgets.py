@@ -640,14 +640,15 @@ def test_apply_reads_the_target_s_channels_by_the_model_not_the_image_s_channel_
     run(qtbot, widget)
     model = widget.model
     assert model.n_features_in_ == 2
+    # (their labels keep that channel axis at length 1, so they overlay the layer)
     run(qtbot, widget, lambda: widget.apply_model(viewer.layers["two movie"]))
     np.testing.assert_array_equal(
         viewer.layers["two movie GMM labels"].data,
-        np.stack([GMMSegmenter.predict(model, frame) for frame in (two, two[:, ::-1])]),
+        np.stack([GMMSegmenter.predict(model, frame) for frame in (two, two[:, ::-1])])[:, None],
     )
     run(qtbot, widget, lambda: widget.apply_model(viewer.layers["two last"]))
     np.testing.assert_array_equal(
-        viewer.layers["two last GMM labels"].data, GMMSegmenter.predict(model, two)
+        viewer.layers["two last GMM labels"].data, GMMSegmenter.predict(model, two)[..., None]
     )
     for name in ("two movie", "two last"):
         namespace = {"viewer": viewer}

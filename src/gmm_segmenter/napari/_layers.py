@@ -59,6 +59,42 @@ class Layout:
         return tuple(self.shape[axis] for axis in self.output_axes)
 
     @property
+    def unit_axis(self) -> int | None:
+        """A channel axis the output layers keep, of length 1, or None.
+
+        napari lines up a layer of fewer dimensions with the last axes of
+        the others, so labels without the channel axis overlay an image
+        whose channels come first (CZYX) but not one whose channels sit
+        later (ZCYX, as napari opens an ImageJ hyperstack): their Z would
+        fall on its C. The outputs keep that axis at length 1 instead,
+        stretched over every channel by :func:`output_transform`.
+        """
+        if self.rgb or self.channel_axis is None or self.channel_axis == 0:
+            return None
+        return self.channel_axis
+
+    @property
+    def layer_shape(self) -> tuple:
+        """The shape of the output layers' data: ``output_shape`` and the unit axis."""
+        shape = self.output_shape
+        if self.unit_axis is None:
+            return shape
+        return shape[:self.unit_axis] + (1,) + shape[self.unit_axis:]
+
+    def to_layer(self, array, leading: int = 0):
+        """``array`` (output axes after ``leading`` axes of its own) as a layer's data."""
+        if self.unit_axis is None:
+            return array
+        return np.expand_dims(array, leading + self.unit_axis)
+
+    def from_layer(self, array):
+        """A layer's data of :attr:`layer_shape` without the unit axis (a view); other
+        arrays as they are."""
+        if self.unit_axis is None or tuple(np.shape(array)) != self.layer_shape:
+            return array
+        return np.squeeze(array, axis=self.unit_axis)
+
+    @property
     def spatial_shape(self) -> tuple:
         return tuple(self.shape[axis] for axis in self.spatial_axes)
 
@@ -155,6 +191,7 @@ def frames_of(array, layout: Layout) -> list:
 def _per_frame(array, layout: Layout, subject: str, advice: str) -> list:
     """``array`` as one array per frame: it covers the whole output (time
     included) or one frame, which is then used for every frame."""
+    array = layout.from_layer(array)
     frame_shape = layout.spatial_shape
     n_frames = 1 if layout.time_axis is None else layout.shape[layout.time_axis]
     if array.shape == layout.output_shape and layout.time_axis is not None:
@@ -192,30 +229,46 @@ def scribble_arrays(scribbles, layout: Layout) -> list | None:
     return frames
 
 
+def layer_transform(layer) -> dict:
+    """The layer's own ``scale``, ``translate``, ``rotate``, ``shear``, ``affine`` and
+    axis names (napari 0.6 and later), for an output of the layer's dimensions."""
+    names = getattr(layer, "axis_labels", None)
+    return {
+        "scale": np.asarray(layer.scale),
+        "translate": np.asarray(layer.translate),
+        "rotate": np.asarray(layer.rotate),
+        "shear": np.asarray(layer.shear),
+        "affine": np.asarray(layer.affine.affine_matrix),
+        **({} if names is None else {"axis_labels": tuple(names)}),
+    }
+
+
 def output_transform(layer, layout: Layout) -> dict:
     """``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` for the output.
 
     The labels keep every layer dimension but a (non-RGB) channel axis, so
-    they overlay the image exactly.
+    they overlay the image exactly. A channel axis after the first stays as
+    the unit axis of :attr:`Layout.unit_axis`, one pixel as wide as all
+    the channels and centred on them, so the labels show at every channel.
     """
     n_dims = len(layer.scale)
+    if layout.unit_axis is not None:
+        transform = layer_transform(layer)
+        axis, n_channels = layout.unit_axis, layout.n_channels
+        scale, translate = transform["scale"].copy(), transform["translate"].copy()
+        translate[axis] += scale[axis] * (n_channels - 1) / 2
+        scale[axis] *= n_channels
+        return {**transform, "scale": scale, "translate": translate}
     keep = [
         layout.layer_axis(axis)
         for axis in layout.output_axes
         if not (layout.rgb and axis == layout.channel_axis)
     ]
+    if len(keep) == n_dims:
+        return layer_transform(layer)
     # the image's axis names (napari 0.6 and later), so the outputs' sliders read alike
     names = getattr(layer, "axis_labels", None)
     labels = {} if names is None else {"axis_labels": tuple(names[axis] for axis in keep)}
-    if len(keep) == n_dims:
-        return {
-            "scale": np.asarray(layer.scale),
-            "translate": np.asarray(layer.translate),
-            "rotate": np.asarray(layer.rotate),
-            "shear": np.asarray(layer.shear),
-            "affine": np.asarray(layer.affine.affine_matrix),
-            **labels,
-        }
     from napari.utils.transforms import Affine
 
     square = np.ix_(keep, keep)

@@ -73,8 +73,10 @@ def labels_layer(viewer, layer, layout, data=None, metadata=None, scribbles=None
     name = f"{layer.name}{LABELS_SUFFIX}"
     existing = viewer.layers[name] if name in viewer.layers else None
     if data is None:
-        if not (isinstance(existing, Labels) and existing.data.shape == layout.output_shape):
-            data = np.zeros(layout.output_shape, dtype=np.uint8)
+        if not (isinstance(existing, Labels) and existing.data.shape == layout.layer_shape):
+            data = np.zeros(layout.layer_shape, dtype=np.uint8)
+    else:
+        data = layout.to_layer(data)
     properties = {} if metadata is None else {"metadata": metadata}
     guided = isinstance(scribbles, Labels) and not isinstance(existing, Labels)
     # a copy: napari keeps per-layer state (the selected label) on the colormap
@@ -102,7 +104,7 @@ def scribble_layer(viewer, layer, layout):
     if isinstance(labels, Labels):
         colours = {"colormap": labels.colormap.model_copy(deep=True)}
     return viewer.add_labels(
-        np.zeros(layout.output_shape, dtype=np.uint8), name=f"{layer.name}{SCRIBBLES_SUFFIX}",
+        np.zeros(layout.layer_shape, dtype=np.uint8), name=f"{layer.name}{SCRIBBLES_SUFFIX}",
         **_layers.output_transform(layer, layout), **colours,
     )
 
@@ -162,7 +164,8 @@ def show_bias_field(viewer, image_name, field, transform, *, metadata=None):
     """``<image> GMM bias field``: the multiplicative field the labels were made with.
 
     ``field`` has the labels' axes, with the channels (one field each) on a
-    first axis of their own; ``None`` (no correction) removes the layer of
+    first axis of their own, or the image's own axes (``transform`` then
+    being the image's); ``None`` (no correction) removes the layer of
     an earlier run. A new layer starts hidden, as the posteriors do; an
     existing one keeps the visibility the user gave it.
     """

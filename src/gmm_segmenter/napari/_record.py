@@ -90,7 +90,14 @@ def mask_code(mask: dict | None) -> list:
             "                   shape_type=shapes.shape_type, ndim=shapes.ndim)",
             f"mask = (in_pixels.to_labels(labels_shape={shape!r}) != 0){select}",
         ]
-    return [f"mask = (np.asarray({layer}.data) != 0){select}"]
+    return [f"mask = (np.asarray({layer}.data){_squeezed(mask)} != 0){select}"]
+
+
+def _squeezed(description: dict) -> str:
+    """``.squeeze(axis)`` for a Labels layer with the unit channel axis of the
+    outputs (see ``_layers.Layout.unit_axis``), else nothing."""
+    axis = description.get("unit_axis")
+    return "" if axis is None else f".squeeze(axis={int(axis)})"
 
 
 def scribble_code(scribbles: dict | None) -> list:
@@ -98,13 +105,14 @@ def scribble_code(scribbles: dict | None) -> list:
     if scribbles is None:
         return []
     select = "" if scribbles.get("index") is None else _index_literal(scribbles["index"])
-    return [f"scribbles = np.asarray(viewer.layers[{scribbles['layer']!r}].data){select}"]
+    return [f"scribbles = np.asarray(viewer.layers[{scribbles['layer']!r}].data)"
+            f"{_squeezed(scribbles)}{select}"]
 
 
 def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | None = None,
                 preview_index=None, source: str | None = None,
                 scribbles: dict | None = None, preview_grid: dict | None = None,
-                alpha: bool = False, lazy: bool = False) -> str:
+                alpha: bool = False, lazy: bool = False, unit_axis: int | None = None) -> str:
     """Python that recomputes the labels in napari's console (``viewer`` is defined there).
 
     ``leading_axis`` is ``"space"``, ``"shared"`` (one model for every
@@ -120,8 +128,23 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
     ``alpha``: the layer is RGBA, segmented by its colours with its
     transparent pixels masked out. ``lazy``: the layer's data is a dask
     array, which the widget fits and labels without loading it (the code
-    does too).
+    does too). ``unit_axis``: the labels layer keeps the image's channel
+    axis there, at length 1 (``_layers.Layout.unit_axis``); so do the
+    code's labels.
     """
+    code = _python_code(
+        image=image, params=params, leading_axis=leading_axis, mask=mask,
+        preview_index=preview_index, source=source, scribbles=scribbles,
+        preview_grid=preview_grid, alpha=alpha, lazy=lazy,
+    )
+    if unit_axis is None or preview_index is not None:
+        return code
+    return code + (f"labels = np.expand_dims(labels, {int(unit_axis)})  # the channel axis, "
+                   "at length 1, as napari's layer has it\n")
+
+
+def _python_code(*, image, params, leading_axis, mask, preview_index, source, scribbles,
+                 preview_grid, alpha, lazy) -> str:
     lines = ["import numpy as np", "from gmm_segmenter import GMMSegmenter", ""]
     if source is not None:
         lines = [source.rstrip(), "", f"# the same model applied to {image!r}"]

@@ -639,7 +639,7 @@ class GMMSegmenterWidget(Container):
         if guide is None:
             return
         try:
-            shape = None if layer is None else self._image_layout(layer).output_shape
+            shape = None if layer is None else self._image_layout(layer).layer_shape
         except ValueError:
             return
         if shape is not None and guide.data.shape == shape:
@@ -707,7 +707,7 @@ class GMMSegmenterWidget(Container):
             return None
         name = f"{layer.name}{_output.SCRIBBLES_SUFFIX}"
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
-        if isinstance(existing, Labels) and existing.data.shape == layout.output_shape:
+        if isinstance(existing, Labels) and existing.data.shape == layout.layer_shape:
             scribbles = existing
         else:
             scribbles = _output.scribble_layer(self._viewer, layer, layout)
@@ -1231,6 +1231,7 @@ class GMMSegmenterWidget(Container):
             description["to_image"] = to_image
         elif isinstance(layer, Labels):
             array = _data_of(layer)
+            description.update(_unit_axis_of(array, layout))
         else:
             raise ValueError(f"{_name(layer)} is neither a Labels nor a Shapes layer.")
         try:
@@ -1245,9 +1246,8 @@ class GMMSegmenterWidget(Container):
                     f"{target.name!r}."
                 ) from None
             raise ValueError(f"Mask {layer.name!r}: {error}") from None
-        description["per_frame"] = (
-            layout.time_axis is not None and tuple(np.shape(array)) == layout.output_shape
-        )
+        description["per_frame"] = layout.time_axis is not None and (
+            tuple(np.shape(layout.from_layer(array))) == layout.output_shape)
         return masks, description
 
     def _scribbles(self, layout):
@@ -1267,8 +1267,10 @@ class GMMSegmenterWidget(Container):
             raise ValueError(f"Scribbles {layer.name!r}: {error}") from None
         if arrays is None:
             return None, None
-        per_frame = layout.time_axis is not None and tuple(np.shape(data)) == layout.output_shape
-        return arrays, {"layer": layer.name, "per_frame": per_frame}
+        per_frame = layout.time_axis is not None and (
+            tuple(np.shape(layout.from_layer(data))) == layout.output_shape)
+        return arrays, {"layer": layer.name, "per_frame": per_frame,
+                        **_unit_axis_of(data, layout)}
 
     def _prepare(self, kind):
         layer = self.apply_target.value if kind == "apply" else self.image.value
@@ -1446,7 +1448,7 @@ class GMMSegmenterWidget(Container):
             )
             if labels_layer not in before:
                 self._select_scribbles()
-            labels_layer.data[output_index] = outputs.labels
+            layout.from_layer(labels_layer.data)[output_index] = outputs.labels
             labels_layer.refresh()
             self.record = record
             # the preview's model is fitted on one slice: it does not replace self.model
@@ -1468,7 +1470,8 @@ class GMMSegmenterWidget(Container):
         models = outputs.models
         model = models[self._displayed_frame(layer, len(models))]
         data = _data_of(layer)
-        reading = {"alpha": _has_alpha(layer), "lazy": _is_lazy(data)}
+        reading = {"alpha": _has_alpha(layer), "lazy": _is_lazy(data),
+                   "unit_axis": layout.unit_axis}
         if applied:
             code = _record.python_code(
                 image=layer.name, params=request.params,
@@ -1491,15 +1494,27 @@ class GMMSegmenterWidget(Container):
             scribbles=self.scribbles.value,
         )
         transform = _layers.output_transform(layer, layout)
+        components, posteriors, uncertainty, field, field_transform = (
+            outputs.components, outputs.posteriors, outputs.uncertainty, outputs.bias_field,
+            transform,
+        )
+        if layout.unit_axis is not None:  # the outputs keep the channel axis (ZCYX)
+            components = None if components is None else [
+                layout.to_layer(component) for component in components]
+            if posteriors is not None:
+                posteriors = layout.to_layer(posteriors, leading=1)
+                uncertainty = layout.to_layer(uncertainty)
+            if field is not None:  # one field per channel: on the image's channel axis
+                field = np.moveaxis(field, 0, layout.unit_axis)
+                field_transform = _layers.layer_transform(layer)
         _output.show_components(
-            self._viewer, layer.name, outputs.components, transform, metadata=metadata
+            self._viewer, layer.name, components, transform, metadata=metadata
         )
         _output.show_posteriors(
-            self._viewer, layer.name, outputs.posteriors, outputs.uncertainty, transform,
-            metadata=metadata,
+            self._viewer, layer.name, posteriors, uncertainty, transform, metadata=metadata,
         )
         _output.show_bias_field(
-            self._viewer, layer.name, outputs.bias_field, transform, metadata=metadata
+            self._viewer, layer.name, field, field_transform, metadata=metadata
         )
         # a new layer takes napari's selection: not a hidden output, whose
         # controls would show instead of the labels' (to touch them up)
@@ -1709,6 +1724,14 @@ def _fingerprint(array):
 
 def _ordinal(n):
     return {2: "2nd", 3: "3rd"}.get(n, f"{n}th")
+
+
+def _unit_axis_of(array, layout) -> dict:
+    """``{"unit_axis": axis}`` for a Labels layer's data with the outputs' unit
+    channel axis (the code that reproduces a run squeezes it out), else ``{}``."""
+    if layout.unit_axis is None or tuple(np.shape(array)) != layout.layer_shape:
+        return {}
+    return {"unit_axis": layout.unit_axis}
 
 
 def _data_of(layer):
