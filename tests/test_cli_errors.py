@@ -468,6 +468,17 @@ def test_a_second_channel_read_as_alpha_is_questioned(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "its last channel is read as alpha" in err and "--channel-axis -1" in err
     assert re.search(r"only 2\d% of it is transparent or opaque", err)
+    assert re.search(r"0 or less get label 0: 2\d% of them here", err)
+    # a float channel dipping below 0 left those pixels out too, while the
+    # warning said only pixels at 0 do, and "0%" of them
+    float_signal = rng.normal(1.0, 1.0, size=grey.shape).astype(np.float32)
+    gio.write_tiff(tmp_path / "float.tif",
+                   np.stack([grey.astype(np.float32), float_signal], axis=-1))
+    assert cli.main([str(tmp_path / "float.tif"), *args]) == 0
+    err = capsys.readouterr().err
+    below = np.mean(float_signal <= 0)
+    assert f"0 or less get label 0: {below:.0%} of them here" in err
+    assert f"only {below:.0%} of it is transparent or opaque" in err
     assert cli.main([str(tmp_path / "alpha.tif"), *args]) == 0  # a real alpha channel
     assert "read as alpha" not in capsys.readouterr().err
     on_off = np.stack([grey > 30_000, rng.random(grey.shape) > 0.25], axis=-1)
@@ -539,3 +550,32 @@ def test_a_model_far_from_the_image_is_said_once_with_proba(tmp_path, capsys):
                      "-o", str(tmp_path / "out"), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert err.count("values lie far from every class of this model") == 1, err
+
+
+@pytest.mark.parametrize("shape, axis", [
+    ((12, 2, 40, 48), "1"),   # (Z, C, Y, X), as an ImageJ hyperstack stores it
+    ((12, 40, 48, 2), "-1"),  # (Z, Y, X, C); three or four there are colour
+    ((2, 40, 48), "0"),       # (C, Y, X) of two channels
+])
+def test_a_short_axis_among_long_ones_is_named_as_channels(tmp_path, capsys, shape, axis):
+    # it was segmented as an n-D grey volume without a word
+    rng = np.random.default_rng(0)
+    gio.write_tiff(tmp_path / "stack.tif", rng.random(shape).astype(np.float32))
+    args = ["-k", "2", "--beta", "0", "-o", str(tmp_path / "out"), "--quiet"]
+    assert cli.main([str(tmp_path / "stack.tif"), *args]) == 0
+    err = capsys.readouterr().err
+    assert f"its axis {axis} of {shape[int(axis)]} looks like channels" in err, err
+    assert f"Pass --channel-axis {axis} to model the channels together" in err
+    assert ("ImageJ hyperstack" in err) == (axis == "1")
+    if axis == "1":  # another long axis taken as channels names the short one
+        assert cli.main([str(tmp_path / "stack.tif"), "--channel-axis", "2", *args]) == 0
+        err = capsys.readouterr().err
+        assert err.count("looks like the channels") == 1, err  # the file's axes only
+        assert ("--channel-axis 2 makes 40 channels, while axis 1 of 2 looks like the "
+                "channels") in err and "Pass --channel-axis 1 if it holds them" in err
+    # told the axis, it says nothing more; a volume of many slices says nothing
+    assert cli.main([str(tmp_path / "stack.tif"), "--channel-axis", axis, *args]) == 0
+    assert "looks like channels" not in capsys.readouterr().err
+    gio.write_tiff(tmp_path / "volume.tif", rng.random((12, 40, 48)).astype(np.float32))
+    assert cli.main([str(tmp_path / "volume.tif"), *args]) == 0
+    assert "looks like channels" not in capsys.readouterr().err

@@ -663,6 +663,19 @@ def test_a_fixed_k_refit_drops_the_bic_curve_of_an_earlier_auto_fit(quadrant_ima
     assert single.bic_curve_.shape == (1,) and np.isfinite(single.bic_curve_[0])
 
 
+def test_a_long_channel_axis_beside_a_short_one_names_the_short_one():
+    # (Z, C, Y, X) with channel_axis=2: 40 "channels" of 576 pixels each, enough
+    # pixels for the older check, so nothing was said
+    stack = np.random.default_rng(0).random((6, 2, 40, 48)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"X has shape \(6, 2, 40, 48\): channel_axis=2 makes "
+                      r"40 channels, while axis 1 of 2 looks like the channels .* Pass "
+                      r"channel_axis=1 if it holds them"):
+        GMMSegmenter(2, beta=0, channel_axis=2).fit(stack)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the short axis as channels: nothing to say
+        GMMSegmenter(2, beta=0, channel_axis=1).fit(stack)
+
+
 @pytest.mark.parametrize("method", ["fit_predict", "fit_transform"])
 def test_fit_predict_says_each_warning_about_the_image_once_and_at_the_callers_line(method):
     from skimage import data

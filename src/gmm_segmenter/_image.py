@@ -275,8 +275,21 @@ def not_channels_message(shape, channel_axis, name) -> str | None:
     """What :func:`_warn_if_not_channels` says of ``shape`` and ``channel_axis``, or ``None``."""
     n_channels = shape[channel_axis]
     n_pixels = math.prod(shape) // max(n_channels, 1)
-    if n_channels < MANY_CHANNELS or n_pixels >= PIXELS_PER_CHANNEL * n_channels:
+    if n_channels < MANY_CHANNELS:
         return None
+    if n_pixels >= PIXELS_PER_CHANNEL * n_channels:
+        # enough pixels, but a short axis elsewhere looks more like the channels
+        short = [axis for axis in range(len(shape)) if shape[axis] in (2, 3, 4)
+                 and axis != channel_axis % len(shape)]
+        if len(shape) < 3 or len(short) != 1:
+            return None
+        axis = short[0] - len(shape) if short[0] == len(shape) - 1 else short[0]
+        return (
+            f"{name} has shape {tuple(shape)}: channel_axis={channel_axis} makes "
+            f"{n_channels} channels, while axis {axis} of {shape[axis]} looks like the "
+            f"channels (as in a (Z, C, Y, X) stack). Pass channel_axis={axis} if it holds "
+            "them; for an image of that many channels, ignore this warning."
+        )
     others = [axis for axis in range(len(shape)) if shape[axis] in (3, 4)
               and axis != channel_axis % len(shape)]
     if others:

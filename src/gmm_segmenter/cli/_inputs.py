@@ -287,15 +287,52 @@ def _warn_unless_alpha(alpha, shape):
     else:  # float alpha: 0-1, or a grey level's scale
         top = float(np.max(alpha, initial=0.0, where=np.isfinite(alpha)))
         full = next((scale for scale in (1.0, 255.0, 65535.0) if top <= scale), top)
-    clear_or_opaque = np.count_nonzero((alpha == 0) | (alpha == full)) / alpha.size
+    clear_or_opaque = np.count_nonzero((alpha <= 0) | (alpha == full)) / alpha.size
     if clear_or_opaque < 0.5:
+        left_out = np.count_nonzero(~(alpha > 0)) / alpha.size
         warnings.warn(
             f"The image has shape {shape}: its last channel is read as alpha (pixels "
-            f"where it is 0 get label 0), but only {clear_or_opaque:.0%} of it is "
-            "transparent or opaque. If it is a channel of its own, pass --channel-axis -1 "
-            "to segment every channel.",
+            f"where it is 0 or less get label 0: {_share(left_out)} of them here), but "
+            f"only {_share(clear_or_opaque)} of it is transparent or opaque. If it is a "
+            "channel of its own, pass --channel-axis -1 to segment every channel.",
             UserWarning, stacklevel=3,
         )
+
+
+def _share(fraction) -> str:
+    """A share as a percentage that says "0%" only of none and "100%" only of all."""
+    if 0 < fraction < 0.005:
+        return "under 1%"
+    if 0.995 <= fraction < 1:
+        return "over 99%"
+    return f"{fraction:.0%}"
+
+
+#: An axis this short among long ones looks like channels (see
+#: :func:`_warn_if_channels_within`); the others are at least LONG_AXIS.
+CHANNEL_SIZES = (2, 3, 4)
+LONG_AXIS = 8
+
+
+def _warn_if_channels_within(shape):
+    """Warn when one short axis among long ones (a ``(Z, C, Y, X)`` hyperstack,
+    ``(Z, Y, X, C)``, ``(C, Y, X)``) is about to be segmented as space."""
+    short = [axis for axis, size in enumerate(shape) if size in CHANNEL_SIZES]
+    if len(shape) < 3 or len(short) != 1:
+        return
+    axis = short[0]
+    if min(size for other, size in enumerate(shape) if other != axis) < LONG_AXIS:
+        return
+    where = (" (an ImageJ hyperstack stores them there)" if 0 < axis < len(shape) - 2
+             else "")
+    shown = axis - len(shape) if axis == len(shape) - 1 else axis
+    warnings.warn(
+        f"The image has shape {tuple(shape)}: its axis {shown} of {shape[axis]} looks like "
+        f"channels{where}, but it is segmented as a {len(shape)}-D grayscale volume. Pass "
+        f"--channel-axis {shown} to model the channels together; for a volume, ignore "
+        "this warning.",
+        UserWarning, stacklevel=3,
+    )
 
 
 def _channels_last(image, channel_axis_option):
@@ -318,6 +355,8 @@ def _channels_last(image, channel_axis_option):
                 "--channel-axis 0 for a colour image; for a volume, ignore this warning.",
                 UserWarning, stacklevel=2,
             )
+        elif not colour:
+            _warn_if_channels_within(image.shape)
         if colour and image.shape[-1] in (2, 4):
             pixels, alpha = image[..., :-1], image[..., -1]
             _warn_unless_alpha(alpha, image.shape)

@@ -190,6 +190,7 @@ def _warnings_name_their_file():
         # read; the estimator's own judgement, of the array with that axis
         # moved last, would name the wrong axes (and come again at predict)
         warnings.filterwarnings("ignore", r"X has shape .* looks like a spatial axis")
+        warnings.filterwarnings("ignore", r"X has shape .* looks like the channels")
         yield
 
 
