@@ -297,6 +297,29 @@ def test_model_round_trip_gives_identical_labels(tmp_path, images):
     assert report["model"]["source"] == f"loaded from {model}"
 
 
+def test_a_model_fitted_with_a_channel_axis_reads_such_files_as_they_are(tmp_path):
+    # fitted on a (Z, C, Y, X) stack with --channel-axis 1, the file said
+    # channel_axis=-1 (the CLI moves channels last): Python and a later --model
+    # without --channel-axis could not read the next stack
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, size=(6, 1, 24, 32)).repeat(2, axis=1)
+    stack = (truth * [[[[1.0]], [[-1.0]]]] + 0.2 * rng.normal(size=truth.shape))
+    gio.write_tiff(tmp_path / "one.tif", stack.astype(np.float32))
+    gio.write_tiff(tmp_path / "two.tif", stack[::-1].astype(np.float32))
+    model = tmp_path / "model.npz"
+    assert run_cli([tmp_path / "one.tif", "--channel-axis", "1", "-k", "2", "-o",
+                    tmp_path / "fit", "--save-model", model, *FAST]) == 0
+    loaded = gio.load_model(model)
+    assert loaded.channel_axis == 1
+    expected = loaded.predict(stack[::-1])
+    assert expected.shape == (6, 24, 32)
+    assert run_cli([tmp_path / "two.tif", "--model", model, "-o", tmp_path / "apply"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "apply" / "two_labels.tif"),
+                                  expected)
+    report = json.loads((tmp_path / "apply" / "two_report.json").read_text())
+    assert report["channel_axis"] == 1
+
+
 def test_model_takes_the_beta_of_the_run(tmp_path, images):
     model, smoothing = tmp_path / "model.npz", tmp_path / "smoothing.npz"
     assert run_cli([images / "gray.png", "-o", tmp_path, "--save-model", model, *FAST]) == 0

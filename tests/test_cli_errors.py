@@ -245,7 +245,8 @@ def test_a_spatial_channel_axis_is_judged_on_the_file_s_axes_once(tmp_path, caps
     ("X has 1 channel(s) along channel_axis=None, but this GMMSegmenter was fitted on images "
      "with 3; pass images with the same channels as in fit.",
      "The image is grey (1 channel), but the --model was fitted on images with 3 channels; "
-     "give images with 3 channels, or a model fitted on images like this one."),
+     "give images with 3 channels (--channel-axis N when axis N holds them), or a model "
+     "fitted on images like this one."),
     ("X has 4 channel(s) along channel_axis=2, but this GMMSegmenter was fitted on images "
      "with 3; pass images with the same channels as in fit.",
      "The image has 4 channels (on its axis 2), but the --model was fitted on images with "

@@ -63,7 +63,8 @@ _CLI_WORDS = [
                 r"was fitted on images with (\d+); pass images with the same channels as in "
                 r"fit\."),
      r"The image is grey (\1 channel), but the --model was fitted on images with \2 "
-     r"channels; give images with \2 channels, or a model fitted on images like this one."),
+     r"channels; give images with \2 channels (--channel-axis N when axis N holds them), "
+     r"or a model fitted on images like this one."),
     # an axis the user may not have given (--channel-axis auto chose it)
     (re.compile(r"\bX has (\d+) channel\(s\) along channel_axis=(-?\d+), but this "
                 r"GMMSegmenter was fitted on images with (\d+); pass images with the same "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import sys
 import tempfile
@@ -249,6 +250,11 @@ def _run(args, parser) -> int:
     failed += sum(o.error is not None for o in outcomes)
     if args.save_model is not None and succeeded:
         model = runner.shared_model if runner.shared_model is not None else succeeded[0].segmenter
+        if isinstance(args.channel_axis, int) and model.channel_axis is not None:
+            # fitted with the channels moved last; the file keeps the images' own
+            # axis, so Python and a later --model read such images as they are
+            model = copy.copy(model)
+            model.set_params(channel_axis=args.channel_axis)
         failed += not _save_model(model, args.save_model, console)
     where = f" into {args.outdir}{os.sep}" if succeeded else ""
     console.info(

@@ -49,6 +49,16 @@ def _failure(source, error) -> Outcome:
     return Outcome(source, error=message, traceback=traceback.format_exc())
 
 
+def model_channel_axis(model, shape) -> int | None:
+    """The channel axis a ``--model`` of several channels was saved with, when an
+    image of ``shape`` holds that many there (a ``(Z, C, Y, X)`` stack); else None."""
+    axis = model.channel_axis
+    n_channels = getattr(model, "n_features_in_", 1)
+    if n_channels < 2 or not isinstance(axis, int) or not -len(shape) <= axis < len(shape):
+        return None
+    return axis if shape[axis] == n_channels else None
+
+
 class Runner:
     """Everything one invocation needs to turn a source into its outputs."""
 
@@ -84,7 +94,10 @@ class Runner:
 
     def _read(self, source) -> Prepared:
         image = load_source(source, self.args.max_pixels, self.read_limits)
-        return prepare(image, self.args.channel_axis, self.mask)
+        option = self.args.channel_axis
+        if option == "auto" and self.shared_model is not None:
+            option = model_channel_axis(self.shared_model, image.shape) or option
+        return prepare(image, option, self.mask)
 
     def fit(self, prepared_list) -> GMMSegmenter:
         batch = len(prepared_list) > 1
