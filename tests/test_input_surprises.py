@@ -169,3 +169,27 @@ def test_blocks_whose_pixels_are_all_valid_have_no_valid_map():
         for start, stop, _, valid in _image.iter_chunks(masked)
     ])
     assert np.count_nonzero(~flags) == 10 * 400 + 1
+
+
+def test_an_image_given_as_python_lists_is_named_as_a_batch_of_rows():
+    # image.tolist() is one table to scikit-learn; here a list is a batch, and
+    # the rows came back as twenty 1-D label lines without a word
+    from skimage import data
+
+    rows = data.camera()[:20, :30].tolist()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = GMMSegmenter(2, random_state=0).fit_predict(rows)
+    said = [str(w.message) for w in caught if "Python lists" in str(w.message)]
+    assert said == [
+        "X is a list of 20 Python lists of numbers: a list is a batch of images, so it is "
+        "read as 20 one-dimensional images of 30 pixels each. If it is one image, pass "
+        "np.asarray(X)."
+    ]
+    assert {w.filename for w in caught} == {__file__}
+    assert len(labels) == 20
+    # a batch of arrays, or of images given as nested lists, is a batch on purpose
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GMMSegmenter(2, beta=0, random_state=0).fit([np.asarray(row) for row in rows[:4]])
+        GMMSegmenter(2, beta=0, random_state=0).fit([rows[:10], rows[10:]])

@@ -113,6 +113,7 @@ def as_images(X, *, channel_axis, mask=None, param_name="X", convert=None,
                 "non-empty list of images."
             )
         images = list(X)
+        _warn_if_nested_lists(images, param_name)
         masks = _as_mask_list(mask, len(images))
         names = [f"{param_name}[{i}]" for i in range(len(images))]
     else:
@@ -128,6 +129,22 @@ def as_images(X, *, channel_axis, mask=None, param_name="X", convert=None,
             f"({sorted(channels)}); a batch must share one channel layout."
         )
     return views
+
+
+def _warn_if_nested_lists(images, name):
+    """Warn when a batch is Python lists of numbers: ``image.tolist()``, which
+    scikit-learn would read as one table, reads here as a batch of rows."""
+    if len(images) < 2 or not all(isinstance(image, (list, tuple)) for image in images):
+        return
+    first = images[0]
+    if not first or isinstance(first[0], (list, tuple)):
+        return  # empty, or nested deeper: images as lists, a batch on purpose
+    warnings.warn(
+        f"{name} is a list of {len(images)} Python lists of numbers: a list is a batch of "
+        f"images, so it is read as {len(images)} one-dimensional images of "
+        f"{len(first)} pixels each. If it is one image, pass np.asarray({name}).",
+        UserWarning, stacklevel=_training.caller_stacklevel(),
+    )
 
 
 def _as_mask_list(mask, n_images) -> list:
