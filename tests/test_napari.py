@@ -4,6 +4,8 @@ Widget tests need a display with OpenGL: run them under Xvfb
 (``bash tools/test.sh tests/test_napari.py`` sets it up).
 """
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -262,6 +264,8 @@ def test_outputs_of_a_layer_with_channels_after_the_first_axis_overlay_it(
     run(qtbot, widget)
     labels = viewer.layers["zcyx GMM labels"]
     assert labels.data.shape == (3, 1, 40, 60)
+    histogram = widget.plot._drawn[1]  # the plot shows the pixels of the channels
+    assert histogram.counts.sum() > 0 and not histogram.by_channels
     assert all(np.mean(labels.data[z, 0] == truth) > 0.99 for z in range(3))
     # every point of the image, at every channel, finds its own pixel's label
     for z, c, y, x in [(2, 0, 5, 50), (2, 1, 5, 50), (2, 2, 5, 50), (0, 2, 33, 7)]:
@@ -495,14 +499,63 @@ def test_every_word_of_the_plot_lies_inside_it(image, channel_axis):
     model = GMMSegmenter("auto", channel_axis=channel_axis, beta=0, random_state=0).fit(
         np.tile(noisy, (8, 8) + (1,) * (noisy.ndim - 2)))
     assert max(abs(b) for b in model.bic_curve_) > 1e5
-    for size in [(300, 300), (420, 300)]:  # the dock's sizes with a BIC curve
-        figure = draw(model, size=size)
+    from gmm_segmenter.napari._jobs import channel_histogram
+
+    histograms = [None]
+    if channel_axis is not None:  # the pixels of the channels, with their axes' labels
+        histograms.append(channel_histogram(noisy, None, channel_axis))
+    for size, histogram in itertools.product([(300, 300), (420, 300)], histograms):
+        figure = draw(model, histogram, size=size)  # the dock's sizes with a BIC curve
         renderer = figure.canvas.get_renderer()
         width, height = figure.canvas.get_width_height()
         assert len(figure.axes) == 2 and figure.axes[1].get_title().startswith("BIC")
         for axes in figure.axes:
             box = axes.get_tightbbox(renderer)
             assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, box
+    if channel_axis is not None:  # and without a BIC curve, in the smallest dock
+        model = GMMSegmenter(3, channel_axis=channel_axis, beta=0, random_state=0).fit(noisy)
+        figure = draw(model, histograms[1], size=(300, 220))
+        (axes,) = figure.axes
+        assert axes.get_ylabel() == "principal axis 2"
+        box = axes.get_tightbbox(figure.canvas.get_renderer())
+        assert box.x0 >= 0 and box.y0 >= 0, box
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_a_model_of_several_channels_is_drawn_over_its_pixels(covariance_type):
+    # it was a bar chart of the weights: nothing of the pixels or the classes' shapes
+    from gmm_segmenter.napari._jobs import channel_histogram
+    from gmm_segmenter.napari._plot import draw, full_covariances
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, size=(60, 80))
+    means = np.array([[0.0, 0.0], [4.0, 0.0], [2.0, 5.0]])
+    two = np.moveaxis(means[truth] + rng.normal(scale=0.5, size=truth.shape + (2,)), -1, 0)
+    model = GMMSegmenter(3, channel_axis=0, beta=0, covariance_type=covariance_type,
+                         random_state=0).fit(two)
+    histogram = channel_histogram(two, None, 0)
+    # every pixel sampled, those beyond the 0.5-99.5 percentiles of a channel off the plot
+    assert histogram.by_channels and 0.97 * truth.size < histogram.counts.sum() < truth.size
+    (axes,) = draw(model, histogram, colours={1: "red"}).axes
+    ellipses = sorted(axes.patches, key=lambda patch: tuple(patch.center))
+    assert len(ellipses) == 3 and axes.get_xlabel() == "channel 1"
+    for ellipse, mean in zip(ellipses, sorted(map(tuple, model.means_))):
+        np.testing.assert_allclose(ellipse.center, mean)
+        # two standard deviations each way of a spread of 0.5 per channel
+        assert 1.6 < min(ellipse.width, ellipse.height) <= max(ellipse.width, ellipse.height) < 2.5
+    assert full_covariances(model).shape == (3, 2, 2)
+    assert [text.get_text() for text in axes.texts] == ["1", "2", "3"]
+    # three channels: their plane of largest spread, where the means lie
+    rgb = np.concatenate([two, two[:1] + two[1:]])
+    model = GMMSegmenter(3, channel_axis=0, beta=0, random_state=0).fit(rgb)
+    histogram = channel_histogram([rgb, rgb[:, ::2]], [None, np.ones((30, 80), bool)], 0)
+    assert not histogram.by_channels
+    assert 0.97 * truth.size * 3 // 2 < histogram.counts.sum() < truth.size * 3 // 2
+    (axes,) = draw(model, histogram).axes
+    assert axes.get_xlabel() == "principal axis 1" and len(axes.patches) == 3
+    plane = (model.means_ - histogram.centre) @ histogram.projection.T
+    back = plane @ histogram.projection + histogram.centre
+    np.testing.assert_allclose(back, model.means_, atol=1e-6)  # nothing lost off the plane
 
 
 @pytest.mark.parametrize("n_components, expected", [(3, [1, 2, 3]), (30, list(range(1, 31, 3)))])

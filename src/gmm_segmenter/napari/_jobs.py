@@ -268,18 +268,24 @@ def outputs(result: Result, request: Request, *, time_axis, per_component, histo
             _component(labels, k) for k in range(1, n_components + 1)
         ]
     if histogram:
+        channel_axis = request.params.get("channel_axis")
         frames = request.frames
         if result.fields is not None:  # the models describe the corrected values
             listed = frames if isinstance(frames, list) else [frames]
             corrected = [frame / field for frame, field in zip(listed, result.fields)]
             frames = corrected if isinstance(frames, list) else corrected[0]
+        if channel_axis is None:
+            histogram_of = pixel_histogram
+        else:
+            def histogram_of(frames, masks):
+                return channel_histogram(frames, masks, channel_axis)
         if len(result.models) > 1:
             out.histograms = [
-                pixel_histogram(frame, _mask(request, index))
+                histogram_of(frame, _mask(request, index))
                 for index, frame in enumerate(frames)
             ]
         else:
-            out.histograms = [pixel_histogram(frames, request.masks)]
+            out.histograms = [histogram_of(frames, request.masks)]
         if not any(is_dask_array(frame_labels) for frame_labels in result.labels):
             per_model = result.labels if len(result.models) > 1 else [result.labels]
             out.shares = [
@@ -346,6 +352,74 @@ def pixel_histogram(frames, masks=None):
         edges = np.array([low - 0.5, low + 0.5])
     counts, edges = np.histogram(values, bins=edges)
     return counts, edges
+
+
+#: Bins along each axis of the plot's histogram of two channels.
+_CHANNEL_BINS = 96
+
+
+@dataclass(frozen=True)
+class ChannelHistogram:
+    """Counts of the pixels of several channels over a plane of their values.
+
+    ``counts[i, j]`` counts the pixels whose coordinates fall in bin ``i`` of
+    ``x_edges`` and ``j`` of ``y_edges``. Coordinates are
+    ``projection @ (value - centre)``: the channels themselves for two of
+    them, else the two directions in which the sampled pixels spread most
+    (principal axes), where a mixture's components show as ellipses.
+    """
+
+    counts: np.ndarray
+    x_edges: np.ndarray
+    y_edges: np.ndarray
+    projection: np.ndarray
+    centre: np.ndarray
+
+    @property
+    def by_channels(self) -> bool:
+        return self.projection.shape == (2, 2) and np.array_equal(self.projection, np.eye(2))
+
+
+def channel_histogram(frames, masks, channel_axis) -> ChannelHistogram | None:
+    """:class:`ChannelHistogram` of a sample of the pixels of ``frames`` (their
+    channels on ``channel_axis``); ``None`` without a finite pixel."""
+    listed = frames if isinstance(frames, list) else [frames]
+    listed_masks = masks if isinstance(frames, list) else [masks]
+    share = max(1, HISTOGRAM_PIXELS // max(len(listed), 1))
+    rows = []
+    for index, frame in enumerate(listed):
+        mask = None if listed_masks is None else listed_masks[index]
+        n_spatial = frame.ndim - 1
+        stride = max(1, int(np.ceil((frame.size / frame.shape[channel_axis] / share)
+                                    ** (1 / max(n_spatial, 1)))))
+        moved = np.moveaxis(frame, channel_axis, -1)
+        sample = (slice(None, None, stride),) * n_spatial
+        part = np.asarray(moved[sample], dtype=np.float64)
+        part = part.reshape(-1, part.shape[-1])
+        if mask is not None:
+            part = part[np.asarray(mask)[sample].reshape(-1)]
+        rows.append(part)
+    table = np.concatenate(rows) if rows else np.zeros((0, 2))
+    table = table[np.all(np.isfinite(table), axis=1)]
+    if len(table) == 0:
+        return None
+    n_channels = table.shape[1]
+    if n_channels == 2:
+        centre, projection = np.zeros(2), np.eye(2)
+    else:
+        centre = table.mean(axis=0)
+        _, vectors = np.linalg.eigh(np.cov(table - centre, rowvar=False))
+        projection = vectors[:, ::-1][:, :2].T  # largest spread first
+        projection *= np.where(projection.sum(axis=1) < 0, -1.0, 1.0)[:, np.newaxis]
+    points = (table - centre) @ projection.T
+    edges = []
+    for column in points.T:
+        low, high = np.percentile(column, [0.5, 99.5])
+        if not high > low:
+            low, high = low - 0.5, low + 0.5
+        edges.append(np.linspace(low, high, _CHANNEL_BINS + 1))
+    counts, x_edges, y_edges = np.histogram2d(points[:, 0], points[:, 1], bins=edges)
+    return ChannelHistogram(counts, x_edges, y_edges, projection, centre)
 
 
 class Meter:

@@ -38,7 +38,9 @@ _RENDERER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_pre
 class MixturePlot(QLabel):
     """Histogram with the component Gaussians (single channel) and the BIC curve (auto K).
 
-    For several channels without auto K it shows the component weights. The
+    For several channels it shows the pixels over two channels (or their two
+    principal axes) with each component's ellipse (see :func:`_draw_channels`);
+    without their histogram, the component weights. The
     histogram comes precomputed (counts and bin edges) and the picture is
     rendered in a worker thread; a newer model or message replaces a
     picture still being rendered.
@@ -136,6 +138,55 @@ def _style(axes, colours):
     axes.title.set_color(foreground)
 
 
+def full_covariances(model) -> np.ndarray:
+    """``(K, D, D)`` covariance matrices of ``model``, whatever its covariance type."""
+    covariances = np.asarray(model.covariances_, dtype=float)
+    n_components, n_features = model.n_components_, model.n_features_in_
+    if model.covariance_type == "full":
+        return covariances
+    if model.covariance_type == "tied":
+        return np.broadcast_to(covariances, (n_components, n_features, n_features))
+    if model.covariance_type == "diag":
+        return np.stack([np.diag(row) for row in covariances])
+    return covariances[:, np.newaxis, np.newaxis] * np.eye(n_features)  # spherical
+
+
+def _draw_channels(axes, model, histogram, colour, theme):
+    """The pixels of several channels as a 2-D histogram (two channels, or their
+    two principal axes), each component as its ellipse of two standard
+    deviations there, numbered by its label."""
+    from matplotlib.colors import LinearSegmentedColormap
+    from matplotlib.patches import Ellipse
+
+    shade = LinearSegmentedColormap.from_list(
+        "pixels", [theme["background"], theme["faint"], theme["foreground"]])
+    density = np.log1p(histogram.counts).T
+    axes.imshow(
+        np.ma.masked_equal(density, 0), origin="lower", aspect="auto", cmap=shade,
+        extent=(histogram.x_edges[0], histogram.x_edges[-1],
+                histogram.y_edges[0], histogram.y_edges[-1]),
+        interpolation="nearest",
+    )
+    projection = histogram.projection
+    means = (np.asarray(model.means_, dtype=float) - histogram.centre) @ projection.T
+    for k, covariance in enumerate(full_covariances(model)):
+        plane = projection @ covariance @ projection.T
+        values, vectors = np.linalg.eigh(plane)
+        width, height = 4 * np.sqrt(np.maximum(values[::-1], 0))  # 2 sd each way
+        angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
+        edge = colour[k] if colour[k] is not None else f"C{k % 10}"
+        axes.add_patch(Ellipse(means[k], width, height, angle=angle, fill=False,
+                               edgecolor=edge, linewidth=1.5))
+        axes.annotate(f"{k + 1}", means[k], color=edge, fontsize=8, ha="center", va="center",
+                      fontweight="bold")
+    names = ("channel 1", "channel 2") if histogram.by_channels else (
+        "principal axis 1", "principal axis 2")
+    axes.set_xlabel(names[0], fontsize=8)
+    axes.set_ylabel(names[1], fontsize=8)
+    axes.set_xlim(histogram.x_edges[0], histogram.x_edges[-1])
+    axes.set_ylim(histogram.y_edges[0], histogram.y_edges[-1])
+
+
 def render(model, histogram=None, colours=None, theme=None, size=(320, 220),
            shares=None) -> np.ndarray:
     """The plot of ``model`` as an RGBA picture of ``size`` pixels (any thread)."""
@@ -163,7 +214,10 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
     foreground = theme["foreground"]
     has_curve = getattr(model, "bic_curve_", None) is not None
     n_axes = 1 + has_curve
-    figure.subplots_adjust(left=0.14, right=0.97, top=0.92 if has_curve else 0.9,
+    channels = model.n_features_in_ > 1 and hasattr(histogram, "projection")
+    # (a plane of channels has a y label too, and its ticks beside it)
+    figure.subplots_adjust(left=0.2 if channels else 0.14, right=0.97,
+                           top=0.92 if has_curve else 0.9,
                            bottom=0.13 if has_curve else 0.18, hspace=0.75)
     main = figure.add_subplot(n_axes, 1, 1)
     if model.n_features_in_ == 1:
@@ -185,6 +239,8 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
         main.plot(x, densities.sum(axis=0), color=foreground, linewidth=0.8, linestyle="--")
         main.set_xlabel("intensity", fontsize=8)
         main.set_yticks([])
+    elif channels:
+        _draw_channels(main, model, histogram, colour, theme)
     else:
         labels = np.arange(1, n_components + 1)
         main.bar(labels, model.weights_, color=[c if c is not None else "C0" for c in colour])

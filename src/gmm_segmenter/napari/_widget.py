@@ -1318,10 +1318,9 @@ class GMMSegmenterWidget(Container):
             job = _jobs.apply(self.model, request)
         else:
             job = _jobs.segment(request)
-        want_histogram = layout.channel_axis is None
         job = _jobs.then(_naming_scribbles(job, self.scribbles.value), lambda result: (
             _jobs.outputs(result, request, time_axis=layout.time_axis,
-                          per_component=self.per_component.value, histogram=want_histogram)
+                          per_component=self.per_component.value, histogram=True)
         ))
         settings = self._settings(layout, layer, mask_description, scribble_description)
 
@@ -1409,7 +1408,7 @@ class GMMSegmenterWidget(Container):
 
         job = _jobs.then(_jobs.segment(request), lambda result: fine(_jobs.outputs(
             result, request, time_axis=None, per_component=False,
-            histogram=channel_axis is None,
+            histogram=True,
         )))
         code_mask = None
         if mask_description is not None:
