@@ -297,7 +297,7 @@ def test_model_round_trip_gives_identical_labels(tmp_path, images):
     assert report["model"]["source"] == f"loaded from {model}"
 
 
-def test_a_model_fitted_with_a_channel_axis_reads_such_files_as_they_are(tmp_path):
+def test_a_model_fitted_with_a_channel_axis_reads_such_files_as_they_are(tmp_path, capsys):
     # fitted on a (Z, C, Y, X) stack with --channel-axis 1, the file said
     # channel_axis=-1 (the CLI moves channels last): Python and a later --model
     # without --channel-axis could not read the next stack
@@ -318,6 +318,22 @@ def test_a_model_fitted_with_a_channel_axis_reads_such_files_as_they_are(tmp_pat
                                   expected)
     report = json.loads((tmp_path / "apply" / "two_report.json").read_text())
     assert report["channel_axis"] == 1
+    # another axis given: the error names the file's axes (it said "on its axis -1")
+    status, _, err = run_cli([tmp_path / "two.tif", "--model", model, "--channel-axis", "0",
+                              "-o", tmp_path / "wrong"], capsys)
+    assert status == 1
+    assert ("The image has 6 channels (on its axis 0, shape (6, 2, 24, 32)), but the --model "
+            "was fitted on images with 2 channels. Give --channel-axis 1 if that axis holds "
+            "them") in err, err
+
+
+def test_the_report_lists_the_warnings_said_while_reading(tmp_path):
+    # a (Z, C, Y, X) stack's warning was printed but left out of its report
+    stack = np.random.default_rng(0).random((12, 2, 40, 48)).astype(np.float32)
+    gio.write_tiff(tmp_path / "stack.tif", stack)
+    assert run_cli([tmp_path / "stack.tif", "-k", "2", "-o", tmp_path / "out", *FAST]) == 0
+    report = json.loads((tmp_path / "out" / "stack_report.json").read_text())
+    assert len(report["warnings"]) == 1 and "looks like channels" in report["warnings"][0]
 
 
 def test_model_takes_the_beta_of_the_run(tmp_path, images):

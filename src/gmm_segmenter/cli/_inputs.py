@@ -47,6 +47,8 @@ class Prepared:
     channel_axis: int | None
     mask: np.ndarray | None
     info: dict = field(default_factory=dict)
+    #: what was said of the input while it was read, for its report
+    warnings: list = field(default_factory=list)
 
     @property
     def n_channels(self):

@@ -27,7 +27,7 @@ from ..io import read_zarr, write_json
 from . import _isolated
 from ._console import describe, is_terminal, warnings_said, working_on
 from ._folder import ResultSet
-from ._inputs import Prepared, Source, load_source, prepare, prior_for
+from ._inputs import InputError, Prepared, Source, load_source, prepare, prior_for
 from ._outputs import Options, build_report, segmented_image, timings, write_outputs
 
 
@@ -47,6 +47,29 @@ def _failure(source, error) -> Outcome:
     if not message.startswith(label) and not (source.path and message.startswith(str(source.path))):
         message = f"{label}: {message}"
     return Outcome(source, error=message, traceback=traceback.format_exc())
+
+
+def _check_channels(model, prepared, model_source):
+    """Refuse an input of other channels than the shared model's, naming the
+    file's own axes (the estimator sees the channels moved last)."""
+    wanted, given = model.n_features_in_, prepared.n_channels
+    if given == wanted or wanted == 1:  # a grey model's own advice comes at predict
+        return
+    shape = tuple(prepared.info.get("shape", prepared.pixels.shape))
+    model_word = "--model" if model_source and model_source.startswith("loaded") else "model"
+    if prepared.channel_axis is None:
+        what = f"The image is grey (1 channel, shape {shape})"
+    else:
+        what = (f"The image has {given} channels (on its axis "
+                f"{prepared.info.get('channel_axis')}, shape {shape})")
+    holding = [axis for axis, size in enumerate(shape) if size == wanted]
+    advice = (f"Give --channel-axis {holding[0]} if that axis holds them" if len(holding) == 1
+              else f"Give images with {wanted} channels (--channel-axis N when axis N holds "
+                   "them)")
+    raise InputError(
+        f"{what}, but the {model_word} was fitted on images with {wanted} channels. "
+        f"{advice}, or use a model fitted on images like this one."
+    )
 
 
 def model_channel_axis(model, shape) -> int | None:
@@ -90,7 +113,9 @@ class Runner:
 
     def read(self, source) -> Prepared:
         with working_on(source.label):
-            return self._read(source)
+            prepared = self._read(source)
+            prepared.warnings = warnings_said()
+            return prepared
 
     def _read(self, source) -> Prepared:
         image = load_source(source, self.args.max_pixels, self.read_limits)
@@ -120,6 +145,7 @@ class Runner:
         and the input's labels when the fit made them (guided by ``--scribbles``,
         which the labels keep); ``None`` when they are still to be predicted."""
         if self.shared_model is not None:
+            _check_channels(self.shared_model, prepared, self.model_source)
             segmenter = copy.copy(self.shared_model)
             segmenter.set_params(channel_axis=prepared.channel_axis)
             return segmenter, self.model_source, None
@@ -198,7 +224,7 @@ class Runner:
             seconds["report_and_write"] = time.perf_counter() - tick
             seconds["total"] = time.perf_counter() - started + read_seconds
             report["seconds"] = timings(seconds)
-            report["warnings"] = self.fit_warnings + warnings_said()
+            report["warnings"] = _unique(prepared.warnings + self.fit_warnings + warnings_said())
             outputs = write_outputs(
                 source.name, labels, posteriors, picture, report, self.options, bias=bias
             )
@@ -244,7 +270,7 @@ class Runner:
             seconds["total"] = time.perf_counter() - started
             report["seconds"] = timings(seconds)
             report.update(self.guidance_report())
-            report["warnings"] = self.fit_warnings + warnings_said()
+            report["warnings"] = _unique(prepared.warnings + self.fit_warnings + warnings_said())
             report["outputs"] = [path.name, f"{source.name}_report.json"]
             report["skipped"] = (
                 "segmented picture, masks, posteriors and bias field: the input is a zarr "
@@ -437,3 +463,8 @@ def _same_channels(loaded, outcomes, console):
         else:
             kept.append((source, prepared, seconds))
     return kept
+
+
+def _unique(texts) -> list:
+    """``texts`` without repeats, in order."""
+    return list(dict.fromkeys(texts))
