@@ -565,15 +565,19 @@ def test_a_short_axis_among_long_ones_is_named_as_channels(tmp_path, capsys, sha
     args = ["-k", "2", "--beta", "0", "-o", str(tmp_path / "out"), "--quiet"]
     assert cli.main([str(tmp_path / "stack.tif"), *args]) == 0
     err = capsys.readouterr().err
-    assert f"its axis {axis} of {shape[int(axis)]} looks like channels" in err, err
+    assert f"its axis {axis} (of length {shape[int(axis)]}) looks like channels" in err, err
     assert f"Pass --channel-axis {axis} to model the channels together" in err
     assert ("ImageJ hyperstack" in err) == (axis == "1")
     if axis == "1":  # another long axis taken as channels names the short one
         assert cli.main([str(tmp_path / "stack.tif"), "--channel-axis", "2", *args]) == 0
         err = capsys.readouterr().err
         assert err.count("looks like the channels") == 1, err  # the file's axes only
-        assert ("--channel-axis 2 makes 40 channels, while axis 1 of 2 looks like the "
-                "channels") in err and "Pass --channel-axis 1 if it holds them" in err
+        assert ("--channel-axis 2 makes 40 channels, while axis 1 (of length 2) looks like "
+                "the channels") in err and "Pass --channel-axis 1 if it holds them" in err
+        # the slices taken as channels (fewer than 32 of them) too
+        assert cli.main([str(tmp_path / "stack.tif"), "--channel-axis", "0", *args]) == 0
+        err = capsys.readouterr().err
+        assert "--channel-axis 0 makes 12 channels, while axis 1 (of length 2)" in err, err
     # told the axis, it says nothing more; a volume of many slices says nothing
     assert cli.main([str(tmp_path / "stack.tif"), "--channel-axis", axis, *args]) == 0
     assert "looks like channels" not in capsys.readouterr().err

@@ -668,7 +668,7 @@ def test_a_long_channel_axis_beside_a_short_one_names_the_short_one():
     # pixels for the older check, so nothing was said
     stack = np.random.default_rng(0).random((6, 2, 40, 48)).astype(np.float32)
     with pytest.warns(UserWarning, match=r"X has shape \(6, 2, 40, 48\): channel_axis=2 makes "
-                      r"40 channels, while axis 1 of 2 looks like the channels .* Pass "
+                      r"40 channels, while axis 1 \(of length 2\) looks like the channels .* Pass "
                       r"channel_axis=1 if it holds them"):
         GMMSegmenter(2, beta=0, channel_axis=2).fit(stack)
     with warnings.catch_warnings():

@@ -288,25 +288,34 @@ def _warn_if_not_channels(shape, channel_axis, name) -> None:
         warnings.warn(message, UserWarning, stacklevel=_training.caller_stacklevel())
 
 
+#: A channel axis at least this long beside a single axis of 2 to 4 is
+#: questioned: the short axis looks like the channels.
+CHANNELS_BESIDE_SHORT = 8
+
+
+def _channels_elsewhere_message(shape, channel_axis, name) -> str | None:
+    """``channel_axis=0`` or ``2`` on a ``(Z, C, Y, X)`` stack: the axis taken is
+    long and a single other one of 2 to 4 looks like the channels."""
+    here = channel_axis % len(shape)
+    short = [axis for axis in range(len(shape)) if shape[axis] in (2, 3, 4) and axis != here]
+    if len(shape) < 3 or len(short) != 1 or shape[here] < CHANNELS_BESIDE_SHORT:
+        return None
+    axis = short[0] - len(shape) if short[0] == len(shape) - 1 else short[0]
+    return (
+        f"{name} has shape {tuple(shape)}: channel_axis={channel_axis} makes "
+        f"{shape[here]} channels, while axis {axis} (of length {shape[axis]}) looks like "
+        f"the channels (as in a (Z, C, Y, X) stack). Pass channel_axis={axis} if it holds "
+        "them; for an image of that many channels, ignore this warning."
+    )
+
+
 def not_channels_message(shape, channel_axis, name) -> str | None:
     """What :func:`_warn_if_not_channels` says of ``shape`` and ``channel_axis``, or ``None``."""
     n_channels = shape[channel_axis]
     n_pixels = math.prod(shape) // max(n_channels, 1)
-    if n_channels < MANY_CHANNELS:
-        return None
-    if n_pixels >= PIXELS_PER_CHANNEL * n_channels:
-        # enough pixels, but a short axis elsewhere looks more like the channels
-        short = [axis for axis in range(len(shape)) if shape[axis] in (2, 3, 4)
-                 and axis != channel_axis % len(shape)]
-        if len(shape) < 3 or len(short) != 1:
-            return None
-        axis = short[0] - len(shape) if short[0] == len(shape) - 1 else short[0]
-        return (
-            f"{name} has shape {tuple(shape)}: channel_axis={channel_axis} makes "
-            f"{n_channels} channels, while axis {axis} of {shape[axis]} looks like the "
-            f"channels (as in a (Z, C, Y, X) stack). Pass channel_axis={axis} if it holds "
-            "them; for an image of that many channels, ignore this warning."
-        )
+    if n_channels < MANY_CHANNELS or n_pixels >= PIXELS_PER_CHANNEL * n_channels:
+        # enough pixels, but a short axis elsewhere may look more like the channels
+        return _channels_elsewhere_message(shape, channel_axis, name)
     others = [axis for axis in range(len(shape)) if shape[axis] in (3, 4)
               and axis != channel_axis % len(shape)]
     if others:

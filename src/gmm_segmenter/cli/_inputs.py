@@ -329,8 +329,8 @@ def _warn_if_channels_within(shape):
              else "")
     shown = axis - len(shape) if axis == len(shape) - 1 else axis
     warnings.warn(
-        f"The image has shape {tuple(shape)}: its axis {shown} of {shape[axis]} looks like "
-        f"channels{where}, but it is segmented as a {len(shape)}-D grayscale volume. Pass "
+        f"The image has shape {tuple(shape)}: its axis {shown} (of length {shape[axis]}) "
+        f"looks like channels{where}, but it is segmented as a {len(shape)}-D grayscale volume. Pass "
         f"--channel-axis {shown} to model the channels together; for a volume, ignore "
         "this warning.",
         UserWarning, stacklevel=3,
