@@ -242,10 +242,21 @@ def test_multichannel_layer_with_a_channel_axis(qtbot, viewer_widget):
     viewer.add_image(channels_first, name="multi", scale=(1.0, 0.5, 0.5))
     widget.image.value = viewer.layers["multi"]
     widget.channel_axis.value = 0
+    widget.posteriors.value = True
     run(qtbot, widget)
     labels = viewer.layers["multi GMM labels"]
     assert labels.data.shape == truth.shape and np.mean(labels.data == truth) > 0.99
     np.testing.assert_allclose(labels.scale, (0.5, 0.5))
+    # the components' axis comes before the channels', not on it (they shared
+    # one slider, and at component 2 the image of 2 channels showed nothing)
+    posteriors = viewer.layers["multi GMM posteriors"]
+    n_components = widget.model.n_components_
+    assert posteriors.data.shape == (n_components, 1) + truth.shape
+    image = viewer.layers["multi"]
+    for channel in range(3):
+        world = image.data_to_world((channel, 10, 20))
+        assert tuple(np.round(posteriors.world_to_data((1, *world))).astype(int)) == (
+            1, 0, 10, 20)
 
 
 def test_outputs_of_a_layer_with_channels_after_the_first_axis_overlay_it(

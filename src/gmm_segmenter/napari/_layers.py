@@ -243,6 +243,18 @@ def layer_transform(layer) -> dict:
     }
 
 
+def unit_axis_transform(layer, layout: Layout) -> dict:
+    """The layer's transform for an output that keeps its (non-RGB) channel axis
+    at length 1: that pixel as wide as all the channels and centred on them,
+    so the output shows at every channel."""
+    transform = layer_transform(layer)
+    axis, n_channels = layout.channel_axis, layout.n_channels
+    scale, translate = transform["scale"].copy(), transform["translate"].copy()
+    translate[axis] += scale[axis] * (n_channels - 1) / 2
+    scale[axis] *= n_channels
+    return {**transform, "scale": scale, "translate": translate}
+
+
 def output_transform(layer, layout: Layout) -> dict:
     """``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` for the output.
 
@@ -253,12 +265,7 @@ def output_transform(layer, layout: Layout) -> dict:
     """
     n_dims = len(layer.scale)
     if layout.unit_axis is not None:
-        transform = layer_transform(layer)
-        axis, n_channels = layout.unit_axis, layout.n_channels
-        scale, translate = transform["scale"].copy(), transform["translate"].copy()
-        translate[axis] += scale[axis] * (n_channels - 1) / 2
-        scale[axis] *= n_channels
-        return {**transform, "scale": scale, "translate": translate}
+        return unit_axis_transform(layer, layout)
     keep = [
         layout.layer_axis(axis)
         for axis in layout.output_axes

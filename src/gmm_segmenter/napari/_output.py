@@ -135,10 +135,12 @@ def posterior_names(image_name):
     return f"{image_name} GMM posteriors", f"{image_name} GMM uncertainty"
 
 
-def show_posteriors(viewer, image_name, posteriors, uncertainty, transform, *, metadata=None):
+def show_posteriors(viewer, image_name, posteriors, uncertainty, transform, *, metadata=None,
+                    posterior_transform=None):
     """``<image> GMM posteriors`` (components on a slider of their own) and ``… uncertainty``.
 
-    ``posteriors`` has the components on its first axis. New layers start
+    ``posteriors`` has the components on its first axis, in front of
+    ``posterior_transform``'s axes (default: ``transform``'s). New layers start
     hidden; existing ones keep the visibility the user gave them. With
     ``posteriors`` None (the output is off) layers of an earlier run go.
     """
@@ -150,7 +152,8 @@ def show_posteriors(viewer, image_name, posteriors, uncertainty, transform, *, m
         return
     hidden = {"visible": False}
     put_layer(
-        viewer, Image, names[0], posteriors, _layers.prepend_axis(transform, "component"),
+        viewer, Image, names[0], posteriors,
+        _layers.prepend_axis(posterior_transform or transform, "component"),
         added=hidden, contrast_limits=(0.0, 1.0), colormap="magma",
         metadata=dict(metadata or {}),
     )

@@ -1497,6 +1497,7 @@ class GMMSegmenterWidget(Container):
             outputs.components, outputs.posteriors, outputs.uncertainty, outputs.bias_field,
             transform,
         )
+        posterior_transform = transform
         if layout.unit_axis is not None:  # the outputs keep the channel axis (ZCYX)
             components = None if components is None else [
                 layout.to_layer(component) for component in components]
@@ -1506,11 +1507,18 @@ class GMMSegmenterWidget(Container):
             if field is not None:  # one field per channel: on the image's channel axis
                 field = np.moveaxis(field, 0, layout.unit_axis)
                 field_transform = _layers.layer_transform(layer)
+        elif posteriors is not None and layout.channel_axis is not None and not layout.rgb:
+            # channels first (CZYX): the components' axis in front of the labels'
+            # would fall on the image's channels and share their slider; the
+            # posteriors keep the channel axis, at length 1, between them
+            posteriors = np.expand_dims(posteriors, 1)
+            posterior_transform = _layers.unit_axis_transform(layer, layout)
         _output.show_components(
             self._viewer, layer.name, components, transform, metadata=metadata
         )
         _output.show_posteriors(
             self._viewer, layer.name, posteriors, uncertainty, transform, metadata=metadata,
+            posterior_transform=posterior_transform,
         )
         _output.show_bias_field(
             self._viewer, layer.name, field, field_transform, metadata=metadata
