@@ -358,6 +358,41 @@ def test_gaussian_mixture_parameters_not_taken_say_what_does_their_work(keyword,
         GMMSegmenter(3, **{keyword: True})
 
 
+def test_set_params_and_misspelt_options_say_what_was_meant():
+    from sklearn.base import clone
+    from sklearn.pipeline import make_pipeline
+
+    # set_params (what GridSearchCV calls) gave scikit-learn's bare list
+    with pytest.raises(ValueError, match=r"^Invalid parameter 'warm_start' for estimator "
+                       r"GMMSegmenter: it takes no warm_start; every fit starts afresh"):
+        make_pipeline(GMMSegmenter(3)).set_params(gmmsegmenter__warm_start=True)
+    with pytest.raises(ValueError, match=r"'n_component' .*: did you mean n_components\? It "
+                       r"takes beta, "):
+        GMMSegmenter(3).set_params(n_component=4)
+    made = GMMSegmenter(3).set_params(beta=0.5, n_components=4)
+    assert clone(made).get_params()["beta"] == 0.5 and made.n_components == 4
+    # a misspelt option names the one meant, and only for the parameter refused
+    for params, meant in [({"covariance_type": "ful"}, "covariance_type='full'"),
+                          ({"init_params": "kmean", "max_iter": 5}, "init_params='kmeans'"),
+                          ({"beta": "Auto"}, "beta='auto'")]:
+        with pytest.raises(ValueError, match=rf"Got .* instead\. Did you mean {meant}\?$"):
+            GMMSegmenter(2, **params).fit(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"'connectivity' .* Got 0 instead\.$"):
+        GMMSegmenter(2, connectivity=0, covariance_type="ful").fit(np.zeros((4, 4)))
+
+
+def test_a_model_asked_for_its_channels_on_another_axis_names_the_axis_that_holds_them():
+    stack = np.random.default_rng(0).random((6, 2, 20, 24))
+    model = GMMSegmenter(2, beta=0, channel_axis=1, random_state=0).fit(stack)
+    moved = np.moveaxis(stack, 1, 0)
+    with pytest.raises(ValueError, match=r"X has 6 channel\(s\) along channel_axis=1, .* "
+                       r"Axis 0 of X holds 2: if those are the channels, call "
+                       r"set_params\(channel_axis=0\) first"):
+        model.predict(moved)
+    labels = model.predict(stack)
+    np.testing.assert_array_equal(model.set_params(channel_axis=0).predict(moved), labels)
+
+
 def test_parameter_errors_list_the_options_in_one_order():
     # scikit-learn lists a set of options in its iteration order, which for
     # strings changed from one process to the next

@@ -92,7 +92,9 @@ _NOT_TAKEN = {
         "model.fit(X)"
     )),
     "n_jobs": (
-        "the spatial prior's passes already share the idle cores between threads"
+        "the spatial prior's passes already share the idle cores between threads "
+        "(as many as the load average leaves idle); to use fewer cores, limit the "
+        "process's CPU affinity (taskset, os.sched_setaffinity)"
     ),
 }
 
@@ -606,7 +608,10 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
                 f"{{'auto'}} or an int in the range [1, {_bias.MAX_DEGREE}]. Got "
                 f"{self.bias_field!r} instead; {advice}."
             )
-        super()._validate_params()
+        try:
+            super()._validate_params()
+        except InvalidParameterError as error:
+            raise InvalidParameterError(f"{error}{self._closest_option(str(error))}") from None
         for name, advice in _NOT_BOOLS.items():
             value = getattr(self, name)
             if isinstance(value, (bool, np.bool_)):
@@ -615,6 +620,24 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
                     f"The {name!r} parameter of GMMSegmenter must be {advice}. Got "
                     f"{value!r} instead, which would silently count as {int(value)}."
                 )
+
+    def _closest_option(self, error: str) -> str:
+        """`` Did you mean covariance_type='full'?`` for the misspelt string option
+        ``error`` (scikit-learn's) is about, else ``''``."""
+        import difflib
+
+        for name, constraints in self._parameter_constraints.items():
+            if f"The {name!r} parameter" not in error:
+                continue
+            value = getattr(self, name, None)
+            options = [option for constraint in constraints if isinstance(constraint, StrOptions)
+                       for option in constraint.options]
+            if isinstance(value, str) and options and value not in options:
+                close = difflib.get_close_matches(value, options, n=1) or (
+                    difflib.get_close_matches(value.lower(), options, n=1))
+                if close:
+                    return f" Did you mean {name}={close[0]!r}?"
+        return ""
 
     # ------------------------------------------------------------------ fit
 
@@ -1479,6 +1502,30 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
         """
         return self.predict_proba(X, mask=mask)
 
+    def set_params(self, **params):
+        """Set the estimator's parameters, as in scikit-learn.
+
+        A name it does not take is refused with what does that parameter's
+        work here (GaussianMixture's ``warm_start``, ``means_init``, …) or the
+        closest one it takes, not only the list of valid names: a grid of
+        ``GridSearchCV`` reaches the estimator through here.
+        """
+        takes = self._get_param_names()
+        for name in params:
+            if name in takes or "__" in name:
+                continue
+            if name in _NOT_TAKEN:
+                reason = f"it takes no {name}; {_NOT_TAKEN[name]}."
+            else:
+                close = _closest(name, takes)
+                reason = (f"did you mean {close}? It" if close else "it") + (
+                    f" takes {', '.join(takes)}.")
+            raise ValueError(
+                f"Invalid parameter {name!r} for estimator {type(self).__name__}: "
+                f"{reason.strip()}"
+            )
+        return super().set_params(**params)
+
     def set_output(self, *, transform=None):
         """scikit-learn's output container of :meth:`transform`: NumPy only.
 
@@ -1667,10 +1714,20 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
                 f"{model.n_features}-channel (colour) images; pass images with the same "
                 "channels as in fit."
             )
+        hint = ""
+        if shape is not None and model.n_features > 1:
+            here = None if self.channel_axis is None else self.channel_axis % len(shape)
+            holding = [axis for axis, size in enumerate(shape)
+                       if size == model.n_features and axis != here]
+            if len(holding) == 1:
+                axis = holding[0] - len(shape) if holding[0] == len(shape) - 1 else holding[0]
+                hint = (f" Axis {axis} of X holds {model.n_features}: if those are the "
+                        f"channels, call set_params(channel_axis={axis}) first (the fitted "
+                        "model stays as it is).")
         raise ValueError(
             f"X has {n_channels} channel(s) along channel_axis="
             f"{self.channel_axis}, but this GMMSegmenter was fitted on images with "
-            f"{model.n_features}; pass images with the same channels as in fit."
+            f"{model.n_features}; pass images with the same channels as in fit.{hint}"
         )
 
     @_single_threaded_blas
