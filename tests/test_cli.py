@@ -318,6 +318,15 @@ def test_a_model_fitted_with_a_channel_axis_reads_such_files_as_they_are(tmp_pat
                                   expected)
     report = json.loads((tmp_path / "apply" / "two_report.json").read_text())
     assert report["channel_axis"] == 1
+    # a model of channels on axis 0 too (0 was taken for no axis)
+    first = np.ascontiguousarray(np.moveaxis(stack, 1, 0)[:, 0]).astype(np.float32)  # (C, Y, X)
+    gio.write_tiff(tmp_path / "cyx.tif", first)
+    model0 = tmp_path / "model0.npz"
+    assert run_cli([tmp_path / "cyx.tif", "--channel-axis", "0", "-k", "2", "-o",
+                    tmp_path / "fit0", "--save-model", model0, *FAST]) == 0
+    assert run_cli([tmp_path / "cyx.tif", "--model", model0, "-o", tmp_path / "apply0"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "apply0" / "cyx_labels.tif"),
+                                  gio.load_model(model0).predict(first))
     # another axis given: the error names the file's axes (it said "on its axis -1")
     status, _, err = run_cli([tmp_path / "two.tif", "--model", model, "--channel-axis", "0",
                               "-o", tmp_path / "wrong"], capsys)

@@ -193,3 +193,5 @@ def test_an_image_given_as_python_lists_is_named_as_a_batch_of_rows():
         warnings.simplefilter("error")
         GMMSegmenter(2, beta=0, random_state=0).fit([np.asarray(row) for row in rows[:4]])
         GMMSegmenter(2, beta=0, random_state=0).fit([rows[:10], rows[10:]])
+        arrays = [np.asarray(row) for row in rows]  # lists of rows as arrays: 2-D images
+        GMMSegmenter(2, beta=0, random_state=0).fit([arrays[:10], arrays[10:]])

@@ -314,6 +314,35 @@ def test_outputs_of_a_layer_with_channels_after_the_first_axis_overlay_it(
     assert labels.data[2, 0].all() and not labels.data[:2].any()
 
 
+def test_a_channel_axis_of_one_channel_runs_with_a_histogram(qtbot, viewer_widget):
+    # the plot's histogram of several channels failed on one, and so did the job
+    viewer, widget = viewer_widget
+    image, truth = quadrants((32, 32))
+    layer = viewer.add_image(image[np.newaxis], name="cyx1")
+    widget.image.value = layer
+    widget.channel_axis.value = 0
+    widget.n_components.value = 4
+    run(qtbot, widget)
+    assert np.mean(viewer.layers["cyx1 GMM labels"].data == truth) > 0.99
+    counts, edges = widget.plot._drawn[1]  # the histogram of the one channel
+    assert 0.99 * truth.size < counts.sum() <= truth.size and edges.ndim == 1
+
+
+def test_the_plot_s_sample_is_divided_by_the_bias_field():
+    # (the whole frames were divided first: a copy of each, for a sample of them)
+    from gmm_segmenter.napari._jobs import channel_histogram, pixel_values
+
+    rng = np.random.default_rng(0)
+    frame = rng.random((3, 40, 50)) + 1.0
+    field = np.linspace(0.5, 1.5, frame.size).reshape(frame.shape)
+    np.testing.assert_allclose(pixel_values(frame, fields=field, limit=500),
+                               pixel_values(frame / field, limit=500))
+    sampled = channel_histogram([frame], None, 0, [field])
+    whole = channel_histogram([frame / field], None, 0)
+    np.testing.assert_array_equal(sampled.counts, whole.counts)
+    np.testing.assert_allclose(sampled.centre, whole.centre)
+
+
 def test_shapes_mask_limits_the_labels(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     image, truth = quadrants((40, 40))

@@ -137,8 +137,8 @@ def _warn_if_nested_lists(images, name):
     if len(images) < 2 or not all(isinstance(image, (list, tuple)) for image in images):
         return
     first = images[0]
-    if not first or isinstance(first[0], (list, tuple)):
-        return  # empty, or nested deeper: images as lists, a batch on purpose
+    if not first or not isinstance(first[0], (int, float, np.generic)):
+        return  # empty, or nested deeper (lists or arrays): a batch of images on purpose
     warnings.warn(
         f"{name} is a list of {len(images)} Python lists of numbers: a list is a batch of "
         f"images, so it is read as {len(images)} one-dimensional images of "

@@ -121,7 +121,8 @@ class Runner:
         image = load_source(source, self.args.max_pixels, self.read_limits)
         option = self.args.channel_axis
         if option == "auto" and self.shared_model is not None:
-            option = model_channel_axis(self.shared_model, image.shape) or option
+            axis = model_channel_axis(self.shared_model, image.shape)
+            option = option if axis is None else axis  # (axis 0 too)
         return prepare(image, option, self.mask)
 
     def fit(self, prepared_list) -> GMMSegmenter:

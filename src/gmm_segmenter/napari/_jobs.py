@@ -269,23 +269,22 @@ def outputs(result: Result, request: Request, *, time_axis, per_component, histo
         ]
     if histogram:
         channel_axis = request.params.get("channel_axis")
-        frames = request.frames
-        if result.fields is not None:  # the models describe the corrected values
-            listed = frames if isinstance(frames, list) else [frames]
-            corrected = [frame / field for frame, field in zip(listed, result.fields)]
-            frames = corrected if isinstance(frames, list) else corrected[0]
-        if channel_axis is None:
-            histogram_of = pixel_histogram
+        frames = list(request.frames)
+        # the models describe the corrected values: the sample is divided by its field
+        fields = result.fields or [None] * len(frames)
+        if channel_axis is None or frames[0].shape[channel_axis] == 1:
+            def histogram_of(frames, masks, fields):
+                return pixel_histogram(frames, masks, fields)
         else:
-            def histogram_of(frames, masks):
-                return channel_histogram(frames, masks, channel_axis)
+            def histogram_of(frames, masks, fields):
+                return channel_histogram(frames, masks, channel_axis, fields)
         if len(result.models) > 1:
             out.histograms = [
-                histogram_of(frame, _mask(request, index))
+                histogram_of(frame, _mask(request, index), fields[index])
                 for index, frame in enumerate(frames)
             ]
         else:
-            out.histograms = [histogram_of(frames, request.masks)]
+            out.histograms = [histogram_of(frames, request.masks, fields)]
         if not any(is_dask_array(frame_labels) for frame_labels in result.labels):
             per_model = result.labels if len(result.models) > 1 else [result.labels]
             out.shares = [
@@ -313,21 +312,26 @@ def _component(labels, k):
     return np.where(labels == k, labels, 0).astype(labels.dtype)
 
 
-def pixel_values(frames, masks=None, limit=HISTOGRAM_PIXELS):
+def pixel_values(frames, masks=None, limit=HISTOGRAM_PIXELS, fields=None):
     """An evenly strided sample of at most about ``limit`` pixel values of ``frames``.
 
-    ``frames`` is one array or a list of them (with their masks); lazy
-    arrays are read only at the sampled pixels.
+    ``frames`` is one array or a list of them (with their masks, and bias
+    ``fields`` the sample is divided by); lazy arrays are read only at the
+    sampled pixels.
     """
     if not isinstance(frames, list):
         frames, masks = [frames], None if masks is None else [masks]
+        fields = None if fields is None else [fields]
     share = max(1, limit // max(len(frames), 1))
     values = []
     for index, frame in enumerate(frames):
         mask = None if masks is None else masks[index]
+        field = None if fields is None else fields[index]
         stride = max(1, int(np.ceil((frame.size / share) ** (1 / frame.ndim))))
         sample = (slice(None, None, stride),) * frame.ndim
         part = np.asarray(frame[sample])
+        if field is not None:
+            part = part / np.asarray(field[sample])
         if mask is not None:
             part = part[np.asarray(mask)[sample]]
         values.append(part.ravel())
@@ -335,11 +339,12 @@ def pixel_values(frames, masks=None, limit=HISTOGRAM_PIXELS):
     return values[np.isfinite(values)] if values.dtype.kind == "f" else values
 
 
-def pixel_histogram(frames, masks=None):
-    """``(counts, edges)`` of a sample of the pixel values: one bin per grey
-    level for integers of a narrow range, else 128 bins between the 0.1 and
-    99.9 percentiles. ``None`` when there is no finite pixel."""
-    values = pixel_values(frames, masks)
+def pixel_histogram(frames, masks=None, fields=None):
+    """``(counts, edges)`` of a sample of the pixel values (divided by their bias
+    ``fields``, if any): one bin per grey level for integers of a narrow
+    range, else 128 bins between the 0.1 and 99.9 percentiles. ``None`` when
+    there is no finite pixel."""
+    values = pixel_values(frames, masks, fields=fields)
     if values.size == 0:
         return None
     values = values.astype(np.float64, copy=False)
@@ -380,21 +385,25 @@ class ChannelHistogram:
         return self.projection.shape == (2, 2) and np.array_equal(self.projection, np.eye(2))
 
 
-def channel_histogram(frames, masks, channel_axis) -> ChannelHistogram | None:
+def channel_histogram(frames, masks, channel_axis, fields=None) -> ChannelHistogram | None:
     """:class:`ChannelHistogram` of a sample of the pixels of ``frames`` (their
-    channels on ``channel_axis``); ``None`` without a finite pixel."""
+    channels on ``channel_axis``), divided by ``fields`` (one each, or None);
+    ``None`` without a finite pixel."""
     listed = frames if isinstance(frames, list) else [frames]
     listed_masks = masks if isinstance(frames, list) else [masks]
+    listed_fields = fields if isinstance(frames, list) else [fields]
     share = max(1, HISTOGRAM_PIXELS // max(len(listed), 1))
     rows = []
     for index, frame in enumerate(listed):
         mask = None if listed_masks is None else listed_masks[index]
+        field = None if listed_fields is None else listed_fields[index]
         n_spatial = frame.ndim - 1
         stride = max(1, int(np.ceil((frame.size / frame.shape[channel_axis] / share)
                                     ** (1 / max(n_spatial, 1)))))
-        moved = np.moveaxis(frame, channel_axis, -1)
         sample = (slice(None, None, stride),) * n_spatial
-        part = np.asarray(moved[sample], dtype=np.float64)
+        part = np.asarray(np.moveaxis(frame, channel_axis, -1)[sample], dtype=np.float64)
+        if field is not None:
+            part = part / np.asarray(np.moveaxis(field, channel_axis, -1)[sample])
         part = part.reshape(-1, part.shape[-1])
         if mask is not None:
             part = part[np.asarray(mask)[sample].reshape(-1)]
