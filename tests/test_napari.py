@@ -585,6 +585,16 @@ def test_a_model_of_several_channels_is_drawn_over_its_pixels(covariance_type):
         assert 1.6 < min(ellipse.width, ellipse.height) <= max(ellipse.width, ellipse.height) < 2.5
     assert full_covariances(model).shape == (3, 2, 2)
     assert [text.get_text() for text in axes.texts] == ["1", "2", "3"]
+    # a tight class at the end of the range (a black background) stays inside
+    # the frame, its mean dotted: its ellipse alone was too small to see
+    dark = np.where(truth == 0, -3.0, two)
+    dark[:, truth == 0] = -3.0 + rng.normal(scale=1e-3, size=(2, int((truth == 0).sum())))
+    model = GMMSegmenter(3, channel_axis=0, beta=0, random_state=0).fit(dark)
+    (axes,) = draw(model, channel_histogram(dark, None, 0)).axes
+    (left, right), (bottom, top) = axes.get_xlim(), axes.get_ylim()
+    assert left < model.means_[:, 0].min() and bottom < model.means_[:, 1].min()
+    assert right > model.means_[:, 0].max() and top > model.means_[:, 1].max()
+    assert len(axes.lines) == 3  # a dot per mean
     # three channels: their plane of largest spread, where the means lie
     rgb = np.concatenate([two, two[:1] + two[1:]])
     model = GMMSegmenter(3, channel_axis=0, beta=0, random_state=0).fit(rgb)

@@ -177,14 +177,26 @@ def _draw_channels(axes, model, histogram, colour, theme):
         edge = colour[k] if colour[k] is not None else f"C{k % 10}"
         axes.add_patch(Ellipse(means[k], width, height, angle=angle, fill=False,
                                edgecolor=edge, linewidth=1.5))
-        axes.annotate(f"{k + 1}", means[k], color=edge, fontsize=8, ha="center", va="center",
-                      fontweight="bold")
+        # a dot at the mean shows a tight class (a black background) whose
+        # ellipse is too small to see; the number is boxed in the background's
+        # colour, legible over the densest pixels
+        axes.plot(*means[k], "o", markersize=4, color=edge,
+                  markeredgecolor=theme["foreground"], markeredgewidth=0.5)
+        axes.annotate(f"{k + 1}", means[k], xytext=(4, 4), textcoords="offset points",
+                      color=edge, fontsize=8, fontweight="bold", ha="left", va="bottom",
+                      bbox={"boxstyle": "round,pad=0.15", "facecolor": theme["background"],
+                            "edgecolor": "none", "alpha": 0.8})
     names = ("channel 1", "channel 2") if histogram.by_channels else (
         "principal axis 1", "principal axis 2")
     axes.set_xlabel(names[0], fontsize=8)
     axes.set_ylabel(names[1], fontsize=8)
-    axes.set_xlim(histogram.x_edges[0], histogram.x_edges[-1])
-    axes.set_ylim(histogram.y_edges[0], histogram.y_edges[-1])
+    # the pixels' range (0.5-99.5 percentiles), widened to every mean: a class
+    # at the end of the range (black, saturated) sat on the frame
+    for edges, centres, limit in ((histogram.x_edges, means[:, 0], axes.set_xlim),
+                                  (histogram.y_edges, means[:, 1], axes.set_ylim)):
+        low, high = min(edges[0], centres.min()), max(edges[-1], centres.max())
+        margin = 0.05 * (high - low)
+        limit(low - margin, high + margin)
 
 
 def render(model, histogram=None, colours=None, theme=None, size=(320, 220),
