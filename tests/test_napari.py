@@ -552,6 +552,17 @@ def test_every_word_of_the_plot_lies_inside_it(image, channel_axis):
         for axes in figure.axes:
             box = axes.get_tightbbox(renderer)
             assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, box
+    if channel_axis is None:  # a lone histogram: a narrow left margin, the words inside
+        from gmm_segmenter.napari._jobs import pixel_histogram
+
+        model = GMMSegmenter(3, beta=0, random_state=0).fit(noisy)
+        figure = draw(model, pixel_histogram(noisy), size=(300, 220))
+        (axes,) = figure.axes
+        box = axes.get_tightbbox(figure.canvas.get_renderer())
+        assert 0 <= box.x0 < 0.1 * 300 and box.y0 >= 0, box
+        *curves, total = axes.lines  # the dashed sum under the components' curves
+        assert total.get_linestyle() == "--"
+        assert all(total.get_zorder() < curve.get_zorder() for curve in curves)
     if channel_axis is not None:  # and without a BIC curve, in the smallest dock
         model = GMMSegmenter(3, channel_axis=channel_axis, beta=0, random_state=0).fit(noisy)
         figure = draw(model, histograms[1], size=(300, 220))

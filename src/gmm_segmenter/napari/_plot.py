@@ -228,7 +228,9 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
     n_axes = 1 + has_curve
     channels = model.n_features_in_ > 1 and hasattr(histogram, "projection")
     # (a plane of channels has a y label too, and its ticks beside it)
-    figure.subplots_adjust(left=0.2 if channels else 0.14, right=0.97,
+    # a y label and ticks need the left margin; a lone histogram has neither
+    left = 0.2 if channels else 0.04 if model.n_features_in_ == 1 and not has_curve else 0.14
+    figure.subplots_adjust(left=left, right=0.97,
                            top=0.92 if has_curve else 0.9,
                            bottom=0.13 if has_curve else 0.18, hspace=0.75)
     main = figure.add_subplot(n_axes, 1, 1)
@@ -248,7 +250,9 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
         densities = component_densities(model, x, shares if by_labels else None)
         for k, density in enumerate(densities):
             main.plot(x, density, color=colour[k], linewidth=1.5, label=f"{k + 1}")
-        main.plot(x, densities.sum(axis=0), color=foreground, linewidth=0.8, linestyle="--")
+        # under the components' curves: where one dominates, the sum ran over it
+        main.plot(x, densities.sum(axis=0), color=foreground, linewidth=0.8, linestyle="--",
+                  zorder=1)
         main.set_xlabel("intensity", fontsize=8)
         main.set_yticks([])
     elif channels:
