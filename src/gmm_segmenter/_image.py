@@ -288,19 +288,32 @@ def _warn_if_not_channels(shape, channel_axis, name) -> None:
         warnings.warn(message, UserWarning, stacklevel=_training.caller_stacklevel())
 
 
-#: A channel axis at least this long beside a single axis of 2 to 4 is
+#: Lengths of an axis that looks like channels among longer ones.
+CHANNEL_SIZES = (2, 3, 4)
+
+#: A channel axis at least this long beside a single axis of CHANNEL_SIZES is
 #: questioned: the short axis looks like the channels.
 CHANNELS_BESIDE_SHORT = 8
+
+
+def short_axes(shape, skip=None) -> list:
+    """The axes of ``shape`` (but ``skip``) whose length is one of :data:`CHANNEL_SIZES`."""
+    return [axis for axis, size in enumerate(shape) if size in CHANNEL_SIZES and axis != skip]
+
+
+def said_axis(axis, ndim) -> int:
+    """``axis`` as advice names it: ``-1`` for the last, else its index."""
+    return axis - ndim if axis == ndim - 1 else axis
 
 
 def _channels_elsewhere_message(shape, channel_axis, name) -> str | None:
     """``channel_axis=0`` or ``2`` on a ``(Z, C, Y, X)`` stack: the axis taken is
     long and a single other one of 2 to 4 looks like the channels."""
     here = channel_axis % len(shape)
-    short = [axis for axis in range(len(shape)) if shape[axis] in (2, 3, 4) and axis != here]
+    short = short_axes(shape, skip=here)
     if len(shape) < 3 or len(short) != 1 or shape[here] < CHANNELS_BESIDE_SHORT:
         return None
-    axis = short[0] - len(shape) if short[0] == len(shape) - 1 else short[0]
+    axis = said_axis(short[0], len(shape))
     return (
         f"{name} has shape {tuple(shape)}: channel_axis={channel_axis} makes "
         f"{shape[here]} channels, while axis {axis} (of length {shape[axis]}) looks like "
@@ -319,7 +332,7 @@ def not_channels_message(shape, channel_axis, name) -> str | None:
     others = [axis for axis in range(len(shape)) if shape[axis] in (3, 4)
               and axis != channel_axis % len(shape)]
     if others:
-        axis = others[-1] - len(shape) if others[-1] == len(shape) - 1 else others[-1]
+        axis = said_axis(others[-1], len(shape))
         advice = f"Pass channel_axis={axis} if axis {axis} holds the colour channels"
     else:
         advice = "Pass channel_axis=None for a grayscale image"

@@ -624,8 +624,6 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
     def _closest_option(self, error: str) -> str:
         """`` Did you mean covariance_type='full'?`` for the misspelt string option
         ``error`` (scikit-learn's) is about, else ``''``."""
-        import difflib
-
         for name, constraints in self._parameter_constraints.items():
             if f"The {name!r} parameter" not in error:
                 continue
@@ -633,10 +631,9 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
             options = [option for constraint in constraints if isinstance(constraint, StrOptions)
                        for option in constraint.options]
             if isinstance(value, str) and options and value not in options:
-                close = difflib.get_close_matches(value, options, n=1) or (
-                    difflib.get_close_matches(value.lower(), options, n=1))
-                if close:
-                    return f" Did you mean {name}={close[0]!r}?"
+                close = _closest(value, options)
+                if close is not None:
+                    return f" Did you mean {name}={close!r}?"
         return ""
 
     # ------------------------------------------------------------------ fit
@@ -1720,7 +1717,7 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
             holding = [axis for axis, size in enumerate(shape)
                        if size == model.n_features and axis != here]
             if len(holding) == 1:
-                axis = holding[0] - len(shape) if holding[0] == len(shape) - 1 else holding[0]
+                axis = _image.said_axis(holding[0], len(shape))
                 hint = (f" Axis {axis} of X holds {model.n_features}: if those are the "
                         f"channels, call set_params(channel_axis={axis}) first (the fitted "
                         "model stays as it is).")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._image import COLOUR_SIDE, not_channels_message
+from .._image import COLOUR_SIDE, not_channels_message, said_axis, short_axes
 from ..io import IMAGE_EXTENSIONS, is_zarr_store, read_image, read_zarr
 from . import _isolated
 from ._folder import outputs_in
@@ -310,16 +310,15 @@ def _share(fraction) -> str:
     return f"{fraction:.0%}"
 
 
-#: An axis this short among long ones looks like channels (see
-#: :func:`_warn_if_channels_within`); the others are at least LONG_AXIS.
-CHANNEL_SIZES = (2, 3, 4)
+#: The other axes beside a short one (see :func:`_warn_if_channels_within`)
+#: are at least this long.
 LONG_AXIS = 8
 
 
 def _warn_if_channels_within(shape):
     """Warn when one short axis among long ones (a ``(Z, C, Y, X)`` hyperstack,
     ``(Z, Y, X, C)``, ``(C, Y, X)``) is about to be segmented as space."""
-    short = [axis for axis, size in enumerate(shape) if size in CHANNEL_SIZES]
+    short = short_axes(shape)
     if len(shape) < 3 or len(short) != 1:
         return
     axis = short[0]
@@ -327,7 +326,7 @@ def _warn_if_channels_within(shape):
         return
     where = (" (an ImageJ hyperstack stores them there)" if 0 < axis < len(shape) - 2
              else "")
-    shown = axis - len(shape) if axis == len(shape) - 1 else axis
+    shown = said_axis(axis, len(shape))
     warnings.warn(
         f"The image has shape {tuple(shape)}: its axis {shown} (of length {shape[axis]}) "
         f"looks like channels{where}, but it is segmented as a {len(shape)}-D grayscale volume. Pass "

@@ -273,8 +273,7 @@ def outputs(result: Result, request: Request, *, time_axis, per_component, histo
         # the models describe the corrected values: the sample is divided by its field
         fields = result.fields or [None] * len(frames)
         if channel_axis is None or frames[0].shape[channel_axis] == 1:
-            def histogram_of(frames, masks, fields):
-                return pixel_histogram(frames, masks, fields)
+            histogram_of = pixel_histogram
         else:
             def histogram_of(frames, masks, fields):
                 return channel_histogram(frames, masks, channel_axis, fields)
