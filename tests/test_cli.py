@@ -225,6 +225,26 @@ def test_mask_file(tmp_path, images):
     assert status == 1 and (tmp_path / "p" / "gray_labels.tif").exists()
 
 
+def test_a_mask_kept_with_its_images_is_not_segmented_as_one_of_them(tmp_path, images, capsys):
+    mask = np.zeros(gray_image().shape, np.uint8)
+    mask[5:25, 5:30] = 255
+    gio.write_png(images / "mask.png", mask)
+    for inputs in ([images], [str(images / "*.png")]):
+        outdir = tmp_path / f"o{len(str(inputs))}"
+        status, out, err = run_cli([*inputs, "--mask", images / "mask.png", "-o", outdir,
+                                    "--no-masks", "-k", "2", *FAST], capsys)
+        assert status == 1, err  # rgb.png has another shape than the mask: that input fails
+        assert "mask.png: the --mask file, not segmented as an input" in err
+        assert not (outdir / "mask_labels.tif").exists()
+        assert (outdir / "gray_labels.tif").exists()
+    # named on its own, it is an input
+    status, out, err = run_cli([images / "mask.png", images / "gray.png", "--mask",
+                                images / "mask.png", "-o", tmp_path / "named", "--no-masks",
+                                "-k", "2", *FAST], capsys)
+    # (inside itself the mask holds one value: 2 components fail on it)
+    assert "mask.png: -k 2 asks for 2 components" in err and "not segmented" not in err
+
+
 def test_sample_image(tmp_path, capsys):
     status, out, err = run_cli(["--sample", "coins", "-k", "2", "-o", tmp_path, "--no-masks",
                                 *FAST], capsys)

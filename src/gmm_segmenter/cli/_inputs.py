@@ -62,10 +62,30 @@ class Prepared:
 # ------------------------------------------------------------------ discovery
 
 
-def collect_sources(patterns, samples) -> tuple[list[Source], list[str], list[str]]:
+def collect_sources(patterns, samples, option_files=None) -> tuple[list[Source], list[str], list[str]]:
     """Expand files, folders and globs into sources; return them, the errors, and
-    notes on inputs given more than once (each is processed once)."""
-    sources, errors = [], []
+    notes on inputs given more than once (each is processed once) or passed over.
+
+    ``option_files`` maps the files other options name (``--mask``,
+    ``--scribbles``, ...) to those options: a folder or glob that holds one
+    does not make it an input (a mask kept next to its images would be
+    segmented too); an input named on its own is kept.
+    """
+    sources, errors, passed_over = [], [], []
+    by_path = {resolved(Path(file)): option for file, option in (option_files or {}).items()}
+    by_path.pop(None, None)
+
+    def not_option_files(paths, pattern):
+        kept = []
+        for found in paths:
+            option = by_path.get(resolved(found))
+            if option is None:
+                kept.append(found)
+            else:
+                passed_over.append(f"{found}: the {option} file, not segmented as an input "
+                                   f"of {pattern}")
+        return kept
+
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir() and not is_zarr_store(path):  # a zarr store is one volume
@@ -78,7 +98,8 @@ def collect_sources(patterns, samples) -> tuple[list[Source], list[str], list[st
             if not found:
                 errors.append(f"{pattern}: folder holds no image files "
                               f"({', '.join(IMAGE_EXTENSIONS)})")
-            sources += [Source(label=str(child), path=child) for child in found]
+            sources += [Source(label=str(child), path=child)
+                        for child in not_option_files(found, pattern)]
         elif path.exists() or not _GLOB_CHARACTERS & set(pattern):
             sources.append(Source(label=pattern, path=path))  # missing files fail on read
         else:
@@ -87,11 +108,11 @@ def collect_sources(patterns, samples) -> tuple[list[Source], list[str], list[st
             matches = [Path(m) for m in matches if Path(m).is_file() and Path(m) not in results]
             if not matches:
                 errors.append(f"{pattern}: no file matches this pattern")
-            sources += [Source(label=str(m), path=m) for m in matches]
+            sources += [Source(label=str(m), path=m) for m in not_option_files(matches, pattern)]
     sources += [Source(label=f"sample {name}", sample=name) for name in samples]
     sources, notes = _once_each(sources)
     _assign_names(sources)
-    return sources, errors, notes
+    return sources, errors, passed_over + notes
 
 
 def _once_each(sources):

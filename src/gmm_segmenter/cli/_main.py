@@ -203,7 +203,13 @@ def _run(args, parser) -> int:
     from ._runner import Runner, run_all
 
     params = check_arguments(args, parser)
-    sources, collect_errors, repeats = collect_sources(args.images, args.sample)
+    option_files = {
+        getattr(args, name): flag for name, flag in (
+            ("mask", "--mask"), ("scribbles", "--scribbles"), ("prior", "--prior"),
+            ("model", "--model"), ("save_model", "--save-model"),
+        ) if getattr(args, name, None) is not None
+    }
+    sources, collect_errors, repeats = collect_sources(args.images, args.sample, option_files)
     if args.save_model is not None and not args.fit_on and args.model is None and len(sources) > 1:
         parser.error(
             f"--save-model saves one model, but {len(sources)} inputs each get their "
