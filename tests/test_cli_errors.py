@@ -348,11 +348,17 @@ def test_images_may_follow_options_and_slips_are_caught_as_they_are_read(tmp_pat
     # a bad voxel size, or an image read as one, is a usage error, once
     for spacing, said in ((["0", "1"], "expected a positive, finite voxel size, got '0'"),
                           (["nan", "1"], "expected a positive, finite voxel size, got 'nan'"),
-                          (["2", "1", str(tmp_path / "a.png")],
-                           "give images before it, or end its sizes with -- followed by images only")):
+                          ([str(tmp_path / "b.png")], "--spacing takes one number per "
+                           "spatial axis, in the array's order"),
+                          (["2,1"], "separate the sizes with spaces: --spacing 2 1")):
         status = cli.main([str(tmp_path / "a.png"), "--spacing", *spacing, "-o", str(out)])
         err = capsys.readouterr().err
         assert status == 2 and err.count("error:") == 1 and said in err, err
+    # --spacing takes its numbers, not the image after them
+    status = cli.main(["-k", "2", "--spacing", "2", "1", str(tmp_path / "b.png"), "--beta",
+                       "0.5", "-o", str(tmp_path / "sized"), "--no-masks", "--quiet"])
+    report = json.loads((tmp_path / "sized" / "b_report.json").read_text())
+    assert status == 0 and report["model"]["params"]["spacing"] == [2.0, 1.0], report["model"]
     # after --, a name that starts with - is an image, and so is everything else
     gio.write_png(tmp_path / "-d.png", image)
     out2 = tmp_path / "out2"

@@ -15,7 +15,7 @@ from ._console import (
     stdout_failed, stop_if_signalled,
 )
 from ._interactive import interactive_argv
-from ._parser import build_parser, check_arguments
+from ._parser import build_parser, check_arguments, is_number
 
 # Saved-model settings that act when labelling, so a run can change them.
 _LABELLING_PARAMETERS = ("beta", "connectivity", "spacing", "bias_field")
@@ -122,9 +122,34 @@ def _parse(parser, argv):
                     f"{name} comes after --, which makes it (and all that follows) an image "
                     f"name, and there is no file {name!r}; put the options before --"
                 )
-    args = parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(_sizes_last(argv))
     args.images = list(args.images) + after
     return args
+
+
+def _sizes_last(argv):
+    """``argv`` with each ``--spacing`` and the numbers after it moved to the end.
+
+    argparse gives an option of ``nargs='+'`` every word up to the next
+    option, so ``--spacing 3 1 1 stack.tif`` would read the image as a
+    fourth size. Moved behind the images, the option keeps its numbers and
+    nothing else (``--spacing stack.tif``, without a number, stays put and is
+    refused as a voxel size).
+    """
+    kept, moved, index = [], [], 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--spacing":
+            stop = index + 1
+            while stop < len(argv) and is_number(argv[stop]):
+                stop += 1
+            if stop > index + 1:
+                moved += argv[index:stop]
+                index = stop
+                continue
+        kept.append(word)
+        index += 1
+    return kept + moved
 
 
 def _say(text):

@@ -157,15 +157,29 @@ def _tol(text):
     return _number_in(text, 0.0, math.inf, "a number from 0 to inf")
 
 
+def is_number(text) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _voxel_size(text):
     """``--spacing``: one voxel size, a positive finite number."""
     try:
         float(text)
     except ValueError:
+        parts = text.replace(",", " ").replace("x", " ").split()
+        if len(parts) > 1 and all(is_number(part) for part in parts):
+            raise argparse.ArgumentTypeError(
+                f"expected one voxel size per axis, got {text!r}; separate the sizes "
+                f"with spaces: --spacing {' '.join(parts)}"
+            ) from None
         raise argparse.ArgumentTypeError(
-            f"expected a voxel size, got {text!r}; --spacing takes every number up to "
-            "the next option, so give images before it, or end its sizes with -- followed "
-            "by images only"
+            f"expected a voxel size, got {text!r}; --spacing takes one number per spatial "
+            "axis, in the array's order (3 1 1: slices 3 times as thick as the pixels "
+            "are wide)"
         ) from None
     # from the smallest positive float to the largest finite one
     return _number_in(text, math.ulp(0.0), sys.float_info.max, "a positive, finite voxel size")
@@ -411,7 +425,9 @@ def _add_spatial_arguments(model):
     )
     model.add_argument(
         "--spacing", type=_voxel_size, nargs="+", default=None, metavar="S",
-        help="pixel/voxel size along each spatial axis, for the spatial prior "
+        help="pixel/voxel size along each spatial axis, in the array's order (a stack's "
+        "Z Y X: --spacing 3 1 1 for slices 3 times as thick as a pixel is wide), for the "
+        "spatial prior "
         f"(default: {defaults['spacing']})",
     )
     model.add_argument(
