@@ -307,6 +307,10 @@ def test_a_channel_first_colour_tiff_read_as_a_volume_says_so(tmp_path, capsys):
     status = cli.main([str(tmp_path / "first.tif"), "-k", "2", "--beta", "0",
                        "--channel-axis", "0", "-o", str(tmp_path / "out2"), "--quiet"])
     assert status == 0 and "looks like colour" not in capsys.readouterr().err
+    # nor when a voxel size for each of its 3 axes says it is a volume
+    status = cli.main([str(tmp_path / "first.tif"), "-k", "2", "--beta", "0", "--spacing",
+                       "2", "1", "1", "-o", str(tmp_path / "out3"), "--quiet"])
+    assert status == 0 and "looks like colour" not in capsys.readouterr().err
 
 
 def test_a_colour_file_read_as_a_volume_is_warned_about_once(tmp_path, capsys):
@@ -586,6 +590,10 @@ def test_a_short_axis_among_long_ones_is_named_as_channels(tmp_path, capsys, sha
         assert "--channel-axis 0 makes 12 channels, while axis 1 (of length 2)" in err, err
     # told the axis, it says nothing more; a volume of many slices says nothing
     assert cli.main([str(tmp_path / "stack.tif"), "--channel-axis", axis, *args]) == 0
+    assert "looks like channels" not in capsys.readouterr().err
+    # nor one given a voxel size for every axis: they are all space
+    sizes = ["3"] + ["1"] * (len(shape) - 1)
+    assert cli.main([str(tmp_path / "stack.tif"), "--spacing", *sizes, *args]) == 0
     assert "looks like channels" not in capsys.readouterr().err
     gio.write_tiff(tmp_path / "volume.tif", rng.random((12, 40, 48)).astype(np.float32))
     assert cli.main([str(tmp_path / "volume.tif"), *args]) == 0

@@ -268,9 +268,14 @@ def prior_for(prior, spatial_shape) -> np.ndarray:
     )
 
 
-def prepare(image, channel_axis_option, mask) -> Prepared:
-    """Put channels last (or none) as ``--channel-axis`` says; alpha becomes a mask."""
-    pixels, axis, alpha = _channels_last(image, channel_axis_option)
+def prepare(image, channel_axis_option, mask, n_sizes=None) -> Prepared:
+    """Put channels last (or none) as ``--channel-axis`` says; alpha becomes a mask.
+
+    ``n_sizes``: how many voxel sizes ``--spacing`` gave. As many as the image
+    has axes say they are all space: no warning that one looks like channels.
+    """
+    pixels, axis, alpha = _channels_last(image, channel_axis_option,
+                                         all_space=n_sizes == image.ndim)
     spatial_shape = pixels.shape if axis is None else pixels.shape[:-1]
     if len(spatial_shape) < 1 or 0 in spatial_shape:
         raise InputError(f"no pixels left after taking channels out of shape {image.shape}")
@@ -357,8 +362,12 @@ def _warn_if_channels_within(shape):
     )
 
 
-def _channels_last(image, channel_axis_option):
-    """``(pixels, channel_axis, alpha)``: channels last or none, alpha split off in 'auto'."""
+def _channels_last(image, channel_axis_option, all_space=False):
+    """``(pixels, channel_axis, alpha)``: channels last or none, alpha split off in 'auto'.
+
+    ``all_space``: the user gave a voxel size for every axis, so an axis that
+    looks like channels is not warned about.
+    """
     alpha = None
     if channel_axis_option == "none":
         pixels, axis = image, None
@@ -367,7 +376,7 @@ def _channels_last(image, channel_axis_option):
             image.ndim == 4 and image.shape[-1] in (3, 4)
         )
         pixels, axis = (image, -1) if colour else (image, None)
-        if not colour and image.ndim == 3 and image.shape[0] in (3, 4) and (
+        if not colour and not all_space and image.ndim == 3 and image.shape[0] in (3, 4) and (
             min(image.shape[1:]) >= COLOUR_SIDE
         ):
             warnings.warn(
@@ -377,7 +386,7 @@ def _channels_last(image, channel_axis_option):
                 "--channel-axis 0 for a colour image; for a volume, ignore this warning.",
                 UserWarning, stacklevel=2,
             )
-        elif not colour:
+        elif not colour and not all_space:
             _warn_if_channels_within(image.shape)
         if colour and image.shape[-1] in (2, 4):
             pixels, alpha = image[..., :-1], image[..., -1]

@@ -123,7 +123,8 @@ class Runner:
         if option == "auto" and self.shared_model is not None:
             axis = model_channel_axis(self.shared_model, image.shape)
             option = option if axis is None else axis  # (axis 0 too)
-        return prepare(image, option, self.mask)
+        spacing = self.params.get("spacing")
+        return prepare(image, option, self.mask, None if spacing is None else len(spacing))
 
     def fit(self, prepared_list) -> GMMSegmenter:
         batch = len(prepared_list) > 1
