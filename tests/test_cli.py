@@ -317,6 +317,21 @@ def test_model_round_trip_gives_identical_labels(tmp_path, images):
     assert report["model"]["source"] == f"loaded from {model}"
 
 
+def test_a_model_named_without_an_extension_is_saved_as_npz(tmp_path, images, capsys):
+    status, out, err = run_cli([images / "rgb.png", "-o", tmp_path / "fit", "--save-model",
+                                tmp_path / "coffee4", *FAST], capsys)
+    assert status == 0 and (tmp_path / "coffee4.npz").is_file(), err
+    assert not (tmp_path / "coffee4").exists()
+    assert f"model saved to {tmp_path / 'coffee4.npz'}" in out + err
+    assert run_cli([images / "rgb.png", "-o", tmp_path / "apply", "--model",
+                    tmp_path / "coffee4.npz", *FAST]) == 0
+    # a model under a name without .npz (saved by an earlier version) is pointed to
+    (tmp_path / "coffee4.npz").rename(tmp_path / "old")
+    status, out, err = run_cli([images / "rgb.png", "-o", tmp_path / "again", "--model",
+                                tmp_path / "old.npz"], capsys)
+    assert status == 1 and f"old.npz: no such model file; there is {tmp_path / 'old'}" in err, err
+
+
 def test_a_model_fitted_with_a_channel_axis_reads_such_files_as_they_are(tmp_path, capsys):
     # fitted on a (Z, C, Y, X) stack with --channel-axis 1, the file said
     # channel_axis=-1 (the CLI moves channels last): Python and a later --model

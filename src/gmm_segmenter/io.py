@@ -870,7 +870,10 @@ def load_model(path) -> GMMSegmenter:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file")
+        # a model saved under a name without .npz, or given without it
+        other = path.with_suffix("") if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+        there = f"; there is {other}" if other.is_file() else ""
+        raise FileNotFoundError(f"{path}: no such model file{there}")
 
     def invalid(problem):
         return ValueError(f"{path}: not a valid gmm-segmenter model file: {problem}")
