@@ -311,10 +311,20 @@ def test_a_field_that_would_explode_is_refused(blobs, monkeypatch):
     image, _, _ = blobs
     monkeypatch.setattr(_bias, "MAX_FIELD_RATIO", 1.1)  # the true field spans 1.5
     segmenter = GMMSegmenter(3, beta=0, bias_field="auto", random_state=0)
-    with pytest.warns(BiasFieldWarning, match="would scale intensities by up to"):
+    with pytest.warns(BiasFieldWarning, match="would scale intensities by up to") as record:
         labels = segmenter.fit_predict(image)
     assert np.all(segmenter.bias_field_ == 1)
     assert np.all(labels >= 1)
+    assert "Try a lower degree" in str(record[0].message)
+    # on an image padded with zeros (skull stripping), the refusal names the zeros
+    padded = np.pad(image, 64)
+    with pytest.warns(BiasFieldWarning, match="would scale intensities") as record:
+        GMMSegmenter(3, beta=0, bias_field="auto", random_state=0).fit(padded)
+    said = str(record[0].message)
+    assert "% of its pixels are exactly 0, a background padded with zeros" in said, said
+    assert "(mask=image > 0)" in said and "lower degree" not in said
+    share = int(said.split("% of its pixels")[0].split()[-1])
+    assert abs(share - 100 * (1 - image.size / padded.size)) <= 2
 
 
 def test_a_field_that_takes_the_place_of_a_class_is_refused():

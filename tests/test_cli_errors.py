@@ -254,6 +254,8 @@ def test_a_spatial_channel_axis_is_judged_on_the_file_s_axes_once(tmp_path, caps
      "one."),
     ("bias_field: the field estimated for a.png would scale intensities by up to 27.7 times",
      "--bias-field: the field estimated for a.png would scale intensities by up to 27.7 times"),
+    ("Segment the rest only: a mask of the pixels above 0 (mask=image > 0).",
+     "Segment the rest only: a --mask file of the pixels above 0."),
     ("Use n_components=1 or n_components='auto'.", "Use -k 1 or -k auto."),
     ("n_components=3 asks for 3 components, but the 1 pixel drawn from the 262144 "
      "valid pixels of X (max_samples=1) holds only 1 distinct pixel value; each component "

@@ -834,15 +834,36 @@ class Fields:
             self._warn(sample, why)
 
     def _warn(self, sample, why):
+        zeros = _zero_share(sample)
+        if zeros >= ZERO_BACKGROUND:
+            # a class spent on the zeros, and the field bent to their edge
+            advice = (
+                f"{zeros:.0%} of its pixels are exactly 0, a background padded with zeros "
+                "(as skull stripping or registration leaves)? Segment the rest only: a mask "
+                "of the pixels above 0 (mask=image > 0)."
+            )
+        elif sample.degree > 1:
+            advice = f"Try a lower degree ({_lower_degrees(sample.degree)}) or bias_field=None."
+        else:
+            advice = "The image may hold no smooth field; use bias_field=None."
         warnings.warn(
             f"bias_field: the field estimated for {sample.name} {why}; {sample.name} is "
-            "left without bias-field correction (its field is all ones). "
-            + (f"Try a lower degree ({_lower_degrees(sample.degree)}) or bias_field=None."
-               if sample.degree > 1 else
-               "The image may hold no smooth field; use bias_field=None."),
+            f"left without bias-field correction (its field is all ones). {advice}",
             BiasFieldWarning,
             stacklevel=_training.caller_stacklevel(),
         )
+
+
+#: A refused field's warning advises a mask when at least this share of the
+#: image's valid pixels is exactly 0 (in every channel).
+ZERO_BACKGROUND = 0.1
+
+
+def _zero_share(sample) -> float:
+    """The share of the sampled pixels that are 0 in every channel."""
+    if not len(sample.values):
+        return 0.0
+    return float(np.mean(np.all(sample.values == 0, axis=1)))
 
 
 def _every(sample, step) -> ImageSample:

@@ -99,6 +99,8 @@ _CLI_WORDS = [
     (re.compile(r"\(or 'auto'\)"), "(or -k auto)"),
     (re.compile(r"\bn_components\b"), "-k"),
     # None as the options spell it: no --bias-field, --channel-axis none
+    (re.compile(r"a mask of the pixels above 0 \(mask=image > 0\)"),
+     "a --mask file of the pixels above 0"),
     (re.compile(r"\bUse bias_field=None\b"), "Leave out --bias-field"),
     (re.compile(r"\bbias_field=None\b"), "no --bias-field"),
     # advice written as code on X, in the command's terms
