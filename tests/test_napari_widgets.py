@@ -1508,3 +1508,55 @@ def test_a_run_waits_for_the_warm_up_before_it_fits(make_napari_viewer, qtbot, m
     assert events == [] and widget.status.value.startswith("Cancelled")
     release.set()
     _warmup._thread.join(30)
+
+
+# ---------------------------------------------- users' findings (units, status, code)
+
+
+def _output_layers(viewer, name):
+    return [layer for layer in viewer.layers if layer.name.startswith(f"{name} GMM ")]
+
+
+@pytest.mark.parametrize("layout", ["grey", "channels first", "channels second", "rgb"])
+def test_outputs_keep_the_image_s_units(qtbot, viewer_widget, layout):
+    from _images import biased_blobs
+
+    viewer, widget = viewer_widget
+    image, _, _ = biased_blobs((6, 48, 48), amplitude=0.3)
+    channel_axis = None
+    if layout == "channels first":
+        image, channel_axis = np.stack([image, image[::-1]]), 0
+    elif layout == "channels second":
+        image, channel_axis = np.stack([image, image[:, ::-1]], axis=1), 1
+    elif layout == "rgb":
+        image = np.stack([image[3]] * 3, axis=-1).astype(np.uint8)
+    scale = (1.5, 0.5, 0.5) if layout in ("grey", "rgb") else (1.5, 1.0, 0.5, 0.5)
+    scale = scale[1:] if layout == "rgb" else scale
+    viewer.add_image(image, name="vol", scale=scale, units="um", rgb=layout == "rgb")
+    widget.image.value = viewer.layers["vol"]
+    if layout != "rgb":
+        widget.channel_axis.value = channel_axis
+    fixed_smoothing(widget, 0.0)
+    widget.bias_field.value = True
+    widget.posteriors.value = True
+    widget.per_component.value = True
+    run(qtbot, widget)
+    outputs = _output_layers(viewer, "vol")
+    names = {layer.name for layer in outputs}
+    assert {"vol GMM labels", "vol GMM posteriors", "vol GMM uncertainty",
+            "vol GMM bias field", "vol GMM component 1"} <= names, names
+    # napari uses physical units only while every layer's agree, axis by axis from the last
+    assert viewer.layers.extent.units is not None, [(l.name, l.units) for l in outputs]
+    for layer in outputs:
+        units = [str(unit) for unit in layer.units]
+        spatial = units[-(3 if layout != "rgb" else 2):]
+        assert spatial == ["micrometer"] * len(spatial), (layer.name, units)
+    # a preview's labels layer and a new scribble layer have them too
+    viewer.layers.remove("vol GMM labels")
+    widget.preview.value = True
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert all(str(unit) == "micrometer" for unit in viewer.layers["vol GMM labels"].units[-2:])
+    widget.preview.value = False
+    scribbles = widget.add_scribble_layer()
+    assert [str(unit) for unit in scribbles.units][-2:] == ["micrometer"] * 2
+    assert viewer.layers.extent.units is not None

@@ -229,10 +229,25 @@ def scribble_arrays(scribbles, layout: Layout) -> list | None:
     return frames
 
 
+#: The unit of an axis the outputs add (the posteriors' components): napari's
+#: own for an axis without one. napari uses physical units only while the
+#: layers' units agree axis by axis (counted from the last), and the
+#: components' axis is in front of every axis of the image.
+ADDED_AXIS_UNIT = "pixel"
+
+
+def layer_units(layer) -> tuple | None:
+    """The layer's units as names ("micrometer", "pixel"), or None (napari before 0.6)."""
+    units = getattr(layer, "units", None)
+    return None if units is None else tuple(str(unit) for unit in units)
+
+
 def layer_transform(layer) -> dict:
-    """The layer's own ``scale``, ``translate``, ``rotate``, ``shear``, ``affine`` and
-    axis names (napari 0.6 and later), for an output of the layer's dimensions."""
+    """The layer's own ``scale``, ``translate``, ``rotate``, ``shear``, ``affine``,
+    axis names and units (napari 0.6 and later), for an output of the layer's
+    dimensions."""
     names = getattr(layer, "axis_labels", None)
+    units = layer_units(layer)
     return {
         "scale": np.asarray(layer.scale),
         "translate": np.asarray(layer.translate),
@@ -240,6 +255,7 @@ def layer_transform(layer) -> dict:
         "shear": np.asarray(layer.shear),
         "affine": np.asarray(layer.affine.affine_matrix),
         **({} if names is None else {"axis_labels": tuple(names)}),
+        **({} if units is None else {"units": units}),
     }
 
 
@@ -273,9 +289,12 @@ def output_transform(layer, layout: Layout) -> dict:
     ]
     if len(keep) == n_dims:
         return layer_transform(layer)
-    # the image's axis names (napari 0.6 and later), so the outputs' sliders read alike
-    names = getattr(layer, "axis_labels", None)
+    # the image's axis names and units (napari 0.6 and later), so the outputs'
+    # sliders read alike and napari keeps showing physical sizes
+    names, units = getattr(layer, "axis_labels", None), layer_units(layer)
     labels = {} if names is None else {"axis_labels": tuple(names[axis] for axis in keep)}
+    if units is not None:
+        labels["units"] = tuple(units[axis] for axis in keep)
     from napari.utils.transforms import Affine
 
     square = np.ix_(keep, keep)
@@ -292,8 +311,9 @@ def output_transform(layer, layout: Layout) -> dict:
     }
 
 
-def prepend_axis(transform: dict, name: str) -> dict:
-    """``transform`` with a unit axis in front called ``name``, for a components axis."""
+def prepend_axis(transform: dict, name: str, unit: str = ADDED_AXIS_UNIT) -> dict:
+    """``transform`` with a unit axis in front called ``name``, of ``unit``, for a
+    components (or channels) axis."""
     from napari.utils.transforms import Affine
 
     scale = np.concatenate([[1.0], transform["scale"]])
@@ -309,6 +329,8 @@ def prepend_axis(transform: dict, name: str) -> dict:
                  "affine": affine}
     if "axis_labels" in transform:
         prepended["axis_labels"] = (name,) + tuple(transform["axis_labels"])
+    if "units" in transform:
+        prepended["units"] = (unit,) + tuple(transform["units"])
     return prepended
 
 

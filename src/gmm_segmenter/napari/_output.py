@@ -54,7 +54,7 @@ def _same(current, value) -> bool:
     if isinstance(value, (dict, str)) or value is None:
         return current == value
     if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
-        return tuple(current) == value  # axis names
+        return tuple(str(item) for item in current) == value  # axis names, units
     try:
         return np.shape(current) == np.shape(value) and np.allclose(current, value)
     except (TypeError, ValueError):

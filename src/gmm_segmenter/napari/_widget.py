@@ -1513,6 +1513,12 @@ class GMMSegmenterWidget(Container):
             # posteriors keep the channel axis, at length 1, between them
             posteriors = np.expand_dims(posteriors, 1)
             posterior_transform = _layers.unit_axis_transform(layer, layout)
+        if field is not None and field_transform is transform and field.ndim > len(
+                transform["scale"]):  # one field per channel, on an axis in front
+            units = _layers.layer_units(layer)
+            field_transform = _layers.prepend_axis(
+                transform, "channel", unit=_layers.ADDED_AXIS_UNIT if units is None or layer.rgb
+                else units[layout.channel_axis])
         _output.show_components(
             self._viewer, layer.name, components, transform, metadata=metadata
         )
