@@ -245,6 +245,54 @@ def test_a_mask_kept_with_its_images_is_not_segmented_as_one_of_them(tmp_path, i
     assert "mask.png: -k 2 asks for 2 components" in err and "not segmented" not in err
 
 
+def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path, capsys):
+    # Fiji's (Z, C, Y, X) stack of 0.5 x 0.5 x 1.5 um voxels: it was a 4-D grey volume
+    # of cubic voxels, and the outputs opened in Fiji at 1 x 1 x 1 pixel
+    rng = np.random.default_rng(0)
+    stack = (rng.random((6, 2, 30, 32)) * 1000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "hyper.tif", stack, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"})
+    status, out, err = run_cli([tmp_path / "hyper.tif", "-k", "2", "--beta", "0.5", "-o",
+                                tmp_path / "out", "--no-masks", "--proba"], capsys)
+    assert status == 0, err
+    assert ("hyper_* (4 files); channels on axis 1 and voxel size 1.5 x 0.5 x 0.5 um, as "
+            "the file records") in out + err
+    report = json.loads((tmp_path / "out" / "hyper_report.json").read_text())
+    assert report["channel_axis"] == 1 and report["axes"] == "ZCYX"
+    assert report["voxel_size"] == {"spacing": [1.5, 0.5, 0.5], "unit": "um",
+                                    "from": "the file's metadata"}
+    assert report["model"]["params"]["spacing"] == [1.5, 0.5, 0.5]
+    assert len(report["model"]["means"][0]) == 2  # the two channels modelled together
+    for name in ("hyper_labels.tif", "hyper_segmented.tif"):
+        found = gio.read_tiff_axes(tmp_path / "out" / name)
+        assert found.spacing() == (1.5, 0.5, 0.5) and found.unit == "um", name
+    assert tifffile.imread(tmp_path / "out" / "hyper_labels.tif").shape == (6, 30, 32)
+    assert tifffile.imread(tmp_path / "out" / "hyper_proba.tif").shape == (2, 6, 30, 32)
+    # the options say otherwise: they win
+    status, out, err = run_cli([tmp_path / "hyper.tif", "-k", "2", "--beta", "0.5", "-o",
+                                tmp_path / "given", "--no-masks", "--spacing", "3", "1", "1"],
+                               capsys)
+    report = json.loads((tmp_path / "given" / "hyper_report.json").read_text())
+    assert report["voxel_size"] == {"spacing": [3.0, 1.0, 1.0], "unit": None, "from": "--spacing"}
+    assert "as the file records" in out + err and "voxel size" not in out + err
+    assert gio.read_tiff_axes(tmp_path / "given" / "hyper_labels.tif").spacing() == (3, 1, 1)
+    status, out, err = run_cli([tmp_path / "hyper.tif", "-k", "2", "--beta", "0", "-o",
+                                tmp_path / "grey", "--no-masks", "--channel-axis", "none"],
+                               capsys)
+    report = json.loads((tmp_path / "grey" / "hyper_report.json").read_text())
+    assert report["channel_axis"] is None and "voxel_size" not in report
+    # files of other voxel sizes fitted together: said, and fitted with none
+    tifffile.imwrite(tmp_path / "other.tif", stack, imagej=True, resolution=(1.0, 1.0),
+                     metadata={"axes": "ZCYX", "spacing": 1.0, "unit": "um"})
+    status, out, err = run_cli([tmp_path / "hyper.tif", tmp_path / "other.tif", "--fit-on",
+                                "-k", "2", "--beta", "0.5", "-o", tmp_path / "both",
+                                "--no-masks"], capsys)
+    assert status == 0 and "--fit-on: the files record different voxel sizes" in err, err
+    report = json.loads((tmp_path / "both" / "other_report.json").read_text())
+    assert report["voxel_size"]["spacing"] == [1.0, 1.0, 1.0]  # labelled at its own
+    assert "different voxel sizes" in report["warnings"][0]
+
+
 def test_sample_image(tmp_path, capsys):
     status, out, err = run_cli(["--sample", "coins", "-k", "2", "-o", tmp_path, "--no-masks",
                                 *FAST], capsys)

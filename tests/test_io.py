@@ -83,6 +83,56 @@ def test_written_files_follow_the_umask(tmp_path):
     assert json.loads(path.read_text()) == {"a": 1}
 
 
+def test_tiff_axes_and_voxel_size_are_read_from_imagej_and_ome_files(tmp_path):
+    stack = np.zeros((4, 2, 8, 10), np.uint16)
+    tifffile.imwrite(tmp_path / "hyper.tif", stack, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"})
+    found = gio.read_tiff_axes(tmp_path / "hyper.tif")
+    assert found.axes == "ZCYX" and found.channel_axis == 1 and found.unit == "um"
+    assert found.spacing(1) == (1.5, 0.5, 0.5)
+    assert found.spacing(None) is None  # C has no size: not every axis is space
+    tifffile.imwrite(tmp_path / "ome.tif", stack[:, 0], ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25, "PhysicalSizeZ": 2.0,
+        "PhysicalSizeZUnit": "mm", "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"})
+    found = gio.read_tiff_axes(tmp_path / "ome.tif")
+    assert found.spacing() == (2000.0, 0.25, 0.25) and found.unit == "µm"
+    # a file that records nothing, another format, a broken file: nothing, no error
+    gio.write_tiff(tmp_path / "plain.tif", stack[:, 0])
+    assert gio.read_tiff_axes(tmp_path / "plain.tif").spacing() is None
+    gio.write_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    assert gio.read_tiff_axes(tmp_path / "a.png") is None
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00" + b"\xff" * 20)
+    assert gio.read_tiff_axes(tmp_path / "broken.tif") is None
+
+
+@pytest.mark.parametrize("shape, axes, rgb, dtype", [
+    ((5, 6, 7), None, False, np.uint8),        # labels of a stack
+    ((6, 7), None, False, np.uint16),          # labels of a picture
+    ((5, 6, 7, 3), None, True, np.uint8),      # segmented picture of a stack
+    ((5, 6, 7), None, False, np.float32),      # bias field
+])
+def test_a_written_voxel_size_reads_back_as_imagej_calibration(tmp_path, shape, axes, rgb, dtype):
+    array = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+    spacing = (3.0, 0.5, 0.25)[-(len(shape) - rgb):]
+    gio.write_tiff(tmp_path / "out.tif", array, axes=axes, rgb=rgb, spacing=spacing, unit="µm")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"), array)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert tif.is_imagej and tif.imagej_metadata["unit"] == "micron"
+        assert tif.pages[0].get_resolution() == pytest.approx((4.0, 2.0))  # pixels per unit
+        assert tif.imagej_metadata.get("spacing") == (3.0 if len(spacing) == 3 else None)
+    assert gio.read_tiff_axes(tmp_path / "out.tif").spacing() == spacing
+
+
+def test_channels_first_keep_their_axes_and_get_the_pixel_size(tmp_path):
+    posteriors = np.random.default_rng(0).random((3, 5, 6, 7)).astype(np.float32)
+    gio.write_tiff(tmp_path / "proba.tif", posteriors, axes="CZYX", spacing=(3, 0.5, 0.25))
+    with tifffile.TiffFile(tmp_path / "proba.tif") as tif:
+        assert tif.series[0].axes == "CZYX" and tif.series[0].shape == posteriors.shape
+        assert tif.pages[0].get_resolution() == pytest.approx((4.0, 2.0))
+    with pytest.raises(ValueError, match="spacing gives 2 sizes for an array of 3 spatial axes"):
+        gio.write_tiff(tmp_path / "bad.tif", posteriors, axes="CZYX", spacing=(1, 1))
+
+
 def test_png_refuses_float(tmp_path):
     with pytest.raises(TypeError, match="uint8 or uint16"):
         gio.write_png(tmp_path / "x.png", np.zeros((3, 3)))

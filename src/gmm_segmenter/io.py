@@ -26,6 +26,7 @@ import stat
 import threading
 import warnings
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,8 @@ __all__ = [
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
     "read_image",
+    "read_tiff_axes",
+    "TiffAxes",
     "is_zarr_store",
     "read_zarr",
     "write_tiff",
@@ -531,6 +534,101 @@ def _read_tiff(path, max_pixels, file_size):
         return image
 
 
+@dataclass(frozen=True)
+class TiffAxes:
+    """What a TIFF file says about its axes.
+
+    ``axes`` are tifffile's letters, one per axis of the array
+    :func:`read_image` returns (``'ZCYX'`` for an ImageJ hyperstack, ``'YXS'``
+    for RGB, ``'Q'`` for an axis of unknown meaning); ``sizes`` the size of
+    a pixel along the axes the file calibrates (``'X'``, ``'Y'`` from its
+    resolution, ``'Z'`` from ImageJ's or OME's metadata), in ``unit``
+    (``None`` when the file names none).
+    """
+
+    axes: str
+    sizes: dict = field(default_factory=dict)
+    unit: str | None = None
+
+    @property
+    def channel_axis(self) -> int | None:
+        """The axis the file names as channels, when it holds more than one."""
+        return self.axes.index("C") if self.axes.count("C") == 1 else None
+
+    def spacing(self, channel_axis=None) -> tuple | None:
+        """The voxel size along the spatial axes (every axis but ``channel_axis``
+        and colour samples), when the file calibrates each of them."""
+        ndim = len(self.axes)
+        skip = set() if channel_axis is None else {channel_axis % ndim}
+        letters = [a for i, a in enumerate(self.axes) if i not in skip and a != "S"]
+        if not letters or any(letter not in self.sizes for letter in letters):
+            return None
+        return tuple(float(self.sizes[letter]) for letter in letters)
+
+
+#: Lengths in micrometres, to put OME's per-axis units into one.
+_MICROMETRES = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def read_tiff_axes(path) -> TiffAxes | None:
+    """The axes and pixel sizes a TIFF file records; ``None`` for other files, or
+    when the file cannot tell (metadata is optional: this never raises).
+
+    ImageJ files give ``unit``, ``spacing`` (Z) and X, Y from the resolution
+    tags; OME-TIFF files their ``PhysicalSize`` of each axis; other TIFFs the
+    resolution tags when their unit is a length (centimetre or inch).
+    """
+    path = Path(path)
+    if path.suffix.lower() not in _TIFF_EXTENSIONS:
+        return None
+    try:
+        with _captured_log():
+            return _tiff_axes(path)
+    except Exception:  # the pixels were read (or failed) on their own: no metadata
+        return None
+
+
+def _tiff_axes(path) -> TiffAxes | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if len(tif.pages) > _MAX_TIFF_PAGES or not tif.series:  # walks the chain once
+            return None
+        series = tif.series[0]
+        axes = str(series.axes)
+        page = series.keyframe
+        sizes, unit = {}, None
+        if tif.is_ome:
+            pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+            pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+            found = {}
+            for letter in "XYZ":
+                size = pixels.get(f"PhysicalSize{letter}")
+                if size:
+                    found[letter] = (float(size), str(pixels.get(f"PhysicalSize{letter}Unit", "µm")))
+            units = {u for _, u in found.values()}
+            if len(units) == 1:
+                sizes, unit = {a: v for a, (v, _) in found.items()}, units.pop()
+            elif units <= set(_MICROMETRES):
+                sizes, unit = {a: v * _MICROMETRES[u] for a, (v, u) in found.items()}, "µm"
+        else:
+            x, y = page.get_resolution()
+            unit_tag = int(page.resolutionunit)
+            imagej = tif.imagej_metadata if tif.is_imagej else None
+            if imagej is not None:
+                unit = imagej.get("unit")
+                # a resolution of 1 without a unit or a spacing is no calibration
+                if x > 0 and y > 0 and (unit or (x, y) != (1, 1) or imagej.get("spacing")):
+                    sizes = {"X": 1.0 / x, "Y": 1.0 / y}
+                if imagej.get("spacing"):
+                    sizes["Z"] = float(imagej["spacing"])
+            elif unit_tag in (2, 3) and x > 0 and y > 0:  # inch, centimetre
+                unit = {2: "inch", 3: "cm"}[unit_tag]
+                sizes = {"X": 1.0 / x, "Y": 1.0 / y}
+        sizes = {a: v for a, v in sizes.items() if math.isfinite(v) and v > 0 and a in axes}
+        return TiffAxes(axes=axes, sizes=sizes, unit=unit or None)
+
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -725,22 +823,53 @@ def _replace_when_done(path):
         raise
 
 
-def write_tiff(path, array, *, axes=None, rgb=False) -> Path:
+def write_tiff(path, array, *, axes=None, rgb=False, spacing=None, unit=None) -> Path:
     """Write ``array`` losslessly (zlib) to a TIFF file, atomically.
 
     ``axes`` (e.g. ``'CYX'``) is recorded in the file's metadata so tifffile
     reads the same shape back. Without ``rgb=True`` the data are stored as
     grayscale planes, even when an axis happens to have 3 entries.
+
+    ``spacing`` (the pixel size along the spatial axes, 2 or 3 of them, last
+    ones ``Y, X``) and its ``unit`` are written as ImageJ's calibration: the
+    X and Y resolution and, for a stack, ImageJ's ``spacing``, so Fiji and
+    napari's TIFF readers open it at its voxel size. A stack of several
+    channels first (``'CZYX'``), which ImageJ's axis order cannot hold as it
+    is, gets the X and Y resolution only.
     """
     import tifffile
 
-    metadata = {"axes": axes} if axes else {}
+    array = np.ascontiguousarray(array)
+    options = {"metadata": {"axes": axes} if axes else {}}
+    if spacing is not None:
+        options = _calibration(array, axes, rgb, tuple(float(s) for s in spacing), unit)
     with _replace_when_done(path) as temporary:
         tifffile.imwrite(
-            temporary, np.ascontiguousarray(array), compression="zlib", metadata=metadata,
-            photometric="rgb" if rgb else "minisblack",
+            temporary, array, compression="zlib",
+            photometric="rgb" if rgb else "minisblack", **options,
         )
     return Path(path)
+
+
+def _calibration(array, axes, rgb, spacing, unit) -> dict:
+    """``tifffile.imwrite``'s options that record ``spacing`` (see :func:`write_tiff`)."""
+    n_spatial = array.ndim - (1 if rgb else 0) - (1 if axes and axes[0] == "C" else 0)
+    if len(spacing) != n_spatial or n_spatial not in (2, 3):
+        raise ValueError(
+            f"spacing gives {len(spacing)} sizes for an array of {n_spatial} spatial axes"
+        )
+    resolution = (1.0 / spacing[-1], 1.0 / spacing[-2])
+    imagej_order = not axes or axes[0] != "C"
+    if imagej_order and array.dtype in (np.uint8, np.uint16, np.float32):
+        metadata = {"axes": ("ZYX" if n_spatial == 3 else "YX") + ("S" if rgb else "")}
+        if n_spatial == 3:
+            metadata["spacing"] = spacing[0]
+        unit = "micron" if unit in ("µm", "\u03bcm") else unit  # ImageJ's own spelling
+        if unit and unit.isascii():  # ImageJ's description is ASCII
+            metadata["unit"] = unit
+        return {"imagej": True, "resolution": resolution, "metadata": metadata}
+    return {"resolution": resolution, "resolutionunit": "NONE",
+            "metadata": {"axes": axes} if axes else {}}
 
 
 def write_png(path, array) -> Path:

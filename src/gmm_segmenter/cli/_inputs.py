@@ -49,6 +49,11 @@ class Prepared:
     info: dict = field(default_factory=dict)
     #: what was said of the input while it was read, for its report
     warnings: list = field(default_factory=list)
+    #: the voxel size along the spatial axes the file records, and its unit
+    voxel_size: tuple | None = None
+    unit: str | None = None
+    #: the channel axis is the one the file's metadata names
+    axes_channel: bool = False
 
     @property
     def n_channels(self):

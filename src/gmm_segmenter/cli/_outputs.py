@@ -15,7 +15,8 @@ import numpy as np
 
 from .._model import json_params
 from .._version import __version__
-from ..io import write_json, write_png, write_tiff
+from ..io import write_json, write_png
+from ..io import write_tiff as _write_tiff
 from ._folder import ResultSet
 
 # Palette for --colors labels: matplotlib's tab10, cycled for more components.
@@ -81,15 +82,22 @@ def segmented_image(labels, prepared, segmenter, colors) -> tuple[np.ndarray, st
 
 
 def write_outputs(name, labels, posteriors, picture, report, options: Options,
-                  bias=None) -> list[str]:
+                  bias=None, voxel=None) -> list[str]:
     """Write every file of one input and swap them in as one set; return their names.
 
     ``bias`` is the field the labels were made with (channels last, if any), or None.
+    ``voxel`` (see ``Runner.voxel_report``): the TIFFs record that voxel size.
     """
     is_plane = labels.ndim == 2
     picture_ext = ".png" if is_plane else ".tif"
     written = []
     result = ResultSet(options.outdir, name, options.protected)
+    calibrated = {}
+    if voxel is not None and len(voxel["spacing"]) == labels.ndim and labels.ndim in (2, 3):
+        calibrated = {"spacing": voxel["spacing"], "unit": voxel["unit"]}
+
+    def write_tiff(path, array, **options):
+        _write_tiff(path, array, **options, **calibrated)
 
     def path(filename):
         written.append(filename)

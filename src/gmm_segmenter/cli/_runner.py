@@ -23,7 +23,7 @@ from .. import _dask, _training
 from .._image import is_dask_array
 from .._progress import Cancelled, progress
 from ..estimator import GMMSegmenter
-from ..io import read_zarr, write_json
+from ..io import is_zarr_store, read_tiff_axes, read_zarr, write_json
 from . import _isolated
 from ._console import describe, is_terminal, warnings_said, working_on
 from ._folder import ResultSet
@@ -39,6 +39,8 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     segmenter: GMMSegmenter | None = None
+    #: what the run took from the file's metadata, said after its summary
+    from_file: str = ""
 
 
 def _failure(source, error) -> Outcome:
@@ -119,17 +121,45 @@ class Runner:
 
     def _read(self, source) -> Prepared:
         image = load_source(source, self.args.max_pixels, self.read_limits)
+        file_axes = None
+        if source.path is not None and not is_zarr_store(source.path):
+            file_axes = read_tiff_axes(source.path)
+            if file_axes is not None and len(file_axes.axes) != image.ndim:
+                file_axes = None
         option = self.args.channel_axis
         if option == "auto" and self.shared_model is not None:
             axis = model_channel_axis(self.shared_model, image.shape)
             option = option if axis is None else axis  # (axis 0 too)
+        axes_channel = (option == "auto" and file_axes is not None
+                        and file_axes.channel_axis is not None)
+        if axes_channel:
+            option = file_axes.channel_axis  # an ImageJ hyperstack's or OME's channels
         spacing = self.params.get("spacing")
-        return prepare(image, option, self.mask, None if spacing is None else len(spacing))
+        prepared = prepare(image, option, self.mask, None if spacing is None else len(spacing))
+        prepared.axes_channel = axes_channel
+        if file_axes is not None:
+            prepared.info["axes"] = file_axes.axes
+            file_spacing = file_axes.spacing(prepared.info["channel_axis"])
+            if file_spacing is not None:
+                prepared.voxel_size = file_spacing
+                prepared.unit = file_axes.unit
+        return prepared
+
+    def spacing_for(self, prepared_list):
+        """``{'spacing': ...}`` for the estimator when the files give the voxel size and
+        ``--spacing`` does not; empty otherwise (also when the files disagree)."""
+        if "spacing" in self.params:
+            return {}
+        sizes = {p.voxel_size for p in prepared_list}
+        if len(sizes) != 1 or None in sizes:
+            return {}
+        return {"spacing": sizes.pop()}
 
     def fit(self, prepared_list) -> GMMSegmenter:
         batch = len(prepared_list) > 1
         first = prepared_list[0]
-        segmenter = GMMSegmenter(**self.params, channel_axis=first.channel_axis)
+        segmenter = GMMSegmenter(**self.params, **self.spacing_for(prepared_list),
+                                 channel_axis=first.channel_axis)
         pixels = [p.pixels for p in prepared_list] if batch else first.pixels
         masks = [p.mask for p in prepared_list] if batch else first.mask
         scribbles = self.scribbles
@@ -149,7 +179,7 @@ class Runner:
         if self.shared_model is not None:
             _check_channels(self.shared_model, prepared, self.model_source)
             segmenter = copy.copy(self.shared_model)
-            segmenter.set_params(channel_axis=prepared.channel_axis)
+            segmenter.set_params(channel_axis=prepared.channel_axis, **self.spacing_for([prepared]))
             return segmenter, self.model_source, None
         tick = time.perf_counter()
         self.status(f"{source.name}: fitting")
@@ -157,13 +187,31 @@ class Runner:
         if self.scribbles is None and self.prior is None:
             segmenter = self.fit([prepared])
         else:
-            segmenter = GMMSegmenter(**self.params, channel_axis=prepared.channel_axis)
+            segmenter = GMMSegmenter(**self.params, **self.spacing_for([prepared]),
+                                     channel_axis=prepared.channel_axis)
             prior = None if self.prior is None else prior_for(self.prior, prepared.spatial_shape)
             with progress(self._on_stage):
                 labels = segmenter.fit_predict(prepared.pixels, self.scribbles,
                                                mask=prepared.mask, prior=prior)
         seconds["fit"] = time.perf_counter() - tick
         return segmenter, "fitted on this image", labels
+
+    def voxel_report(self, segmenter, prepared):
+        """The voxel size the input was segmented at, its unit and where it came
+        from (``--spacing``, the file, or the ``--model``); ``None`` without one."""
+        spacing = segmenter.spacing
+        if spacing is None:
+            return None
+        spacing = [float(size) for size in spacing]
+        from_file = prepared.voxel_size is not None and tuple(spacing) == prepared.voxel_size
+        if "spacing" in self.params:
+            source = "--spacing"
+        elif from_file:
+            source = "the file's metadata"
+        else:
+            source = "the --model"
+        return {"spacing": spacing, "unit": prepared.unit if from_file else None,
+                "from": source}
 
     def guidance_report(self):
         """What the report says about ``--mask``, ``--scribbles`` and ``--prior``
@@ -222,16 +270,20 @@ class Runner:
                 bias=bias,
             )
             report["colors"] = colours
+            voxel = self.voxel_report(segmenter, prepared)
+            if voxel is not None:
+                report["voxel_size"] = voxel
             report.update(self.guidance_report())
             seconds["report_and_write"] = time.perf_counter() - tick
             seconds["total"] = time.perf_counter() - started + read_seconds
             report["seconds"] = timings(seconds)
             report["warnings"] = _unique(prepared.warnings + self.fit_warnings + warnings_said())
             outputs = write_outputs(
-                source.name, labels, posteriors, picture, report, self.options, bias=bias
+                source.name, labels, posteriors, picture, report, self.options, bias=bias,
+                voxel=voxel,
             )
             return Outcome(source, outputs=outputs, n_components=segmenter.n_components_,
-                           segmenter=segmenter)
+                           segmenter=segmenter, from_file=_from_file(prepared, report))
         except KeyboardInterrupt:
             raise
         except Exception as error:
@@ -355,13 +407,25 @@ def _map(function, items, jobs):
                 _stopping.clear()
 
 
+def _from_file(prepared, report) -> str:
+    """What the file's metadata set (channels, voxel size), for the summary line."""
+    said = []
+    if prepared.axes_channel:
+        said.append(f"channels on axis {report['channel_axis']}")
+    voxel = report.get("voxel_size")
+    if voxel is not None and voxel["from"] == "the file's metadata":
+        size = " x ".join(f"{s:g}" for s in voxel["spacing"])
+        said.append(f"voxel size {size}" + (f" {voxel['unit']}" if voxel["unit"] else ""))
+    return f"; {' and '.join(said)}, as the file records" if said else ""
+
+
 def _report(console, outcome):
     if outcome.error is None:
         console.step(outcome.source.name)
         console.info(
             f"{outcome.source.label}: {outcome.n_components} "
             f"component{'' if outcome.n_components == 1 else 's'} -> "
-            f"{outcome.source.name}_* ({len(outcome.outputs)} files)"
+            f"{outcome.source.name}_* ({len(outcome.outputs)} files){outcome.from_file}"
         )
     else:
         console.step()
@@ -392,6 +456,7 @@ def _fit_on_all(runner, sources, console, jobs):
         return outcomes, 0
     if runner.shared_model is None:
         _warn_if_mixed_depths(loaded, console, runner.fit_warnings)
+        _warn_if_mixed_voxel_sizes(loaded, console, runner)
         started = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -424,6 +489,24 @@ def _warn_if_mixed_depths(loaded, console, said):
         )
         console.warn(text)
         said.append(text)
+
+
+def _warn_if_mixed_voxel_sizes(loaded, console, runner):
+    """Say when --fit-on's files record voxel sizes that differ (the fit then takes none)."""
+    sizes = {prepared.voxel_size for _, prepared, _ in loaded}
+    if "spacing" in runner.params or len(sizes) < 2 or sizes == {None}:
+        return
+    shown = "; ".join(
+        f"{source.label}: " + (" x ".join(f"{s:g}" for s in prepared.voxel_size)
+                               if prepared.voxel_size else "none")
+        for source, prepared, _ in loaded[:3]
+    )
+    text = (
+        f"--fit-on: the files record different voxel sizes ({shown}{'; …' if len(loaded) > 3 else ''}), "
+        "so the model is fitted with none (every voxel a cube); give --spacing to choose one."
+    )
+    console.warn(text)
+    runner.fit_warnings.append(text)
 
 
 def _read_all(runner, sources, console, jobs):
