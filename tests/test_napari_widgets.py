@@ -1560,3 +1560,28 @@ def test_outputs_keep_the_image_s_units(qtbot, viewer_widget, layout):
     scribbles = widget.add_scribble_layer()
     assert [str(unit) for unit in scribbles.units][-2:] == ["micrometer"] * 2
     assert viewer.layers.extent.units is not None
+
+
+def test_the_status_gives_the_bias_field_s_range_over_the_masked_pixels(qtbot, viewer_widget):
+    from _images import biased_blobs
+
+    viewer, widget = viewer_widget
+    image, _, _ = biased_blobs((96, 96), amplitude=0.6)
+    image[:4] = np.nan  # not finite: not segmented either
+    viewer.add_image(image, name="lit")
+    inside = np.zeros(image.shape, dtype=np.uint8)
+    inside[:60, 20:70] = 1
+    viewer.add_labels(inside, name="region")
+    widget.image.value = viewer.layers["lit"]
+    widget.mask.value = viewer.layers["region"]
+    fixed_smoothing(widget, 0.0)
+    widget.bias_field.value = True
+    run(qtbot, widget)
+    field = viewer.layers["lit GMM bias field"].data
+    segmented = viewer.layers["lit GMM labels"].data > 0
+    assert segmented.sum() == 56 * 50
+    low, high = float(field[segmented].min()), float(field[segmented].max())
+    assert f"; bias field {low:.2f}-{high:.2f}" in widget.status.value, widget.status.value
+    # the box's range is wider: the status line gave it before
+    box = f"{float(np.nanmin(field)):.2f}-{float(np.nanmax(field)):.2f}"
+    assert box != f"{low:.2f}-{high:.2f}" and box not in widget.status.value

@@ -1559,9 +1559,9 @@ class GMMSegmenterWidget(Container):
             )
         else:
             tail = "; read the warning in the notifications" if warned else ""
-            field = outputs.bias_field
-            if field is not None and not _is_lazy(field):  # (a lazy one is not read for it)
-                tail = f"; bias field {float(np.min(field)):.2f}-{float(np.max(field)):.2f}" + tail
+            span = _field_range(outputs.bias_field, outputs.labels)
+            if span is not None:
+                tail = f"; bias field {span[0]:.2f}-{span[1]:.2f}" + tail
         self._set_status(
             f"{verb}: {_fitted(model, chosen=not applied)} → {labels_layer.name!r}{tail}"
         )
@@ -1599,6 +1599,21 @@ class GMMSegmenterWidget(Container):
             self.plot.show_model(model, histogram, colours, shares)
         except Exception as error:  # a plot must never break a run
             show_info(f"{_PREFIX}the plot could not be drawn ({error})")
+
+
+def _field_range(field, labels):
+    """``(low, high)`` of the bias ``field`` over the pixels segmented (labelled:
+    inside the mask, finite), as ``gmm-segment`` reports it; ``field`` has the
+    axes of ``labels``, after a channel axis of its own if it has one. None
+    without a field, for a lazy one (it is not read for this), or with no
+    pixel labelled."""
+    if field is None or _is_lazy(field) or _is_lazy(labels):
+        return None
+    segmented = np.asarray(labels) > 0
+    if not segmented.any():
+        return None
+    values = field[:, segmented] if field.ndim > segmented.ndim else field[segmented]
+    return float(np.min(values)), float(np.max(values))
 
 
 def _fitted(model, chosen=True) -> str:
