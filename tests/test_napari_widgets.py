@@ -1585,3 +1585,57 @@ def test_the_status_gives_the_bias_field_s_range_over_the_masked_pixels(qtbot, v
     # the box's range is wider: the status line gave it before
     box = f"{float(np.nanmin(field)):.2f}-{float(np.nanmax(field)):.2f}"
     assert box != f"{low:.2f}-{high:.2f}" and box not in widget.status.value
+
+
+def test_a_field_refused_on_apply_is_advised_in_what_apply_can_do():
+    from gmm_segmenter.napari._widget import _in_widget_words
+
+    refused = ("bias_field: the field estimated for X varies more than tenfold; X is left "
+               "without bias-field correction (its field is all ones). Try a lower degree "
+               "(bias_field=1 or 2) or bias_field=None.")
+    # Run: the next fit's settings are what to change
+    assert _in_widget_words(refused).endswith(
+        "Try a lower degree (Field degree 1 or 2) or untick Correct bias field.")
+    # Apply uses the model's own field, whatever those controls say
+    applied = _in_widget_words(refused, applying=True)
+    assert "Field degree 1 or 2" not in applied and "untick Correct" not in applied
+    assert applied.startswith("The model's bias field: the field estimated for the image")
+    assert "choose a Mask of the region to segment, or press Run" in applied
+    few = _in_widget_words(
+        "bias_field: X has 144 valid pixels, too few to estimate a field of degree 3 (10 "
+        "coefficients per channel; at least 300 pixels needed); X is left without "
+        "bias-field correction (its field is all ones). Use a lower degree (bias_field=1 "
+        "needs 90) or bias_field=None.", applying=True)
+    assert few.endswith("press Run to fit a new model to this layer (Field degree 1 needs 90 "
+                        "pixels), or with Correct bias field unticked."), few
+    for message in (
+        "bias_field: the field estimated for X is flat. The image may hold no smooth field; "
+        "use bias_field=None.",
+        "bias_field: X has 40 valid pixels. Use bias_field=None: a field of the lowest "
+        "degree needs 90 pixels (a larger image, or a larger mask).",
+        "bias_field: 100% of the valid pixels of X are negative. For differences or "
+        "standardised values use bias_field=None.",
+    ):
+        words = _in_widget_words(message, applying=True)
+        assert "bias_field=" not in words and "untick Correct bias field" not in words, words
+        assert "press Run to fit a new model to this layer" in words, words
+
+
+def test_apply_of_a_bias_field_model_advises_what_apply_can_do(qtbot, viewer_widget):
+    from skimage import data
+
+    viewer, widget = viewer_widget
+    viewer.add_image(data.camera()[::2, ::2], name="camera")
+    widget.image.value = viewer.layers["camera"]
+    fixed_smoothing(widget, 0.0)
+    widget.bias_field.value = True
+    run(qtbot, widget)
+    widget.bias_field.value = False  # the next Run's setting: Apply uses the model's field
+    viewer.add_image(np.random.default_rng(0).normal(size=(12, 12)) * 5 + 100, name="tiny")
+    since = len(notification_manager.records)
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["tiny"]))
+    warned = new_messages(since, severity="warning")
+    assert any("Field degree 1 needs" in m and "press Run to fit a new model" in m
+               for m in warned), warned
+    assert not any("untick Correct bias field" in m for m in warned), warned
+    assert "no bias field could be estimated" in widget.status.value

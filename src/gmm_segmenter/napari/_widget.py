@@ -187,8 +187,37 @@ _WIDGET_WORDS = [
 ]
 
 
-def _in_widget_words(error) -> str:
-    return reword(str(error), _WIDGET_WORDS)
+#: Apply labels with the model's own bias field, whatever *Correct bias field*
+#: and *Field degree* say (they are the next Run's settings): a field refused
+#: on Apply is advised in what Apply's user can do.
+_REFIT = ("press Run to fit a new model to this layer with Correct bias field unticked "
+          "(Apply estimates a field whenever the model has one)")
+_APPLY_WORDS = [
+    (re.compile(r"^bias_field: "), "The model's bias field: "),
+    (re.compile(r"\bTry a lower degree \(bias_field=[^)]*\) or bias_field=None\."),
+     "Apply estimates a field of the model's own degree, whatever Correct bias field says: "
+     "choose a Mask of the region to segment, or press Run to fit a new model to this "
+     "layer (with a lower Field degree, or Correct bias field unticked)."),
+    (re.compile(r"\bUse a lower degree \(bias_field=(\d+) needs (\d+)\) or bias_field=None\."),
+     r"Apply estimates a field of the model's own degree, whatever Correct bias field "
+     r"says: press Run to fit a new model to this layer (Field degree \1 needs \2 pixels), "
+     r"or with Correct bias field unticked."),
+    (re.compile(r"\bUse bias_field=None: (a field of the lowest degree needs \d+ pixels) "
+                r"\(a larger image, or a larger mask\)\."),
+     r"Apply estimates a field whenever the model has one, and \1: choose a larger image "
+     r"or Mask, or press Run to fit a new model to this layer with Correct bias field "
+     r"unticked."),
+    (re.compile(r"\b[Uu]se bias_field=None\b"), _REFIT),
+]
+
+
+def _in_widget_words(error, applying=False) -> str:
+    """``error``'s message in the dock's words; ``applying``: of an Apply job,
+    whose bias field is the model's own."""
+    text = str(error)
+    if applying:
+        text = reword(text, _APPLY_WORDS)
+    return reword(text, _WIDGET_WORDS)
 
 
 def _shapes_in_image_pixels(shapes, image, layout, axes):
@@ -919,8 +948,9 @@ class GMMSegmenterWidget(Container):
             job, finish, layer = self._prepare(kind)
         except (ValueError, MemoryError) as error:
             advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
-            show_error(f"{_PREFIX}{_in_widget_words(error)}{advice}")
-            self._set_status(f"Not started: {_in_widget_words(error)}", short=True)
+            reason = _in_widget_words(error, kind == "apply")
+            show_error(f"{_PREFIX}{reason}{advice}")
+            self._set_status(f"Not started: {reason}", short=True)
             self.progress.value = 0  # not the last job's 100 %
             return
         self._cancel_requested = threading.Event()
@@ -994,7 +1024,8 @@ class GMMSegmenterWidget(Container):
         none once the job was cancelled (its event ``cancelled`` set): it would
         be about a result thrown away."""
         if isinstance(step, _Warned) and not (cancelled is not None and cancelled.is_set()):
-            show_warning(f"{_PREFIX}{_in_widget_words(step.message)}")
+            applying = self._job is not None and self._job["kind"] == "apply"
+            show_warning(f"{_PREFIX}{_in_widget_words(step.message, applying)}")
             if self._job is not None:
                 self._job["warned"] = True
                 if step.about_bias_field:
@@ -1022,9 +1053,10 @@ class GMMSegmenterWidget(Container):
         if self._superseded():
             return  # a newer preview follows and reports for itself
         advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
-        show_error(f"{_PREFIX}{_in_widget_words(error)}{advice}")
+        reason = _in_widget_words(error, self._job is not None and self._job["kind"] == "apply")
+        show_error(f"{_PREFIX}{reason}{advice}")
         # the reason, as for a job that did not start (all of it in the tooltip)
-        self._set_status(f"Failed: {_in_widget_words(error)}{advice}", short=True)
+        self._set_status(f"Failed: {reason}{advice}", short=True)
         self.plot.message("No new model: the run failed (see the notification).")
 
     def _superseded(self) -> bool:
