@@ -1639,3 +1639,30 @@ def test_apply_of_a_bias_field_model_advises_what_apply_can_do(qtbot, viewer_wid
                for m in warned), warned
     assert not any("untick Correct bias field" in m for m in warned), warned
     assert "no bias field could be estimated" in widget.status.value
+
+
+def test_load_and_save_model_wait_for_a_run(qtbot, viewer_widget, tmp_path):
+    viewer, widget = viewer_widget
+    image, _ = quadrants()
+    viewer.add_image(image, name="quads")
+    widget.image.value = viewer.layers["quads"]
+    widget.n_components.value = 2
+    run(qtbot, widget)
+    path = widget.save_model(tmp_path / "two.npz")
+    widget.n_components.value = 4
+    buttons = (widget.run_button, widget.apply_button, widget.save_button, widget.load_button)
+    since = len(notification_manager.records)
+    widget.run()
+    assert widget.worker is not None
+    assert not any(button.enabled for button in buttons)
+    # what the buttons would do, asked for in code meanwhile: refused, and said
+    assert widget.load_model(path) is None
+    assert widget.save_model(tmp_path / "during.npz") is None
+    assert not (tmp_path / "during.npz").exists()
+    infos = new_messages(since, severity="info")
+    assert any("load the model when it ends" in m for m in infos), infos
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert all(button.enabled for button in buttons)
+    assert widget.model.n_components_ == 4
+    # once the run has ended, the model loaded is the model kept
+    assert widget.load_model(path).n_components_ == 2 and widget.model.n_components_ == 2

@@ -801,6 +801,8 @@ class GMMSegmenterWidget(Container):
 
         ``.npz`` is added to a name without it, so Load model… lists the file.
         """
+        if self._busy_with_the_model("save"):
+            return None
         if self.model is None:
             show_error(f"{_PREFIX}there is no model to save yet; press Run first.")
             return None
@@ -823,6 +825,8 @@ class GMMSegmenterWidget(Container):
 
     def load_model(self, path=None):
         """Read a model file written by Save model… (or ``gmm-segment --save-model``)."""
+        if self._busy_with_the_model("load"):
+            return None
         if path is None:
             path = self._ask_model_path("r", "Load GMM model")
             if not path:
@@ -856,6 +860,15 @@ class GMMSegmenterWidget(Container):
         self._target_with_channels(model.n_features_in_)
         self._draw(model, None, _new_label_colours(model.n_components_))
         return model
+
+    def _busy_with_the_model(self, action) -> bool:
+        """Whether a Run or Apply is going, which Save and Load wait for (their
+        buttons are disabled meanwhile); says so. A preview never touches the model."""
+        if self.worker is None or (self._job is not None and self._job["kind"] == "preview"):
+            return False
+        show_info(f"{_PREFIX}a job is running; {action} the model when it ends, or press "
+                  "Cancel.")
+        return True
 
     def _target_with_channels(self, n_channels):
         """Make *Apply model to* an image with ``n_channels`` channels (as the
@@ -976,8 +989,10 @@ class GMMSegmenterWidget(Container):
         worker.finished.connect(lambda: _LIVE_WORKERS.pop(worker, None))
         self.worker = worker
         self._job = {"kind": kind, "layer": layer, "removed": False, "warned": False}
-        self.run_button.enabled = False
-        self.apply_button.enabled = False
+        # (the model buttons too: a model loaded during a Run would be replaced
+        # by the Run's when it ends, and a save would write the one it replaces)
+        for button in (self.run_button, self.apply_button, self.save_button, self.load_button):
+            button.enabled = False
         self.cancel_button.enabled = True
         self.progress.value = 0
         self._started = time.perf_counter()
@@ -1093,8 +1108,8 @@ class GMMSegmenterWidget(Container):
             self._activity = None
         self.worker = None
         self._job = None
-        self.run_button.enabled = True
-        self.apply_button.enabled = True
+        for button in (self.run_button, self.apply_button, self.save_button, self.load_button):
+            button.enabled = True
         self.cancel_button.enabled = False
         pending, self._preview_pending = self._preview_pending, False
         if pending and self.preview.value:
