@@ -1666,3 +1666,38 @@ def test_load_and_save_model_wait_for_a_run(qtbot, viewer_widget, tmp_path):
     assert widget.model.n_components_ == 4
     # once the run has ended, the model loaded is the model kept
     assert widget.load_model(path).n_components_ == 2 and widget.model.n_components_ == 2
+
+
+def test_copy_python_code_after_a_preview_gives_the_run_s_model(qtbot, viewer_widget, tmp_path):
+    viewer, widget = viewer_widget
+    image, _ = quadrants((600, 600))  # previewed on every 2nd pixel
+    viewer.add_image(image, name="quads")
+    widget.image.value = viewer.layers["quads"]
+    fixed_smoothing(widget, 0.0)
+    widget.preview.value = True
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    widget.preview.value = False
+    # no Run yet: the preview's code, and said to be the preview's
+    code = widget.copy_code()
+    assert code.startswith("# a preview: the displayed slice only"), code
+    assert "max_samples=25000" in code
+    assert widget.status.value.startswith(
+        "Copied the preview's Python code: the displayed slice, every 2nd pixel"), (
+        widget.status.value)
+    assert "press Run" in widget.status.value
+    run(qtbot, widget)
+    widget.preview.value = True  # a preview after the Run
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    widget.preview.value = False
+    assert widget.record["operation"].startswith("preview")
+    code = widget.copy_code()
+    assert QApplication.clipboard().text() == code
+    assert widget.status.value.startswith("Copied the Python code of the last Run, on 'quads'")
+    # the model Save model… writes and Apply uses is the Run's: so is its code
+    saved = widget.save_model(tmp_path / "model.npz")
+    with np.load(saved, allow_pickle=False) as archive:
+        assert code == json.loads(str(archive["metadata"]))["record"]["python"]
+    assert "max_samples" not in code and "np.repeat" not in code and "[::2" not in code
+    namespace = {"viewer": viewer}
+    exec(code, namespace)
+    assert namespace["labels"].shape == image.shape

@@ -146,6 +146,9 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
 def _python_code(*, image, params, leading_axis, mask, preview_index, source, scribbles,
                  preview_grid, alpha, lazy) -> str:
     lines = ["import numpy as np", "from gmm_segmenter import GMMSegmenter", ""]
+    if preview_index is not None:
+        lines.insert(0, "# a preview: the displayed slice only, with a preview's quicker "
+                        "settings; Run gives the code of a full-resolution result")
     if source is not None:
         lines = [source.rstrip(), "", f"# the same model applied to {image!r}"]
     select = "" if preview_index is None else _index_literal(preview_index)

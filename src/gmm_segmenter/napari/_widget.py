@@ -287,6 +287,9 @@ class GMMSegmenterWidget(Container):
         self.record = None
         self._model_code = None  # Python that defines `segmenter` as self.model
         self._model_record = None  # the record of the run (or file) self.model comes from
+        # the last Run or Apply with self.model, whose code Copy Python code
+        # gives after a preview (None: none since the model was made or loaded)
+        self._full_record = None
         # spatial axes of the frames self.model was fitted on, and where their
         # channel axis was, counted from the end of the layer's axes (None: not known)
         self._model_frame_ndim = None
@@ -791,9 +794,25 @@ class GMMSegmenterWidget(Container):
         if self.record is None:
             show_info(f"{_PREFIX}there is no result to reproduce yet; press Run first.")
             return None
-        code = self.record["python"]
+        record, said = self.record, "Copied the Python code that reproduces the result."
+        if record["operation"].startswith("preview"):
+            # Save model… and Apply use the last Run's model, not the preview's:
+            # its code is the one to keep
+            if self._full_record is not None:
+                record = self._full_record
+                which = "Apply" if record["operation"] == "apply model" else "Run"
+                said = (f"Copied the Python code of the last {which}, on "
+                        f"{record['image']['layer']!r}: its model is the one Save model… "
+                        "writes (not the preview's).")
+            else:
+                stride = record["settings"].get("preview_stride", 1)
+                grid = "" if stride == 1 else f", every {_ordinal(stride)} pixel"
+                said = (f"Copied the preview's Python code: the displayed slice{grid}, with "
+                        "the preview's quicker settings; press Run for the code of a "
+                        "full-resolution result.")
+        code = record["python"]
         QApplication.clipboard().setText(code)
-        self._set_status("Copied the Python code that reproduces the result.")
+        self._set_status(said)
         return code
 
     def save_model(self, path=None):
@@ -842,6 +861,7 @@ class GMMSegmenterWidget(Container):
             return None
         self.model = model
         self._model_record = read_record(path)
+        self._full_record = None
         # the dock passes every fit its spacing, one number per spatial axis
         self._model_frame_ndim = None if model.spacing is None else len(model.spacing)
         self._model_channel_from_end = None
@@ -1471,6 +1491,7 @@ class GMMSegmenterWidget(Container):
             code_scribbles = dict(scribble_description,
                                   index=[index[axis] for axis in scribble_axes])
         settings = self._settings(layout, layer, mask_description, scribble_description)
+        settings["preview_stride"] = stride
 
         def finish(outputs):
             model = outputs.models[-1]
@@ -1583,7 +1604,7 @@ class GMMSegmenterWidget(Container):
                 and active.name.startswith(f"{layer.name} GMM ")):
             self._viewer.layers.selection.active = labels_layer
         self._select_scribbles()
-        self.record = record
+        self.record = self._full_record = record
         if not applied:
             self.model = model
             self._model_frame_ndim = len(layout.spatial_axes)
