@@ -1701,3 +1701,55 @@ def test_copy_python_code_after_a_preview_gives_the_run_s_model(qtbot, viewer_wi
     namespace = {"viewer": viewer}
     exec(code, namespace)
     assert namespace["labels"].shape == image.shape
+
+
+def _outside_napari(code):
+    """``code`` with its commented lines that read the layer's file in use, and
+    the lines that read napari's layer left out."""
+    kept = []
+    for line in code.splitlines():
+        if "viewer.layers" in line:
+            continue
+        if line.startswith(("# from gmm_segmenter.io import", "# image = read_",
+                            "# rgba = read_")):
+            line = line[2:]
+        kept.append(line)
+    return "\n".join(kept)
+
+
+@pytest.mark.parametrize("kind", ["tif", "png", "rgba png"])
+def test_the_code_of_a_layer_read_from_a_file_says_how_to_read_it_outside_napari(
+    qtbot, viewer_widget, tmp_path, kind,
+):
+    import imageio.v3 as iio
+    import tifffile
+
+    viewer, widget = viewer_widget
+    image, _ = quadrants((48, 48))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    path = tmp_path / ("quads.tif" if kind == "tif" else "quads.png")
+    if kind == "tif":
+        tifffile.imwrite(path, image)
+    elif kind == "png":
+        iio.imwrite(path, image)
+    else:
+        alpha = np.full(image.shape, 255, np.uint8)
+        alpha[:5] = 0
+        iio.imwrite(path, np.dstack([image, image[::-1], image[:, ::-1], alpha]))
+    layer = viewer.open(path, plugin="napari")[0]
+    widget.image.value = layer
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    code = widget.copy_code()
+    name = "rgba" if kind == "rgba png" else "image"
+    assert "# outside napari, read the file the layer came from instead:" in code, code
+    assert f"# {name} = read_image({str(path.resolve())!r})" in code, code
+    namespace = {}  # no viewer: as in a script
+    exec(_outside_napari(code), namespace)
+    labels = viewer.layers[f"{layer.name} GMM labels"].data
+    np.testing.assert_array_equal(namespace["labels"], labels)
+    # a layer made in Python has no file: nothing to say
+    viewer.add_image(image, name="made")
+    widget.image.value = viewer.layers["made"]
+    run(qtbot, widget)
+    assert "outside napari" not in widget.copy_code()

@@ -112,7 +112,8 @@ def scribble_code(scribbles: dict | None) -> list:
 def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | None = None,
                 preview_index=None, source: str | None = None,
                 scribbles: dict | None = None, preview_grid: dict | None = None,
-                alpha: bool = False, lazy: bool = False, unit_axis: int | None = None) -> str:
+                alpha: bool = False, lazy: bool = False, unit_axis: int | None = None,
+                file: dict | None = None) -> str:
     """Python that recomputes the labels in napari's console (``viewer`` is defined there).
 
     ``leading_axis`` is ``"space"``, ``"shared"`` (one model for every
@@ -130,12 +131,14 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
     array, which the widget fits and labels without loading it (the code
     does too). ``unit_axis``: the labels layer keeps the image's channel
     axis there, at length 1 (``_layers.Layout.unit_axis``); so do the
-    code's labels.
+    code's labels. ``file``: the file napari read the layer from (``path``,
+    ``zarr`` for a zarr store, ``reader`` the plugin that read it), which
+    commented lines read outside napari instead.
     """
     code = _python_code(
         image=image, params=params, leading_axis=leading_axis, mask=mask,
         preview_index=preview_index, source=source, scribbles=scribbles,
-        preview_grid=preview_grid, alpha=alpha, lazy=lazy,
+        preview_grid=preview_grid, alpha=alpha, lazy=lazy, file=file,
     )
     if unit_axis is None or preview_index is not None:
         return code
@@ -144,7 +147,7 @@ def python_code(*, image: str, params: dict, leading_axis: str, mask: dict | Non
 
 
 def _python_code(*, image, params, leading_axis, mask, preview_index, source, scribbles,
-                 preview_grid, alpha, lazy) -> str:
+                 preview_grid, alpha, lazy, file=None) -> str:
     lines = ["import numpy as np", "from gmm_segmenter import GMMSegmenter", ""]
     if preview_index is not None:
         lines.insert(0, "# a preview: the displayed slice only, with a preview's quicker "
@@ -158,9 +161,11 @@ def _python_code(*, image, params, leading_axis, mask, preview_index, source, sc
         lines.append("# a dask or zarr array: fitted and labelled without loading it whole")
     if alpha:
         lines.append(f"rgba = {read}")
+        lines += file_code(file, "rgba", select)
         lines.append("image = rgba[..., :3]  # the colours; alpha 0 is masked out")
     else:
         lines.append(f"image = {read}")
+        lines += file_code(file, "image", select)
     lines += mask_code(mask)
     if alpha:
         lines.append("mask = rgba[..., 3] != 0" if mask is None
@@ -233,6 +238,22 @@ def _python_code(*, image, params, leading_axis, mask, preview_index, source, sc
         lines.append("labels = np.stack(labels)")
         lines += _keep_scribbled_code(scribbles)
     return "\n".join(lines) + "\n"
+
+
+def file_code(file: dict | None, name: str, select: str = "") -> list:
+    """Commented lines that define ``name`` from the file napari read the layer
+    from, for the code run outside napari (``viewer`` is napari's), or none."""
+    if file is None:
+        return []
+    reader = "read_zarr" if file.get("zarr") else "read_image"
+    plugin = file.get("reader")
+    check = "" if plugin in (None, "napari") else (
+        f" (napari read it with {plugin}: check that the arrays match)")
+    return [
+        f"# outside napari, read the file the layer came from instead{check}:",
+        f"# from gmm_segmenter.io import {reader}",
+        f"# {name} = {reader}({file['path']!r}){select}",
+    ]
 
 
 def _keep_scribbled_code(scribbles) -> list:

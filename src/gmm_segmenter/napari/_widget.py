@@ -1500,7 +1500,7 @@ class GMMSegmenterWidget(Container):
             code = _record.python_code(
                 image=layer.name, params=params, leading_axis=_layers.SPACE,
                 preview_index=index, mask=code_mask, scribbles=code_scribbles,
-                alpha=_has_alpha(layer),
+                alpha=_has_alpha(layer), file=_file_of(layer),
                 preview_grid=None if stride == 1 else {
                     "stride": stride, "image": coarse, "shape": plane_shape},
             )
@@ -1538,7 +1538,7 @@ class GMMSegmenterWidget(Container):
         model = models[self._displayed_frame(layer, len(models))]
         data = _data_of(layer)
         reading = {"alpha": _has_alpha(layer), "lazy": _is_lazy(data),
-                   "unit_axis": layout.unit_axis}
+                   "unit_axis": layout.unit_axis, "file": _file_of(layer)}
         if applied:
             code = _record.python_code(
                 image=layer.name, params=request.params,
@@ -1828,6 +1828,19 @@ def _unit_axis_of(array, layout) -> dict:
     if layout.unit_axis is None or tuple(np.shape(array)) != layout.layer_shape:
         return {}
     return {"unit_axis": layout.unit_axis}
+
+
+def _file_of(layer) -> dict | None:
+    """The file napari read ``layer`` from (see :func:`_record.file_code`), or None."""
+    source = getattr(layer, "source", None)
+    path = getattr(source, "path", None)
+    if not path:
+        return None
+    path = Path(path)
+    if not (path.is_file() or io.is_zarr_store(path)):
+        return None  # gone since, or a folder of images napari stacked
+    return {"path": str(path.resolve()), "zarr": io.is_zarr_store(path),
+            "reader": getattr(source, "reader_plugin", None)}
 
 
 def _data_of(layer):
