@@ -129,6 +129,26 @@ def test_a_colour_image_without_channel_axis_is_segmented_as_a_volume_with_a_war
         GMMSegmenter(2, beta=0, random_state=0).fit_predict(volume[:, :20, :20].T.copy())
 
 
+@pytest.mark.parametrize("shape, axis", [((2, 40, 48), "0"), ((12, 2, 40, 48), "1"),
+                                         ((12, 40, 48, 2), "-1")])
+def test_two_channels_without_channel_axis_are_named(shape, axis):
+    # a two-colour image (H and DAB, two microscope channels) was segmented as a
+    # volume of two slices without a word
+    from gmm_segmenter import GMMSegmenter
+
+    image = np.random.default_rng(0).random(shape)
+    with pytest.warns(UserWarning, match=rf"its axis {axis} \(of length 2\) looks like "
+                                         rf"channels.*Pass channel_axis={axis} ") as seen:
+        model = GMMSegmenter(2, beta=0, random_state=0).fit(image)
+    assert len([w for w in seen if "looks like channels" in str(w.message)]) == 1
+    assert all(w.filename == __file__ for w in seen if "looks like channels" in str(w.message))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict(image)  # said once, at fit
+        GMMSegmenter(2, beta=0, channel_axis=int(axis), random_state=0).fit(image)
+        GMMSegmenter(2, beta=0, random_state=0).fit(np.random.default_rng(0).random((4, 40, 48)))
+
+
 def test_a_spatial_axis_given_as_channel_axis_warns_with_the_likely_one():
     from skimage import data
 

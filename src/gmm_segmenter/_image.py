@@ -194,6 +194,11 @@ def _as_image(image, channel_axis, mask, name, convert, grey_model=False) -> Ima
         )
     if channel_axis is None:
         _warn_if_colour(array.shape, name, grey_model)
+        if grey_model is False and not looks_like_colour(array.shape):
+            # two channels (a two-colour microscope); 3 or 4 slices stay a volume
+            message = channels_within_message(array.shape, name, sizes=(2,))
+            if message is not None:
+                warnings.warn(message, UserWarning, stacklevel=_training.caller_stacklevel())
         pixels = array[..., np.newaxis]
         hidden = None if hidden is None else hidden[..., np.newaxis]
     else:
@@ -299,6 +304,34 @@ CHANNELS_BESIDE_SHORT = 8
 def short_axes(shape, skip=None) -> list:
     """The axes of ``shape`` (but ``skip``) whose length is one of :data:`CHANNEL_SIZES`."""
     return [axis for axis, size in enumerate(shape) if size in CHANNEL_SIZES and axis != skip]
+
+
+#: The other axes beside a short one (see :func:`channels_within_message`)
+#: are at least this long.
+LONG_AXIS = 8
+
+
+def channels_within_message(shape, name, option="channel_axis={axis}",
+                            sizes=CHANNEL_SIZES) -> str | None:
+    """What to say when one short axis among long ones (a ``(Z, C, Y, X)``
+    hyperstack, ``(Z, Y, X, C)``, ``(C, Y, X)``) is about to be segmented as
+    space; ``None`` when no axis looks so. ``option`` spells the setting to
+    pass; ``sizes``: the lengths of a short axis that are questioned."""
+    short = short_axes(shape)
+    if len(shape) < 3 or len(short) != 1 or shape[short[0]] not in sizes:
+        return None
+    axis = short[0]
+    if min(size for other, size in enumerate(shape) if other != axis) < LONG_AXIS:
+        return None
+    where = (" (an ImageJ hyperstack stores them there)" if 0 < axis < len(shape) - 2
+             else "")
+    shown = said_axis(axis, len(shape))
+    return (
+        f"{name} has shape {tuple(shape)}: its axis {shown} (of length {shape[axis]}) "
+        f"looks like channels{where}, but it is segmented as a {len(shape)}-D grayscale "
+        f"volume. Pass {option.format(axis=shown)} to model the channels together; for a "
+        "volume, ignore this warning."
+    )
 
 
 def said_axis(axis, ndim) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._image import COLOUR_SIDE, not_channels_message, said_axis, short_axes
+from .._image import COLOUR_SIDE, channels_within_message, not_channels_message
 from ..io import IMAGE_EXTENSIONS, is_zarr_store, read_image, read_zarr
 from . import _isolated
 from ._folder import outputs_in
@@ -341,30 +341,12 @@ def _share(fraction) -> str:
     return f"{fraction:.0%}"
 
 
-#: The other axes beside a short one (see :func:`_warn_if_channels_within`)
-#: are at least this long.
-LONG_AXIS = 8
-
-
 def _warn_if_channels_within(shape):
     """Warn when one short axis among long ones (a ``(Z, C, Y, X)`` hyperstack,
     ``(Z, Y, X, C)``, ``(C, Y, X)``) is about to be segmented as space."""
-    short = short_axes(shape)
-    if len(shape) < 3 or len(short) != 1:
-        return
-    axis = short[0]
-    if min(size for other, size in enumerate(shape) if other != axis) < LONG_AXIS:
-        return
-    where = (" (an ImageJ hyperstack stores them there)" if 0 < axis < len(shape) - 2
-             else "")
-    shown = said_axis(axis, len(shape))
-    warnings.warn(
-        f"The image has shape {tuple(shape)}: its axis {shown} (of length {shape[axis]}) "
-        f"looks like channels{where}, but it is segmented as a {len(shape)}-D grayscale volume. Pass "
-        f"--channel-axis {shown} to model the channels together; for a volume, ignore "
-        "this warning.",
-        UserWarning, stacklevel=3,
-    )
+    message = channels_within_message(shape, "The image", "--channel-axis {axis}")
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _channels_last(image, channel_axis_option, all_space=False):

@@ -217,6 +217,7 @@ def _warnings_name_their_file():
         # moved last, would name the wrong axes (and come again at predict)
         warnings.filterwarnings("ignore", r"X has shape .* looks like a spatial axis")
         warnings.filterwarnings("ignore", r"X has shape .* looks like the channels")
+        warnings.filterwarnings("ignore", r"X(\[\d+\])? has shape .* looks like channels")
         yield
 
 
