@@ -1753,3 +1753,24 @@ def test_the_code_of_a_layer_read_from_a_file_says_how_to_read_it_outside_napari
     widget.image.value = viewer.layers["made"]
     run(qtbot, widget)
     assert "outside napari" not in widget.copy_code()
+
+
+def test_a_loaded_rgb_model_is_offered_an_rgba_layer(qtbot, viewer_widget, tmp_path):
+    from gmm_segmenter.io import save_model
+
+    viewer, widget = viewer_widget
+    rgb, truth = rgb_patches()
+    path = save_model(GMMSegmenter(3, channel_axis=-1, beta=0, random_state=0).fit(rgb),
+                      tmp_path / "rgb.npz")
+    alpha = np.full(truth.shape + (1,), 255, np.uint8)
+    viewer.add_image(np.concatenate([rgb.astype(np.uint8), alpha], axis=-1), name="rgba",
+                     rgb=True)
+    viewer.add_image(rgb[..., 0], name="camera16")  # the newest: Apply model to names it
+    assert widget.apply_target.value is viewer.layers["camera16"]
+    widget.load_model(path)
+    # Apply reads RGBA as its three colours: the model's channels
+    assert widget.apply_target.value is viewer.layers["rgba"]
+    since = len(notification_manager.records)
+    run(qtbot, widget, widget.apply_model)
+    assert not new_messages(since)
+    assert (viewer.layers["rgba GMM labels"].data == truth).mean() > 0.99

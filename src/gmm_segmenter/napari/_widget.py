@@ -896,9 +896,10 @@ class GMMSegmenterWidget(Container):
         while a grey layer is chosen would fail on Apply."""
         def channels(layer):
             try:
-                return self._image_layout(layer).n_channels
+                n_channels = self._image_layout(layer).n_channels
             except ValueError:
                 return None
+            return n_channels - 1 if _has_alpha(layer) else n_channels  # as Apply reads it
 
         if self.apply_target.value is not None and channels(self.apply_target.value) == n_channels:
             return
