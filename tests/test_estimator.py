@@ -379,6 +379,11 @@ def test_set_params_and_misspelt_options_say_what_was_meant():
             GMMSegmenter(2, **params).fit(np.zeros((4, 4)))
     with pytest.raises(ValueError, match=r"'connectivity' .* Got 0 instead\.$"):
         GMMSegmenter(2, connectivity=0, covariance_type="ful").fit(np.zeros((4, 4)))
+    # a voxel size given as one number or a string says how to give it
+    for spacing in (3, "3,1,1"):
+        with pytest.raises(ValueError, match=r"'spacing' .* instead\. Give one voxel size per "
+                           r"spatial axis, in the array's order, such as spacing=\(3, 1, 1\)"):
+            GMMSegmenter(2, spacing=spacing).fit(np.zeros((4, 4, 4)))
 
 
 def test_a_model_asked_for_its_channels_on_another_axis_names_the_axis_that_holds_them():

@@ -611,7 +611,9 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
         try:
             super()._validate_params()
         except InvalidParameterError as error:
-            raise InvalidParameterError(f"{error}{self._closest_option(str(error))}") from None
+            raise InvalidParameterError(
+                f"{error}{self._closest_option(str(error))}{self._spacing_advice(str(error))}"
+            ) from None
         for name, advice in _NOT_BOOLS.items():
             value = getattr(self, name)
             if isinstance(value, (bool, np.bool_)):
@@ -620,6 +622,15 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
                     f"The {name!r} parameter of GMMSegmenter must be {advice}. Got "
                     f"{value!r} instead, which would silently count as {int(value)}."
                 )
+
+    def _spacing_advice(self, error: str) -> str:
+        """How to give ``spacing`` when scikit-learn refused a number or a string."""
+        if "The 'spacing' parameter" not in error:
+            return ""
+        return (
+            " Give one voxel size per spatial axis, in the array's order, such as "
+            "spacing=(3, 1, 1) for slices 3 times as thick as a pixel is wide."
+        )
 
     def _closest_option(self, error: str) -> str:
         """`` Did you mean covariance_type='full'?`` for the misspelt string option
