@@ -404,6 +404,19 @@ def test_a_black_and_white_mask_given_as_scribbles_is_refused(n_components):
         make_segmenter(n_components).fit(image, y)
 
 
+@pytest.mark.parametrize("n_components", [3, "auto"])
+def test_a_picture_given_as_scribbles_is_named_as_one(n_components):
+    # a 16-bit image passed as --scribbles was told to use -k 65535 or more
+    image, truth = stripes()
+    picture = (np.random.default_rng(0).random(image.shape) * 65535).astype(np.uint16)
+    with pytest.raises(ValueError, match=r"Scribbles y hold \d+ different labels \(up to "
+                       r"\d+\) on 100% of the pixels, as a picture does, not painted strokes"):
+        make_segmenter(n_components).fit(image, picture)
+    # strokes of many classes on a large share are labels all the same
+    y = scribble(truth, {1: 1, 2: 2, 3: 3})
+    make_segmenter(3).fit(image, y)
+
+
 def test_whole_number_floats_are_labels():
     image, truth = stripes()
     y = scribble(truth, {1: 2, 2: 3, 3: 1})

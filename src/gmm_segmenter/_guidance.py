@@ -65,6 +65,12 @@ ANCHOR_SHARE = 0.1
 #: is a marker (an "ignore" value, a float's garbage), not a class.
 MAX_LABEL = 65535
 
+#: Scribbles with more than this share of the pixels labelled, in more than
+#: ``PICTURE_LABELS`` labels above the number of classes, are a picture given
+#: by mistake (a file of the image itself, or another photograph).
+PICTURE_SHARE = 0.5
+PICTURE_LABELS = 64
+
 #: How far a prior map's row may sum from 1 before it is refused.
 PRIOR_SUM_TOLERANCE = 1e-3
 
@@ -442,6 +448,18 @@ def _scribbles(labels, spatial_shape, name, n_components, n_prior):
             f"Scribbles {name} hold only the label {highest}, as a black-and-white "
             "mask saved as an image does; scribbles number classes 1..K. To segment "
             "only those pixels, pass the image as mask= instead."
+        )
+    n_pixels = math.prod(spatial_shape)
+    if len(values) > PICTURE_SHARE * n_pixels and (
+            limit == "auto" or highest > limit) and (
+            len(np.unique(values[:: max(1, len(values) // 100_000)])) > PICTURE_LABELS):
+        # painted strokes number a few classes on part of the image
+        shown = len(np.unique(values))
+        raise ValueError(
+            f"Scribbles {name} hold {shown} different labels (up to {highest}) on "
+            f"{len(values) / n_pixels:.0%} of the pixels, as a picture does, not painted "
+            "strokes; scribbles are a label image, 0 where nothing is known and k where "
+            "class k was painted (as a napari Labels layer is saved)."
         )
     if limit != "auto" and highest > limit:
         raise ValueError(
