@@ -409,7 +409,7 @@ def test_a_picture_given_as_scribbles_is_named_as_one(n_components):
     # a 16-bit image passed as --scribbles was told to use -k 65535 or more
     image, truth = stripes()
     picture = (np.random.default_rng(0).random(image.shape) * 65535).astype(np.uint16)
-    with pytest.raises(ValueError, match=r"Scribbles y hold \d+ different labels \(up to "
+    with pytest.raises(ValueError, match=r"Scribbles y hold \d+ different values \(up to "
                        r"\d+\) on 100% of the pixels, as a picture does, not painted strokes"):
         make_segmenter(n_components).fit(image, picture)
     # strokes of many classes on a large share are labels all the same

@@ -456,7 +456,7 @@ def _scribbles(labels, spatial_shape, name, n_components, n_prior):
         # painted strokes number a few classes on part of the image
         shown = len(np.unique(values))
         raise ValueError(
-            f"Scribbles {name} hold {shown} different labels (up to {highest}) on "
+            f"Scribbles {name} hold {shown} different values (up to {highest}) on "
             f"{len(values) / n_pixels:.0%} of the pixels, as a picture does, not painted "
             "strokes; scribbles are a label image, 0 where nothing is known and k where "
             "class k was painted (as a napari Labels layer is saved)."
