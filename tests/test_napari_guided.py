@@ -399,8 +399,11 @@ def test_scribbles_of_another_shape_are_refused_before_a_job(qtbot, viewer_widge
     widget.run()
     assert not widget.running
     errors = new_messages(since)
-    assert any("Scribbles 'small'" in m and "(64, 64)" in m for m in errors), errors
-    assert "quads GMM labels" not in viewer.layers and "Not started" in widget.status.value
+    # named as the control shows it, as every message about the scribbles does
+    assert any("Guide with labels 'small': The scribbles have shape (10, 10)" in m
+               and "(64, 64)" in m for m in errors), errors
+    assert "quads GMM labels" not in viewer.layers
+    assert widget.status.value.startswith("Not segmented: Guide with labels 'small'")
 
 
 @pytest.mark.parametrize("case", ["class above K", "outside the mask", "same values"])
@@ -436,6 +439,8 @@ def test_bad_scribbles_end_in_a_notification_not_a_crash(qtbot, viewer_widget, c
     assert any(expected in m for m in messages), messages
     assert not any("n_components" in m or "Scribbles y" in m for m in messages), messages
     assert widget.run_button.enabled and not widget.running
+    if severity == "error":  # refused as the scribbles of another shape are, before a job
+        assert widget.status.value.startswith("Not segmented: "), widget.status.value
 
     widget.preview.value = True  # the same through a stroke's preview
     since = len(notification_manager.records)

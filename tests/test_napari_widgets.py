@@ -385,7 +385,8 @@ def test_the_status_line_reports_an_error_before_a_job(qtbot, viewer_widget):
     widget.mask.value = viewer.layers["small mask"]
     widget.run()
     assert not widget.running
-    assert widget.status.value.startswith("Not started") and "shape" in widget.status.value
+    assert widget.status.value.startswith("Not segmented: Mask 'small mask'") and (
+        "shape" in widget.status.value)
     # not the fit's 100 % beside it, and a long reason kept short (all of it
     # in the tooltip and the notification), so the buttons stay in view
     assert widget.progress.value == 0
@@ -1045,9 +1046,10 @@ def test_an_image_of_zeros_or_nan_ends_in_a_notification(qtbot, viewer_widget, f
     # in the widget's words: no X, no mask=True of the Python call
     assert not any(re.search(r"\bX\b|True pixels", m) for m in errors), errors
     assert [layer.name for layer in viewer.layers] == ["blank"]
-    assert widget.run_button.enabled and widget.status.value.startswith("Failed: ")
+    assert widget.run_button.enabled and widget.status.value.startswith("Not segmented: ")
     # the status line says why, as the notification does
-    reason = widget.status.value.removeprefix("Failed: ").removesuffix(" (hover for more)")
+    reason = widget.status.value.removeprefix("Not segmented: ").removesuffix(
+        " (hover for more)")
     assert any(reason.rstrip("…")[:60] in m for m in errors), (widget.status.value, errors)
 
 
@@ -1056,7 +1058,7 @@ def test_the_status_line_keeps_the_advice_of_a_short_reason(qtbot, viewer_widget
     widget.run()  # no image layer yet
     assert not widget.running
     assert widget.status.value == (
-        "Not started: There is no Image layer to segment; open or add an image first."
+        "Not segmented: There is no Image layer to segment; open or add an image first."
     )
     # a long one whose problem and advice together do not fit: its first
     # sentence (or clause), and the rest in the tooltip
@@ -1077,7 +1079,8 @@ def test_the_status_line_keeps_the_advice_of_a_long_reason(qtbot, viewer_widget)
     run(qtbot, widget)
     (error,) = new_messages(since)
     status = widget.status.value
-    assert status.startswith("Failed: Components is 6, but the image's valid pixels hold only 3")
+    assert status.startswith(
+        "Not segmented: Components is 6, but the image's valid pixels hold only 3")
     assert status.endswith(". Lower Components to 3 or fewer, or tick its auto box. "
                            "(hover for more)"), status
     assert "each component needs" not in status and "each component needs" in error
@@ -1774,3 +1777,38 @@ def test_a_loaded_rgb_model_is_offered_an_rgba_layer(qtbot, viewer_widget, tmp_p
     run(qtbot, widget, widget.apply_model)
     assert not new_messages(since)
     assert (viewer.layers["rgba GMM labels"].data == truth).mean() > 0.99
+
+
+def test_an_image_without_a_finite_pixel_is_named_and_no_mask_is_asked_for(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    viewer.add_image(np.full((32, 32), np.nan), name="empty scan")
+    widget.image.value = viewer.layers["empty scan"]
+    since = len(notification_manager.records)
+    run(qtbot, widget)
+    (error,) = new_messages(since)
+    assert "'empty scan' (Image) has no finite pixel" in error, error
+    assert "Mask" not in error
+    assert widget.status.value.startswith("Not segmented: Layer 'empty scan' (Image) has no")
+    # with finite pixels, but none inside the Mask, the Mask is what to change
+    partly = np.full((32, 32), np.nan)
+    partly[16:] = np.random.default_rng(0).normal(100, 10, (16, 32))
+    viewer.layers["empty scan"].data = partly
+    top = np.zeros((32, 32), np.uint8)
+    top[:8] = 1
+    viewer.add_labels(top, name="top")
+    widget.mask.value = viewer.layers["top"]
+    since = len(notification_manager.records)
+    run(qtbot, widget)
+    (error,) = new_messages(since)
+    assert "choose a Mask that marks some pixels inside the image's finite values" in error
+    # a preview of a slice without a finite pixel says to move on
+    viewer.add_image(np.stack([np.full((16, 16), np.nan), np.ones((16, 16))]), name="stack")
+    widget.image.value = viewer.layers["stack"]
+    widget.mask.value = None
+    viewer.dims.set_current_step(0, 0)
+    since = len(notification_manager.records)
+    widget.preview.value = True
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    widget.preview.value = False
+    assert any("The displayed slice of 'stack' has no finite pixel" in m
+               for m in new_messages(since)), new_messages(since)

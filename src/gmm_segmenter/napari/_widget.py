@@ -116,6 +116,9 @@ _PREVIEW_TIP = (
     "preview does not change the current model."
 )
 
+#: The label of the scribbles' control, which messages about them name it by.
+_SCRIBBLES_CONTROL = "Guide with labels"
+
 #: The most components the Components and 'Up to (auto)' boxes offer.
 MAX_COMPONENTS = 50
 
@@ -417,7 +420,7 @@ class GMMSegmenterWidget(Container):
             "others get label 0.",
         )
         self.scribbles = ComboBox(
-            label="Guide with labels", choices=self._scribble_choices, nullable=True,
+            label=_SCRIBBLES_CONTROL, choices=self._scribble_choices, nullable=True,
             value=None,
             tooltip="A Labels layer painted with napari's brush: label k on a pixel says "
             "'this is class k', 0 says nothing. The result's classes follow that "
@@ -984,7 +987,7 @@ class GMMSegmenterWidget(Container):
             advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
             reason = _in_widget_words(error, kind == "apply")
             show_error(f"{_PREFIX}{reason}{advice}")
-            self._set_status(f"Not started: {reason}", short=True)
+            self._set_status(f"{_status_prefix(error)}: {reason}{advice}", short=True)
             self.progress.value = 0  # not the last job's 100 %
             return
         self._cancel_requested = threading.Event()
@@ -1092,8 +1095,10 @@ class GMMSegmenterWidget(Container):
         reason = _in_widget_words(error, self._job is not None and self._job["kind"] == "apply")
         show_error(f"{_PREFIX}{reason}{advice}")
         # the reason, as for a job that did not start (all of it in the tooltip)
-        self._set_status(f"Failed: {reason}{advice}", short=True)
-        self.plot.message("No new model: the run failed (see the notification).")
+        self._set_status(f"{_status_prefix(error)}: {reason}{advice}", short=True)
+        self.plot.message("No new model: the run failed (see the notification)."
+                          if _status_prefix(error) == "Failed" else
+                          "No new model (see the notification).")
 
     def _superseded(self) -> bool:
         return self._job is not None and self._job.get("superseded", False)
@@ -1332,7 +1337,7 @@ class GMMSegmenterWidget(Container):
         try:
             arrays = _layers.scribble_arrays(data, layout)
         except ValueError as error:
-            raise ValueError(f"Scribbles {layer.name!r}: {error}") from None
+            raise ValueError(f"{_SCRIBBLES_CONTROL} {layer.name!r}: {error}") from None
         if arrays is None:
             return None, None
         per_frame = layout.time_axis is not None and (
@@ -1346,6 +1351,11 @@ class GMMSegmenterWidget(Container):
             raise ValueError("There is no Image layer to segment; open or add an image first.")
         layout = self._image_layout(layer)
         data = _lazy_or_loaded(_data_of(layer))
+        if not _has_finite_pixel(data):
+            raise ValueError(
+                f"{_name(layer)} has no finite pixel (every value is NaN or infinite), so "
+                "there is nothing to segment; choose a layer with finite values."
+            )
         masks, mask_description = self._masks(layout, kind)
         layout, data, masks = _without_alpha(layer, layout, data, masks)
         scribbles, scribble_description = (None, None) if kind == "apply" else (
@@ -1426,6 +1436,9 @@ class GMMSegmenterWidget(Container):
                 "or make an in-memory layer of the slices you want to try settings on."
             )
         frame = np.asarray(data[index])
+        if not _has_finite_pixel(frame):
+            raise ValueError(f"The displayed slice of {layer.name!r} has no finite pixel "
+                             "(every value is NaN or infinite); move to another slice.")
         kept = [axis for axis in range(data.ndim) if isinstance(index[axis], slice)]
         channel_axis = None if layout.channel_axis is None else kept.index(layout.channel_axis)
         mask = guide = None
@@ -1670,6 +1683,14 @@ class GMMSegmenterWidget(Container):
             show_info(f"{_PREFIX}the plot could not be drawn ({error})")
 
 
+def _status_prefix(error) -> str:
+    """How the status line opens for ``error``: input or settings refused (a
+    ``ValueError``, whose message says what to change; found before the job
+    or by the estimator's checks in it) is "Not segmented"; anything else
+    (memory, a bug) "Failed"."""
+    return "Not segmented" if isinstance(error, ValueError) else "Failed"
+
+
 def _field_range(field, labels):
     """``(low, high)`` of the bias ``field`` over the pixels segmented (labelled:
     inside the mask, finite), as ``gmm-segment`` reports it; ``field`` has the
@@ -1810,7 +1831,7 @@ def _naming_scribbles(job, layer):
     except ValueError as error:
         if layer is None or "scribble" not in str(error).lower():
             raise
-        raise ValueError(f"Guide with labels {layer.name!r}: {error}") from None
+        raise ValueError(f"{_SCRIBBLES_CONTROL} {layer.name!r}: {error}") from None
 
 
 def _fingerprint(array):
@@ -1893,6 +1914,16 @@ def _without_alpha(layer, layout, data, masks):
             "there is nothing to segment; choose a Mask over visible pixels."
         )
     return layout, data[..., :3], masks
+
+
+def _has_finite_pixel(data) -> bool:
+    """Whether an in-memory layer's data hold a finite value (a lazy layer is
+    not read for this: the estimator says so as it reads it)."""
+    if _is_lazy(data) or data.dtype.kind not in "fc" or data.size == 0:
+        return True
+    if np.isfinite(np.max(data)):  # one pass, no copy, for the usual image
+        return True
+    return bool(np.isfinite(data).any())
 
 
 def _name(layer):
