@@ -1,6 +1,6 @@
 """Fuzz the image readers and the model loader, each read in a killable subprocess.
 
-Every example is a valid PNG, TIFF or model file with a few bytes
+Every example is a valid PNG, TIFF (plain, ImageJ or OME) or model file with a few bytes
 overwritten, deleted, inserted or cut off (or pure noise), as in
 ``tests/test_fuzz.py``; or a valid zarr store (format 2 or 3, one of them
 sharded) whose metadata (``.zarray``, ``.zattrs``, ``zarr.json``) had values
@@ -55,6 +55,23 @@ ZARR_MAX_PIXELS = 10**6
 
 
 # ------------------------------------------------------------------ seeds and mutations
+
+
+def seed_files(kind, folder) -> list:
+    """The valid files that ``kind``'s examples are mutated from, in turn: for TIFF
+    also an ImageJ hyperstack and an OME-TIFF that record their voxel size
+    (what ``read_tiff_axes`` parses)."""
+    if kind != "tiff":
+        return [seed_bytes(kind, folder)]
+    import tifffile
+
+    stack = (np.arange(2 * 2 * 8 * 9) * 30).astype(np.uint16).reshape(2, 2, 8, 9)
+    imagej, ome = io.BytesIO(), io.BytesIO()
+    tifffile.imwrite(imagej, stack, imagej=True, resolution=(2.0, 2.0), compression="zlib",
+                     metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"})
+    tifffile.imwrite(ome, stack[:, 0], ome=True, compression="zlib", metadata={
+        "axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 1.5})
+    return [seed_bytes(kind, folder), imagej.getvalue(), ome.getvalue()]
 
 
 def seed_bytes(kind, folder):
@@ -279,7 +296,7 @@ def worker():
     import warnings
 
     from gmm_segmenter import GMMSegmenter
-    from gmm_segmenter.io import load_model, read_image
+    from gmm_segmenter.io import load_model, read_image, read_tiff_axes
 
     warnings.simplefilter("ignore")  # warnings are allowed; they must not flood the pipe
     probe = _probe()
@@ -298,6 +315,9 @@ def worker():
             else:
                 image = read_image(path)
                 assert image.ndim >= 2 and image.size > 0 and image.dtype.kind in "biuf"
+                # gmm-segment then reads what the file records of its axes: never raises
+                found = read_tiff_axes(path)
+                assert found is None or isinstance(found.axes, str)
             answer = {"outcome": "read"}
         except ValueError as error:
             cause = error.__cause__ or error.__context__
@@ -375,7 +395,7 @@ class Worker:
 
 def run(kind, examples, seed, seconds, memory_bytes, keep, folder, quiet):
     rng = np.random.default_rng([seed, READERS.index(kind)])
-    originals = seed_stores(folder) if kind == "zarr" else [seed_bytes(kind, folder)]
+    originals = seed_stores(folder) if kind == "zarr" else seed_files(kind, folder)
     counts = {"read": 0, "refused": 0, "hang": 0, "crash": 0, "escape": 0}
     slowest, slowest_index = 0.0, None
     path = Path(folder) / f"fuzzed{SUFFIXES[kind]}"
