@@ -1812,3 +1812,12 @@ def test_an_image_without_a_finite_pixel_is_named_and_no_mask_is_asked_for(qtbot
     widget.preview.value = False
     assert any("The displayed slice of 'stack' has no finite pixel" in m
                for m in new_messages(since)), new_messages(since)
+
+
+def test_the_components_boxes_say_their_maximum(viewer_widget):
+    from gmm_segmenter.napari._widget import MAX_COMPONENTS
+
+    _, widget = viewer_widget
+    for box in (widget.n_components, widget.max_components):
+        assert box.max == MAX_COMPONENTS
+        assert f"t most {MAX_COMPONENTS}" in box.tooltip, box.tooltip

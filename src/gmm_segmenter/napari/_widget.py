@@ -368,11 +368,13 @@ class GMMSegmenterWidget(Container):
         )
         self.n_components = SpinBox(
             label="Components", value=3, min=1, max=MAX_COMPONENTS,
-            tooltip="How many classes; labels run 1..K from the darkest to the brightest.",
+            tooltip="How many classes; labels run 1..K from the darkest to the brightest. "
+            f"At most {MAX_COMPONENTS} here (GMMSegmenter in Python takes more).",
         )
         self.max_components = SpinBox(  # 8: GMMSegmenter's and gmm-segment's default range
             label="Up to (auto)", value=8, min=2, max=MAX_COMPONENTS,
-            tooltip="The largest number of components BIC may choose.",
+            tooltip=f"The largest number of components BIC may choose (at most "
+            f"{MAX_COMPONENTS}).",
         )
         self.covariance_type = ComboBox(
             label="Covariance", choices=_COVARIANCE_TYPES,
@@ -1096,9 +1098,7 @@ class GMMSegmenterWidget(Container):
         show_error(f"{_PREFIX}{reason}{advice}")
         # the reason, as for a job that did not start (all of it in the tooltip)
         self._set_status(f"{_status_prefix(error)}: {reason}{advice}", short=True)
-        self.plot.message("No new model: the run failed (see the notification)."
-                          if _status_prefix(error) == "Failed" else
-                          "No new model (see the notification).")
+        self.plot.message("No new model: the run failed (see the notification).")
 
     def _superseded(self) -> bool:
         return self._job is not None and self._job.get("superseded", False)
