@@ -605,7 +605,8 @@ def _tiff_axes(path) -> TiffAxes | None:
             for letter in "XYZ":
                 size = pixels.get(f"PhysicalSize{letter}")
                 if size:
-                    found[letter] = (float(size), str(pixels.get(f"PhysicalSize{letter}Unit", "µm")))
+                    unit_of = str(pixels.get(f"PhysicalSize{letter}Unit", "µm"))
+                    found[letter] = (float(size), unit_of)
             units = {u for _, u in found.values()}
             if len(units) == 1:
                 sizes, unit = {a: v for a, (v, _) in found.items()}, units.pop()
@@ -1000,7 +1001,8 @@ def load_model(path) -> GMMSegmenter:
     path = Path(path)
     if not path.exists():
         # a model saved under a name without .npz, or given without it
-        other = path.with_suffix("") if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+        other = (path.with_suffix("") if path.suffix == ".npz"
+                 else path.with_name(path.name + ".npz"))
         there = f"; there is {other}" if other.is_file() else ""
         raise FileNotFoundError(f"{path}: no such model file{there}")
 

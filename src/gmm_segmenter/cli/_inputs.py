@@ -67,7 +67,8 @@ class Prepared:
 # ------------------------------------------------------------------ discovery
 
 
-def collect_sources(patterns, samples, option_files=None) -> tuple[list[Source], list[str], list[str]]:
+def collect_sources(patterns, samples,
+                    option_files=None) -> tuple[list[Source], list[str], list[str]]:
     """Expand files, folders and globs into sources; return them, the errors, and
     notes on inputs given more than once (each is processed once) or passed over.
 

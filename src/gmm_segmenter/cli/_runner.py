@@ -407,6 +407,11 @@ def _map(function, items, jobs):
                 _stopping.clear()
 
 
+def _sizes(spacing) -> str:
+    """A voxel size as the summary line and warnings write it: ``1.5 x 0.5 x 0.5``."""
+    return " x ".join(f"{size:g}" for size in spacing)
+
+
 def _from_file(prepared, report) -> str:
     """What the file's metadata set (channels, voxel size), for the summary line."""
     said = []
@@ -414,8 +419,8 @@ def _from_file(prepared, report) -> str:
         said.append(f"channels on axis {report['channel_axis']}")
     voxel = report.get("voxel_size")
     if voxel is not None and voxel["from"] == "the file's metadata":
-        size = " x ".join(f"{s:g}" for s in voxel["spacing"])
-        said.append(f"voxel size {size}" + (f" {voxel['unit']}" if voxel["unit"] else ""))
+        unit = f" {voxel['unit']}" if voxel["unit"] else ""
+        said.append(f"voxel size {_sizes(voxel['spacing'])}{unit}")
     return f"; {' and '.join(said)}, as the file records" if said else ""
 
 
@@ -497,13 +502,12 @@ def _warn_if_mixed_voxel_sizes(loaded, console, runner):
     if "spacing" in runner.params or len(sizes) < 2 or sizes == {None}:
         return
     shown = "; ".join(
-        f"{source.label}: " + (" x ".join(f"{s:g}" for s in prepared.voxel_size)
-                               if prepared.voxel_size else "none")
+        f"{source.label}: {_sizes(prepared.voxel_size) if prepared.voxel_size else 'none'}"
         for source, prepared, _ in loaded[:3]
-    )
+    ) + ("; …" if len(loaded) > 3 else "")
     text = (
-        f"--fit-on: the files record different voxel sizes ({shown}{'; …' if len(loaded) > 3 else ''}), "
-        "so the model is fitted with none (every voxel a cube); give --spacing to choose one."
+        f"--fit-on: the files record different voxel sizes ({shown}), so the model is "
+        "fitted with none (every voxel a cube); give --spacing to choose one."
     )
     console.warn(text)
     runner.fit_warnings.append(text)
