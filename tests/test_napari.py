@@ -810,3 +810,35 @@ def test_a_volume_model_applies_to_a_plane(qtbot, viewer_widget):
     run(qtbot, widget, lambda: widget.apply_model(viewer.layers["plane"]))
     assert not new_errors(since)
     assert set(np.unique(viewer.layers["plane GMM labels"].data)) <= {1, 2}
+
+
+def test_a_needle_of_a_class_does_not_squash_the_plot_of_one_channel():
+    # a saturated region: a spike in the histogram, and a class whose Gaussian
+    # is a needle over it (as camera's sky under bias-field correction)
+    from gmm_segmenter import GMMSegmenter
+    from gmm_segmenter.napari._jobs import pixel_histogram
+    from gmm_segmenter.napari._layers import component_densities
+    from gmm_segmenter.napari._plot import HEADROOM, draw
+
+    rng = np.random.default_rng(0)
+    image = np.concatenate([rng.normal(40, 12, 40_000), rng.normal(150, 20, 40_000),
+                            np.full(30_000, 255.0)]).reshape(110, 1000)
+    model = GMMSegmenter(3, beta=0, random_state=0).fit(image)
+    histogram = pixel_histogram(image)
+    counts, edges = histogram
+    density = counts / counts.sum() / np.diff(edges)
+    needle = component_densities(model, np.linspace(edges[0], edges[-1], 400)).max()
+    figure = draw(model, histogram)
+    bottom, top = figure.axes[0].get_ylim()
+    # the broad classes' pixels fill the plot; the spike and the needle run off its top
+    broad = np.sort(density)[-3]  # past the spike's bin
+    assert bottom == 0 and broad < top <= HEADROOM * 1.05 * broad * 1.5, (top, broad)
+    assert top < needle / 3 and top < density.max() / 3, (top, needle, density.max())
+    # a histogram without spikes keeps its whole range, curves included
+    plain = image[:80]  # the two broad classes
+    model = GMMSegmenter(2, beta=0, random_state=0).fit(plain)
+    histogram = pixel_histogram(plain)
+    counts, edges = histogram
+    curves = component_densities(model, np.linspace(edges[0], edges[-1], 400)).sum(axis=0)
+    _, top = draw(model, histogram).axes[0].get_ylim()
+    assert top >= max(curves.max(), (counts / counts.sum() / np.diff(edges)).max())

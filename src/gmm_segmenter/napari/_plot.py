@@ -31,6 +31,9 @@ from ._layers import component_densities
 _LIGHT = {"background": "#ffffff", "foreground": "#000000", "faint": "#bfbfbf"}
 _DPI = 100
 
+#: The plot of one channel reaches this many times the histogram's peak.
+HEADROOM = 1.5
+
 #: One thread draws every plot's pictures, one at a time.
 _RENDERER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gmm-plot")
 
@@ -199,6 +202,35 @@ def _draw_channels(axes, model, histogram, colour, theme):
         limit(low - margin, high + margin)
 
 
+def _y_top(density, densities) -> float | None:
+    """The top of a one-channel plot: the histogram's peak with headroom.
+
+    A narrow class (a needle of a Gaussian, over a spike of the histogram
+    such as a saturated sky) set the range, and the other classes and their
+    pixels shrank to the baseline. The range follows the histogram's peak
+    without lone spikes (the largest median of 7 neighbouring bins, of those
+    that hold pixels), and
+    reaches :data:`HEADROOM` times it; a taller curve or spike runs off the
+    top. None (matplotlib's own range) when the histogram is all spikes
+    (an image of a few values).
+    """
+    if density.size == 0:
+        return None
+    # the median of 7 neighbouring bins leaves a spike out; empty bins do not
+    # count, so a comb (a stretched 8-bit image's every 2nd or 3rd grey level)
+    # keeps its height, and a window of fewer than 3 bins that hold pixels
+    # (a spike at the range's end, a few lone values) says nothing
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(density, 3), 7)
+    held = np.ma.masked_equal(windows, 0)
+    medians = np.ma.median(held, axis=-1)
+    medians = np.ma.masked_where(held.count(axis=-1) < 3, medians)
+    broad = float(np.ma.max(medians)) if medians.count() else 0.0
+    if broad <= 0:
+        return None
+    tallest = max(float(np.max(density)), float(np.max(densities.sum(axis=0))))
+    return min(tallest, HEADROOM * broad) * 1.05
+
+
 def render(model, histogram=None, colours=None, theme=None, size=(320, 220),
            shares=None) -> np.ndarray:
     """The plot of ``model`` as an RGBA picture of ``size`` pixels (any thread)."""
@@ -248,11 +280,15 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
         weights = np.asarray(model.weights_, dtype=float)
         by_labels = shares is not None and np.all(weights == weights[0]) and n_components > 1
         densities = component_densities(model, x, shares if by_labels else None)
-        for k, density in enumerate(densities):
-            main.plot(x, density, color=colour[k], linewidth=1.5, label=f"{k + 1}")
+        for k, curve in enumerate(densities):
+            main.plot(x, curve, color=colour[k], linewidth=1.5, label=f"{k + 1}")
         # under the components' curves: where one dominates, the sum ran over it
         main.plot(x, densities.sum(axis=0), color=foreground, linewidth=0.8, linestyle="--",
                   zorder=1)
+        if histogram is not None:
+            top = _y_top(density, densities)
+            if top is not None:
+                main.set_ylim(0, top)
         main.set_xlabel("intensity", fontsize=8)
         main.set_yticks([])
     elif channels:
