@@ -1821,3 +1821,29 @@ def test_the_components_boxes_say_their_maximum(viewer_widget):
     for box in (widget.n_components, widget.max_components):
         assert box.max == MAX_COMPONENTS
         assert f"t most {MAX_COMPONENTS}" in box.tooltip, box.tooltip
+
+
+def test_the_status_of_a_volume_gives_the_voxel_size_it_was_segmented_with(
+    qtbot, viewer_widget,
+):
+    viewer, widget = viewer_widget
+    image, _ = quadrants((32, 32))
+    fixed_smoothing(widget, 0.0)
+    widget.n_components.value = 4
+    viewer.add_image(np.stack([image] * 4), name="scan", scale=(1.5, 0.5, 0.5), units="um")
+    widget.image.value = viewer.layers["scan"]
+    run(qtbot, widget)
+    assert "→ 'scan GMM labels'; voxel size 1.5 × 0.5 × 0.5 µm" in widget.status.value, (
+        widget.status.value)
+    # napari's default scale, when a reader found no voxel size: said, so it is seen
+    viewer.add_image(np.stack([image] * 4), name="unscaled")
+    widget.image.value = viewer.layers["unscaled"]
+    run(qtbot, widget)
+    assert widget.status.value.endswith("; voxel size 1 × 1 × 1"), widget.status.value
+    # Apply says the size of the layer it labels
+    run(qtbot, widget, lambda: widget.apply_model(viewer.layers["scan"]))
+    assert "voxel size 1.5 × 0.5 × 0.5 µm" in widget.status.value, widget.status.value
+    viewer.add_image(image, name="plane", scale=(2.0, 2.0))  # a plane: nothing to add
+    widget.image.value = viewer.layers["plane"]
+    run(qtbot, widget)
+    assert "voxel" not in widget.status.value and widget.status.value.startswith("Fitted")

@@ -1644,6 +1644,9 @@ class GMMSegmenterWidget(Container):
             span = _field_range(outputs.bias_field, outputs.labels)
             if span is not None:
                 tail = f"; bias field {span[0]:.2f}-{span[1]:.2f}" + tail
+        # a volume's voxel size, from the layer's scale: all ones (napari's
+        # default when its reader found none) would smooth it as cubes unseen
+        tail = _voxel_size(request.params.get("spacing"), layer, layout) + tail
         self._set_status(
             f"{verb}: {_fitted(model, chosen=not applied)} → {labels_layer.name!r}{tail}"
         )
@@ -1681,6 +1684,22 @@ class GMMSegmenterWidget(Container):
             self.plot.show_model(model, histogram, colours, shares)
         except Exception as error:  # a plot must never break a run
             show_info(f"{_PREFIX}the plot could not be drawn ({error})")
+
+
+def _voxel_size(spacing, layer, layout) -> str:
+    """"; voxel size 1.5 × 0.5 × 0.5 µm" for a volume (3 or more spatial axes)
+    segmented with ``spacing``, in the layer's units when its spatial axes
+    share one other than pixels; "" for a plane."""
+    if spacing is None or len(spacing) < 3:
+        return ""
+    unit = ""
+    units = getattr(layer, "units", None)
+    if units is not None:
+        spatial = {units[layout.layer_axis(axis)] for axis in layout.spatial_axes}
+        if len(spatial) == 1:
+            name = format(spatial.pop(), "~")
+            unit = "" if name in ("pixel", "px") else f" {name}"
+    return "; voxel size " + " × ".join(f"{size:g}" for size in spacing) + unit
 
 
 def _status_prefix(error) -> str:
