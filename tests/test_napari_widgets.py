@@ -1847,3 +1847,40 @@ def test_the_status_of_a_volume_gives_the_voxel_size_it_was_segmented_with(
     widget.image.value = viewer.layers["plane"]
     run(qtbot, widget)
     assert "voxel" not in widget.status.value and widget.status.value.startswith("Fitted")
+
+
+def test_two_channels_left_as_a_volume_are_named_in_the_dock_s_words(qtbot, viewer_widget):
+    # a (2, Y, X) layer of two stains was segmented as two slices; the warning
+    # that names the axis spoke of channel_axis=0, a setting the dock does not have
+    viewer, widget = viewer_widget
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.random((2, 48, 40)).astype(np.float32), name="stains")
+    widget.image.value = viewer.layers["stains"]
+    fixed_smoothing(widget, 0)
+    since = len(notification_manager.records)
+    run(qtbot, widget)
+    said = [m for m in new_messages(since, "warning") if "looks like channels" in m]
+    assert len(said) == 1, new_messages(since, "warning")
+    assert "Choose Channel axis 'axis 0 (size 2)' to model the channels together" in said[0]
+    assert "channel_axis" not in said[0]
+    # (Z, Y, X, 2): the last axis, named as the dock lists it
+    viewer.add_image(rng.random((10, 48, 40, 2)).astype(np.float32), name="last")
+    widget.image.value = viewer.layers["last"]
+    since = len(notification_manager.records)
+    run(qtbot, widget)
+    said = [m for m in new_messages(since, "warning") if "looks like channels" in m]
+    assert "Choose Channel axis 'axis 3 (size 2)'" in said[0], said
+
+
+def test_a_refused_field_on_a_zero_padded_image_asks_for_a_mask_layer():
+    from gmm_segmenter.napari._widget import _in_widget_words
+
+    said = _in_widget_words(
+        "bias_field: the field estimated for X would scale intensities by up to 89.7 times; "
+        "X is left without bias-field correction (its field is all ones). 65% of its "
+        "pixels are exactly 0, a background padded with zeros (as skull stripping or "
+        "registration leaves)? Segment the rest only: a mask of the pixels above 0 "
+        "(mask=image > 0)."
+    )
+    assert said.endswith("Segment the rest only: choose a Mask layer of the pixels above 0 "
+                         "(a Labels layer of image > 0).")
