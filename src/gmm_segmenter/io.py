@@ -566,8 +566,9 @@ class TiffAxes:
         return tuple(float(self.sizes[letter]) for letter in letters)
 
 
-#: Lengths in micrometres, to put OME's per-axis units into one.
-_MICROMETRES = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+#: Lengths in micrometres, to put units of length into one.
+MICROMETRES = {"nm": 1e-3, "µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3,
+               "cm": 1e4, "m": 1e6, "inch": 25400.0}
 
 
 def read_tiff_axes(path) -> TiffAxes | None:
@@ -610,8 +611,8 @@ def _tiff_axes(path) -> TiffAxes | None:
             units = {u for _, u in found.values()}
             if len(units) == 1:
                 sizes, unit = {a: v for a, (v, _) in found.items()}, units.pop()
-            elif units <= set(_MICROMETRES):
-                sizes, unit = {a: v * _MICROMETRES[u] for a, (v, u) in found.items()}, "µm"
+            elif units <= set(MICROMETRES):
+                sizes, unit = {a: v * MICROMETRES[u] for a, (v, u) in found.items()}, "µm"
         else:
             x, y = page.get_resolution()
             unit_tag = int(page.resolutionunit)

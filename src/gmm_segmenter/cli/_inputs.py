@@ -180,6 +180,8 @@ def _stem(path):
     parent = path.parent
     if parent.suffix.lower() == ".zarr" and path.suffix.lower() != ".zarr":
         return f"{parent.stem}_{path.stem}"
+    if path.suffix.lower() in (".tif", ".tiff") and path.stem.lower().endswith(".ome"):
+        return path.stem[: -len(".ome")]  # OME-TIFF's one extension, .ome.tif
     return path.stem
 
 

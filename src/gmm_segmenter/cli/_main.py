@@ -396,6 +396,9 @@ def _read_model(args, params, console):
         return None
     from ..io import load_model
 
+    if not args.model.exists() and not args.model.suffix and args.model.with_name(
+            args.model.name + ".npz").is_file():
+        args.model = args.model.with_name(args.model.name + ".npz")  # as --save-model names it
     try:
         model = load_model(args.model)
     except Exception as error:

@@ -23,7 +23,7 @@ from .. import _dask, _training
 from .._image import is_dask_array
 from .._progress import Cancelled, progress
 from ..estimator import GMMSegmenter
-from ..io import is_zarr_store, read_tiff_axes, read_zarr, write_json
+from ..io import MICROMETRES, is_zarr_store, read_tiff_axes, read_zarr, write_json
 from . import _isolated
 from ._console import describe, is_terminal, warnings_said, working_on
 from ._folder import ResultSet
@@ -148,12 +148,9 @@ class Runner:
     def spacing_for(self, prepared_list):
         """``{'spacing': ...}`` for the estimator when the files give the voxel size and
         ``--spacing`` does not; empty otherwise (also when the files disagree)."""
-        if "spacing" in self.params:
+        if "spacing" in self.params or not _same_voxel_sizes(prepared_list):
             return {}
-        sizes = {p.voxel_size for p in prepared_list}
-        if len(sizes) != 1 or None in sizes:
-            return {}
-        return {"spacing": sizes.pop()}
+        return {"spacing": prepared_list[0].voxel_size}
 
     def fit(self, prepared_list) -> GMMSegmenter:
         batch = len(prepared_list) > 1
@@ -496,14 +493,37 @@ def _warn_if_mixed_depths(loaded, console, said):
         said.append(text)
 
 
+def _same_voxel_sizes(prepared_list) -> bool:
+    """Whether the inputs all record one voxel size (1.5 um and 1500 nm alike)."""
+    sizes = {_in_micrometres(p) for p in prepared_list}
+    return len(sizes) == 1 and None not in sizes
+
+
+def _in_micrometres(prepared):
+    """The input's voxel size in micrometres when its unit is a length we know
+    (as recorded otherwise, and ``None`` without one)."""
+    if prepared.voxel_size is None:
+        return None
+    factor = MICROMETRES.get(prepared.unit)
+    if factor is None:
+        return (prepared.unit, prepared.voxel_size)
+    return tuple(round(size * factor, 9) for size in prepared.voxel_size)
+
+
 def _warn_if_mixed_voxel_sizes(loaded, console, runner):
     """Say when --fit-on's files record voxel sizes that differ (the fit then takes none)."""
-    sizes = {prepared.voxel_size for _, prepared, _ in loaded}
-    if "spacing" in runner.params or len(sizes) < 2 or sizes == {None}:
+    prepared_list = [prepared for _, prepared, _ in loaded]
+    if ("spacing" in runner.params or _same_voxel_sizes(prepared_list)
+            or all(p.voxel_size is None for p in prepared_list)):
         return
+
+    def size(prepared):
+        if prepared.voxel_size is None:
+            return "none"
+        return _sizes(prepared.voxel_size) + (f" {prepared.unit}" if prepared.unit else "")
+
     shown = "; ".join(
-        f"{source.label}: {_sizes(prepared.voxel_size) if prepared.voxel_size else 'none'}"
-        for source, prepared, _ in loaded[:3]
+        f"{source.label}: {size(prepared)}" for source, prepared, _ in loaded[:3]
     ) + ("; …" if len(loaded) > 3 else "")
     text = (
         f"--fit-on: the files record different voxel sizes ({shown}), so the model is "
