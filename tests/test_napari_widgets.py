@@ -1884,3 +1884,36 @@ def test_a_refused_field_on_a_zero_padded_image_asks_for_a_mask_layer():
     )
     assert said.endswith("Segment the rest only: choose a Mask layer of the pixels above 0 "
                          "(a Labels layer of image > 0).")
+
+
+def test_a_tiff_s_calibration_that_napari_left_out_is_pointed_to(qtbot, viewer_widget, tmp_path):
+    # napari's reader opens Fiji's (Z, C, Y, X) stack of 1.5 x 0.5 x 0.5 um voxels at
+    # scale 1 and with no channel axis: the dock segmented cubes of two slices' channels
+    # where gmm-segment, given the same file, reads both
+    import tifffile
+
+    viewer, widget = viewer_widget
+    stack = (np.random.default_rng(0).random((6, 2, 40, 48)) * 1000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "hyper.tif", stack, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"})
+    [layer] = viewer.open(str(tmp_path / "hyper.tif"), plugin="napari")
+    widget.image.value = layer
+    fixed_smoothing(widget, 0.5)
+    since = len(notification_manager.records)
+    run(qtbot, widget)
+    said = [m for m in new_messages(since, "warning") if "the file of layer" in m]
+    assert len(said) == 1, new_messages(since, "warning")
+    assert said[0].startswith("GMM Segmenter: hyper.tif, the file of layer 'hyper', holds "
+                              "channels on axis 1: choose Channel axis 'axis 1 (size 2)'")
+    assert ("it records a voxel size of 1.5 × 0.5 × 0.5 um, while the layer's scale is 1"
+            in said[0]) and "viewer.layers['hyper'].scale = (1.5, 1, 0.5, 0.5)" in said[0]
+    assert tuple(layer.scale) == (1, 1, 1, 1)  # advised, not changed
+    since = len(notification_manager.records)
+    run(qtbot, widget)  # said once
+    assert not [m for m in new_messages(since, "warning") if "the file of layer" in m]
+    # followed, there is nothing more to say
+    layer.scale = (1.5, 1, 0.5, 0.5)
+    widget.channel_axis.value = 1
+    from gmm_segmenter.napari._widget import _calibration_advice
+
+    assert _calibration_advice(layer, widget._image_layout(layer)) is None

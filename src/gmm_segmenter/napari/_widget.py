@@ -335,6 +335,7 @@ class GMMSegmenterWidget(Container):
         self._settings_timer.setInterval(0)
         self._settings_timer.timeout.connect(self._on_settings_settled)
         self._removed_warning = None
+        self._advised = set()  # (layer, advice) said by _advise_calibration
         self._warning_timer = QTimer(self.native)
         self._warning_timer.setSingleShot(True)
         self._warning_timer.setInterval(0)
@@ -1002,6 +1003,8 @@ class GMMSegmenterWidget(Container):
             self._set_status(f"{_status_prefix(error)}: {reason}{advice}", short=True)
             self.progress.value = 0  # not the last job's 100 %
             return
+        if kind != "preview":
+            self._advise_calibration(layer)
         self._cancel_requested = threading.Event()
         self._meter = _jobs.Meter()
         worker = create_worker(
@@ -1354,6 +1357,18 @@ class GMMSegmenterWidget(Container):
             tuple(np.shape(layout.from_layer(data))) == layout.output_shape)
         return arrays, {"layer": layer.name, "per_frame": per_frame,
                         **_unit_axis_of(data, layout)}
+
+    def _advise_calibration(self, layer):
+        """Say, once per layer and file, what the layer's TIFF records that the layer
+        lacks (see :func:`_calibration_advice`)."""
+        try:
+            advice = _calibration_advice(layer, self._image_layout(layer))
+        except Exception:  # metadata is advice only: it never stops a run
+            return
+        key = (id(layer), advice)
+        if advice is not None and key not in self._advised:
+            self._advised.add(key)
+            show_warning(f"{_PREFIX}{advice}")
 
     def _prepare(self, kind):
         layer = self.apply_target.value if kind == "apply" else self.image.value
@@ -1879,6 +1894,42 @@ def _unit_axis_of(array, layout) -> dict:
     if layout.unit_axis is None or tuple(np.shape(array)) != layout.layer_shape:
         return {}
     return {"unit_axis": layout.unit_axis}
+
+
+def _calibration_advice(layer, layout) -> str | None:
+    """What the TIFF ``layer`` was read from records and the layer lacks: channels
+    on an axis that *Channel axis* does not take, and a voxel size when the
+    layer's scale is napari's default of ones (its TIFF reader leaves both out,
+    where ``gmm-segment`` reads them). ``None`` when there is nothing to say."""
+    file = _file_of(layer)
+    if file is None or file["zarr"] or layer.rgb:
+        return None
+    found = io.read_tiff_axes(file["path"])
+    shape = _data_of(layer).shape
+    if found is None or len(found.axes) != len(shape):
+        return None
+    said = []
+    channel = found.channel_axis
+    if channel is not None and layout.channel_axis is None:
+        said.append(f"holds channels on axis {channel}: choose Channel axis 'axis {channel} "
+                    f"(size {shape[channel]})'")
+    sizes = found.spacing(channel)
+    spatial = [axis for axis, letter in enumerate(found.axes) if axis != channel and letter != "S"]
+    scale = np.array(layer.scale, dtype=float)  # a copy: the layer's own is not changed
+    if sizes is not None and np.all(scale[spatial] == 1) and any(size != 1 for size in sizes):
+        scale[spatial] = sizes
+        unit = f" {found.unit}" if found.unit else ""
+        shown = ", ".join(f"{value:g}" for value in scale)
+        said.append(
+            f"records a voxel size of {' × '.join(f'{size:g}' for size in sizes)}{unit}, "
+            "while the layer's scale is 1 (napari's TIFF reader leaves it out), so it is "
+            "shown and segmented with cubic voxels: set its scale (in napari's console, "
+            f"viewer.layers[{layer.name!r}].scale = ({shown})) and Run again"
+        )
+    if not said:
+        return None
+    return (f"{Path(file['path']).name}, the file of layer {layer.name!r}, "
+            + "; it ".join(said) + ".")
 
 
 def _file_of(layer) -> dict | None:
