@@ -111,6 +111,8 @@ def test_a_saved_model_gets_npz_and_files_without_it_still_load(qtbot, viewer_wi
     errors = new_messages(since)
     assert any("not a valid gmm-segmenter model file" in m and "Choose a .npz" in m
                for m in errors), errors
+    # the dock's advice only, not the command line's and Python's as well
+    assert not any("--save-model or save_model" in m for m in errors), errors
     assert widget.model is not None and not widget.running
     assert widget.status.value == "Not loaded; see the notification."
     # a save that fails says so there too, not what the last action said

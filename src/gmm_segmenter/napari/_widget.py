@@ -869,8 +869,10 @@ class GMMSegmenterWidget(Container):
         try:
             model = io.load_model(path)
         except (OSError, ValueError) as error:
+            # the file's own advice names the command line's and Python's ways
+            said = str(error).replace(" (save one with --save-model or save_model)", "")
             show_error(
-                f"{_PREFIX}{error}. Choose a .npz model file written by Save model… "
+                f"{_PREFIX}{said}. Choose a .npz model file written by Save model… "
                 "or gmm-segment --save-model."
             )
             self._set_status("Not loaded; see the notification.")
