@@ -842,3 +842,25 @@ def test_a_needle_of_a_class_does_not_squash_the_plot_of_one_channel():
     curves = component_densities(model, np.linspace(edges[0], edges[-1], 400)).sum(axis=0)
     _, top = draw(model, histogram).axes[0].get_ylim()
     assert top >= max(curves.max(), (counts / counts.sum() / np.diff(edges)).max())
+
+
+def test_the_plot_says_when_its_pixels_are_corrected_for_the_bias_field():
+    # the histogram is of the image divided by its field (a saturated sky became a
+    # needle), under the plain word "intensity"
+    from gmm_segmenter import GMMSegmenter
+    from gmm_segmenter.napari._jobs import channel_histogram, pixel_histogram
+    from gmm_segmenter.napari._plot import draw
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0.8, 1.2, 64)[None, :]
+    grey = (np.where(np.arange(64) < 32, 60.0, 160.0)[:, None] * ramp
+            + rng.normal(0, 5, (64, 64)))
+    for bias_field, said in ((None, "intensity"), ("auto", "intensity, corrected for the bias "
+                                                            "field")):
+        model = GMMSegmenter(2, beta=0, bias_field=bias_field, random_state=0).fit(grey)
+        assert draw(model, pixel_histogram(grey)).axes[0].get_xlabel() == said
+    colour = np.stack([grey, grey[::-1] + rng.normal(0, 5, grey.shape)], axis=-1)
+    model = GMMSegmenter(2, beta=0, bias_field="auto", channel_axis=-1,
+                         random_state=0).fit(colour)
+    axes = draw(model, channel_histogram(colour, None, -1)).axes[0]
+    assert axes.get_xlabel() == "channel 1, corrected for the bias field", axes.get_xlabel()

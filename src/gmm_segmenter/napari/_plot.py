@@ -154,6 +154,15 @@ def full_covariances(model) -> np.ndarray:
     return covariances[:, np.newaxis, np.newaxis] * np.eye(n_features)  # spherical
 
 
+#: What an axis label adds when the pixels shown are divided by their bias field.
+_CORRECTED = ", corrected for the bias field"
+
+
+def _corrected(model) -> bool:
+    """Whether the plot's pixels are the image divided by its bias field."""
+    return getattr(model, "bias_field", None) is not None
+
+
 def _draw_channels(axes, model, histogram, colour, theme):
     """The pixels of several channels as a 2-D histogram (two channels, or their
     two principal axes), each component as its ellipse of two standard
@@ -191,6 +200,8 @@ def _draw_channels(axes, model, histogram, colour, theme):
                             "edgecolor": "none", "alpha": 0.8})
     names = ("channel 1", "channel 2") if histogram.by_channels else (
         "principal axis 1", "principal axis 2")
+    if _corrected(model):
+        names = tuple(f"{name}{_CORRECTED}" for name in names)
     axes.set_xlabel(names[0], fontsize=8)
     axes.set_ylabel(names[1], fontsize=8)
     # the pixels' range (0.5-99.5 percentiles), widened to every mean: a class
@@ -289,7 +300,7 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
             top = _y_top(density, densities)
             if top is not None:
                 main.set_ylim(0, top)
-        main.set_xlabel("intensity", fontsize=8)
+        main.set_xlabel(f"intensity{_CORRECTED if _corrected(model) else ''}", fontsize=8)
         main.set_yticks([])
     elif channels:
         _draw_channels(main, model, histogram, colour, theme)
