@@ -263,9 +263,11 @@ def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path,
                                     "from": "the file's metadata"}
     assert report["model"]["params"]["spacing"] == [1.5, 0.5, 0.5]
     assert len(report["model"]["means"][0]) == 2  # the two channels modelled together
-    for name in ("hyper_labels.tif", "hyper_segmented.tif"):
+    for name in ("hyper_labels.tif", "hyper_segmented.tif"):  # (the picture is RGB)
         found = gio.read_tiff_axes(tmp_path / "out" / name)
-        assert found.spacing() == (1.5, 0.5, 0.5) and found.unit == "um", name
+        colour = found.axes.index("S") if "S" in found.axes else None
+        assert found.spacing(colour) == (1.5, 0.5, 0.5), name
+        assert found.unit == "um", name
     assert tifffile.imread(tmp_path / "out" / "hyper_labels.tif").shape == (6, 30, 32)
     assert tifffile.imread(tmp_path / "out" / "hyper_proba.tif").shape == (2, 6, 30, 32)
     # the options say otherwise: they win
@@ -281,6 +283,16 @@ def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path,
                                capsys)
     report = json.loads((tmp_path / "grey" / "hyper_report.json").read_text())
     assert report["channel_axis"] is None and "voxel_size" not in report
+    # a calibrated colour picture read as a volume of 3 slices: no size for them, no error
+    tifffile.imwrite(tmp_path / "rgb.tif", stack[0, 0, :, :, None].repeat(3, -1).astype(np.uint8),
+                     imagej=True, resolution=(2.0, 2.0), metadata={"axes": "YXS", "unit": "um"})
+    for option, sizes in (("auto", [0.5, 0.5]), ("none", None)):
+        status, out, err = run_cli([tmp_path / "rgb.tif", "-k", "2", "--beta", "0.5", "-o",
+                                    tmp_path / option, "--no-masks", "--channel-axis", option],
+                                   capsys)
+        assert status == 0, err
+        report = json.loads((tmp_path / option / "rgb_report.json").read_text())
+        assert report.get("voxel_size", {}).get("spacing") == sizes
     # files of other voxel sizes fitted together: said, and fitted with none
     tifffile.imwrite(tmp_path / "other.tif", stack, imagej=True, resolution=(1.0, 1.0),
                      metadata={"axes": "ZCYX", "spacing": 1.0, "unit": "um"})

@@ -99,6 +99,19 @@ def test_tiff_axes_and_voxel_size_are_read_from_imagej_and_ome_files(tmp_path):
     # a file that records nothing, another format, a broken file: nothing, no error
     gio.write_tiff(tmp_path / "plain.tif", stack[:, 0])
     assert gio.read_tiff_axes(tmp_path / "plain.tif").spacing() is None
+    # a photograph's 72 dpi is no voxel size; colour samples taken as space have none
+    tifffile.imwrite(tmp_path / "dpi.tif", np.zeros((8, 10, 3), np.uint8), photometric="rgb",
+                     resolution=(72, 72), resolutionunit="INCH")
+    assert gio.read_tiff_axes(tmp_path / "dpi.tif").sizes == {}
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 10, 3), np.uint8), imagej=True,
+                     resolution=(2.0, 2.0), metadata={"axes": "YXS", "unit": "um"})
+    found = gio.read_tiff_axes(tmp_path / "rgb.tif")
+    assert found.spacing(2) == (0.5, 0.5) and found.spacing(None) is None
+    # a unit that is not a unit's name is not carried on; a bad spacing leaves the rest
+    tifffile.imwrite(tmp_path / "odd.tif", stack[:, 0], imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZYX", "spacing": "thick", "unit": "um=slices"})
+    found = gio.read_tiff_axes(tmp_path / "odd.tif")
+    assert found.unit is None and found.sizes == {"X": 0.5, "Y": 0.5} and found.axes == "ZYX"
     gio.write_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
     assert gio.read_tiff_axes(tmp_path / "a.png") is None
     (tmp_path / "broken.tif").write_bytes(b"II*\x00" + b"\xff" * 20)
@@ -120,7 +133,7 @@ def test_a_written_voxel_size_reads_back_as_imagej_calibration(tmp_path, shape, 
         assert tif.is_imagej and tif.imagej_metadata["unit"] == "micron"
         assert tif.pages[0].get_resolution() == pytest.approx((4.0, 2.0))  # pixels per unit
         assert tif.imagej_metadata.get("spacing") == (3.0 if len(spacing) == 3 else None)
-    assert gio.read_tiff_axes(tmp_path / "out.tif").spacing() == spacing
+    assert gio.read_tiff_axes(tmp_path / "out.tif").spacing(-1 if rgb else None) == spacing
 
 
 def test_channels_first_keep_their_axes_and_get_the_pixel_size(tmp_path):
@@ -131,6 +144,17 @@ def test_channels_first_keep_their_axes_and_get_the_pixel_size(tmp_path):
         assert tif.pages[0].get_resolution() == pytest.approx((4.0, 2.0))
     with pytest.raises(ValueError, match="spacing gives 2 sizes for an array of 3 spatial axes"):
         gio.write_tiff(tmp_path / "bad.tif", posteriors, axes="CZYX", spacing=(1, 1))
+    for bad in ((2, 0, 1), (float("nan"), 1, 1), (-1, 1, 1)):
+        with pytest.raises(ValueError, match=r"spacing must hold positive, finite sizes"):
+            gio.write_tiff(tmp_path / "bad.tif", posteriors[0], spacing=bad)
+    # ImageJ holds no 16-bit colour: the pixel size only, and the array as it is
+    colour = np.zeros((6, 7, 3), np.uint16)
+    gio.write_tiff(tmp_path / "c16.tif", colour, rgb=True, spacing=(2, 4))
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "c16.tif"), colour)
+    # a unit that would break ImageJ's description is left out
+    gio.write_tiff(tmp_path / "unit.tif", posteriors[0], spacing=(3, 1, 1), unit="um\nslices=9")
+    with tifffile.TiffFile(tmp_path / "unit.tif") as tif:
+        assert tif.imagej_metadata["slices"] == 5 and "unit" not in tif.imagej_metadata
 
 
 def test_png_refuses_float(tmp_path):

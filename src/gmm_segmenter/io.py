@@ -556,11 +556,12 @@ class TiffAxes:
         return self.axes.index("C") if self.axes.count("C") == 1 else None
 
     def spacing(self, channel_axis=None) -> tuple | None:
-        """The voxel size along the spatial axes (every axis but ``channel_axis``
-        and colour samples), when the file calibrates each of them."""
+        """The voxel size along the spatial axes (every axis but ``channel_axis``),
+        when the file calibrates each of them (never colour samples ``S`` taken
+        as space)."""
         ndim = len(self.axes)
         skip = set() if channel_axis is None else {channel_axis % ndim}
-        letters = [a for i, a in enumerate(self.axes) if i not in skip and a != "S"]
+        letters = [a for i, a in enumerate(self.axes) if i not in skip]
         if not letters or any(letter not in self.sizes for letter in letters):
             return None
         return tuple(float(self.sizes[letter]) for letter in letters)
@@ -576,8 +577,10 @@ def read_tiff_axes(path) -> TiffAxes | None:
     when the file cannot tell (metadata is optional: this never raises).
 
     ImageJ files give ``unit``, ``spacing`` (Z) and X, Y from the resolution
-    tags; OME-TIFF files their ``PhysicalSize`` of each axis; other TIFFs the
-    resolution tags when their unit is a length (centimetre or inch).
+    tags; OME-TIFF files their ``PhysicalSize`` of each axis. Other TIFFs give
+    their axes only: their resolution is a printer's dots per inch. A field
+    that cannot be read is left out (the others stay); a unit that is not a
+    short name (letters, digits, ``µ``, ``._-``) is ``None``.
     """
     path = Path(path)
     if path.suffix.lower() not in _TIFF_EXTENSIONS:
@@ -599,36 +602,58 @@ def _tiff_axes(path) -> TiffAxes | None:
         axes = str(series.axes)
         page = series.keyframe
         sizes, unit = {}, None
-        if tif.is_ome:
-            pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-            pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
-            found = {}
-            for letter in "XYZ":
-                size = pixels.get(f"PhysicalSize{letter}")
-                if size:
-                    unit_of = str(pixels.get(f"PhysicalSize{letter}Unit", "µm"))
-                    found[letter] = (float(size), unit_of)
-            units = {u for _, u in found.values()}
-            if len(units) == 1:
-                sizes, unit = {a: v for a, (v, _) in found.items()}, units.pop()
-            elif units <= set(MICROMETRES):
-                sizes, unit = {a: v * MICROMETRES[u] for a, (v, u) in found.items()}, "µm"
-        else:
-            x, y = page.get_resolution()
-            unit_tag = int(page.resolutionunit)
-            imagej = tif.imagej_metadata if tif.is_imagej else None
-            if imagej is not None:
-                unit = imagej.get("unit")
-                # a resolution of 1 without a unit or a spacing is no calibration
-                if x > 0 and y > 0 and (unit or (x, y) != (1, 1) or imagej.get("spacing")):
-                    sizes = {"X": 1.0 / x, "Y": 1.0 / y}
-                if imagej.get("spacing"):
-                    sizes["Z"] = float(imagej["spacing"])
-            elif unit_tag in (2, 3) and x > 0 and y > 0:  # inch, centimetre
-                unit = {2: "inch", 3: "cm"}[unit_tag]
-                sizes = {"X": 1.0 / x, "Y": 1.0 / y}
+        # each field on its own: one that cannot be read leaves the others
+        # (a plain TIFF's resolution is a printer's dots per inch, no voxel size)
+        with contextlib.suppress(Exception):
+            if tif.is_ome:
+                sizes, unit = _ome_sizes(tifffile.xml2dict(tif.ome_metadata))
+            elif tif.is_imagej:
+                sizes, unit = _imagej_sizes(tif.imagej_metadata or {}, page)
         sizes = {a: v for a, v in sizes.items() if math.isfinite(v) and v > 0 and a in axes}
-        return TiffAxes(axes=axes, sizes=sizes, unit=unit or None)
+        return TiffAxes(axes=axes, sizes=sizes, unit=_unit(unit))
+
+
+def _ome_sizes(document) -> tuple[dict, str | None]:
+    """An OME-TIFF's ``PhysicalSize`` of X, Y, Z, in one unit."""
+    pixels = document["OME"]["Image"]
+    pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+    found = {}
+    for letter in "XYZ":
+        with contextlib.suppress(TypeError, ValueError):
+            size = float(pixels.get(f"PhysicalSize{letter}") or 0)
+            if size:
+                found[letter] = (size, str(pixels.get(f"PhysicalSize{letter}Unit", "µm")))
+    units = {u for _, u in found.values()}
+    if len(units) == 1:
+        return {a: v for a, (v, _) in found.items()}, units.pop()
+    if units <= set(MICROMETRES):
+        return {a: v * MICROMETRES[u] for a, (v, u) in found.items()}, "µm"
+    return {}, None
+
+
+def _imagej_sizes(imagej, page) -> tuple[dict, str | None]:
+    """An ImageJ file's pixel width and height (its resolution) and ``spacing``."""
+    sizes = {}
+    unit = imagej.get("unit")
+    with contextlib.suppress(TypeError, ValueError, ZeroDivisionError):
+        spacing = float(imagej.get("spacing") or 0)
+        if spacing:
+            sizes["Z"] = spacing
+    with contextlib.suppress(TypeError, ValueError, ZeroDivisionError):
+        x, y = page.get_resolution()
+        # a resolution of 1 without a unit or a spacing is no calibration
+        if x > 0 and y > 0 and (unit or (x, y) != (1, 1) or "Z" in sizes):
+            sizes.update(X=1.0 / x, Y=1.0 / y)
+    return sizes, unit
+
+
+def _unit(unit) -> str | None:
+    """``unit`` when it is a short name of a unit (letters, µ, digits, ``._-``); else None,
+    so that no text of a file's metadata goes into another file's description."""
+    if isinstance(unit, str) and re.fullmatch(r"[A-Za-z\u00b5\u03bc][A-Za-z0-9\u00b5\u03bc ._-]{0,31}",
+                                              unit):
+        return unit
+    return None
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -858,15 +883,21 @@ def _calibration(array, axes, rgb, spacing, unit) -> dict:
     n_spatial = array.ndim - (1 if rgb else 0) - (1 if axes and axes[0] == "C" else 0)
     if len(spacing) != n_spatial or n_spatial not in (2, 3):
         raise ValueError(
-            f"spacing gives {len(spacing)} sizes for an array of {n_spatial} spatial axes"
+            f"spacing gives {len(spacing)} sizes for an array of {n_spatial} spatial axes; "
+            "give one size per spatial axis of a 2-D or 3-D image"
         )
+    if not all(math.isfinite(size) and size > 0 for size in spacing):
+        raise ValueError(f"spacing must hold positive, finite sizes; got {spacing}")
     resolution = (1.0 / spacing[-1], 1.0 / spacing[-2])
-    imagej_order = not axes or axes[0] != "C"
-    if imagej_order and array.dtype in (np.uint8, np.uint16, np.float32):
-        metadata = {"axes": ("ZYX" if n_spatial == 3 else "YX") + ("S" if rgb else "")}
+    stored = ("ZYX" if n_spatial == 3 else "YX") + ("S" if rgb else "")
+    # what an ImageJ file holds: 8-bit colour, or grey of 8, 16 or 32-bit float
+    imagej = (not axes or axes == stored) and (
+        array.dtype == np.uint8 if rgb else array.dtype in (np.uint8, np.uint16, np.float32))
+    if imagej:
+        metadata = {"axes": stored}
         if n_spatial == 3:
             metadata["spacing"] = spacing[0]
-        unit = "micron" if unit in ("µm", "\u03bcm") else unit  # ImageJ's own spelling
+        unit = "micron" if unit in ("µm", "\u03bcm") else _unit(unit)  # ImageJ's spelling
         if unit and unit.isascii():  # ImageJ's description is ASCII
             metadata["unit"] = unit
         return {"imagej": True, "resolution": resolution, "metadata": metadata}
