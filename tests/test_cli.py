@@ -283,6 +283,16 @@ def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path,
                                capsys)
     report = json.loads((tmp_path / "grey" / "hyper_report.json").read_text())
     assert report["channel_axis"] is None and "voxel_size" not in report
+    # what the metadata names wins over what the shape suggests: a stack of 3 slices
+    # is a volume, and 10 channels named by the file are not questioned
+    tifffile.imwrite(tmp_path / "thin.tif", stack[:3, 0], imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZYX", "spacing": 3.0, "unit": "um"})
+    tifffile.imwrite(tmp_path / "many.tif", stack[:3].repeat(5, axis=1), imagej=True,
+                     metadata={"axes": "ZCYX"})
+    status, out, err = run_cli([tmp_path / "thin.tif", tmp_path / "many.tif", "-k", "2",
+                                "--beta", "0", "-o", tmp_path / "named", "--no-masks"], capsys)
+    assert status == 0 and "looks like" not in err, err
+    assert json.loads((tmp_path / "named" / "many_report.json").read_text())["channel_axis"] == 1
     # a calibrated colour picture read as a volume of 3 slices: no size for them, no error
     tifffile.imwrite(tmp_path / "rgb.tif", stack[0, 0, :, :, None].repeat(3, -1).astype(np.uint8),
                      imagej=True, resolution=(2.0, 2.0), metadata={"axes": "YXS", "unit": "um"})

@@ -276,14 +276,21 @@ def prior_for(prior, spatial_shape) -> np.ndarray:
     )
 
 
-def prepare(image, channel_axis_option, mask, n_sizes=None) -> Prepared:
+def prepare(image, channel_axis_option, mask, n_sizes=None, file_axes=None) -> Prepared:
     """Put channels last (or none) as ``--channel-axis`` says; alpha becomes a mask.
 
     ``n_sizes``: how many voxel sizes ``--spacing`` gave. As many as the image
     has axes say they are all space: no warning that one looks like channels.
+    ``file_axes``: the axis letters the file's metadata gives. Naming every axis
+    as space or time (``ZYX``) says so too; naming the channel axis taken
+    (``C``) leaves it unquestioned.
     """
-    pixels, axis, alpha = _channels_last(image, channel_axis_option,
-                                         all_space=n_sizes == image.ndim)
+    named = file_axes is not None and "Q" not in file_axes
+    all_space = n_sizes == image.ndim or (named and not set(file_axes) & set("CS"))
+    from_file = (named and isinstance(channel_axis_option, int)
+                 and file_axes[channel_axis_option] == "C")
+    pixels, axis, alpha = _channels_last(image, channel_axis_option, all_space=all_space,
+                                         from_file=from_file)
     spatial_shape = pixels.shape if axis is None else pixels.shape[:-1]
     if len(spatial_shape) < 1 or 0 in spatial_shape:
         raise InputError(f"no pixels left after taking channels out of shape {image.shape}")
@@ -352,11 +359,12 @@ def _warn_if_channels_within(shape):
         warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def _channels_last(image, channel_axis_option, all_space=False):
+def _channels_last(image, channel_axis_option, all_space=False, from_file=False):
     """``(pixels, channel_axis, alpha)``: channels last or none, alpha split off in 'auto'.
 
-    ``all_space``: the user gave a voxel size for every axis, so an axis that
-    looks like channels is not warned about.
+    ``all_space``: the user gave a voxel size for every axis (or the file named
+    them space), so an axis that looks like channels is not warned about.
+    ``from_file``: the file's metadata names the channel axis taken.
     """
     alpha = None
     if channel_axis_option == "none":
@@ -390,7 +398,8 @@ def _channels_last(image, channel_axis_option, all_space=False):
             )
         # judged on the file's own axes: the estimator only sees them moved
         # (its warning of the moved array is not shown, see _main)
-        message = not_channels_message(image.shape, channel_axis_option, "The image")
+        message = None if from_file else not_channels_message(
+            image.shape, channel_axis_option, "The image")
         if message is not None:
             warnings.warn(message, UserWarning, stacklevel=2)
         pixels, axis = np.moveaxis(image, channel_axis_option, -1), -1

@@ -135,7 +135,8 @@ class Runner:
         if axes_channel:
             option = file_axes.channel_axis  # an ImageJ hyperstack's or OME's channels
         spacing = self.params.get("spacing")
-        prepared = prepare(image, option, self.mask, None if spacing is None else len(spacing))
+        prepared = prepare(image, option, self.mask, None if spacing is None else len(spacing),
+                           None if file_axes is None else file_axes.axes)
         prepared.axes_channel = axes_channel
         if file_axes is not None:
             prepared.info["axes"] = file_axes.axes
