@@ -365,6 +365,12 @@ def test_images_may_follow_options_and_slips_are_caught_as_they_are_read(tmp_pat
                        "0.5", "-o", str(tmp_path / "sized"), "--no-masks", "--quiet"])
     report = json.loads((tmp_path / "sized" / "b_report.json").read_text())
     assert status == 0 and report["model"]["params"]["spacing"] == [2.0, 1.0], report["model"]
+    # as argparse spells it too: a prefix, and the first size after =
+    for spelling in (["--spac", "3", "1"], ["--spacing=3", "1"]):
+        status = cli.main(["-k", "2", *spelling, str(tmp_path / "b.png"), "--beta", "0.5",
+                           "-o", str(tmp_path / "spelt"), "--no-masks", "--quiet"])
+        report = json.loads((tmp_path / "spelt" / "b_report.json").read_text())
+        assert status == 0 and report["model"]["params"]["spacing"] == [3.0, 1.0], spelling
     # after --, a name that starts with - is an image, and so is everything else
     gio.write_png(tmp_path / "-d.png", image)
     out2 = tmp_path / "out2"

@@ -139,12 +139,16 @@ def _sizes_last(argv):
     kept, moved, index = [], [], 0
     while index < len(argv):
         word = argv[index]
-        if word == "--spacing":
+        name, equals, first = word.partition("=")
+        # argparse's forms of the option too: a unique prefix, and --spacing=3
+        if len(name) >= len("--sp") and "--spacing".startswith(name):
+            sizes = [first] if equals else []
             stop = index + 1
             while stop < len(argv) and is_number(argv[stop]):
                 stop += 1
-            if stop > index + 1:
-                moved += argv[index:stop]
+            sizes += argv[index + 1:stop]
+            if sizes:
+                moved += ["--spacing", *sizes]
                 index = stop
                 continue
         kept.append(word)
