@@ -243,6 +243,16 @@ def test_a_mask_kept_with_its_images_is_not_segmented_as_one_of_them(tmp_path, i
                                 "-k", "2", *FAST], capsys)
     # (inside itself the mask holds one value: 2 components fail on it)
     assert "mask.png: -k 2 asks for 2 components" in err and "not segmented" not in err
+    status, out, err = run_cli([images, images / "mask.png", "--mask", images / "mask.png",
+                                "-o", tmp_path / "both", "--no-masks", "-k", "2", *FAST], capsys)
+    assert "mask.png: -k 2 asks for 2 components" in err and "not segmented" not in err, err
+    # a folder of nothing else is an error that says so
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    gio.write_png(alone / "mask.png", mask)
+    status, out, err = run_cli([alone, "--mask", alone / "mask.png", "-o", tmp_path / "none",
+                                *FAST], capsys)
+    assert status == 1 and "alone: holds no image to segment besides the --mask file" in err, err
 
 
 def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path, capsys):

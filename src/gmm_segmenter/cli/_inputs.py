@@ -77,7 +77,7 @@ def collect_sources(patterns, samples,
     does not make it an input (a mask kept next to its images would be
     segmented too); an input named on its own is kept.
     """
-    sources, errors, passed_over = [], [], []
+    sources, errors, passed_over = [], [], {}
     by_path = {resolved(Path(file)): option for file, option in (option_files or {}).items()}
     by_path.pop(None, None)
 
@@ -88,8 +88,11 @@ def collect_sources(patterns, samples,
             if option is None:
                 kept.append(found)
             else:
-                passed_over.append(f"{found}: the {option} file, not segmented as an input "
-                                   f"of {pattern}")
+                passed_over[resolved(found)] = (
+                    f"{found}: the {option} file, not segmented as an input of {pattern}")
+        if paths and not kept:
+            errors.append(f"{pattern}: holds no image to segment besides the "
+                          f"{' and '.join(sorted({by_path[resolved(p)] for p in paths}))} file")
         return kept
 
     for pattern in patterns:
@@ -118,7 +121,10 @@ def collect_sources(patterns, samples,
     sources += [Source(label=f"sample {name}", sample=name) for name in samples]
     sources, notes = _once_each(sources)
     _assign_names(sources)
-    return sources, errors, passed_over + notes
+    named = {resolved(source.path) for source in sources if source.path is not None}
+    # a file also named on its own is an input: nothing was passed over
+    notes = [note for path, note in passed_over.items() if path not in named] + notes
+    return sources, errors, notes
 
 
 def _once_each(sources):
