@@ -319,11 +319,11 @@ def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path,
     status, out, err = run_cli([tmp_path / "hyper.tif", tmp_path / "other.tif", "--fit-on",
                                 "-k", "2", "--beta", "0.5", "-o", tmp_path / "both",
                                 "--no-masks"], capsys)
-    assert status == 0 and "--fit-on: the files record different voxel sizes" in err, err
+    assert status == 0 and "--fit-on: the files record voxels of different shapes" in err, err
     assert "hyper.tif: 1.5 x 0.5 x 0.5 um" in err
     report = json.loads((tmp_path / "both" / "other_report.json").read_text())
     assert report["voxel_size"]["spacing"] == [1.0, 1.0, 1.0]  # labelled at its own
-    assert "different voxel sizes" in report["warnings"][0]
+    assert "voxels of different shapes" in report["warnings"][0]
     # the same voxel in nanometres is the same voxel; an OME-TIFF is named without .ome
     tifffile.imwrite(tmp_path / "nm.ome.tif", stack, ome=True, metadata={
         "axes": "ZCYX", "PhysicalSizeX": 500, "PhysicalSizeY": 500, "PhysicalSizeZ": 1500,
@@ -331,7 +331,7 @@ def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path,
     status, out, err = run_cli([tmp_path / "hyper.tif", tmp_path / "nm.ome.tif", "--fit-on",
                                 "-k", "2", "--beta", "0.5", "-o", tmp_path / "units",
                                 "--no-masks"], capsys)
-    assert status == 0 and "different voxel sizes" not in err, err
+    assert status == 0 and "different shapes" not in err, err
     report = json.loads((tmp_path / "units" / "nm_report.json").read_text())
     assert report["voxel_size"]["spacing"] == [1500.0, 500.0, 500.0]
     assert report["voxel_size"]["unit"] == "nm" and report["channel_axis"] == 1

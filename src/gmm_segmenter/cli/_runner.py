@@ -23,7 +23,7 @@ from .. import _dask, _training
 from .._image import is_dask_array
 from .._progress import Cancelled, progress
 from ..estimator import GMMSegmenter
-from ..io import MICROMETRES, is_zarr_store, read_tiff_axes, read_zarr, write_json
+from ..io import is_zarr_store, read_tiff_axes, read_zarr, write_json
 from . import _isolated
 from ._console import describe, is_terminal, warnings_said, working_on
 from ._folder import ResultSet
@@ -495,20 +495,18 @@ def _warn_if_mixed_depths(loaded, console, said):
 
 
 def _same_voxel_sizes(prepared_list) -> bool:
-    """Whether the inputs all record one voxel size (1.5 um and 1500 nm alike)."""
-    sizes = {_in_micrometres(p) for p in prepared_list}
-    return len(sizes) == 1 and None not in sizes
+    """Whether the inputs all record voxels of one shape: the prior reads only the
+    sizes' ratios, so 1.5 x 0.5 x 0.5 um and 1500 x 500 x 500 nm are alike."""
+    shapes = {_voxel_shape(p) for p in prepared_list}
+    return len(shapes) == 1 and None not in shapes
 
 
-def _in_micrometres(prepared):
-    """The input's voxel size in micrometres when its unit is a length we know
-    (as recorded otherwise, and ``None`` without one)."""
+def _voxel_shape(prepared):
+    """The input's voxel size divided by its smallest, to 6 digits; ``None`` without one."""
     if prepared.voxel_size is None:
         return None
-    factor = MICROMETRES.get(prepared.unit)
-    if factor is None:
-        return (prepared.unit, prepared.voxel_size)
-    return tuple(round(size * factor, 9) for size in prepared.voxel_size)
+    smallest = min(prepared.voxel_size)
+    return tuple(float(f"{size / smallest:.6g}") for size in prepared.voxel_size)
 
 
 def _warn_if_mixed_voxel_sizes(loaded, console, runner):
@@ -523,12 +521,15 @@ def _warn_if_mixed_voxel_sizes(loaded, console, runner):
             return "none"
         return _sizes(prepared.voxel_size) + (f" {prepared.unit}" if prepared.unit else "")
 
+    examples = {}  # one file of each shape of voxel
+    for source, prepared, _ in loaded:
+        examples.setdefault(_voxel_shape(prepared), (source, prepared))
     shown = "; ".join(
-        f"{source.label}: {size(prepared)}" for source, prepared, _ in loaded[:3]
-    ) + ("; …" if len(loaded) > 3 else "")
+        f"{source.label}: {size(prepared)}" for source, prepared in list(examples.values())[:3]
+    ) + ("; …" if len(examples) > 3 else "")
     text = (
-        f"--fit-on: the files record different voxel sizes ({shown}), so the model is "
-        "fitted with none (every voxel a cube); give --spacing to choose one."
+        f"--fit-on: the files record voxels of different shapes ({shown}), so the model "
+        "is fitted with none (every voxel a cube); give --spacing to choose one."
     )
     console.warn(text)
     runner.fit_warnings.append(text)
