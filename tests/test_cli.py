@@ -420,6 +420,9 @@ def test_a_model_named_without_an_extension_is_saved_as_npz(tmp_path, images, ca
     # and --model finds it under the name it was saved as
     assert run_cli([images / "rgb.png", "-o", tmp_path / "named", "--model",
                     tmp_path / "coffee4", *FAST]) == 0
+    assert run_cli([images / "rgb.png", "-o", tmp_path / "v2", "--save-model",
+                    tmp_path / "brain.v2", *FAST]) == 0
+    assert (tmp_path / "brain.v2.npz").is_file() and not (tmp_path / "brain.v2").exists()
     # a model under a name without .npz (saved by an earlier version) is pointed to
     (tmp_path / "coffee4.npz").rename(tmp_path / "old")
     status, out, err = run_cli([images / "rgb.png", "-o", tmp_path / "again", "--model",

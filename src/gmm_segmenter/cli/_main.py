@@ -400,8 +400,7 @@ def _read_model(args, params, console):
         return None
     from ..io import load_model
 
-    if not args.model.exists() and not args.model.suffix and args.model.with_name(
-            args.model.name + ".npz").is_file():
+    if not args.model.exists() and args.model.with_name(args.model.name + ".npz").is_file():
         args.model = args.model.with_name(args.model.name + ".npz")  # as --save-model names it
     try:
         model = load_model(args.model)
