@@ -1863,15 +1863,18 @@ def test_two_channels_left_as_a_volume_are_named_in_the_dock_s_words(qtbot, view
     run(qtbot, widget)
     said = [m for m in new_messages(since, "warning") if "looks like channels" in m]
     assert len(said) == 1, new_messages(since, "warning")
-    assert "Choose Channel axis 'axis 0 (size 2)' to model the channels together" in said[0]
+    assert "Choose the Channel axis of size 2 to model the channels together" in said[0]
     assert "channel_axis" not in said[0]
-    # (Z, Y, X, 2): the last axis, named as the dock lists it
-    viewer.add_image(rng.random((10, 48, 40, 2)).astype(np.float32), name="last")
-    widget.image.value = viewer.layers["last"]
+    # one frame of a time layer: its axis 0 is the layer's axis 1, so no number is named
+    viewer.add_image(rng.random((3, 2, 48, 40)).astype(np.float32), name="frames")
+    widget.image.value = viewer.layers["frames"]
+    from gmm_segmenter.napari import _layers
+
+    widget.leading_axis.value = _layers.PER_FRAME
     since = len(notification_manager.records)
     run(qtbot, widget)
     said = [m for m in new_messages(since, "warning") if "looks like channels" in m]
-    assert "Choose Channel axis 'axis 3 (size 2)'" in said[0], said
+    assert said and "Choose the Channel axis of size 2" in said[0], new_messages(since, "warning")
 
 
 def test_a_refused_field_on_a_zero_padded_image_asks_for_a_mask_layer():

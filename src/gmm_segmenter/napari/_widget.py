@@ -186,14 +186,11 @@ _WIDGET_WORDS = [
     (ONE_CHANNEL_ADVICE,
      "(a layer of one channel, with Channel axis none)"),
     (re.compile(r"\bonly reg_covar=(\S+) keeps"), r"only a ridge of \1 (reg_covar) keeps"),
-    # an axis of two channels left as space: the choice as Channel axis lists it
-    (re.compile(r"has shape \(([\d, ]+)\): (its axis (-?\d+) \(of length (\d+)\) looks "
-                r"like channels.*?)Pass channel_axis=-?\d+ to model the channels together"),
-     lambda found: (
-         f"has shape ({found[1]}): {found[2]}Choose Channel axis 'axis "
-         f"{int(found[3]) % len(found[1].split(','))} (size {found[4]})' to model the "
-         "channels together"
-     )),
+    # an axis of two channels left as space: the Channel axis of its size (the
+    # message may be of one frame of a time layer, whose axes are not the layer's)
+    (re.compile(r"(its axis -?\d+ \(of length (\d+)\) looks like channels.*?)Pass "
+                r"channel_axis=-?\d+ to model the channels together"),
+     r"\1Choose the Channel axis of size \2 to model the channels together"),
     (re.compile(r"a mask of the pixels above 0 \(mask=image > 0\)"),
      "choose a Mask layer of the pixels above 0 (a Labels layer of image > 0)"),
     *X_AS_THE_IMAGE,
