@@ -1671,6 +1671,12 @@ def test_load_and_save_model_wait_for_a_run(qtbot, viewer_widget, tmp_path):
     assert widget.model.n_components_ == 4
     # once the run has ended, the model loaded is the model kept
     assert widget.load_model(path).n_components_ == 2 and widget.model.n_components_ == 2
+    # a preview never touches the model: Save and Load stay (they flickered off at
+    # every step of a slider with Preview ticked)
+    widget._start("preview")
+    assert widget.worker is not None and widget.save_button.enabled
+    assert widget.load_button.enabled and not widget.run_button.enabled
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
 
 
 def test_copy_python_code_after_a_preview_gives_the_run_s_model(qtbot, viewer_widget, tmp_path):

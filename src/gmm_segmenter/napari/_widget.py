@@ -1028,8 +1028,10 @@ class GMMSegmenterWidget(Container):
         self.worker = worker
         self._job = {"kind": kind, "layer": layer, "removed": False, "warned": False}
         # (the model buttons too: a model loaded during a Run would be replaced
-        # by the Run's when it ends, and a save would write the one it replaces)
-        for button in (self.run_button, self.apply_button, self.save_button, self.load_button):
+        # by the Run's when it ends, and a save would write the one it replaces;
+        # a preview never touches the model, so they stay while one runs)
+        model_buttons = () if kind == "preview" else (self.save_button, self.load_button)
+        for button in (self.run_button, self.apply_button, *model_buttons):
             button.enabled = False
         self.cancel_button.enabled = True
         self.progress.value = 0
