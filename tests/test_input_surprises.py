@@ -147,6 +147,16 @@ def test_two_channels_without_channel_axis_are_named(shape, axis):
         model.predict(image)  # said once, at fit
         GMMSegmenter(2, beta=0, channel_axis=int(axis), random_state=0).fit(image)
         GMMSegmenter(2, beta=0, random_state=0).fit(np.random.default_rng(0).random((4, 40, 48)))
+        # a voxel size for every axis says they are all space (an isotropic one says
+        # nothing: napari passes every layer's scale)
+        GMMSegmenter(2, beta=0, spacing=(3,) + (1,) * (len(shape) - 1),
+                     random_state=0).fit(image)
+    with pytest.warns(UserWarning, match="looks like channels"):
+        GMMSegmenter(2, beta=0, spacing=(1,) * len(shape), random_state=0).fit(image)
+    # a batch of such images: said once
+    with pytest.warns(UserWarning) as seen:
+        GMMSegmenter(2, beta=0, random_state=0).fit([image] * 3)
+    assert len([w for w in seen if "looks like channels" in str(w.message)]) == 1
 
 
 def test_a_spatial_axis_given_as_channel_axis_warns_with_the_likely_one():

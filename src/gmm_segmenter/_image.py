@@ -94,7 +94,7 @@ def is_batch(X) -> bool:
 
 
 def as_images(X, *, channel_axis, mask=None, param_name="X", convert=None,
-              grey_model=False) -> list[ImageView]:
+              grey_model=False, n_sizes=None) -> list[ImageView]:
     """Validate one image or a batch of images and return channel-last views.
 
     ``convert(image, mask)``, when given, sees each image and its mask first
@@ -103,8 +103,10 @@ def as_images(X, *, channel_axis, mask=None, param_name="X", convert=None,
     be labelled by a model of grey images, which a colour-looking image
     should be converted for (not read with ``channel_axis=-1``); ``None``:
     by a model fitted on colour-looking images read as volumes, so they are
-    not warned about again. Raises ``TypeError`` or
-    ``ValueError`` naming the parameter, what was given and what would work.
+    not warned about again. ``n_sizes``: how many voxel sizes an anisotropic
+    ``spacing`` gives; as many as an image has axes say they are all space. Raises
+    ``TypeError`` or ``ValueError`` naming the parameter, what was given and
+    what would work.
     """
     if is_batch(X):
         if len(X) == 0:
@@ -122,6 +124,8 @@ def as_images(X, *, channel_axis, mask=None, param_name="X", convert=None,
         _as_image(image, channel_axis, image_mask, name, convert, grey_model)
         for image, image_mask, name in zip(images, masks, names)
     ]
+    if channel_axis is None and grey_model is False:
+        _warn_if_two_channels(views, names, n_sizes)
     channels = {view.n_channels for view in views}
     if len(channels) > 1:
         raise ValueError(
@@ -194,11 +198,6 @@ def _as_image(image, channel_axis, mask, name, convert, grey_model=False) -> Ima
         )
     if channel_axis is None:
         _warn_if_colour(array.shape, name, grey_model)
-        if grey_model is False and not looks_like_colour(array.shape):
-            # two channels (a two-colour microscope); 3 or 4 slices stay a volume
-            message = channels_within_message(array.shape, name, sizes=(2,))
-            if message is not None:
-                warnings.warn(message, UserWarning, stacklevel=_training.caller_stacklevel())
         pixels = array[..., np.newaxis]
         hidden = None if hidden is None else hidden[..., np.newaxis]
     else:
@@ -243,6 +242,21 @@ def looks_like_colour(shape) -> bool:
     """Whether an image of ``shape`` read with ``channel_axis=None`` looks like
     a colour image (last axis of 3 or 4, both others at least :data:`COLOUR_SIDE`)."""
     return len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) >= COLOUR_SIDE
+
+
+def _warn_if_two_channels(views, names, n_sizes) -> None:
+    """Warn, once per shape, of an image read as grey whose one axis of 2 among
+    long ones looks like two channels (a two-colour microscope); 3 or 4 slices
+    stay a volume, and so does an image given a voxel size for every axis."""
+    said = set()
+    for view, name in zip(views, names):
+        shape = tuple(view.pixels.shape[:-1])
+        if shape in said or n_sizes == len(shape) or looks_like_colour(shape):
+            continue
+        said.add(shape)
+        message = channels_within_message(shape, name, sizes=(2,))
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=_training.caller_stacklevel())
 
 
 def _warn_if_colour(shape, name, grey_model=False) -> None:

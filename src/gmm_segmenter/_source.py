@@ -77,12 +77,13 @@ class InMemoryImages(_image.Images):
         ])
 
 
-def open_images(X, *, channel_axis, mask=None, param_name="X", grey_model=False) -> _image.Images:
+def open_images(X, *, channel_axis, mask=None, param_name="X", grey_model=False,
+                n_sizes=None) -> _image.Images:
     """Validate one image or a batch and pick the backend that will hold them
-    (``grey_model``: see :func:`._image.as_images`)."""
+    (``grey_model``, ``n_sizes``: see :func:`._image.as_images`)."""
     views = _image.as_images(
         X, channel_axis=channel_axis, mask=mask, param_name=param_name,
-        convert=_dask.lazy_inputs, grey_model=grey_model,
+        convert=_dask.lazy_inputs, grey_model=grey_model, n_sizes=n_sizes,
     )
     batch = _image.is_batch(X)
     if any(_image.is_dask_array(view.pixels) for view in views):

@@ -1701,6 +1701,9 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
         open_them = functools.partial(
             _source.open_images, X, channel_axis=self.channel_axis, mask=mask,
             grey_model=grey_model,
+            # (an isotropic spacing is as None: napari passes every layer's scale)
+            n_sizes=None if self.spacing is None or len(set(np.atleast_1d(self.spacing))) < 2
+            else len(np.atleast_1d(self.spacing)),
         )
         if not quiet:
             # (no catch_warnings here: leaving one resets the registry that
