@@ -348,7 +348,8 @@ def _add_pixel_arguments(model):
         help="axis holding colour channels. 'auto' (default): a 2-D image whose "
         "last axis has 3 or 4 entries (RGB/RGBA; also a stack of such images) is "
         "segmented by colour, gray+alpha images by intensity, and an alpha channel "
-        "is not a feature but excludes fully transparent pixels (label 0); "
+        "is not a feature but excludes fully transparent pixels (label 0); a TIFF "
+        "whose ImageJ or OME metadata names a channel axis (a Fiji hyperstack) uses it; "
         "everything else is grayscale, including multi-page/3-D TIFF volumes. "
         "'none' forces grayscale (every value is one pixel); an integer names the "
         "axis of the image as read, and then every channel, alpha included, is used.",
@@ -427,8 +428,8 @@ def _add_spatial_arguments(model):
         "--spacing", type=_voxel_size, nargs="+", default=None, metavar="S",
         help="pixel/voxel size along each spatial axis, in the array's order (a stack's "
         "Z Y X: --spacing 3 1 1 for slices 3 times as thick as a pixel is wide), for the "
-        "spatial prior "
-        f"(default: {defaults['spacing']})",
+        "spatial prior (default: the voxel size an ImageJ or OME TIFF records, else "
+        "cubic voxels)",
     )
     model.add_argument(
         "--max-iter-spatial", type=_positive_int, default=None, metavar="N",
