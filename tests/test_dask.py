@@ -209,6 +209,12 @@ def test_cli_segments_a_zarr_volume_into_a_zarr_store(tmp_path, volume):
 
     report = json.loads((tmp_path / "out" / "vol_report.json").read_text())
     assert sum(report["pixels_per_label"].values()) == volume.size
+    # its report gives the voxel size, as an in-memory input's does
+    assert main([str(tmp_path / "vol.zarr"), "-o", str(tmp_path / "sized"), "--quiet",
+                 "--beta", "0.5", "--spacing", "3", "1", "1"]) == 0
+    report = json.loads((tmp_path / "sized" / "vol_report.json").read_text())
+    assert report["voxel_size"] == {"spacing": [3.0, 1.0, 1.0], "unit": None,
+                                    "from": "--spacing"}
 
 
 def test_cli_says_which_outputs_a_zarr_volume_does_not_get(tmp_path, volume, capsys):

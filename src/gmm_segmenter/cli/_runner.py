@@ -211,10 +211,13 @@ class Runner:
         return {"spacing": spacing, "unit": prepared.unit if from_file else None,
                 "from": source}
 
-    def guidance_report(self):
-        """What the report says about ``--mask``, ``--scribbles`` and ``--prior``
-        (nothing without them)."""
+    def guidance_report(self, segmenter, prepared):
+        """What the report says about the voxel size (see :meth:`voxel_report`),
+        ``--mask``, ``--scribbles`` and ``--prior`` (nothing without them)."""
         report = {}
+        voxel = self.voxel_report(segmenter, prepared)
+        if voxel is not None:
+            report["voxel_size"] = voxel
         if self.mask is not None:
             report["mask"] = {"file": str(self.args.mask),
                               "pixels_kept": int(np.count_nonzero(self.mask))}
@@ -268,17 +271,14 @@ class Runner:
                 bias=bias,
             )
             report["colors"] = colours
-            voxel = self.voxel_report(segmenter, prepared)
-            if voxel is not None:
-                report["voxel_size"] = voxel
-            report.update(self.guidance_report())
+            report.update(self.guidance_report(segmenter, prepared))
             seconds["report_and_write"] = time.perf_counter() - tick
             seconds["total"] = time.perf_counter() - started + read_seconds
             report["seconds"] = timings(seconds)
             report["warnings"] = _unique(prepared.warnings + self.fit_warnings + warnings_said())
             outputs = write_outputs(
                 source.name, labels, posteriors, picture, report, self.options, bias=bias,
-                voxel=voxel,
+                voxel=report.get("voxel_size"),
             )
             return Outcome(source, outputs=outputs, n_components=segmenter.n_components_,
                            segmenter=segmenter, from_file=_from_file(prepared, report))
@@ -321,7 +321,7 @@ class Runner:
                 report["bias_field"].update(_lazy_field_range(segmenter, prepared))
             seconds["total"] = time.perf_counter() - started
             report["seconds"] = timings(seconds)
-            report.update(self.guidance_report())
+            report.update(self.guidance_report(segmenter, prepared))
             report["warnings"] = _unique(prepared.warnings + self.fit_warnings + warnings_said())
             report["outputs"] = [path.name, f"{source.name}_report.json"]
             report["skipped"] = (
