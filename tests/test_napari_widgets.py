@@ -1648,11 +1648,8 @@ def test_apply_of_a_bias_field_model_advises_what_apply_can_do(qtbot, viewer_wid
 
 def test_load_and_save_model_wait_for_a_run(qtbot, viewer_widget, tmp_path):
     viewer, widget = viewer_widget
-    image, _ = quadrants()
-    viewer.add_image(image, name="quads")
-    widget.image.value = viewer.layers["quads"]
     widget.n_components.value = 2
-    run(qtbot, widget)
+    fit_quadrants(qtbot, viewer, widget, "quads")
     path = widget.save_model(tmp_path / "two.npz")
     widget.n_components.value = 4
     buttons = (widget.run_button, widget.apply_button, widget.save_button, widget.load_button)
