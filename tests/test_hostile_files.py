@@ -149,6 +149,20 @@ def test_a_large_claim_in_a_small_tiff_is_refused_before_decoding(tmp_path):
         gio.read_image(small)
 
 
+def test_a_later_page_claiming_more_bytes_than_the_file_is_refused(tmp_path):
+    # a damaged ImageJ hyperstack whose second page claimed 2.5 GB: only the first
+    # page's claim was checked, and reading the second one ran out of memory
+    path = tmp_path / "stack.tif"
+    stack = np.arange(2 * 2 * 8 * 9, dtype=np.uint16).reshape(2, 2, 8, 9)
+    tifffile.imwrite(path, stack, imagej=True, compression="zlib",
+                     metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"})
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tif.pages[1].tags["StripByteCounts"].overwrite(2_481_300_356)
+    with pytest.raises(ValueError, match=r"stack.tif: cannot be read as an image \(declares "
+                                         r"more data than the file of [\d,]+ bytes holds\)"):
+        gio.read_image(path)
+
+
 def test_the_cli_takes_a_pixel_limit(tmp_path, capsys):
     gio.write_png(tmp_path / "a.png", (np.arange(400).reshape(20, 20) % 3 * 90).astype(np.uint8))
     assert cli.main([str(tmp_path / "a.png"), "--max-pixels", "100", "-o",

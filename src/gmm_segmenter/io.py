@@ -514,8 +514,13 @@ def _read_tiff(path, max_pixels, file_size):
             raise ValueError("holds no image")
         first = series[0]
         _check_pixels(path, first.shape, first.dtype, max_pixels)
-        if any(int(count) > file_size for count in first.keyframe.databytecounts):
-            raise ValueError(f"declares more data than the file of {file_size:,} bytes holds")
+        # every page's, not only the first's: a later page's count is allocated
+        # as claimed when it is read (2.5 GB for a damaged 1.5 kB ImageJ stack)
+        for page in (first.keyframe, *first.pages):
+            counts = () if page is None else page.databytecounts
+            if any(int(count) > file_size for count in counts):
+                raise ValueError(
+                    f"declares more data than the file of {file_size:,} bytes holds")
         compression = first.keyframe.compression
         ratio = _TIFF_MAX_RATIO.get(int(compression))
         n_bytes = math.prod(first.shape) * np.dtype(first.dtype).itemsize
