@@ -864,8 +864,8 @@ def write_tiff(path, array, *, axes=None, rgb=False, spacing=None, unit=None) ->
 
     ``spacing`` (the pixel size along the spatial axes, 2 or 3 of them, last
     ones ``Y, X``) and its ``unit`` are written as ImageJ's calibration: the
-    X and Y resolution and, for a stack, ImageJ's ``spacing``, so Fiji and
-    napari's TIFF readers open it at its voxel size. A stack of several
+    X and Y resolution and, for a stack, ImageJ's ``spacing``, so Fiji opens
+    it at its voxel size (napari's own TIFF reader leaves it out). A stack of several
     channels first (``'CZYX'``), which ImageJ's axis order cannot hold as it
     is, gets the X and Y resolution only.
     """
@@ -934,6 +934,13 @@ def write_json(path, document) -> Path:
 
 
 # ------------------------------------------------------------------ models
+
+
+def with_npz_suffix(path) -> Path:
+    """``path`` as a model file is named: with ``.npz`` added unless it ends in it
+    (napari's *Save model* and ``gmm-segment --save-model`` name files so)."""
+    path = Path(path)
+    return path if path.suffix.lower() == ".npz" else path.with_name(path.name + ".npz")
 
 
 def save_model(segmenter, path, *, record=None) -> Path:
@@ -1038,8 +1045,7 @@ def load_model(path) -> GMMSegmenter:
     path = Path(path)
     if not path.exists():
         # a model saved under a name without .npz, or given without it
-        other = (path.with_suffix("") if path.suffix == ".npz"
-                 else path.with_name(path.name + ".npz"))
+        other = path.with_suffix("") if path.suffix == ".npz" else with_npz_suffix(path)
         there = f"; there is {other}" if other.is_file() else ""
         raise FileNotFoundError(f"{path}: no such model file{there}")
 

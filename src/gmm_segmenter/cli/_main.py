@@ -398,10 +398,10 @@ def _read_model(args, params, console):
     """The ``--model``, with this run's spatial settings; ``None`` without one."""
     if args.model is None:
         return None
-    from ..io import load_model
+    from ..io import load_model, with_npz_suffix
 
-    if not args.model.exists() and args.model.with_name(args.model.name + ".npz").is_file():
-        args.model = args.model.with_name(args.model.name + ".npz")  # as --save-model names it
+    if not args.model.exists() and with_npz_suffix(args.model).is_file():
+        args.model = with_npz_suffix(args.model)  # as --save-model names it
     try:
         model = load_model(args.model)
     except Exception as error:

@@ -496,10 +496,11 @@ def check_arguments(args, parser) -> dict:
     """Refuse flags that cannot go together; return the estimator's parameters."""
     if not args.images and not args.sample:
         parser.error("no IMAGE and no --sample given")
-    if (args.save_model is not None and args.save_model.suffix.lower() != ".npz"
-            and not args.save_model.is_dir()):
+    if args.save_model is not None and not args.save_model.is_dir():
+        from ..io import with_npz_suffix
+
         # as napari's Save model does: the name --model and a file manager expect
-        args.save_model = args.save_model.with_name(args.save_model.name + ".npz")
+        args.save_model = with_npz_suffix(args.save_model)
     if args.model is not None:
         fitting_flags = {
             "-k": args.n_components, "--k-range": args.k_range,

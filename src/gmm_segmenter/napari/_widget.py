@@ -842,9 +842,7 @@ class GMMSegmenterWidget(Container):
             path = self._ask_model_path("w", "Save GMM model")
             if not path:
                 return None
-        path = Path(path)
-        if path.suffix.lower() != ".npz":
-            path = path.with_name(path.name + ".npz")
+        path = io.with_npz_suffix(path)
         try:
             written = io.save_model(self.model, path, record=self._model_record)
         except (OSError, ValueError, TypeError) as error:
@@ -1725,7 +1723,12 @@ def _voxel_size(spacing, layer, layout) -> str:
         if len(spatial) == 1:
             name = format(spatial.pop(), "~")
             unit = "" if name in ("pixel", "px") else f" {name}"
-    return "; voxel size " + " × ".join(f"{size:g}" for size in spacing) + unit
+    return f"; voxel size {_sizes(spacing)}{unit}"
+
+
+def _sizes(spacing) -> str:
+    """A voxel size as the dock writes it: ``1.5 × 0.5 × 0.5``."""
+    return " × ".join(f"{size:g}" for size in spacing)
 
 
 def _status_prefix(error) -> str:
@@ -1915,14 +1918,14 @@ def _calibration_advice(layer, layout) -> str | None:
         said.append(f"holds channels on axis {channel}: choose Channel axis 'axis {channel} "
                     f"(size {shape[channel]})'")
     sizes = found.spacing(channel)
-    spatial = [axis for axis, letter in enumerate(found.axes) if axis != channel and letter != "S"]
+    spatial = [axis for axis in range(len(shape)) if axis != channel]  # as spacing() has them
     scale = np.array(layer.scale, dtype=float)  # a copy: the layer's own is not changed
     if sizes is not None and np.all(scale[spatial] == 1) and any(size != 1 for size in sizes):
         scale[spatial] = sizes
         unit = f" {found.unit}" if found.unit else ""
         shown = ", ".join(f"{value:g}" for value in scale)
         said.append(
-            f"records a voxel size of {' × '.join(f'{size:g}' for size in sizes)}{unit}, "
+            f"records a voxel size of {_sizes(sizes)}{unit}, "
             "while the layer's scale is 1 (napari's TIFF reader leaves it out), so it is "
             "shown and segmented with cubic voxels: set its scale (in napari's console, "
             f"viewer.layers[{layer.name!r}].scale = ({shown})) and Run again"
