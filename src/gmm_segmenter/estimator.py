@@ -1698,12 +1698,12 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
         """``X`` opened; ``quiet``: what opening it warns about was said already;
         ``grey_model``: for a fitted model of grey images (its advice on a
         colour-looking image)."""
+        # an anisotropic spacing says how many axes are space (an isotropic one is
+        # as None: napari passes every layer's scale)
+        sizes = () if self.spacing is None else tuple(np.atleast_1d(self.spacing))
         open_them = functools.partial(
             _source.open_images, X, channel_axis=self.channel_axis, mask=mask,
-            grey_model=grey_model,
-            # (an isotropic spacing is as None: napari passes every layer's scale)
-            n_sizes=None if self.spacing is None or len(set(np.atleast_1d(self.spacing))) < 2
-            else len(np.atleast_1d(self.spacing)),
+            grey_model=grey_model, n_sizes=len(sizes) if len(set(sizes)) > 1 else None,
         )
         if not quiet:
             # (no catch_warnings here: leaving one resets the registry that
