@@ -293,6 +293,17 @@ def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path,
                                capsys)
     report = json.loads((tmp_path / "grey" / "hyper_report.json").read_text())
     assert report["channel_axis"] is None and "voxel_size" not in report
+    # ... and says what it drops
+    assert ("--channel-axis none takes the file's channel axis (axis 1, C of ZCYX) as one "
+            "more axis of space: segmented as a 4-D grey image, without the voxel size the "
+            "file records") in err, err
+    # a size for every axis of a file whose metadata makes one the channels
+    status, out, err = run_cli([tmp_path / "hyper.tif", "-k", "2", "--beta", "0", "-o",
+                                tmp_path / "four", "--spacing", "1.5", "1", "0.5", "0.5"],
+                               capsys)
+    assert status == 1 and ("--spacing gives 4 sizes, one per axis, but the file's metadata "
+                            "names its axes ZCYX: axis 1 (C) holds the channels") in err, err
+    assert "Give 3 sizes (in the order ZYX), or --channel-axis none" in err, err
     # what the metadata names wins over what the shape suggests: a stack of 3 slices
     # is a volume, and 10 channels named by the file are not questioned
     tifffile.imwrite(tmp_path / "thin.tif", stack[:3, 0], imagej=True, resolution=(2.0, 2.0),

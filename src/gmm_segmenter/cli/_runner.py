@@ -51,6 +51,31 @@ def _failure(source, error) -> Outcome:
     return Outcome(source, error=message, traceback=traceback.format_exc())
 
 
+def _check_file_channels(file_axes, option, spacing, ndim):
+    """Say what the file's channel axis (``C``) means for ``--spacing`` with a size
+    for every axis (refused) and for ``--channel-axis none`` (said once per file)."""
+    axis = file_axes.channel_axis
+    letters = "".join(a for i, a in enumerate(file_axes.axes) if i != axis)
+    if option == axis and spacing is not None and len(spacing) == ndim:
+        raise InputError(
+            f"--spacing gives {len(spacing)} sizes, one per axis, but the file's metadata "
+            f"names its axes {file_axes.axes}: axis {axis} (C) holds the channels, which "
+            f"have no voxel size. Give {ndim - 1} sizes (in the order {letters}), or "
+            "--channel-axis none to take every axis as space."
+        )
+    if option == "none":
+        lost = ""
+        if spacing is None and file_axes.spacing(axis) is not None:
+            lost = (f", without the voxel size the file records (C has none; --spacing "
+                    f"with {ndim} sizes gives one)")
+        warnings.warn(
+            f"--channel-axis none takes the file's channel axis (axis {axis}, C of "
+            f"{file_axes.axes}) as one more axis of space: segmented as a {ndim}-D grey "
+            f"image{lost}. Leave out --channel-axis to segment its channels together.",
+            UserWarning, stacklevel=2,
+        )
+
+
 def _check_channels(model, prepared, model_source):
     """Refuse an input of other channels than the shared model's, naming the
     file's own axes (the estimator sees the channels moved last)."""
@@ -135,6 +160,8 @@ class Runner:
         if axes_channel:
             option = file_axes.channel_axis  # an ImageJ hyperstack's or OME's channels
         spacing = self.params.get("spacing")
+        if file_axes is not None and file_axes.channel_axis is not None:
+            _check_file_channels(file_axes, option, spacing, image.ndim)
         prepared = prepare(image, option, self.mask, None if spacing is None else len(spacing),
                            None if file_axes is None else file_axes.axes)
         prepared.axes_channel = axes_channel
