@@ -90,6 +90,29 @@ def test_every_dtype_segments_and_leaves_the_input_alone(dtype):
     assert labels.min() >= 1 and labels.max() <= 4
 
 
+@pytest.mark.parametrize("dtype", [">u2", ">i2", ">f4"])
+@pytest.mark.parametrize("colour", [False, True])
+def test_big_endian_images_segment_as_their_native_copies(dtype, colour):
+    # FITS files (astropy) and some readers give big-endian arrays; 16-bit colour
+    # ones reached a compiled kernel that refused the byte order (a numba TypingError)
+    image, _ = quadrants(levels=(10, 40, 70, 100), noise=3)
+    image = np.clip(image, 0, None)
+    if colour:
+        image = np.stack([image, image[::-1], image[:, ::-1]], axis=-1)
+    big = image.astype(dtype)
+    native = image.astype(np.dtype(dtype).newbyteorder("="))
+    original = big.copy()
+    channel_axis = -1 if colour else None
+    # (with the spatial prior: its prediction reads colour values in a compiled pass)
+    segmenter = make_segmenter(4, channel_axis=channel_axis, beta=0.5).fit(big)
+    reference = make_segmenter(4, channel_axis=channel_axis, beta=0.5).fit(native)
+    np.testing.assert_array_equal(segmenter.predict(big), reference.predict(native))
+    np.testing.assert_allclose(segmenter.predict_proba(big), reference.predict_proba(native),
+                               rtol=1e-6, atol=1e-7)
+    assert big.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(big, original)
+
+
 def test_boolean_image():
     image = np.zeros((20, 20), dtype=bool)
     image[5:15, 5:15] = True

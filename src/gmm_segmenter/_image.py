@@ -226,6 +226,10 @@ def _as_image(image, channel_axis, mask, name, convert, grey_model=False) -> Ima
         # float16 has too little precision and range for the arithmetic below:
         # one float32 copy (twice the input), the caller's array is untouched.
         pixels = pixels.astype(np.float32)
+    elif not pixels.dtype.isnative:
+        # big-endian data (FITS files, some readers): the compiled kernels read
+        # the machine's byte order only; one copy, the caller's array untouched
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     mask = _as_mask(mask, pixels.shape[:-1], name)
     if hidden is not None and hidden.any():
         shown = ~hidden.any(axis=-1)
