@@ -65,6 +65,25 @@ def test_nan_in_a_mask_is_refused():
         GMMSegmenter(2).fit(_image(), mask=mask)
 
 
+def test_nan_in_a_dask_mask_is_refused_as_in_memory():
+    # it counted as True: the pixel was fitted and labelled
+    da = pytest.importorskip("dask.array")
+    image = _image()
+    mask = np.ones(image.shape)
+    mask[0, 0] = np.nan
+    lazy_image, lazy_mask = da.from_array(image, chunks=25), da.from_array(mask, chunks=25)
+    with pytest.raises(ValueError, match="mask for X holds NaN"):
+        GMMSegmenter(2, beta=0.0, random_state=0).fit(lazy_image, mask=lazy_mask)
+    segmenter = GMMSegmenter(2, beta=0.0, random_state=0).fit(image)
+    with pytest.raises(ValueError, match="mask for X holds NaN"):
+        segmenter.predict(lazy_image, mask=lazy_mask).compute()
+    # a float mask without NaN: nonzero is True, as in memory
+    mask[0, 0] = 0.0
+    labels = segmenter.predict(lazy_image, mask=da.from_array(mask, chunks=25)).compute()
+    np.testing.assert_array_equal(labels, segmenter.predict(image, mask=mask))
+    assert labels[0, 0] == 0
+
+
 def test_a_dask_array_with_unknown_chunks_says_so():
     da = pytest.importorskip("dask.array")
     lazy = da.from_array(_image(), chunks=(3, 50))

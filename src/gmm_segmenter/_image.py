@@ -483,13 +483,24 @@ def _as_mask(mask, spatial_shape, name) -> np.ndarray | None:
                 f"mask for {name} has dtype {mask.dtype}; pass a boolean array "
                 "(True where pixels are used)."
             )
-        if mask.dtype.kind == "f" and not is_dask_array(mask) and np.isnan(mask).any():
-            raise ValueError(
-                f"mask for {name} holds NaN, which is neither True nor False; pass a "
-                "boolean array (True where pixels are used), e.g. np.nan_to_num(mask) != 0."
-            )
+        message = (
+            f"mask for {name} holds NaN, which is neither True nor False; pass a "
+            "boolean array (True where pixels are used), e.g. np.nan_to_num(mask) != 0."
+        )
+        if mask.dtype.kind == "f" and is_dask_array(mask):
+            # checked block by block as the mask is computed (not read twice)
+            return mask.map_blocks(_nonzero_without_nan, message, dtype=np.bool_)
+        if mask.dtype.kind == "f" and np.isnan(mask).any():
+            raise ValueError(message)
         mask = mask != 0
     return mask
+
+
+def _nonzero_without_nan(block, message):
+    """``block != 0`` of a float mask's block; ``ValueError(message)`` for NaN in it."""
+    if np.isnan(block).any():
+        raise ValueError(message)
+    return block != 0
 
 
 def blocks(spatial_shape: Sequence[int], chunk_pixels: int = CHUNK_PIXELS):
