@@ -199,3 +199,21 @@ def test_labelling_an_image_whose_mask_keeps_no_pixel_says_so():
         warnings.simplefilter("error")
         segmenter.predict(image, mask=~nothing)
         assert np.isnan(segmenter.score_samples(image, mask=nothing)).all()
+
+
+def test_fitting_a_batch_with_an_image_whose_mask_keeps_no_pixel_says_so():
+    # one such image is refused; in a batch it was silently left out of the fit
+    from skimage import data
+
+    image = data.camera()[::4, ::4]
+    nothing = np.zeros(image.shape, bool)
+    with pytest.raises(ValueError, match="Every pixel of X is masked out"):
+        GMMSegmenter(2, beta=0.0, random_state=0).fit(image, mask=nothing)
+    with pytest.warns(UserWarning, match=r"The mask keeps no pixel of X\[1\], so it adds "
+                                         r"nothing to the fit \(its labels would all be 0\)"):
+        labels = GMMSegmenter(2, beta=0.0, random_state=0).fit_predict(
+            [image, image], mask=[None, nothing])
+    assert labels[0].min() == 1 and not labels[1].any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GMMSegmenter(2, beta=0.0, random_state=0).fit([image, image], mask=[None, ~nothing])

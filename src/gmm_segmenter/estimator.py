@@ -731,6 +731,8 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
         images = self._open(X, mask, quiet=inputs_checked)
         if not inputs_checked:
             _training.warn_if_mixed_depths([view.dtype for view in images.views])
+            if len(images.views) > 1:  # (one image with no pixel to fit is refused below)
+                _warn_if_masked_out(images, "fit")
         # (for advice on the channels, written as code on X)
         first = X[0] if _image.is_batch(X) else X
         channels_last = self.channel_axis in (-1, np.ndim(first) - 1)
@@ -1955,12 +1957,16 @@ def _digest(images):
 def _warn_if_masked_out(images, output) -> None:
     """Warn about each in-memory image whose mask keeps no pixel.
 
-    (``fit`` refuses such an image; labelling one gives zeros, which alone
-    would look like a result.)
+    (``fit`` refuses a single such image, and says which images of a batch
+    add nothing to the fit; labelling one gives zeros, which alone would look
+    like a result.) ``output``: ``'labels'``, ``'posteriors'`` or ``'fit'``.
     """
     if not isinstance(images, _source.InMemoryImages):
         return  # a chunked mask would be read for it
-    result = "every label is 0" if output == "labels" else "every posterior is 0"
+    result = {
+        "labels": "every label is 0",
+        "fit": "it adds nothing to the fit (its labels would all be 0)",
+    }.get(output, "every posterior is 0")
     for view, name in zip(images.views, _names(images)):
         if view.mask is not None and view.pixels.size and not np.any(view.mask):
             warnings.warn(
