@@ -531,6 +531,7 @@ class Fields:
         total = float(weights.sum())
         initial = mixture
         bounds, previous, converged = [], -np.inf, False
+        said = set()  # the M-steps' warnings, each said once
         for n_iter in range(1, max_iter + 1):
             X, jacobian = self._standardised(offset, scale)
             log_prob = _mixture.weighted_log_prob(X, mixture)
@@ -541,7 +542,8 @@ class Fields:
             bounds.append(bound)
             resp = np.exp(log_resp)
             mixture = _mixture.regularised_fit(
-                X, resp * weights[:, np.newaxis], reg_covar, mixture.covariance_type, total
+                X, resp * weights[:, np.newaxis], reg_covar, mixture.covariance_type, total,
+                said,
             )
             change = self._update(resp, mixture.rescaled(offset, scale))
             report("bias field", n_iter, max_iter)

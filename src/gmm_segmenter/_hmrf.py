@@ -662,6 +662,7 @@ def _iterate(mixture, posteriors, beta, *, grids, n_valid, log_potential, table,
     converged = False
     n_iter = 0
     previous = -np.inf
+    said = set()  # the M-steps' warnings, each said once
     for n_iter in range(1, max_iter + 1):
         # a histogram's responsibilities are summed in the pass of the bound
         if n_iter == 1 and scored is not None:
@@ -677,7 +678,8 @@ def _iterate(mixture, posteriors, beta, *, grids, n_valid, log_potential, table,
         values, weighted = table.values, resp
         if table.fixed is not None:
             values, weighted = np.vstack([values, table.fixed[0]]), np.vstack([resp, table.fixed[1]])
-        updated = _mixture.regularised_fit(values, weighted, reg_covar, mixture.covariance_type)
+        updated = _mixture.regularised_fit(values, weighted, reg_covar, mixture.covariance_type,
+                                           said=said)
         # The weights are the prior's external field and stay those of the
         # pixel-wise fit: re-estimating them as the mean posterior feeds back
         # through the coupling (the majority grows, then grows the field that

@@ -397,7 +397,8 @@ def reseed_empty_components(X, weighted_resp, mass=None):
     return weighted_resp
 
 
-def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight=None):
+def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight=None,
+                    said=None):
     """M-step that survives a collapsing covariance.
 
     A component that sits on one value (common in images: saturated or
@@ -406,7 +407,8 @@ def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight=N
     the user is told which component and what to change. A component that
     lost all its weight is re-seeded first (see :func:`reseed_empty_components`).
     The weights are ``nk / total_weight`` (by default, the summed weight of
-    the rows).
+    the rows). ``said``, a set an EM loop passes to every M-step, keeps the
+    warnings given: each is given once per loop, not once per iteration.
     """
     mass = column_sums(weighted_resp)  # summed once: it costs as much as the means
     reseeded = reseed_empty_components(X, weighted_resp, mass)
@@ -429,14 +431,16 @@ def regularised_fit(X, weighted_resp, reg_covar, covariance_type, total_weight=N
                     "Use fewer components or a simpler covariance_type."
                 ) from None
             new = max(regularisation * 10.0, 1e-12)
-            warnings.warn(
+            message = (
                 f"The covariance of a component collapsed (reg_covar={regularisation:g} "
                 f"was not enough); it was regularised with {new:g} instead. This "
                 "happens when a component covers only one or a few distinct "
-                "values; consider fewer components or a larger reg_covar.",
-                UserWarning,
-                stacklevel=_training.caller_stacklevel(),
+                "values; consider fewer components or a larger reg_covar."
             )
+            if said is None or message not in said:
+                warnings.warn(message, UserWarning, stacklevel=_training.caller_stacklevel())
+                if said is not None:
+                    said.add(message)
             regularisation = new
             continue
         return Mixture(nk / total_weight, means, covariances, chol, covariance_type)
@@ -504,6 +508,7 @@ def run_em(
     lower_bounds = []
     converged = False
     n_iter = 0
+    said = set()  # the M-steps' warnings, each said once
     for n_iter in range(1, max_iter + 1):
         previous = lower_bound
         log_prob = weighted_log_prob(X, mixture)
@@ -514,7 +519,7 @@ def run_em(
         log_prob_norm, log_resp = log_normalize(log_prob)
         weighted_resp = np.exp(log_resp) * sample_weight[:, np.newaxis]
         mixture = regularised_fit(
-            X, weighted_resp, reg_covar, initial.covariance_type, total_weight
+            X, weighted_resp, reg_covar, initial.covariance_type, total_weight, said
         )
         if fixed_weights:
             mixture = replace(mixture, weights=initial.weights)
