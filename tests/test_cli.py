@@ -304,6 +304,13 @@ def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path,
     assert status == 1 and ("--spacing gives 4 sizes, one per axis, but the file's metadata "
                             "names its axes ZCYX: axis 1 (C) holds the channels") in err, err
     assert "Give 3 sizes (in the order ZYX), or --channel-axis none" in err, err
+    # an axis the file does not have: the range, as for other files (it was an IndexError
+    # of the metadata's axis letters, "string index out of range")
+    for axis in ("5", "-5"):
+        status, out, err = run_cli([tmp_path / "hyper.tif", "-k", "2", "-o", tmp_path / "far",
+                                    "--channel-axis", axis], capsys)
+        assert status == 1 and (f"--channel-axis {axis} is out of range for an image of shape "
+                                "(6, 2, 30, 32); use an axis in [-4, 3] or 'none'") in err, err
     # what the metadata names wins over what the shape suggests: a stack of 3 slices
     # is a volume, and 10 channels named by the file are not questioned
     tifffile.imwrite(tmp_path / "thin.tif", stack[:3, 0], imagej=True, resolution=(2.0, 2.0),

@@ -294,6 +294,7 @@ def prepare(image, channel_axis_option, mask, n_sizes=None, file_axes=None) -> P
     named = file_axes is not None and "Q" not in file_axes
     all_space = n_sizes == image.ndim or (named and not set(file_axes) & set("CS"))
     from_file = (named and isinstance(channel_axis_option, int)
+                 and -len(file_axes) <= channel_axis_option < len(file_axes)
                  and file_axes[channel_axis_option] == "C")
     pixels, axis, alpha = _channels_last(image, channel_axis_option, all_space=all_space,
                                          from_file=from_file)
