@@ -512,9 +512,18 @@ def test_model_with_wrong_channels_fails_that_file(tmp_path, images, capsys):
     assert status == 1
     assert err.count("\n") == 1 and "rgb.png" in err
     # the axis --channel-axis auto chose is not called an option the user gave
-    assert "The image has 3 channels (on its axis -1), but the --model was fitted on " \
-        "images with 1 channel; give images with 1 channel," in err and "--channel-axis" not in err
+    assert ("The image is in colour (3 channels, shape (24, 30, 3)), but the --model was "
+            "fitted on grey images (1 channel). Give grey images (converted to grey), or use "
+            "a model fitted on images like this one.") in err and "--channel-axis" not in err
     assert (tmp_path / "apply" / "gray_labels.tif").exists()
+    # a stack's channels are named on the file's own axis (it said "on its axis -1")
+    stack = (np.random.default_rng(0).random((4, 2, 24, 32)) * 200).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "zcyx.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
+    status, _, err = run_cli([tmp_path / "zcyx.tif", "-o", tmp_path / "stack", "--model",
+                              model], capsys)
+    assert status == 1 and ("The image has 2 channels (on its axis 1, shape (4, 2, 24, 32)), "
+                            "but the --model was fitted on grey images (1 channel). Give grey "
+                            "images (one channel saved on its own)") in err, err
 
 
 def test_bad_model_file(tmp_path, images, capsys):

@@ -80,7 +80,7 @@ def _check_channels(model, prepared, model_source):
     """Refuse an input of other channels than the shared model's, naming the
     file's own axes (the estimator sees the channels moved last)."""
     wanted, given = model.n_features_in_, prepared.n_channels
-    if given == wanted or wanted == 1:  # a grey model's own advice comes at predict
+    if given == wanted:
         return
     shape = tuple(prepared.info.get("shape", prepared.pixels.shape))
     model_word = "--model" if model_source and model_source.startswith("loaded") else "model"
@@ -89,6 +89,15 @@ def _check_channels(model, prepared, model_source):
     else:
         what = (f"The image has {given} channels (on its axis "
                 f"{prepared.info.get('channel_axis')}, shape {shape})")
+    if wanted == 1:
+        colour = given in (3, 4) and prepared.info.get("channel_axis") in (-1, len(shape) - 1)
+        if colour:
+            what = f"The image is in colour ({given} channels, shape {shape})"
+        raise InputError(
+            f"{what}, but the {model_word} was fitted on grey images (1 channel). Give "
+            f"grey images ({'converted to grey' if colour else 'one channel saved on its own'}"
+            "), or use a model fitted on images like this one."
+        )
     holding = [axis for axis, size in enumerate(shape) if size == wanted]
     advice = (f"Give --channel-axis {holding[0]} if that axis holds them" if len(holding) == 1
               else f"Give images with {wanted} channels (--channel-axis N when axis N holds "
