@@ -989,6 +989,40 @@ def test_function_widgets_segment_and_apply(qtbot, make_napari_viewer, tmp_path)
         _functions._as_a_widget(lambda image: 1 / 0)(image)
 
 
+def choose_image(widget, name):
+    """Choose the layer ``name`` in a function widget's image box, as a click does."""
+    box = widget.image.native
+    box.setCurrentIndex([box.itemText(i) for i in range(box.count())].index(f"{name} (data)"))
+
+
+def test_function_widget_results_take_the_geometry_of_the_image_of_each_run(
+    qtbot, make_napari_viewer, tmp_path
+):
+    from gmm_segmenter.io import save_model
+
+    image, _ = quadrants()
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([image] * 3), name="tyx", scale=(10, 0.3, 0.3),
+                     translate=(0, 5, 5), units=("s", "um", "um"), axis_labels=("t", "y", "x"))
+    viewer.add_image(image[:40, :40], name="other2d", scale=(2, 2), rotate=30)
+    _, widget = viewer.window.add_plugin_dock_widget("gmm-segmenter", "segment image")
+    widget.n_components.value = 4
+    path = save_model(GMMSegmenter(4, beta=0, random_state=0).fit(image), tmp_path / "m.npz")
+    _, apply = viewer.window.add_plugin_dock_widget("gmm-segmenter", "apply model")
+    apply.model_file.value = path
+    for function in (widget, apply):
+        for name in ("tyx", "other2d", "tyx"):
+            choose_image(function, name)
+            function()
+            source, result = viewer.layers[name], viewer.layers[function.result_name]
+            assert result.data.shape == source.data.shape, (function.result_name, name)
+            np.testing.assert_allclose(result.scale, source.scale)
+            np.testing.assert_allclose(result.translate, source.translate)
+            np.testing.assert_allclose(result.rotate, source.rotate)
+            assert tuple(result.units) == tuple(source.units)
+            assert tuple(result.axis_labels) == tuple(source.axis_labels)
+
+
 def test_a_loaded_model_is_drawn_in_its_labels_colours_and_offered_a_matching_image(
     qtbot, viewer_widget, tmp_path
 ):

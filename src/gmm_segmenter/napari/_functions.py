@@ -20,6 +20,7 @@ from napari.types import ImageData, LabelsData
 from napari.utils.notifications import show_error
 
 from .. import _warmup, io
+from . import _layers, _output
 from .._wording import (
     ALPHA_AXIS_ADVICE, FEWER_COMPONENTS_ADVICE, RGBA_ADVICE, SPATIAL_ITER_ADVICE,
     X_AS_THE_IMAGE, reword,
@@ -316,6 +317,56 @@ def _as_a_widget(function):
     return widget_function
 
 
+def _result_geometry(image_layer, labels_ndim: int) -> dict:
+    """The world geometry of labels of ``labels_ndim`` dimensions of ``image_layer``:
+    its scale, translate, rotate, shear, affine, axis names and units, as the
+    dock's outputs carry them (channels, when left out, are on the last axis)."""
+    if labels_ndim == image_layer.ndim:
+        return _layers.layer_transform(image_layer)
+    if labels_ndim < image_layer.ndim:
+        return _layers.kept_axes_transform(image_layer, list(range(labels_ndim)))
+    # an RGB layer segmented as a volume: a new layer's geometry, as napari
+    # gives when it cannot take the image's
+    return {
+        "scale": np.ones(labels_ndim), "translate": np.zeros(labels_ndim),
+        "rotate": np.eye(labels_ndim), "shear": np.eye(labels_ndim),
+        "affine": np.eye(labels_ndim + 1),
+        "axis_labels": tuple(str(axis) for axis in range(-labels_ndim, 0)),
+        "units": ("pixel",) * labels_ndim,
+    }
+
+
+def _result_follows_the_image(widget) -> None:
+    """Give the result layer the chosen image's world geometry after every run.
+
+    napari gives a new result layer the image's scale and translate, but a
+    run that updates the layer only replaces its data: the labels of another
+    image would stay at the first one's place and size.
+    """
+    from napari.layers import Image, Labels
+    from napari.utils._magicgui import find_viewer_ancestor
+
+    def follow(result):
+        viewer = find_viewer_ancestor(widget)
+        if result is None or viewer is None or widget.result_name not in viewer.layers:
+            return
+        chosen = widget.image.value
+        image_layer = next(
+            (layer for layer in viewer.layers
+             if isinstance(layer, Image) and layer.data is chosen), None,
+        )
+        if image_layer is not None:
+            _output.put_layer(viewer, Labels, widget.result_name, None,
+                              _result_geometry(image_layer, np.ndim(result)))
+
+    widget.called.connect(follow)
+
+
+def _segment_image_init(widget) -> None:
+    _fixed_smoothing_follows_auto(widget)
+    _result_follows_the_image(widget)
+
+
 def _fixed_smoothing_follows_auto(widget) -> None:
     """Grey out *fixed smoothing* while *auto smoothing* is ticked: it is not used then."""
 
@@ -333,5 +384,5 @@ run_apply_model = _as_a_widget(apply_model)
 
 #: The widgets napari.yaml contributes (magicgui builds one per dock, from the
 #: functions' signatures and hints).
-segment_image_widget = magic_factory(run_segment_image, widget_init=_fixed_smoothing_follows_auto)
-apply_model_widget = magic_factory(run_apply_model)
+segment_image_widget = magic_factory(run_segment_image, widget_init=_segment_image_init)
+apply_model_widget = magic_factory(run_apply_model, widget_init=_result_follows_the_image)

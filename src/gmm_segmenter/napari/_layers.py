@@ -289,6 +289,13 @@ def output_transform(layer, layout: Layout) -> dict:
     ]
     if len(keep) == n_dims:
         return layer_transform(layer)
+    return kept_axes_transform(layer, keep)
+
+
+def kept_axes_transform(layer, keep: list) -> dict:
+    """The layer's transform (as :func:`layer_transform`) for an output of its
+    dimensions ``keep`` (positions in the layer's ``scale``) alone."""
+    n_dims = len(layer.scale)
     # the image's axis names and units (napari 0.6 and later), so the outputs'
     # sliders read alike and napari keeps showing physical sizes
     names, units = getattr(layer, "axis_labels", None), layer_units(layer)
