@@ -185,6 +185,11 @@ def test_save_model_problems_are_found_before_the_batch(tmp_path, capsys):
         assert status == 2 and problem in err and str(target) in err
         assert ".part" not in err
         assert not (tmp_path / "out").exists()
+    # beside the results, in the -o folder the run creates: saved there
+    status = cli.main(["--sample", "coins", "-k", "2", "--beta", "0", "-o",
+                       str(tmp_path / "new"), "--save-model", str(tmp_path / "new" / "coins")])
+    assert status == 0, capsys.readouterr().err
+    assert gio.load_model(tmp_path / "new" / "coins.npz").n_components_ == 2
 
 
 def test_warnings_name_the_file_they_concern(tmp_path, capsys):

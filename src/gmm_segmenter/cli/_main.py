@@ -246,7 +246,7 @@ def _run(args, parser) -> int:
             "own; add --fit-on to fit one model on all of them"
         )
     if args.save_model is not None:
-        _check_save_model_path(args.save_model, parser)
+        _check_save_model_path(args.save_model, parser, args.outdir)
     console = Console(len(sources), args.quiet, args.debug)
     if (args.read_timeout is not None or args.read_memory is not None) and not _isolated.supported():
         console.warn("--read-timeout and --read-memory need Linux; files are read in this "
@@ -312,11 +312,14 @@ def _start_reading(args):
             pass
 
 
-def _check_save_model_path(path, parser):
-    """Refuse a --save-model path that cannot be written, before the batch runs."""
+def _check_save_model_path(path, parser, outdir):
+    """Refuse a --save-model path that cannot be written, before the batch runs
+    (its folder may be ``-o OUTDIR``, which the run creates)."""
     folder = path.parent
     if path.is_dir():
         parser.error(f"--save-model {path}: is a folder; name the model file")
+    if not folder.exists() and folder.absolute() == outdir.absolute():
+        return  # beside the results: -o's folder is made (or refused) before the run
     if not folder.is_dir():
         parser.error(f"--save-model {path}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
