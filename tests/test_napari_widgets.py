@@ -134,17 +134,17 @@ def test_the_plot_shows_the_displayed_frames_histogram(qtbot, viewer_widget):
     widget.leading_axis.value = "per-frame"
     viewer.dims.set_current_step(0, 3)
     run(qtbot, widget)
-    model, histogram, _, _ = widget.plot._drawn
+    model, histogram, *_ = widget.plot._drawn
     counts, edges = histogram
     assert edges[0] > 300 - 60 and model is widget.model  # frame 3, not frame 0
     np.testing.assert_allclose(model.means_.min(), 320, atol=10)
     viewer.dims.set_current_step(0, 1)  # the plot follows the slider
-    model, (counts, edges), _, _ = widget.plot._drawn
+    model, (counts, edges), *_ = widget.plot._drawn
     assert edges[0] < 200 and np.isclose(model.means_.min(), 120, atol=10)
 
     widget.leading_axis.value = "shared"
     run(qtbot, widget)
-    _, (counts, edges), _, _ = widget.plot._drawn
+    _, (counts, edges), *_ = widget.plot._drawn
     assert edges[0] < 50 and edges[-1] > 500  # every frame's pixels
 
 
@@ -1198,6 +1198,35 @@ def test_correct_bias_field_adds_the_field_as_an_image_layer(qtbot, viewer_widge
     widget.bias_field.value = False
     run(qtbot, widget)
     assert "lit GMM bias field" not in viewer.layers
+
+
+def test_the_plot_says_corrected_only_when_a_bias_field_was_applied(qtbot, viewer_widget):
+    from _images import biased_blobs
+
+    from gmm_segmenter.napari._plot import draw
+
+    viewer, widget = viewer_widget
+    noise = np.random.default_rng(0).standard_normal((128, 128))
+    viewer.add_image(noise, name="noise")
+    image, _, _ = biased_blobs((96, 96), amplitude=0.4)
+    viewer.add_image(image, name="lit")
+    widget.bias_field.value = True
+    for name, said in (("noise", "intensity"),  # negative values: the field is refused
+                       ("lit", "intensity, corrected for the bias field")):
+        widget.image.value = viewer.layers[name]
+        run(qtbot, widget)
+        refused = "no bias field could be estimated" in widget.status.value
+        assert refused == (name == "noise"), widget.status.value
+        assert widget.model.bias_field == "auto"
+        model, histogram, colours, shares, corrected = widget.plot._drawn
+        axes = draw(model, histogram, colours, shares=shares, corrected=corrected).axes[0]
+        assert axes.get_xlabel() == said
+        # the histogram is of the values the model saw: the image's own when refused
+        counts, edges = widget.plot._drawn[1]
+        data = viewer.layers[name].data
+        field = 1 if refused else viewer.layers[f"{name} GMM bias field"].data
+        expected, _ = np.histogram(data / field, bins=edges)
+        assert np.abs(counts / counts.sum() - expected / expected.sum()).sum() < 0.1
 
 
 def test_a_bias_field_model_loaded_again_labels_its_image_as_the_run_did(

@@ -214,7 +214,9 @@ class Outputs:
     warned why, a :class:`~gmm_segmenter.BiasFieldWarning`) or flat.
     ``shares``: with the histograms, each model's share of the labelled
     pixels per label (None for lazy labels), which the plot sizes a guided
-    model's curves by (see :func:`._plot.draw`).
+    model's curves by (see :func:`._plot.draw`). ``corrected``: with the
+    histograms, whether each one's values are divided by an estimated bias
+    field (True, False, or "partly" when some of its frames' were refused).
     """
 
     labels: object
@@ -226,6 +228,7 @@ class Outputs:
     bias_field: object = None
     bias_refused: bool = False
     shares: list | None = None
+    corrected: list | None = None
 
 
 def then(job, finish):
@@ -277,12 +280,15 @@ def outputs(result: Result, request: Request, *, time_axis, per_component, histo
         else:
             def histogram_of(frames, masks, fields):
                 return channel_histogram(frames, masks, channel_axis, fields)
+        applied = [field is not None and not _ones(field) for field in fields]
         if len(result.models) > 1:
+            out.corrected = applied
             out.histograms = [
                 histogram_of(frame, _mask(request, index), fields[index])
                 for index, frame in enumerate(frames)
             ]
         else:
+            out.corrected = [all(applied) or ("partly" if any(applied) else False)]
             out.histograms = [histogram_of(frames, request.masks, fields)]
         if not any(is_dask_array(frame_labels) for frame_labels in result.labels):
             per_model = result.labels if len(result.models) > 1 else [result.labels]

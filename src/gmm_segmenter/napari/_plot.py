@@ -83,19 +83,21 @@ class MixturePlot(QLabel):
     def clear(self):
         self.message("Run to see the fitted mixture")
 
-    def show_model(self, model, histogram=None, colours=None, shares=None):
+    def show_model(self, model, histogram=None, colours=None, shares=None, corrected=None):
         """Draw ``model``; ``histogram`` is ``(counts, edges)`` of the pixel values.
 
         ``colours`` maps label ``k`` to an RGBA colour, so curves match the layer;
-        ``shares`` are the labels' (see :func:`draw`).
+        ``shares`` are the labels' and ``corrected`` whether a bias field was
+        applied (see :func:`draw`).
         """
         self._token += 1
         token = self._token
-        self._drawn = (model, histogram, colours, shares)
+        self._drawn = (model, histogram, colours, shares, corrected)
         width = max(self.width(), 300)
         height = 300 if getattr(model, "bic_curve_", None) is not None else 220
         self.setMinimumHeight(height)
-        arguments = (model, histogram, colours, dict(self.colours), (width, height), shares)
+        arguments = (model, histogram, colours, dict(self.colours), (width, height), shares,
+                     corrected)
         self.rendering = token
         _RENDERER.submit(self._render, arguments, token)
 
@@ -154,16 +156,25 @@ def full_covariances(model) -> np.ndarray:
     return covariances[:, np.newaxis, np.newaxis] * np.eye(n_features)  # spherical
 
 
-#: What an axis label adds when the pixels shown are divided by their bias field.
-_CORRECTED = ", corrected for the bias field"
+#: What an axis label adds when the pixels shown are divided by their bias
+#: field: all of them, or those of the frames whose field was estimated.
+_CORRECTED = {True: ", corrected for the bias field",
+              "partly": ", corrected for the bias field where one was estimated"}
 
 
-def _corrected(model) -> bool:
-    """Whether the plot's pixels are the image divided by its bias field."""
-    return getattr(model, "bias_field", None) is not None
+def _corrected(model, corrected=None) -> str:
+    """What the axis labels add when the plot's values are divided by a bias field.
+
+    ``corrected`` says whether the run applied a field (True, False, or
+    "partly": some frames' fields were refused); None (a model without a
+    run, whose values are of its own, corrected images) follows the model.
+    """
+    if corrected is None:
+        corrected = getattr(model, "bias_field", None) is not None
+    return _CORRECTED.get(corrected, "")
 
 
-def _draw_channels(axes, model, histogram, colour, theme):
+def _draw_channels(axes, model, histogram, colour, theme, corrected=None):
     """The pixels of several channels as a 2-D histogram (two channels, or their
     two principal axes), each component as its ellipse of two standard
     deviations there, numbered by its label."""
@@ -200,8 +211,7 @@ def _draw_channels(axes, model, histogram, colour, theme):
                             "edgecolor": "none", "alpha": 0.8})
     names = ("channel 1", "channel 2") if histogram.by_channels else (
         "principal axis 1", "principal axis 2")
-    if _corrected(model):
-        names = tuple(f"{name}{_CORRECTED}" for name in names)
+    names = tuple(f"{name}{_corrected(model, corrected)}" for name in names)
     axes.set_xlabel(names[0], fontsize=8)
     axes.set_ylabel(names[1], fontsize=8)
     # the pixels' range (0.5-99.5 percentiles), widened to every mean: a class
@@ -243,21 +253,24 @@ def _y_top(density, densities) -> float | None:
 
 
 def render(model, histogram=None, colours=None, theme=None, size=(320, 220),
-           shares=None) -> np.ndarray:
+           shares=None, corrected=None) -> np.ndarray:
     """The plot of ``model`` as an RGBA picture of ``size`` pixels (any thread)."""
-    figure = draw(model, histogram, colours, theme, size, shares)
+    figure = draw(model, histogram, colours, theme, size, shares, corrected)
     return np.array(figure.canvas.buffer_rgba())
 
 
 def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
-         shares=None) -> Figure:
+         shares=None, corrected=None) -> Figure:
     """The figure :func:`render` pictures, drawn.
 
     A guided fit's weights are equal (the prior's field, not the classes'
     shares: see docs/guided.md), and curves drawn with them stood as high
     for a class of 3 % of the pixels as for one of 84 %, away from the
     histogram. Such a model's curves are sized by ``shares``, each label's
-    share of the labelled pixels, when given.
+    share of the labelled pixels, when given. The axes say the values are
+    corrected for the bias field when ``corrected`` (see :func:`_corrected`):
+    a model set to correct one whose field was refused describes the
+    image's own values.
     """
     theme = theme or _LIGHT
     figure = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI,
@@ -300,10 +313,10 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
             top = _y_top(density, densities)
             if top is not None:
                 main.set_ylim(0, top)
-        main.set_xlabel(f"intensity{_CORRECTED if _corrected(model) else ''}", fontsize=8)
+        main.set_xlabel(f"intensity{_corrected(model, corrected)}", fontsize=8)
         main.set_yticks([])
     elif channels:
-        _draw_channels(main, model, histogram, colour, theme)
+        _draw_channels(main, model, histogram, colour, theme, corrected)
     else:
         labels = np.arange(1, n_components + 1)
         main.bar(labels, model.weights_, color=[c if c is not None else "C0" for c in colour])

@@ -1558,7 +1558,8 @@ class GMMSegmenterWidget(Container):
             self.record = record
             # the preview's model is fitted on one slice: it does not replace self.model
             self._shown = {"models": outputs.models, "histograms": outputs.histograms,
-                           "shares": outputs.shares, "labels_layer": labels_layer,
+                           "shares": outputs.shares, "corrected": outputs.corrected,
+                           "labels_layer": labels_layer,
                            "layer": layer}
             self._plot_shown()
             grid = "" if stride == 1 else f", every {_ordinal(stride)} pixel"
@@ -1652,7 +1653,8 @@ class GMMSegmenterWidget(Container):
             self._model_code = code
             self._model_record = record
         self._shown = {"models": models, "histograms": outputs.histograms,
-                       "shares": outputs.shares, "labels_layer": labels_layer, "layer": layer}
+                       "shares": outputs.shares, "corrected": outputs.corrected,
+                       "labels_layer": labels_layer, "layer": layer}
         self._plot_shown()
         verb = "Applied the model" if applied else "Fitted"
         warned = self._job is not None and self._job.get("warned")
@@ -1699,13 +1701,15 @@ class GMMSegmenterWidget(Container):
         histogram = None if histograms is None else histograms[min(frame, len(histograms) - 1)]
         shares = shown.get("shares")
         shares = None if shares is None else shares[min(frame, len(shares) - 1)]
+        corrected = shown.get("corrected")
+        corrected = None if corrected is None else corrected[min(frame, len(corrected) - 1)]
         labels_layer = shown["labels_layer"]
         colours = {k: labels_layer.get_color(k) for k in range(1, model.n_components_ + 1)}
-        self._draw(model, histogram, colours, shares)
+        self._draw(model, histogram, colours, shares, corrected)
 
-    def _draw(self, model, histogram, colours, shares=None):
+    def _draw(self, model, histogram, colours, shares=None, corrected=None):
         try:
-            self.plot.show_model(model, histogram, colours, shares)
+            self.plot.show_model(model, histogram, colours, shares, corrected)
         except Exception as error:  # a plot must never break a run
             show_info(f"{_PREFIX}the plot could not be drawn ({error})")
 
