@@ -11,7 +11,7 @@ dask = pytest.importorskip("dask")
 from dask.callbacks import Callback  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from gmm_segmenter import GMMSegmenter, _dask  # noqa: E402
+from gmm_segmenter import GMMSegmenter, _dask, _hmrf  # noqa: E402
 
 #: Fraction of labels allowed to differ from the in-memory result with the
 #: spatial prior (block seams); the figure docs/scale.md promises.
@@ -115,13 +115,33 @@ def test_spatial_fit_on_dask_matches_numpy_for_small_volumes(volume):
     np.testing.assert_allclose(chunked.means_, in_memory.means_)
 
 
+def test_spatial_fit_of_a_large_dask_image_equals_the_in_memory_fit():
+    # HMRF-EM ran on the image's centre (4 Mi pixels), in memory on tiles spread over
+    # the whole image: a class only near the top and bottom edges was missed
+    rng = np.random.default_rng(0)
+    rows = np.arange(2400)[:, np.newaxis]
+    classes = np.where((rows < 500) | (rows >= 1900), 2, (np.arange(2400) // 300) % 2)
+    image = (classes * 60 + 60 + rng.normal(0, 12, (2400, 2400))).clip(0, 255)
+    image = image.astype(np.uint8)
+    lazy = da.from_array(image, chunks=(600, 600))
+    chunked = GMMSegmenter(3, random_state=0).fit(lazy)
+    in_memory = GMMSegmenter(3, random_state=0).fit(image)
+    assert chunked.beta_ == in_memory.beta_
+    np.testing.assert_allclose(chunked.means_, in_memory.means_, rtol=1e-9)
+    np.testing.assert_allclose(chunked.covariances_, in_memory.covariances_, rtol=1e-9)
+
+
 def test_fit_and_predict_never_materialise_the_volume(volume, monkeypatch):
+    # the spatial prior is fitted on tiles spread over the volume (a crop when guided)
     monkeypatch.setattr(_dask, "SPATIAL_FIT_PIXELS", 2000)
+    monkeypatch.setattr(_hmrf, "FIT_PIXELS", 2000)
+    monkeypatch.setattr(_hmrf, "TILE_PIXELS", 256)
     lazy = da.from_array(volume, chunks=(8, 20, 18))
     block_bytes = 8 * 20 * 18 * volume.itemsize
     with dask.config.set(scheduler="sync"), _Largest() as largest:
         segmenter = GMMSegmenter(3, random_state=0).fit(lazy)
     assert 0 < largest.largest <= 64 * block_bytes // 2  # histogram counts, not the volume
+    assert largest.largest < volume.nbytes // 2  # one tile of it
     labels = segmenter.predict(lazy)  # building the graph computes nothing
     with dask.config.set(scheduler="sync"), _Largest() as largest:
         labels.blocks[0, 0, 0].compute()

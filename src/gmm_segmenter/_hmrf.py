@@ -879,14 +879,20 @@ def tile_views(
         if not keys:
             continue
         mask = None if view.mask is None else stack_tiles(view.mask, keys)
-        out_views.append(_image.ImageView(stack_tiles(view.pixels, keys), mask))
+        # (a dask image's tiles are read here, and nothing else of it)
+        out_views.append(_image.computed(_image.ImageView(stack_tiles(view.pixels, keys), mask)))
         lead = np.zeros((len(hood.offsets), 1), dtype=hood.offsets.dtype)
         out_hoods.append(_mrf.Neighbourhood(np.hstack([lead, hood.offsets]), hood.weights))
     return out_views, out_hoods
 
 
 def stack_tiles(array: np.ndarray, keys: Sequence[tuple]) -> np.ndarray:
-    """The boxes ``keys`` of ``array`` (spatial axes first), stacked along a new first axis."""
+    """The boxes ``keys`` of ``array`` (spatial axes first), stacked along a new first
+    axis (lazily for a dask array)."""
+    if _image.is_dask_array(array):
+        import dask.array as da
+
+        return da.stack([array[key] for key in keys])
     return np.stack([array[key] for key in keys])
 
 

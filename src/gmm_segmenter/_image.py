@@ -77,6 +77,22 @@ class ImageView:
         return self.mask is not None or not self.is_integer
 
 
+def computed(view: ImageView) -> ImageView:
+    """``view`` in memory: its pixels and mask read, if either is a dask array
+    (both in one pass over the graph they share)."""
+    lazy = [part for part in (view.pixels, view.mask) if is_dask_array(part)]
+    if not lazy:
+        return view
+    import dask
+
+    read = iter(dask.compute(*lazy))
+    pixels, mask = (
+        np.asarray(next(read)) if is_dask_array(part) else part
+        for part in (view.pixels, view.mask)
+    )
+    return ImageView(pixels=pixels, mask=mask)
+
+
 def is_dask_array(x) -> bool:
     """Whether ``x`` is a dask array (without importing dask)."""
     module = sys.modules.get("dask.array")

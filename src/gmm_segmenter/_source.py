@@ -5,7 +5,9 @@ that everything below speaks to through these operations:
 
 - ``histogram()``: the exact ``(distinct values, counts)`` of integer images;
 - ``sample(n_samples, random_state)``: a seeded uniform sample of valid pixels;
-- ``spatial_fit_views()``: in-memory views on which the spatial prior is fitted;
+- ``spatial_fit_views()``: in-memory views on which a guided spatial prior is
+  fitted (whole images, or a crop of them; unguided fits take ``views`` and
+  read only the tiles they are fitted on, see :func:`._hmrf.tile_views`);
 - ``field_fit_views()``: in-memory views on which a bias field is fitted
   (strided copies of images of more than ``_bias.FIELD_FIT_PIXELS``
   pixels), and the step between their pixels in the full image;

@@ -794,9 +794,12 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
                 # phantoms of benchmarks/guided.py and lost none beyond 0.01.
                 n_components = mixture.n_components
                 mixture = replace(mixture, weights=np.full(n_components, 1.0 / n_components))
-            # dask images: HMRF-EM on an in-memory crop of each
+            # dask images: HMRF-EM on tiles spread over them (as on large
+            # in-memory images; only the tiles are read), or on an in-memory
+            # crop of each when guided (whole images: tiles could miss every stroke)
             spatial = self._fit_spatial(
-                images.spatial_fit_views(), hoods, mixture, values, offset, scale, method,
+                images.views if guidance is None else images.spatial_fit_views(), hoods,
+                mixture, values, offset, scale, method,
                 random_state,
                 guidance=None if guidance is None else guidance.restricted(
                     images.spatial_fit_keys()
@@ -1151,7 +1154,8 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
             # the mixture of a coarse copy, refitted at full resolution
             corrected = images.corrected(fields.fields, _names(images))
             again = self._fit_spatial(
-                corrected.spatial_fit_views(), self._neighbourhoods(images.views),
+                corrected.views if guidance is None else corrected.spatial_fit_views(),
+                self._neighbourhoods(images.views),
                 refined.mixture, None, offset, scale, "subsample", random_state,
                 beta=spatial.beta,
                 guidance=None if guidance is None else guidance.restricted(
@@ -1357,17 +1361,30 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
         """
         if fields is not None:
             views = fields.corrected_views()
-        _kernel.check_spatial_memory(
-            views, mixture.n_components, "Fitting with the spatial prior"
-        )
+        lazy = [_image.is_dask_array(view.pixels) for view in views]
+        if not any(lazy):
+            _kernel.check_spatial_memory(
+                views, mixture.n_components, "Fitting with the spatial prior"
+            )
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        valid_maps = [_image.valid_map(view) for view in views]
+        # (a dask image's valid pixels are not known before it is read: its
+        # tiles are chosen as if all were, and read alone)
+        valid_maps = [None if is_lazy else _image.valid_map(view)
+                      for view, is_lazy in zip(views, lazy)]
         # Guided fits keep whole images: a tile set could miss every stroke.
         tiles = None if fields is not None or guidance is not None else (
             _hmrf.representative_tiles([view.spatial_shape for view in views], valid_maps)
         )
         if tiles is not None:  # large images: HMRF-EM on tiles spread over them
             views, hoods = _hmrf.tile_views(views, hoods, tiles)
+        elif any(lazy):  # small enough to fit whole
+            views = [_image.computed(view) if is_lazy else view
+                     for view, is_lazy in zip(views, lazy)]
+        if tiles is not None or any(lazy):
+            if any(lazy):
+                _kernel.check_spatial_memory(
+                    views, mixture.n_components, "Fitting with the spatial prior"
+                )
             valid_maps = [_image.valid_map(view) for view in views]
         shapes = [view.spatial_shape for view in views]
         probes = _hmrf.sample_positions(
