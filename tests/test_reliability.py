@@ -530,6 +530,25 @@ def test_a_tiny_sample_is_blamed_not_the_image():
     assert not [w for w in caught if "constant" in str(w.message)]
 
 
+def test_an_image_of_few_values_is_blamed_not_its_sample():
+    # "Raise max_samples" was the advice for an image that itself holds 2 values
+    from skimage import data
+
+    two_values = (data.camera() > 100).astype(float)  # 262 144 pixels: a sample of 100 000
+    with pytest.raises(ValueError) as refused:
+        GMMSegmenter(3, beta=0).fit(two_values)
+    message = str(refused.value)
+    assert "the valid pixels of X hold only 2 distinct pixel values" in message, message
+    assert "max_samples" not in message and "Use n_components<=2" in message
+    # a third value the sample missed: the sample is blamed, rightly
+    rare = two_values.copy()
+    rare[0, :3] = 0.5
+    with pytest.raises(ValueError, match=r"the 10 pixels drawn from the 262144 valid pixels "
+                                         r"of X \(max_samples=10\) hold only 2 .*Raise "
+                                         r"max_samples"):
+        GMMSegmenter(3, beta=0, max_samples=10, random_state=0).fit(rare)
+
+
 def test_too_many_components_are_refused_for_the_data_before_memory_is_weighed(monkeypatch):
     from gmm_segmenter import _image
 

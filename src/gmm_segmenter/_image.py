@@ -542,6 +542,22 @@ def blocks(spatial_shape: Sequence[int], chunk_pixels: int = CHUNK_PIXELS):
             yield outer + (slice(first, last),), start, start + (last - first) * inner
 
 
+def count_distinct_pixels(views: Sequence[ImageView], enough: int) -> int:
+    """Distinct valid pixel values (rows) of in-memory ``views``, counting no
+    further than ``enough`` (a chunk at a time: an image of many values stops early)."""
+    found = None
+    for view in views:
+        for _, _, values, valid in iter_chunks(view):
+            rows = values if valid is None else values[valid]
+            if not len(rows):
+                continue
+            rows = np.unique(rows, axis=0)
+            found = rows if found is None else np.unique(np.vstack([found, rows]), axis=0)
+            if len(found) >= enough:
+                return enough
+    return 0 if found is None else len(found)
+
+
 def chunk_values(view: ImageView, key) -> np.ndarray:
     """The pixels of one block as an ``(n, n_channels)`` array."""
     return view.pixels[key].reshape(-1, view.n_channels)

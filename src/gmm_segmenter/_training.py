@@ -262,8 +262,11 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
 
     ``values`` are standardised; ``raw`` (input units) only sharpens the
     message when standardising merged values that differ in the input.
-    ``sampled``, ``(rows drawn, valid pixels)``, says that ``values`` are a
-    sample of the image (``max_samples``), which the message then blames.
+    ``sampled``, ``(rows drawn, valid pixels, counter)``, says that ``values``
+    are a sample of the image (``max_samples``), which the message then
+    blames, unless ``counter(enough)`` (the distinct values of the whole
+    image, counting no further than ``enough``; ``None`` when it cannot be
+    asked) finds too few there too.
     """
     # checked with a fixed number too, as every parameter is at fit
     lowest, highest = check_range(n_components_range)
@@ -283,8 +286,12 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
                 f"{what}, but X has only {n_valid} valid pixel{'s' * (n_valid != 1)}; "
                 f"each component needs its own value to model. {_at_most(n_valid)}"
             )
+        if sampled is not None and sampled[2] is not None:
+            in_image = sampled[2](lowest)
+            if in_image < lowest:  # the image itself, not the sample, holds too few
+                sampled, values, raw, n_distinct = None, None, None, in_image
         if sampled is not None:  # the sample is what holds too few values
-            drawn, n_valid = sampled
+            drawn, n_valid, _ = sampled
             raise ValueError(
                 f"{what}, but the {drawn} "
                 f"pixel{'s' * (drawn != 1)} drawn from the {n_valid} valid pixels of X "
@@ -294,7 +301,7 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
                 "fewer components if the image itself holds few distinct values."
             )
         where = "pixel value" if n_distinct == 1 else "pixel values"
-        if n_distinct < len(values):
+        if values is None or n_distinct < len(values):
             where = "distinct " + where
         merged = raw is not None and count_distinct_rows(raw, lowest) > n_distinct
         if merged:

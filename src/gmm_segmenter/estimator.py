@@ -760,10 +760,13 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
                 guidance, images.views, values, weights, method, n_valid, self.max_samples,
                 generator,
             )
+        in_memory = not any(_image.is_dask_array(view.pixels) for view in images.views)
         sampled = None
         if method == "subsample" and len(values) < n_valid:
-            sampled = (len(values), n_valid)
-        in_memory = not any(_image.is_dask_array(view.pixels) for view in images.views)
+            # (and how to count the values of the whole image, when the sample
+            # holds too few: in memory only, a dask image would be read for it)
+            sampled = (len(values), n_valid, functools.partial(
+                _image.count_distinct_pixels, images.views) if in_memory else None)
 
         def before_em(n_components):
             if self.beta != 0 and in_memory:
@@ -892,7 +895,7 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
         With ``guided`` (:class:`._guidance.GuidedRows`), ``n_components='auto'``
         chooses at least as many components as the scribbles and prior name,
         and the final fit is guided EM from :func:`._guidance.guided_start`.
-        ``sampled`` is ``(rows drawn, valid pixels)`` when ``values`` are a
+        ``sampled`` is ``(rows drawn, valid pixels, counter)`` when ``values`` are a
         sample of fewer rows than the image has valid pixels. ``channels_last``:
         the channel axis is the images' last (for the advice of warnings);
         ``None`` when what the channels warn about was said already.
