@@ -58,6 +58,19 @@ def test_the_mask_of_a_masked_array_is_used():
                                   .fit_predict(image, mask=~hidden))
 
 
+def test_a_pil_image_is_read_as_numpy_reads_it():
+    # it was refused with "got Image", though np.asarray reads it
+    from PIL import Image
+    from skimage import data
+
+    picture = data.astronaut()[::4, ::4]
+    segmenter = GMMSegmenter(3, channel_axis=-1, beta=0.0, random_state=0)
+    labels = segmenter.fit_predict(Image.fromarray(picture))
+    reference = GMMSegmenter(3, channel_axis=-1, beta=0.0, random_state=0).fit_predict(picture)
+    np.testing.assert_array_equal(labels, reference)
+    np.testing.assert_array_equal(segmenter.predict([Image.fromarray(picture)])[0], reference)
+
+
 def test_nan_in_a_mask_is_refused():
     mask = np.ones(_image().shape)
     mask[0, 0] = np.nan

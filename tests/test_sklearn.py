@@ -172,6 +172,10 @@ def test_pipeline_with_a_smoothing_step():
     with pytest.raises(ValueError, match=r"set_output\(transform='pandas'\).*a table cannot "
                                          r"hold.*transform='default'"):
         pipe.set_output(transform="pandas")
+    # a value that is no container at all is called so (it got the pandas advice)
+    with pytest.raises(ValueError, match=r"set_output\(transform='foo'\): unknown output "
+                                         r"container; .*'default'.*'pandas'.*'polars'"):
+        segmenter.set_output(transform="foo")
 
 
 def test_grid_search_over_n_components_on_a_list_of_images():

@@ -187,6 +187,11 @@ def _as_image(image, channel_axis, mask, name, convert, grey_model=False) -> Ima
             f"{name} is a sparse {type(image).__name__}; sparse input is not "
             "supported, images must be dense arrays: pass X.toarray()."
         )
+    if not (hasattr(image, "__array__") or isinstance(image, (list, tuple))) and (
+        hasattr(image, "__array_interface__") or hasattr(image, "__array_struct__")
+    ):
+        # a PIL image (or any buffer numpy reads): read as np.asarray would
+        image = np.asarray(image)
     if not (hasattr(image, "__array__") or isinstance(image, (list, tuple))):
         raise TypeError(
             f"{name} must be an image given as an array (or a list of arrays for "

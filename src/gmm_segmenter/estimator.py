@@ -1564,6 +1564,13 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
         ``None``, no change) is accepted and ``'pandas'`` or ``'polars'``
         refused. This is what ``Pipeline.set_output`` calls on each step.
         """
+        if transform not in (None, "default", "pandas", "polars"):
+            raise ValueError(
+                f"GMMSegmenter.set_output(transform={transform!r}): unknown output "
+                "container; scikit-learn's are 'default' (NumPy arrays), 'pandas' and "
+                "'polars', and transform gives posterior maps shaped like the image, which "
+                "only 'default' (or None, no change) can hold."
+            )
         if transform not in (None, "default"):
             raise ValueError(
                 f"GMMSegmenter.set_output(transform={transform!r}): transform gives "
