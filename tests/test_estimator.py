@@ -392,6 +392,9 @@ def test_set_params_and_misspelt_options_say_what_was_meant():
     with pytest.raises(ValueError, match=r"'n_component' .*: did you mean n_components\? It "
                        r"takes beta, "):
         GMMSegmenter(3).set_params(n_component=4)
+    # a word far from every parameter gets no guess (it was "did you mean n_components?")
+    with pytest.raises(ValueError, match=r"'nonsense' for estimator GMMSegmenter: it takes "):
+        GMMSegmenter(3).set_params(nonsense=1)
     made = GMMSegmenter(3).set_params(beta=0.5, n_components=4)
     assert clone(made).get_params()["beta"] == 0.5 and made.n_components == 4
     # a misspelt option names the one meant, and only for the parameter refused

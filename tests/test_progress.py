@@ -49,8 +49,11 @@ def test_cancelling_a_fit_leaves_the_estimator_as_it_was():
         if stage == "spatial EM":
             raise Cancelled
 
-    with pytest.raises(Cancelled), progress(cancel):
+    with pytest.raises(Cancelled) as stopped, progress(cancel):
         segmenter.fit(np.flipud(image) * 2.0)
+    # a log or a traceback says what stopped it (str() was empty)
+    assert str(stopped.value) == "cancelled from the progress callback"
+    assert str(Cancelled("the user closed the window")) == "the user closed the window"
     np.testing.assert_array_equal(segmenter.means_, means)
     np.testing.assert_array_equal(segmenter.predict(image), GMMSegmenter(4, random_state=0).fit_predict(image))
 

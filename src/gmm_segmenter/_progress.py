@@ -26,6 +26,9 @@ _callback: contextvars.ContextVar[ProgressCallback | None] = contextvars.Context
 class Cancelled(Exception):
     """Raised from a progress callback to stop a fit or prediction."""
 
+    def __str__(self):
+        return super().__str__() or "cancelled from the progress callback"
+
 
 @contextmanager
 def progress(callback: ProgressCallback) -> Iterator[None]:

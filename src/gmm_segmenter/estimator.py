@@ -133,8 +133,9 @@ def _closest(name, takes):
     meant = next((other for other in _OTHER_NAMES.get(name.lower(), ()) if other in takes), None)
     if meant is not None:
         return meant
-    close = difflib.get_close_matches(name, takes, n=1) or difflib.get_close_matches(
-        name.lower(), takes, n=1
+    # (difflib's default cutoff, 0.6, offered n_components for "nonsense")
+    close = difflib.get_close_matches(name, takes, n=1, cutoff=0.65) or (
+        difflib.get_close_matches(name.lower(), takes, n=1, cutoff=0.65)
     )
     return close[0] if close else None
 
