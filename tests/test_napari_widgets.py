@@ -1039,7 +1039,7 @@ def test_a_loaded_model_is_drawn_in_its_labels_colours_and_offered_a_matching_im
     # a colour model: the colour image, where Apply would fail on the grey one
     assert widget.apply_target.value is viewer.layers["rgb"]
     # the plot's components in the colours their labels will have, not one default
-    _, _, colours, _ = widget.plot._drawn
+    _, _, colours, *_ = widget.plot._drawn
     assert sorted(colours) == [1, 2, 3]
     assert len({tuple(np.round(np.ravel(c), 3)) for c in colours.values()}) == 3
     widget.apply_model()
