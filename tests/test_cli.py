@@ -311,6 +311,17 @@ def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path,
                                     "--channel-axis", axis], capsys)
         assert status == 1 and (f"--channel-axis {axis} is out of range for an image of shape "
                                 "(6, 2, 30, 32); use an axis in [-4, 3] or 'none'") in err, err
+    # a time axis the metadata names is said to be segmented as space (it was silent)
+    tifffile.imwrite(tmp_path / "movie.tif", stack[:, 0], imagej=True,
+                     resolution=(2.0, 2.0), metadata={"axes": "TYX", "unit": "um"})
+    status, out, err = run_cli([tmp_path / "movie.tif", "-k", "2", "--beta", "0", "-o",
+                                tmp_path / "movie", "--no-masks"], capsys)
+    assert status == 0 and ("The file's metadata names a time axis (T of TYX): it is "
+                            "segmented as one more axis of space, smoothed across frames as "
+                            "within them and without a voxel size") in err, err
+    assert "segment the YX frames one by one with one model" in err
+    report = json.loads((tmp_path / "movie" / "movie_report.json").read_text())
+    assert "time axis" in report["warnings"][0]
     # what the metadata names wins over what the shape suggests: a stack of 3 slices
     # is a volume, and 10 channels named by the file are not questioned
     tifffile.imwrite(tmp_path / "thin.tif", stack[:3, 0], imagej=True, resolution=(2.0, 2.0),

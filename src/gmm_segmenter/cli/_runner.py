@@ -76,6 +76,23 @@ def _check_file_channels(file_axes, option, spacing, ndim):
         )
 
 
+def _warn_time_as_space(file_axes, spacing):
+    """Say that a time axis the file's metadata names is segmented as space."""
+    frame = "".join(a for a in file_axes.axes if a not in "TCS")
+    sizes = "" if spacing is not None else (
+        " and without a voxel size (the file gives none for time; --spacing with a size "
+        "for every axis, T first, gives one)"
+        if all(letter in file_axes.sizes for letter in frame) else ""
+    )
+    warnings.warn(
+        f"The file's metadata names a time axis (T of {file_axes.axes}): it is segmented "
+        f"as one more axis of space, smoothed across frames as within them{sizes}. To "
+        f"segment the {frame} frames one by one with one model, use napari's 'time: one "
+        "model' or GMMSegmenter().fit(list(frames)) in Python (docs/cli.md, Time series).",
+        UserWarning, stacklevel=2,
+    )
+
+
 def _check_channels(model, prepared, model_source):
     """Refuse an input of other channels than the shared model's, naming the
     file's own axes (the estimator sees the channels moved last)."""
@@ -171,6 +188,8 @@ class Runner:
         spacing = self.params.get("spacing")
         if file_axes is not None and file_axes.channel_axis is not None:
             _check_file_channels(file_axes, option, spacing, image.ndim)
+        if file_axes is not None and "T" in file_axes.axes:
+            _warn_time_as_space(file_axes, spacing)
         prepared = prepare(image, option, self.mask, None if spacing is None else len(spacing),
                            None if file_axes is None else file_axes.axes)
         prepared.axes_channel = axes_channel
