@@ -562,6 +562,21 @@ def test_fit_on_all_inputs_shares_one_model(tmp_path):
     assert gio.load_model(model).n_components_ == 3
 
 
+def test_fit_on_refuses_the_odd_one_out_of_channels_not_the_majority(tmp_path, capsys):
+    # the first file set the channels: one colour picture first failed the three grey ones
+    grey = gray_image(seed=1)
+    gio.write_png(tmp_path / "a_colour.png", np.repeat(grey[..., None], 3, axis=-1))
+    for name in ("b.png", "c.png", "d.png"):
+        gio.write_png(tmp_path / name, grey)
+    status, out, err = run_cli([tmp_path, "--fit-on", "-o", tmp_path / "out", *FAST], capsys)
+    assert status == 1
+    assert ("a_colour.png: has 3 channel(s) but " in err and "b.png and 2 other input(s) have "
+            "1; --fit-on needs inputs with the same channels") in err, err
+    assert "b.png: has 1" not in err
+    for name in ("b", "c", "d"):
+        assert (tmp_path / "out" / f"{name}_labels.tif").exists()
+
+
 def test_fit_on_inputs_of_other_bit_depths_is_said_once_with_their_names(tmp_path, capsys):
     eight = gray_image(seed=1)
     gio.write_png(tmp_path / "eight.png", eight)

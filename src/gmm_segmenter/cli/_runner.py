@@ -6,6 +6,7 @@ others go on.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import copy
@@ -612,16 +613,21 @@ def _read_all(runner, sources, console, jobs):
 
 
 def _same_channels(loaded, outcomes, console):
-    """The inputs with as many channels as the first; the others fail."""
+    """The inputs with the channel count most of them have (the first's, on a
+    tie); the others fail, naming one input of that count."""
     if not loaded:
         return loaded
-    reference = loaded[0][1].n_channels
+    counts = collections.Counter(prepared.n_channels for _, prepared, _ in loaded)
+    reference = max(counts, key=lambda n: (counts[n], n == loaded[0][1].n_channels))
+    example = next(source for source, prepared, _ in loaded if prepared.n_channels == reference)
+    others = counts[reference] - 1
     kept = []
     for source, prepared, seconds in loaded:
         if prepared.n_channels != reference:
             failure = Outcome(source, error=(
                 f"{source.label}: has {prepared.n_channels} channel(s) but "
-                f"{loaded[0][0].label} has {reference}; --fit-on needs inputs with "
+                f"{example.label}{f' and {others} other input(s)' if others else ''} "
+                f"{'have' if others else 'has'} {reference}; --fit-on needs inputs with "
                 "the same channels"
             ))
             outcomes.append(failure)
