@@ -589,7 +589,9 @@ def test_a_model_of_several_channels_is_drawn_over_its_pixels(covariance_type):
     assert histogram.by_channels and 0.97 * truth.size < histogram.counts.sum() < truth.size
     (axes,) = draw(model, histogram, colours={1: "red"}).axes
     ellipses = sorted(axes.patches, key=lambda patch: tuple(patch.center))
-    assert len(ellipses) == 3 and axes.get_xlabel() == "channel 1"
+    # channels counted from 0, as napari's slider of a channel axis counts them
+    assert len(ellipses) == 3 and axes.get_xlabel() == "channel 0"
+    assert axes.get_ylabel() == "channel 1"
     for ellipse, mean in zip(ellipses, sorted(map(tuple, model.means_))):
         np.testing.assert_allclose(ellipse.center, mean)
         # two standard deviations each way of a spread of 0.5 per channel
@@ -617,6 +619,49 @@ def test_a_model_of_several_channels_is_drawn_over_its_pixels(covariance_type):
     plane = (model.means_ - histogram.centre) @ histogram.projection.T
     back = plane @ histogram.projection + histogram.centre
     np.testing.assert_allclose(back, model.means_, atol=1e-6)  # nothing lost off the plane
+
+
+@pytest.mark.parametrize("corrected", [False, True, "partly"])
+def test_the_plot_of_two_channels_keeps_its_words_and_ellipses_in_sight(corrected):
+    # the y label ran off the top ("channel 2, corrected for the bias fiel"), a
+    # broad class's ellipse off the right, and label 1's dark red number was
+    # unreadable on napari's dark theme
+    from matplotlib.colors import to_rgba
+
+    from gmm_segmenter.napari._jobs import channel_histogram
+    from gmm_segmenter.napari._plot import draw
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, size=(80, 80))
+    means = np.array([[15.0, 10.0], [20.0, 60.0], [83.0, 60.0]])
+    spreads = np.array([[6.0, 6.0], [8.0, 4.0], [25.0, 4.0]])
+    two = means[truth] + rng.normal(size=truth.shape + (2,)) * spreads[truth]
+    two = np.minimum(two, 100.0)  # saturated: the broad class's ellipse reaches past the pixels
+    dark = {"background": "#262930", "foreground": "#f0f1f2", "faint": "#5a626c"}
+    for n_components, size in ((3, (300, 220)), ("auto", (300, 300))):  # the dock's sizes
+        model = GMMSegmenter(n_components, channel_axis=-1, beta=0, bias_field="auto",
+                             random_state=0).fit(two)
+        figure = draw(model, channel_histogram(two, None, -1), {1: "#8b1a00"}, dark,
+                      size=size, corrected=corrected)
+        renderer = figure.canvas.get_renderer()
+        width, height = figure.canvas.get_width_height()
+        axes = figure.axes[0]
+        texts = [text for each in figure.axes
+                 for text in (each.title, each.xaxis.label, each.yaxis.label, *each.texts)]
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, (
+                text.get_text(), box)
+        assert ("corrected for the bias field" in axes.get_title()) == bool(corrected)
+        (left, right), (bottom, top) = axes.get_xlim(), axes.get_ylim()
+        for ellipse in axes.patches:  # every ellipse drawn, whole
+            extent = ellipse.get_path().get_extents(ellipse.get_patch_transform())
+            assert left <= extent.x0 and extent.x1 <= right, (extent, left, right)
+            assert bottom <= extent.y0 and extent.y1 <= top, (extent, bottom, top)
+        # the numbers in the theme's text colour, the label's colour round them
+        number = axes.texts[0]
+        assert to_rgba(number.get_color()) == to_rgba(dark["foreground"])
+        assert to_rgba(number.get_bbox_patch().get_edgecolor())[:3] == to_rgba("#8b1a00")[:3]
 
 
 @pytest.mark.parametrize("n_components, expected", [(3, [1, 2, 3]), (30, list(range(1, 31, 3)))])
@@ -862,12 +907,13 @@ def test_the_plot_says_when_its_pixels_are_corrected_for_the_bias_field():
     # a run says whether its field was applied: a refused one leaves the values as they are
     for corrected, said in ((False, "intensity"), (True, "intensity, corrected for the bias "
                                                         "field"),
-                            ("partly", "intensity, corrected for the bias field where one was "
-                                       "estimated")):
+                            ("partly", "intensity, partly corrected for the bias field")):
         axes = draw(model, pixel_histogram(grey), corrected=corrected).axes[0]
         assert axes.get_xlabel() == said
     colour = np.stack([grey, grey[::-1] + rng.normal(0, 5, grey.shape)], axis=-1)
     model = GMMSegmenter(2, beta=0, bias_field="auto", channel_axis=-1,
                          random_state=0).fit(colour)
     axes = draw(model, channel_histogram(colour, None, -1)).axes[0]
-    assert axes.get_xlabel() == "channel 1, corrected for the bias field", axes.get_xlabel()
+    # under the title: beside the y axis's channel it ran off the figure
+    assert axes.get_xlabel() == "channel 0" and axes.get_ylabel() == "channel 1"
+    assert axes.get_title() == "2 components\ncorrected for the bias field", axes.get_title()

@@ -156,14 +156,14 @@ def full_covariances(model) -> np.ndarray:
     return covariances[:, np.newaxis, np.newaxis] * np.eye(n_features)  # spherical
 
 
-#: What an axis label adds when the pixels shown are divided by their bias
-#: field: all of them, or those of the frames whose field was estimated.
-_CORRECTED = {True: ", corrected for the bias field",
-              "partly": ", corrected for the bias field where one was estimated"}
+#: What the plot says when the pixels shown are divided by their bias field:
+#: all of them, or those of the frames whose field was estimated.
+_CORRECTED = {True: "corrected for the bias field",
+              "partly": "partly corrected for the bias field"}
 
 
 def _corrected(model, corrected=None) -> str:
-    """What the axis labels add when the plot's values are divided by a bias field.
+    """What the plot says when its values are divided by a bias field ("" when not).
 
     ``corrected`` says whether the run applied a field (True, False, or
     "partly": some frames' fields were refused); None (a model without a
@@ -174,7 +174,7 @@ def _corrected(model, corrected=None) -> str:
     return _CORRECTED.get(corrected, "")
 
 
-def _draw_channels(axes, model, histogram, colour, theme, corrected=None):
+def _draw_channels(axes, model, histogram, colour, theme):
     """The pixels of several channels as a 2-D histogram (two channels, or their
     two principal axes), each component as its ellipse of two standard
     deviations there, numbered by its label."""
@@ -192,6 +192,7 @@ def _draw_channels(axes, model, histogram, colour, theme, corrected=None):
     )
     projection = histogram.projection
     means = (np.asarray(model.means_, dtype=float) - histogram.centre) @ projection.T
+    reach = []
     for k, covariance in enumerate(full_covariances(model)):
         plane = projection @ covariance @ projection.T
         values, vectors = np.linalg.eigh(plane)
@@ -201,24 +202,32 @@ def _draw_channels(axes, model, histogram, colour, theme, corrected=None):
         axes.add_patch(Ellipse(means[k], width, height, angle=angle, fill=False,
                                edgecolor=edge, linewidth=1.5))
         # a dot at the mean shows a tight class (a black background) whose
-        # ellipse is too small to see; the number is boxed in the background's
-        # colour, legible over the densest pixels
+        # ellipse is too small to see; the number is in the theme's text
+        # colour (a dark red one was unreadable on a dark theme), boxed in
+        # the background's colour with the label's colour round it, legible
+        # over the densest pixels
         axes.plot(*means[k], "o", markersize=4, color=edge,
                   markeredgecolor=theme["foreground"], markeredgewidth=0.5)
         axes.annotate(f"{k + 1}", means[k], xytext=(4, 4), textcoords="offset points",
-                      color=edge, fontsize=8, fontweight="bold", ha="left", va="bottom",
-                      bbox={"boxstyle": "round,pad=0.15", "facecolor": theme["background"],
-                            "edgecolor": "none", "alpha": 0.8})
-    names = ("channel 1", "channel 2") if histogram.by_channels else (
+                      color=theme["foreground"], fontsize=8, fontweight="bold", ha="left",
+                      va="bottom",
+                      bbox={"boxstyle": "round,pad=0.2", "facecolor": theme["background"],
+                            "edgecolor": edge, "linewidth": 1.0, "alpha": 0.85})
+        # the ellipse's extent along each axis: 2 sd of the plane's variances
+        reach.append(2 * np.sqrt(np.maximum(np.diag(plane), 0)))
+    # channels counted from 0, as napari's slider of a channel axis counts them
+    names = ("channel 0", "channel 1") if histogram.by_channels else (
         "principal axis 1", "principal axis 2")
-    names = tuple(f"{name}{_corrected(model, corrected)}" for name in names)
     axes.set_xlabel(names[0], fontsize=8)
     axes.set_ylabel(names[1], fontsize=8)
-    # the pixels' range (0.5-99.5 percentiles), widened to every mean: a class
-    # at the end of the range (black, saturated) sat on the frame
-    for edges, centres, limit in ((histogram.x_edges, means[:, 0], axes.set_xlim),
-                                  (histogram.y_edges, means[:, 1], axes.set_ylim)):
-        low, high = min(edges[0], centres.min()), max(edges[-1], centres.max())
+    # the pixels' range (0.5-99.5 percentiles), widened to every ellipse drawn:
+    # a class at the end of the range (black, saturated) sat on the frame, and
+    # a broad one's ellipse ran off it
+    reach = np.asarray(reach)
+    for edges, axis, limit in ((histogram.x_edges, 0, axes.set_xlim),
+                               (histogram.y_edges, 1, axes.set_ylim)):
+        low = min(edges[0], (means[:, axis] - reach[:, axis]).min())
+        high = max(edges[-1], (means[:, axis] + reach[:, axis]).max())
         margin = 0.05 * (high - low)
         limit(low - margin, high + margin)
 
@@ -286,8 +295,10 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
     # (a plane of channels has a y label too, and its ticks beside it)
     # a y label and ticks need the left margin; a lone histogram has neither
     left = 0.2 if channels else 0.04 if model.n_features_in_ == 1 and not has_curve else 0.14
+    # a second line of the title says the channels are corrected for the bias field
+    two_lines = channels and bool(_corrected(model, corrected))
     figure.subplots_adjust(left=left, right=0.97,
-                           top=0.92 if has_curve else 0.9,
+                           top=(0.92 if has_curve else 0.9) - (0.08 if two_lines else 0),
                            bottom=0.13 if has_curve else 0.18, hspace=0.75)
     main = figure.add_subplot(n_axes, 1, 1)
     if model.n_features_in_ == 1:
@@ -313,10 +324,11 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
             top = _y_top(density, densities)
             if top is not None:
                 main.set_ylim(0, top)
-        main.set_xlabel(f"intensity{_corrected(model, corrected)}", fontsize=8)
+        said = _corrected(model, corrected)
+        main.set_xlabel(f"intensity, {said}" if said else "intensity", fontsize=8)
         main.set_yticks([])
     elif channels:
-        _draw_channels(main, model, histogram, colour, theme, corrected)
+        _draw_channels(main, model, histogram, colour, theme)
     else:
         labels = np.arange(1, n_components + 1)
         main.bar(labels, model.weights_, color=[c if c is not None else "C0" for c in colour])
@@ -326,6 +338,9 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
     title = count(n_components, "component")
     if model.n_features_in_ == 1 and by_labels:
         title += ", sized by their labels"
+    if channels and _corrected(model, corrected):
+        # under the title: beside a channel's name it ran off the figure
+        title += f"\n{_corrected(model, corrected)}"
     main.set_title(title, fontsize=9)
     _style(main, theme)
     if has_curve:
