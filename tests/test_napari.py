@@ -235,6 +235,45 @@ def test_time_is_offered_only_where_a_frame_keeps_two_spatial_axes(viewer_widget
     assert not widget.leading_axis.native.isHidden()
 
 
+def test_a_time_axis_by_name_or_unit_defaults_to_its_frames_and_keeps_a_users_choice(
+    qtbot, viewer_widget
+):
+    # 't' or seconds on the leading axis were read as space, and the status
+    # said "voxel size 60 × 0.3 × 0.3", seconds and micrometres mixed
+    viewer, widget = viewer_widget
+    image, truth = quadrants((32, 32))
+    frames = np.stack([image, image[:, ::-1], image[::-1]])
+    viewer.add_image(frames, name="named", axis_labels=("t", "y", "x"))
+    viewer.add_image(frames, name="timed", scale=(60, 0.3, 0.3), units=("s", "um", "um"))
+    viewer.add_image(frames, name="minutes", units=("min", "um", "um"))
+    viewer.add_image(frames, name="zstack", scale=(2, 0.3, 0.3), units=("um", "um", "um"))
+    for name, mode in (("named", "shared"), ("zstack", "space"), ("timed", "shared"),
+                       ("minutes", "shared"), ("zstack", "space")):
+        widget.image.value = viewer.layers[name]
+        assert widget.leading_axis.value == mode, name
+    widget.image.value = viewer.layers["timed"]
+    widget.n_components.value = 4
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers["timed GMM labels"].data,
+                                  np.stack([truth, truth[:, ::-1], truth[::-1]]))
+    assert "voxel size" not in widget.status.value, widget.status.value
+    # the user's choice stays: not overridden on coming back to the layer
+    widget.leading_axis.value = "space"
+    widget.image.value = viewer.layers["zstack"]
+    widget.image.value = viewer.layers["timed"]
+    assert widget.leading_axis.value == "space"
+    run(qtbot, widget)
+    status = widget.status.value
+    assert "voxel size" not in status and "60 × 0.3" not in status, status
+    assert "axis 0 is time (in s), smoothed as space (Leading axis 'time: one model' " \
+           "segments its frames)" in status, status
+    # and the z-stack still says its voxel size, in its unit
+    widget.image.value = viewer.layers["zstack"]
+    run(qtbot, widget)
+    assert "voxel size 2 × 0.3 × 0.3 µm" in widget.status.value, widget.status.value
+
+
 def test_multichannel_layer_with_a_channel_axis(qtbot, viewer_widget):
     viewer, widget = viewer_widget
     image, truth = rgb_patches((40, 60))

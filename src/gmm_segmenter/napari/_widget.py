@@ -333,6 +333,11 @@ class GMMSegmenterWidget(Container):
         self._settings_timer.timeout.connect(self._on_settings_settled)
         self._removed_warning = None
         self._advised = set()  # (layer, advice) said by _advise_calibration
+        # Leading axis: the user's choice per layer (its unique_id), never
+        # overridden; and whether the shown value is the dock's default
+        self._leading_chosen = {}
+        self._leading_defaulted = False
+        self._resetting_leading = False
         self._warning_timer = QTimer(self.native)
         self._warning_timer.setSingleShot(True)
         self._warning_timer.setInterval(0)
@@ -345,6 +350,7 @@ class GMMSegmenterWidget(Container):
         self._offer_preview()
         self._apply_theme()
         self.reset_choices()
+        self._leading_axis_for_image()
         # the first Run would otherwise spend most of a second loading the
         # compiled kernels; the user is still choosing settings
         _warmup.warm_up_in_background()
@@ -544,7 +550,8 @@ class GMMSegmenterWidget(Container):
 
     def _connect_signals(self):
         self.image.changed.connect(self.channel_axis.reset_choices)
-        self.image.changed.connect(self.leading_axis.reset_choices)
+        self.image.changed.connect(self._leading_axis_for_image)
+        self.leading_axis.changed.connect(self._remember_leading_axis)
         self.image.changed.connect(self._show_axis_choices)
         # magicgui's `changed` is not emitted when a combo box's value becomes
         # None ("none (grayscale)"), so the channel axis's Qt signal is used
@@ -580,13 +587,49 @@ class GMMSegmenterWidget(Container):
 
     def reset_choices(self, *args):
         """Refresh the layer lists (napari calls this when layers change)."""
-        self._form.reset_choices()
+        self._resetting_leading, before = True, self._resetting_leading
+        try:
+            self._form.reset_choices()
+        finally:
+            self._resetting_leading = before
         self._show_axis_choices()
 
     def _on_channel_axis_changed(self, *args):
-        self.leading_axis.reset_choices()
+        self._leading_axis_for_image()
         self._show_axis_choices()
         self._on_setting_changed()
+
+    def _leading_axis_for_image(self, *args):
+        """*Leading axis* for the chosen image: the user's own choice for that
+        layer if any; else *time: one model* when its leading axis is time
+        (named t or time, or in a unit of time), so a time series is not
+        smoothed across frames as if seconds were micrometres; else as it was."""
+        self._resetting_leading, before = True, self._resetting_leading
+        try:
+            self.leading_axis.reset_choices()
+            layer = self.image.value
+            if layer is None or len(self.leading_axis.choices) < 2:
+                return
+            chosen = self._leading_chosen.get(layer.unique_id)
+            if chosen is not None:
+                self.leading_axis.value = chosen
+                self._leading_defaulted = False
+            elif _leading_axis_is_time(layer):
+                self.leading_axis.value = _layers.SHARED_MODEL
+                self._leading_defaulted = True
+            elif self._leading_defaulted:  # the last layer's default, not a choice
+                self.leading_axis.value = _layers.SPACE
+                self._leading_defaulted = False
+        finally:
+            self._resetting_leading = before
+
+    def _remember_leading_axis(self, value):
+        """A *Leading axis* set by the user (or a script) is that layer's from now on."""
+        layer = self.image.value
+        if self._resetting_leading or layer is None or len(self.leading_axis.choices) < 2:
+            return
+        self._leading_chosen[layer.unique_id] = value
+        self._leading_defaulted = False
 
     def _offer_preview(self, *args):
         """*Preview* only for an in-memory layer: a lazy (dask or zarr) one's
@@ -1714,14 +1757,45 @@ class GMMSegmenterWidget(Container):
             show_info(f"{_PREFIX}the plot could not be drawn ({error})")
 
 
+#: napari's axis names of a time axis (as readers and users write them).
+_TIME_NAMES = {"t", "time", "frame", "frames"}
+
+
+def _is_time_unit(unit) -> bool:
+    """Whether ``unit`` (a pint unit, as napari's layers hold them) is one of time."""
+    dimensionality = getattr(unit, "dimensionality", None)
+    return dimensionality is not None and str(dimensionality) == "[time]"
+
+
+def _leading_axis_is_time(layer) -> bool:
+    """Whether the layer's first axis is time: named so (``axis_labels``) or in
+    a unit of time (``units``: s, ms, min, h, ...)."""
+    names = getattr(layer, "axis_labels", None)
+    units = getattr(layer, "units", None)
+    named = names is not None and len(names) and str(names[0]).strip().lower() in _TIME_NAMES
+    return bool(named) or (units is not None and len(units) > 0 and _is_time_unit(units[0]))
+
+
 def _voxel_size(spacing, layer, layout) -> str:
     """"; voxel size 1.5 × 0.5 × 0.5 µm" for a volume (3 or more spatial axes)
     segmented with ``spacing``, in the layer's units when its spatial axes
-    share one other than pixels; "" for a plane."""
+    share one other than pixels; "" for a plane. A time axis segmented as
+    space (the user's choice) has no voxel size: that is said instead, with
+    how to segment its frames."""
     if spacing is None or len(spacing) < 3:
         return ""
     unit = ""
     units = getattr(layer, "units", None)
+    names = getattr(layer, "axis_labels", None)
+    for axis in layout.spatial_axes:
+        position = layout.layer_axis(axis)
+        in_time = units is not None and _is_time_unit(units[position])
+        named = names is not None and str(names[position]).strip().lower() in _TIME_NAMES
+        if in_time or named:
+            what = f"in {format(units[position], '~')}" if in_time else f"named {names[position]!r}"
+            advice = (" (Leading axis 'time: one model' segments its frames)"
+                      if axis == 0 else "")
+            return f"; axis {axis} is time ({what}), smoothed as space{advice}"
     if units is not None:
         spatial = {units[layout.layer_axis(axis)] for axis in layout.spatial_axes}
         if len(spatial) == 1:
