@@ -1064,10 +1064,44 @@ def test_a_model_for_other_channels_is_refused_before_a_job(qtbot, viewer_widget
     widget.apply_model(viewer.layers["grey"])
     assert not widget.running
     errors = new_messages(since)
-    assert any("fitted on 3 channel(s)" in m and "Choose a layer" in m for m in errors), errors
     # the layer's own reading, not the Image control's (RGB)
-    assert any("'grey' has 1 (read as grayscale)" in m for m in errors), errors
+    assert any("'grey' is grey (1 channel), but the model needs 3 channels." in m
+               for m in errors), errors
     assert "grey GMM labels" not in viewer.layers
+
+
+def test_a_grey_stack_refused_by_a_model_of_two_channels_is_said_to_be_grey(
+    qtbot, viewer_widget
+):
+    # a z-stack under a model of channels on axis 1 was read as 128 channels:
+    # "'zstack' has 128 (read as channels on axis 1)"
+    viewer, widget = viewer_widget
+    image, _ = quadrants((32, 32))
+    two = np.stack([np.stack([image, image[::-1]])] * 3)  # (Z, C, Y, X)
+    viewer.add_image(two, name="zcyx")
+    viewer.add_image(np.stack([image] * 4), name="zstack")
+    widget.image.value = viewer.layers["zcyx"]
+    widget.channel_axis.value = 1
+    widget.n_components.value = 2
+    fixed_smoothing(widget, 0.0)
+    run(qtbot, widget)
+    assert widget.model.n_features_in_ == 2
+    since = len(notification_manager.records)
+    widget.apply_model(viewer.layers["zstack"])
+    assert not widget.running
+    (error,) = new_messages(since)
+    assert "'zstack' is grey (1 channel), but the model needs 2 channels." in error, error
+    assert "32" not in error and "axis 1" not in error, error
+    assert "stack them into one" in error and "press Run" in error, error
+    assert "zstack GMM labels" not in viewer.layers
+    # on the Image itself, with its channels left as space: the axis that holds two
+    widget.channel_axis.native.setCurrentIndex(0)
+    assert widget.channel_axis.value is None
+    since = len(notification_manager.records)
+    widget.apply_model(viewer.layers["zcyx"])
+    (error,) = new_messages(since)
+    assert "'zcyx' is grey (1 channel), but the model needs 2 channels. If axis 1 holds its " \
+           "channels, choose Channel axis 'axis 1 (size 2)'" in error, error
 
 
 @pytest.mark.parametrize("fill", [0.0, np.nan])
@@ -1451,8 +1485,25 @@ def test_messages_in_the_widgets_words_read_as_sentences():
         "mask= instead.")
     assert binary.endswith("choose that layer as 'Mask (optional)' instead.")
     assert "mask=" not in binary
-    assert spatial.endswith(". To let it settle, press Copy Python code and, in that code, "
-                            "give GMMSegmenter(...) a larger max_iter_spatial or tol.")
+    # in plain words, and what to do where the dock has no control for it
+    assert spatial.startswith("The smoothing did not settle in 20 rounds, so the labels might "
+                              "still change a little with more; they are usually fine as they "
+                              "are: look them over."), spatial
+    assert "HMRF" not in spatial and "tol" not in spatial and "mean-field" not in spatial
+    assert spatial.endswith("(The dock has no control for more rounds: in the code Copy "
+                            "Python code gives, GMMSegmenter(...) takes a larger "
+                            "max_iter_spatial.)"), spatial
+    with_field = _in_widget_words(
+        "HMRF-EM did not converge in 60 iterations (3 x max_iter_spatial=20, with a bias "
+        "field) (the mean-field bound per pixel last changed by 0.0037, not yet within "
+        "tol=0.001). Increase max_iter_spatial, or raise tol.")
+    assert with_field.startswith("The smoothing did not settle in 60 rounds,"), with_field
+    # the images of a batch are the time series' frames, as its slider counts them
+    frames = _in_widget_words(
+        "bias_field: the field estimated for X[0] would scale intensities by up to 12.3 "
+        "times. X[2] has 40 valid pixels.")
+    assert "X[" not in frames and "the field estimated for frame 0 would scale" in frames
+    assert ". Frame 2 has 40 valid pixels." in frames, frames
     assert words.endswith(
         "Smoothing 0.5 is used instead; untick 'Choose the smoothing from the image' "
         "and set Smoothing to choose it yourself."

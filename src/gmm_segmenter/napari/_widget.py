@@ -125,6 +125,20 @@ MAX_COMPONENTS = 50
 #: The estimator's messages speak of its parameters and of the scribbles
 #: array; in the widget they become its controls and the scribble layer.
 _WIDGET_WORDS = [
+    # the spatial prior's rounds, in plain words; the dock has no control for them
+    (re.compile(r"\bHMRF-EM did not converge in (?:max_iter_spatial=(\d+) iterations|"
+                r"(\d+) iterations \([^)]*\)) \([^)]*\)\. Increase max_iter_spatial, or "
+                r"raise tol\."),
+     lambda match: (
+         f"The smoothing did not settle in {match[1] or match[2]} rounds, so the labels "
+         "might still change a little with more; they are usually fine as they are: look "
+         "them over. (The dock has no control for more rounds: in the code Copy Python "
+         "code gives, GMMSegmenter(...) takes a larger max_iter_spatial.)"
+     )),
+    # a batch of frames (a time series) names its images X[0], X[1], ...: as the
+    # time slider counts them
+    (re.compile(r"(^|\. )X\[(\d+)\]"), r"\1Frame \2"),
+    (re.compile(r"\bX\[(\d+)\]"), r"frame \1"),
     # EM's limits are not in the dock: its copied code is where to change them
     (EM_ITER_ADVICE, "To let it settle, press Copy Python code and, in that code, give "
      "GMMSegmenter(...) a larger max_iter or tol, or another init_params."),
@@ -1296,7 +1310,35 @@ class GMMSegmenterWidget(Container):
         tried = ([] if from_end is None or len(shape) + from_end < 0 else
                  [len(shape) + from_end])
         tried += ([] if chosen is None else [chosen]) + list(range(len(shape)))
-        return next((axis for axis in tried if shape[axis] == n_channels), chosen)
+        # none of the model's channels: grey, not the Image's channel axis
+        # (a z-stack was read as 128 channels)
+        return next((axis for axis in tried if shape[axis] == n_channels), None)
+
+    def _channels_refused(self, layer, layout) -> str:
+        """Why the model is not applied to ``layer``, whose channels are not the
+        model's, and how to get a layer it applies to."""
+        needed = self.model.n_features_in_
+        if layer.rgb:
+            has = f"{layer.name!r} is an RGB(A) colour layer (3 channels)"
+        elif layout.channel_axis is None:
+            has = f"{layer.name!r} is grey (1 channel)"
+        else:
+            has = (f"{layer.name!r} has {count(layout.n_channels, 'channel')} on axis "
+                   f"{layout.channel_axis}")
+        shape = _data_of(layer).shape
+        axis = next((axis for axis, size in enumerate(shape) if size == needed), None)
+        if needed == 1:
+            how = ("Apply it to a grey layer (one channel of this one as a layer of its "
+                   "own), or press Run to fit a new model to this layer.")
+        elif layer is self.image.value and axis is not None and not layer.rgb:
+            how = (f"If axis {axis} holds its channels, choose Channel axis 'axis {axis} "
+                   f"(size {needed})'; else press Run to fit a new model to this layer.")
+        else:
+            how = (f"Apply it to one layer that holds {needed} channels on one axis (channels "
+                   "napari opened as separate layers: stack them into one, e.g. "
+                   "viewer.add_image(np.stack([a.data, b.data], axis=1)) in napari's "
+                   "console), or press Run to fit a new model to this layer.")
+        return f"{has}, but the model needs {count(needed, 'channel')}. {how}"
 
     def _image_layout(self, layer):
         if not isinstance(layer, Image):
@@ -1446,16 +1488,7 @@ class GMMSegmenterWidget(Container):
                 raise ValueError("There is no model yet; press Run or Load model… first.")
             n_channels = layout.n_channels
             if n_channels != self.model.n_features_in_:
-                read_as = (
-                    "RGB(A) colour" if layer.rgb else "grayscale" if layout.channel_axis is None
-                    else f"channels on axis {layout.channel_axis}"
-                )
-                raise ValueError(
-                    f"The model was fitted on {self.model.n_features_in_} channel(s), but "
-                    f"{layer.name!r} has {n_channels} (read as {read_as}). Choose a layer "
-                    "with the model's channels (and its channel axis), or press Run to fit "
-                    "a new model."
-                )
+                raise ValueError(self._channels_refused(layer, layout))
             params = {k: request.params[k] for k in ("channel_axis", "spacing")}
             # a model fitted on a volume may carry a neighbourhood a plane lacks
             params["connectivity"] = min(self.model.connectivity, len(layout.spatial_axes))
