@@ -1825,6 +1825,44 @@ def test_copy_python_code_after_a_preview_gives_the_run_s_model(qtbot, viewer_wi
     assert namespace["labels"].shape == image.shape
 
 
+def test_copy_python_code_after_a_refused_run_says_it_is_the_last_result_s(
+    qtbot, viewer_widget
+):
+    # it said "Copied the Python code that reproduces the result", and the code,
+    # reading the scribbles as they now are, was refused when pasted
+    viewer, widget = viewer_widget
+    image, _ = quadrants((64, 64))
+    viewer.add_image(image, name="quads")
+    widget.image.value = viewer.layers["quads"]
+    widget.n_components.value = 4
+    fixed_smoothing(widget, 0.0)
+    scribbles = widget.add_scribble_layer()
+    scribbles.data[2:6, 2:6] = 5  # a fifth class with 4 components: refused
+    since = len(notification_manager.records)
+    run(qtbot, widget)
+    assert "quads GMM labels" not in viewer.layers and new_messages(since)
+    since = len(notification_manager.records)
+    assert widget.copy_code() is None
+    (said,) = new_messages(since, severity="info")
+    assert "the last Run was refused and there is no result to reproduce yet" in said, said
+    widget.scribbles.value = None  # a Run without the strokes: a result
+    run(qtbot, widget)
+    good = widget.copy_code()
+    assert widget.status.value == "Copied the Python code that reproduces the result."
+    widget.scribbles.value = scribbles
+    run(qtbot, widget)  # refused again
+    assert widget.status.value.startswith("Not segmented"), widget.status.value
+    code = widget.copy_code()
+    assert code == good == QApplication.clipboard().text()
+    assert widget.status.value.startswith(
+        "The last Run was refused, so it has no code; copied the code of the last result "
+        "instead, on 'quads'."), widget.status.value
+    widget.scribbles.value = None
+    run(qtbot, widget)  # a result again: its own code, said plainly
+    widget.copy_code()
+    assert widget.status.value == "Copied the Python code that reproduces the result."
+
+
 def _outside_napari(code):
     """``code`` with its commented lines that read the layer's file in use, and
     the lines that read napari's layer left out."""

@@ -314,6 +314,9 @@ class GMMSegmenterWidget(Container):
         # the last Run or Apply with self.model, whose code Copy Python code
         # gives after a preview (None: none since the model was made or loaded)
         self._full_record = None
+        # the last Run or Apply was refused or failed ("Run", "Apply"): its
+        # code is not the one Copy Python code has (None: it made a result)
+        self._refused = None
         # spatial axes of the frames self.model was fitted on, and where their
         # channel axis was, counted from the end of the layer's axes (None: not known)
         self._model_frame_ndim = None
@@ -860,11 +863,32 @@ class GMMSegmenterWidget(Container):
             self.preview_now()
 
     def copy_code(self):
-        """Put the Python code that reproduces the last result on the clipboard; returns it."""
+        """Put the Python code that reproduces the last result on the clipboard; returns it.
+
+        After a refused (or failed) Run or Apply, that is the last result's
+        code, and the status line says so: the refused one made nothing to
+        reproduce.
+        """
         if self.record is None:
+            if self._refused is not None:
+                show_info(f"{_PREFIX}the last {self._refused} was refused and there is no "
+                          "result to reproduce yet; change what its message says and "
+                          "press Run.")
+                return None
             show_info(f"{_PREFIX}there is no result to reproduce yet; press Run first.")
             return None
         record, said = self.record, "Copied the Python code that reproduces the result."
+        if self._refused is not None:
+            record = self._full_record or record
+            said = (
+                f"The last {self._refused} was refused, so it has no code; copied the code of "
+                f"the last result instead, on {record['image']['layer']!r}. It reads the "
+                f"layers as they are now: if what the {self._refused} was refused for is in "
+                "a layer (a stroke, a mask), the pasted code is refused too."
+            )
+            QApplication.clipboard().setText(record["python"])
+            self._set_status(said)
+            return record["python"]
         if record["operation"].startswith("preview"):
             # Save model… and Apply use the last Run's model, not the preview's:
             # its code is the one to keep
@@ -1053,6 +1077,8 @@ class GMMSegmenterWidget(Container):
         except (ValueError, MemoryError) as error:
             advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
             reason = _in_widget_words(error, kind == "apply")
+            if kind != "preview":
+                self._refused = "Apply" if kind == "apply" else "Run"
             show_error(f"{_PREFIX}{reason}{advice}")
             self._set_status(f"{_status_prefix(error)}: {reason}{advice}", short=True)
             self.progress.value = 0  # not the last job's 100 %
@@ -1163,7 +1189,10 @@ class GMMSegmenterWidget(Container):
         if self._superseded():
             return  # a newer preview follows and reports for itself
         advice = _MEMORY_ADVICE if isinstance(error, MemoryError) else ""
-        reason = _in_widget_words(error, self._job is not None and self._job["kind"] == "apply")
+        kind = None if self._job is None else self._job["kind"]
+        reason = _in_widget_words(error, kind == "apply")
+        if kind in ("run", "apply"):
+            self._refused = "Apply" if kind == "apply" else "Run"
         show_error(f"{_PREFIX}{reason}{advice}")
         # the reason, as for a job that did not start (all of it in the tooltip)
         self._set_status(f"{_status_prefix(error)}: {reason}{advice}", short=True)
@@ -1720,6 +1749,7 @@ class GMMSegmenterWidget(Container):
             self._viewer.layers.selection.active = labels_layer
         self._select_scribbles()
         self.record = self._full_record = record
+        self._refused = None
         if not applied:
             self.model = model
             self._model_frame_ndim = len(layout.spatial_axes)
