@@ -944,8 +944,8 @@ def test_the_plot_says_when_its_pixels_are_corrected_for_the_bias_field():
         model = GMMSegmenter(2, beta=0, bias_field=bias_field, random_state=0).fit(grey)
         assert draw(model, pixel_histogram(grey)).axes[0].get_xlabel() == said
     # a run says whether its field was applied: a refused one leaves the values as they are
-    for corrected, said in ((False, "intensity"), (True, "intensity, corrected for the bias "
-                                                        "field"),
+    for corrected, said in ((False, "intensity"),
+                            (True, "intensity, corrected for the bias field"),
                             ("partly", "intensity, partly corrected for the bias field")):
         axes = draw(model, pixel_histogram(grey), corrected=corrected).axes[0]
         assert axes.get_xlabel() == said
