@@ -841,7 +841,7 @@ class Fields:
             # a class spent on the zeros, and the field bent to their edge
             advice = (
                 f"{zeros:.0%} of its pixels are exactly 0, a background padded with zeros "
-                "(as skull stripping or registration leaves)? Segment the rest only: a mask "
+                "(as skull stripping, registration or stitching leaves)? Segment the rest only: a mask "
                 "of the pixels above 0 (mask=image > 0)."
             )
         elif sample.degree > 1:

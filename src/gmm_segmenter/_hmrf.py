@@ -427,11 +427,15 @@ def _warn_if_swallowed(result: HMRFResult, weights: np.ndarray, chosen: bool = F
             f", at the strength {result.beta:.3g} that beta='auto' chose," if chosen
             else f" (beta={result.beta:.3g})"
         )
+        one = len(emptied) == 1
         warnings.warn(
             f"Under the spatial prior{strength} {len(emptied)} of the "
-            f"{len(weights)} components keep almost none of their pixels (pixel-wise they "
-            f"had {listed} of them), so some "
-            "labels are (nearly) empty: at this smoothing the image holds fewer classes "
+            f"{len(weights)} components "
+            + ("keeps almost none of its pixels (pixel-wise it had " if one else
+               "keep almost none of their pixels (pixel-wise they had ")
+            + f"{listed} of them), so "
+            + ("a label is" if one else "some labels are")
+            + " (nearly) empty: at this smoothing the image holds fewer classes "
             "than components. Use fewer components (or n_components='auto'), or a "
             "smaller beta.",
             UserWarning,
