@@ -148,6 +148,36 @@ def test_the_plot_shows_the_displayed_frames_histogram(qtbot, viewer_widget):
     assert edges[0] < 50 and edges[-1] > 500  # every frame's pixels
 
 
+def test_messages_of_one_frame_name_that_frame(qtbot, viewer_widget):
+    # a frame fitted or labelled alone was "the image", which read as the whole layer
+    viewer, widget = viewer_widget
+    image, _ = quadrants((48, 48))
+    series = np.stack([image, image, (image > image.mean()).astype(float) * 100])
+    viewer.add_image(series, name="movie", axis_labels=("t", "y", "x"))
+    widget.image.value = viewer.layers["movie"]
+    widget.n_components.value = 3
+    fixed_smoothing(widget, 0.0)
+    widget.leading_axis.value = "per-frame"
+    since = len(notification_manager.records)
+    run(qtbot, widget)
+    errors = new_messages(since)
+    assert any("frame 2's valid pixels hold only 2" in m or "of frame 2 hold only 2" in m
+               for m in errors), errors
+    assert not any("the image" in m for m in errors), errors
+    # a mask that keeps nothing of frame 1, one model for all: frame 1 named each time
+    mask = np.ones(series.shape, dtype=np.uint8)
+    mask[1] = 0
+    viewer.add_labels(mask, name="keep")
+    widget.mask.value = viewer.layers["keep"]
+    widget.leading_axis.value = "shared"
+    since = len(notification_manager.records)
+    viewer.layers["movie"].data = np.stack([image, image, image + 1.0])
+    run(qtbot, widget)
+    warned = new_messages(since, severity="warning")
+    assert any("The mask keeps no pixel of frame 1" in m for m in warned), warned
+    assert not any("of the image" in m for m in warned), warned
+
+
 # ------------------------------------------- 3. no freeze at the end
 
 
@@ -1021,6 +1051,14 @@ def test_function_widget_results_take_the_geometry_of_the_image_of_each_run(
             np.testing.assert_allclose(result.rotate, source.rotate)
             assert tuple(result.units) == tuple(source.units)
             assert tuple(result.axis_labels) == tuple(source.axis_labels)
+    # one array behind two layers: the one chosen, not the first that holds it
+    viewer.add_image(viewer.layers["other2d"].data, name="other_big", scale=(0.5, 0.5),
+                     translate=(-30, -30))
+    choose_image(widget, "other_big")
+    widget()
+    result = viewer.layers[widget.result_name]
+    np.testing.assert_allclose(result.scale, (0.5, 0.5))
+    np.testing.assert_allclose(result.translate, (-30, -30))
 
 
 def test_a_loaded_model_is_drawn_in_its_labels_colours_and_offered_a_matching_image(
@@ -1093,7 +1131,14 @@ def test_a_grey_stack_refused_by_a_model_of_two_channels_is_said_to_be_grey(
     assert "'zstack' is grey (1 channel), but the model needs 2 channels." in error, error
     assert "32" not in error and "axis 1" not in error, error
     assert "stack them into one" in error and "press Run" in error, error
+    assert "np.stack([a.data, b.data], axis=1)" in error, error  # (Z, C, Y, X)
     assert "zstack GMM labels" not in viewer.layers
+    # a plane's channels are stacked last (axis=1 made (Y, C, X))
+    viewer.add_image(image, name="plane")
+    since = len(notification_manager.records)
+    widget.apply_model(viewer.layers["plane"])
+    (error,) = new_messages(since)
+    assert "np.stack([a.data, b.data], axis=-1)" in error, error
     # on the Image itself, with its channels left as space: the axis that holds two
     widget.channel_axis.native.setCurrentIndex(0)
     assert widget.channel_axis.value is None

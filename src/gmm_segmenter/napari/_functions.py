@@ -351,10 +351,12 @@ def _result_follows_the_image(widget) -> None:
         if result is None or viewer is None or widget.result_name not in viewer.layers:
             return
         chosen = widget.image.value
-        image_layer = next(
-            (layer for layer in viewer.layers
-             if isinstance(layer, Image) and layer.data is chosen), None,
-        )
+        holding = [layer for layer in viewer.layers
+                   if isinstance(layer, Image) and layer.data is chosen]
+        # one array may back several layers (at other scales): the choice's name tells
+        name = getattr(widget.image, "current_choice", None)
+        named = [layer for layer in holding if name in (layer.name, f"{layer.name} (data)")]
+        image_layer = (named or holding or [None])[0]
         if image_layer is not None:
             _output.put_layer(viewer, Labels, widget.result_name, None,
                               _result_geometry(image_layer, np.ndim(result)))

@@ -8,7 +8,9 @@ the public GMMSegmenter API and know nothing of napari or Qt.
 from __future__ import annotations
 
 import copy
+import re
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +64,29 @@ class Result:
     fields: list | None = None
 
 
+#: ``X`` standing alone in the estimator's messages (not ``X[...]`` or a name).
+_LONE_X = re.compile(r"(?<![\w(.\[])X(?![\w\[)])")
+
+
+def _as_frame(index, n_frames, call, *args, **kwargs):
+    """``call(*args, **kwargs)`` on frame ``index`` of ``n_frames`` alone, its
+    warnings and refusals naming the frame: ``X[index]``, which the dock says
+    as "frame index", as it does for the frames of a fit on all of them
+    (the estimator, given one frame, says ``X``: "the image" in the dock)."""
+    if n_frames == 1:
+        return call(*args, **kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = call(*args, **kwargs)
+        except ValueError as error:
+            raise ValueError(_LONE_X.sub(f"X[{index}]", str(error))) from error
+    for record in caught:
+        warnings.warn_explicit(_LONE_X.sub(f"X[{index}]", str(record.message)),
+                               record.category, record.filename, record.lineno)
+    return result
+
+
 def _mask(request, index):
     return None if request.masks is None else request.masks[index]
 
@@ -99,9 +124,8 @@ def segment(request: Request):
     for index, frame in enumerate(frames):
         if request.per_frame:
             yield Progress(step, total, f"Fitting frame {index + 1} of {n_frames}…")
-            model = GMMSegmenter(**request.params).fit(
-                frame, mask=_mask(request, index), **_guide(request, index)
-            )
+            model = _as_frame(index, n_frames, GMMSegmenter(**request.params).fit,
+                              frame, mask=_mask(request, index), **_guide(request, index))
             models.append(model)
             step += 1
         yield from _label(models[-1], request, index, labels, posteriors, step, total, fields)
@@ -128,15 +152,16 @@ def _label(model, request, index, labels, posteriors, step, total, fields):
     if model.bias_field is not None:
         yield Progress(step, total, f"Estimating the bias field{where}…")
         # the field predict divides by: the same estimate, with the same seed
-        fields.append(model.estimate_bias_field(frame, mask=mask))
+        fields.append(_as_frame(index, n_frames, model.estimate_bias_field, frame, mask=mask))
     scribbles = _guide(request, index).get("y")
     if not request.posteriors:
         yield Progress(step, total, f"Labelling{where}…")
-        labels.append(_keep_scribbled(model.predict(frame, mask=mask), scribbles))
+        labels.append(_keep_scribbled(
+            _as_frame(index, n_frames, model.predict, frame, mask=mask), scribbles))
         return
     # one pass gives both: labels are the posteriors' argmax (0 where all are 0)
     yield Progress(step, total, f"Computing posteriors{where}…")
-    maps = model.predict_proba(frame, mask=mask)
+    maps = _as_frame(index, n_frames, model.predict_proba, frame, mask=mask)
     yield Progress(step + 1, total, f"Labelling{where}…")
     if is_dask_array(maps):  # stays lazy: napari computes what it displays
         dtype = label_dtype(maps.shape[-1])

@@ -1363,10 +1363,12 @@ class GMMSegmenterWidget(Container):
             how = (f"If axis {axis} holds its channels, choose Channel axis 'axis {axis} "
                    f"(size {needed})'; else press Run to fit a new model to this layer.")
         else:
+            # channels after the leading axis of a stack (Z, C, Y, X), last for a plane
+            stack_axis = 1 if len(shape) >= 3 else -1
             how = (f"Apply it to one layer that holds {needed} channels on one axis (channels "
                    "napari opened as separate layers: stack them into one, e.g. "
-                   "viewer.add_image(np.stack([a.data, b.data], axis=1)) in napari's "
-                   "console), or press Run to fit a new model to this layer.")
+                   f"viewer.add_image(np.stack([a.data, b.data], axis={stack_axis})) in "
+                   "napari's console), or press Run to fit a new model to this layer.")
         return f"{has}, but the model needs {count(needed, 'channel')}. {how}"
 
     def _image_layout(self, layer):
