@@ -320,6 +320,12 @@ def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path,
                             "segmented as one more axis of space, smoothed across frames as "
                             "within them and without a voxel size") in err, err
     assert "segment the YX frames one by one with one model" in err
+    assert "in Python fit one GMMSegmenter on the list of frames (docs/cli.md" in err
+    # frames of channels: the advice gives their channel axis
+    tifffile.imwrite(tmp_path / "movie2.tif", stack, imagej=True, metadata={"axes": "TCYX"})
+    status, out, err = run_cli([tmp_path / "movie2.tif", "-k", "2", "--beta", "0", "-o",
+                                tmp_path / "movie2", "--no-masks"], capsys)
+    assert status == 0 and "the list of frames (channels on their axis 0)" in err, err
     report = json.loads((tmp_path / "movie" / "movie_report.json").read_text())
     assert "time axis" in report["warnings"][0]
     # what the metadata names wins over what the shape suggests: a stack of 3 slices

@@ -69,6 +69,11 @@ def test_a_pil_image_is_read_as_numpy_reads_it():
     reference = GMMSegmenter(3, channel_axis=-1, beta=0.0, random_state=0).fit_predict(picture)
     np.testing.assert_array_equal(labels, reference)
     np.testing.assert_array_equal(segmenter.predict([Image.fromarray(picture)])[0], reference)
+    # a palette image's values are indices, not colours: refused with the conversion
+    with pytest.raises(ValueError, match=r"X is a PIL image in palette mode \('P', .*pass "
+                                         r"np\.asarray\(X\.convert\('RGB'\)\) with "
+                                         r"channel_axis=-1"):
+        segmenter.fit(Image.fromarray(picture).convert("P"))
 
 
 def test_nan_in_a_mask_is_refused():

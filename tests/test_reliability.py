@@ -547,6 +547,13 @@ def test_an_image_of_few_values_is_blamed_not_its_sample():
                                          r"of X \(max_samples=10\) hold only 2 .*Raise "
                                          r"max_samples"):
         GMMSegmenter(3, beta=0, max_samples=10, random_state=0).fit(rare)
+    # a dask image is not read whole to count its values: the advice names both causes,
+    # the image's few values first
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(ValueError, match=r"the 100000 pixels drawn .* If the image itself "
+                                         r"holds so few values, use fewer components; if "
+                                         r"not, raise max_samples"):
+        GMMSegmenter(3, beta=0).fit(da.from_array(two_values, chunks=128))
 
 
 def test_too_many_components_are_refused_for_the_data_before_memory_is_weighed(monkeypatch):

@@ -191,6 +191,13 @@ def _as_image(image, channel_axis, mask, name, convert, grey_model=False) -> Ima
         hasattr(image, "__array_interface__") or hasattr(image, "__array_struct__")
     ):
         # a PIL image (or any buffer numpy reads): read as np.asarray would
+        if getattr(image, "mode", None) in ("P", "PA"):
+            raise ValueError(
+                f"{name} is a PIL image in palette mode ({image.mode!r}, a GIF or an "
+                "indexed PNG): its values are indices into a palette, not colours; pass "
+                f"np.asarray({name}.convert('RGB')) with channel_axis=-1 (or "
+                f"{name}.convert('L') for grey)."
+            )
         image = np.asarray(image)
     if not (hasattr(image, "__array__") or isinstance(image, (list, tuple))):
         raise TypeError(

@@ -291,14 +291,20 @@ def candidate_n_components(n_components, n_components_range, values, raw=None, s
             if in_image < lowest:  # the image itself, not the sample, holds too few
                 sampled, values, raw, n_distinct = None, None, None, in_image
         if sampled is not None:  # the sample is what holds too few values
-            drawn, n_valid, _ = sampled
+            drawn, n_valid, counter = sampled
+            advice = (
+                "Raise max_samples (None uses every pixel), or use fewer components if the "
+                "image itself holds few distinct values." if counter is not None else
+                # (a dask image was not read whole to count them)
+                "If the image itself holds so few values, use fewer components; if not, "
+                "raise max_samples (None uses every pixel)."
+            )
             raise ValueError(
                 f"{what}, but the {drawn} "
                 f"pixel{'s' * (drawn != 1)} drawn from the {n_valid} valid pixels of X "
                 f"(max_samples={drawn}) hold{'s' * (drawn == 1)} only {n_distinct} "
                 f"distinct pixel value{'s' * (n_distinct != 1)}; each component needs "
-                "its own value to model. Raise max_samples (None uses every pixel), or use "
-                "fewer components if the image itself holds few distinct values."
+                f"its own value to model. {advice}"
             )
         where = "pixel value" if n_distinct == 1 else "pixel values"
         if values is None or n_distinct < len(values):

@@ -81,15 +81,19 @@ def _warn_time_as_space(file_axes, spacing):
     """Say that a time axis the file's metadata names is segmented as space."""
     frame = "".join(a for a in file_axes.axes if a not in "TCS")
     sizes = "" if spacing is not None else (
-        " and without a voxel size (the file gives none for time; --spacing with a size "
-        "for every axis, T first, gives one)"
+        " and without a voxel size (time has none; --spacing with a size for every axis, "
+        "T first, gives one)"
         if all(letter in file_axes.sizes for letter in frame) else ""
     )
+    frame_axes = file_axes.axes.replace("T", "")
+    channels = (f" (channels on their axis {frame_axes.index('C')})"
+                if "C" in frame_axes else "")
     warnings.warn(
         f"The file's metadata names a time axis (T of {file_axes.axes}): it is segmented "
         f"as one more axis of space, smoothed across frames as within them{sizes}. To "
         f"segment the {frame} frames one by one with one model, use napari's 'time: one "
-        "model' or GMMSegmenter().fit(list(frames)) in Python (docs/cli.md, Time series).",
+        f"model', or in Python fit one GMMSegmenter on the list of frames{channels} "
+        "(docs/cli.md, Time series).",
         UserWarning, stacklevel=2,
     )
 
