@@ -217,3 +217,21 @@ def test_fitting_a_batch_with_an_image_whose_mask_keeps_no_pixel_says_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         GMMSegmenter(2, beta=0.0, random_state=0).fit([image, image], mask=[None, ~nothing])
+    # an image of no finite value is said alike (it was silent in fit and predict)
+    blank = np.full(image.shape, np.nan)
+    with pytest.warns(UserWarning, match=r"X\[1\] has no finite value \(every pixel is NaN or "
+                                         r"infinite\), so it adds nothing to the fit"):
+        segmenter = GMMSegmenter(2, beta=0.0, random_state=0).fit([image * 1.0, blank])
+    with pytest.warns(UserWarning, match=r"X has no finite value \(every pixel is NaN or "
+                                         r"infinite\), so every label is 0"):
+        assert not segmenter.predict(blank).any()
+    partly = image * 1.0
+    partly[:10] = np.nan
+    keep = np.zeros(image.shape, bool)
+    keep[:10] = True
+    with pytest.warns(UserWarning, match=r"X has no finite value \(every pixel the mask keeps "
+                                         r"is NaN or infinite\), so every posterior is 0"):
+        segmenter.predict_proba(partly, mask=keep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        segmenter.predict(partly)  # some NaN: label 0 there, as documented, no warning

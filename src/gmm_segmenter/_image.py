@@ -554,6 +554,14 @@ def blocks(spatial_shape: Sequence[int], chunk_pixels: int = CHUNK_PIXELS):
             yield outer + (slice(first, last),), start, start + (last - first) * inner
 
 
+def has_valid_pixel(view: ImageView) -> bool:
+    """Whether some pixel is inside the mask and finite (stops at the first
+    block that has one: the first, for most images)."""
+    if not view.may_be_invalid:
+        return view.n_pixels > 0
+    return any(valid is None or valid.any() for _, _, _, valid in iter_chunks(view))
+
+
 def count_distinct_pixels(views: Sequence[ImageView], enough: int) -> int:
     """Distinct valid pixel values (rows) of in-memory ``views``, counting no
     further than ``enough`` (a chunk at a time: an image of many values stops early)."""

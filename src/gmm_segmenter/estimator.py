@@ -1983,7 +1983,8 @@ def _digest(images):
 
 
 def _warn_if_masked_out(images, output) -> None:
-    """Warn about each in-memory image whose mask keeps no pixel.
+    """Warn about each in-memory image whose mask keeps no pixel, or that has
+    no finite value where its mask keeps pixels.
 
     (``fit`` refuses a single such image, and says which images of a batch
     add nothing to the fit; labelling one gives zeros, which alone would look
@@ -1996,13 +1997,18 @@ def _warn_if_masked_out(images, output) -> None:
         "fit": "it adds nothing to the fit (its labels would all be 0)",
     }.get(output, "every posterior is 0")
     for view, name in zip(images.views, _names(images)):
-        if view.mask is not None and view.pixels.size and not np.any(view.mask):
-            warnings.warn(
-                f"The mask keeps no pixel of {name}, so {result}; pass a mask with some "
-                "True pixels inside the image.",
-                UserWarning,
-                stacklevel=_training.caller_stacklevel(),
-            )
+        if not view.pixels.size:
+            continue
+        if view.mask is not None and not np.any(view.mask):
+            message = (f"The mask keeps no pixel of {name}, so {result}; pass a mask with "
+                       "some True pixels inside the image.")
+        elif not _image.has_valid_pixel(view):
+            kept = "every pixel the mask keeps" if view.mask is not None else "every pixel"
+            message = (f"{name} has no finite value ({kept} is NaN or infinite), so "
+                       f"{result}.")
+        else:
+            continue
+        warnings.warn(message, UserWarning, stacklevel=_training.caller_stacklevel())
 
 
 def _names(images):
