@@ -326,6 +326,15 @@ def test_an_imagej_hyperstack_is_read_with_its_channels_and_voxel_size(tmp_path,
     status, out, err = run_cli([tmp_path / "movie2.tif", "-k", "2", "--beta", "0", "-o",
                                 tmp_path / "movie2", "--no-masks"], capsys)
     assert status == 0 and "the list of frames (channels on their axis 0)" in err, err
+    # with a --model nothing is fitted: the advice labels the frames with it
+    model = tmp_path / "movie.npz"
+    assert run_cli([tmp_path / "movie.tif", "-k", "2", "--beta", "0", "-o",
+                    tmp_path / "fitted", "--save-model", model]) == 0
+    capsys.readouterr()
+    status, out, err = run_cli([tmp_path / "movie.tif", "--model", model, "-o",
+                                tmp_path / "applied"], capsys)
+    assert status == 0 and ("To label the YX frames one by one with the --model, use napari's "
+                            "Apply model") in err, err
     report = json.loads((tmp_path / "movie" / "movie_report.json").read_text())
     assert "time axis" in report["warnings"][0]
     # what the metadata names wins over what the shape suggests: a stack of 3 slices

@@ -88,6 +88,10 @@ def test_jobs_yield_progress_and_per_frame_models():
     except StopIteration as stop:
         result = stop.value
     assert steps[-1].step == steps[-1].total == 6
+    # frames numbered as the slider and the messages number them (from 0), and how far
+    messages = [step.message for step in steps]
+    assert "Fitting frame 1 (2 of 2)…" in messages, messages
+    assert "Computing posteriors frame 0 (1 of 2)…" in messages, messages
     assert len(result.models) == 2 and len(result.labels) == 2
     assert result.posteriors[0].shape == (32, 32, 4)
     np.testing.assert_array_equal(result.labels[1], truth[::-1])

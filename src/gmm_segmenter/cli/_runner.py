@@ -77,8 +77,9 @@ def _check_file_channels(file_axes, option, spacing, ndim):
         )
 
 
-def _warn_time_as_space(file_axes, spacing):
-    """Say that a time axis the file's metadata names is segmented as space."""
+def _warn_time_as_space(file_axes, spacing, fitted=True):
+    """Say that a time axis the file's metadata names is segmented as space
+    (``fitted``: a model is fitted to the file, not given with ``--model``)."""
     frame = "".join(a for a in file_axes.axes if a not in "TCS")
     sizes = "" if spacing is not None else (
         " and without a voxel size (time has none; --spacing with a size for every axis, "
@@ -88,12 +89,17 @@ def _warn_time_as_space(file_axes, spacing):
     frame_axes = file_axes.axes.replace("T", "")
     channels = (f" (channels on their axis {frame_axes.index('C')})"
                 if "C" in frame_axes else "")
+    how = (
+        f"segment the {frame} frames one by one with one model, use napari's 'time: one "
+        f"model', or in Python fit one GMMSegmenter on the list of frames{channels}"
+        if fitted else
+        f"label the {frame} frames one by one with the --model, use napari's Apply model "
+        f"with 'time: one model', or in Python predict the list of frames{channels}"
+    )
     warnings.warn(
         f"The file's metadata names a time axis (T of {file_axes.axes}): it is segmented "
         f"as one more axis of space, smoothed across frames as within them{sizes}. To "
-        f"segment the {frame} frames one by one with one model, use napari's 'time: one "
-        f"model', or in Python fit one GMMSegmenter on the list of frames{channels} "
-        "(docs/cli.md, Time series).",
+        f"{how} (docs/cli.md, Time series).",
         UserWarning, stacklevel=2,
     )
 
@@ -194,7 +200,7 @@ class Runner:
         if file_axes is not None and file_axes.channel_axis is not None:
             _check_file_channels(file_axes, option, spacing, image.ndim)
         if file_axes is not None and "T" in file_axes.axes:
-            _warn_time_as_space(file_axes, spacing)
+            _warn_time_as_space(file_axes, spacing, fitted=self.shared_model is None)
         prepared = prepare(image, option, self.mask, None if spacing is None else len(spacing),
                            None if file_axes is None else file_axes.axes)
         prepared.axes_channel = axes_channel

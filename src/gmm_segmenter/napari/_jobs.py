@@ -87,6 +87,12 @@ def _as_frame(index, n_frames, call, *args, **kwargs):
     return result
 
 
+def _frame_of(index, n_frames) -> str:
+    """`` frame 2 (3 of 4)``: the frame as napari's slider and the messages
+    number it (from 0), and how far the job is."""
+    return f" frame {index} ({index + 1} of {n_frames})"
+
+
 def _mask(request, index):
     return None if request.masks is None else request.masks[index]
 
@@ -123,7 +129,7 @@ def segment(request: Request):
         step += 1
     for index, frame in enumerate(frames):
         if request.per_frame:
-            yield Progress(step, total, f"Fitting frame {index + 1} of {n_frames}…")
+            yield Progress(step, total, f"Fitting{_frame_of(index, n_frames)}…")
             model = _as_frame(index, n_frames, GMMSegmenter(**request.params).fit,
                               frame, mask=_mask(request, index), **_guide(request, index))
             models.append(model)
@@ -148,7 +154,7 @@ def _label(model, request, index, labels, posteriors, step, total, fields):
     lists, yielding progress."""
     frame, mask = request.frames[index], _mask(request, index)
     n_frames = len(request.frames)
-    where = f" frame {index + 1} of {n_frames}" if n_frames > 1 else ""
+    where = _frame_of(index, n_frames) if n_frames > 1 else ""
     if model.bias_field is not None:
         yield Progress(step, total, f"Estimating the bias field{where}…")
         # the field predict divides by: the same estimate, with the same seed
