@@ -346,12 +346,8 @@ def spatial_fit_views(views):
             out.append(view)
             continue
         key = centre_crop(view.spatial_shape, SPATIAL_FIT_PIXELS)
-        pixels = np.asarray(view.pixels[key].compute())
-        mask = view.mask
-        if mask is not None:
-            mask = mask[key]
-            mask = np.asarray(mask.compute() if is_dask_array(mask) else mask)
-        out.append(ImageView(pixels=pixels, mask=mask))
+        mask = None if view.mask is None else view.mask[key]
+        out.append(_image.computed(ImageView(pixels=view.pixels[key], mask=mask)))
     return out
 
 

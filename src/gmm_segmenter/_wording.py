@@ -6,9 +6,12 @@ import re
 #: (a file, a layer). Advice written as code on it (``X[..., 0]``,
 #: ``np.log(X)``) is left as it is; each front end rewords what it can of
 #: that first.
+#: ``X`` standing alone in a message (not ``X[...]``, ``np.log(X)`` or a name).
+LONE_X = re.compile(r"(?<![\w(.\[])X(?![\w\[)])")
+
 X_AS_THE_IMAGE = [
     (re.compile(r"(^|\. )X(?![\w\[)])"), r"\1The image"),
-    (re.compile(r"(?<![\w(.\[])X(?![\w\[)])"), "the image"),
+    (LONE_X, "the image"),
 ]
 
 #: Advice the estimator writes as code, which each front end says in its own terms.

@@ -1365,30 +1365,30 @@ class GMMSegmenter(DensityMixin, TransformerMixin, BaseEstimator,
         """
         if fields is not None:
             views = fields.corrected_views()
-        lazy = [_image.is_dask_array(view.pixels) for view in views]
-        if not any(lazy):
+        # (a dask image's valid pixels are not known before it is read: its
+        # tiles are chosen as if all were, and read alone; its memory is
+        # weighed once they, or the whole of a small one, are in memory)
+        lazy = any(_image.is_dask_array(view.pixels) for view in views)
+        if not lazy:
             _kernel.check_spatial_memory(
                 views, mixture.n_components, "Fitting with the spatial prior"
             )
         generator = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        # (a dask image's valid pixels are not known before it is read: its
-        # tiles are chosen as if all were, and read alone)
-        valid_maps = [None if is_lazy else _image.valid_map(view)
-                      for view, is_lazy in zip(views, lazy)]
+        valid_maps = [None if _image.is_dask_array(view.pixels) else _image.valid_map(view)
+                      for view in views]
         # Guided fits keep whole images: a tile set could miss every stroke.
         tiles = None if fields is not None or guidance is not None else (
             _hmrf.representative_tiles([view.spatial_shape for view in views], valid_maps)
         )
         if tiles is not None:  # large images: HMRF-EM on tiles spread over them
             views, hoods = _hmrf.tile_views(views, hoods, tiles)
-        elif any(lazy):  # small enough to fit whole
-            views = [_image.computed(view) if is_lazy else view
-                     for view, is_lazy in zip(views, lazy)]
-        if tiles is not None or any(lazy):
-            if any(lazy):
-                _kernel.check_spatial_memory(
-                    views, mixture.n_components, "Fitting with the spatial prior"
-                )
+        elif lazy:  # small enough to fit whole
+            views = [_image.computed(view) for view in views]
+        if lazy:
+            _kernel.check_spatial_memory(
+                views, mixture.n_components, "Fitting with the spatial prior"
+            )
+        if tiles is not None or lazy:
             valid_maps = [_image.valid_map(view) for view in views]
         shapes = [view.spatial_shape for view in views]
         probes = _hmrf.sample_positions(

@@ -8,7 +8,6 @@ the public GMMSegmenter API and know nothing of napari or Qt.
 from __future__ import annotations
 
 import copy
-import re
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import numpy as np
 
 from .._image import is_dask_array
 from .._model import label_dtype
+from .._wording import LONE_X
 from ..estimator import GMMSegmenter
 from . import _layers
 
@@ -64,10 +64,6 @@ class Result:
     fields: list | None = None
 
 
-#: ``X`` standing alone in the estimator's messages (not ``X[...]`` or a name).
-_LONE_X = re.compile(r"(?<![\w(.\[])X(?![\w\[)])")
-
-
 def _as_frame(index, n_frames, call, *args, **kwargs):
     """``call(*args, **kwargs)`` on frame ``index`` of ``n_frames`` alone, its
     warnings and refusals naming the frame: ``X[index]``, which the dock says
@@ -80,9 +76,9 @@ def _as_frame(index, n_frames, call, *args, **kwargs):
         try:
             result = call(*args, **kwargs)
         except ValueError as error:
-            raise ValueError(_LONE_X.sub(f"X[{index}]", str(error))) from error
+            raise ValueError(LONE_X.sub(f"X[{index}]", str(error))) from error
     for record in caught:
-        warnings.warn_explicit(_LONE_X.sub(f"X[{index}]", str(record.message)),
+        warnings.warn_explicit(LONE_X.sub(f"X[{index}]", str(record.message)),
                                record.category, record.filename, record.lineno)
     return result
 

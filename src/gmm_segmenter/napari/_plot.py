@@ -295,8 +295,9 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
     # (a plane of channels has a y label too, and its ticks beside it)
     # a y label and ticks need the left margin; a lone histogram has neither
     left = 0.2 if channels else 0.04 if model.n_features_in_ == 1 and not has_curve else 0.14
+    said = _corrected(model, corrected)  # of the bias field ("" when none was applied)
     # a second line of the title says the channels are corrected for the bias field
-    two_lines = channels and bool(_corrected(model, corrected))
+    two_lines = channels and bool(said)
     figure.subplots_adjust(left=left, right=0.97,
                            top=(0.92 if has_curve else 0.9) - (0.08 if two_lines else 0),
                            bottom=0.13 if has_curve else 0.18, hspace=0.75)
@@ -324,7 +325,6 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
             top = _y_top(density, densities)
             if top is not None:
                 main.set_ylim(0, top)
-        said = _corrected(model, corrected)
         main.set_xlabel(f"intensity, {said}" if said else "intensity", fontsize=8)
         main.set_yticks([])
     elif channels:
@@ -338,9 +338,9 @@ def draw(model, histogram=None, colours=None, theme=None, size=(320, 220),
     title = count(n_components, "component")
     if model.n_features_in_ == 1 and by_labels:
         title += ", sized by their labels"
-    if channels and _corrected(model, corrected):
+    if channels and said:
         # under the title: beside a channel's name it ran off the figure
-        title += f"\n{_corrected(model, corrected)}"
+        title += f"\n{said}"
     main.set_title(title, fontsize=9)
     _style(main, theme)
     if has_curve:
